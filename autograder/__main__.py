@@ -1,0 +1,31 @@
+"""``python -m autograder <verb>``: the workflow's verbs, each a thin front for one module."""
+
+import importlib
+import sys
+
+VERBS = {
+    "assign": ("autograder.assign", "regenerate release/ and solutions/ from source/"),
+    "grade": ("autograder.grade", "grade one notebook in isolation and write results.json"),
+    "grade-class": ("autograder.grade_class", "grade every submission of an assignment in parallel"),
+    "demo": ("autograder.demo", "set up, release and grade the bundled demo class end to end"),
+    "data": ("autograder.data", "link Fashion-MNIST from Debian's package into Keras' cache"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m autograder <verb> [options]", "", "verbs:"]
+    lines += [f"  {verb:<12} {summary}" for verb, (_, summary) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+        print(usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(VERBS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""build_model_with_bn(input_shape=(28, 28, 1), num_classes=10) -> keras.Model
+
+Specification: the baseline network (Conv 32 -> pool -> Conv 64 -> pool -> Flatten -> Dense
+softmax) with every convolution in a Conv2D (no activation) -> BatchNormalization -> ReLU block.
+35,210 parameters (35,018 trainable, 192 non-trainable), one fewer per filter of each
+Conv2D(use_bias=False) (35,114 with both), which is also right: BN's beta does the bias's job.
+"""
+
+import pytest
+
+from autograder import modelcheck
+
+FUNCTION = "build_model_with_bn"
+EXPECTED_TOTAL = 35_210   # with conv biases
+NON_TRAINABLE = 192   # moving mean and variance of 32 + 64 channels
+
+
+@pytest.mark.points(0.5)
+def test_returns_a_model_the_grader_can_rebuild(student_model):
+    """Returns a keras.Model of built-in layers that the grader can rebuild from its configuration."""
+    model = student_model(FUNCTION)
+    assert tuple(model.output_shape) == (None, 10), (
+        f"the default model's output has shape {tuple(model.output_shape)}; it must be (None, 10)")
+
+
+@pytest.mark.points(1.0)
+def test_places_batch_norm_between_conv_and_relu(student_model):
+    """Every Conv2D is linear and followed by BatchNormalization, then ReLU."""
+    layers = modelcheck.flat_layers(student_model(FUNCTION))
+    convs = [layer for layer in layers if layer.kind == "Conv2D"]
+    assert [c.config["filters"] for c in convs] == [32, 64], (
+        f"expected two Conv2D layers with 32 and 64 filters, found {[c.config['filters'] for c in convs]}")
+    errors = modelcheck.placement_errors(layers)
+    assert not errors, "; ".join(errors)
+
+
+@pytest.mark.points(1.0)
+def test_has_the_expected_parameter_counts(student_model):
+    """35,210 parameters (or 35,114 without conv biases), 192 of them non-trainable."""
+    model = student_model(FUNCTION)
+    total, trainable, frozen = modelcheck.parameter_counts(model)
+    expected = EXPECTED_TOTAL - modelcheck.bias_free_savings(modelcheck.flat_layers(model))
+    assert total == expected, (
+        f"the model has {total:,} parameters ({trainable:,} trainable, {frozen:,} non-trainable); expected "
+        f"{expected:,}: the baseline's 34,826 plus 4 per channel for 32 + 64 BN channels (35,210; one fewer "
+        "per filter of a Conv2D(use_bias=False))")
+    assert frozen == NON_TRAINABLE, (
+        f"{frozen} non-trainable parameters; BN's moving mean and variance for 32 + 64 channels make 192")
+
+
+@pytest.mark.points(0.5)
+def test_honours_input_shape_and_num_classes(student_model):
+    """Builds for the input_shape and num_classes it is given."""
+    model = student_model(FUNCTION, input_shape=(32, 32, 3), num_classes=5)
+    assert tuple(model.input_shape) == (None, 32, 32, 3), (
+        f"build_model_with_bn(input_shape=(32, 32, 3), ...) has input shape {tuple(model.input_shape)}; "
+        "pass input_shape to keras.Input")
+    assert tuple(model.output_shape) == (None, 5), (
+        f"build_model_with_bn(num_classes=5) has output shape {tuple(model.output_shape)}; "
+        "the last Dense layer needs num_classes units")

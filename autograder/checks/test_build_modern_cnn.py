@@ -1,0 +1,87 @@
+"""build_modern_cnn(input_shape=(32, 32, 3), num_classes=10) -> keras.Model
+
+Specification: [Conv 32 -> BN -> ReLU] x 2 -> MaxPool -> Dropout 0.2; the same with 64 filters
+-> Dropout 0.3; Conv 128 -> BN -> ReLU -> GlobalAveragePooling -> Dropout 0.5 -> Dense softmax;
+3x3 kernels, 'same' padding. 141,994 parameters at the defaults (640 non-trainable), 320 fewer
+with Conv2D(use_bias=False) on every convolution. It must honour any input_shape and num_classes.
+"""
+
+import pytest
+
+from autograder import modelcheck
+
+FUNCTION = "build_modern_cnn"
+EXPECTED_TOTALS = {   # (input_shape, num_classes): parameters with conv biases
+    ((32, 32, 3), 10): 141_994,
+    ((28, 28, 1), 10): 141_418,
+    ((64, 64, 3), 5): 141_349,
+}
+EXPECTED_LAYERS = (
+    ["Conv2D(32)", "BatchNormalization", "ReLU"] * 2 + ["MaxPooling2D", "Dropout(0.2)"]
+    + ["Conv2D(64)", "BatchNormalization", "ReLU"] * 2 + ["MaxPooling2D", "Dropout(0.3)"]
+    + ["Conv2D(128)", "BatchNormalization", "ReLU", "GlobalAveragePooling2D", "Dropout(0.5)", "Dense(softmax)"]
+)
+
+
+def layer_signature(layer) -> str:
+    if layer.kind == "Conv2D":
+        return f"Conv2D({layer.config['filters']})"
+    if layer.kind in ("Activation", "ReLU") and layer.activation == "relu":
+        return "ReLU"
+    if layer.kind == "Dropout":
+        return f"Dropout({round(float(layer.config['rate']), 3):g})"
+    if layer.kind == "Dense":
+        return f"Dense({layer.config.get('activation')})"
+    return layer.kind
+
+
+@pytest.mark.points(0.75)
+def test_uses_conv_bn_relu_blocks(student_model):
+    """Every Conv2D is a linear 3x3 'same' convolution followed by BatchNormalization, then ReLU."""
+    layers = modelcheck.flat_layers(student_model(FUNCTION))
+    errors = modelcheck.placement_errors(layers)
+    assert not errors, "; ".join(errors)
+    for conv in (layer for layer in layers if layer.kind == "Conv2D"):
+        assert tuple(conv.config["kernel_size"]) == (3, 3) and conv.config["padding"] == "same", (
+            f"Conv2D({conv.config['filters']}) has kernel {tuple(conv.config['kernel_size'])} and padding "
+            f"{conv.config['padding']!r}; use 3x3 kernels with padding='same'")
+
+
+@pytest.mark.points(0.75)
+def test_has_the_filters_pooling_dropout_and_head(student_model):
+    """Filters 32, 32, 64, 64, 128; pooling; dropout 0.2, 0.3, 0.5; global average pooling; softmax head."""
+    found = [layer_signature(layer) for layer in modelcheck.flat_layers(student_model(FUNCTION))]
+    for position, (want, got) in enumerate(zip(EXPECTED_LAYERS, found), start=1):
+        assert want == got, (f"layer {position} should be {want}, found {got}; the layers are: "
+                             f"{' -> '.join(found)}")
+    assert len(found) == len(EXPECTED_LAYERS), (
+        f"expected {len(EXPECTED_LAYERS)} layers, found {len(found)}: {' -> '.join(found)}")
+
+
+@pytest.mark.points(0.75)
+def test_has_the_expected_parameter_counts(student_model):
+    """141,994 parameters at the defaults (141,674 without conv biases), 640 non-trainable."""
+    model = student_model(FUNCTION)
+    total, trainable, frozen = modelcheck.parameter_counts(model)
+    expected = EXPECTED_TOTALS[((32, 32, 3), 10)] - modelcheck.bias_free_savings(modelcheck.flat_layers(model))
+    assert total == expected, (
+        f"the model has {total:,} parameters ({trainable:,} trainable, {frozen:,} non-trainable); "
+        f"expected {expected:,} (141,994 with conv biases, one fewer per filter of a Conv2D(use_bias=False))")
+    assert frozen == 640, f"{frozen} non-trainable parameters; BN's moving statistics for 320 channels make 640"
+
+
+@pytest.mark.points(0.375)   # each of the two shapes
+@pytest.mark.parametrize("input_shape, num_classes", [((28, 28, 1), 10), ((64, 64, 3), 5)],
+                         ids=["28x28x1-10", "64x64x3-5"])
+def test_honours_input_shape_and_num_classes(student_model, input_shape, num_classes):
+    """Builds for any input_shape and num_classes (checked at (28, 28, 1)/10 and (64, 64, 3)/5)."""
+    model = student_model(FUNCTION, input_shape=input_shape, num_classes=num_classes)
+    call = f"build_modern_cnn(input_shape={input_shape}, num_classes={num_classes})"
+    assert tuple(model.input_shape) == (None, *input_shape), (
+        f"{call} has input shape {tuple(model.input_shape)}; pass input_shape to keras.Input")
+    assert tuple(model.output_shape) == (None, num_classes), (
+        f"{call} has output shape {tuple(model.output_shape)}; the last Dense layer needs num_classes units")
+    total, _, _ = modelcheck.parameter_counts(model)
+    expected = EXPECTED_TOTALS[(input_shape, num_classes)] - modelcheck.bias_free_savings(modelcheck.flat_layers(model))
+    assert total == expected, (
+        f"{call} has {total:,} parameters; expected {expected:,}")

@@ -1,0 +1,80 @@
+"""results.json: the contract instructors' scripts parse, and writing it without ever leaving half a file.
+
+{"total": float, "max_total": float, "status": "graded" | "error", "error": str | null,
+ "checks": [{"id", "exercise", "points", "max_points", "passed", "message"}],
+ "versions": {...}, "timings": {...}}
+
+Every check appears in every result; one that could not run has 0 points and says why.
+"""
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from .exercises import EXERCISE_IDS
+
+CHECKS_DIR = Path(__file__).parent / "checks"
+
+
+def write_json_atomic(obj, path) -> None:
+    """Write JSON to ``path`` through a temp file in the same folder and os.replace, so a reader
+    (or an interrupted run) sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    found = {"python": platform.python_version()}
+    for package in ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nbgrader"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def summarise(checks: list, *, error=None, timings=None) -> dict:
+    """The results document for a list of check rows; status is "error" when ``error`` is given."""
+    ordered = sorted(checks, key=lambda c: (EXERCISE_IDS.index(c["exercise"])
+                                            if c["exercise"] in EXERCISE_IDS else len(EXERCISE_IDS)))
+    return {
+        "total": round(sum(c["points"] for c in ordered), 6),
+        "max_total": round(sum(c["max_points"] for c in ordered), 6),
+        "status": "error" if error else "graded",
+        "error": error,
+        "checks": ordered,
+        "versions": versions(),
+        "timings": dict(timings or {}),
+    }
+
+
+def catalogue() -> list:
+    """Every hidden check as a zero-point row: (id, exercise, max_points), collected by pytest."""
+    from .grade import collect_checks
+    return collect_checks()
+
+
+def error_result(message: str, timings=None) -> dict:
+    """A result for a submission that could not be graded at all: every check, 0 points, the reason."""
+    rows = [dict(row, points=0.0, passed=False, message=message) for row in catalogue()]
+    return summarise(rows, error=message, timings=timings)
+
+
+def exercise_scores(result: dict) -> dict:
+    """{exercise id: points} summed over the exercise's checks, for every exercise."""
+    scores = {exercise: 0.0 for exercise in EXERCISE_IDS}
+    for check in result["checks"]:
+        scores[check["exercise"]] = round(scores.get(check["exercise"], 0.0) + check["points"], 6)
+    return scores
