@@ -4,6 +4,8 @@ The checks run here, in the grader's process. The student's code runs only in th
 worker behind the ``submission`` fixture, which hands back plain data.
 """
 
+import importlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,9 @@ def submission(request):
     except SubmissionError as exc:
         request.config.stash[SUBMISSION_ERROR] = str(exc)
         raise
+    # The grader needs Keras to rebuild models and the worker needs it to run the notebook: import
+    # it here while the worker starts, instead of after.
+    threading.Thread(target=importlib.import_module, args=("keras",), daemon=True).start()
     with opened:
         yield opened
         request.config.stash[TIMINGS].update(opened.timings)
@@ -97,9 +102,15 @@ def model_config(submission):
 
 @pytest.fixture(scope="session")
 def student_model(model_config):
-    """student_model(function, **kwargs) -> a fresh keras.Model rebuilt from the student's config."""
+    """student_model(function, **kwargs) -> the keras.Model rebuilt from the student's config, rebuilt
+    once per call signature; checks only read it (the training check rebuilds its own to train)."""
+    models = {}
+
     def build(function, **kwargs):
-        return modelcheck.rebuild(model_config(function, **kwargs))
+        key = (function, tuple(sorted(kwargs.items())))
+        if key not in models:
+            models[key] = modelcheck.rebuild(model_config(function, **kwargs))
+        return models[key]
     return build
 
 

@@ -9,15 +9,15 @@ autograder/training.py.
 
 import pytest
 
-from autograder import training
+from autograder import modelcheck, training
 
 FUNCTION = "build_model_with_bn"
 
 
 @pytest.mark.points(2.0)
-def test_bn_model_trains_faster_than_the_baseline(student_model, cache_dir, record_timing):
+def test_bn_model_trains_faster_than_the_baseline(model_config, cache_dir, record_timing):
     """With BN, training accuracy after the short budget leads the model without BN by the calibrated margin."""
-    model = student_model(FUNCTION)
+    model = modelcheck.rebuild(model_config(FUNCTION))   # fresh weights, only for this training run
     try:
         result = training.compare(model, cache_dir=cache_dir)
     except training.TrainingCheckError as exc:

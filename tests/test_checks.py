@@ -1,0 +1,169 @@
+"""The hidden checks, end to end: each synthetic student is graded in the sandbox like a real one.
+
+The solution scores full marks, the release scores 0 with "not implemented", and each common
+mistake loses exactly the checks about it, with the mistake named.
+"""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from autograder import students
+from autograder.exercises import EXERCISE_IDS
+from autograder.grade import collect_checks, grade_notebook
+
+pytestmark = pytest.mark.slow
+
+BN = "manual_batch_norm::"
+WITH_BN = "build_model_with_bn::"
+MODERN = "build_modern_cnn::"
+TRAINING = "training_improvement::test_bn_model_trains_faster_than_the_baseline"
+ALL_WITH_BN = {WITH_BN + name for name in ("test_returns_a_model_the_grader_can_rebuild",
+                                           "test_places_batch_norm_between_conv_and_relu",
+                                           "test_has_the_expected_parameter_counts",
+                                           "test_honours_input_shape_and_num_classes")}
+MODERN_SHAPES = {MODERN + "test_honours_input_shape_and_num_classes[28x28x1-10]",
+                 MODERN + "test_honours_input_shape_and_num_classes[64x64x3-5]"}
+
+# student -> ({checks it fails}, words its message for the first of them must contain)
+EXPECTED = {
+    "full_marks": (set(), None),
+    "bn_ddof1": ({BN + "test_uses_the_biased_variance"}, "ddof=1"),
+    "bn_eps_outside_sqrt": ({BN + "test_adds_epsilon_inside_the_square_root"}, "outside the square root"),
+    "bn_no_epsilon": ({BN + "test_adds_epsilon_inside_the_square_root"}, "epsilon left out"),
+    "bn_per_sample": ({BN + "test_normalizes_each_feature_over_the_batch",
+                       BN + "test_normalizes_conv_activations_per_channel"}, "per sample"),
+    "bn_all_elements": ({BN + "test_normalizes_each_feature_over_the_batch"}, "all elements"),
+    "bn_per_position": ({BN + "test_normalizes_conv_activations_per_channel"}, "per position"),
+    "bn_nchw": ({BN + "test_normalizes_conv_activations_per_channel"}, "NCHW"),
+    "bn_in_place": ({BN + "test_leaves_its_input_unmodified"}, "in place"),
+    "old_placement": ({WITH_BN + "test_places_batch_norm_between_conv_and_relu"}, "old Conv(relu) -> BN"),
+    "no_bn": ({WITH_BN + "test_places_batch_norm_between_conv_and_relu",
+               WITH_BN + "test_has_the_expected_parameter_counts", TRAINING}, "activation"),
+    "lambda_layer": (ALL_WITH_BN | {TRAINING}, "Lambda"),
+    "modern_fixed_shape": (MODERN_SHAPES, "input shape"),
+    "modern_no_dropout": ({MODERN + "test_has_the_filters_pooling_dropout_and_head"}, "Dropout(0.2)"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """grade(student name) -> results, each student graded once for the whole module."""
+    cache = {}
+    folder = tmp_path_factory.mktemp("submissions")
+    baseline_cache = tmp_path_factory.mktemp("grader-cache")
+
+    def grade(name):
+        if name not in cache:
+            path = students.write_submission(students.STUDENTS[name], folder / name / "batchnorm.ipynb")
+            cache[name] = grade_notebook(path, cache_dir=baseline_cache)
+        return cache[name]
+    return grade
+
+
+def failed(result) -> set:
+    return {c["id"] for c in result["checks"] if not c["passed"]}
+
+
+def test_every_check_appears_in_every_result(graded):
+    ids = [row["id"] for row in collect_checks()]
+    for name in ("full_marks", "unanswered", "corrupt"):
+        assert [c["id"] for c in graded(name)["checks"]] == ids
+
+
+def test_the_solution_scores_full_marks(graded):
+    result = graded("full_marks")
+    assert result["status"] == "graded" and result["error"] is None
+    assert result["total"] == result["max_total"] == 12.0, failed(result)
+    assert {"worker_start", "checks", "training_check", "total"} <= set(result["timings"])
+
+
+def test_the_unanswered_release_scores_zero_saying_not_implemented(graded):
+    result = graded("unanswered")
+    assert result["status"] == "graded" and result["total"] == 0.0
+    for check in result["checks"]:
+        assert "not implemented" in check["message"], check
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_mistake_loses_exactly_its_checks_and_is_named(graded, name):
+    should_fail, words = EXPECTED[name]
+    result = graded(name)
+    assert failed(result) == should_fail
+    messages = [c["message"] for c in result["checks"] if c["id"] in should_fail]
+    if words:
+        assert any(words in message for message in messages), messages
+
+
+def test_a_function_that_raises_loses_only_its_exercise_and_says_what_it_raised(graded):
+    result = graded("crashing")
+    assert {c["exercise"] for c in result["checks"] if not c["passed"]} == {"build_modern_cnn"}
+    assert all("raised ValueError: shapes do not match" in c["message"]
+               for c in result["checks"] if c["exercise"] == "build_modern_cnn")
+
+
+def test_a_corrupt_notebook_is_an_error_with_zero_points_and_the_reason(graded):
+    result = graded("corrupt")
+    assert result["status"] == "error" and result["total"] == 0.0
+    assert "not valid JSON" in result["error"]
+    assert all("not valid JSON" in c["message"] for c in result["checks"])
+
+
+def _hand_in(tmp_path, extra_code, unanswered=True):
+    notebook = students.build_notebook(students.Student("hostile", "", unanswered=unanswered))
+    notebook.cells.append(nbformat.v4.new_code_cell(extra_code))
+    path = tmp_path / "batchnorm.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+FAKES = {
+    "numpy": "import numpy\nnumpy.allclose = lambda *a, **k: True\nnumpy.array_equal = lambda *a, **k: True\n"
+             "numpy.testing.assert_allclose = lambda *a, **k: None\n",
+    "builtins": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.len = lambda *a: 0\n"
+                "builtins.AssertionError = type('Nope', (Exception,), {})\n",
+    "pytest": "import sys, types\nfake = types.ModuleType('pytest')\nfake.fail = lambda *a, **k: None\n"
+              "sys.modules['pytest'] = fake\n",
+    "autograder": "import sys, types\nfake = types.ModuleType('autograder')\n"
+                  "fake.grade_notebook = lambda *a, **k: {'total': 12.0}\nsys.modules['autograder'] = fake\n"
+                  "sys.modules['autograder.grade'] = fake\n",
+}
+
+
+@pytest.mark.parametrize("patched", sorted(FAKES))
+def test_patching_the_kernel_cannot_raise_the_score(tmp_path, patched):
+    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), cache_dir=tmp_path / "cache")
+    assert result["total"] == 0.0, [c for c in result["checks"] if c["passed"]]
+
+
+def test_regrading_the_same_submission_gives_the_same_result(graded, tmp_path):
+    first = graded("old_placement")
+    path = students.write_submission(students.STUDENTS["old_placement"], tmp_path / "again.ipynb")
+    again = grade_notebook(path, cache_dir=tmp_path / "cache")
+    assert [(c["id"], c["points"], c["message"]) for c in again["checks"]] == \
+           [(c["id"], c["points"], c["message"]) for c in first["checks"]]
+
+
+def test_the_grade_command_writes_results_json(tmp_path):
+    path = students.write_submission(students.STUDENTS["bn_ddof1"], tmp_path / "nb.ipynb")
+    output = tmp_path / "out" / "results.json"
+    done = subprocess.run([sys.executable, "-m", "autograder", "grade", str(path), "--output", str(output),
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(output.read_text())
+    assert set(result) == {"total", "max_total", "status", "error", "checks", "versions", "timings"}
+    assert result["total"] == 11.5 and result["status"] == "graded"
+    assert {c["exercise"] for c in result["checks"]} == set(EXERCISE_IDS)
+    assert "FAIL  0.00/0.50  manual_batch_norm::test_uses_the_biased_variance" in done.stdout
+
+
+def test_plain_pytest_runs_the_same_checks(tmp_path):
+    path = students.write_submission(students.STUDENTS["bn_ddof1"], tmp_path / "nb.ipynb")
+    done = subprocess.run([sys.executable, "-m", "pytest", "autograder/checks", "--submission", str(path),
+                           "--grader-cache", str(tmp_path / "cache"), "-q", "-p", "no:cacheprovider",
+                           "-k", "manual_batch_norm"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "1 failed, 6 passed" in done.stdout and "ddof=1" in done.stdout
