@@ -1,0 +1,216 @@
+"""``python -m autograder assign``: regenerate release/ and solutions/ from source/.
+
+* ``release/batchnorm/batchnorm.ipynb`` is what students get: ``nbgrader generate_assignment``
+  run from the repository root (so nbgrader_config.py applies) replaces solution bodies by the
+  stub and removes the hidden-test blocks.
+* ``solutions/batchnorm/batchnorm.ipynb`` is the worked notebook for instructors: the source
+  with the solution markers and hidden-test blocks removed (the solution code stays), without
+  nbgrader metadata, executed top to bottom so it keeps its plots and measured numbers.
+
+``--check`` regenerates nothing and exits 1 naming the generated files that no longer match
+source/ (outputs are not compared). ``--fast`` executes the solutions with BN_ASSIGNMENT_FAST=1;
+such a notebook is for trying things out, never for committing: the committed one is executed with
+the full training budget (its metadata records which budget was used).
+"""
+
+import argparse
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE = Path("source") / ASSIGNMENT_ID / NOTEBOOK_NAME
+RELEASE = Path("release") / ASSIGNMENT_ID / NOTEBOOK_NAME
+SOLUTIONS = Path("solutions") / ASSIGNMENT_ID / NOTEBOOK_NAME
+
+FAST_ENV = "BN_ASSIGNMENT_FAST"
+CELL_TIMEOUT = 600  # seconds per cell when executing the solutions
+KERNEL = "python3"
+# Recorded in the solutions notebook's metadata: which training budget produced its outputs.
+METADATA_KEY = "batchnorm_assignment"
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+class AssignError(RuntimeError):
+    """nbgrader or the notebook execution failed; the message holds their output."""
+
+
+# --------------------------------------------------------------------------------------------
+# Solutions
+
+def strip_cell_source(source: str) -> str:
+    """A cell's source without solution-marker lines and hidden-test blocks (solution code kept)."""
+    kept, hidden = [], False
+    for line in source.splitlines():
+        marker = line.strip()
+        if marker == BEGIN_HIDDEN:
+            hidden = True
+        elif marker == END_HIDDEN:
+            hidden = False
+        elif not hidden and marker not in (BEGIN_SOLUTION, END_SOLUTION):
+            kept.append(line)
+    return "\n".join(kept).rstrip()
+
+
+def solutions_notebook(repo_root=REPO_ROOT, keep_nbgrader_metadata=False):
+    """The source notebook turned into the (not yet executed) solutions notebook."""
+    nb = nbformat.read(Path(repo_root) / SOURCE, as_version=4)
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        cell.source = strip_cell_source(cell.source)
+        if not keep_nbgrader_metadata:
+            cell.metadata.pop("nbgrader", None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def kernel_env(fast: bool) -> dict:
+    """The environment of an executing kernel: quiet TensorFlow, training budget set explicitly."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if fast:
+        env[FAST_ENV] = "1"
+    else:
+        env.pop(FAST_ENV, None)
+    return env
+
+
+def execute_notebook(nb, cwd, fast=False, timeout=CELL_TIMEOUT, allow_errors=False):
+    """Run ``nb`` in place in a fresh python3 kernel started in ``cwd``; return it."""
+    from nbclient import NotebookClient  # noqa: PLC0415  (only needed when executing)
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=kernel_env(fast))
+    return nb
+
+
+def write_solutions(repo_root=REPO_ROOT, fast=False) -> Path:
+    """Build, execute and write solutions/<assignment>/<notebook>; AssignError if a cell fails."""
+    from nbclient.exceptions import CellExecutionError  # noqa: PLC0415
+
+    repo_root = Path(repo_root)
+    target = repo_root / SOLUTIONS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nb = solutions_notebook(repo_root)
+    try:
+        execute_notebook(nb, cwd=target.parent, fast=fast)
+    except CellExecutionError as error:
+        raise AssignError(f"executing the solutions notebook failed:\n{error}") from error
+    nb.metadata[METADATA_KEY] = {"training_budget": "fast" if fast else "full"}
+    nbformat.validate(nb)
+    nbformat.write(nb, target)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Release
+
+def generate_release(course_dir=REPO_ROOT) -> Path:
+    """Run ``nbgrader generate_assignment`` in ``course_dir``; return the released notebook."""
+    course_dir = Path(course_dir)
+    command = [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT_ID, "--force"]
+    # nbgrader runs `alembic` from PATH; make it find the one next to this Python (the venv's).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    done = subprocess.run(command, cwd=course_dir, capture_output=True, text=True,
+                          env=dict(os.environ, PATH=path, TF_CPP_MIN_LOG_LEVEL="3"))
+    released = course_dir / RELEASE
+    if done.returncode != 0 or not released.is_file():
+        raise AssignError(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
+                          f"{done.stdout}{done.stderr}")
+    # Only the notebook belongs in release/ (nbgrader copies whatever else is in source/).
+    for leftover in released.parent.iterdir():
+        if leftover != released:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return released
+
+
+# --------------------------------------------------------------------------------------------
+# Staleness
+
+def _release_signature(nb):
+    return [(cell.cell_type, cell.source, cell.metadata.get("nbgrader")) for cell in nb.cells]
+
+
+def _solutions_signature(nb):
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4) if path.is_file() else None
+
+
+def stale_outputs(repo_root=REPO_ROOT) -> list:
+    """The generated notebooks (paths relative to repo_root) that no longer match source/.
+
+    release/ is stale when generating it afresh, in a temporary course folder, gives different
+    cell types, sources or nbgrader metadata; solutions/ when its cell types and sources differ
+    from the stripped source. Outputs are not compared. A missing file is stale.
+    """
+    repo_root = Path(repo_root)
+    stale = []
+    with tempfile.TemporaryDirectory(prefix="bn-assign-") as tmp:
+        course = Path(tmp)
+        shutil.copy2(repo_root / "nbgrader_config.py", course / "nbgrader_config.py")
+        shutil.copytree(repo_root / SOURCE.parent, course / SOURCE.parent,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        fresh = _read(generate_release(course))
+        committed = _read(repo_root / RELEASE)
+        if committed is None or _release_signature(committed) != _release_signature(fresh):
+            stale.append(RELEASE.as_posix())
+    committed = _read(repo_root / SOLUTIONS)
+    if committed is None or \
+            _solutions_signature(committed) != _solutions_signature(solutions_notebook(repo_root)):
+        stale.append(SOLUTIONS.as_posix())
+    return stale
+
+
+# --------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder assign",
+        description="Regenerate release/ (nbgrader generate_assignment) and solutions/ (executed) "
+                    "from source/.")
+    parser.add_argument("--check", action="store_true",
+                        help="regenerate nothing; exit 1 and name the generated files that are stale")
+    parser.add_argument("--release-only", action="store_true",
+                        help="regenerate release/ only (no notebook execution)")
+    parser.add_argument("--fast", action="store_true",
+                        help=f"execute the solutions with {FAST_ENV}=1 (a few seconds of training); "
+                             "do not commit the result")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    try:
+        if args.check:
+            stale = stale_outputs(REPO_ROOT)
+            for path in stale:
+                print(f"stale: {path}")
+            if stale:
+                print("run `python -m autograder assign` to regenerate")
+                return 1
+            print("release/ and solutions/ match source/")
+            return 0
+
+        released = generate_release(REPO_ROOT)
+        print(f"wrote {released.relative_to(REPO_ROOT)}")
+        if not args.release_only:
+            budget = f"fast budget, {FAST_ENV}=1: do not commit it" if args.fast else "full training budget"
+            print(f"executing the solutions notebook ({budget}) ...", flush=True)
+            solutions = write_solutions(REPO_ROOT, fast=args.fast)
+            print(f"wrote {solutions.relative_to(REPO_ROOT)}")
+    except AssignError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
