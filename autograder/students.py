@@ -5,24 +5,14 @@ claim to recognise is also a submission that is graded end to end.
 """
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
+from .assign import REPO_ROOT, RELEASE, solutions_notebook
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE_NOTEBOOK = REPO / "source" / ASSIGNMENT_ID / NOTEBOOK_NAME
-RELEASE_NOTEBOOK = REPO / "release" / ASSIGNMENT_ID / NOTEBOOK_NAME
-
-_SOLUTION_REGION = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.M)
-
-
-def strip_solution_markers(source: str) -> str:
-    """The master notebook's solution code with nbgrader's BEGIN/END SOLUTION lines removed."""
-    return _SOLUTION_REGION.sub("", source)
+RELEASE_NOTEBOOK = REPO_ROOT / RELEASE
 
 
 def grade_id(cell) -> str:
@@ -30,10 +20,9 @@ def grade_id(cell) -> str:
 
 
 def solution_code() -> dict:
-    """{grade_id: code} of every solution cell in the master notebook."""
-    master = nbformat.read(SOURCE_NOTEBOOK, as_version=4)
-    return {grade_id(c): strip_solution_markers(c.source) for c in master.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    """{grade_id: code} of every solution cell in the master notebook, markers stripped."""
+    master = solutions_notebook(keep_nbgrader_metadata=True)
+    return {grade_id(c): c.source for c in master.cells if c.metadata.get("nbgrader", {}).get("solution")}
 
 
 # --- answers with one mistake each -------------------------------------------------------------
