@@ -1,0 +1,342 @@
+"""The ``training_improvement`` check: does the student's BN model train faster than the baseline?
+
+The student's ``build_model_with_bn()`` (rebuilt from its Keras config elsewhere) and the reference
+model without BN (``reference.model_without_bn()``) are each trained for the same short, seeded
+budget on the same Fashion-MNIST subset. The check passes when BN's *training* accuracy (the
+running accuracy ``fit`` reports over the epoch, which is what shows the speed-up) leads the
+baseline's by at least ``REQUIRED_LEAD``. The baseline is the same for every submission, so it is
+cached on disk and a class pays for it once.
+
+Calibration, reproduced by ``.venv/bin/python benchmarks/calibrate_training_check.py`` (~10 min).
+Leads over the baseline for seeds 0-7 (TF 2.21.0, Keras 3.15.1, 2 cores), at BUDGET = 2,048 images,
+1 epoch, batch 64 (32 steps), Adam 1e-3:
+
+    model                              lead min   mean    max   passes at 0.075
+    reference Conv-BN-ReLU               +0.155  +0.178  +0.191    8/8
+    Conv(use_bias=False)-BN-ReLU         +0.154  +0.178  +0.193    8/8
+    old placement Conv(relu)-BN          +0.173  +0.206  +0.231    8/8   (placement is another check's job)
+    BN on the input only                 +0.049  +0.089  +0.117    7/8
+    BN after Flatten only                +0.155  +0.206  +0.224    8/8
+    softmax regression (no conv, no BN)  -0.056  -0.010  +0.012    0/8
+    no-BN model submitted as BN           0.000   0.000   0.000    0/8   (same training as the baseline)
+    baseline accuracy 0.455-0.501 (mean 0.470); at the grading seed 0: BN 0.659, no BN 0.472, lead +0.187
+
+REQUIRED_LEAD is halfway between the worst correct lead (+0.154) and the best lead of the no-BN
+model submitted as the BN model (0 by construction), +0.077, rounded down to 0.075.
+
+Alternatives measured: 1,024 images / batch 32 (32 steps): correct leads +0.152 to +0.229, wider
+spread, no faster. 6,016 images / batch 128 (47 steps, the setting first measured): correct leads
++0.109 to +0.176 and ~2x slower per run (batch 128 steps cost ~4x batch 64 steps here).
+
+Time (wall clock on a machine shared with other jobs, load ~2): a run is ~1 s of fixed cost
+(tracing the train step) plus ~18 ms a step, so ~1.5-2.2 s for the BN model once TensorFlow is
+warm and ~2.3 s for the first run in a fresh process (~2.5 s of CPU time); the baseline ~0.9-1.3 s,
+paid once per cache. Under heavy load (5+) expect 3-5 s. Repeatability:
+the same seed gives bit-identical accuracies (and weights) twice in one process and in fresh
+processes; op determinism is not needed on CPU. A different thread count changes the last bits
+(weights differ, accuracy by ~0.0005), so numbers can differ slightly between machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autograder import data, reference
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one training run gets: the first ``n_images`` training images, seen ``epochs`` times."""
+
+    n_images: int                # the first n of Fashion-MNIST's training images
+    epochs: int = 1
+    batch_size: int = 64
+    seed: int = 0                # weights, dropout and the order of the images
+    learning_rate: float = 1e-3  # Adam's
+
+
+# 32 steps of 64 images: early enough that BN's head start shows (+0.15 to +0.19 over 8 seeds),
+# and cheap, since ~1 s of a run is the fixed cost of tracing the train step (see above).
+# n_images is a multiple of batch_size: every step sees a full batch.
+BUDGET = Budget(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
+# Halfway between the worst correct lead and the no-BN model's 0 (see above).
+REQUIRED_LEAD = 0.075
+
+CACHE_ENV = "BN_AUTOGRADER_CACHE"
+
+
+class TrainingCheckError(Exception):
+    """The model could not be trained by the check; the message says what the student should change."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one check: both training accuracies, the lead and whether it is enough."""
+
+    bn_accuracy: float
+    baseline_accuracy: float
+    lead: float
+    required_lead: float
+    passed: bool
+    seconds: float
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "not enough"
+        return (f"training accuracy after the short budget: with BN {self.bn_accuracy:.3f}, "
+                f"without BN {self.baseline_accuracy:.3f}; lead {self.lead:+.3f} "
+                f"(needs at least {self.required_lead:+.3f}): {verdict}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@functools.lru_cache(maxsize=4)
+def _subset(n_images: int):
+    # Reading the IDX file takes ~0.4 s; the baseline and the student's model share one read.
+    x, y = data.training_subset(n_images)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+@contextlib.contextmanager
+def _silenced():
+    """Swallow everything printed meanwhile: Python's streams, warnings, and TF's C++ logs on fds 1 and 2.
+
+    TensorFlow logs from C++ straight to file descriptor 2, past ``sys.stderr``, so redirecting the
+    Python objects alone is not enough. Not thread-safe: nothing else should print meanwhile.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            for fd in (1, 2):
+                try:
+                    saved.append((fd, os.dup(fd)))
+                    os.dup2(sink.fileno(), fd)
+                except OSError:  # no such descriptor (some embedded interpreters): nothing to hide there
+                    pass
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+                    contextlib.redirect_stderr(devnull), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_declared_shapes(model) -> None:
+    """Fail early, in the student's terms, on a model that cannot be trained on 10-class 28x28x1 images."""
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):  # e.g. a Sequential never built: the probe call decides
+        return
+    if len(inputs) != 1:
+        raise TrainingCheckError(f"the model has {len(inputs)} inputs; it must take one batch of "
+                                 f"images of shape (None, 28, 28, 1)")
+    if len(outputs) != 1:
+        raise TrainingCheckError(f"the model has {len(outputs)} outputs; it must have one, "
+                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+    in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(in_shape) != 4 or any(d not in (None, want) for d, want in zip(in_shape[1:], INPUT_SHAPE)):
+        raise TrainingCheckError(f"the model's input has shape {_shape_text(in_shape)}; it must take "
+                                 f"Fashion-MNIST images of shape (None, 28, 28, 1)")
+    if len(out_shape) != 2 or out_shape[1] != NUM_CLASSES:
+        raise TrainingCheckError(f"the model's output has shape {_shape_text(out_shape)}; it must be "
+                                 f"(None, {NUM_CLASSES}): end the model in "
+                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+
+
+def _check_outputs_are_probabilities(model, x) -> None:
+    """Call the model on a few images: the output must be one (n, 10) softmax per image."""
+    try:
+        out = model(x, training=False)
+    except Exception as error:  # noqa: BLE001 (any failure here is the student's model's)
+        raise TrainingCheckError(f"the model could not be applied to a batch of Fashion-MNIST images "
+                                 f"of shape (None, 28, 28, 1): {_first_line(error)}") from error
+    if isinstance(out, (list, tuple, dict)):
+        raise TrainingCheckError(f"the model has {len(out)} outputs; it must have one, "
+                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+    out = np.asarray(out, dtype=np.float64)
+    if out.shape != (len(x), NUM_CLASSES):
+        raise TrainingCheckError(f"the model's output has shape {_shape_text((None,) + out.shape[1:])}; "
+                                 f"it must be (None, {NUM_CLASSES}): end the model in "
+                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+    sums = out.sum(axis=1)
+    # The check's loss expects probabilities: logits or sigmoids would train badly and look like "no lead".
+    if not np.all(np.isfinite(out)) or out.min() < -1e-6 or np.abs(sums - 1).max() > 1e-3:
+        raise TrainingCheckError(f"the model's outputs are not class probabilities (a row sums to "
+                                 f"{sums[np.argmax(np.abs(sums - 1))]:.3g}, not 1); the last layer must "
+                                 f"be Dense({NUM_CLASSES}, activation='softmax')")
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _train(model, budget: Budget) -> float:
+    import keras  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
+
+    _check_declared_shapes(model)
+    x, y = _subset(budget.n_images)
+    # Seed, then clone: the clone's weights are drawn here, under the seed, so the result does not
+    # depend on what ran before in the process nor on how the given model was built, and the given
+    # model is left untouched (calling twice does not continue training it).
+    keras.utils.set_random_seed(budget.seed)
+    try:
+        fresh = keras.models.clone_model(model)
+    except Exception as error:  # noqa: BLE001
+        raise TrainingCheckError(f"the model could not be rebuilt from its configuration: "
+                                 f"{_first_line(error)}; build it from standard Keras layers") from error
+    _check_outputs_are_probabilities(fresh, x[:8])
+    fresh.compile(optimizer=keras.optimizers.Adam(learning_rate=budget.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # Our own seeded permutation with shuffle=False: the order is fixed by the budget, not by
+    # Keras' shuffling internals. (The same order every epoch; the check is about speed.)
+    order = np.random.default_rng(budget.seed).permutation(len(x))
+    try:
+        history = fresh.fit(x[order], y[order], batch_size=budget.batch_size, epochs=budget.epochs,
+                            shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    except Exception as error:  # noqa: BLE001
+        raise TrainingCheckError(f"training the model failed: {_first_line(error)}") from error
+    loss = history.history.get("loss", [math.nan])[-1]
+    accuracy = history.history.get("accuracy", [math.nan])[-1]
+    if not (math.isfinite(loss) and math.isfinite(accuracy)):
+        raise TrainingCheckError("training diverged (the loss became NaN or infinite); check for a "
+                                 "layer that can blow up, e.g. a missing activation or a custom layer")
+    return float(accuracy)
+
+
+def train_accuracy(model, budget: Budget = BUDGET) -> float:
+    """The training accuracy of a fresh copy of ``model`` over the last epoch of ``budget``.
+
+    Seeded and silent: the same model and budget give the same number in one process or in two
+    (on the same machine; a different thread count or CPU changes the last bits, ~0.001).
+    Raises TrainingCheckError with a message for the student when the model cannot be trained.
+    """
+    with _silenced():
+        return _train(model, budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# The baseline and its cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bn-autograder")
+
+
+def _source_hash(*objects) -> str:
+    digest = hashlib.sha256()
+    for obj in objects:
+        try:
+            digest.update(inspect.getsource(obj).encode())
+        except (OSError, TypeError):  # no source shipped: the versions in the key still apply
+            digest.update(getattr(obj, "__qualname__", repr(obj)).encode())
+    return digest.hexdigest()[:16]
+
+
+def baseline_key(budget: Budget = BUDGET) -> dict:
+    """Everything the baseline's accuracy depends on; a change in any of it means a new cache entry."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    x, y = _subset(budget.n_images)
+    return {
+        "budget": dataclasses.asdict(budget),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "data_sha256": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
+        # The baseline model and the training procedure, so editing either cannot serve a stale number.
+        "code": _source_hash(reference.model_without_bn, _train),
+    }
+
+
+def _cache_path(cache_dir: Path, key: dict) -> Path:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / f"baseline-{name}.json"
+
+
+def _read_cache(path: Path, key: dict):
+    """The cached accuracy, or None when the file is missing, corrupt or for another key."""
+    try:
+        entry = json.loads(path.read_text())
+        accuracy = entry["accuracy"]
+        if entry["key"] == key and isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0:
+            return accuracy
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_cache(path: Path, key: dict, accuracy: float) -> None:
+    # Temp file + os.replace: a grader running in parallel reads the old file or the new one, never half.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baseline-", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the entry from a class's other graders
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": key, "accuracy": accuracy}, f, sort_keys=True, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # an unwritable cache only costs time: the next grading recomputes
+
+
+def baseline_accuracy(cache_dir: Path | None = None, budget: Budget = BUDGET) -> float:
+    """The reference model without BN's training accuracy for ``budget``, computed once per cache dir."""
+    with _silenced():
+        key = baseline_key(budget)
+    path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
+    accuracy = _read_cache(path, key)
+    if accuracy is None:
+        with _silenced():
+            model = reference.model_without_bn()
+        accuracy = train_accuracy(model, budget)
+        _write_cache(path, key, accuracy)
+    return accuracy
+
+
+def compare(student_model, cache_dir: Path | None = None, budget: Budget = BUDGET,
+            required_lead: float = REQUIRED_LEAD) -> Comparison:
+    """Train the student's BN model and compare its training accuracy with the cached baseline's."""
+    start = time.perf_counter()
+    bn = train_accuracy(student_model, budget)
+    base = baseline_accuracy(cache_dir, budget)
+    lead = bn - base
+    return Comparison(bn_accuracy=bn, baseline_accuracy=base, lead=lead, required_lead=required_lead,
+                      passed=lead >= required_lead, seconds=time.perf_counter() - start)
