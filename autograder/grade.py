@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .results import CHECKS_DIR, summarise, write_json_atomic
+from .results import CHECKS_DIR, in_exercise_order, summarise, write_json_atomic
 from .submission import StudentCodeError, SubmissionError
 
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "--no-header", "-o", "addopts=",
@@ -91,7 +91,7 @@ def collect_checks() -> tuple:
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main([str(CHECKS_DIR), "--collect-only", *PYTEST_ARGS], plugins=[collector])
     return tuple({"id": r["id"], "exercise": r["exercise"], "max_points": r["max_points"]}
-                 for r in collector.rows.values())
+                 for r in in_exercise_order(collector.rows.values()))
 
 
 def grade_notebook(path, *, cache_dir=None, hide=()) -> dict:

@@ -45,10 +45,15 @@ def versions() -> dict:
     return found
 
 
+def in_exercise_order(checks) -> list:
+    """Check rows in the notebook's exercise order (stable within an exercise)."""
+    return sorted(checks, key=lambda c: (EXERCISE_IDS.index(c["exercise"])
+                                         if c["exercise"] in EXERCISE_IDS else len(EXERCISE_IDS)))
+
+
 def summarise(checks: list, *, error=None, timings=None) -> dict:
     """The results document for a list of check rows; status is "error" when ``error`` is given."""
-    ordered = sorted(checks, key=lambda c: (EXERCISE_IDS.index(c["exercise"])
-                                            if c["exercise"] in EXERCISE_IDS else len(EXERCISE_IDS)))
+    ordered = in_exercise_order(checks)
     return {
         "total": round(sum(c["points"] for c in ordered), 6),
         "max_total": round(sum(c["max_points"] for c in ordered), 6),

@@ -1,11 +1,19 @@
 """Start the worker in a sandbox: no network, a read-only file system with the grader's files hidden,
-a writable scratch /tmp, and caps on memory and processes.
+a small writable scratch /tmp, and caps on memory and processes.
 
-On Linux with bubblewrap the worker gets its own user (no capabilities), network, PID and mount
-namespaces; when the worker's process group is killed, every process it started dies with the PID
-namespace. Memory and process counts are capped by a cgroup when this machine lets us make one,
-otherwise by rlimits. Without bubblewrap the worker is a plain subprocess with rlimits only, and
-a warning says so.
+On Linux with bubblewrap the worker gets its own user, network, PID and mount namespaces and runs
+as ``nobody`` without capabilities; when the worker's process group is killed, every process it
+started dies with the PID namespace (and inside it the worker ends the student's processes after
+every request). As root, the user namespace maps root and nobody to
+themselves, so that bwrap can mount what root may read while the student's code runs as the real
+``nobody`` of this machine (not as root seen through a namespace, which would own every root-owned
+file) and may not create further user namespaces. Memory and process counts are capped by a
+cgroup when this machine lets us make one, otherwise by rlimits. Without bubblewrap the worker is
+a plain subprocess with rlimits only, and a warning says so.
+
+Time limits come from ``Limits.from_env()``; the environment can shorten them (tests do):
+BN_AUTOGRADER_CELL_SECONDS, BN_AUTOGRADER_CALL_SECONDS, BN_AUTOGRADER_TOTAL_SECONDS,
+BN_AUTOGRADER_GRACE_SECONDS and BN_AUTOGRADER_MEMORY_MB.
 """
 
 import os
@@ -13,17 +21,23 @@ import resource
 import shutil
 import signal
 import site
+import stat
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 WORKER_SCRIPT = PACKAGE_DIR / "worker.py"
 SANDBOX_WORKER = "/tmp/grader/worker.py"     # where the worker script is mounted inside the sandbox
 SANDBOX_HOME = "/tmp/work"
+SANDBOX_UID = SANDBOX_GID = 65534            # nobody / nogroup
+DROP_TO_VARIABLE = "BN_AUTOGRADER_UID"       # tells worker.py which uid to become before student code
+HIDING_TMPFS_BYTES = 1 << 20                 # the empty file systems that hide folders stay tiny
 
 
 @dataclass(frozen=True)
@@ -31,14 +45,50 @@ class Limits:
     memory_bytes: int = 4 << 30      # TensorFlow alone maps ~1.5 GB
     processes: int = 512             # threads count too; TensorFlow starts dozens
     file_bytes: int = 256 << 20      # the largest file the student's code may write in /tmp
-    cell_seconds: float = 60.0
-    call_seconds: float = 30.0
-    total_seconds: float = 300.0     # for everything the worker does for one submission
+    scratch_bytes: int = 512 << 20   # the whole of the worker's /tmp (a tmpfs, so it is memory)
+    cell_seconds: float = 30.0
+    call_seconds: float = 20.0
+    total_seconds: float = 240.0     # for everything the worker does for one submission
+    grace_seconds: float = 5.0       # past a soft limit, how long the grader waits before it kills
     answer_bytes: int = 96 << 20     # the largest answer line the grader reads
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Limits":
+        """The defaults, with any of ENVIRONMENT_LIMITS set in the environment instead (bad values warn)."""
+        environ = os.environ if environ is None else environ
+        changes = {}
+        for variable, (name, scale) in ENVIRONMENT_LIMITS.items():
+            text = environ.get(variable, "").strip()
+            if not text:
+                continue
+            try:
+                value = float(text)
+                if not 0 < value < float("inf"):
+                    raise ValueError
+            except ValueError:
+                warnings.warn(f"{variable}={text!r} is not a positive number; using the default", SandboxWarning)
+                continue
+            kind = {f.name: f.type for f in fields(cls)}[name]
+            changes[name] = int(value * scale) if kind in (int, "int") else value * scale
+        return replace(cls(), **changes)
+
+
+# environment variable -> (Limits field, factor from the variable's unit to the field's)
+ENVIRONMENT_LIMITS = {
+    "BN_AUTOGRADER_CELL_SECONDS": ("cell_seconds", 1),
+    "BN_AUTOGRADER_CALL_SECONDS": ("call_seconds", 1),
+    "BN_AUTOGRADER_TOTAL_SECONDS": ("total_seconds", 1),
+    "BN_AUTOGRADER_GRACE_SECONDS": ("grace_seconds", 1),
+    "BN_AUTOGRADER_MEMORY_MB": ("memory_bytes", 1 << 20),
+}
 
 
 class SandboxWarning(UserWarning):
     pass
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not start (a problem of this machine, not of the submission)."""
 
 
 _bwrap_works = None
@@ -68,30 +118,87 @@ def _hidden_dirs(extra) -> set:
     return {str(Path(d).resolve()) for d in dirs if Path(d).exists() and str(Path(d).resolve()) != "/"}
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _folders_to_make(hidden, kept) -> set:
+    """The folders between a hiding tmpfs and a path brought back inside it: bwrap would make
+    them 0700 root, which nobody cannot pass, so they are made 0755 first."""
+    made = set()
+    for path in kept:
+        for parent in map(str, Path(path).parents):
+            covering = max((p for p in hidden | kept if p != path and _inside(parent, p)), key=len, default=None)
+            if covering in hidden and parent != covering:
+                made.add(parent)
+    return made
+
+
 def _mount_arguments(hidden, kept) -> list:
     """bwrap mounts, shortest path first so that a deeper mount wins: hide with an empty tmpfs,
     bring Python back read-only, then hide the grader's package again if it lives in site-packages."""
     operations = [(p, "--tmpfs") for p in hidden] + [(p, "--ro-bind") for p in kept]
+    operations += [(p, "--dir") for p in _folders_to_make(hidden, kept)]
     operations.append((str(PACKAGE_DIR), "--tmpfs"))
+    order = {"--tmpfs": 0, "--dir": 1, "--ro-bind": 2}
     arguments = []
-    for path, how in sorted(set(operations), key=lambda op: (op[0].count("/"), op[0], op[1] == "--ro-bind")):
-        arguments += [how, path] if how == "--tmpfs" else [how, path, path]
+    for path, how in sorted(set(operations), key=lambda op: (op[0].count("/"), op[0], order[op[1]])):
+        if how == "--tmpfs":
+            arguments += ["--size", str(HIDING_TMPFS_BYTES), "--perms", "0755", "--tmpfs", path]
+        elif how == "--dir":
+            arguments += ["--perms", "0755", "--dir", path]
+        else:
+            arguments += [how, path, path]
     return arguments
 
 
-def bubblewrap_argv(hide=()) -> list:
+def _scratch_arguments(limits: Limits) -> list:
+    """Writable, size-capped scratch space (tmpfs counts as memory; without a cgroup only --size caps it)."""
+    small = str(min(limits.scratch_bytes, 64 << 20))
+    return ["--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+            "--size", small, "--perms", "1777", "--tmpfs", "/var/tmp",
+            "--size", small, "--perms", "1777", "--tmpfs", "/dev/shm",
+            "--perms", "0755", "--dir", str(Path(SANDBOX_WORKER).parent),
+            "--ro-bind", str(WORKER_SCRIPT), SANDBOX_WORKER,
+            "--perms", "0777", "--dir", SANDBOX_HOME, "--chdir", SANDBOX_HOME]
+
+
+def _namespace_arguments(userns_fd) -> list:
+    """Who the worker is. With our own user namespace (as root) bwrap keeps only the right to change
+    uid, which worker.py uses at once to become nobody; otherwise bwrap maps nobody to the caller."""
+    if userns_fd is not None:
+        return ["--userns", str(userns_fd), "--unshare-pid", "--unshare-net", "--unshare-ipc",
+                "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_GID), "--cap-drop", "ALL"]
+
+
+def bubblewrap_argv(hide=(), limits=None, userns_fd=None) -> list:
+    """The bwrap command that starts the worker (see the module's docstring for what it isolates)."""
+    limits = limits or Limits()
     hidden = _hidden_dirs(hide)
-    kept = {d for d in _python_dirs() if any(d == h or d.startswith(h + "/") for h in hidden)}
-    return [shutil.which("bwrap"),
-            "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+    kept = {d for d in _python_dirs() if any(_inside(d, h) for h in hidden)}
+    environment = worker_environment(SANDBOX_HOME)
+    environment["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
+    if userns_fd is not None:
+        environment[DROP_TO_VARIABLE] = str(SANDBOX_UID)
+    return [shutil.which("bwrap"), *_namespace_arguments(userns_fd),
             "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            *_mount_arguments(hidden, kept),
-            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm",
-            "--ro-bind", str(WORKER_SCRIPT), SANDBOX_WORKER,
-            "--dir", SANDBOX_HOME, "--chdir", SANDBOX_HOME,
-            "--clearenv", *sum((["--setenv", k, v] for k, v in worker_environment(SANDBOX_HOME).items()), []),
+            *_mount_arguments(hidden, kept), *_scratch_arguments(limits),
+            "--clearenv", *sum((["--setenv", k, v] for k, v in environment.items()), []),
             sys.executable, "-B", SANDBOX_WORKER]
+
+
+def _arguments_through_fd(argv, passed):
+    """bwrap reads its options from a descriptor (--args), so that the student's code, which can
+    read bwrap's command line in /proc/1/cmdline, does not learn the folders hidden from it."""
+    command = len(argv) - 1 - argv[::-1].index(sys.executable)    # bwrap takes the command only from argv
+    fd = os.memfd_create("bwrap-arguments")
+    os.write(fd, b"".join(arg.encode() + b"\0" for arg in argv[1:command]))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return [argv[0], "--args", str(fd), *argv[command:]], (*passed, fd)
 
 
 def worker_environment(home: str) -> dict:
@@ -103,29 +210,98 @@ def worker_environment(home: str) -> dict:
             "TF_NUM_INTEROP_THREADS": threads, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
 
 
+# Runs as a tiny process of root's: enter a new user namespace, wait while the grader writes its
+# uid/gid maps, then allow no user namespaces below it (the student's code could otherwise make one
+# and hold every capability there).
+_USERNS_HELPER = """\
+import ctypes, sys
+if ctypes.CDLL(None, use_errno=True).unshare(0x10000000):
+    sys.exit(1)
+print("unshared", flush=True)
+sys.stdin.readline()
+with open("/proc/sys/user/max_user_namespaces", "w") as f:
+    f.write("0")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def user_namespace_fd():
+    """As root: a descriptor of a fresh user namespace in which root and nobody keep their ids and
+    no further user namespace can be made; None when this is not root or it cannot be made."""
+    if os.geteuid() != 0:
+        return None
+    helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _USERNS_HELPER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        if helper.stdout.readline().strip() != "unshared":
+            return None
+        mapping = f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n"
+        for name in ("uid_map", "gid_map"):
+            Path(f"/proc/{helper.pid}/{name}").write_text(mapping)
+        helper.stdin.write("go\n")
+        helper.stdin.flush()
+        if helper.stdout.readline().strip() != "ready":
+            return None
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    finally:       # the open descriptor keeps the namespace alive without the helper
+        helper.kill()
+        helper.wait()
+
+
+def _everyone_can_read(path) -> bool:
+    """Every folder on the way to ``path`` lets others through and others may read it."""
+    try:
+        path = Path(path).resolve()
+        if not all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents):
+            return False
+        return bool(path.stat().st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
 class ResourceGroup:
     """A cgroup (v1 or v2) that caps memory and processes for one worker and can kill all of it."""
 
     ROOTS_V1 = {"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}
     ROOT_V2 = "/sys/fs/cgroup"
+    PARENT = "bn-autograder"
 
     def __init__(self, limits: Limits):
         self.dirs = []
-        name = f"bn-autograder/{uuid.uuid4().hex[:12]}"
+        name = uuid.uuid4().hex[:12]
         try:
             if Path(self.ROOT_V2, "cgroup.controllers").exists():
-                self._make(Path(self.ROOT_V2, name), {"memory.max": limits.memory_bytes,
-                                                      "pids.max": limits.processes, "memory.swap.max": 0})
+                self._make(Path(self.ROOT_V2), name, {"memory.max": limits.memory_bytes,
+                                                      "pids.max": limits.processes, "memory.swap.max": 0},
+                           required=("memory.max", "pids.max"))
             else:
-                self._make(Path(self.ROOTS_V1["memory"], name), {"memory.limit_in_bytes": limits.memory_bytes})
-                self._make(Path(self.ROOTS_V1["pids"], name), {"pids.max": limits.processes})
+                self._make(Path(self.ROOTS_V1["memory"]), name, {"memory.limit_in_bytes": limits.memory_bytes},
+                           required=("memory.limit_in_bytes",))
+                self._make(Path(self.ROOTS_V1["pids"]), name, {"pids.max": limits.processes},
+                           required=("pids.max",))
         except OSError:
             self.remove()
             self.dirs = []
 
-    def _make(self, path: Path, settings: dict):
-        path.mkdir(parents=True, exist_ok=True)
+    def _make(self, root: Path, name: str, settings: dict, required):
+        """Make root/PARENT/name and write its limits; OSError unless root is a real cgroup
+        hierarchy and the limits exist (a plain folder would cap nothing and pass for a cgroup)."""
+        if not (root / "cgroup.procs").exists():
+            raise OSError(f"{root} is not a cgroup hierarchy")
+        (root / self.PARENT).mkdir(exist_ok=True)
+        if (root / "cgroup.controllers").exists():     # v2: the parent must hand its controllers down
+            try:
+                (root / self.PARENT / "cgroup.subtree_control").write_text("+memory +pids")
+            except OSError:
+                pass            # then the limits are missing below and rlimits take over
+        path = root / self.PARENT / name
+        path.mkdir()
         self.dirs.append(path)
+        if not all((path / key).exists() for key in (*required, "cgroup.procs")):
+            raise OSError(f"{path} lacks {required}")
         for key, value in settings.items():
             if (path / key).exists():
                 (path / key).write_text(str(value))
@@ -140,14 +316,17 @@ class ResourceGroup:
             (path / "cgroup.procs").write_text(str(os.getpid()))
 
     def out_of_memory(self) -> bool:
+        """The kernel's OOM killer ended a process of the group (where the kernel counts kills;
+        elsewhere: the group ever hit its memory limit)."""
         for path in self.dirs:
-            for name, marker in (("memory.events", "oom_kill "), ("memory.oom_control", "oom_kill ")):
+            for name in ("memory.events", "memory.oom_control"):
                 try:
-                    for line in (path / name).read_text().splitlines():
-                        if line.startswith(marker) and int(line.split()[1]) > 0:
-                            return True
+                    kills = [int(line.split()[1]) for line in (path / name).read_text().splitlines()
+                             if line.startswith("oom_kill ")]
                 except (OSError, ValueError, IndexError):
-                    pass
+                    continue
+                if kills:
+                    return kills[0] > 0
             try:
                 if int((path / "memory.failcnt").read_text()) > 0:
                     return True
@@ -155,47 +334,64 @@ class ResourceGroup:
                 pass
         return False
 
-    def kill_all(self):
+    def pids(self) -> list:
+        found = set()
         for path in self.dirs:
-            for _ in range(50):
+            try:
+                found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        return sorted(found)
+
+    def kill_all(self):
+        """SIGKILL everything in the group until it is empty (a fork bomb refills it for a while)."""
+        for _ in range(200):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
                 try:
-                    pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
 
     def remove(self):
         self.kill_all()
         for path in self.dirs:
-            for _ in range(100):
+            for _ in range(200):     # rmdir fails while killed processes are not yet reaped
                 try:
                     path.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    import time
-                    time.sleep(0.02)
+                    self.kill_all()
+                    time.sleep(0.01)
 
 
-def _child_setup(limits: Limits, group: ResourceGroup):
+def _child_setup(limits: Limits, group: ResourceGroup, unprivileged_worker: bool, drop_now: bool):
     """Runs in the child between fork and exec."""
     if group.active:
         group.join()
     else:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes * 2, limits.memory_bytes * 2))
-        if os.getuid() != 0:   # RLIMIT_NPROC does not bind root
+        if unprivileged_worker:   # RLIMIT_NPROC binds only a uid without capabilities
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
     cpu = int(limits.total_seconds * 2) + 30
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    if drop_now:
+        os.setgroups([])
+        os.setgid(SANDBOX_GID)
+        os.setuid(SANDBOX_UID)
+
+
+def _parent_pid(pid):
+    """A live (not zombie) process's parent pid, or None for a zombie; OSError when it is gone."""
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return None if fields_[0] == "Z" else int(fields_[1])
 
 
 class SandboxedProcess:
@@ -203,39 +399,110 @@ class SandboxedProcess:
 
     def __init__(self, limits: Limits, hide=()):
         self.limits = limits
-        self.group = ResourceGroup(limits)
         self.isolated = bubblewrap_available()
+        self._scratch = None
+        self.stderr = tempfile.TemporaryFile()     # bwrap's own complaints, for a failed start
         if self.isolated:
-            argv, cwd, env = bubblewrap_argv(hide), "/", None
+            argv, cwd, env, passed, unprivileged, drop_now = self._bubblewrap_command(limits, hide)
         else:
-            warnings.warn("bubblewrap (bwrap) is not available: student code runs in a plain subprocess "
-                          "with resource limits only, without network or file-system isolation. "
-                          "Install it with: apt-get install bubblewrap", SandboxWarning, stacklevel=2)
-            import tempfile
-            self._scratch = tempfile.TemporaryDirectory(prefix="bn-worker-")
-            cwd = self._scratch.name
-            env = worker_environment(cwd)
-            argv = [sys.executable, "-B", str(WORKER_SCRIPT)]
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=lambda: _child_setup(limits, self.group))
+            argv, cwd, env, passed, unprivileged, drop_now = self._plain_command()
+        self.group = ResourceGroup(limits)
+        try:
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self.stderr, start_new_session=True,
+                pass_fds=passed, preexec_fn=lambda: _child_setup(limits, self.group, unprivileged, drop_now))
+        except BaseException:
+            self.group.remove()
+            raise
+        finally:
+            for fd in passed:
+                os.close(fd)
+
+    @staticmethod
+    def _bubblewrap_command(limits, hide):
+        """(argv, cwd, env, descriptors to pass, whether the worker runs without privileges, drop now)."""
+        userns_fd = user_namespace_fd()
+        argv, passed = _arguments_through_fd(bubblewrap_argv(hide, limits, userns_fd),
+                                             () if userns_fd is None else (userns_fd,))
+        unprivileged = userns_fd is not None or os.geteuid() != 0
+        if not unprivileged:
+            warnings.warn("could not make a user namespace for the sandbox: the student's code runs as "
+                          "root seen through bwrap's namespace and may read root-only files", SandboxWarning,
+                          stacklevel=3)
+        return argv, "/", None, passed, unprivileged, False
+
+    def _plain_command(self):
+        """The same without bubblewrap: a plain subprocess in a scratch folder, as nobody when this is
+        root and nobody can read Python and the worker (else as root, and the warning says so)."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="bn-worker-")
+        cwd = self._scratch.name
+        drop_now = os.geteuid() == 0 and all(map(_everyone_can_read, [sys.executable, WORKER_SCRIPT,
+                                                                        *_python_dirs()]))
+        if drop_now:
+            os.chown(cwd, SANDBOX_UID, SANDBOX_GID)
+        runs_as_root = os.geteuid() == 0 and not drop_now
+        warnings.warn("bubblewrap (bwrap) is not available: student code runs in a plain subprocess "
+                      f"{'as root ' if runs_as_root else ''}with resource limits only, without network or "
+                      "file-system isolation. Install it with: apt-get install bubblewrap", SandboxWarning,
+                      stacklevel=3)
+        argv = [sys.executable, "-B", str(WORKER_SCRIPT)]
+        return argv, cwd, worker_environment(cwd), (), not runs_as_root, drop_now
+
+    def startup_errors(self) -> str:
+        """What bwrap or Python printed before the worker took its streams over (for SandboxError)."""
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read(2000).decode("utf-8", errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def _pid_namespace(self):
+        """The PID namespace bwrap made, read through its first child (the namespace's init)."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if _parent_pid(pid) == self.process.pid:
+                    return os.readlink(f"/proc/{pid}/ns/pid")
+            except (OSError, ValueError, IndexError):
+                continue
+        return None
+
+    @staticmethod
+    def _wait_until_empty(namespace, seconds=5.0):
+        """The kernel ends a PID namespace's processes after its init, asynchronously: wait for it,
+        so that nothing of the student's is left when kill() returns."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            alive = False
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    alive = os.readlink(f"/proc/{pid}/ns/pid") == namespace and _parent_pid(pid) is not None
+                except OSError:
+                    continue
+                if alive:
+                    break
+            if not alive:
+                return
+            time.sleep(0.01)
 
     def kill(self):
+        namespace = self._pid_namespace() if self.isolated else None
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.group.remove()
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=10)   # reap bwrap first: a zombie keeps the cgroup busy
         except subprocess.TimeoutExpired:
             pass
-        scratch = getattr(self, "_scratch", None)
-        if scratch is not None:
-            scratch.cleanup()
+        if namespace:
+            self._wait_until_empty(namespace)
+        self.group.remove()
+        self.stderr.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()

@@ -4,13 +4,20 @@
 function on inputs the grader chose and decode what comes back as plain data (float64 arrays,
 model-config dicts). When the worker hangs or dies (an endless loop, ``os._exit``, a memory bomb),
 it is killed and started again without the cell that did it, so one bad cell costs only what
-depends on it.
+depends on it. A function that runs out of time is not called again: its later checks fail at
+once, so that one endless loop cannot use up the time the other exercises need.
+
+Everything the worker writes is untrusted: the student's code can write to the answer channel
+itself. Only a well-formed line with the id of the pending request is taken as its answer; anything
+else is dropped, so a forged or stale line can stand only for what the student's own functions
+could have returned, and never for the answer to a different request.
 """
 
 import base64
 import json
 import math
-import selectors
+import os
+import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,10 @@ import nbformat
 import numpy as np
 
 from .exercises import BY_TEST_CELL, DEMO_CELL_PREFIX
-from .sandbox import Limits, SandboxedProcess
+from .sandbox import Limits, SandboxedProcess, SandboxError
+
+MAX_NOTEBOOK_BYTES = 100 << 20     # a notebook with many plots is a few MB
+STARTUP_SECONDS = 60.0             # Python and NumPy starting in the sandbox; more means it is broken
 
 
 class SubmissionError(Exception):
@@ -38,6 +48,9 @@ class StudentCodeError(Exception):
 def read_notebook(path) -> nbformat.NotebookNode:
     """Any nbformat version as v4, or SubmissionError with the reason."""
     try:
+        if Path(path).stat().st_size > MAX_NOTEBOOK_BYTES:
+            raise SubmissionError(f"{Path(path).name} is larger than {MAX_NOTEBOOK_BYTES >> 20} MB; "
+                                  "clear the outputs and submit it again")
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise SubmissionError(f"cannot read {Path(path).name}: {exc.strerror}") from None
@@ -46,6 +59,8 @@ def read_notebook(path) -> nbformat.NotebookNode:
     except json.JSONDecodeError as exc:
         raise SubmissionError(f"{Path(path).name} is not valid JSON (a corrupt or truncated notebook): "
                               f"{exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise SubmissionError(f"{Path(path).name} is not a Jupyter notebook (its JSON is nested too deeply)") from None
     if not isinstance(raw, dict) or not ("cells" in raw or "worksheets" in raw):
         raise SubmissionError(f"{Path(path).name} is JSON but not a Jupyter notebook")
     try:
@@ -56,22 +71,33 @@ def read_notebook(path) -> nbformat.NotebookNode:
 
 
 def _nbgrader(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+    metadata = cell.get("metadata")
+    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
     return meta if isinstance(meta, dict) else {}
+
+
+def _source(cell) -> str:
+    """A cell's code; a damaged cell (source not text) has none."""
+    source = cell.get("source", "")
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    return source if isinstance(source, str) else ""
 
 
 def cells_to_run(notebook) -> list:
     """The code the grader runs, in notebook order: solution cells, cells the student added and locked
-    set-up cells; never demo cells (the training race) or test cells (the grader has its own checks)."""
+    set-up cells; never demo cells (the training race) or test cells (the grader has its own checks).
+    Cells are chosen by role, not position, so deleted, duplicated or moved cells still run."""
     run = []
-    for index, cell in enumerate(notebook.cells):
-        if cell.get("cell_type") != "code":
+    cells = notebook.get("cells")
+    for index, cell in enumerate(cells if isinstance(cells, list) else []):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         meta = _nbgrader(cell)
         grade_id = str(meta.get("grade_id", ""))
         if grade_id.startswith(DEMO_CELL_PREFIX) or meta.get("grade") or grade_id in BY_TEST_CELL:
             continue
-        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        source = _source(cell)
         if source.strip():
             run.append((index, source))
     return run
@@ -88,12 +114,25 @@ def decode_array(encoded, limit=None) -> np.ndarray:
     if not isinstance(encoded, dict) or not isinstance(encoded.get("ndarray"), str):
         raise ValueError("not an encoded array")
     shape = encoded.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if not isinstance(shape, list) or not all(isinstance(n, int) and 0 <= n < 2**31 for n in shape):
         raise ValueError("malformed shape")
+    if len(shape) > 32:
+        raise ValueError("too many dimensions")
     data = base64.b64decode(encoded["ndarray"], validate=True)
     if len(data) != 8 * math.prod(shape) or (limit and len(data) > limit):
         raise ValueError("size does not match shape")
     return np.frombuffer(data, dtype="<f8").astype(np.float64).reshape(shape)
+
+
+def parse_answer(line: bytes):
+    """One answer line as a dict, or None when it is not one (garbage, too deeply nested JSON)."""
+    if not line.startswith(b"{"):      # the worker writes compact objects: skip other lines cheaply
+        return None
+    try:
+        answer = json.loads(line.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def encode_array(array) -> dict:
@@ -112,17 +151,21 @@ class ArrayAnswer:
 class Submission:
     """One notebook, its worker (started on first use) and the outcome of each cell."""
 
-    def __init__(self, path, limits: Limits = Limits(), hide=()):
+    def __init__(self, path, limits: Limits | None = None, hide=()):
         self.path = Path(path)
-        self.limits = limits
+        self.limits = limits or Limits.from_env()
         self.hide = tuple(hide) + (self.path.resolve().parent,)
         self.notebook = read_notebook(self.path)
         self.cells = cells_to_run(self.notebook)
         self.outcomes: list[CellOutcome] = []
-        self.skipped: set[int] = set()         # cells that hung or killed the worker
+        self.skipped: dict[int, str] = {}      # cell index -> how it hung or killed the worker
+        self.timed_out: dict[str, str] = {}    # function -> why it is not called again
         self._process = None
+        self._buffer = bytearray()             # what the worker wrote past the last answer line
         self._deadline = None
         self._ids = 0
+        self._broken = None                    # a SandboxError, raised again on every use
+        self._closed = False
         self.timings = {"worker_start": 0.0, "calls": 0.0}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,26 +176,34 @@ class Submission:
         self.close()
 
     def close(self):
+        self._closed = True          # from now on only the outcomes can be read; nothing starts again
         if self._process is not None:
             self._process.kill()
             self._process = None
 
     def _start(self):
         """Start a worker and run the cells; a cell that hangs or kills the worker is skipped next time."""
+        if self._broken:
+            raise self._broken
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.total_seconds
         while True:
             started = time.monotonic()
-            self._process = SandboxedProcess(self.limits, self.hide)
+            self._launch()
             self.outcomes = []
             failed_cell = None
             for index, source in self.cells:
                 if index in self.skipped:
-                    self.outcomes.append(CellOutcome(index, "skipped: it hung or ended the grading "
-                                                            "process in an earlier attempt"))
+                    self.outcomes.append(CellOutcome(index, f"skipped, because in an earlier attempt "
+                                                            f"{self.skipped[index]}"))
                     continue
-                answer = self._ask({"op": "run_cell", "source": source, "seconds": self.limits.cell_seconds},
-                                   self.limits.cell_seconds)
+                if self._remaining() <= 0:
+                    self.outcomes.append(CellOutcome(index, "not run: the submission used up its "
+                                                            f"{self.limits.total_seconds:.0f} s time budget"))
+                    continue
+                seconds = min(self.limits.cell_seconds, self._remaining())
+                answer = self._ask({"op": "run_cell", "source": source, "seconds": seconds,
+                                    "cell": index + 1}, seconds)
                 if answer.get("crashed"):
                     failed_cell = index
                     self.outcomes.append(CellOutcome(index, answer["error"]))
@@ -161,10 +212,25 @@ class Submission:
             self.timings["worker_start"] += time.monotonic() - started
             if failed_cell is None:
                 return
+            self.skipped[failed_cell] = self.outcomes[-1].error
+
+    def _launch(self):
+        """A new worker, once it has said it is ready; SandboxError when the sandbox cannot start."""
+        self._process = SandboxedProcess(self.limits, self.hide)
+        self._buffer = bytearray()
+        answer = self._read_answer(self._process, 0, STARTUP_SECONDS)
+        if not isinstance(answer, dict) or not answer.get("ready"):
+            details = self._process.startup_errors()
             self._process.kill()
-            self.skipped.add(failed_cell)
+            self._process = None
+            why = answer if isinstance(answer, str) else "no ready answer"
+            self._broken = SandboxError(f"the sandboxed worker did not start ({why})"
+                                        + (f": {details}" if details else ""))
+            raise self._broken
 
     def _ensure_started(self):
+        if self._closed:
+            raise RuntimeError("the submission has been closed")
         if self._process is None:
             self._start()
 
@@ -173,58 +239,91 @@ class Submission:
         return self._deadline - time.monotonic()
 
     def _ask(self, request, seconds) -> dict:
-        """Send a request and read one answer; on silence past the limit, death or garbage, kill the
-        worker and answer {"crashed": True, "error": why}."""
+        """Send a request and read its answer; on silence past the limit (plus grace), death or an
+        oversized answer, kill the worker and answer {"crashed": True, "error": why}."""
         self._ids += 1
         request["id"] = self._ids
-        limit = min(seconds + 5.0, max(self._remaining(), 0.5))
+        limit = max(seconds, 0.1) + self.limits.grace_seconds
         process = self._process
-        try:
-            process.process.stdin.write((json.dumps(request) + "\n").encode())
-            process.process.stdin.flush()
-            line = self._read_line(process, limit)
-        except (BrokenPipeError, OSError):
-            line = None
-        if line is None or line == "timeout" or line == "too long":
-            why = {None: self._death_reason(process), "timeout": f"no answer within {limit:.0f} s "
-                   "(an endless loop or a blocked call)",
-                   "too long": "the answer was larger than the grader accepts"}[line]
-            process.kill()
-            self._process = None
-            return {"ok": False, "crashed": True, "kind": "crashed", "error": why}
-        try:
-            answer = json.loads(line)
-            if not isinstance(answer, dict) or answer.get("id") != self._ids:
-                raise ValueError
-        except ValueError:
-            process.kill()
-            self._process = None
-            return {"ok": False, "crashed": True, "kind": "crashed", "error": "the worker's answer was garbled"}
-        return answer
+        self._discard_unasked(process)
+        if self._send(process, (json.dumps(request) + "\n").encode(), limit):
+            answer = self._read_answer(process, self._ids, limit)
+        else:
+            answer = "timeout" if process.process.poll() is None else "eof"
+        if isinstance(answer, dict):
+            return answer
+        why = {"eof": lambda: self._death_reason(process),
+               "timeout": lambda: f"no answer within {limit:.0f} s (an endless loop, or code that blocks or "
+                                  "ignores the time limit's signal)",
+               "too long": lambda: "the answer was larger than the grader accepts"}[answer]()
+        process.kill()
+        self._process = None
+        return {"ok": False, "crashed": True, "kind": "crashed", "error": why, "timed_out": answer == "timeout"}
 
-    def _read_line(self, process, seconds):
-        stream = process.process.stdout
+    @staticmethod
+    def _send(process, data: bytes, seconds) -> bool:
+        """Write a request without ever blocking past ``seconds`` (a busy worker may not read it)."""
+        fd = process.process.stdin.fileno()
+        os.set_blocking(fd, False)
         deadline = time.monotonic() + seconds
-        chunks, size = [], 0
-        with selectors.DefaultSelector() as selector:
-            selector.register(stream, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return "timeout"
-                if not selector.select(left):
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                if select.select([], [fd], [], left)[1]:
+                    view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+            except OSError:      # the worker is gone (broken pipe)
+                return False
+        return True
+
+    def _discard_unasked(self, process):
+        """Drop whatever the worker wrote that nobody asked for: only lines written after a request
+        can answer it."""
+        self._buffer.clear()
+        fd = process.process.stdout.fileno()
+        for _ in range(max(1, self.limits.answer_bytes >> 20)):
+            try:
+                if not select.select([fd], [], [], 0)[0] or not os.read(fd, 1 << 20):
+                    return
+            except OSError:
+                return
+
+    def _read_answer(self, process, want: int, seconds):
+        """The answer with id ``want`` as a dict, or "timeout", "eof" or "too long". Lines with
+        another id or that are not JSON objects are skipped: stale, forged or garbled."""
+        fd = process.process.stdout.fileno()
+        deadline = time.monotonic() + seconds
+        start = searched = 0          # offsets into the buffer, so that many short lines cost O(n)
+        while True:
+            newline = self._buffer.find(b"\n", searched)
+            if newline >= 0:
+                answer = parse_answer(bytes(self._buffer[start:newline]))
+                start = searched = newline + 1
+                if answer is not None and type(answer.get("id")) is int and answer["id"] == want:
+                    del self._buffer[:start]
+                    return answer
+                if time.monotonic() < deadline:
                     continue
-                chunk = stream.read1(1 << 20)
-                if not chunk:
-                    return None
-                newline = chunk.find(b"\n")
-                if newline >= 0:
-                    chunks.append(chunk[:newline])
-                    return b"".join(chunks).decode("utf-8", errors="replace")
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > self.limits.answer_bytes:
-                    return "too long"
+            del self._buffer[:start]
+            start, searched = 0, len(self._buffer)
+            if len(self._buffer) > self.limits.answer_bytes:
+                return "too long"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            try:
+                if not select.select([fd], [], [], left)[0]:
+                    continue
+                chunk = os.read(fd, 1 << 20)
+            except OSError:
+                return "eof"
+            if not chunk:
+                return "eof"
+            self._buffer += chunk
 
     def _death_reason(self, process) -> str:
         if process.group.out_of_memory():
@@ -234,40 +333,56 @@ class Submission:
             try:
                 code = process.process.wait(timeout=2)
             except Exception:
-                code = None
-        if code is not None and code < 0:
+                return "the grading process stopped answering (its channel to the grader was closed)"
+        if code < 0:
             return f"the grading process was killed by signal {-code} (a memory, CPU or process limit)"
         return f"the code ended the grading process (exit code {code}: os._exit, a crash or a limit)"
 
     # -- what the checks use --------------------------------------------------------------------
     def cell_errors(self) -> list:
-        self._ensure_started()
+        if not self._closed:
+            self._ensure_started()
         return [o for o in self.outcomes if o.error]
 
     def _call(self, function, args, kwargs, returns):
+        if function in self.timed_out:
+            raise StudentCodeError("timeout", self.timed_out[function])
         self._ensure_started()
         if self._remaining() <= 0:
             raise StudentCodeError("timeout", f"the submission used up its {self.limits.total_seconds:.0f} s "
                                               "time budget before this check")
         started = time.monotonic()
-        request = {"op": "call", "function": function, "returns": returns, "seconds": self.limits.call_seconds,
+        seconds = min(self.limits.call_seconds, self._remaining())
+        request = {"op": "call", "function": function, "returns": returns, "seconds": seconds,
                    "args": [_encode_argument(a) for a in args],
                    "kwargs": {k: _encode_argument(v) for k, v in kwargs.items()}}
-        answer = self._ask(request, self.limits.call_seconds)
+        answer = self._ask(request, seconds)
         self.timings["calls"] += time.monotonic() - started
         if answer.get("crashed"):
-            raise StudentCodeError("crashed", f"calling {function}: {answer['error']}")
+            error = StudentCodeError("crashed", f"calling {function}: {answer['error']}")
+            if answer.get("timed_out"):
+                self._remember_timeout(function, str(error))
+            raise error
         if not answer.get("ok"):
-            raise StudentCodeError(str(answer.get("kind", "raised")), str(answer.get("error", ""))[:600])
+            kind, message = str(answer.get("kind", "raised")), str(answer.get("error", ""))[:600]
+            if kind == "timeout":
+                self._remember_timeout(function, message)
+            raise StudentCodeError(kind, message)
         return answer
+
+    def _remember_timeout(self, function, message):
+        self.timed_out[function] = (f"{message}; it ran out of time once, so later checks of {function} "
+                                    "do not call it again")
 
     def call_array(self, function, *args, **kwargs) -> ArrayAnswer:
         """Call ``function(*args, **kwargs)`` in the worker; its result as a float64 array."""
         answer = self._call(function, args, kwargs, "array")
         try:
             value = decode_array(answer.get("value"), self.limits.answer_bytes)
-            after = [None if a is None else decode_array(a, self.limits.answer_bytes)
-                     for a in answer.get("args_after", [])]
+            after = answer.get("args_after", [])
+            if not isinstance(after, list):
+                raise ValueError("malformed arguments")
+            after = [None if a is None else decode_array(a, self.limits.answer_bytes) for a in after]
         except (ValueError, TypeError) as exc:
             raise StudentCodeError("bad_return", f"{function} returned something that is not an array of "
                                                  f"numbers ({exc})") from None
@@ -281,7 +396,7 @@ class Submission:
             config = json.loads(answer["value"])
             if not isinstance(config, dict):
                 raise ValueError
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             raise StudentCodeError("bad_return", f"{function} did not return a Keras model") from None
         return config
 

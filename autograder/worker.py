@@ -8,7 +8,7 @@ Nothing the worker says is trusted: the grader decodes every answer as plain dat
 itself. The worker only runs code and converts what it returns.
 
 Requests (one JSON object a line) and answers:
-  {"op": "run_cell", "source": str, "seconds": float}
+  {"op": "run_cell", "source": str, "seconds": float, "cell": int (its number in the notebook)}
       -> {"ok": true} | {"ok": false, "error": "NameError: ..."}
   {"op": "call", "function": str, "args": [...], "kwargs": {...}, "returns": "array" | "model",
    "seconds": float}
@@ -16,17 +16,27 @@ Requests (one JSON object a line) and answers:
        | {"ok": false, "kind": "missing" | "not_implemented" | "raised" | "timeout" | "bad_return",
           "error": str}
 Arrays travel as {"ndarray": base64 of little-endian float64, "shape": [...], "dtype": str}.
+When it is ready, before any request, the worker says {"id": 0, "ok": true, "ready": true}.
+
+The functions this script relies on are bound when it starts, before any student code runs, so
+that a cell which monkeypatches json, signal or numpy changes only what the student's own code
+sees (the grader judges the numbers anyway). Started by bwrap as root of its private user namespace,
+the worker becomes nobody before it reads a request; in bwrap's PID namespace it also ends every
+process the student's code left running when a request is done. A process the student forks never
+answers: only the worker's own process writes to the grader.
 """
 
 import base64
 import builtins
-import json
 import os
 import re
-import signal
 import sys
+import time
 import traceback
 import types
+from json import dumps, loads
+from signal import ITIMER_REAL, SIGALRM, SIGKILL, setitimer
+from signal import signal as set_signal_handler
 
 MAX_ELEMENTS = 8_000_000        # 64 MB of float64: far above any answer the checks expect
 MAX_MODEL_JSON = 4_000_000
@@ -38,6 +48,19 @@ class CellTimeout(BaseException):
 
 def _alarm(signum, frame):
     raise CellTimeout()
+
+
+def _drop_privileges():
+    """Under bwrap as root the worker starts as root of a private user namespace (so that bwrap could
+    mount for it); it becomes the uid the sandbox names before it reads a request, or does not run."""
+    uid = os.environ.pop("BN_AUTOGRADER_UID", None)
+    if uid is None or os.getuid() != 0:
+        return
+    os.setgroups([])
+    os.setgid(int(uid))
+    os.setuid(int(uid))
+    if os.getuid() == 0 or os.geteuid() == 0:
+        os._exit(70)
 
 
 def _take_protocol_streams():
@@ -76,32 +99,72 @@ class _IPythonStub:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, CellTimeout):
-        return "TimeoutError: time limit reached"
     line = ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
     if frames:
         line = f" ({frames[-1].filename[1:-1]}, line {frames[-1].lineno})"
-    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CellTimeout):
+        return "TimeoutError: time limit reached" + line
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except BaseException:  # noqa: BLE001 - a student's exception whose __str__ fails
+        text = f"{type(exc).__name__}: (its message could not be printed)"
     return (text[:500] + "...") if len(text) > 500 else text + line
 
 
+def _end_strays():
+    """Inside bwrap's PID namespace every other process the worker may signal is the student's
+    (bwrap's init is exempt from kill(-1)): end them with the request that started them, so that
+    a fork bomb or a forgotten child cannot keep using the CPU, and reap those that were ours."""
+    try:
+        os.kill(-1, SIGKILL)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.002)
+
+
 def _limited(seconds, fn, *args, **kwargs):
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 0.001))
+    """The soft time limit. Student code can block or ignore SIGALRM; the grader's own deadline
+    (it kills the worker) is what really holds."""
+    set_signal_handler(SIGALRM, _alarm)
+    setitimer(ITIMER_REAL, max(float(seconds), 0.001))
     try:
         return fn(*args, **kwargs)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        setitimer(ITIMER_REAL, 0)
+
+
+class _NumPy:
+    """The few NumPy names the worker uses, bound before student code can replace them."""
+
+    def __init__(self):
+        import numpy
+        self.ndarray, self.asarray, self.frombuffer = numpy.ndarray, numpy.asarray, numpy.frombuffer
+
+
+def _is_ndarray(value, np) -> bool:
+    # type(), not isinstance(): an object can claim any class through a __class__ property.
+    return issubclass(type(value), np.ndarray)
 
 
 def encode_array(value, np):
-    array = np.array(value, dtype=np.float64, copy=True)
+    """A returned value as float64 numbers. The size is checked before anything is copied (a
+    broadcast view can claim 10**12 elements), and the dtype reported is that of a real ndarray,
+    never an attribute the value supplies."""
+    array = np.asarray(value)      # an ndarray subclass becomes a plain view of its data
     if array.size > MAX_ELEMENTS:
         raise ValueError(f"returned {array.size:,} numbers, more than the {MAX_ELEMENTS:,} allowed")
-    dtype = str(getattr(value, "dtype", type(value).__name__))
-    return {"ndarray": base64.b64encode(array.astype("<f8").tobytes()).decode("ascii"),
-            "shape": list(array.shape), "dtype": dtype[:40]}
+    data = array.astype("<f8")
+    dtype = str(array.dtype) if _is_ndarray(value, np) else type(value).__name__
+    return {"ndarray": base64.b64encode(data.tobytes()).decode("ascii"),
+            "shape": list(data.shape), "dtype": dtype[:40]}
 
 
 def decode_argument(value, np):
@@ -123,18 +186,19 @@ class Worker:
         self.namespace.update({"__builtins__": builtins, "display": lambda *a, **k: None,
                                "get_ipython": _IPythonStub})
         self.cells_run = 0
+        self.np = _NumPy()
 
     def run_cell(self, request):
         self.cells_run += 1
         try:
-            code = compile(python_source(request["source"]), f"<cell {self.cells_run}>", "exec")
+            code = compile(python_source(request["source"]), f"<cell {request.get('cell', self.cells_run)}>", "exec")
             _limited(request["seconds"], exec, code, self.namespace)
         except BaseException as exc:  # noqa: BLE001 - anything the student's code does is a result
             return {"ok": False, "error": _describe(exc)}
         return {"ok": True}
 
     def call(self, request):
-        import numpy as np
+        np = self.np
         name = request["function"]
         function = self.namespace.get(name)
         if not callable(function):
@@ -156,7 +220,11 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001
             return {"ok": False, "kind": "bad_return", "error": f"{name} returned something the grader "
                     f"cannot use: {_describe(exc)}"}
-        after = [encode_array(a, np) if isinstance(a, np.ndarray) else None for a in args]
+        try:
+            after = [encode_array(a, np) if _is_ndarray(a, np) else None for a in args]
+        except BaseException as exc:  # noqa: BLE001 - e.g. an argument resized in place past the cap
+            return {"ok": False, "kind": "bad_return", "error": f"{name} left its arguments unusable: "
+                    f"{_describe(exc)}"}
         return {"ok": True, "value": encoded, "args_after": after}
 
     @staticmethod
@@ -172,19 +240,33 @@ class Worker:
         return config
 
 
+def _answer(answers, answer):
+    answers.write(dumps(answer) + "\n")
+    answers.flush()
+
+
 def main():
+    # Read before any student code can change the environment; only the sandbox sets it, and only
+    # when the worker has its own PID namespace (elsewhere kill(-1) would reach the whole machine).
+    private_pids = os.environ.pop("BN_AUTOGRADER_PRIVATE_PIDS", "") == "1" and os.getpid() != 1
+    _drop_privileges()
     requests, answers = _take_protocol_streams()
     worker = Worker()
+    owner = os.getpid()
     handlers = {"run_cell": worker.run_cell, "call": worker.call}
+    _answer(answers, {"id": 0, "ok": True, "ready": True})
     for line in requests:
-        request = json.loads(line)
+        request = loads(line)
         try:
             answer = handlers[request["op"]](request)
         except BaseException as exc:  # noqa: BLE001 - keep answering whatever happened
             answer = {"ok": False, "kind": "raised", "error": _describe(exc)}
+        if os.getpid() != owner:
+            os._exit(0)   # a process the student forked came back here: only the worker answers
+        if private_pids:
+            _end_strays()
         answer["id"] = request.get("id")
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
+        _answer(answers, answer)
 
 
 if __name__ == "__main__":

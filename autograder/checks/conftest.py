@@ -40,7 +40,7 @@ def submission(request):
     if not path:
         raise pytest.UsageError("give the notebook to grade: --submission path/to/notebook.ipynb")
     try:
-        opened = Submission(Path(path), Limits(), hide=request.config.getoption("--hide"))
+        opened = Submission(Path(path), Limits.from_env(), hide=request.config.getoption("--hide"))
     except SubmissionError as exc:
         request.config.stash[SUBMISSION_ERROR] = str(exc)
         raise

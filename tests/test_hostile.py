@@ -1,0 +1,904 @@
+"""Hostile and broken submissions: nothing forged, nothing lost, nothing leaked.
+
+Each test builds small notebooks with nbformat (a NumPy-only set-up cell keeps the worker's start
+well under a second; keras is imported only where a model is built), grades them with short time
+limits set through the environment (Limits.from_env), and checks that the hostile cell got a clear
+message and a zero for what it affects while every other exercise was graded in full. The training
+check is deselected: it has its own tests, and it only ever sees vetted model configurations.
+
+Hostile cells that do not interfere share a notebook. Cells that get the worker killed come before
+cells that only hit the soft time limit, because after a kill every remaining cell runs again.
+"""
+
+import json
+import math
+import os
+import socket
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder import grade, modelcheck, sandbox
+from autograder.checks import conftest as checks_conftest
+from autograder.sandbox import Limits, ResourceGroup, SandboxError
+from autograder.submission import StudentCodeError, Submission
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = Path(__file__).resolve().parent / "hostile"
+FULL_MARKS = {"manual_batch_norm": 4.0, "build_model_with_bn": 3.0, "build_modern_cnn": 3.0}
+
+needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
+
+
+def _cgroups_work() -> bool:
+    group = ResourceGroup(Limits())
+    group.remove()
+    return group.active
+
+
+needs_cgroup = pytest.mark.skipif(not _cgroups_work(), reason="no cgroup can be made here (not root?)")
+
+
+# --- notebook parts ------------------------------------------------------------------------------
+
+SETUP = "import numpy as np\n"
+SETUP_KERAS = "import numpy as np\nimport keras\n"
+
+MANUAL_BN = '''\
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + epsilon) + beta
+'''
+
+# The model builders import keras themselves, so that a NumPy-only set-up cell can stay fast.
+BUILD_WITH_BN = '''\
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    import keras
+    L = keras.layers
+    return keras.Sequential([keras.Input(shape=input_shape),
+        L.Conv2D(32, 3), L.BatchNormalization(), L.Activation("relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(num_classes, activation="softmax")])
+'''
+
+BUILD_MODERN = '''\
+def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
+    import keras
+    L = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    def block(x, f):
+        x = L.Conv2D(f, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        return L.Activation("relu")(x)
+    for f, r in ((32, .2), (64, .3)):
+        x = block(block(x, f), f)
+        x = L.MaxPooling2D()(x)
+        x = L.Dropout(r)(x)
+    x = block(x, 128)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(.5)(x)
+    return keras.Model(inputs, L.Dense(num_classes, activation="softmax")(x))
+'''
+
+# Runaway cells. These get the worker killed: they defeat the worker's SIGALRM time limit, so only
+# the grader's hard deadline stops them.
+IGNORES_SIGALRM = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n"
+BLOCKS_SIGALRM = ("import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+                  "time.sleep(10**6)\n")
+SWALLOWS_TIMEOUT = ("import time\nwhile True:\n    try:\n        time.sleep(10**6)\n"
+                    "    except BaseException:\n        pass\n")
+EXITS_HARD = "import os\nos._exit(3)\n"
+# These stop at the worker's soft limit.
+SLEEPS = "import time\ntime.sleep(10**6)\n"
+LOOPS = "while True:\n    pass\n"
+SLOW_IMPORT = ("import pathlib, sys\n"
+               "pathlib.Path('/tmp/slow_module.py').write_text('import time\\ntime.sleep(10**6)\\n')\n"
+               "sys.path.insert(0, '/tmp')\nimport slow_module\n")
+PRINTS_2GB = ("import os, sys\nline = 'x' * (1 << 20)\nfor _ in range(1024):\n    print(line)\n"
+              "    sys.stderr.write(line)\nos.write(1, line.encode())\n")
+SYS_EXIT = "import sys\nsys.exit('goodbye')\n"
+IGNORES_TERM = ("import signal\nfor s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"
+                "    signal.signal(s, signal.SIG_IGN)\n")
+MEMORY_BOMB = "hog = []\nwhile True:\n    hog.append(np.ones(1 << 24))\n"
+ADDRESS_SPACE_BOMB = "hog = []\nwhile True:\n    hog.append(np.empty(1 << 27))\n"     # 1 GB at a time, untouched
+FORK_BOMB = "import os\nwhile True:\n    os.fork()\n"
+SPINNING_FORK_BOMB = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+
+
+def strays(tag: str) -> str:
+    """A cell that leaves processes behind, each running a command named by ``tag``."""
+    return f'''\
+import os, subprocess
+subprocess.Popen(["sleep", "{tag}1"])
+subprocess.Popen(["sleep", "{tag}2"], start_new_session=True)
+subprocess.Popen(["sh", "-c", "trap '' TERM INT HUP; sleep {tag}3; true"])
+if os.fork() == 0:                 # a double-forked daemon in its own session
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{tag}4"])
+    os._exit(0)
+'''
+
+
+def notebook(folder: Path, *cells, name="submission.ipynb") -> Path:
+    """A notebook of code cells (strings) and ready-made cells (dicts), written to folder/name."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) if isinstance(c, str) else c for c in cells]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+# --- grading helpers ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def limits(monkeypatch):
+    """set(cell=..., call=..., total=..., grace=..., memory_mb=...): short limits for this test."""
+    def set_limits(cell=3, call=30, total=150, grace=2, memory_mb=None):
+        for name, value in (("CELL_SECONDS", cell), ("CALL_SECONDS", call), ("TOTAL_SECONDS", total),
+                            ("GRACE_SECONDS", grace), ("MEMORY_MB", memory_mb)):
+            if value is None:
+                monkeypatch.delenv(f"BN_AUTOGRADER_{name}", raising=False)
+            else:
+                monkeypatch.setenv(f"BN_AUTOGRADER_{name}", str(value))
+        return Limits.from_env()
+    return set_limits
+
+
+@pytest.fixture
+def graded(monkeypatch):
+    """graded(path, **kwargs) -> (results, the Submission the checks used), without the training check."""
+    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k", "not training_improvement"])
+    opened = []
+
+    class Recording(Submission):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(checks_conftest, "Submission", Recording)
+
+    def run(path, **kwargs):
+        opened.clear()
+        results = grade.grade_notebook(path, **kwargs)
+        json.dumps(results, allow_nan=False)     # what results.json must hold
+        return results, (opened[-1] if opened else None)
+    return run
+
+
+@pytest.fixture(autouse=True)
+def cgroups(monkeypatch):
+    """The cgroups the test's workers made, each as {"dirs": [...], "events": what its counters said
+    just before it was removed}; every one of them must be gone when the test ends."""
+    made = []
+    original_init, original_remove = ResourceGroup.__init__, ResourceGroup.remove
+
+    def tracking(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.record = {"dirs": list(self.dirs), "events": {}}
+        made.append(self.record)
+
+    def removing(self):
+        for path in self.dirs:
+            for name in ("pids.events", "memory.oom_control", "memory.events"):
+                if (path / name).exists():
+                    self.record["events"][name] = (path / name).read_text()
+        original_remove(self)
+
+    monkeypatch.setattr(ResourceGroup, "__init__", tracking)
+    monkeypatch.setattr(ResourceGroup, "remove", removing)
+    yield made
+    left = [str(d) for group in made for d in group["dirs"] if d.exists()]
+    assert not left, f"cgroups left behind: {left}"
+
+
+def cgroup_counter(groups, file, key) -> int:
+    """The largest ``key`` counter in ``file`` over the removed groups (pids.events max, oom_kill...)."""
+    values = [0]
+    for group in groups:
+        for line in group["events"].get(file, "").splitlines():
+            if line.split()[:1] == [key]:
+                values.append(int(line.split()[1]))
+    return max(values)
+
+
+def contained(message) -> bool:
+    """A fork bomb ends in one of these ways, depending on who wins the race for the CPU: fork fails
+    (pids.max or RLIMIT_NPROC), the soft or the hard time limit, or the memory limit."""
+    return any(m in message for m in ("Resource temporarily unavailable", "TimeoutError", "no answer within",
+                                      "ran out of memory", "MemoryError"))
+
+
+def checks(results) -> list:
+    return [c for c in results["checks"] if c["exercise"] != "training_improvement"]
+
+
+def scores(results) -> dict:
+    found = {}
+    for check in checks(results):
+        found[check["exercise"]] = found.get(check["exercise"], 0.0) + check["points"]
+    return found
+
+
+def messages(results, exercise) -> list:
+    return [c["message"] for c in checks(results) if c["exercise"] == exercise]
+
+
+def outcome(submission, index) -> str | None:
+    """The final message of the notebook's cell ``index`` (None when it ran cleanly)."""
+    found = [o.error for o in submission.outcomes if o.index == index]
+    assert found, f"cell {index} was not run"
+    return found[0]
+
+
+def running_commands(*needles) -> list:
+    """Command lines of live processes on this machine that contain any of ``needles``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(n in command for n in needles):
+            found.append(f"{pid}: {command}")
+    return found
+
+
+def unique_tag() -> str:
+    """Digits no other process on this machine has in its command line (a sleep duration)."""
+    return "98" + str(uuid.uuid4().int)[:8]
+
+
+def decode_report(answer):
+    return json.loads(answer.value.astype(np.uint8).tobytes())
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+def test_limits_come_from_the_environment(monkeypatch):
+    for name in sandbox.ENVIRONMENT_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    default = Limits.from_env()
+    assert (default.cell_seconds, default.call_seconds, default.total_seconds) == (30.0, 20.0, 240.0)
+    monkeypatch.setenv("BN_AUTOGRADER_CELL_SECONDS", "2.5")
+    monkeypatch.setenv("BN_AUTOGRADER_TOTAL_SECONDS", "60")
+    monkeypatch.setenv("BN_AUTOGRADER_MEMORY_MB", "1024")
+    monkeypatch.setenv("BN_AUTOGRADER_CALL_SECONDS", "soon")
+    with pytest.warns(sandbox.SandboxWarning, match="BN_AUTOGRADER_CALL_SECONDS"):
+        limits = Limits.from_env()
+    assert limits.cell_seconds == 2.5 and limits.total_seconds == 60.0
+    assert limits.memory_bytes == 1 << 30 and isinstance(limits.memory_bytes, int)
+    assert limits.call_seconds == default.call_seconds
+
+
+# --- runaway code ---------------------------------------------------------------------------------
+
+@needs_bwrap
+@pytest.mark.slow
+def test_runaway_cells_hit_a_time_limit_and_cost_nothing_else(tmp_path, limits, graded):
+    limits(cell=3, call=60, grace=2)
+    cells = [SETUP, MANUAL_BN, IGNORES_SIGALRM, BLOCKS_SIGALRM, SWALLOWS_TIMEOUT, EXITS_HARD,
+             SLEEPS, LOOPS, SLOW_IMPORT, PRINTS_2GB, SYS_EXIT, BUILD_WITH_BN, BUILD_MODERN]
+    started = time.monotonic()
+    results, submission = graded(notebook(tmp_path, *cells))
+    elapsed = time.monotonic() - started
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results) == FULL_MARKS, [c["message"] for c in checks(results) if not c["passed"]]
+    for index in (2, 3, 4):    # the worker's own limit is defeated: the grader's deadline kills it
+        assert index in submission.skipped
+        assert "no answer within 5 s" in outcome(submission, index)
+    assert "exit code 3" in outcome(submission, 5)
+    for index in (6, 7, 8):    # the worker's own limit
+        assert outcome(submission, index).startswith(f"TimeoutError: time limit reached (cell {index + 1}")
+    assert outcome(submission, 9) is None            # 2 GB of output went to /dev/null
+    assert "SystemExit: goodbye" in outcome(submission, 10)
+    # four killed attempts (about 5 s each) and three soft limits of 3 s, not ten minutes
+    assert elapsed < 100, elapsed
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_function_that_never_returns_costs_only_its_exercise(tmp_path, limits, graded):
+    limits(cell=60, call=6, grace=2)
+    hangs_hard = ("def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):\n"
+                  "    import signal\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                  "    while True:\n        pass\n")
+    hangs_soft = "def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):\n    while True:\n        pass\n"
+    started = time.monotonic()
+    results, submission = graded(notebook(tmp_path, SETUP_KERAS, hangs_hard, BUILD_WITH_BN, hangs_soft))
+    elapsed = time.monotonic() - started
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results) == {"manual_batch_norm": 0.0, "build_model_with_bn": 3.0, "build_modern_cnn": 0.0}
+    first, *later = messages(results, "manual_batch_norm")
+    assert "calling manual_batch_norm: no answer within 8 s" in first
+    assert later and all("ran out of time once" in m for m in later)
+    assert all("did not return within 6 s" in m for m in messages(results, "build_modern_cnn"))
+    assert set(submission.timed_out) == {"manual_batch_norm", "build_modern_cnn"}
+    # each function ran out of time once, not once per check
+    assert elapsed < 90, elapsed
+
+
+# --- containment: memory, processes, signals ---------------------------------------------------------
+
+@needs_bwrap
+@needs_cgroup
+def test_a_memory_bomb_is_killed_by_the_memory_cgroup_and_no_process_outlives_grading(
+        tmp_path, limits, graded, cgroups):
+    limits(cell=10, call=20, grace=2, memory_mb=512)
+    tag = unique_tag()
+    results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, IGNORES_TERM, strays(tag),
+                                          MEMORY_BOMB, EXITS_HARD, strays(tag)))
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results)["manual_batch_norm"] == 4.0
+    assert cgroups and all(group["dirs"] for group in cgroups), "the workers had no cgroup"
+    assert "ran out of memory (limit 512 MiB)" in outcome(submission, 4)
+    assert cgroup_counter(cgroups, "memory.oom_control", "oom_kill") >= 1
+    assert "exit code 3" in outcome(submission, 5)
+    assert not running_commands(tag), "a student's process outlived its grading"
+
+
+@needs_bwrap
+@needs_cgroup
+@pytest.mark.slow
+def test_fork_bombs_are_stopped_by_pids_max(tmp_path, limits, graded, cgroups):
+    limits(cell=3, call=20, grace=2, memory_mb=3072)     # room for 512 forked Pythons: pids.max stops them
+    results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, FORK_BOMB, SPINNING_FORK_BOMB))
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results)["manual_batch_norm"] == 4.0
+    assert contained(outcome(submission, 2)) and contained(outcome(submission, 3))
+    assert cgroup_counter(cgroups, "pids.events", "max") >= 1, "pids.max never stopped a fork"
+
+
+@needs_bwrap
+def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, graded, monkeypatch):
+    monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
+    monkeypatch.setattr(ResourceGroup, "ROOT_V2", "/nonexistent")
+    limits(cell=3, call=20, grace=2, memory_mb=1024)
+    tag = unique_tag()
+    results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), ADDRESS_SPACE_BOMB, FORK_BOMB))
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results)["manual_batch_norm"] == 4.0
+    assert "MemoryError" in outcome(submission, 3)               # RLIMIT_AS
+    assert contained(outcome(submission, 4))                     # RLIMIT_NPROC: the worker is nobody
+    assert not running_commands(tag)
+
+
+@needs_cgroup        # without it the worker might run as root with rlimits only: no fork bomb for that
+def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits, graded, monkeypatch, cgroups):
+    monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
+    limits(cell=3, call=20, grace=2, memory_mb=3072)
+    tag = unique_tag()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sandbox.SandboxWarning)
+        results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), FORK_BOMB))
+    assert scores(results)["manual_batch_norm"] == 4.0
+    assert contained(outcome(submission, 3))
+    assert cgroup_counter(cgroups, "pids.events", "max") >= 1
+    assert not running_commands(tag)
+
+
+@needs_bwrap
+def test_processes_end_with_their_request_and_at_the_latest_with_the_sandbox(tmp_path, limits, monkeypatch):
+    limits_ = limits(cell=5)
+    tag = unique_tag()
+    path = notebook(tmp_path, SETUP, strays(tag), MANUAL_BN)
+    with Submission(path, limits_) as s:
+        assert not s.cell_errors()
+        assert not running_commands(tag), "the worker did not end the cell's processes"
+    # Without the worker's help and without a cgroup, the PID namespace alone still ends them.
+    monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
+    monkeypatch.setattr(ResourceGroup, "ROOT_V2", "/nonexistent")
+    original = sandbox.bubblewrap_argv
+
+    def without_ending_strays(*args, **kwargs):
+        argv = original(*args, **kwargs)
+        at = argv.index("BN_AUTOGRADER_PRIVATE_PIDS")
+        return argv[:at - 1] + argv[at + 2:]
+
+    monkeypatch.setattr(sandbox, "bubblewrap_argv", without_ending_strays)
+    with Submission(path, limits_) as s:
+        assert not s.cell_errors()
+        assert len(running_commands(tag)) >= 4, running_commands(tag)
+    assert not running_commands(tag), "a student's process outlived its sandbox"
+
+
+@needs_bwrap
+def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_path, limits, monkeypatch):
+    original = sandbox.bubblewrap_argv
+    monkeypatch.setattr(sandbox, "bubblewrap_argv", lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
+    with Submission(notebook(tmp_path, SETUP, MANUAL_BN), limits()) as s:
+        with pytest.raises(SandboxError, match="did not start.*/nowhere/worker.py"):
+            s.call_array("manual_batch_norm", np.ones((2, 2)))
+        started = time.monotonic()
+        with pytest.raises(SandboxError):      # remembered: no cell is blamed, nothing is retried
+            s.cell_errors()
+        assert time.monotonic() - started < 1 and not s.skipped
+
+
+# --- escape attempts -------------------------------------------------------------------------------
+
+def _places(targets, *folders) -> set:
+    """Where a write to one of ``targets`` could land if it were not contained."""
+    bases = (Path("/"), Path.cwd(), ROOT, Path("/tmp/work"), *folders)
+    return {(base / target).resolve() for target in targets for base in bases}
+
+
+def _state(paths) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in paths}
+
+
+@needs_bwrap
+def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits):
+    limits_ = limits(cell=10, call=30)
+    course = tmp_path / "course"
+    submission_dir = course / "submitted" / "alice" / "batchnorm"
+    path = notebook(submission_dir, SETUP, (HOSTILE / "probes.py").read_text(), name="batchnorm.ipynb")
+    gradebook = course / "gradebook.db"
+    gradebook.write_text("the real gradebook")
+    (course / "autograded" / "alice" / "batchnorm").mkdir(parents=True)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    targets = ["results.json", "grades.csv", "gradebook.db", "../results.json",
+               "../../autograded/alice/batchnorm/results.json",
+               str(gradebook), str(course / "grades.csv"), str(course / "autograded/alice/batchnorm/results.json"),
+               str(submission_dir / "results.json"), str(ROOT / "results.json"), str(ROOT.parent / "results.json"),
+               str(ROOT / "autograder/checks/test_manual_batch_norm.py"), str(Path.cwd() / "results.json")]
+
+    before = _state(_places(targets, submission_dir, course))
+    with Submission(path, limits_, hide=[course]) as s, listener:
+        assert not s.cell_errors()
+        me = decode_report(s.call_array("probe_identity"))
+        reads = {p: decode_report(s.call_array("probe_read", path=str(p))) for p in (
+            ROOT / "autograder/checks/test_manual_batch_norm.py", ROOT / "autograder/reference.py",
+            ROOT / "source/batchnorm/batchnorm.ipynb", path, gradebook, Path.home() / ".cache", "/etc/shadow")}
+        listings = {p: decode_report(s.call_array("probe_list", path=str(p)))
+                    for p in (ROOT, ROOT / "autograder", course, Path.home())}
+        writes = decode_report(s.call_array("probe_write", paths=targets))
+        network = [decode_report(s.call_array("probe_connect", host="127.0.0.1", port=port)),
+                   decode_report(s.call_array("probe_http", url="http://example.com/")),
+                   decode_report(s.call_array("probe_connect", host="1.1.1.1", port=80))]
+        grader = decode_report(s.call_array("probe_signal", pid=os.getpid()))
+        privileges = decode_report(s.call_array("probe_shell", command=(
+            f"umount {ROOT}; umount -l {ROOT}/autograder; unshare -U true; unshare -rm true; "
+            "mount -t tmpfs none /tmp/work; echo 1 > /sys/fs/cgroup/pids/cgroup.procs; "
+            "cat /proc/1/environ; ls /proc/1/root/")))
+
+    # who the code is: nobody, no capabilities, no way to gain any, alone in its PID namespace
+    assert (me["uid"], me["euid"], me["gid"], me["groups"]) == (65534, 65534, 65534, [])
+    assert me["cap_effective"] == me["cap_permitted"] == me["cap_ambient"] == "0000000000000000"
+    assert me["no_new_privs"] == "1"
+    assert max(me["pids"]) < 100 and not any("pytest" in c or "autograder" in c for c in me["commands"])
+    assert not any(str(course) in c for c in me["commands"]), "bwrap's command line shows the hidden folders"
+    assert grader["error"].startswith("ProcessLookupError")
+    # nothing of the grader, the course or the instructor can be read; the project looks empty
+    assert all("error" in r for r in reads.values()), reads
+    assert set(listings[ROOT]["ok"]) <= {".venv", "autograder"}, listings      # Python, and a mount point
+    assert listings[ROOT / "autograder"] == {"ok": []} and "error" in listings[course]
+    assert listings[Path.home()].get("ok", []) in ([], [".pyenv"]), listings   # again only Python
+    # it may write only its own scratch space, which vanishes with it
+    assert all("error" in writes[t] for t in targets if t.startswith("/")), writes
+    assert gradebook.read_text() == "the real gradebook"
+    assert _state(_places(targets, submission_dir, course)) == before
+    # no network, no way back to its capabilities
+    assert all("error" in n for n in network), network
+    out = privileges["output"]
+    assert out.count("must be superuser") >= 3 and out.count("unshare failed") == 2, out
+    assert "Read-only file system" in out and "Permission denied" in out, out
+
+
+@needs_bwrap
+def test_a_function_that_reads_the_hidden_checks_scores_nothing(tmp_path, limits, graded):
+    limits(cell=5, call=20)
+    cheat = f'''\
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    secret = open("{ROOT}/autograder/checks/test_manual_batch_norm.py").read()
+    return np.full(np.shape(x), float(len(secret)))
+'''
+    forge = f'''\
+import json, os
+for target in ["results.json", "{tmp_path}/results.json", "{ROOT}/results.json", "../../autograded/results.json"]:
+    try:
+        with open(target, "w") as f:
+            json.dump({{"total": 12.0, "max_total": 12.0, "status": "graded", "checks": []}}, f)
+    except OSError:
+        pass
+'''
+    results, _ = graded(notebook(tmp_path, SETUP, forge, cheat))
+    assert scores(results)["manual_batch_norm"] == 0.0
+    assert all("FileNotFoundError" in m for m in messages(results, "manual_batch_norm"))
+    assert not (tmp_path / "results.json").exists() and not (ROOT / "results.json").exists()
+
+
+# --- lying results -------------------------------------------------------------------------------
+
+LIARS = '''\
+import time
+import numpy
+
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+    __hash__ = None
+
+class Sneaky(np.ndarray):
+    def __eq__(self, other):
+        return np.ones(np.shape(other), bool)
+
+class Pretender:                       # claims to be an ndarray of floats
+    __class__ = property(lambda self: np.ndarray)
+    dtype = np.dtype("float64")
+    shape = (2, 2)
+    def __array__(self, dtype=None, copy=None):
+        return np.zeros((2, 2), dtype=np.int32)
+
+class Patcher:                         # its conversion monkeypatches NumPy in the worker
+    def __array__(self, dtype=None, copy=None):
+        numpy.allclose = numpy.array_equal = lambda *a, **k: True
+        numpy.isfinite = lambda a: numpy.ones(numpy.shape(a), bool)
+        return numpy.zeros(3)
+
+class Stalls:
+    def __array__(self, dtype=None, copy=None):
+        time.sleep(10**6)
+
+class Model:
+    def __init__(self, text):
+        self.text = text
+    def to_json(self):
+        return self.text
+
+def always_equal(x): return AlwaysEqual()
+def int_subclass(x): return np.zeros(np.shape(x), dtype=np.int64).view(Sneaky)
+def pretender(x): return Pretender()
+def patcher(x): return Patcher()
+def stalls(x): return Stalls()
+def not_a_number(x): return np.full(np.shape(x), np.nan)
+def infinite(x): return np.full(np.shape(x), -np.inf)
+def too_many(x): return np.zeros(10**8)
+def broadcast(x): return np.broadcast_to(np.float64(1.0), (10**6, 10**6))
+def grows_its_input(x):
+    x.resize(10**7, refcheck=False)
+    return np.zeros(3)
+def deep_json(): return Model("[" * 100000 + "]" * 100000)
+def list_json(): return Model("[1, 2]")
+def after_patching(x): return np.asarray(x) * 2
+'''
+
+
+@needs_bwrap
+def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
+    limits_ = limits(cell=10, call=3, grace=2)
+    x = np.arange(6.0).reshape(3, 2)
+    with Submission(notebook(tmp_path, SETUP, LIARS), limits_) as s:
+        assert not s.cell_errors()
+
+        def refused(function, kind, *args, **kwargs):
+            with pytest.raises(StudentCodeError) as raised:
+                s.call_array(function, *args, **kwargs)
+            assert raised.value.kind == kind, (function, raised.value.kind, str(raised.value))
+            return str(raised.value)
+
+        assert "not 'AlwaysEqual'" in refused("always_equal", "bad_return", x)
+        sneaky = s.call_array("int_subclass", x)
+        assert type(sneaky.value) is np.ndarray and sneaky.value.dtype == np.float64
+        assert sneaky.dtype == "int64" and np.array_equal(sneaky.value, np.zeros((3, 2)))
+        pretend = s.call_array("pretender", x)
+        assert pretend.dtype == "Pretender" and np.array_equal(pretend.value, np.zeros((2, 2)))
+        patched = s.call_array("patcher", x)
+        assert np.array_equal(patched.value, np.zeros(3)) and np.allclose is not None
+        assert np.array_equal(s.call_array("after_patching", x).value, x * 2)
+        assert "time limit" in refused("stalls", "bad_return", x)
+        assert np.isnan(s.call_array("not_a_number", x).value).all()
+        assert np.isneginf(s.call_array("infinite", x).value).all()
+        assert "more than the 8,000,000 allowed" in refused("too_many", "bad_return", x)
+        assert "more than the 8,000,000 allowed" in refused("broadcast", "bad_return", x)
+        assert "arguments unusable" in refused("grows_its_input", "bad_return", x)
+        for function in ("deep_json", "list_json"):
+            with pytest.raises(StudentCodeError, match="did not return a Keras model"):
+                s.model_config(function)
+        # the grader's own NumPy was never touched
+        assert not np.allclose(np.zeros(2), np.ones(2))
+
+
+@needs_bwrap
+def test_monkeypatching_and_fake_modules_forge_no_point(tmp_path, limits, graded):
+    limits(cell=5, call=20)
+    honest = "def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):\n    return np.zeros_like(x)\n"
+    hostile_setup = '''\
+import builtins, sys, types
+import numpy
+for name in ("autograder", "autograder.checks", "autograder.reference", "pytest", "_pytest"):
+    fake = types.ModuleType(name)
+    fake.__path__ = []
+    fake.approx = lambda *a, **k: 0
+    fake.batch_norm = lambda x, *a, **k: numpy.zeros_like(x)
+    sys.modules[name] = fake
+numpy.allclose = numpy.array_equal = numpy.isclose = lambda *a, **k: True
+numpy.isfinite = lambda a: numpy.ones(numpy.shape(a), bool)
+numpy.testing.assert_allclose = lambda *a, **k: None
+builtins.all = builtins.any = lambda *a, **k: True
+builtins.abs = lambda v: 0
+class Sneaky(numpy.ndarray):
+    def __eq__(self, other):
+        return numpy.ones(numpy.shape(other), bool)
+    __hash__ = None
+'''
+    lying = ("def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):\n"
+             "    return numpy.zeros_like(x).view(Sneaky)\n")
+    honest_results, _ = graded(notebook(tmp_path / "honest", SETUP, honest))
+    lying_results, _ = graded(notebook(tmp_path / "lying", SETUP, hostile_setup, lying))
+    assert honest_results["status"] == lying_results["status"] == "graded"
+    assert [c["passed"] for c in checks(lying_results)] == [c["passed"] for c in checks(honest_results)]
+    assert scores(lying_results) == scores(honest_results)
+    assert scores(lying_results)["manual_batch_norm"] <= 0.5
+
+
+# --- forged answers on the protocol channel -------------------------------------------------------------
+
+FORGER = '''\
+import fcntl, json, os, stat, sys
+
+def _channels():
+    """The worker's answer pipe: our write-only pipes other than 0, 1 and 2."""
+    found = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if fd > 2 and stat.S_ISFIFO(os.fstat(fd).st_mode) and \\
+                    fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                found.append(fd)
+        except OSError:
+            pass
+    return found
+
+def _say(text):
+    for fd in _channels():
+        os.write(fd, text.encode())
+
+def _request_id():
+    frame = sys._getframe()
+    while frame:
+        request = frame.f_locals.get("request")
+        if isinstance(request, dict) and "id" in request:
+            return request["id"]
+        frame = frame.f_back
+
+def _answer(request_id, number):
+    value = {"ndarray": "AAAAAAAARUA=", "shape": [1], "dtype": "float64"}    # [42.0]
+    return json.dumps({"id": request_id, "ok": True, "value": value, "args_after": [None]}) + "\\n"
+
+def echo(x):
+    return x
+
+def forges_its_own_answer(x):
+    _say(_answer(_request_id(), 42))
+    return x
+
+def forges_the_next_answers(x):
+    me = _request_id()
+    _say("".join(_answer(me + k, 42) for k in range(1, 6)))
+    return x
+
+def writes_garbage(x):
+    _say("not json\\n" + "[" * 100000 + "\\n" + json.dumps({"id": "x"}) + "\\n\\xff\\xfe\\n{}\\n")
+    _say(_answer(_request_id() - 1, 42))          # a stale id
+    return x
+
+def floods(x):
+    chunk = "x" * (1 << 20)
+    for _ in range(200):
+        _say(chunk)
+    return x
+
+def closes_the_channel(x):
+    for fd in _channels():
+        os.close(fd)
+    return x
+'''
+
+
+@needs_bwrap
+def test_forged_protocol_lines_are_never_taken_for_another_answer(tmp_path, limits):
+    limits_ = limits(cell=3, call=5, grace=2)
+    forged_at_top_level = "_say(_answer(1, 42) + _answer(2, 42) + 'garbage\\n' + _answer(1000, 42))\n"
+    cut_line = "_say('{\"id\": ')\n"      # no newline: it spoils the worker's own answer to this cell
+    x = np.array([1.0, 2.0, 3.0])
+    path = notebook(tmp_path, SETUP, FORGER, forged_at_top_level, MANUAL_BN, cut_line)
+    with Submission(path, limits_) as s:
+        errors = {o.index: o.error for o in s.cell_errors()}
+        assert set(errors) == {4} and "no answer" in errors[4], errors
+        assert np.array_equal(s.call_array("echo", x).value, x)
+        # its own request: it can only say what it could have returned anyway
+        assert s.call_array("forges_its_own_answer", x).value.tolist() == [42.0]
+        assert np.array_equal(s.call_array("echo", x).value, x)
+        assert np.array_equal(s.call_array("forges_the_next_answers", x).value, x)
+        assert np.array_equal(s.call_array("echo", x + 1).value, x + 1)
+        assert np.array_equal(s.call_array("writes_garbage", x).value, x)
+        assert np.array_equal(s.call_array("manual_batch_norm", x[:, None]).value[:, 0],
+                              (x - x.mean()) / np.sqrt(x.var() + 1e-5))
+        with pytest.raises(StudentCodeError, match="larger than the grader accepts"):
+            s.call_array("floods", x)
+        with pytest.raises(StudentCodeError, match="calling closes_the_channel"):
+            s.call_array("closes_the_channel", x)
+        assert np.array_equal(s.call_array("echo", x).value, x)     # a fresh worker answers again
+
+
+# --- models with code in them ----------------------------------------------------------------------------
+
+@needs_bwrap
+@pytest.mark.slow
+def test_lambda_and_custom_layers_are_refused_and_never_run_in_the_grader(tmp_path, limits, graded, capfd):
+    limits(cell=90, call=60)
+    token = f"bn-hostile-{uuid.uuid4().hex}"
+    marker = Path("/tmp") / token
+    lambda_model = f'''\
+def _spy(t):
+    print("{token}")
+    open("{marker}", "w").write("ran")
+    return t
+
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    L = keras.layers
+    return keras.Sequential([keras.Input(shape=input_shape), L.Lambda(_spy),
+        L.Conv2D(32, 3), L.BatchNormalization(), L.Activation("relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(num_classes, activation="softmax")])
+'''
+    custom_layer = f'''\
+@keras.saving.register_keras_serializable(package="student")
+class Spy(keras.layers.Layer):
+    def call(self, t):
+        print("{token}")
+        open("{marker}", "w").write("ran")
+        return t
+
+def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
+    inputs = keras.Input(shape=input_shape)
+    x = Spy()(inputs)
+    for f in (32, 32, 64, 64, 128):
+        x = keras.layers.Conv2D(f, 3, padding="same")(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+'''
+    lies = "keras.Model.count_params = lambda self: 35210\nkeras.layers.Layer.count_params = lambda self: 0\n"
+    results, _ = graded(notebook(tmp_path, SETUP_KERAS, lies, MANUAL_BN, lambda_model, custom_layer))
+    printed = capfd.readouterr()
+
+    assert results["status"] == "graded", results["error"]
+    assert scores(results) == {"manual_batch_norm": 4.0, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
+    assert all("Lambda layer" in m for m in messages(results, "build_model_with_bn"))
+    assert all("Spy layer" in m and "custom" in m for m in messages(results, "build_modern_cnn"))
+    assert not marker.exists(), "a layer's code ran outside the sandbox"
+    assert token not in printed.out + printed.err
+
+
+@pytest.mark.parametrize("layer", [
+    {"class_name": "Lambda", "config": {"function": {"class_name": "__lambda__", "config": {"code": "4wAAAA=="}}}},
+    {"class_name": "Dense", "module": "os", "config": {"units": 1}},
+    {"class_name": "Dense", "module": "keras.layers", "registered_name": "student>Dense", "config": {"units": 1}},
+    {"class_name": "Spy", "module": "__main__", "registered_name": "student>Spy", "config": {}},
+    {"class_name": "Sequential", "config": {"layers": [{"class_name": "Lambda", "config": {}}]}},
+    "not a layer",
+], ids=["lambda", "module-os", "registered", "custom-class", "nested-lambda", "malformed"])
+def test_vet_config_refuses_code_carrying_layers(layer):
+    config = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "module": "keras.layers", "config": {"batch_shape": [None, 4]}}, layer]}}
+    with pytest.raises(modelcheck.ModelRefused):
+        modelcheck.vet_config(config)
+
+
+# --- damaged notebooks -----------------------------------------------------------------------------------
+
+def _write(path: Path, content) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: _write(p, nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(MANUAL_BN)]))[:60]),
+     "not valid JSON"),
+    (lambda p: _write(p, bytes(range(256)) * 40), "not valid JSON"),
+    (lambda p: _write(p, "[1, 2, 3]"), "not a Jupyter notebook"),
+    (lambda p: _write(p, '{"metadata": {}, "nbformat": 4}'), "not a Jupyter notebook"),
+    (lambda p: _write(p, "[" * 200000 + "]" * 200000), "not a Jupyter notebook"),
+    (lambda p: _write(p, '{"cells": [], "nbformat": 99, "nbformat_minor": 0, "metadata": {}}'), "damaged notebook"),
+    (lambda p: p, "cannot read"),
+    (lambda p: p.mkdir() or p, "cannot read"),
+], ids=["truncated", "binary", "json-list", "no-cells", "deeply-nested", "future-version", "missing", "a-folder"])
+def test_an_unreadable_notebook_is_a_clear_error_for_every_check(tmp_path, graded, make, reason):
+    results, _ = graded(make(tmp_path / "batchnorm.ipynb"))
+    assert results["status"] == "error" and reason in results["error"], results["error"]
+    assert results["total"] == 0 and checks(results)
+    assert all(reason in c["message"] for c in checks(results)), checks(results)
+    assert math.isclose(sum(c["max_points"] for c in checks(results)), sum(FULL_MARKS.values()))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("content", [
+    '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+    '{"cells": [1, "two", {"cell_type": "code", "source": 5, "metadata": [], "outputs": []}], '
+    '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+], ids=["empty", "damaged-cells"])
+def test_a_notebook_without_usable_cells_is_graded_as_empty(tmp_path, graded, limits, content):
+    limits(cell=5, call=10)
+    results, _ = graded(_write(tmp_path / "batchnorm.ipynb", content))
+    assert results["total"] == 0 and len(checks(results)) > 10
+    if results["status"] == "graded":
+        assert all("is not defined in the notebook" in c["message"] for c in checks(results))
+    else:
+        assert "damaged notebook" in results["error"]
+
+
+def _nbgrader_cell(source, grade_id, *, grade=False, solution=False, locked=False, points=None):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": grade, "grade_id": grade_id, "locked": locked,
+                                 "schema_version": 3, "solution": solution,
+                                 **({"points": points} if points is not None else {})}
+    return cell
+
+
+@needs_bwrap
+def test_cells_are_run_by_role_not_by_position_or_name(tmp_path, graded, limits):
+    limits(cell=3, call=20)
+    wrong = MANUAL_BN.replace("keepdims=True)\n    return", "keepdims=True, ddof=1)\n    return")
+    cells = [
+        _nbgrader_cell(SETUP + "import time\n", "setup", locked=True),             # a locked cell, edited
+        nbformat.v4.new_markdown_cell("# Exercise 1"),
+        _nbgrader_cell(wrong, "renamed_by_the_student", solution=True),
+        _nbgrader_cell(MANUAL_BN, "manual_batch_norm_solution", solution=True),    # a duplicate: it wins
+        _nbgrader_cell("import os\nos._exit(1)\nmanual_batch_norm = None\n", "test_manual_batch_norm",
+                       grade=True, locked=True, points=4),                        # an edited test cell
+        _nbgrader_cell("manual_batch_norm = None\n", "my_own_tests", grade=True, points=0),
+        _nbgrader_cell("time.sleep(10**6)\n", "demo_training_race", locked=True),  # never run
+        MANUAL_BN.replace("def manual_batch_norm", "def unused_helper"),           # no metadata at all
+    ]
+    results, submission = graded(notebook(tmp_path, *cells))
+    assert results["status"] == "graded", results["error"]
+    assert [index for index, _ in submission.cells] == [0, 2, 3, 7]
+    assert not submission.cell_errors()
+    assert scores(results) == {"manual_batch_norm": 4.0, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
+    assert all("build_model_with_bn is not defined" in m for m in messages(results, "build_model_with_bn"))
+
+
+def test_an_oversized_notebook_is_refused(tmp_path, graded, monkeypatch):
+    from autograder import submission as submission_module
+    monkeypatch.setattr(submission_module, "MAX_NOTEBOOK_BYTES", 1000)
+    results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN * 10))
+    assert results["status"] == "error" and "larger than" in results["error"]
+
+
+# --- stability ---------------------------------------------------------------------------------------------
+
+@needs_bwrap
+@pytest.mark.slow
+def test_the_same_submission_gets_the_same_result_ten_times(tmp_path, graded, limits):
+    limits(cell=1, call=20, grace=2)      # the worker imports NumPy before the cells: they are quick
+    tag = unique_tag()
+    wrong = MANUAL_BN.replace("keepdims=True)\n    return", "keepdims=True, ddof=1)\n    return")
+    path = notebook(tmp_path, SETUP, wrong, EXITS_HARD, strays(tag), SLEEPS)
+    seen = []
+    for _ in range(10):
+        results, _ = graded(path)
+        seen.append([(c["id"], c["points"], c["message"]) for c in checks(results)])
+    assert all(run == seen[0] for run in seen[1:]), [sum(p for _, p, _ in run) for run in seen]
+    points = dict((check, p) for check, p, _ in seen[0])
+    assert 0 < sum(points.values()) < 4.0       # the ddof=1 mistake costs its check, no more
+    assert points["manual_batch_norm::test_uses_the_biased_variance"] == 0
+    assert not running_commands(tag)
