@@ -36,3 +36,25 @@ c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.ClearHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+
+# --- Autograde: every score comes from the isolated grader, never from the student's kernel -------
+# nbgrader's default list starts with Execute, which runs the whole notebook in a Jupyter kernel and
+# scores test cells by their outputs (code in that kernel can fake them). IsolatedGrade replaces it:
+# it grades the sanitized notebook with autograder.grade.grade_notebook (student code in the sandboxed
+# worker, hidden checks in the grader) and writes each test cell's points as its execute_result, which
+# SaveAutoGrades records as partial credit. See autograder/nbgrader_bridge.py.
+c.Autograde.autograde_preprocessors = [
+    "autograder.nbgrader_bridge.IsolatedGrade",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# LMS downloads (downloaded/batchnorm/archive/*.zip): how `nbgrader zip_collect` and
+# `python -m autograder grade-class` find the student id in a file name (nbgrader's documented pattern).
+c.FileNameCollectorPlugin.named_regexp = (
+    r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
+)

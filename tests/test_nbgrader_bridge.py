@@ -1,0 +1,271 @@
+"""nbgrader autograde records the isolated grader's scores, and feedback hides the hidden tests.
+
+Fast tests: the bridge's outputs through nbgrader's own ``determine_grade``, and a whole
+``nbgrader generate_assignment / autograde / export / generate_feedback`` round, run in this process
+on a small course with a fake grader. Slow test: the same round with the real master notebook, the
+real grader and nbgrader's command line, against scores from ``grade_notebook`` itself.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader import utils
+from nbgrader.api import Gradebook
+
+from autograder import grade, nbgrader_bridge, results
+from autograder.exercises import BY_TEST_CELL, EXERCISES
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE_ID = "dl-batchnorm"
+SECRET = "SECRET_EXPECTED_VALUE_0xC0FFEE"
+
+
+def nbgrader_meta(grade_id, *, grade=False, solution=False, locked=False, points=None):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3,
+            "solution": solution, "task": False}
+    if points is not None:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def mini_source() -> nbformat.NotebookNode:
+    """A small master notebook with the assignment's four test cells (and a hidden-tests block)."""
+    cells = [nbformat.v4.new_markdown_cell("# Batch norm", metadata=nbgrader_meta("intro", locked=True))]
+    for e in EXERCISES:
+        if e.id != "training_improvement":
+            cells.append(nbformat.v4.new_code_cell(
+                f"def {e.function}():\n    ### BEGIN SOLUTION\n    return 'ok:{e.function}'\n    ### END SOLUTION",
+                metadata=nbgrader_meta(e.function, solution=True)))
+        cells.append(nbformat.v4.new_code_cell(
+            f"assert {e.function}() == 'ok:{e.function}'\n### BEGIN HIDDEN TESTS\n{SECRET} = 42\n### END HIDDEN TESTS",
+            metadata=nbgrader_meta(e.test_cell, grade=True, locked=True, points=e.points)))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def scored_notebook():
+    nb = mini_source()
+    nb.cells.append(nbformat.v4.new_code_cell("assert True", metadata=nbgrader_meta(
+        "test_not_an_exercise", grade=True, locked=True, points=1.0)))
+    return nb
+
+
+def result_with(scores: dict) -> dict:
+    rows = [{"id": f"{e.id}::a", "exercise": e.id, "points": scores.get(e.id, 0.0), "max_points": e.points,
+             "passed": scores.get(e.id, 0.0) == e.points, "message": f"{e.id}: <detail>"} for e in EXERCISES]
+    return results.summarise(rows)
+
+
+# --- the outputs nbgrader reads --------------------------------------------------------------------
+
+def test_test_cell_outputs_become_partial_credit():
+    nb = scored_notebook()
+    scores = {"manual_batch_norm": 2.5, "build_model_with_bn": 3.0, "build_modern_cnn": 0.0,
+              "training_improvement": 2.0}
+    recorded = nbgrader_bridge.apply_scores(nb, result_with(scores))
+    expected = {e.test_cell: scores[e.id] for e in EXERCISES}
+    assert recorded == {**expected, "test_not_an_exercise": 0.0}
+    for cell in nb.cells:
+        if not utils.is_grade(cell):
+            assert not cell.get("outputs")
+            continue
+        grade_id = cell.metadata.nbgrader.grade_id
+        points, max_points = utils.determine_grade(cell)
+        assert points == recorded[grade_id]               # 0 is recorded as 0, not full marks
+        assert max_points == cell.metadata.nbgrader.points
+        kinds = [(o.output_type, o.get("name")) for o in cell.outputs]
+        assert kinds == [("stream", "stdout"), ("execute_result", None)]
+        assert not utils.has_failed(cell)
+        if grade_id in BY_TEST_CELL:
+            assert f"{BY_TEST_CELL[grade_id].id}: <detail>" in cell.outputs[0].text
+
+
+def test_points_never_exceed_the_cell_and_errors_score_zero():
+    nb = scored_notebook()
+    nb.cells[2].metadata.nbgrader.points = 1.0              # a cell worth less than the exercise
+    nbgrader_bridge.apply_scores(nb, result_with({e.id: e.points for e in EXERCISES}))
+    assert utils.determine_grade(nb.cells[2]) == (1.0, 1.0)
+
+    nb = scored_notebook()
+    error = results.summarise([dict(r, points=0.0) for r in result_with({})["checks"]], error="corrupt <file>")
+    nbgrader_bridge.apply_scores(nb, error)
+    for cell in nb.cells:
+        if utils.is_grade(cell):
+            assert utils.determine_grade(cell)[0] == 0.0
+            if cell.metadata.nbgrader.grade_id in BY_TEST_CELL:
+                assert "could not be graded: corrupt <file>" in cell.outputs[0].text
+
+
+# --- a whole nbgrader round in this process, with a fake grader ------------------------------------
+
+def venv_path() -> str:
+    # nbgrader's Gradebook runs the `alembic` script by name: it must be on PATH
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def run_nbgrader_here(course: Path, *args) -> str:
+    from nbgrader.tests import run_nbgrader
+    cwd = os.getcwd()
+    os.chdir(course)
+    try:
+        return run_nbgrader(list(args))
+    finally:
+        os.chdir(cwd)
+
+
+def submit(course: Path, student: str, nb) -> None:
+    path = course / "submitted" / student / "batchnorm" / "batchnorm.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+def released(course: Path):
+    return nbformat.read(str(course / "release" / "batchnorm" / "batchnorm.ipynb"), as_version=4)
+
+
+def answered(course: Path, answers: dict):
+    nb = released(course)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in answers:
+            cell.source = answers[gid]
+    return nb
+
+
+FAKER_CELL = """# try to collect points inside the kernel
+import builtins
+builtins.AssertionError = type("Nothing", (Exception,), {})
+manual_batch_norm = build_model_with_bn = build_modern_cnn = lambda *a, **k: 'ok'
+print(4.0)
+4.0"""
+
+
+def gradebook_scores(course: Path, student: str) -> dict:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        submission = gb.find_submission_notebook("batchnorm", "batchnorm", student)
+        return {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in submission.grades}
+
+
+def test_autograde_records_isolated_scores_in_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", venv_path())
+    course = tmp_path / "course"
+    (course / "source" / "batchnorm").mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    nbformat.write(mini_source(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
+    run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
+
+    def fake_grade_notebook(path, *, cache_dir=None, hide=()):
+        nb = nbformat.read(str(path), as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+        answers = "\n".join(c.source for c in nb.cells if utils.is_solution(c))
+        scores = {e.id: (e.points if f"return 'ok:{e.function}'" in answers else 0.0) for e in EXERCISES}
+        if "partial" in answers:
+            scores["manual_batch_norm"] = 1.25
+        return result_with(scores)
+
+    monkeypatch.setattr(grade, "grade_notebook", fake_grade_notebook)
+    full = {e.function: f"def {e.function}():\n    return 'ok:{e.function}'" for e in EXERCISES}
+    submit(course, "ann", answered(course, full))
+    submit(course, "bob", answered(course, {**full, "manual_batch_norm":
+                                            "def manual_batch_norm():\n    return 'partial'"}))
+    faker = released(course)
+    faker.cells.insert(2, nbformat.v4.new_code_cell(FAKER_CELL))
+    for cell in faker.cells:        # and rewrite the locked test cells, which nbgrader restores
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.source = "4.0"
+    submit(course, "faker", faker)
+
+    run_nbgrader_here(course, "autograde", "batchnorm", "--force")
+
+    full_points = {e.test_cell: e.points for e in EXERCISES}
+    assert {k: v[0] for k, v in gradebook_scores(course, "ann").items()} == full_points
+    bob = {k: v[0] for k, v in gradebook_scores(course, "bob").items()}
+    assert bob == {**full_points, "test_manual_batch_norm": 1.25}
+    faker_scores = gradebook_scores(course, "faker")
+    assert {k: v[0] for k, v in faker_scores.items()} == {e.test_cell: 0.0 for e in EXERCISES}
+    assert not any(v[2] for v in faker_scores.values())          # nothing left for manual grading
+    doc = json.loads((course / "autograded" / "bob" / "batchnorm" / "results.json").read_text())
+    assert results.exercise_scores(doc)["manual_batch_norm"] == 1.25
+
+    run_nbgrader_here(course, "export", "--to", str(course / "export.csv"))
+    with open(course / "export.csv", newline="") as f:
+        exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
+    assert exported == {"ann": 12.0, "bob": 9.25, "faker": 0.0}
+
+    run_nbgrader_here(course, "generate_feedback", "batchnorm", "--force")
+    for student in ("ann", "bob", "faker"):
+        page = (course / "feedback" / student / "batchnorm" / "batchnorm.html").read_text()
+        assert SECRET not in page and "BEGIN HIDDEN TESTS" not in page
+        assert "isolated autograder" in page
+    assert "1.25 / 4 points" in (course / "feedback" / "bob" / "batchnorm" / "batchnorm.html").read_text()
+
+
+# --- the real thing --------------------------------------------------------------------------------
+
+def nbgrader_cli(course: Path, *args) -> str:
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH=venv_path()))
+    assert done.returncode == 0, done.stdout[-4000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
+    from autograder import students
+    if not (REPO / "source" / "batchnorm" / "batchnorm.ipynb").exists():
+        pytest.skip("the master notebook is not there yet")
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(REPO / "source" / "batchnorm", course / "source" / "batchnorm")
+    nbgrader_cli(course, "generate_assignment", "batchnorm", "--force")
+    monkeypatch.setattr(students, "RELEASE_NOTEBOOK", course / "release" / "batchnorm" / "batchnorm.ipynb")
+
+    for name in ("full_marks", "bn_ddof1"):
+        students.write_submission(students.STUDENTS[name],
+                                  course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
+    faker = students.build_notebook(students.STUDENTS["unanswered"])
+    faker.cells.append(nbformat.v4.new_code_cell(
+        "import numpy as np\n"
+        "np.allclose = lambda *a, **k: True\n"
+        "np.testing.assert_allclose = lambda *a, **k: None\n"
+        "class _History:\n    history = {'accuracy': [1.0], 'val_accuracy': [1.0], 'loss': [0.0]}\n"
+        "history_with_bn = _History()\n"
+        "print(12.0)\n12.0"))
+    submit(course, "faker", faker)
+
+    nbgrader_cli(course, "autograde", "batchnorm", "--force")
+
+    for name in ("full_marks", "bn_ddof1", "faker"):
+        # the isolated grader on the submission itself, outside nbgrader
+        direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
+        expected = {e.test_cell: results.exercise_scores(direct)[e.id] for e in EXERCISES}
+        recorded = gradebook_scores(course, name)
+        assert {k: v[0] for k, v in recorded.items()} == expected, name
+        assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}
+    assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == 12.0
+    assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
+
+    nbgrader_cli(course, "export", "--to", "export.csv")
+    with open(course / "export.csv", newline="") as f:
+        exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
+    assert exported["full_marks"] == 12.0 and exported["faker"] == 0.0
+
+    nbgrader_cli(course, "generate_feedback", "batchnorm", "--force")
+    check_lines = [line.strip() for p in (REPO / "autograder" / "checks").glob("test_*.py")
+                   for line in p.read_text().splitlines()
+                   if len(line.strip()) > 30 and not line.strip().startswith(("#", '"""', "import", "from"))]
+    for name in ("full_marks", "bn_ddof1", "faker"):
+        page = (course / "feedback" / name / "batchnorm" / "batchnorm.html").read_text()
+        assert "BEGIN HIDDEN TESTS" not in page and "def test_" not in page
+        leaked = [line for line in check_lines if line in page]
+        assert not leaked, leaked[:3]
