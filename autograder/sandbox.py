@@ -118,6 +118,20 @@ def _hidden_dirs(extra) -> set:
     return {str(Path(d).resolve()) for d in dirs if Path(d).exists() and str(Path(d).resolve()) != "/"}
 
 
+def _closed_folders_on_the_way(dirs) -> set:
+    """Folders above Python that others may not pass (root's 0700 home, when HOME is elsewhere): they
+    are hidden too, so that Python is brought back inside them on an open path."""
+    closed = set()
+    for folder in dirs:
+        for parent in Path(folder).parents:
+            try:
+                if not parent.stat().st_mode & 0o001:
+                    closed.add(str(parent))
+            except OSError:
+                pass
+    return closed
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
@@ -134,16 +148,25 @@ def _folders_to_make(hidden, kept) -> set:
     return made
 
 
-def _mount_arguments(hidden, kept) -> list:
-    """bwrap mounts, shortest path first so that a deeper mount wins: hide with an empty tmpfs,
-    bring Python back read-only, then hide the grader's package again if it lives in site-packages."""
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")   # empty and writable in the sandbox
+
+
+def _mount_arguments(hidden, kept, limits: Limits) -> list:
+    """bwrap mounts, shortest path first so that a deeper mount wins: fresh scratch tmpfs and hiding
+    tmpfs first, then Python brought back read-only (also when it lives under /tmp, as in a CI
+    checkout), then the grader's package hidden again if it lives in site-packages."""
+    covering = set(hidden) | set(SCRATCH_DIRS)
     operations = [(p, "--tmpfs") for p in hidden] + [(p, "--ro-bind") for p in kept]
-    operations += [(p, "--dir") for p in _folders_to_make(hidden, kept)]
+    operations += [(p, "--scratch") for p in SCRATCH_DIRS]
+    operations += [(p, "--dir") for p in _folders_to_make(covering, kept)]
     operations.append((str(PACKAGE_DIR), "--tmpfs"))
-    order = {"--tmpfs": 0, "--dir": 1, "--ro-bind": 2}
+    order = {"--scratch": 0, "--tmpfs": 0, "--dir": 1, "--ro-bind": 2}
     arguments = []
     for path, how in sorted(set(operations), key=lambda op: (op[0].count("/"), op[0], order[op[1]])):
-        if how == "--tmpfs":
+        if how == "--scratch":
+            size = limits.scratch_bytes if path == "/tmp" else min(limits.scratch_bytes, 64 << 20)
+            arguments += ["--size", str(size), "--perms", "1777", "--tmpfs", path]
+        elif how == "--tmpfs":
             arguments += ["--size", str(HIDING_TMPFS_BYTES), "--perms", "0755", "--tmpfs", path]
         elif how == "--dir":
             arguments += ["--perms", "0755", "--dir", path]
@@ -152,13 +175,10 @@ def _mount_arguments(hidden, kept) -> list:
     return arguments
 
 
-def _scratch_arguments(limits: Limits) -> list:
-    """Writable, size-capped scratch space (tmpfs counts as memory; without a cgroup only --size caps it)."""
-    small = str(min(limits.scratch_bytes, 64 << 20))
-    return ["--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
-            "--size", small, "--perms", "1777", "--tmpfs", "/var/tmp",
-            "--size", small, "--perms", "1777", "--tmpfs", "/dev/shm",
-            "--perms", "0755", "--dir", str(Path(SANDBOX_WORKER).parent),
+def _scratch_arguments() -> list:
+    """The worker's script and home inside the scratch /tmp (tmpfs counts as memory; without a
+    cgroup only --size caps it)."""
+    return ["--perms", "0755", "--dir", str(Path(SANDBOX_WORKER).parent),
             "--ro-bind", str(WORKER_SCRIPT), SANDBOX_WORKER,
             "--perms", "0777", "--dir", SANDBOX_HOME, "--chdir", SANDBOX_HOME]
 
@@ -177,8 +197,8 @@ def _namespace_arguments(userns_fd) -> list:
 def bubblewrap_argv(hide=(), limits=None, userns_fd=None) -> list:
     """The bwrap command that starts the worker (see the module's docstring for what it isolates)."""
     limits = limits or Limits()
-    hidden = _hidden_dirs(hide)
-    kept = {d for d in _python_dirs() if any(_inside(d, h) for h in hidden)}
+    hidden = _hidden_dirs(hide) | _closed_folders_on_the_way(_python_dirs())
+    kept = {d for d in _python_dirs() if any(_inside(d, h) for h in hidden | set(SCRATCH_DIRS))}
     environment = worker_environment(SANDBOX_HOME)
     environment["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
     if userns_fd is not None:
@@ -186,7 +206,7 @@ def bubblewrap_argv(hide=(), limits=None, userns_fd=None) -> list:
     return [shutil.which("bwrap"), *_namespace_arguments(userns_fd),
             "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            *_mount_arguments(hidden, kept), *_scratch_arguments(limits),
+            *_mount_arguments(hidden, kept, limits), *_scratch_arguments(),
             "--clearenv", *sum((["--setenv", k, v] for k, v in environment.items()), []),
             sys.executable, "-B", SANDBOX_WORKER]
 
