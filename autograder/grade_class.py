@@ -3,6 +3,13 @@
 Every score comes from the isolated grader (``autograder.grade.grade_notebook``), run in a pool of N
 long-lived grader processes; nothing a student wrote runs in this process or in a Jupyter kernel.
 
+The workflow, one module per step:
+
+1. collect (autograder/collect.py): LMS zip downloads into ``submitted/``, then each student's
+   notebook, or the reason there is none;
+2. grade (autograder/pool.py): what is new or changed since it was last graded, in the pool;
+3. write (this module): each result, its feedback page and the class CSV as soon as it is known.
+
 Input (an nbgrader course folder, default the current directory):
 
 * ``submitted/<student>/batchnorm/*.ipynb`` -- what ``nbgrader collect`` / ``zip_collect`` produce.
@@ -42,72 +49,35 @@ this command use ``nbgrader autograde batchnorm --force``. Both write ``feedback
 import argparse
 import csv
 import hashlib
-import importlib
 import io
 import json
-import os
 import re
-import shutil
-import signal
-import stat
 import sys
-import tempfile
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from multiprocessing.connection import wait as wait_connections
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import feedback, results
-from .exercises import ASSIGNMENT_ID, EXERCISE_IDS, EXERCISES, NOTEBOOK_NAME
-
-# "module:function" of the grader each pool process calls (tests point it at a fake).
-GRADER = "autograder.grade:grade_notebook"
-
-# nbgrader's documented example for zip_collect's FileNameCollectorPlugin (it ships no default).
-DEFAULT_COLLECT_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
-
-MAX_NOTEBOOK_BYTES = 256 * 2**20      # a notebook larger than this is not read
-MAX_ZIP_MEMBERS = 5000
-MAX_ZIP_MEMBER_BYTES = 512 * 2**20    # per extracted notebook
-MAX_ZIP_TOTAL_BYTES = 2 * 2**30       # per archive, all members
-MAX_ZIP_DEPTH = 2                     # zips inside zips are opened this deep
-BIG_NOTEBOOK_NOTE = 5 * 2**20         # mention stripped outputs above this size
-
-DEFAULT_TIMEOUT = 900.0               # seconds one submission may take in a grader process
-MAX_TASKS_PER_WORKER = 40             # a grader process is replaced after this many submissions
+from .collect import HandIn, collect_archives, discover, sha256_file
+from .exercises import ASSIGNMENT_ID, EXERCISE_IDS, EXERCISES
+from .pool import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, cpu_count, run_pool, valid_result
 
 SIDECAR = "grade_class.json"
 FEEDBACK_NAME = "batchnorm.html"
 CSV_COLUMNS = ("student",) + EXERCISE_IDS + ("total", "max_total", "status", "message")
 
-# Modules that present results but do not change a score: editing them does not regrade.
-_NOT_GRADER = {"grade_class.py", "feedback.py", "nbgrader_bridge.py", "demo.py", "__main__.py", "students.py"}
+# Modules that present results or run the grader but do not change a score: editing them does not
+# regrade. collect.py is not here: it chooses the notebook and prepares what the grader reads.
+_NOT_GRADER = {"grade_class.py", "pool.py", "feedback.py", "nbgrader_bridge.py", "demo.py", "__main__.py",
+               "students.py"}
 
-
-# --- small helpers ---------------------------------------------------------------------------------
 
 def _fmt(x) -> str:
     return f"{float(x):g}"
 
 
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def worker_env(jobs: int) -> dict:
-    """Thread limits for each grader process, so ``jobs`` processes share the cores instead of each
-    starting one thread per core."""
-    per = str(max(1, cpu_count() // max(1, jobs)))
-    return {"BN_AUTOGRADER_THREADS": per, "OMP_NUM_THREADS": per, "TF_NUM_INTRAOP_THREADS": per, "TF_NUM_INTEROP_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": per, "MKL_NUM_THREADS": per,
-            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-
+# --- what a result was graded from (resuming) ------------------------------------------------------
 
 def grader_hash(package=None) -> str:
     """A hash of everything that decides a score: the grader's modules, the hidden checks, the
@@ -125,582 +95,35 @@ def grader_hash(package=None) -> str:
     return h.hexdigest()[:20]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _key(hand_in: HandIn, graded_hash: str) -> dict:
+    """What a stored result must have been graded from to be kept: the same file under the same grader."""
+    return {"submission_sha256": sha256_file(hand_in.notebook), "grader": graded_hash,
+            "notebook": hand_in.notebook.name}
 
 
-_CATALOGUE = None
+def _paths(course: Path, assignment: str, student: str):
+    """(results.json, its sidecar, the feedback page) of one student."""
+    folder = course / "autograded" / student / assignment
+    return folder / "results.json", folder / SIDECAR, course / "feedback" / student / assignment / FEEDBACK_NAME
 
 
-def _catalogue() -> list:
-    """Every check row (cached per process); by exercise when the grader cannot list its checks."""
-    global _CATALOGUE
-    if _CATALOGUE is None:
-        try:
-            _CATALOGUE = [dict(row) for row in results.catalogue()]
-        except Exception:
-            _CATALOGUE = [{"id": e.id, "exercise": e.id, "points": 0.0, "max_points": e.points,
-                           "passed": False, "message": ""} for e in EXERCISES]
-    return _CATALOGUE
-
-
-def error_result(message: str, timings=None) -> dict:
-    """``results.error_result`` with the check catalogue cached, and a fallback when it is missing."""
-    rows = [dict(row, points=0.0, passed=False, message=message) for row in _catalogue()]
-    return results.summarise(rows, error=message, timings=timings)
-
-
-def _valid_result(doc) -> bool:
-    return (isinstance(doc, dict) and isinstance(doc.get("checks"), list)
-            and doc.get("status") in ("graded", "error") and "total" in doc and "max_total" in doc)
-
-
-def safe_student_id(name: str) -> str:
-    """``name`` as one safe path component (a student id comes from file names students chose)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.@+-]", "_", name.strip()).lstrip(".")
-    return cleaned[:100] or "unknown"
-
-
-# --- zip downloads (nbgrader zip_collect's layout) --------------------------------------------------
-
-class BadArchive(Exception):
-    pass
-
-
-def _safe_parts(name: str):
-    """The path parts of a zip member, or None when the name could escape the folder."""
-    name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+def _resumable(course, assignment, hand_in: HandIn, key: dict):
+    """The row of a stored final result graded from ``key``, or None when it must be graded (again)."""
+    results_path, sidecar_path, _ = _paths(course, assignment, hand_in.student)
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        stored = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    parts = PurePosixPath(name).parts
-    if not parts or any(p in ("..", ".", "") for p in parts):
+    if sidecar.get("key") != key or not sidecar.get("final") or not valid_result(stored):
         return None
-    return parts
-
-
-def _extract_zip(source, dest: Path, depth: int = 1, budget=None) -> list:
-    """Extract the notebooks (and, ``MAX_ZIP_DEPTH`` deep, zips in zips) of ``source`` under ``dest``.
-
-    Refuses absolute or ``..`` member names and links; stops at the size and member caps.
-    Returns the extracted notebook paths. Raises BadArchive for a zip that cannot be read.
-    """
-    budget = budget if budget is not None else [MAX_ZIP_TOTAL_BYTES]
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise BadArchive(f"not a readable zip file ({e})") from None
-    found = []
-    with archive:
-        members = archive.infolist()
-        if len(members) > MAX_ZIP_MEMBERS:
-            raise BadArchive(f"{len(members)} files in the archive, more than the limit of {MAX_ZIP_MEMBERS}")
-        for info in members:
-            if info.is_dir():
-                continue
-            parts = _safe_parts(info.filename)
-            mode = (info.external_attr >> 16) & 0o170000
-            if parts is None or mode == stat.S_IFLNK:
-                continue                                    # path traversal or a link: never written
-            if parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
-                continue
-            lower = parts[-1].lower()
-            is_zip = lower.endswith(".zip")
-            if not (lower.endswith(".ipynb") or (is_zip and depth < MAX_ZIP_DEPTH)):
-                continue
-            if info.file_size > MAX_ZIP_MEMBER_BYTES:
-                raise BadArchive(f"{info.filename} is larger than {MAX_ZIP_MEMBER_BYTES // 2**20} MB")
-            try:
-                with archive.open(info) as src:
-                    data = io.BytesIO()
-                    while True:
-                        block = src.read(1 << 20)
-                        if not block:
-                            break
-                        data.write(block)
-                        budget[0] -= len(block)
-                        if data.tell() > MAX_ZIP_MEMBER_BYTES or budget[0] < 0:
-                            raise BadArchive("the archive unpacks to more than the size limit")
-            except BadArchive:
-                raise
-            except Exception as e:   # CRC errors, encrypted members, unknown compression
-                raise BadArchive(f"could not extract {info.filename}: {type(e).__name__}: {e}") from None
-            target = dest.joinpath(*parts)
-            if is_zip:
-                inner = target.with_suffix("")
-                data.seek(0)
-                found += _extract_zip(data, inner, depth + 1, budget)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data.getvalue())
-            found.append(target)
-    return found
-
-
-def configured_regexp(course: Path) -> str:
-    """``c.FileNameCollectorPlugin.named_regexp`` from the course's nbgrader_config.py, if set."""
-    config_file = course / "nbgrader_config.py"
-    if config_file.is_file():
-        try:
-            from traitlets.config.loader import PyFileConfigLoader
-            config = PyFileConfigLoader(config_file.name, path=str(course)).load_config()
-            if "FileNameCollectorPlugin" in config and "named_regexp" in config.FileNameCollectorPlugin:
-                value = config.FileNameCollectorPlugin.named_regexp
-                if isinstance(value, str) and value:
-                    return value
-        except Exception:
-            pass
-    return DEFAULT_COLLECT_REGEXP
-
-
-def _match(pattern, path) -> dict:
-    if path is None:
-        return {}
-    m = pattern.match(str(path))
-    return m.groupdict() if m and m.groupdict().get("student_id") else {}
-
-
-def _copy_if_changed(src: Path, dest: Path) -> None:
-    data = src.read_bytes()
-    if dest.is_file() and dest.read_bytes() == data:
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str | None = None) -> dict:
-    """Extract ``downloaded/<assignment>/archive`` into ``extracted/`` and copy each notebook into
-    ``submitted/<student>/<assignment>/``. Returns {student: reason} for archives that could not be used."""
-    base = course / "downloaded" / assignment
-    archive_dir, extracted_dir = base / "archive", base / "extracted"
-    if not archive_dir.is_dir():
-        return {}
-    files = sorted(p for p in archive_dir.rglob("*") if p.is_file() and not p.is_symlink()
-                   and not any(part.startswith(".") for part in p.relative_to(archive_dir).parts))
-    if not files:
-        return {}
-    pattern = re.compile(regexp or configured_regexp(course))
-    if extracted_dir.exists():
-        shutil.rmtree(extracted_dir)
-    extracted_dir.mkdir(parents=True)
-
-    problems = {}
-    notebooks = []                                  # (extracted path, the zip it came from or None)
-    for path in files:
-        rel = path.relative_to(archive_dir)
-        if path.suffix.lower() in (".zip",):
-            dest = extracted_dir / rel.parent / path.stem
-            try:
-                found = _extract_zip(path, dest)
-            except BadArchive as e:
-                student = safe_student_id(_match(pattern, path).get("student_id") or path.stem)
-                problems[student] = f"the archive {rel} could not be used: {e}"
-                continue
-            if not found:
-                student = safe_student_id(_match(pattern, path).get("student_id") or path.stem)
-                problems.setdefault(student, f"the archive {rel} holds no notebook (.ipynb)")
-            notebooks += [(nb, path) for nb in found]
-        elif path.suffix.lower() == ".ipynb":
-            dest = extracted_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-            notebooks.append((dest, None))
-
-    chosen = {}                                     # (student, notebook name) -> (timestamp, path)
-    for nb, origin in notebooks:
-        info = _match(pattern, nb) or _match(pattern, origin)
-        student = info.get("student_id") or (origin.stem if origin is not None else nb.stem)
-        student = safe_student_id(student)
-        file_id = Path(str(info.get("file_id") or nb.name).replace("\\", "/")).name
-        name = (Path(file_id).stem if file_id.lower().endswith(".ipynb") else file_id) + ".ipynb"
-        name = safe_student_id(name) if name != ".ipynb" else nb.name
-        timestamp = info.get("timestamp") or ""
-        key = (student, name)
-        if key not in chosen or timestamp >= chosen[key][0]:
-            chosen[key] = (timestamp, nb)
-    for (student, name), (timestamp, nb) in sorted(chosen.items()):
-        folder = course / "submitted" / student / assignment
-        _copy_if_changed(nb, folder / name)
-        if timestamp:
-            stamp = folder / "timestamp.txt"
-            if not stamp.is_file() or stamp.read_text().strip() != timestamp:
-                feedback.write_text_atomic(timestamp + "\n", stamp)
-    return problems
-
-
-# --- finding each student's notebook ---------------------------------------------------------------
-
-@dataclass
-class Submission:
-    student: str
-    notebook: Path | None = None
-    notes: list = field(default_factory=list)
-    error: str | None = None
-
-
-def _visible(path: Path, folder: Path) -> bool:
-    rel = path.relative_to(folder).parts
-    return (path.is_file() and not path.is_symlink() and path.suffix.lower() == ".ipynb"
-            and not any(p.startswith(".") or p == ".ipynb_checkpoints" for p in rel))
-
-
-def choose_notebook(folder: Path, assignment: str = ASSIGNMENT_ID):
-    """(notebook, notes, error) for one student's ``submitted/<student>/<assignment>/`` folder."""
-    where = f"submitted/{folder.parent.name}/{assignment}/"
-    notes = []
-    candidates = sorted(p for p in folder.iterdir() if _visible(p, folder))
-    if not candidates:
-        candidates = sorted(p for p in folder.rglob("*.ipynb") if _visible(p, folder))
-        if candidates:
-            notes.append("the notebook was in a subfolder")
-    if not candidates:
-        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        return None, [], (f"no notebook (.ipynb) in {where}"
-                          + (f" (found: {shown})" if others else " (the folder is empty)"))
-    rel = lambda p: p.relative_to(folder).as_posix()  # noqa: E731
-    if len(candidates) == 1:
-        chosen = candidates[0]
-        if chosen.name != NOTEBOOK_NAME:
-            notes.append(f"graded {rel(chosen)} (not named {NOTEBOOK_NAME})")
-    else:
-        exact = sorted((p for p in candidates if p.name == NOTEBOOK_NAME), key=lambda p: len(p.parts))
-        if exact:
-            chosen = exact[0]
-            why = f"graded {rel(chosen)}"
-        else:
-            chosen = max(candidates, key=lambda p: (p.stat().st_mtime, p.name))
-            why = f"none is named {NOTEBOOK_NAME}; graded the newest, {rel(chosen)}"
-        ignored = ", ".join(rel(p) for p in candidates if p != chosen)
-        notes.append(f"{len(candidates)} notebooks handed in; {why} (not graded: {ignored})")
-    return chosen, notes, None
-
-
-def discover(course: Path, assignment: str = ASSIGNMENT_ID, problems: dict | None = None) -> list:
-    """One Submission per student folder in ``submitted/`` that has an ``<assignment>/`` folder,
-    plus one per unusable archive whose student has nothing else."""
-    found = {}
-    submitted = course / "submitted"
-    if submitted.is_dir():
-        for student_dir in sorted(submitted.iterdir()):
-            folder = student_dir / assignment
-            if student_dir.name.startswith(".") or not folder.is_dir():
-                continue
-            notebook, notes, error = choose_notebook(folder, assignment)
-            found[student_dir.name] = Submission(student_dir.name, notebook, notes, error)
-    for student, reason in (problems or {}).items():
-        if student in found and found[student].notebook is not None:
-            found[student].notes.append(reason)
-        else:
-            found[student] = Submission(student, None, [], reason)
-    return [found[s] for s in sorted(found)]
-
-
-# --- preparing a notebook for the grader (runs in the grader processes) -----------------------------
-
-class NotebookUnreadable(Exception):
-    pass
-
-
-def prepare_notebook(source: Path, dest: Path) -> list:
-    """Read ``source`` (any nbformat version), convert to v4, drop outputs and attachments, write
-    ``dest``. Returns notes for the row's message; raises NotebookUnreadable with the reason."""
-    import nbformat
-
-    size = source.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        raise NotebookUnreadable(f"the notebook is {size / 2**20:.0f} MB, more than the "
-                                 f"{MAX_NOTEBOOK_BYTES // 2**20} MB that is read")
-    raw = source.read_bytes()
-    if not raw.strip():
-        raise NotebookUnreadable("the notebook file is empty")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise NotebookUnreadable("the file is not UTF-8 text; is it really a .ipynb notebook?") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NotebookUnreadable(f"the notebook is not valid JSON (truncated or corrupted?): {e}") from None
-    if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
-        raise NotebookUnreadable("the file is JSON but not a Jupyter notebook")
-    version = data.get("nbformat")
-    del raw, text
-    cells = list(data.get("cells") or []) if isinstance(data.get("cells"), list) else []
-    for sheet in data.get("worksheets") or []:                       # nbformat v3
-        if isinstance(sheet, dict) and isinstance(sheet.get("cells"), list):
-            cells += sheet["cells"]
-    for cell in cells:               # outputs go before nbformat parses it again: huge ones cost nothing
-        if isinstance(cell, dict):
-            if "outputs" in cell:
-                cell["outputs"] = []
-            cell.pop("attachments", None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            nb = nbformat.reads(json.dumps(data), as_version=4)
-    except Exception as e:
-        raise NotebookUnreadable(f"the notebook could not be read: {type(e).__name__}: {e}") from None
-    del data
-    notes = []
-    if version != 4:
-        notes.append(f"converted from nbformat v{version} to v4")
-    for cell in nb.cells:
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        cell.pop("attachments", None)
-    if size > BIG_NOTEBOOK_NOTE:
-        notes.append(f"outputs removed before grading (the notebook was {size / 2**20:.0f} MB)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "w", encoding="utf-8") as f:
-        json.dump(nb, f, indent=1, ensure_ascii=False)
-    return notes
-
-
-# --- the grader processes --------------------------------------------------------------------------
-
-def _load_grader(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name or "grade_notebook")
-
-
-def _accepts(function, name: str) -> bool:
-    import inspect
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def grade_task(task: dict, grader, load_error: str | None, cache_dir) -> dict:
-    """Prepare and grade one submission; never raises (an error becomes an error result)."""
-    start = time.perf_counter()
-    final = True
-    notes = []
-    with tempfile.TemporaryDirectory(prefix="autograder-class-") as tmp:
-        prepared = Path(tmp) / NOTEBOOK_NAME
-        try:
-            notes = prepare_notebook(Path(task["path"]), prepared)
-        except NotebookUnreadable as e:
-            result = error_result(str(e))
-        except OSError as e:
-            result, final = error_result(f"the notebook could not be read: {e}"), False
-        else:
-            prepare_seconds = time.perf_counter() - start
-            if grader is None:
-                result, final = error_result(f"the grader could not be loaded: {load_error}"), False
-            else:
-                try:
-                    kwargs = {"cache_dir": Path(cache_dir) if cache_dir else None}
-                    if task.get("hide") and _accepts(grader, "hide"):
-                        kwargs["hide"] = tuple(task["hide"])
-                    result = grader(prepared, **kwargs)
-                    if not _valid_result(result):
-                        raise ValueError(f"the grader returned {type(result).__name__}, not a results document")
-                    json.dumps(result, allow_nan=False)
-                except Exception as e:
-                    result, final = error_result(f"the grader failed: {type(e).__name__}: {e}"), False
-            result.setdefault("timings", {}).setdefault("prepare", round(prepare_seconds, 3))
-    result.setdefault("timings", {})["class_wall"] = round(time.perf_counter() - start, 3)
-    return {"student": task["student"], "result": result, "notes": notes, "final": final}
-
-
-def _worker_main(conn, grader_spec: str, env: dict, cache_dir, log_path) -> None:
-    """A long-lived grader process: load the grader once, say "ready", then grade what the parent sends."""
-    try:
-        os.setpgrp()                 # so a timeout can end this process and anything it started
-    except OSError:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
-    os.environ.update(env)
-    if log_path:
-        try:
-            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(fd, 1), os.dup2(fd, 2)
-            os.close(fd)
-        except OSError:
-            pass
-    grader, load_error = None, None
-    try:
-        grader = _load_grader(grader_spec)
-    except BaseException as e:       # noqa: BLE001 - reported per submission instead
-        load_error = f"{type(e).__name__}: {e}"
-    try:                             # what every submission needs, loaded before the clock starts
-        import nbformat  # noqa: F401
-        results.versions()
-    except Exception:                # noqa: BLE001
-        pass
-    try:
-        conn.send(("ready", load_error))
-        while True:
-            task = conn.recv()
-            if task is None:
-                break
-            print(f"--- {task['student']}: {task['path']}", flush=True)
-            conn.send(("done", grade_task(task, grader, load_error, cache_dir)))
-    except (EOFError, OSError):
-        pass
-
-
-class _Worker:
-    def __init__(self, ctx, args):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, *args), name="autograder-grader")
-        self.proc.start()
-        child.close()
-        self.log = args[3]
-        self.ready = False
-        self.task = None
-        self.started = time.monotonic()      # when it started, then when its current task did
-        self.done = 0
-
-    def send(self, task):
-        self.task, self.started = task, time.monotonic()
-        self.conn.send(task)
-
-    def kill(self):
-        for kill in (lambda: os.killpg(self.proc.pid, signal.SIGKILL), self.proc.kill):
-            try:
-                kill()
-            except (ProcessLookupError, PermissionError, OSError, ValueError, AttributeError):
-                pass
-        self.proc.join(10)
-        self.conn.close()
-
-    def stop(self):
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.kill()
-        else:
-            self.conn.close()
-
-
-def _crash_reason(exitcode) -> str:
-    how = (f"killed by signal {-exitcode}" + (" (out of memory?)" if exitcode == -9 else "")
-           if isinstance(exitcode, int) and exitcode < 0 else f"exit code {exitcode}")
-    return f"the grader process crashed while grading this submission ({how})"
-
-
-STARTUP_TIMEOUT = 300.0      # seconds a grader process may take to load the grader
-MAX_STARTUP_FAILURES = 3     # grader processes in a row that die before they are ready
-
-
-def run_pool(tasks: list, *, jobs: int, on_result, timeout: float = DEFAULT_TIMEOUT,
-             cache_dir=None, log_dir=None, max_tasks_per_worker: int = MAX_TASKS_PER_WORKER,
-             note=None) -> None:
-    """Grade ``tasks`` in ``jobs`` grader processes, calling ``on_result(outcome)`` as each finishes.
-
-    Each process loads the grader once and says it is ready; ``timeout`` counts from when it is
-    given a submission. A process that dies or runs past ``timeout`` is ended, that submission gets
-    an error result, and a fresh process takes its place. When grader processes keep dying before
-    they are ready, the remaining submissions get error results instead of waiting forever.
-    """
-    import multiprocessing
-    ctx = multiprocessing.get_context("spawn")   # never fork a process that may hold threads
-    env = worker_env(jobs)
-    pending = list(reversed(tasks))
-    workers, serial, startup_failures = [], 0, 0
-
-    def start():
-        nonlocal serial
-        serial += 1
-        log = str(Path(log_dir) / f"grader-{serial}.log") if log_dir else None
-        return _Worker(ctx, (GRADER, env, str(cache_dir) if cache_dir else None, log))
-
-    def error(task, reason):
-        on_result({"student": task["student"], "notes": [], "final": False, "result": error_result(reason)})
-
-    def failed(worker, reason):
-        task = worker.task
-        worker.kill()
-        workers.remove(worker)
-        if note is not None:
-            note(f"{task['student']}: {reason}" + (f"; see {worker.log}" if worker.log else ""))
-        error(task, reason)
-
-    def lost_before_ready(worker, reason):
-        nonlocal startup_failures
-        worker.kill()
-        workers.remove(worker)
-        startup_failures += 1
-        if note is not None:
-            note(f"a grader process {reason}" + (f"; see {worker.log}" if worker.log else ""))
-        if startup_failures >= MAX_STARTUP_FAILURES and not any(w.ready for w in workers):
-            while pending:
-                error(pending.pop(), f"no grader process could be started ({reason})")
-
-    try:
-        while pending or any(w.task for w in workers):
-            while pending and len(workers) < jobs:
-                workers.append(start())
-            for w in list(workers):
-                if w.ready and w.task is None and pending:
-                    task = pending.pop()
-                    try:
-                        w.send(task)
-                    except (OSError, ValueError):     # it died while idle: someone else takes the task
-                        pending.append(task)
-                        w.task = None
-                        lost_before_ready(w, "died while idle")
-            ready = wait_connections([w.conn for w in workers] + [w.proc.sentinel for w in workers],
-                                     timeout=1.0)
-            for w in list(workers):
-                if w.conn in ready or w.conn.poll():
-                    try:
-                        kind, payload = w.conn.recv()
-                    except (EOFError, OSError):
-                        w.proc.join(5)
-                        if w.task is not None:
-                            failed(w, _crash_reason(w.proc.exitcode))
-                        else:
-                            lost_before_ready(w, f"exited before it was ready ({w.proc.exitcode})")
-                        continue
-                    if kind == "ready":
-                        w.ready, startup_failures = True, 0
-                        continue
-                    w.task, w.done = None, w.done + 1
-                    on_result(payload)
-                    if w.done >= max_tasks_per_worker:
-                        w.stop()
-                        workers.remove(w)
-                elif not w.proc.is_alive():
-                    if w.task is not None:
-                        failed(w, _crash_reason(w.proc.exitcode))
-                    else:
-                        lost_before_ready(w, f"exited before it was ready ({w.proc.exitcode})")
-                elif w.task is not None and time.monotonic() - w.started > timeout:
-                    failed(w, f"grading took longer than {timeout:g} s and was stopped")
-                elif not w.ready and time.monotonic() - w.started > STARTUP_TIMEOUT:
-                    lost_before_ready(w, f"took longer than {STARTUP_TIMEOUT:g} s to load the grader")
-    finally:
-        for w in workers:
-            if w.task is None:
-                w.stop()
-            else:
-                w.kill()
+    return row_for(hand_in.student, stored, sidecar.get("message", ""))
 
 
 # --- writing results -------------------------------------------------------------------------------
 
 def row_for(student: str, result: dict, message: str = "") -> dict:
+    """A student's row of the CSV and the score table."""
     scores = results.exercise_scores(result) if result.get("checks") is not None else {}
     return {"student": student, "scores": {e: scores.get(e, 0.0) for e in EXERCISE_IDS},
             "total": float(result.get("total", 0.0)), "max_total": float(result.get("max_total", 0.0)),
@@ -708,13 +131,40 @@ def row_for(student: str, result: dict, message: str = "") -> dict:
 
 
 def _message(notes, result) -> str:
+    """The row's message: the notes on the hand-in, then the error, if any."""
     parts = list(notes)
     if result.get("status") == "error" and result.get("error"):
         parts.append(str(result["error"]))
     return "; ".join(parts)
 
 
+def write_result(course: Path, assignment: str, student: str, result: dict, notes: list, key, final: bool):
+    """Write results.json, its resume sidecar and the feedback page of one student, each atomically.
+
+    A result that is not JSON (a grader bug, not the student's) is replaced by an error result that
+    is not final. Returns (the result as written, the row's message, the OSError that stopped a
+    write or None)."""
+    message = _message(notes, result)
+    results_path, sidecar_path, feedback_path = _paths(course, assignment, student)
+    try:
+        try:
+            results.write_json_atomic(result, results_path)
+        except (ValueError, TypeError) as e:       # not JSON: a grader bug, not the student's
+            result = results.error_result(f"the grader returned a result that is not valid JSON: {e}")
+            message, final = _message(notes, result), False
+            results.write_json_atomic(result, results_path)
+        results.write_json_atomic({"student": student, "key": key, "final": final,
+                                   "message": message,
+                                   "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                                  sidecar_path)
+        feedback.write(result, feedback_path, student=student, message="; ".join(notes))
+    except OSError as e:
+        return result, message, e
+    return result, message, None
+
+
 def write_csv(rows: list, path: Path) -> None:
+    """The class CSV (``CSV_COLUMNS``), one row per student, written atomically."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -777,6 +227,7 @@ class Progress:
 
 @dataclass
 class ClassRun:
+    """What ``run`` did: every student's row, how many were graded now or kept, what could not be written."""
     rows: list
     graded: int = 0
     resumed: int = 0
@@ -785,78 +236,51 @@ class ClassRun:
     seconds: float = 0.0
 
 
-def _paths(course: Path, assignment: str, student: str):
-    folder = course / "autograded" / student / assignment
-    return folder / "results.json", folder / SIDECAR, course / "feedback" / student / assignment / FEEDBACK_NAME
-
-
-def _resumable(course, assignment, sub: Submission, key: dict):
-    results_path, sidecar_path, _ = _paths(course, assignment, sub.student)
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        stored = json.loads(results_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if sidecar.get("key") != key or not sidecar.get("final") or not _valid_result(stored):
-        return None
-    return row_for(sub.student, stored, sidecar.get("message", ""))
-
-
 def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bool = False,
         collect: bool = True, regexp: str | None = None, timeout: float = DEFAULT_TIMEOUT,
         csv_path=None, cache_dir=None, progress_stream=None, on_row=None,
         max_tasks_per_worker: int = MAX_TASKS_PER_WORKER) -> ClassRun:
-    """Grade every submission of ``assignment`` in ``course_dir``; see the module docstring."""
-    global _CATALOGUE
-    _CATALOGUE = None
+    """Grade every submission of ``assignment`` in ``course_dir``: collect what students handed in,
+    grade what is new or changed in the pool, and write each result as it comes; see the module
+    docstring."""
     started = time.monotonic()
     course = Path(course_dir).resolve()
     csv_path = Path(csv_path) if csv_path else course / "grades.csv"
     log_dir = course / ".cache" / "autograder" / "logs"
-    problems = collect_archives(course, assignment, regexp) if collect else {}
-    submissions = discover(course, assignment, problems)
     outcome = ClassRun(rows=[], csv_path=csv_path)
     rows = {}
-    progress = Progress(len(submissions), progress_stream)
 
-    def record(sub_student, result, notes, key, final):
-        message = _message(notes, result)
-        results_path, sidecar_path, feedback_path = _paths(course, assignment, sub_student)
-        try:
-            try:
-                results.write_json_atomic(result, results_path)
-            except (ValueError, TypeError) as e:       # not JSON: a grader bug, not the student's
-                result = error_result(f"the grader returned a result that is not valid JSON: {e}")
-                message, final = _message(notes, result), False
-                results.write_json_atomic(result, results_path)
-            results.write_json_atomic({"student": sub_student, "key": key, "final": final,
-                                       "message": message,
-                                       "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                                      sidecar_path)
-            feedback.write(result, feedback_path, student=sub_student, message="; ".join(notes))
-        except OSError as e:
-            outcome.write_failures.append(f"{sub_student}: {e}")
-            progress.note(f"could not write the results of {sub_student}: {e}")
-        row = row_for(sub_student, result, message)
-        rows[sub_student] = row
+    # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
+    problems = collect_archives(course, assignment, regexp) if collect else {}
+    hand_ins = discover(course, assignment, problems)
+    progress = Progress(len(hand_ins), progress_stream)
+
+    def record(student, result, notes, key, final) -> dict:
+        result, message, failure = write_result(course, assignment, student, result, notes, key, final)
+        if failure is not None:
+            outcome.write_failures.append(f"{student}: {failure}")
+            progress.note(f"could not write the results of {student}: {failure}")
+        rows[student] = row = row_for(student, result, message)
         return row
 
+    # 2. what to grade: a hand-in without a notebook gets its error row now, an unchanged one keeps its
+    #    stored result (``--force`` regrades it), everything else goes to the pool
     graded_hash = grader_hash()
     tasks, keys, notes_of = [], {}, {}
-    for sub in submissions:
-        if sub.error:
-            record(sub.student, error_result(sub.error), sub.notes, None, True)
+    for hand_in in hand_ins:
+        if hand_in.error:
+            record(hand_in.student, results.error_result(hand_in.error), hand_in.notes, None, True)
             continue
-        key = {"submission_sha256": sha256_file(sub.notebook), "grader": graded_hash,
-               "notebook": sub.notebook.name}
-        keys[sub.student], notes_of[sub.student] = key, sub.notes
-        row = None if force else _resumable(course, assignment, sub, key)
+        key = _key(hand_in, graded_hash)
+        keys[hand_in.student], notes_of[hand_in.student] = key, hand_in.notes
+        row = None if force else _resumable(course, assignment, hand_in, key)
         if row is not None:
-            rows[sub.student] = row
+            rows[hand_in.student] = row
             outcome.resumed += 1
             continue
-        tasks.append({"student": sub.student, "path": str(sub.notebook), "hide": [str(course)]})
+        tasks.append({"student": hand_in.student, "path": str(hand_in.notebook), "hide": [str(course)]})
 
+    # 3. grade in the pool, writing each result, its feedback and the CSV as soon as it is known
     def on_result(done):
         student = done["student"]
         row = record(student, done["result"], notes_of.get(student, []) + done.get("notes", []),
@@ -871,10 +295,10 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
             on_row(row)
 
     try:
-        if len(tasks) < len(submissions):
-            progress.done = len(submissions) - len(tasks)
+        if len(tasks) < len(hand_ins):
+            progress.done = len(hand_ins) - len(tasks)
             progress.note(f"{outcome.resumed} unchanged submission(s) already graded, "
-                          f"{len(submissions) - len(tasks) - outcome.resumed} could not be graded; "
+                          f"{len(hand_ins) - len(tasks) - outcome.resumed} could not be graded; "
                           f"grading {len(tasks)} (--force regrades all)")
         if tasks:
             run_pool(tasks, jobs=jobs, on_result=on_result, timeout=timeout, cache_dir=cache_dir,

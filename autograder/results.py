@@ -13,7 +13,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from .exercises import EXERCISE_IDS
+from .exercises import EXERCISE_IDS, EXERCISES
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 
@@ -72,8 +72,13 @@ def catalogue() -> list:
 
 
 def error_result(message: str, timings=None) -> dict:
-    """A result for a submission that could not be graded at all: every check, 0 points, the reason."""
-    rows = [dict(row, points=0.0, passed=False, message=message) for row in catalogue()]
+    """A result for a submission that could not be graded at all: every check, 0 points, the reason.
+    When the checks cannot be listed (the grader itself is broken), one row per exercise instead."""
+    try:
+        rows = catalogue()
+    except Exception:  # noqa: BLE001 - the reason is still reported, with every exercise's points
+        rows = [{"id": e.id, "exercise": e.id, "max_points": e.points} for e in EXERCISES]
+    rows = [dict(row, points=0.0, passed=False, message=message) for row in rows]
     return summarise(rows, error=message, timings=timings)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo, grade_class, students  # noqa: E402
+from autograder import demo, grade_class, pool, students  # noqa: E402
 from autograder.exercises import ASSIGNMENT_ID  # noqa: E402
 
 STOCK_AUTOGRADE = """
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-class-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {grade_class.cpu_count()} cores; work folder {work}")
+    print(f"machine: {pool.cpu_count()} cores; work folder {work}")
     try:
         tf_import = tensorflow_import_seconds()
         print(f"TensorFlow import: {tf_import:.2f} s")

@@ -1,6 +1,6 @@
 """grade-class: discovery, zips, old formats, resume, atomic writes, crashes, CSV, feedback.
 
-The fast tests swap the grader for a fake (``grade_class.GRADER`` points each grader process at a
+The fast tests swap the grader for a fake (``pool.GRADER`` points each grader process at a
 module written into tmp_path), so they run the real process pool, pipes and writers in seconds.
 The slow test grades synthetic students with the real isolated grader.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import feedback, grade_class, results
+from autograder import collect, feedback, grade_class, pool, results
 from autograder.exercises import EXERCISE_IDS, EXERCISES
 
 FAKE_GRADER = '''
@@ -67,9 +67,8 @@ def fake(tmp_path, monkeypatch):
     log = tmp_path / "calls.jsonl"
     log.touch()
     monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
-    monkeypatch.setattr(grade_class, "GRADER", "fake_isolated_grader:grade_notebook")
+    monkeypatch.setattr(pool, "GRADER", "fake_isolated_grader:grade_notebook")
     monkeypatch.setattr(results, "catalogue", fake_catalogue)
-    monkeypatch.setattr(grade_class, "_CATALOGUE", None)
     # the real hash follows the package's files, which may change while the tests run
     monkeypatch.setattr(grade_class, "grader_hash", lambda: "fake-grader-1")
     course = tmp_path / "course"
@@ -122,37 +121,37 @@ def test_choose_notebook_renamed_several_and_missing(tmp_path):
     folder = tmp_path / "submitted" / "ann" / "batchnorm"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("hi")
-    chosen, notes, error = grade_class.choose_notebook(folder)
+    chosen, notes, error = collect.choose_notebook(folder)
     assert chosen is None and "no notebook" in error and "notes.txt" in error
 
     nbformat.write(notebook(), str(folder / "batchnorm-Copy1.ipynb"))
-    chosen, notes, error = grade_class.choose_notebook(folder)
+    chosen, notes, error = collect.choose_notebook(folder)
     assert chosen.name == "batchnorm-Copy1.ipynb" and error is None
     assert "batchnorm-Copy1.ipynb" in notes[0] and "not named batchnorm.ipynb" in notes[0]
 
     older = folder / "batchnorm-Copy2.ipynb"
     nbformat.write(notebook(), str(older))
     os.utime(older, (1_000_000, 1_000_000))
-    chosen, notes, _ = grade_class.choose_notebook(folder)
+    chosen, notes, _ = collect.choose_notebook(folder)
     assert chosen.name == "batchnorm-Copy1.ipynb"
     assert "newest" in notes[0] and "batchnorm-Copy2.ipynb" in notes[0]
 
     nbformat.write(notebook(), str(folder / "batchnorm.ipynb"))
     os.utime(folder / "batchnorm.ipynb", (1_000_000, 1_000_000))
-    chosen, notes, _ = grade_class.choose_notebook(folder)
+    chosen, notes, _ = collect.choose_notebook(folder)
     assert chosen.name == "batchnorm.ipynb"
     assert "3 notebooks" in notes[0] and "graded batchnorm.ipynb" in notes[0]
 
     (folder / ".ipynb_checkpoints").mkdir()
     nbformat.write(notebook(), str(folder / ".ipynb_checkpoints" / "batchnorm-checkpoint.ipynb"))
-    assert "checkpoint" not in grade_class.choose_notebook(folder)[1][0]
+    assert "checkpoint" not in collect.choose_notebook(folder)[1][0]
 
 
 def test_notebook_in_a_subfolder_is_found(tmp_path):
     folder = tmp_path / "submitted" / "ann" / "batchnorm"
     (folder / "work").mkdir(parents=True)
     nbformat.write(notebook(), str(folder / "work" / "batchnorm.ipynb"))
-    chosen, notes, error = grade_class.choose_notebook(folder)
+    chosen, notes, error = collect.choose_notebook(folder)
     assert chosen == folder / "work" / "batchnorm.ipynb" and error is None and "subfolder" in notes[0]
 
 
@@ -161,7 +160,7 @@ def test_discover_rows_for_every_student_folder(tmp_path):
     hand_in(course, "ann")
     (course / "submitted" / "bob" / "batchnorm").mkdir(parents=True)
     (course / "submitted" / "cat" / "other_assignment").mkdir(parents=True)
-    found = {s.student: s for s in grade_class.discover(course)}
+    found = {s.student: s for s in collect.discover(course)}
     assert set(found) == {"ann", "bob"}
     assert found["ann"].notebook.name == "batchnorm.ipynb" and found["ann"].error is None
     assert found["bob"].notebook is None and "no notebook" in found["bob"].error
@@ -267,14 +266,14 @@ def test_a_grader_that_cannot_load_or_start_gives_error_rows(fake, monkeypatch):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "bob")
-    monkeypatch.setattr(grade_class, "GRADER", "no_such_grader_module:grade_notebook")
+    monkeypatch.setattr(pool, "GRADER", "no_such_grader_module:grade_notebook")
     rows = fake.run().rows
     assert [r["status"] for r in rows] == ["error", "error"]
     assert "could not be loaded" in rows[0]["message"] and "no_such_grader_module" in rows[0]["message"]
 
     dying = Path(os.environ["FAKE_GRADER_LOG"]).parent / "fakemod" / "dies_on_import.py"
     dying.write_text("import os\nos._exit(5)\n")
-    monkeypatch.setattr(grade_class, "GRADER", "dies_on_import:grade_notebook")
+    monkeypatch.setattr(pool, "GRADER", "dies_on_import:grade_notebook")
     rows = fake.run().rows
     assert [r["status"] for r in rows] == ["error", "error"]
     assert all("no grader process could be started" in r["message"] for r in rows)
@@ -387,8 +386,8 @@ def test_prepare_notebook_reasons(tmp_path):
     for raw, reason in cases.items():
         src = tmp_path / "in.ipynb"
         src.write_bytes(raw)
-        with pytest.raises(grade_class.NotebookUnreadable, match=reason):
-            grade_class.prepare_notebook(src, dest)
+        with pytest.raises(collect.NotebookUnreadable, match=reason):
+            collect.prepare_notebook(src, dest)
 
 
 # --- LMS zip downloads -----------------------------------------------------------------------------
@@ -451,21 +450,21 @@ def test_zip_collect_layout(fake):
 
 
 def test_zip_size_caps(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade_class, "MAX_ZIP_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(collect, "MAX_ZIP_MEMBER_BYTES", 1000)
     path = _zip(tmp_path / "big.zip", {"batchnorm.ipynb": "x" * 5000})
-    with pytest.raises(grade_class.BadArchive, match="larger than|size limit"):
-        grade_class._extract_zip(path, tmp_path / "out")
-    monkeypatch.setattr(grade_class, "MAX_ZIP_MEMBER_BYTES", 10**6)
-    monkeypatch.setattr(grade_class, "MAX_ZIP_TOTAL_BYTES", 3000)
+    with pytest.raises(collect.BadArchive, match="larger than|size limit"):
+        collect._extract_zip(path, tmp_path / "out")
+    monkeypatch.setattr(collect, "MAX_ZIP_MEMBER_BYTES", 10**6)
+    monkeypatch.setattr(collect, "MAX_ZIP_TOTAL_BYTES", 3000)
     path = _zip(tmp_path / "many.zip", {f"n{i}.ipynb": "y" * 1000 for i in range(5)})
-    with pytest.raises(grade_class.BadArchive, match="size limit"):
-        grade_class._extract_zip(path, tmp_path / "out2")
+    with pytest.raises(collect.BadArchive, match="size limit"):
+        collect._extract_zip(path, tmp_path / "out2")
 
 
 def test_student_ids_from_file_names_are_made_safe():
-    assert grade_class.safe_student_id("../../etc") == "_.._etc"
-    assert grade_class.safe_student_id("ann lee") == "ann_lee"
-    assert grade_class.safe_student_id("") == "unknown"
+    assert collect.safe_student_id("../../etc") == "_.._etc"
+    assert collect.safe_student_id("ann lee") == "ann_lee"
+    assert collect.safe_student_id("") == "unknown"
 
 
 # --- presentation ----------------------------------------------------------------------------------
@@ -494,7 +493,7 @@ def test_feedback_escapes_and_hides_the_checks():
         if len(line) > 25 and not line.startswith(("#", '"""', "import", "from")):
             assert line not in page
 
-    error = grade_class.error_result("the notebook is <not> valid JSON")
+    error = results.error_result("the notebook is <not> valid JSON")
     page = feedback.render(error, student="eve")
     assert "could not be graded" in page and "&lt;not&gt;" in page and "0</strong> / " in page
 
@@ -526,10 +525,10 @@ def test_score_table_and_thread_limits(monkeypatch):
     assert table[0].split() == ["student", "manual_batch_norm/4", "build_model_with_bn/3",
                                 "build_modern_cnn/3", "training_improvement/2", "total", "status"]
     assert table[2].split() == ["ann", "4", "3", "3", "2", "12/12", "graded"]
-    monkeypatch.setattr(grade_class, "cpu_count", lambda: 2)
-    assert grade_class.worker_env(2)["OMP_NUM_THREADS"] == "1"
-    assert grade_class.worker_env(1)["TF_NUM_INTRAOP_THREADS"] == "2"
-    assert grade_class.worker_env(4)["BN_AUTOGRADER_THREADS"] == "1"
+    monkeypatch.setattr(pool, "cpu_count", lambda: 2)
+    assert pool.worker_env(2)["OMP_NUM_THREADS"] == "1"
+    assert pool.worker_env(1)["TF_NUM_INTRAOP_THREADS"] == "2"
+    assert pool.worker_env(4)["BN_AUTOGRADER_THREADS"] == "1"
 
 
 # --- the real grader -------------------------------------------------------------------------------
