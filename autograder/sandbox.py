@@ -199,6 +199,9 @@ def bubblewrap_argv(hide=(), limits=None, userns_fd=None) -> list:
     limits = limits or Limits()
     hidden = _hidden_dirs(hide) | _closed_folders_on_the_way(_python_dirs())
     kept = {d for d in _python_dirs() if any(_inside(d, h) for h in hidden | set(SCRATCH_DIRS))}
+    # A fresh scratch tmpfs already hides everything under it; mounting a hiding tmpfs there would
+    # only re-create the hidden folder's path as an empty mount point.
+    hidden = {h for h in hidden if not any(_inside(h, scratch) for scratch in SCRATCH_DIRS)}
     environment = worker_environment(SANDBOX_HOME)
     environment["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
     if userns_fd is not None:

@@ -492,13 +492,16 @@ def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits
     assert listings[ROOT / "autograder"] == {"ok": []} and "error" in listings[course]
     assert listings[Path.home()].get("ok", []) in ([], [".pyenv"]), listings   # again only Python
     # it may write only its own scratch space, which vanishes with it
-    assert all("error" in writes[t] for t in targets if t.startswith("/")), writes
+    # (a guessed path under /tmp lands in the sandbox's own scratch /tmp; the state check below
+    # shows that nothing outside changed)
+    assert all("error" in writes[t] for t in targets if t.startswith("/") and not t.startswith("/tmp/")), writes
     assert gradebook.read_text() == "the real gradebook"
     assert _state(_places(targets, submission_dir, course)) == before
     # no network, no way back to its capabilities
     assert all("error" in n for n in network), network
     out = privileges["output"]
-    assert out.count("must be superuser") >= 3 and out.count("unshare failed") == 2, out
+    # (a checkout under /tmp is "not mounted": the scratch /tmp already hides it)
+    assert out.count("must be superuser") + out.count("not mounted") >= 3 and out.count("unshare failed") == 2, out
     assert "Read-only file system" in out and "Permission denied" in out, out
 
 
