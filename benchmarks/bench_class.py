@@ -28,16 +28,9 @@ from autograder import demo, grade_class, pool, students  # noqa: E402
 from autograder.exercises import ASSIGNMENT_ID  # noqa: E402
 
 STOCK_AUTOGRADE = """
-# --- benchmark baseline: nbgrader's stock autograde (Execute runs the whole notebook in a kernel) ---
-c.Autograde.autograde_preprocessors = [
-    "nbgrader.preprocessors.Execute",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
+# --- benchmark baseline: nbgrader's own default pipeline (Execute runs the whole notebook in a kernel) ---
+from nbgrader.converters.autograde import Autograde as _Autograde
+c.Autograde.autograde_preprocessors = _Autograde.class_traits()["autograde_preprocessors"].default()
 """
 
 
