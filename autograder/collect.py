@@ -21,17 +21,15 @@ Collecting decides what is graded, so this module is part of ``grade_class.grade
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import stat
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import feedback
+from . import results
 from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
 
 # nbgrader's documented example for zip_collect's FileNameCollectorPlugin (it ships no default).
@@ -167,15 +165,7 @@ def _copy_if_changed(src: Path, dest: Path) -> None:
     data = src.read_bytes()
     if dest.is_file() and dest.read_bytes() == data:
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    results.write_atomic(data, dest)
 
 
 def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str | None = None) -> dict:
@@ -234,7 +224,7 @@ def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str 
         if timestamp:
             stamp = folder / "timestamp.txt"
             if not stamp.is_file() or stamp.read_text().strip() != timestamp:
-                feedback.write_text_atomic(timestamp + "\n", stamp)
+                results.write_atomic(timestamp + "\n", stamp)
     return problems
 
 

@@ -36,6 +36,18 @@ EXERCISE_IDS = tuple(e.id for e in EXERCISES)
 BY_ID = {e.id: e for e in EXERCISES}
 BY_TEST_CELL = {e.test_cell: e for e in EXERCISES}
 
+def nbgrader_metadata(cell) -> dict:
+    """A notebook cell's nbgrader metadata ({} for a plain cell, or a damaged one)."""
+    metadata = cell.get("metadata")
+    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell) -> str:
+    """The cell's nbgrader grade_id, "" when it has none."""
+    return str(nbgrader_metadata(cell).get("grade_id", ""))
+
+
 # Locked notebook cells whose grade_id starts with this are demonstrations (plots, the
 # training race). The grader never runs them; every other locked code cell is set-up.
 DEMO_CELL_PREFIX = "demo_"

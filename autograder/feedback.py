@@ -7,10 +7,9 @@ the only text taken from the checks is the rows' ``message``. Everything a stude
 """
 
 import html
-import os
-import tempfile
 from pathlib import Path
 
+from . import results
 from .exercises import EXERCISES
 
 _CSS = """
@@ -29,10 +28,6 @@ li { margin: .35rem 0; display: flex; gap: .6rem; }
 .pts { color: #555; flex: none; width: 6.5rem; }
 .msg { white-space: pre-wrap; word-break: break-word; }
 """
-
-
-def _pts(x) -> str:
-    return f"{float(x):g}"
 
 
 def _esc(text) -> str:
@@ -55,8 +50,8 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
     ]
     if student:
         parts.append(f"<p>Student: <strong>{_esc(student)}</strong></p>")
-    parts.append(f'<p class="summary">Score: <strong>{_pts(result.get("total", 0))}</strong> '
-                 f'/ {_pts(result.get("max_total", 0))} points</p>')
+    parts.append(f'<p class="summary">Score: <strong>{results.format_points(result.get("total", 0))}</strong> '
+                 f'/ {results.format_points(result.get("max_total", 0))} points</p>')
     if result.get("status") == "error":
         parts.append('<div class="error"><strong>Your notebook could not be graded.</strong> '
                      f'<span class="msg">{_esc(result.get("error") or "unknown reason")}</span></div>')
@@ -72,7 +67,7 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
         got = sum(float(r.get("points", 0)) for r in rows)
         out_of = sum(float(r.get("max_points", 0)) for r in rows) if rows else (points or 0)
         parts.append("<section>")
-        parts.append(f"<h2><span>{_esc(title)}</span><span>{_pts(got)} / {_pts(out_of)} points</span></h2>")
+        parts.append(f"<h2><span>{_esc(title)}</span><span>{results.format_points(got)} / {results.format_points(out_of)} points</span></h2>")
         if not rows:
             parts.append("<p>No checks ran for this exercise.</p>")
         else:
@@ -83,7 +78,7 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
                 parts.append(
                     f'<li class="{"pass" if ok else "fail"}">'
                     f'<span class="mark">{"&#10003;" if ok else "&#10007;"}</span>'
-                    f'<span class="pts">{_pts(r.get("points", 0))} / {_pts(r.get("max_points", 0))}</span>'
+                    f'<span class="pts">{results.format_points(r.get("points", 0))} / {results.format_points(r.get("max_points", 0))}</span>'
                     f'<span class="msg">{_esc(msg)}</span></li>')
             parts.append("</ul>")
         parts.append("</section>")
@@ -91,21 +86,7 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_text_atomic(text: str, path) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(result: dict, path, *, student: str = "", message: str = "") -> Path:
     """Render and write the feedback page for ``result`` to ``path`` (atomically)."""
-    write_text_atomic(render(result, student=student, message=message), path)
+    results.write_atomic(render(result, student=student, message=message), path)
     return Path(path)

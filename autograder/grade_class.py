@@ -73,10 +73,6 @@ _NOT_GRADER = {"grade_class.py", "pool.py", "feedback.py", "nbgrader_bridge.py",
                "students.py"}
 
 
-def _fmt(x) -> str:
-    return f"{float(x):g}"
-
-
 # --- what a result was graded from (resuming) ------------------------------------------------------
 
 def grader_hash(package=None) -> str:
@@ -169,18 +165,18 @@ def write_csv(rows: list, path: Path) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in sorted(rows, key=lambda r: r["student"]):
-        writer.writerow([r["student"], *(_fmt(r["scores"][e]) for e in EXERCISE_IDS),
-                         _fmt(r["total"]), _fmt(r["max_total"]), r["status"],
+        writer.writerow([r["student"], *(results.format_points(r["scores"][e]) for e in EXERCISE_IDS),
+                         results.format_points(r["total"]), results.format_points(r["max_total"]), r["status"],
                          " ".join(str(r["message"]).split())])
-    feedback.write_text_atomic(buf.getvalue(), path)
+    results.write_atomic(buf.getvalue(), path)
 
 
 def format_table(rows: list) -> str:
     """The end-of-run score table: student, points per exercise, total, status."""
     maxima = {e.id: e.points for e in EXERCISES}
-    headers = ["student", *(f"{e}/{_fmt(maxima[e])}" for e in EXERCISE_IDS), "total", "status"]
-    body = [[r["student"], *(_fmt(r["scores"][e]) for e in EXERCISE_IDS),
-             f"{_fmt(r['total'])}/{_fmt(r['max_total'])}", r["status"]]
+    headers = ["student", *(f"{e}/{results.format_points(maxima[e])}" for e in EXERCISE_IDS), "total", "status"]
+    body = [[r["student"], *(results.format_points(r["scores"][e]) for e in EXERCISE_IDS),
+             f"{results.format_points(r['total'])}/{results.format_points(r['max_total'])}", r["status"]]
             for r in sorted(rows, key=lambda r: r["student"])]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -209,7 +205,7 @@ class Progress:
         self.done += 1
         self.errors += row["status"] == "error"
         elapsed = time.monotonic() - self.start
-        result = f"{_fmt(row['total'])}/{_fmt(row['max_total'])}" + (" (error)" if row["status"] == "error" else "")
+        result = f"{results.format_points(row['total'])}/{results.format_points(row['max_total'])}" + (" (error)" if row["status"] == "error" else "")
         if self.tty:
             width = 24
             filled = int(width * self.done / max(1, self.total))

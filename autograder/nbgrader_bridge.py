@@ -41,21 +41,13 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
 from . import results
-from .exercises import BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME
-
-
-def _fmt(x) -> str:
-    return f"{float(x):g}"
-
-
-def _grade_id(cell) -> str:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
+from .exercises import BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME, grade_id
 
 
 def report_text(exercise_id: str, result: dict, points: float, max_points: float) -> str:
     """The stdout a test cell shows: the exercise's checks, their points, and their messages."""
     title = BY_ID[exercise_id].title if exercise_id in BY_ID else exercise_id
-    lines = [f"{title}: {_fmt(points)} / {_fmt(max_points)} points "
+    lines = [f"{title}: {results.format_points(points)} / {results.format_points(max_points)} points "
              "(scored by the isolated autograder; this cell's code was not run)"]
     if result.get("status") == "error":
         lines.append(f"The notebook could not be graded: {result.get('error')}")
@@ -64,7 +56,7 @@ def report_text(exercise_id: str, result: dict, points: float, max_points: float
             continue
         mark = "PASS" if row.get("passed") else "FAIL"
         message = " ".join(str(row.get("message") or "").split())
-        lines.append(f"  {mark} {_fmt(row.get('points', 0))}/{_fmt(row.get('max_points', 0))}  {message}")
+        lines.append(f"  {mark} {results.format_points(row.get('points', 0))}/{results.format_points(row.get('max_points', 0))}  {message}")
     return "\n".join(lines) + "\n"
 
 
@@ -88,24 +80,24 @@ def apply_scores(nb, result: dict, log=None):
         count += 1
         if not utils.is_grade(cell) or utils.is_solution(cell):
             continue               # only autograded test cells are scored from their outputs
-        grade_id = _grade_id(cell)
+        cell_id = grade_id(cell)
         max_points = float(cell.metadata["nbgrader"].get("points", 0) or 0)
-        exercise = BY_TEST_CELL.get(grade_id)
+        exercise = BY_TEST_CELL.get(cell_id)
         if exercise is None:
-            text = (f"The test cell {grade_id!r} is not known to the isolated autograder "
+            text = (f"The test cell {cell_id!r} is not known to the isolated autograder "
                     f"(it knows {', '.join(e for e in EXERCISE_IDS)}), so it scores 0.\n")
             points = 0.0
             if log is not None:
-                log.warning("test cell %r is not one of the exercises; it scores 0", grade_id)
+                log.warning("test cell %r is not one of the exercises; it scores 0", cell_id)
         else:
             points = round(min(max(float(scores.get(exercise.id, 0.0)), 0.0), max_points), 6)
             if log is not None and abs(exercise.points - max_points) > 1e-9:
                 log.warning("test cell %r is worth %s points in the notebook, %s in exercises.py",
-                            grade_id, max_points, exercise.points)
+                            cell_id, max_points, exercise.points)
             text = report_text(exercise.id, result, points, max_points)
         cell.outputs = score_outputs(text, points, execution_count=count)
         cell.execution_count = count
-        recorded[grade_id] = points
+        recorded[cell_id] = points
     return recorded
 
 
@@ -126,7 +118,7 @@ class IsolatedGrade(NbGraderPreprocessor):
         result = self._grade(nb, resources)
         recorded = apply_scores(nb, result, log=self.log)
         self.log.info("Isolated grader: %s scored %s/%s (%s) in %.1f s: %s", student,
-                      _fmt(result.get("total", 0)), _fmt(result.get("max_total", 0)), result.get("status"),
+                      results.format_points(result.get("total", 0)), results.format_points(result.get("max_total", 0)), result.get("status"),
                       time.monotonic() - started, recorded)
         folder = resources.get("metadata", {}).get("path")
         if self.write_results and folder:

@@ -18,20 +18,32 @@ from .exercises import EXERCISE_IDS, EXERCISES
 CHECKS_DIR = Path(__file__).parent / "checks"
 
 
-def write_json_atomic(obj, path) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and os.replace, so a reader
-    (or an interrupted run) sees the old file or the new one, never a torn one."""
+def write_atomic(data, path, mode=None) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temp file in the same folder and
+    os.replace, so a reader (or an interrupted run) sees the old file or the new one, never a torn
+    one. ``mode`` replaces mkstemp's 0600 where other processes must read the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
+        if mode is not None:
+            os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(obj, path) -> None:
+    """results.json and its kin, written with write_atomic."""
+    write_atomic(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+
+
+def format_points(x) -> str:
+    """Points as people write them: 3, 3.5, 0.375."""
+    return f"{float(x):g}"
 
 
 def versions() -> dict:

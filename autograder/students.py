@@ -11,18 +11,15 @@ from pathlib import Path
 import nbformat
 
 from .assign import REPO_ROOT, RELEASE, solutions_notebook
+from .exercises import grade_id, nbgrader_metadata
 
 RELEASE_NOTEBOOK = REPO_ROOT / RELEASE
-
-
-def grade_id(cell) -> str:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
 
 
 def solution_code() -> dict:
     """{grade_id: code} of every solution cell in the master notebook, markers stripped."""
     master = solutions_notebook(keep_nbgrader_metadata=True)
-    return {grade_id(c): c.source for c in master.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    return {grade_id(c): c.source for c in master.cells if nbgrader_metadata(c).get("solution")}
 
 
 # --- answers with one mistake each -------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from .exercises import BY_TEST_CELL, DEMO_CELL_PREFIX
+from .exercises import BY_TEST_CELL, DEMO_CELL_PREFIX, nbgrader_metadata
 from .sandbox import Limits, SandboxedProcess, SandboxError
 
 MAX_NOTEBOOK_BYTES = 100 << 20     # a notebook with many plots is a few MB
@@ -70,12 +70,6 @@ def read_notebook(path) -> nbformat.NotebookNode:
     return notebook
 
 
-def _nbgrader(cell) -> dict:
-    metadata = cell.get("metadata")
-    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def _source(cell) -> str:
     """A cell's code; a damaged cell (source not text) has none."""
     source = cell.get("source", "")
@@ -93,7 +87,7 @@ def cells_to_run(notebook) -> list:
     for index, cell in enumerate(cells if isinstance(cells, list) else []):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        meta = _nbgrader(cell)
+        meta = nbgrader_metadata(cell)
         grade_id = str(meta.get("grade_id", ""))
         if grade_id.startswith(DEMO_CELL_PREFIX) or meta.get("grade") or grade_id in BY_TEST_CELL:
             continue

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import data, reference
+from autograder import data, reference, results
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -300,19 +300,11 @@ def _read_cache(path: Path, key: dict):
 
 
 def _write_cache(path: Path, key: dict, accuracy: float) -> None:
-    # Temp file + os.replace: a grader running in parallel reads the old file or the new one, never half.
+    # Atomic: a grader running in parallel reads the old file or the new one, never half; 0644 so
+    # that a class's other graders can read it.
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baseline-", suffix=".tmp")
-        try:
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the entry from a class's other graders
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "accuracy": accuracy}, f, sort_keys=True, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        results.write_atomic(json.dumps({"key": key, "accuracy": accuracy}, sort_keys=True, indent=1),
+                             path, mode=0o644)
     except OSError:
         pass  # an unwritable cache only costs time: the next grading recomputes
 

@@ -327,7 +327,7 @@ def test_interrupted_run_keeps_what_finished(fake):
 
 def test_atomic_writes_leave_the_old_file_whole(tmp_path, monkeypatch):
     target = tmp_path / "out" / "grades.csv"
-    feedback.write_text_atomic("old\n", target)
+    results.write_atomic("old\n", target)
 
     real_fdopen = os.fdopen
 
@@ -343,7 +343,7 @@ def test_atomic_writes_leave_the_old_file_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fdopen", failing_fdopen)
     with pytest.raises(OSError):
-        feedback.write_text_atomic("new contents\n" * 100, target)
+        results.write_atomic("new contents\n" * 100, target)
     monkeypatch.undo()
     assert target.read_text() == "old\n"
     assert [p.name for p in target.parent.iterdir()] == ["grades.csv"]
