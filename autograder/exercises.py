@@ -20,16 +20,26 @@ class Exercise:
     points: float       # the test cell's points; the check module's markers add up to this
 
 
+# In notebook order. The NumPy maths and statistics (manual_batch_norm, batch_norm_backward,
+# update_moving_statistics, batch_norm_inference, population_statistics) carry 12 of the 18 points.
 EXERCISES = (
     Exercise("manual_batch_norm", "manual_batch_norm", "test_manual_batch_norm",
-             "Batch normalization in NumPy", 4.0),
+             "Batch normalization in NumPy", 3.0),
+    Exercise("batch_norm_backward", "batch_norm_backward", "test_batch_norm_backward",
+             "The backward pass", 4.0),
     Exercise("build_model_with_bn", "build_model_with_bn", "test_build_model_with_bn",
-             "Conv -> BN -> ReLU model", 3.0),
-    Exercise("build_modern_cnn", "build_modern_cnn", "test_build_modern_cnn",
-             "Modern CNN builder", 3.0),
+             "Conv -> BN -> ReLU model", 2.0),
     # Scored by training the student's build_model_with_bn against the reference model.
     Exercise("training_improvement", "build_model_with_bn", "test_training_improvement",
              "BN speeds up training", 2.0),
+    Exercise("update_moving_statistics", "update_moving_statistics", "test_update_moving_statistics",
+             "Moving averages of the statistics", 1.0),
+    Exercise("batch_norm_inference", "batch_norm_inference", "test_batch_norm_inference",
+             "BN at inference", 2.0),
+    Exercise("population_statistics", "population_statistics", "test_population_statistics",
+             "Population statistics (precise BN)", 2.0),
+    Exercise("build_modern_cnn", "build_modern_cnn", "test_build_modern_cnn",
+             "Modern CNN builder", 2.0),
 )
 
 EXERCISE_IDS = tuple(e.id for e in EXERCISES)
