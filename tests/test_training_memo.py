@@ -1,0 +1,236 @@
+"""The training check's memo: keyed on the architecture without names, and it changes no verdict.
+
+The tests that build Keras models are marked slow (one TensorFlow import, then ~8 training runs
+of 1-2 s: about 30 s in all on 2 cores).
+"""
+
+import json
+import threading
+
+import pytest
+
+from autograder import architecture, reference, training
+
+# ---------------------------------------------------------------------------------------------
+# No TensorFlow needed
+
+
+def _comparison(bn=0.65, base=0.47):
+    lead = bn - base
+    return training.Comparison(bn_accuracy=bn, baseline_accuracy=base, lead=lead,
+                               required_lead=training.REQUIRED_LEAD, passed=lead >= training.REQUIRED_LEAD,
+                               seconds=2.0)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[]", '{"key": {"a": 1}}',
+                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": 0.6}}',
+                                     '{"key": {"a": 2}, "comparison": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
+                                     ' "lead": 0.2, "required_lead": 0.075, "passed": true}}',
+                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": NaN, "baseline_accuracy": 0.4,'
+                                     ' "lead": 0.2, "required_lead": 0.075, "passed": true}}',
+                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
+                                     ' "lead": 0.2, "required_lead": 0.075, "passed": 1}}'])
+def test_a_bad_or_foreign_memo_entry_reads_as_missing(tmp_path, content):
+    path = tmp_path / "entry.json"
+    path.write_text(content)
+    assert training._read_memo(path, {"a": 1}) is None
+
+
+def test_a_memo_entry_reads_back_as_the_comparison_it_stored(tmp_path):
+    path = tmp_path / "memo" / "entry.json"
+    stored = _comparison()
+    training._write_memo(path, {"a": 1}, stored)
+    found = training._read_memo(path, {"a": 1})
+    assert (found.bn_accuracy, found.baseline_accuracy, found.lead, found.passed) == \
+        (stored.bn_accuracy, stored.baseline_accuracy, stored.lead, stored.passed)
+    assert not list(path.parent.glob(".*.tmp"))    # atomic write: no temp file left behind
+
+
+def test_graders_writing_one_entry_at_once_never_show_a_torn_file(tmp_path):
+    path = tmp_path / "entry.json"
+    stored = _comparison()
+    seen, stop = [], threading.Event()
+
+    def write():
+        for _ in range(200):
+            training._write_memo(path, {"a": 1}, stored)
+
+    def read():
+        while not stop.is_set():
+            if path.exists():
+                seen.append(training._read_memo(path, {"a": 1}))
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    reader = threading.Thread(target=read)
+    reader.start()
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    stop.set()
+    reader.join()
+    assert seen and all(found is not None and found.lead == stored.lead for found in seen)
+
+
+def test_with_the_memo_off_every_comparison_is_computed(monkeypatch, tmp_path):
+    monkeypatch.setenv(training.MEMO_ENV, "0")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return _comparison()
+    for _ in range(2):
+        training.memoized_compare({"class_name": "Sequential", "config": {"layers": []}}, compute, cache_dir=tmp_path)
+    assert len(calls) == 2
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_only_names_are_left_out_of_the_canonical_form():
+    # A hand-written Functional config: names in the four places Keras puts them, and a dtype
+    # policy whose "name" is a hyperparameter, not a name.
+    def config(model, first, second, policy="float32"):
+        tensor = {"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "dtype": "float32",
+                                                                "keras_history": [first, 0, 0]}}
+        return {"class_name": "Functional", "config": {
+            "name": model,
+            "layers": [{"class_name": "InputLayer", "name": first, "config": {"name": first, "batch_shape": [None, 4]},
+                        "inbound_nodes": []},
+                       {"class_name": "Dense", "name": second,
+                        "config": {"name": second, "units": 3, "dtype": {"class_name": "DTypePolicy",
+                                                                         "config": {"name": policy}}},
+                        "inbound_nodes": [{"args": [tensor], "kwargs": {}}]}],
+            "input_layers": [[first, 0, 0]], "output_layers": [[second, 0, 0]]}}
+
+    assert architecture.fingerprint(config("a", "in", "out")) == architecture.fingerprint(config("b", "x", "y"))
+    assert architecture.fingerprint(config("a", "in", "out")) != \
+        architecture.fingerprint(config("a", "in", "out", policy="float64"))
+    assert architecture.canonical(config("a", "in", "out"))["config"]["output_layers"] == [[1, 0, 0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# With Keras
+
+
+def _keras():
+    import keras  # noqa: PLC0415
+    return keras
+
+
+def _functional(filters=(32, 64), activation="relu", bn_first=True, names=None, padding="valid", seed=None,
+                dtype=None):
+    """model_with_bn's architecture with knobs; ``names`` gives every layer (and the model) a chosen name."""
+    keras = _keras()
+    layers = keras.layers
+    counter = iter(range(100))
+
+    def name():
+        return f"{names}_{next(counter)}" if names else None
+    inputs = keras.Input(shape=(28, 28, 1), name=name())
+    x = inputs
+    for f in filters:
+        x = layers.Conv2D(f, 3, padding=padding, name=name(), dtype=dtype,
+                          kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
+        steps = [layers.BatchNormalization(name=name(), dtype=dtype), layers.Activation(activation, name=name(), dtype=dtype)]
+        for step in (steps if bn_first else steps[::-1]):
+            x = step(x)
+        x = layers.MaxPooling2D(2, name=name(), dtype=dtype)(x)
+    x = layers.Flatten(name=name(), dtype=dtype)(x)
+    outputs = layers.Dense(10, activation="softmax", name=name(), dtype=dtype)(x)
+    return keras.Model(inputs, outputs, name=name() or "with_bn")
+
+
+def _config(model) -> dict:
+    return json.loads(model.to_json())
+
+
+@pytest.mark.slow
+def test_differently_named_identical_architectures_share_an_entry():
+    keras = _keras()
+    auto, again, chosen = _functional(), _functional(), _functional(names="student")
+    assert _config(auto) != _config(again)              # Keras numbered the second model's layers on
+    keys = {architecture.fingerprint(_config(m)) for m in (auto, again, chosen)}
+    assert len(keys) == 1
+    sequential = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    renamed = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="d")],
+                               name="mine")
+    assert architecture.fingerprint(_config(sequential)) == architecture.fingerprint(_config(renamed))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [
+    {"filters": (16, 64)}, {"activation": "tanh"}, {"bn_first": False}, {"padding": "same"}, {"seed": 7},
+    {"dtype": "float64"}])
+def test_a_change_to_the_computation_gives_a_different_key(change):
+    assert architecture.fingerprint(_config(_functional(**change))) != architecture.fingerprint(_config(_functional()))
+
+
+@pytest.mark.slow
+def test_a_different_connection_between_the_same_layers_gives_a_different_key():
+    keras = _keras()
+    layers = keras.layers
+
+    def wired(second_from_first):
+        inputs = keras.Input(shape=(28, 28, 1))
+        flat = layers.Flatten()(inputs)
+        a = layers.Dense(8)(flat)
+        b = layers.Dense(8)(a if second_from_first else flat)
+        return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Add()([a, b])))
+    chain, parallel = _config(wired(True)), _config(wired(False))
+    assert [l["class_name"] for l in chain["config"]["layers"]] == [l["class_name"] for l in parallel["config"]["layers"]]
+    assert architecture.fingerprint(chain) != architecture.fingerprint(parallel)
+
+
+@pytest.mark.slow
+def test_the_key_follows_the_budget_and_the_margin():
+    config = _config(_functional())
+    small = training.Budget(n_images=256, epochs=1, batch_size=64, seed=3)
+    keys = [training.memo_key(config), training.memo_key(config, small),
+            training.memo_key(config, required_lead=0.1)]
+    assert len({json.dumps(k, sort_keys=True) for k in keys}) == 3
+
+
+@pytest.mark.slow
+def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
+    """Each model: compared without the memo (a renamed copy), then through a cold memo, then a warm
+    one; the accuracies and the verdict are the same every time, and only one entry per architecture."""
+    cache = tmp_path / "cache"
+    keras = _keras()
+
+    def old_placement(names=None):
+        inputs = keras.Input(shape=(28, 28, 1), name=names and f"{names}_in")
+        x = inputs
+        for i, f in enumerate((32, 64)):
+            x = keras.layers.Conv2D(f, 3, activation="relu", name=names and f"{names}_c{i}")(x)
+            x = keras.layers.BatchNormalization(name=names and f"{names}_b{i}")(x)
+            x = keras.layers.MaxPooling2D(2, name=names and f"{names}_p{i}")(x)
+        x = keras.layers.Flatten(name=names and f"{names}_f")(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name=names and f"{names}_d")(x))
+
+    def without_bn(names=None):
+        model = reference.model_without_bn()
+        if names:      # the same model, every layer renamed through its config
+            config = _config(model)
+            renamed = json.loads(json.dumps(config).replace('"without_bn"', f'"{names}"')
+                                 .replace('"conv2d', f'"{names}_conv2d'))
+            model = keras.models.model_from_json(json.dumps(renamed))
+        return model
+
+    verdicts = {}
+    for label, build in [("with BN", _functional), ("old placement", old_placement), ("no BN", without_bn)]:
+        monkeypatch.setenv(training.MEMO_ENV, "0")
+        plain = training.compare(build(names="renamed"), cache_dir=cache)
+        monkeypatch.setenv(training.MEMO_ENV, "1")
+        model = build()
+        config = _config(model)
+        runs = []
+
+        def compute():
+            runs.append(1)
+            return training.compare(model, cache_dir=cache)
+        cold = training.memoized_compare(config, compute, cache_dir=cache)
+        warm = training.memoized_compare(config, compute, cache_dir=cache)
+        assert len(runs) == 1, label                     # the warm one came from the memo
+        outcomes = {(r.bn_accuracy, r.baseline_accuracy, r.lead, r.passed) for r in (plain, cold, warm)}
+        assert len(outcomes) == 1, (label, outcomes)
+        verdicts[label] = plain.passed
+    assert verdicts == {"with BN": True, "old placement": True, "no BN": False}
+    assert len(list((cache / training.MEMO_DIR).glob("*.json"))) == 3
