@@ -30,6 +30,9 @@ li { margin: .35rem 0; display: flex; gap: .6rem; }
 """
 
 
+HEADING = "<h1>Batch Normalization: feedback</h1>"     # also how grade-class recognises its own pages
+
+
 def _esc(text) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
@@ -46,7 +49,7 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Batch Normalization feedback{(' - ' + _esc(student)) if student else ''}</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>Batch Normalization: feedback</h1>",
+        HEADING,
     ]
     if student:
         parts.append(f"<p>Student: <strong>{_esc(student)}</strong></p>")
@@ -54,7 +57,9 @@ def render(result: dict, *, student: str = "", message: str = "") -> str:
                  f'/ {results.format_points(result.get("max_total", 0))} points</p>')
     if result.get("status") == "error":
         parts.append('<div class="error"><strong>Your notebook could not be graded.</strong> '
-                     f'<span class="msg">{_esc(result.get("error") or "unknown reason")}</span></div>')
+                     f'<span class="msg">{_esc(result.get("error") or "unknown reason")}</span>'
+                     + (" This is a problem on the grader's side, not in your notebook: it will be graded again."
+                        if result.get("error_side") == "grader" else "") + '</div>')
     if message:
         parts.append(f'<div class="note msg">{_esc(message)}</div>')
 

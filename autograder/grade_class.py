@@ -26,24 +26,35 @@ Input (an nbgrader course folder, default the current directory):
   unset), else from the zip's name (one zip per student), else from the file name. Alternatively
   run ``nbgrader zip_collect batchnorm`` first and pass ``--no-collect``.
 
-Output, each written atomically as soon as that submission is graded:
+Output, each written atomically as soon as that submission is graded, in grade-class's own folder
+``grade-class/`` (nbgrader never reads or writes it, so ``nbgrader autograde`` afterwards needs no
+``--force``; results an older version wrote into ``autograded/`` are moved there when resumed):
 
-* ``autograded/<student>/batchnorm/results.json`` -- the grader's results document;
+* ``grade-class/<student>/batchnorm/results.json`` -- the grader's results document;
   ``grade_class.json`` beside it records the submission's sha256 and the grader's hash, so a rerun
   skips unchanged submissions (``--force`` regrades all; changed checks regrade everything).
-* ``feedback/<student>/batchnorm/batchnorm.html`` -- per-exercise feedback (autograder/feedback.py).
+* ``grade-class/<student>/batchnorm/feedback.html`` -- per-exercise feedback (autograder/feedback.py).
 * ``grades.csv`` (``--csv``): student, one column per exercise, total, max_total, status, message.
 
-A submission that cannot be graded (no notebook, corrupt file, bad zip, a grader process that
-crashed or ran past ``--timeout``) gets status ``error``, 0 points and the reason; the class goes on.
-Exit status: 0 when every submission got a result (including errors), 1 when results could not be
-written, 2 for a usage error, 130 when interrupted (everything finished so far is kept).
+A submission that cannot be graded because of the student (no notebook, corrupt file, bad zip) gets
+status ``error``, 0 points and the reason, and that row is final. One that was not graded because of
+the grader (the worker could not start, a check crashed, a grader process crashed or ran past
+``--timeout``: ``grader_error``) gets an ``error`` row that is never kept: the next run grades it
+again. The class goes on either way.
+
+Where: local grader processes (autograder/pool.py, ``--jobs``), or a Dask cluster
+(``--scheduler ADDRESS``, autograder/cluster.py): the notebooks travel to the cluster's workers in
+the tasks and the results come back here, where they are written.
+
+Exit status: 0 when every submission got a result (including the students' errors), 3 when some
+were not graded because of the grader (they are listed, with the command that grades them again),
+1 when results could not be written, 2 for a usage error or an unreachable scheduler, 130 when
+interrupted (everything finished so far is kept).
 
 Relation to nbgrader: ``nbgrader autograde batchnorm`` is the gradebook path (see
-autograder/nbgrader_bridge.py); it records the same isolated grader's scores per test cell. The two
-share ``autograded/<student>/batchnorm/``: nbgrader skips a student whose folder exists, so after
-this command use ``nbgrader autograde batchnorm --force``. Both write ``feedback/.../batchnorm.html``
-(the last one run wins), and ``nbgrader export`` also defaults to ``grades.csv``.
+autograder/nbgrader_bridge.py); it records the same isolated grader's scores per test cell, and
+takes this command's result for every submission whose file and grader are unchanged, so running it
+after grade-class only imports the scores.
 """
 
 import argparse
@@ -52,6 +63,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -63,8 +75,15 @@ from .collect import HandIn, collect_archives, discover, sha256_file
 from .exercises import ASSIGNMENT_ID, EXERCISE_IDS, EXERCISES
 from .pool import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, cpu_count, run_pool, valid_result
 
+EXIT_NOT_GRADED = 3          # some submissions were not graded because of the grader (see --help)
+
+
+class ClusterUnavailable(Exception):
+    """--scheduler was given but Dask is not installed or the scheduler cannot be reached."""
+
+OUTPUT_DIR = "grade-class"           # grade-class's own folder in the course, beside nbgrader's
 SIDECAR = "grade_class.json"
-FEEDBACK_NAME = "batchnorm.html"
+FEEDBACK_NAME = "feedback.html"
 CSV_COLUMNS = ("student",) + EXERCISE_IDS + ("total", "max_total", "status", "message")
 
 # Modules that present results or run the grader but do not change a score: editing them does not
@@ -98,22 +117,91 @@ def _key(hand_in: HandIn, graded_hash: str) -> dict:
 
 
 def _paths(course: Path, assignment: str, student: str):
-    """(results.json, its sidecar, the feedback page) of one student."""
+    """(results.json, its sidecar, the feedback page) of one student, all under ``grade-class/``,
+    a folder nbgrader never reads or writes (it skips a student whose ``autograded/`` folder exists
+    and whose ``feedback/`` folder exists, so grade-class stays out of both)."""
+    folder = course / OUTPUT_DIR / student / assignment
+    return folder / "results.json", folder / SIDECAR, folder / FEEDBACK_NAME
+
+
+def result_path(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
+    """Where grade-class keeps ``student``'s results document."""
+    return _paths(Path(course), assignment, student)[0]
+
+
+def _legacy_paths(course: Path, assignment: str, student: str):
+    """Where grade-class wrote before it had its own folder (inside nbgrader's autograded/ and feedback/)."""
     folder = course / "autograded" / student / assignment
-    return folder / "results.json", folder / SIDECAR, course / "feedback" / student / assignment / FEEDBACK_NAME
+    return folder / "results.json", folder / SIDECAR, course / "feedback" / student / assignment / "batchnorm.html"
+
+
+def _load(results_path: Path, sidecar_path: Path):
+    """(sidecar, results document) as stored, or None when either is missing or unreadable."""
+    try:
+        return (json.loads(sidecar_path.read_text(encoding="utf-8")),
+                json.loads(results_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def _move_legacy(course: Path, assignment: str, student: str):
+    """Move a result written by an older grade-class out of nbgrader's folders into ``grade-class/``
+    (so ``nbgrader autograde`` no longer skips that student). Returns (sidecar, result) or None."""
+    old_results, old_sidecar, old_feedback = _legacy_paths(course, assignment, student)
+    stored = _load(old_results, old_sidecar)
+    if stored is None:
+        return None
+    sidecar, result = stored
+    new_results, new_sidecar, new_feedback = _paths(course, assignment, student)
+    try:
+        results.write_json_atomic(result, new_results)
+        results.write_json_atomic(sidecar, new_sidecar)
+        feedback.write(result, new_feedback, student=student, message=sidecar.get("message", ""))
+        old_results.unlink(missing_ok=True)
+        old_sidecar.unlink(missing_ok=True)
+        # grade-class's own page (nbgrader's feedback is the notebook's HTML, without this heading)
+        if old_feedback.is_file() and feedback.HEADING in old_feedback.read_text(encoding="utf-8", errors="replace"):
+            old_feedback.unlink()
+        for folder in (old_results.parent, old_results.parent.parent, old_feedback.parent, old_feedback.parent.parent):
+            try:
+                folder.rmdir()          # only when empty: nbgrader's own files stay
+            except OSError:
+                pass
+    except OSError:
+        pass                            # still readable where it was; moved on a later run
+    return sidecar, result
+
+
+def stored_result(course, hand_in: HandIn, key: dict, assignment: str = ASSIGNMENT_ID):
+    """(result, the row's message) of a stored final result graded from ``key``, or None when the
+    submission must be graded (again): changed, graded by another grader, or not graded because of
+    a problem on the grader's side."""
+    course = Path(course)
+    results_path, sidecar_path, _ = _paths(course, assignment, hand_in.student)
+    stored = _load(results_path, sidecar_path) or _move_legacy(course, assignment, hand_in.student)
+    if stored is None:
+        return None
+    sidecar, result = stored
+    if sidecar.get("key") != key or not sidecar.get("final") or not valid_result(result) or grader_error(result):
+        return None
+    return result, sidecar.get("message", "")
 
 
 def _resumable(course, assignment, hand_in: HandIn, key: dict):
     """The row of a stored final result graded from ``key``, or None when it must be graded (again)."""
-    results_path, sidecar_path, _ = _paths(course, assignment, hand_in.student)
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        stored = json.loads(results_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if sidecar.get("key") != key or not sidecar.get("final") or not valid_result(stored):
-        return None
-    return row_for(hand_in.student, stored, sidecar.get("message", ""))
+    stored = stored_result(course, hand_in, key, assignment)
+    return None if stored is None else row_for(hand_in.student, *stored)
+
+
+def grader_error(result: dict, final: bool = True) -> bool:
+    """Whether ``result`` is an error on the grader's side (not the student's): the submission was
+    not graded, is never kept as final, and is graded again on the next run.
+
+    The grader marks those itself (``error_side == "grader"``); the pool's own errors (a grader
+    process that crashed, timed out or could not load the grader) arrive with ``final`` False."""
+    if result.get("status") != "error":
+        return False
+    return not final or result.get("error_side") == "grader"
 
 
 # --- writing results -------------------------------------------------------------------------------
@@ -223,10 +311,12 @@ class Progress:
 
 @dataclass
 class ClassRun:
-    """What ``run`` did: every student's row, how many were graded now or kept, what could not be written."""
+    """What ``run`` did: every student's row, how many were graded now or kept, which were not graded
+    because of a problem on the grader's side, what could not be written."""
     rows: list
     graded: int = 0
     resumed: int = 0
+    grader_errors: list = field(default_factory=list)      # students, graded again on the next run
     write_failures: list = field(default_factory=list)
     csv_path: Path | None = None
     seconds: float = 0.0
@@ -235,27 +325,44 @@ class ClassRun:
 def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bool = False,
         collect: bool = True, regexp: str | None = None, timeout: float = DEFAULT_TIMEOUT,
         csv_path=None, cache_dir=None, progress_stream=None, on_row=None,
-        max_tasks_per_worker: int = MAX_TASKS_PER_WORKER) -> ClassRun:
+        max_tasks_per_worker: int = MAX_TASKS_PER_WORKER, scheduler: str | None = None,
+        students=None, write_class_csv: bool = True) -> ClassRun:
     """Grade every submission of ``assignment`` in ``course_dir``: collect what students handed in,
-    grade what is new or changed in the pool, and write each result as it comes; see the module
-    docstring."""
+    grade what is new or changed in the pool (or on the Dask cluster at ``scheduler``), and write each
+    result as it comes; see the module docstring. ``students`` limits the run to those students (the
+    nbgrader bridge grades what nbgrader is about to import); ``write_class_csv`` False leaves the
+    class CSV alone."""
     started = time.monotonic()
     course = Path(course_dir).resolve()
     csv_path = Path(csv_path) if csv_path else course / "grades.csv"
     log_dir = course / ".cache" / "autograder" / "logs"
-    outcome = ClassRun(rows=[], csv_path=csv_path)
+    outcome = ClassRun(rows=[], csv_path=csv_path if write_class_csv else None)
     rows = {}
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
     problems = collect_archives(course, assignment, regexp) if collect else {}
     hand_ins = discover(course, assignment, problems)
+    if students is not None:
+        wanted = set(students)
+        hand_ins = [h for h in hand_ins if h.student in wanted]
     progress = Progress(len(hand_ins), progress_stream)
 
+    def save_csv():
+        if not write_class_csv:
+            return
+        try:
+            write_csv(rows.values(), csv_path)
+        except OSError as e:
+            outcome.write_failures.append(f"{csv_path}: {e}")
+
     def record(student, result, notes, key, final) -> dict:
+        final = final and not grader_error(result, final)
         result, message, failure = write_result(course, assignment, student, result, notes, key, final)
         if failure is not None:
             outcome.write_failures.append(f"{student}: {failure}")
             progress.note(f"could not write the results of {student}: {failure}")
+        if grader_error(result, final) and student not in outcome.grader_errors:
+            outcome.grader_errors.append(student)
         rows[student] = row = row_for(student, result, message)
         return row
 
@@ -282,10 +389,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
         row = record(student, done["result"], notes_of.get(student, []) + done.get("notes", []),
                      keys.get(student), done.get("final", True))
         outcome.graded += 1
-        try:
-            write_csv(rows.values(), csv_path)
-        except OSError as e:
-            outcome.write_failures.append(f"{csv_path}: {e}")
+        save_csv()
         progress.update(row)
         if on_row is not None:
             on_row(row)
@@ -296,18 +400,20 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
             progress.note(f"{outcome.resumed} unchanged submission(s) already graded, "
                           f"{len(hand_ins) - len(tasks) - outcome.resumed} could not be graded; "
                           f"grading {len(tasks)} (--force regrades all)")
-        if tasks:
+        if tasks and scheduler:
+            from .cluster import run_cluster          # Dask only when asked for: one machine needs none
+            run_cluster(tasks, scheduler=scheduler, on_result=on_result, timeout=timeout,
+                        cache_dir=cache_dir, grader_hash=graded_hash, note=progress.note)
+        elif tasks:
             run_pool(tasks, jobs=jobs, on_result=on_result, timeout=timeout, cache_dir=cache_dir,
                      log_dir=log_dir, max_tasks_per_worker=max_tasks_per_worker,
                      note=progress.note)
     finally:
         progress.close()
         outcome.rows = [rows[s] for s in sorted(rows)]
+        outcome.grader_errors.sort()
         outcome.seconds = time.monotonic() - started
-        try:
-            write_csv(outcome.rows, csv_path)
-        except OSError as e:
-            outcome.write_failures.append(f"{csv_path}: {e}")
+        save_csv()
     return outcome
 
 
@@ -327,6 +433,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="where the grader caches the training baseline "
                                        "(default: the grader's own, $BN_AUTOGRADER_CACHE or ~/.cache/bn-autograder)")
     p.add_argument("--csv", help="where to write the class CSV (default: COURSE_DIR/grades.csv)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) instead "
+                        "of local grader processes; needs the package's [cluster] extra (see the README)")
     p.add_argument("--no-collect", action="store_true",
                    help="do not extract downloaded/<assignment>/archive (e.g. after nbgrader zip_collect)")
     p.add_argument("--collect-regexp",
@@ -366,7 +475,7 @@ def main(argv=None) -> int:
     try:
         outcome = run(course, assignment=args.assignment, jobs=args.jobs, force=args.force,
                       collect=not args.no_collect, regexp=args.collect_regexp, timeout=args.timeout,
-                      csv_path=args.csv, cache_dir=args.cache_dir)
+                      csv_path=args.csv, cache_dir=args.cache_dir, scheduler=args.scheduler)
     except KeyboardInterrupt:
         print("\ninterrupted: every result finished so far is written; run the same command again "
               "to grade the rest", file=sys.stderr)
@@ -374,6 +483,9 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"grade-class: could not write results: {e}", file=sys.stderr)
         return 1
+    except ClusterUnavailable as e:
+        print(f"grade-class: {e}", file=sys.stderr)
+        return 2
     if not outcome.rows:
         print(f"no submissions found in {course / 'submitted'}/<student>/{args.assignment}/")
         return 0
@@ -387,4 +499,13 @@ def main(argv=None) -> int:
     if outcome.write_failures:
         print("could not write:\n  " + "\n  ".join(outcome.write_failures), file=sys.stderr)
         return 1
+    if outcome.grader_errors:
+        again = shlex.join(["python", "-m", "autograder", "grade-class",
+                            *(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--force")])
+        print(f"\nNOT GRADED because of a problem on the grader's side, not the students' "
+              f"({len(outcome.grader_errors)}): {', '.join(outcome.grader_errors)}\n"
+              "Their rows say why (status error, 0 points, not a grade). Fix the cause, then run\n"
+              f"  {again}\n"
+              "which grades these again and keeps everyone else's result.", file=sys.stderr)
+        return EXIT_NOT_GRADED
     return 0
