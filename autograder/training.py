@@ -449,6 +449,85 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budge
         _write_memo(path, key, result)
     return result
 
+# ---------------------------------------------------------------------------------------------
+# The memo: a whole comparison, by architecture
+#
+# The check is seeded and deterministic, so its outcome depends only on the architecture (the
+# config without names, see architecture.py), the budget and the grader. Most correct answers share
+# an architecture: they are trained once per cache. Only complete comparisons are kept; a model
+# that could not be trained is judged again each time (cheap, and a bound that stopped training
+# may depend on the machine's load).
+
+MEMO_ENV = "BN_AUTOGRADER_TRAINING_MEMO"    # "0" turns the memo off (to compare verdicts without it)
+MEMO_DIR = "training-memo"                  # inside the cache dir, one file per key
+
+
+def memo_enabled() -> bool:
+    return os.environ.get(MEMO_ENV, "1").strip() != "0"
+
+
+def memo_key(config: dict, budget: Budget = BUDGET, required_lead: float = REQUIRED_LEAD) -> dict:
+    """Everything a comparison depends on: the architecture, the budget and the margin, everything the
+    baseline depends on (versions, data, code), and this module's, the rebuild's and the canonical
+    form's source, so that a changed grader never serves a stale result."""
+    return {
+        "architecture": architecture.fingerprint(config),
+        "required_lead": required_lead,
+        "baseline": baseline_key(budget),
+        "grader_code": _source_hash(sys.modules[__name__], modelcheck, architecture),
+    }
+
+
+def _memo_path(cache_dir: Path, key: dict) -> Path:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir / MEMO_DIR / f"{name}.json"
+
+
+_MEMO_FIELDS = ("bn_accuracy", "baseline_accuracy", "lead", "required_lead", "passed")
+
+
+def _read_memo(path: Path, key: dict):
+    """The memoized Comparison (seconds 0), or None when missing, corrupt or for another key."""
+    try:
+        entry = json.loads(path.read_text())
+        stored = entry["comparison"]
+        if entry["key"] != key or set(stored) != set(_MEMO_FIELDS):
+            return None
+        if not all(isinstance(stored[f], float) and math.isfinite(stored[f]) for f in _MEMO_FIELDS[:4]) \
+                or not isinstance(stored["passed"], bool):
+            return None
+        return Comparison(**stored, seconds=0.0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_memo(path: Path, key: dict, result: Comparison) -> None:
+    stored = {f: getattr(result, f) for f in _MEMO_FIELDS}
+    try:   # atomic and content-addressed: graders writing the same entry at once write the same bytes
+        results.write_atomic(json.dumps({"key": key, "comparison": stored}, sort_keys=True, indent=1),
+                             path, mode=0o644)
+    except (OSError, ValueError):
+        pass  # an unwritable memo only costs time
+
+
+def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budget: Budget = BUDGET,
+                     required_lead: float = REQUIRED_LEAD) -> Comparison:
+    """``compute()`` (a Comparison for the model of the vetted ``config``), or its memoized result for
+    the same architecture, budget, margin and grader. What ``compute`` raises is passed on, not kept."""
+    if not memo_enabled():
+        return compute()
+    start = time.perf_counter()
+    with _silenced():
+        key = memo_key(config, budget, required_lead)
+    path = _memo_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
+    found = _read_memo(path, key)
+    if found is not None:
+        return dataclasses.replace(found, seconds=time.perf_counter() - start)
+    result = compute()
+    if isinstance(result, Comparison):
+        _write_memo(path, key, result)
+    return result
+
 
 def compare(student_model, cache_dir: Path | None = None, budget: Budget = BUDGET,
             required_lead: float = REQUIRED_LEAD) -> Comparison:
