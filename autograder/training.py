@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 
 from autograder import architecture, data, modelcheck, reference, results
-from autograder.sandbox import Limits
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -205,49 +204,9 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _rss_bytes() -> int:
-    """This process's resident memory now."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _run_budget(keras, limits: Limits, started: float):
-    """A callback that stops training at the end of the first batch past the training check's
-    wall-clock or memory budget (Limits.training_seconds, .training_memory_bytes); ``reason`` says
-    which. One batch of a model within modelcheck's caps is short, so the overshoot is small."""
-    baseline = _rss_bytes()
-
-    class RunBudget(keras.callbacks.Callback):
-        reason = None
-
-        def on_train_batch_end(self, batch, logs=None):
-            seconds = time.monotonic() - started
-            grown = _rss_bytes() - baseline
-            if seconds > limits.training_seconds:
-                self.reason = (f"training was stopped after {seconds:.0f} s, past the grader's "
-                               f"{limits.training_seconds:g} s budget for the training check")
-            elif grown > limits.training_memory_bytes:
-                self.reason = (f"training was stopped when it had taken {grown / 2**20:,.0f} MiB more memory, "
-                               f"past the grader's {limits.training_memory_bytes / 2**20:,.0f} MiB budget for "
-                               "the training check")
-            if self.reason:
-                self.model.stop_training = True
-
-    return RunBudget()
-
-
-def _train(model, budget: Budget, limits: Limits | None = None) -> float:
+def _train(model, budget: Budget) -> float:
     import keras  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
 
-    started = time.monotonic()
-    limits = limits or Limits.from_env()
-    try:   # bounded before anything is built or trained: the cost follows from the config alone
-        modelcheck.check_bounds(json.loads(model.to_json()), training_budget=budget)
-    except modelcheck.ModelRefused as error:
-        raise TrainingCheckError(str(error)) from None
     _check_declared_shapes(model)
     x, y = _subset(budget.n_images)
     # Seed, then clone: the clone's weights are drawn here, under the seed, so the result does not
@@ -265,15 +224,11 @@ def _train(model, budget: Budget, limits: Limits | None = None) -> float:
     # Our own seeded permutation with shuffle=False: the order is fixed by the budget, not by
     # Keras' shuffling internals. (The same order every epoch; the check is about speed.)
     order = np.random.default_rng(budget.seed).permutation(len(x))
-    run_budget = _run_budget(keras, limits, started)
     try:
         history = fresh.fit(x[order], y[order], batch_size=budget.batch_size, epochs=budget.epochs,
-                            shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), run_budget])
+                            shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
     except Exception as error:  # noqa: BLE001
         raise TrainingCheckError(f"training the model failed: {_first_line(error)}") from error
-    if run_budget.reason:
-        raise TrainingCheckError(f"{run_budget.reason} (a model within the grader's size caps trains in "
-                                 "a few seconds)")
     loss = history.history.get("loss", [math.nan])[-1]
     accuracy = history.history.get("accuracy", [math.nan])[-1]
     if not (math.isfinite(loss) and math.isfinite(accuracy)):
@@ -282,17 +237,15 @@ def _train(model, budget: Budget, limits: Limits | None = None) -> float:
     return float(accuracy)
 
 
-def train_accuracy(model, budget: Budget = BUDGET, limits: Limits | None = None) -> float:
+def train_accuracy(model, budget: Budget = BUDGET) -> float:
     """The training accuracy of a fresh copy of ``model`` over the last epoch of ``budget``.
 
     Seeded and silent: the same model and budget give the same number in one process or in two
     (on the same machine; a different thread count or CPU changes the last bits, ~0.001).
-    Raises TrainingCheckError with a message for the student when the model cannot be trained, when
-    it is above modelcheck's caps (checked from its config before anything is built), or when
-    training runs past ``limits``' wall-clock or memory budget (default: Limits.from_env()).
+    Raises TrainingCheckError with a message for the student when the model cannot be trained.
     """
     with _silenced():
-        return _train(model, budget, limits)
+        return _train(model, budget)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,86 +401,6 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budge
     if isinstance(result, Comparison):
         _write_memo(path, key, result)
     return result
-
-# ---------------------------------------------------------------------------------------------
-# The memo: a whole comparison, by architecture
-#
-# The check is seeded and deterministic, so its outcome depends only on the architecture (the
-# config without names, see architecture.py), the budget and the grader. Most correct answers share
-# an architecture: they are trained once per cache. Only complete comparisons are kept; a model
-# that could not be trained is judged again each time (cheap, and a bound that stopped training
-# may depend on the machine's load).
-
-MEMO_ENV = "BN_AUTOGRADER_TRAINING_MEMO"    # "0" turns the memo off (to compare verdicts without it)
-MEMO_DIR = "training-memo"                  # inside the cache dir, one file per key
-
-
-def memo_enabled() -> bool:
-    return os.environ.get(MEMO_ENV, "1").strip() != "0"
-
-
-def memo_key(config: dict, budget: Budget = BUDGET, required_lead: float = REQUIRED_LEAD) -> dict:
-    """Everything a comparison depends on: the architecture, the budget and the margin, everything the
-    baseline depends on (versions, data, code), and this module's, the rebuild's and the canonical
-    form's source, so that a changed grader never serves a stale result."""
-    return {
-        "architecture": architecture.fingerprint(config),
-        "required_lead": required_lead,
-        "baseline": baseline_key(budget),
-        "grader_code": _source_hash(sys.modules[__name__], modelcheck, architecture),
-    }
-
-
-def _memo_path(cache_dir: Path, key: dict) -> Path:
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    return cache_dir / MEMO_DIR / f"{name}.json"
-
-
-_MEMO_FIELDS = ("bn_accuracy", "baseline_accuracy", "lead", "required_lead", "passed")
-
-
-def _read_memo(path: Path, key: dict):
-    """The memoized Comparison (seconds 0), or None when missing, corrupt or for another key."""
-    try:
-        entry = json.loads(path.read_text())
-        stored = entry["comparison"]
-        if entry["key"] != key or set(stored) != set(_MEMO_FIELDS):
-            return None
-        if not all(isinstance(stored[f], float) and math.isfinite(stored[f]) for f in _MEMO_FIELDS[:4]) \
-                or not isinstance(stored["passed"], bool):
-            return None
-        return Comparison(**stored, seconds=0.0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_memo(path: Path, key: dict, result: Comparison) -> None:
-    stored = {f: getattr(result, f) for f in _MEMO_FIELDS}
-    try:   # atomic and content-addressed: graders writing the same entry at once write the same bytes
-        results.write_atomic(json.dumps({"key": key, "comparison": stored}, sort_keys=True, indent=1),
-                             path, mode=0o644)
-    except (OSError, ValueError):
-        pass  # an unwritable memo only costs time
-
-
-def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budget: Budget = BUDGET,
-                     required_lead: float = REQUIRED_LEAD) -> Comparison:
-    """``compute()`` (a Comparison for the model of the vetted ``config``), or its memoized result for
-    the same architecture, budget, margin and grader. What ``compute`` raises is passed on, not kept."""
-    if not memo_enabled():
-        return compute()
-    start = time.perf_counter()
-    with _silenced():
-        key = memo_key(config, budget, required_lead)
-    path = _memo_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
-    found = _read_memo(path, key)
-    if found is not None:
-        return dataclasses.replace(found, seconds=time.perf_counter() - start)
-    result = compute()
-    if isinstance(result, Comparison):
-        _write_memo(path, key, result)
-    return result
-
 
 def compare(student_model, cache_dir: Path | None = None, budget: Budget = BUDGET,
             required_lead: float = REQUIRED_LEAD) -> Comparison:
