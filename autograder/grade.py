@@ -9,7 +9,6 @@ student's error), and its exercise from its module, ``test_<exercise>.py``.
 
 import argparse
 import contextlib
-import functools
 import io
 import os
 import sys
@@ -18,85 +17,65 @@ from pathlib import Path
 
 import pytest
 
-from .results import CHECKS_DIR, in_exercise_order, summarise, write_json_atomic
-from .submission import StudentCodeError, SubmissionError
+from . import results
+from .checklist import CHECKS_DIR, PYTEST_ARGS, check_id, collect_checks, description, failure, row  # noqa: F401
 
-# no:unraisableexception: its gc.collect() passes at session end cost ~1.3 s per graded notebook.
-PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:unraisableexception", "-q", "--no-header", "-o", "addopts=",
-               "--rootdir", str(CHECKS_DIR), "-o", "python_files=test_*.py", "-W", "ignore"]
-
-
-def _exercise(item) -> str:
-    return Path(str(item.path)).stem.removeprefix("test_")
-
-
-def _check_id(item) -> str:
-    return f"{_exercise(item)}::{item.name}"
-
-
-def _description(item) -> str:
-    doc = (getattr(item, "function", None).__doc__ or item.name).strip()
-    return doc.splitlines()[0]
-
-
-def _student_message(excinfo) -> str:
-    """What the student reads when a check fails: its assertion message or the student's own error."""
-    exc = excinfo.value
-    if isinstance(exc, (StudentCodeError, SubmissionError)):
-        return str(exc)
-    if isinstance(exc, pytest.fail.Exception):
-        return str(exc.msg)
-    if isinstance(exc, AssertionError):
-        text = str(exc.args[0]) if exc.args else "the check failed"
-        return text.split("\nassert ")[0].strip()
-    from .modelcheck import ModelRefused
-    if isinstance(exc, ModelRefused):
-        return str(exc)
-    return f"the check could not run: {type(exc).__name__}: {str(exc)[:300]}"
+__all__ = ["grade_notebook", "collect_checks", "main"]
 
 
 class Collector:
-    """A pytest plugin that turns each check's outcome into a results row."""
+    """A pytest plugin that turns each check's outcome into a results row, and keeps the failures
+    on the grader's side apart (``grader_failures``, "check id: reason")."""
 
     def __init__(self):
         self.rows = {}
+        self.grader_failures = []
         self.config = None
 
     def pytest_configure(self, config):
         self.config = config
 
     def pytest_collection_modifyitems(self, items):
-        for item in items:
-            marker = item.get_closest_marker("points")
-            if marker is None:
-                raise pytest.UsageError(f"check {item.nodeid} has no points marker")
-            self.rows[item.nodeid] = {"id": _check_id(item), "exercise": _exercise(item),
-                                      "points": 0.0, "max_points": float(marker.args[0]), "passed": False,
-                                      "message": "the check did not run"}
+        self.rows = {item.nodeid: row(item) for item in items}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        row = self.rows[item.nodeid]
+        found = self.rows.get(item.nodeid)
+        if found is None:
+            return
         if report.when == "call" and report.passed:
-            row.update(points=row["max_points"], passed=True, message=f"passed: {_description(item)}")
-        elif report.failed and call.excinfo is not None:
-            row.update(points=0.0, passed=False, message=_student_message(call.excinfo))
+            found.update(points=found["max_points"], passed=True, message=f"passed: {description(item)}")
+        elif report.failed and call.excinfo is not None and report.when in ("setup", "call"):
+            message, grader_side = failure(call.excinfo.value)
+            found.update(points=0.0, passed=False, message=message)
+            if grader_side:
+                self.grader_failures.append(f"{check_id(item)}: {message}")
 
 
-@functools.lru_cache(maxsize=1)
-def collect_checks() -> tuple:
-    """Every check as a row (id, exercise, max_points), without grading anything."""
-    collector = Collector()
-    with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([str(CHECKS_DIR), "--collect-only", *PYTEST_ARGS], plugins=[collector])
-    return tuple({"id": r["id"], "exercise": r["exercise"], "max_points": r["max_points"]}
-                 for r in in_exercise_order(collector.rows.values()))
+def _grader_error(collector, exit_code, log) -> str | None:
+    """The reason grading failed on the grader's side, or None."""
+    from .checks.conftest import GRADER_ERROR
+    config = collector.config
+    setup = config.stash.get(GRADER_ERROR, None) if config else None
+    if setup:
+        return setup
+    if collector.grader_failures:
+        more = len(collector.grader_failures) - 1
+        return collector.grader_failures[0] + (f" (and {more} more)" if more else "")
+    if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not collector.rows:
+        return f"pytest exit code {int(exit_code)}: {log.getvalue()[-2000:]}"
+    return None
 
 
 def grade_notebook(path, *, cache_dir=None, hide=()) -> dict:
-    """The results document for one notebook. Never raises for a bad submission."""
+    """The results document for one notebook. Never raises for a bad submission; a failure on the
+    grader's side gives status "error" and a reason that says so, with every check at 0.
+
+    Bounded on every path that calls it (grade, grade-class's pool, the nbgrader bridge): the
+    student's code by the sandbox's Limits, models by modelcheck's caps before they are built, and
+    the training check by its own wall-clock and memory budget (training.py)."""
     started = time.monotonic()
     collector = Collector()
     args = [str(CHECKS_DIR), *PYTEST_ARGS, "--submission", str(path)]
@@ -111,18 +90,21 @@ def grade_notebook(path, *, cache_dir=None, hide=()) -> dict:
     config = collector.config
     timings = dict(config.stash.get(TIMINGS, {})) if config else {}
     error = config.stash.get(SUBMISSION_ERROR, None) if config else None
-    if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not collector.rows:
-        error = f"the grader failed (pytest exit code {int(exit_code)}): {log.getvalue()[-2000:]}"
     timings["checks"] = round(time.monotonic() - started - timings.get("worker_start", 0.0)
                               - (timings.get("training_check") or 0.0), 3)
     timings["total"] = round(time.monotonic() - started, 3)
     for key in ("worker_start", "calls"):
         if key in timings:
             timings[key] = round(timings[key], 3)
-    return summarise(list(collector.rows.values()), error=error, timings=timings)
+    grader_error = None if error else _grader_error(collector, exit_code, log)
+    if grader_error:
+        return results.error_result(grader_error, timings=timings, grader_side=True)
+    return results.summarise(list(collector.rows.values()), error=error, timings=timings)
 
 
 def main(argv=None) -> int:
+    """Exit status 0 when the notebook got a result (an unreadable notebook's error result included),
+    1 when grading failed on the grader's side (results.json then says why, with status "error")."""
     parser = argparse.ArgumentParser(prog="python -m autograder grade",
                                      description="Grade one notebook with the hidden checks, in isolation.")
     parser.add_argument("notebook", type=Path)
@@ -130,11 +112,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", type=Path, help="where the training baseline is cached")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    results = grade_notebook(args.notebook, cache_dir=args.cache_dir)
-    write_json_atomic(results, args.output)
-    for check in results["checks"]:
+    result = grade_notebook(args.notebook, cache_dir=args.cache_dir)
+    results.write_json_atomic(result, args.output)
+    for check in result["checks"]:
         mark = "PASS" if check["passed"] else "FAIL"
         print(f"{mark} {check['points']:>5.2f}/{check['max_points']:<5.2f} {check['id']}: {check['message']}")
-    status = f" ({results['status']}: {results['error']})" if results["error"] else ""
-    print(f"total {results['total']:g}/{results['max_total']:g}{status} -> {args.output}", file=sys.stderr)
-    return 0
+    status = f" ({result['status']}: {result['error']})" if result["error"] else ""
+    print(f"total {result['total']:g}/{result['max_total']:g}{status} -> {args.output}", file=sys.stderr)
+    return 1 if results.is_grader_error(result) else 0

@@ -51,6 +51,10 @@ class Limits:
     total_seconds: float = 240.0     # for everything the worker does for one submission
     grace_seconds: float = 5.0       # past a soft limit, how long the grader waits before it kills
     answer_bytes: int = 96 << 20     # the largest answer line the grader reads
+    # The grader's own process: the training check trains the student's model there (after
+    # modelcheck's caps, which bound it from the config alone), so it runs on a budget of its own.
+    training_seconds: float = 60.0   # ~3.5 s for the reference model, ~14 s for one the size of modern_cnn
+    training_memory_bytes: int = 2 << 30    # growth of the grader's memory while training
 
     @classmethod
     def from_env(cls, environ=None) -> "Limits":
@@ -80,6 +84,8 @@ ENVIRONMENT_LIMITS = {
     "BN_AUTOGRADER_TOTAL_SECONDS": ("total_seconds", 1),
     "BN_AUTOGRADER_GRACE_SECONDS": ("grace_seconds", 1),
     "BN_AUTOGRADER_MEMORY_MB": ("memory_bytes", 1 << 20),
+    "BN_AUTOGRADER_TRAINING_SECONDS": ("training_seconds", 1),
+    "BN_AUTOGRADER_TRAINING_MEMORY_MB": ("training_memory_bytes", 1 << 20),
 }
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from .exercises import BY_TEST_CELL, DEMO_CELL_PREFIX, nbgrader_metadata
-from .sandbox import Limits, SandboxedProcess, SandboxError
+from .exercises import ASSIGNMENT_ID, BY_TEST_CELL, DEMO_CELL_PREFIX, NOTEBOOK_NAME, nbgrader_metadata
+from .sandbox import PACKAGE_DIR, Limits, SandboxedProcess, SandboxError
 
-MAX_NOTEBOOK_BYTES = 100 << 20     # a notebook with many plots is a few MB
+MAX_NOTEBOOK_BYTES = 100 << 20     # the largest notebook read (collect.py too); with many plots one is a few MB
 STARTUP_SECONDS = 60.0             # Python and NumPy starting in the sandbox; more means it is broken
 
 
@@ -78,10 +78,50 @@ def _source(cell) -> str:
     return source if isinstance(source, str) else ""
 
 
-def cells_to_run(notebook) -> list:
+def _is_setup(cell) -> bool:
+    """A locked code cell that is neither a demo nor a test: the instructor's set-up."""
+    meta = nbgrader_metadata(cell)
+    grade_id = str(meta.get("grade_id", ""))
+    return bool(meta.get("locked")) and not meta.get("solution") and not meta.get("grade") \
+        and not grade_id.startswith(DEMO_CELL_PREFIX) and grade_id not in BY_TEST_CELL
+
+
+def released_notebooks() -> list:
+    """Where the released (student) notebook may be, first found first used: the course's own
+    release (nbgrader's layout, the course folder being the working directory) and the one that
+    ships with the grader (this project's release/)."""
+    relative = Path("release") / ASSIGNMENT_ID / NOTEBOOK_NAME
+    return [Path.cwd() / relative, PACKAGE_DIR.parent / relative]
+
+
+_setup_sources = {}
+
+
+def instructor_setup_cells() -> dict:
+    """{grade_id: source} of the set-up cells of the released notebook ({} when none is found).
+
+    A student's copy of a locked cell is only as locked as their editor: the grader runs these
+    sources in place of the submission's, so that a set-up cell's failure can be told apart from
+    the student's own (nbgrader autograde restores locked cells the same way, from its database)."""
+    for path in released_notebooks():
+        key = str(path)
+        if key not in _setup_sources:
+            try:
+                cells = read_notebook(path).cells if path.is_file() else []
+            except SubmissionError:
+                cells = []
+            _setup_sources[key] = {str(nbgrader_metadata(c).get("grade_id")): _source(c) for c in cells
+                                   if c.get("cell_type") == "code" and _is_setup(c)}
+        if _setup_sources[key]:
+            return _setup_sources[key]
+    return {}
+
+
+def cells_to_run(notebook, setup_sources=None) -> list:
     """The code the grader runs, in notebook order: solution cells, cells the student added and locked
     set-up cells; never demo cells (the training race) or test cells (the grader has its own checks).
-    Cells are chosen by role, not position, so deleted, duplicated or moved cells still run."""
+    Cells are chosen by role, not position, so deleted, duplicated or moved cells still run. A set-up
+    cell whose grade_id is in ``setup_sources`` runs the instructor's source instead of its own."""
     run = []
     cells = notebook.get("cells")
     for index, cell in enumerate(cells if isinstance(cells, list) else []):
@@ -92,6 +132,8 @@ def cells_to_run(notebook) -> list:
         if grade_id.startswith(DEMO_CELL_PREFIX) or meta.get("grade") or grade_id in BY_TEST_CELL:
             continue
         source = _source(cell)
+        if setup_sources and _is_setup(cell) and grade_id in setup_sources:
+            source = setup_sources[grade_id]
         if source.strip():
             run.append((index, source))
     return run
@@ -150,7 +192,12 @@ class Submission:
         self.limits = limits or Limits.from_env()
         self.hide = tuple(hide) + (self.path.resolve().parent,)
         self.notebook = read_notebook(self.path)
-        self.cells = cells_to_run(self.notebook)
+        setup = instructor_setup_cells()
+        self.cells = cells_to_run(self.notebook, setup)
+        # cell index -> grade_id of the cells that run the instructor's set-up source
+        self.setup_cells = {index: nbgrader_metadata(self.notebook.cells[index]).get("grade_id")
+                            for index, _ in self.cells if _is_setup(self.notebook.cells[index])
+                            and nbgrader_metadata(self.notebook.cells[index]).get("grade_id") in setup}
         self.outcomes: list[CellOutcome] = []
         self.skipped: dict[int, str] = {}      # cell index -> how it hung or killed the worker
         self.timed_out: dict[str, str] = {}    # function -> why it is not called again
@@ -333,6 +380,28 @@ class Submission:
         return f"the code ended the grading process (exit code {code}: os._exit, a crash or a limit)"
 
     # -- what the checks use --------------------------------------------------------------------
+    def grader_failure(self) -> str | None:
+        """Why this submission could not be graded for a reason on the grader's side, or None: the
+        sandbox could not start, or an instructor's set-up cell failed and fails again when it runs
+        with only the set-up cells before it in a fresh worker (so no cell of the student's caused it:
+        too little memory for TensorFlow, a missing package or data set)."""
+        if self._broken:
+            return str(self._broken)
+        failed = [o for o in self.outcomes if o.error and o.index in self.setup_cells]
+        if not failed:
+            return None
+        probe = Submission(self.path, self.limits, hide=self.hide)
+        probe.cells = [(i, source) for i, source in self.cells if i in self.setup_cells and i <= failed[0].index]
+        try:
+            with probe:
+                errors = [o for o in probe.cell_errors() if o.index == failed[0].index]
+        except SandboxError as exc:
+            return str(exc)
+        if not errors:
+            return None
+        return (f"the instructor's set-up cell {self.setup_cells[failed[0].index]!r} (cell "
+                f"{failed[0].index + 1}) fails on this machine even without the student's code: {errors[0].error}")
+
     def cell_errors(self) -> list:
         if not self._closed:
             self._ensure_started()

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from autograder import architecture, data, modelcheck, reference, results
+from autograder.sandbox import Limits
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -204,9 +205,49 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _train(model, budget: Budget) -> float:
+def _rss_bytes() -> int:
+    """This process's resident memory now."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _run_budget(keras, limits: Limits, started: float):
+    """A callback that stops training at the end of the first batch past the training check's
+    wall-clock or memory budget (Limits.training_seconds, .training_memory_bytes); ``reason`` says
+    which. One batch of a model within modelcheck's caps is short, so the overshoot is small."""
+    baseline = _rss_bytes()
+
+    class RunBudget(keras.callbacks.Callback):
+        reason = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            seconds = time.monotonic() - started
+            grown = _rss_bytes() - baseline
+            if seconds > limits.training_seconds:
+                self.reason = (f"training was stopped after {seconds:.0f} s, past the grader's "
+                               f"{limits.training_seconds:g} s budget for the training check")
+            elif grown > limits.training_memory_bytes:
+                self.reason = (f"training was stopped when it had taken {grown / 2**20:,.0f} MiB more memory, "
+                               f"past the grader's {limits.training_memory_bytes / 2**20:,.0f} MiB budget for "
+                               "the training check")
+            if self.reason:
+                self.model.stop_training = True
+
+    return RunBudget()
+
+
+def _train(model, budget: Budget, limits: Limits | None = None) -> float:
     import keras  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
 
+    started = time.monotonic()
+    limits = limits or Limits.from_env()
+    try:   # bounded before anything is built or trained: the cost follows from the config alone
+        modelcheck.check_bounds(json.loads(model.to_json()), training_budget=budget)
+    except modelcheck.ModelRefused as error:
+        raise TrainingCheckError(str(error)) from None
     _check_declared_shapes(model)
     x, y = _subset(budget.n_images)
     # Seed, then clone: the clone's weights are drawn here, under the seed, so the result does not
@@ -224,11 +265,15 @@ def _train(model, budget: Budget) -> float:
     # Our own seeded permutation with shuffle=False: the order is fixed by the budget, not by
     # Keras' shuffling internals. (The same order every epoch; the check is about speed.)
     order = np.random.default_rng(budget.seed).permutation(len(x))
+    run_budget = _run_budget(keras, limits, started)
     try:
         history = fresh.fit(x[order], y[order], batch_size=budget.batch_size, epochs=budget.epochs,
-                            shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+                            shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), run_budget])
     except Exception as error:  # noqa: BLE001
         raise TrainingCheckError(f"training the model failed: {_first_line(error)}") from error
+    if run_budget.reason:
+        raise TrainingCheckError(f"{run_budget.reason} (a model within the grader's size caps trains in "
+                                 "a few seconds)")
     loss = history.history.get("loss", [math.nan])[-1]
     accuracy = history.history.get("accuracy", [math.nan])[-1]
     if not (math.isfinite(loss) and math.isfinite(accuracy)):
@@ -237,15 +282,17 @@ def _train(model, budget: Budget) -> float:
     return float(accuracy)
 
 
-def train_accuracy(model, budget: Budget = BUDGET) -> float:
+def train_accuracy(model, budget: Budget = BUDGET, limits: Limits | None = None) -> float:
     """The training accuracy of a fresh copy of ``model`` over the last epoch of ``budget``.
 
     Seeded and silent: the same model and budget give the same number in one process or in two
     (on the same machine; a different thread count or CPU changes the last bits, ~0.001).
-    Raises TrainingCheckError with a message for the student when the model cannot be trained.
+    Raises TrainingCheckError with a message for the student when the model cannot be trained, when
+    it is above modelcheck's caps (checked from its config before anything is built), or when
+    training runs past ``limits``' wall-clock or memory budget (default: Limits.from_env()).
     """
     with _silenced():
-        return _train(model, budget)
+        return _train(model, budget, limits)
 
 
 # ---------------------------------------------------------------------------------------------

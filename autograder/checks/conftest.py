@@ -15,6 +15,7 @@ from autograder.sandbox import Limits
 from autograder.submission import StudentCodeError, Submission, SubmissionError
 
 SUBMISSION_ERROR = pytest.StashKey[str]()
+GRADER_ERROR = pytest.StashKey[str]()     # a failure on the grader's side (Submission.grader_failure)
 TIMINGS = pytest.StashKey[dict]()
 
 
@@ -50,6 +51,9 @@ def submission(request):
     with opened:
         yield opened
         request.config.stash[TIMINGS].update(opened.timings)
+        failure = opened.grader_failure()
+        if failure:
+            request.config.stash[GRADER_ERROR] = failure
 
 
 @pytest.fixture(scope="session")
