@@ -6,29 +6,146 @@ wrong, so a check can say which mistake a wrong answer matches.
 
 import numpy as np
 
-# Keras' BatchNormalization defaults, which the notebook teaches.
+# Keras' BatchNormalization defaults, which the notebook teaches. The paper and PyTorch use
+# epsilon 1e-5, which is manual_batch_norm's and batch_norm_backward's default.
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
+PAPER_BN_EPSILON = 1e-5
 
 
-def batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5, *, axes=None, ddof=0, eps_inside_sqrt=True):
-    """Training-mode batch normalization of ``x`` in float64.
+def feature_axes(x) -> tuple:
+    """The axes BN takes statistics over: every axis but the last (the feature or channel)."""
+    return tuple(range(np.ndim(x) - 1))
+
+
+def _std(var, epsilon, *, eps_inside_sqrt=True, var_as_std=False):
+    """The denominator, sqrt(var + epsilon); the flags are the mistakes students make with it."""
+    if var_as_std:
+        return var + epsilon
+    return np.sqrt(var + epsilon) if eps_inside_sqrt else np.sqrt(var) + epsilon
+
+
+def normalize(x, mean, var, gamma=1.0, beta=0.0, epsilon=PAPER_BN_EPSILON, *, eps_inside_sqrt=True,
+              var_as_std=False):
+    """gamma * (x - mean) / sqrt(var + epsilon) + beta in float64: BN with given statistics.
+
+    x: (N, F) or (N, H, W, C); mean, var: anything that broadcasts against x ((F,), (C,) or kept
+    dimensions); gamma, beta: scalars or (F,)/(C,). Returns an array of x's shape.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    std = _std(np.asarray(var, np.float64), epsilon, eps_inside_sqrt=eps_inside_sqrt, var_as_std=var_as_std)
+    return np.asarray(gamma, np.float64) * (x - np.asarray(mean, np.float64)) / std + np.asarray(beta, np.float64)
+
+
+def batch_norm(x, gamma=1.0, beta=0.0, epsilon=PAPER_BN_EPSILON, *, axes=None, ddof=0, eps_inside_sqrt=True):
+    """Training-mode batch normalization of ``x`` in float64 (manual_batch_norm).
 
     x: (N, F) or (N, H, W, C); statistics are taken over every axis but the last
     (``axes`` overrides that, for the mistake variants). gamma, beta: scalars or (F,)/(C,).
     Returns an array of x's shape: gamma * (x - mean) / sqrt(var + epsilon) + beta.
     """
     x = np.asarray(x, dtype=np.float64)
-    if axes is None:
-        axes = tuple(range(x.ndim - 1))
+    axes = feature_axes(x) if axes is None else axes
     mean = x.mean(axis=axes, keepdims=True)
     var = x.var(axis=axes, keepdims=True, ddof=ddof)
-    std = np.sqrt(var + epsilon) if eps_inside_sqrt else np.sqrt(var) + epsilon
-    return np.asarray(gamma, np.float64) * (x - mean) / std + np.asarray(beta, np.float64)
+    return normalize(x, mean, var, gamma, beta, epsilon, eps_inside_sqrt=eps_inside_sqrt)
 
 
-def known_mistakes(x, gamma, beta, epsilon):
-    """{key: (description, output)} for the mistakes students make most, each one change away from the reference."""
+def batch_norm_backward(dout, x, gamma=1.0, epsilon=PAPER_BN_EPSILON, *, axes=None, mean_path=True,
+                        variance_path=True, dgamma_from_x_hat=True):
+    """Gradients of training-mode BN (batch_norm's output) in float64: (dx, dgamma, dbeta).
+
+    dout, x: (N, F) or (N, H, W, C); gamma: scalar or (F,)/(C,). Statistics and sums are over
+    every axis but the last (``axes`` overrides that). dx has x's shape; dgamma and dbeta are one
+    per feature, (F,) or (C,), whatever gamma's shape (a scalar gamma is one shared by all).
+    With m the number of values per feature, x_hat = (x - mean) / std and dx_hat = dout * gamma:
+        dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
+    where the mean(dx_hat) term flows through the batch mean and the x_hat term through the
+    batch variance. The flags drop one piece each: the mistake variants.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    dout = np.asarray(dout, dtype=np.float64)
+    axes = feature_axes(x) if axes is None else axes
+    mean = x.mean(axis=axes, keepdims=True)
+    std = _std(x.var(axis=axes, keepdims=True), epsilon)
+    x_hat = (x - mean) / std
+    dx_hat = dout * np.asarray(gamma, np.float64)
+    dx = dx_hat
+    if mean_path:
+        dx = dx - dx_hat.mean(axis=axes, keepdims=True)
+    if variance_path:
+        dx = dx - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)
+    dgamma = (dout * x_hat if dgamma_from_x_hat else dout).sum(axis=axes)
+    return dx / std, dgamma, dout.sum(axis=axes)
+
+
+def numerical_gradient(f, x, dout, h=1e-6):
+    """Centred-difference gradient of sum(f(x) * dout) with respect to the float64 array ``x``.
+
+    f: a function of x alone; x: any shape (perturbed in place and restored); dout: f(x)'s shape.
+    Each element costs two calls of f; the error is O(h**2) plus rounding O(eps / h).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + h
+        plus = np.sum(f(x) * dout)
+        x[index] = saved - h
+        minus = np.sum(f(x) * dout)
+        x[index] = saved
+        grad[index] = (plus - minus) / (2 * h)
+    return grad
+
+
+def update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, momentum=KERAS_BN_MOMENTUM,
+                             *, swapped=False):
+    """One step of BN's moving averages, Keras' convention: new = momentum * moving + (1 - momentum) * batch.
+
+    All four statistics: (C,) (or scalars); momentum: the weight of the old moving value (PyTorch's
+    momentum is the weight of the batch: its 0.1 is Keras' 0.9). Returns (new_mean, new_var).
+    ``swapped`` puts momentum on the batch instead: the mistake variant.
+    """
+    keep = 1.0 - momentum if swapped else momentum
+    def step(moving, batch):
+        return keep * np.asarray(moving, np.float64) + (1.0 - keep) * np.asarray(batch, np.float64)
+    return step(moving_mean, batch_mean), step(moving_var, batch_var)
+
+
+def batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=KERAS_BN_EPSILON, **mistake):
+    """Inference-mode BN: normalize x with the moving statistics (C,), not the batch's own.
+
+    x: (N, F) or (N, H, W, C); gamma, beta: scalars or (C,). Returns an array of x's shape. The
+    default epsilon is Keras' (1e-3). ``mistake`` passes normalize's eps_inside_sqrt / var_as_std.
+    """
+    return normalize(x, moving_mean, moving_var, gamma, beta, epsilon, **mistake)
+
+
+def population_statistics(batch_means, batch_vars, batch_sizes, *, weighted=True, between_batches=True):
+    """The exact mean and biased variance of the union of B batches, from their statistics.
+
+    batch_means, batch_vars: (B, C), each batch's mean and biased variance per channel;
+    batch_sizes: (B,). Returns (mean, var), each (C,). With weights w_b = n_b / sum(n):
+        mean = sum_b w_b * mean_b
+        var  = sum_b w_b * (var_b + (mean_b - mean)**2)     (within-batch + between-batch)
+    ``weighted=False`` (equal weights) and ``between_batches=False`` are the mistake variants.
+    """
+    means = np.asarray(batch_means, np.float64)
+    variances = np.asarray(batch_vars, np.float64)
+    sizes = np.asarray(batch_sizes, np.float64)
+    weights = (sizes if weighted else np.ones_like(sizes)) / (sizes.sum() if weighted else len(sizes))
+    mean = weights @ means
+    spread = (means - mean) ** 2 if between_batches else 0.0
+    return mean, weights @ (variances + spread)
+
+
+# ---------------------------------------------------------------------------------------------
+# Known mistakes. Each exercise's function below returns {key: (description, output)}: the
+# formula with one thing wrong (its output has the shape of the exercise's output: an array or
+# a tuple of arrays). A check compares an answer with them (matching_mistake) to name the mistake.
+
+def batch_norm_mistakes(x, gamma, beta, epsilon):
+    """manual_batch_norm's known mistakes on this input."""
     x = np.asarray(x, dtype=np.float64)
     every_axis = tuple(range(x.ndim))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -68,12 +185,98 @@ def _nchw_mistake(x, gamma, beta, epsilon):
         return np.full_like(x, np.nan)
 
 
-def matching_mistake(output, x, gamma, beta, epsilon, among=None, rtol=1e-5, atol=1e-5):
-    """The key of the known mistake (of ``among``, default all) that ``output`` matches, or None."""
-    output = np.asarray(output, dtype=np.float64)
-    for key, (_, wrong) in known_mistakes(x, gamma, beta, epsilon).items():
-        if (among is None or key in among) and wrong.shape == output.shape and np.all(np.isfinite(wrong)) \
-                and np.allclose(output, wrong, rtol=rtol, atol=atol):
+def batch_norm_backward_mistakes(dout, x, gamma, epsilon):
+    """batch_norm_backward's known mistakes on this input; each output is (dx, dgamma, dbeta)."""
+    variants = {
+        "constant_statistics": (
+            "dx = dout * gamma / sigma treats the batch mean and variance as constants; they are computed "
+            "from x, so the gradient also flows through them (dx needs the mean(dx_hat) and "
+            "x_hat * mean(dx_hat * x_hat) terms)",
+            batch_norm_backward(dout, x, gamma, epsilon, mean_path=False, variance_path=False)),
+        "no_variance_path": (
+            "dx leaves out the path through the batch variance: it subtracts mean(dx_hat) but not "
+            "x_hat * mean(dx_hat * x_hat)",
+            batch_norm_backward(dout, x, gamma, epsilon, variance_path=False)),
+        "dgamma_without_x_hat": (
+            "dgamma = sum(dout) leaves out x_hat; gamma multiplies x_hat, so dgamma = sum(dout * x_hat)",
+            batch_norm_backward(dout, x, gamma, epsilon, dgamma_from_x_hat=False)),
+    }
+    if np.ndim(x) == 4:
+        variants["batch_axis_only"] = (
+            "the sums and means are taken over the batch axis only (axis=0); for conv activations "
+            "(N, H, W, C) take them per channel, over axes (0, 1, 2), so dgamma and dbeta have shape (C,)",
+            batch_norm_backward(dout, x, gamma, epsilon, axes=(0,)))
+    return variants
+
+
+def update_moving_statistics_mistakes(moving_mean, moving_var, batch_mean, batch_var, momentum):
+    """update_moving_statistics's known mistakes on this input; each output is (new_mean, new_var)."""
+    return {
+        "swapped_momentum": (
+            "momentum weighs the new batch here; in Keras' convention it weighs the old moving value: "
+            "new = momentum * moving + (1 - momentum) * batch (PyTorch's momentum=0.1 is Keras' 0.9)",
+            update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, momentum, swapped=True)),
+        "fixed_momentum": (
+            f"it uses momentum {KERAS_BN_MOMENTUM} whatever momentum it is given: use the momentum argument",
+            update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, KERAS_BN_MOMENTUM)),
+    }
+
+
+def batch_norm_inference_mistakes(x, moving_mean, moving_var, gamma, beta, epsilon):
+    """batch_norm_inference's known mistakes on this input."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "batch_statistics": (
+                "it normalizes with the batch's own mean and variance; at inference BN uses the moving "
+                "statistics it was given, so each example's output does not depend on the rest of the batch",
+                batch_norm(x, gamma, beta, epsilon)),
+            "eps_outside_sqrt": (
+                "epsilon added outside the square root; it belongs inside: sqrt(moving_var + epsilon)",
+                batch_norm_inference(x, moving_mean, moving_var, gamma, beta, epsilon, eps_inside_sqrt=False)),
+            "var_as_std": (
+                "it divides by the variance as if it were the standard deviation; divide by "
+                "sqrt(moving_var + epsilon)",
+                batch_norm_inference(x, moving_mean, moving_var, gamma, beta, epsilon, var_as_std=True)),
+        }
+
+
+def population_statistics_mistakes(batch_means, batch_vars, batch_sizes):
+    """population_statistics's known mistakes on this input; each output is (mean, var)."""
+    return {
+        "averaged_variances": (
+            "the variance is the average of the batch variances, which drops the between-batch term: "
+            "the union's variance also counts how far each batch mean is from the overall mean, "
+            "var = sum_b w_b * (var_b + (mean_b - mean)**2)",
+            population_statistics(batch_means, batch_vars, batch_sizes, between_batches=False)),
+        "unweighted": (
+            "the batches are averaged with equal weights although their sizes differ; weigh each batch "
+            "by its size, w_b = n_b / sum(n)",
+            population_statistics(batch_means, batch_vars, batch_sizes, weighted=False)),
+        "unweighted_averaged_variances": (
+            "the batch means and variances are averaged with equal weights (np.mean over the batches): "
+            "weigh each batch by its size, and add the between-batch term (mean_b - mean)**2 to the variance",
+            population_statistics(batch_means, batch_vars, batch_sizes, weighted=False, between_batches=False)),
+    }
+
+
+def as_parts(output) -> tuple:
+    """An output as a tuple of float64 arrays (a single array is a tuple of one)."""
+    items = output if isinstance(output, (tuple, list)) else (output,)
+    return tuple(np.asarray(item, dtype=np.float64) for item in items)
+
+
+def close(output, expected, rtol=1e-5, atol=1e-5) -> bool:
+    """Every part of ``output`` has the shape of ``expected``'s and is finite and allclose to it."""
+    got, want = as_parts(output), as_parts(expected)
+    return len(got) == len(want) and all(
+        g.shape == w.shape and np.all(np.isfinite(w)) and np.allclose(g, w, rtol=rtol, atol=atol)
+        for g, w in zip(got, want))
+
+
+def matching_mistake(output, mistakes, among=None, rtol=1e-5, atol=1e-5):
+    """The key of the mistake (of ``among``, default all of ``mistakes``) that ``output`` equals, or None."""
+    for key, (_, wrong) in mistakes.items():
+        if (among is None or key in among) and close(output, wrong, rtol, atol):
             return key
     return None
 

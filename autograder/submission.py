@@ -6,6 +6,7 @@ model-config dicts). When the worker hangs or dies (an endless loop, ``os._exit`
 it is killed and started again without the cell that did it, so one bad cell costs only what
 depends on it. A function that runs out of time is not called again: its later checks fail at
 once, so that one endless loop cannot use up the time the other exercises need.
+``.call_arrays(...)`` is ``call_array`` for a function that returns a tuple of arrays.
 
 Everything the worker writes is untrusted: the student's code can write to the answer channel
 itself. Only a well-formed line with the id of the pending request is taken as its answer; anything
@@ -181,6 +182,13 @@ def encode_array(array) -> dict:
 class ArrayAnswer:
     value: np.ndarray           # float64 copy of what the function returned
     dtype: str                  # the dtype the function returned, as the worker saw it
+    args_after: list            # each array argument as it was after the call (None for scalars)
+
+
+@dataclass
+class ArraysAnswer:
+    values: list                # float64 copy of each array in the tuple the function returned
+    dtypes: list                # the dtype of each, as the worker saw it
     args_after: list            # each array argument as it was after the call (None for scalars)
 
 
@@ -451,6 +459,24 @@ class Submission:
                                                  f"numbers ({exc})") from None
         dtype = answer["value"].get("dtype", "")
         return ArrayAnswer(value, dtype if isinstance(dtype, str) else "", after)
+
+    def call_arrays(self, function, *args, **kwargs) -> ArraysAnswer:
+        """Call a function that returns a tuple of arrays, e.g. (dx, dgamma, dbeta); each as float64."""
+        answer = self._call(function, args, kwargs, "arrays")
+        encoded = answer.get("value")
+        try:
+            if not isinstance(encoded, list):
+                raise ValueError("not a list of arrays")
+            values = [decode_array(part, self.limits.answer_bytes) for part in encoded]
+            after = answer.get("args_after", [])
+            if not isinstance(after, list):
+                raise ValueError("malformed arguments")
+            after = [None if a is None else decode_array(a, self.limits.answer_bytes) for a in after]
+        except (ValueError, TypeError) as exc:
+            raise StudentCodeError("bad_return", f"{function} returned something that is not a tuple of "
+                                                 f"arrays of numbers ({exc})") from None
+        dtypes = [part.get("dtype", "") for part in encoded]
+        return ArraysAnswer(values, [d if isinstance(d, str) else "" for d in dtypes], after)
 
     def model_config(self, function, **kwargs) -> dict:
         """Call a model builder in the worker; the model as its Keras config (a plain dict)."""

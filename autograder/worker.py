@@ -10,9 +10,10 @@ itself. The worker only runs code and converts what it returns.
 Requests (one JSON object a line) and answers:
   {"op": "run_cell", "source": str, "seconds": float, "cell": int (its number in the notebook)}
       -> {"ok": true} | {"ok": false, "error": "NameError: ..."}
-  {"op": "call", "function": str, "args": [...], "kwargs": {...}, "returns": "array" | "model",
+  {"op": "call", "function": str, "args": [...], "kwargs": {...}, "returns": "array" | "arrays" | "model",
    "seconds": float}
       -> {"ok": true, "value": <encoded>, "args_after": [...]}
+     ("arrays": a function that returns a tuple or list of arrays; its value is a list of encoded arrays)
        | {"ok": false, "kind": "missing" | "not_implemented" | "raised" | "timeout" | "bad_return",
           "error": str}
 Arrays travel as {"ndarray": base64 of little-endian float64, "shape": [...], "dtype": str}.
@@ -39,6 +40,7 @@ from signal import ITIMER_REAL, SIGALRM, SIGKILL, setitimer
 from signal import signal as set_signal_handler
 
 MAX_ELEMENTS = 8_000_000        # 64 MB of float64: far above any answer the checks expect
+MAX_PARTS = 8                   # arrays in a tuple answer: (dx, dgamma, dbeta) is three
 MAX_MODEL_JSON = 4_000_000
 
 
@@ -167,6 +169,22 @@ def encode_array(value, np):
             "shape": list(data.shape), "dtype": dtype[:40]}
 
 
+def encode_arrays(value, np):
+    """A returned tuple or list of arrays, each as encode_array, with at most MAX_ELEMENTS numbers in
+    all; every size is checked before anything is copied."""
+    if not issubclass(type(value), (tuple, list)):
+        raise TypeError("None is not an answer; return a tuple of arrays" if value is None
+                        else f"a {type(value).__name__}, not a tuple of arrays")
+    parts = list(value)
+    if len(parts) > MAX_PARTS:
+        raise ValueError(f"returned {len(parts)} values, more than the {MAX_PARTS} allowed")
+    arrays = [np.asarray(part) for part in parts]
+    total = sum(array.size for array in arrays)
+    if total > MAX_ELEMENTS:
+        raise ValueError(f"returned {total:,} numbers, more than the {MAX_ELEMENTS:,} allowed")
+    return [encode_array(part, np) for part in parts]
+
+
 def decode_argument(value, np):
     if isinstance(value, dict) and "ndarray" in value:
         data = base64.b64decode(value["ndarray"])
@@ -231,6 +249,8 @@ class Worker:
     def encode(value, returns, np):
         if returns == "array":
             return encode_array(value, np)
+        if returns == "arrays":
+            return encode_arrays(value, np)
         to_json = getattr(value, "to_json", None)
         if not callable(to_json):
             raise TypeError(f"a {type(value).__name__}, not a keras.Model")

@@ -37,11 +37,133 @@ def test_every_known_mistake_differs_from_the_reference_on_the_check_inputs():
     x = np.random.default_rng(3).normal(size=(6, 5, 5, 3)) * [1, 5, 0.5] + [0, 2, -1]
     gamma, beta = np.array([0.5, 2.0, 3.0]), np.array([0.0, 1.0, -1.0])
     expected = reference.batch_norm(x, gamma, beta)
-    for key, (_, wrong) in reference.known_mistakes(x, gamma, beta, 1e-5).items():
+    mistakes = reference.batch_norm_mistakes(x, gamma, beta, 1e-5)
+    for key, (_, wrong) in mistakes.items():
         if key in ("no_epsilon", "eps_outside_sqrt"):
             continue   # only a large epsilon shows these; their check uses epsilon=1
         assert not np.allclose(wrong, expected, rtol=1e-5, atol=1e-5), key
-        assert reference.matching_mistake(wrong, x, gamma, beta, 1e-5) == key
+        assert reference.matching_mistake(wrong, mistakes) == key
+
+
+# --- the backward pass ----------------------------------------------------------------------
+# Centred differences in float64 with h = 1e-6 are accurate to ~1e-8 here (O(h**2) truncation and
+# O(1e-16 / h) rounding on values of order 1), so the analytic gradients must agree to 1e-6.
+GRADIENT_RTOL = GRADIENT_ATOL = 1e-6
+
+
+def _backward_case(shape, gamma_shape):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape) * np.linspace(0.5, 3.0, shape[-1]) + np.linspace(-1.0, 2.0, shape[-1])
+    gamma = rng.uniform(0.5, 2.0, size=gamma_shape) if gamma_shape else 1.7
+    beta = rng.normal(size=shape[-1])
+    return x, gamma, beta, rng.normal(size=shape)
+
+
+def test_numerical_gradient_is_exact_for_a_quadratic():
+    x = np.random.default_rng(4).normal(size=(3, 4))
+    dout = np.random.default_rng(6).normal(size=(3, 4))
+    numeric = reference.numerical_gradient(lambda v: v ** 2, x.copy(), dout)
+    np.testing.assert_allclose(numeric, 2 * x * dout, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape, gamma_shape", [((8, 3), (3,)), ((8, 3), None), ((3, 2, 2, 2), (2,))],
+                         ids=["NF-per-feature-gamma", "NF-scalar-gamma", "NHWC"])
+def test_backward_dx_matches_centred_differences(shape, gamma_shape):
+    x, gamma, beta, dout = _backward_case(shape, gamma_shape)
+    dx, _, _ = reference.batch_norm_backward(dout, x, gamma)
+    numeric = reference.numerical_gradient(lambda v: reference.batch_norm(v, gamma, beta), x.copy(), dout)
+    np.testing.assert_allclose(dx, numeric, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (3, 2, 2, 2)], ids=["NF", "NHWC"])
+def test_backward_dgamma_and_dbeta_match_centred_differences(shape):
+    x, gamma, beta, dout = _backward_case(shape, (shape[-1],))
+    _, dgamma, dbeta = reference.batch_norm_backward(dout, x, gamma)
+    numeric_gamma = reference.numerical_gradient(lambda g: reference.batch_norm(x, g, beta), gamma.copy(), dout)
+    numeric_beta = reference.numerical_gradient(lambda b: reference.batch_norm(x, gamma, b), beta.copy(), dout)
+    assert dgamma.shape == dbeta.shape == (shape[-1],)
+    np.testing.assert_allclose(dgamma, numeric_gamma, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
+    np.testing.assert_allclose(dbeta, numeric_beta, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
+
+
+def test_backward_mistakes_each_differ_from_the_reference():
+    x, gamma, _, dout = _backward_case((3, 2, 2, 2), (2,))
+    right = reference.batch_norm_backward(dout, x, gamma)
+    mistakes = reference.batch_norm_backward_mistakes(dout, x, gamma, 1e-5)
+    assert set(mistakes) == {"constant_statistics", "no_variance_path", "dgamma_without_x_hat", "batch_axis_only"}
+    for key, (_, wrong) in mistakes.items():
+        assert not reference.close(wrong, right), key
+        assert reference.matching_mistake(wrong, mistakes) == key
+
+
+# --- moving statistics, inference, population statistics --------------------------------------
+
+def test_moving_update_matches_keras_after_one_training_step():
+    import keras
+    x = np.random.default_rng(8).normal(size=(32, 3)).astype("float32") * [1.0, 3.0, 0.5] + [2.0, -1.0, 5.0]
+    layer = keras.layers.BatchNormalization()
+    layer(x, training=True)
+    new_mean, new_var = reference.update_moving_statistics(np.zeros(3), np.ones(3), x.mean(axis=0), x.var(axis=0))
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), new_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), new_var, rtol=1e-5, atol=1e-6)
+
+
+def test_moving_update_weighs_the_old_value_by_momentum():
+    new_mean, new_var = reference.update_moving_statistics(np.array([1.0]), np.array([4.0]), np.array([11.0]),
+                                                           np.array([24.0]), momentum=0.9)
+    np.testing.assert_allclose([new_mean[0], new_var[0]], [0.9 * 1.0 + 0.1 * 11.0, 0.9 * 4.0 + 0.1 * 24.0])
+    swapped = reference.update_moving_statistics_mistakes(np.array([1.0]), np.array([4.0]), np.array([11.0]),
+                                                          np.array([24.0]), 0.9)["swapped_momentum"][1]
+    np.testing.assert_allclose([swapped[0][0], swapped[1][0]], [0.1 * 1.0 + 0.9 * 11.0, 0.1 * 4.0 + 0.9 * 24.0])
+
+
+def test_inference_matches_the_formula_and_keras_with_training_false():
+    import keras
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 3, 3, 2)).astype("float32") * 2.0 + 1.0
+    moving_mean, moving_var = np.array([0.5, -1.0]), np.array([3.0, 0.2])
+    gamma, beta = np.array([1.5, 0.5]), np.array([0.1, -0.2])
+    ours = reference.batch_norm_inference(x, moving_mean, moving_var, gamma, beta)
+    np.testing.assert_allclose(ours, gamma * (x - moving_mean) / np.sqrt(moving_var + 1e-3) + beta, rtol=1e-12)
+    layer = keras.layers.BatchNormalization()
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta, moving_mean, moving_var])   # gamma, beta, moving mean, moving variance
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_mistakes_each_differ_from_the_reference():
+    x = np.random.default_rng(10).normal(size=(6, 2)) * 3.0 + 5.0
+    moving_mean, moving_var = np.array([0.0, 1.0]), np.array([4.0, 1e-3])
+    right = reference.batch_norm_inference(x, moving_mean, moving_var)
+    mistakes = reference.batch_norm_inference_mistakes(x, moving_mean, moving_var, 1.0, 0.0, 1e-3)
+    for key, (_, wrong) in mistakes.items():
+        assert not reference.close(wrong, right), key
+        assert reference.matching_mistake(wrong, mistakes) == key
+
+
+def _batches():
+    rng = np.random.default_rng(12)
+    sizes = [50, 7, 120, 33]
+    return [rng.normal(size=(n, 3)) * rng.uniform(0.5, 3.0, size=3) + rng.normal(size=3) * 4 for n in sizes]
+
+
+def test_population_statistics_equal_those_of_the_concatenated_batches():
+    batches = _batches()
+    mean, var = reference.population_statistics([b.mean(axis=0) for b in batches], [b.var(axis=0) for b in batches],
+                                                [len(b) for b in batches])
+    union = np.concatenate(batches)
+    np.testing.assert_allclose(mean, union.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var, union.var(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_population_mistakes_each_differ_from_the_reference():
+    batches = _batches()
+    args = ([b.mean(axis=0) for b in batches], [b.var(axis=0) for b in batches], [len(b) for b in batches])
+    right = reference.population_statistics(*args)
+    mistakes = reference.population_statistics_mistakes(*args)
+    for key, (_, wrong) in mistakes.items():
+        assert not reference.close(wrong, right), key
+        assert reference.matching_mistake(wrong, mistakes) == key
 
 
 @pytest.mark.parametrize("builder, kwargs, total, non_trainable", [

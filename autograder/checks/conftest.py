@@ -2,6 +2,9 @@
 
 The checks run here, in the grader's process. The student's code runs only in the sandboxed
 worker behind the ``submission`` fixture, which hands back plain data.
+
+Writing a check module: README.md in this folder (one property per check, named mistakes, and no
+free points: side properties score only when the answer does the exercise's work, see answers.py).
 """
 
 import importlib
@@ -124,6 +127,20 @@ def call_array(submission):
     def call(function, *args, **kwargs):
         try:
             return submission.call_array(function, *args, **kwargs)
+        except StudentCodeError as exc:
+            if exc.kind == "missing":
+                raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None
+            raise
+    return call
+
+
+@pytest.fixture(scope="session")
+def call_arrays(submission):
+    """call_arrays(function, *args, **kwargs) -> ArraysAnswer, for a function that returns a tuple
+    of arrays ((dx, dgamma, dbeta), ...), with cell errors named when it is missing."""
+    def call(function, *args, **kwargs):
+        try:
+            return submission.call_arrays(function, *args, **kwargs)
         except StudentCodeError as exc:
             if exc.kind == "missing":
                 raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None

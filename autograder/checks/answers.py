@@ -1,0 +1,147 @@
+"""Judging an answer: the reference, a named mistake, or no answer at all. Used by every check module.
+
+No free points (the rule every check follows; README.md in this folder says how to apply it):
+a check of a side property (shape, dtype, inputs left unmodified, honours its arguments) awards
+its points only when the answer does the exercise's work: on that check's own input it equals
+the float64 reference or one of the exercise's named mistakes (``require_the_work``), and for a
+model builder the model has BatchNormalization (``require_batch_norm``). None, zeros, an input
+returned unchanged or a constant array is not an answer: every check of the exercise fails,
+saying so.
+
+The property checks use ``assert_answer``: one check, one property. An answer passes when it
+equals the reference, part by part, or where a part differs, when it equals the part of a named
+mistake that another check is about (that mistake costs that check, not this one).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from autograder import reference
+
+RTOL = ATOL = 1e-5     # float64 reference vs the student's float64 (or float32) answer
+
+
+@dataclass
+class Answer:
+    """What a student function returned, as plain float64 data: one part per returned array."""
+    parts: tuple           # float64 arrays
+    dtypes: tuple          # the dtype of each, as the worker saw it ("NoneType" for None)
+    args_after: list       # each array argument after the call (None for scalars)
+
+    @classmethod
+    def of(cls, answer):
+        """From the submission's ArrayAnswer (one array) or ArraysAnswer (a tuple of arrays)."""
+        if hasattr(answer, "values"):
+            return cls(tuple(answer.values), tuple(answer.dtypes), answer.args_after)
+        return cls((answer.value,), (answer.dtype,), answer.args_after)
+
+
+def _matches(part, want) -> bool:
+    return reference.close(part, want, RTOL, ATOL)
+
+
+def not_an_answer(answer: Answer, inputs) -> str | None:
+    """Why ``answer`` is no answer at all ("returns None", "returns zeros", ...), or None when it is
+    something. Every part must be empty for it to be none: a tuple with one real part is an answer."""
+    inputs = [np.asarray(a, np.float64) for a in inputs if isinstance(a, np.ndarray)]
+    reasons = []
+    for part, dtype in zip(answer.parts, answer.dtypes):
+        if dtype == "NoneType":
+            reasons.append("returns None")
+        elif any(part.shape == a.shape and np.array_equal(part, a) for a in inputs):
+            reasons.append("returns its input unchanged")
+        elif part.size and np.all(part == 0):
+            reasons.append("returns zeros")
+        elif part.size > 1 and np.all(part == part.flat[0]):
+            reasons.append("returns a constant")
+        else:
+            return None
+    return reasons[0] if reasons else "returns nothing"
+
+
+def _fail_not_an_answer(function, why):
+    pytest.fail(f"{function} {why}: that is not an answer, so none of {function}'s checks score "
+                "(not even shape, dtype or inputs left unmodified)")
+
+
+def known_parts(answer: Answer, expected, mistakes) -> bool:
+    """Each part of ``answer`` equals the reference's or that part of a named mistake."""
+    want = reference.as_parts(expected)
+    wrong = [reference.as_parts(out) for _, out in mistakes.values()]
+    return len(answer.parts) == len(want) and all(
+        _matches(part, right) or any(_matches(part, w[i]) for w in wrong)
+        for i, (part, right) in enumerate(zip(answer.parts, want)))
+
+
+def require_the_work(function, answer: Answer, expected, mistakes, inputs):
+    """The gate of a side-property check: fail unless the answer does the exercise's work, i.e. each
+    part is the reference's or a named mistake's on this check's input."""
+    if known_parts(answer, expected, mistakes):
+        return
+    nothing = not_an_answer(answer, inputs)
+    if nothing:
+        _fail_not_an_answer(function, nothing)
+    pytest.fail(f"on this check's input {function} returns neither the right result nor a known mistake, so "
+                "this side property earns nothing; the exercise's other checks say what differs")
+
+
+def require_batch_norm(function, layers):
+    """The gate for a model builder: a model without BatchNormalization is not an answer."""
+    if not any(layer.kind == "BatchNormalization" for layer in layers):
+        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer")
+
+
+def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus, names=("the output",)):
+    """Pass when ``answer`` equals ``expected`` part by part, or where a part differs, equals that
+    part of a mistake outside ``focus``. Fail naming the mistake of ``focus`` it makes, saying it
+    is not an answer, or with the largest difference."""
+    want = reference.as_parts(expected)
+    parts = answer.parts
+    if len(parts) != len(want):
+        _fail_shape(function, answer, inputs, f"it returned {len(parts)} arrays; it must return "
+                                              f"{len(want)}: {', '.join(names)}")
+    differ = [i for i, (p, w) in enumerate(zip(parts, want)) if not _matches(p, w)]
+    if not differ:
+        return
+    why = not_an_answer(answer, inputs)
+    if why:
+        _fail_not_an_answer(function, why)
+    for i in differ:
+        made = [key for key, (_, out) in mistakes.items() if _matches(parts[i], reference.as_parts(out)[i])]
+        if any(key not in focus for key in made):
+            continue       # another check's mistake
+        if made:
+            pytest.fail(mistakes[made[0]][0])
+        name, part, right = names[i] if i < len(names) else f"part {i + 1}", parts[i], want[i]
+        if part.shape != right.shape:
+            pytest.fail(f"{name} has shape {part.shape}; it must have shape {right.shape}")
+        if not np.all(np.isfinite(part)):
+            pytest.fail(f"{name} contains NaN or inf")
+        worst = np.max(np.abs(part - right))
+        pytest.fail(f"{name} differs from the right result (largest difference {worst:.3g}, "
+                    f"tolerance rtol = atol = {RTOL:g})")
+
+
+def _fail_shape(function, answer, inputs, message):
+    why = not_an_answer(answer, inputs)
+    if why:
+        _fail_not_an_answer(function, why)
+    pytest.fail(message)
+
+
+def assert_inputs_unmodified(function, answer: Answer, inputs, names):
+    """Each array argument is as it was before the call."""
+    for name, before, after in zip(names, inputs, answer.args_after):
+        if isinstance(before, np.ndarray):
+            assert after is not None and after.shape == before.shape and np.array_equal(after, before), (
+                f"{function} changed its input {name} in place (e.g. {name} -= ...); compute on a copy "
+                f"or use {name} - ..., which makes a new array")
+
+
+def assert_float_arrays(function, answer: Answer, names):
+    """Each returned part is a floating-point NumPy array (not a list, not integers)."""
+    for name, dtype in zip(names, answer.dtypes):
+        assert dtype.startswith("float"), (
+            f"{function} returned {name} as a {dtype}, not a floating-point NumPy array")

@@ -1,0 +1,80 @@
+"""batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3) -> np.ndarray
+
+Specification: BN's inference-mode forward pass, gamma * (x - moving_mean) / sqrt(moving_var +
+epsilon) + beta, with the moving statistics it is given ((C,) arrays), never the batch's own;
+x is (N, F) or (N, H, W, C); gamma and beta are scalars or per-channel; the default epsilon is
+Keras' (1e-3); x is left unmodified. Compared with the float64 reference
+(reference.batch_norm_inference) with rtol = atol = 1e-5, on batches whose own statistics are
+far from the moving ones.
+
+The known mistakes (reference.batch_norm_inference_mistakes), each named by one check and
+accepted by the others: the batch's own statistics; epsilon outside the square root (shown by
+moving variances near epsilon); the variance used as a standard deviation (shown by moving
+variances far from 1). The side check (x unmodified) scores only when the output is the
+reference or a known mistake: x returned unchanged earns nothing (answers.py).
+"""
+
+import numpy as np
+import pytest
+
+from autograder import reference
+from autograder.checks import answers
+
+FUNCTION = "batch_norm_inference"
+
+
+def _rng():
+    return np.random.default_rng(11)
+
+
+def _judged(call_array, x, moving_mean, moving_var, **kwargs):
+    """batch_norm_inference(x, moving_mean, moving_var, **kwargs) as an Answer, with the reference
+    and the known mistakes for the same call."""
+    args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.KERAS_BN_EPSILON, **kwargs}
+    answer = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, **kwargs))
+    return (answer, reference.batch_norm_inference(x, moving_mean, moving_var, **args),
+            reference.batch_norm_inference_mistakes(x, moving_mean, moving_var, **args),
+            [x, moving_mean, moving_var, *kwargs.values()])
+
+
+@pytest.mark.points(0.75)
+def test_normalizes_with_the_moving_statistics(call_array):
+    """Uses moving_mean and moving_var, not the batch's own statistics, then gamma and beta."""
+    moving_mean, moving_var = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 9.0])
+    x = _rng().normal(size=(10, 3)) * np.array([0.5, 3.0, 1.0]) + np.array([6.0, 2.0, -4.0])
+    gamma, beta = np.array([2.0, 0.5, 1.5]), np.array([0.1, -1.0, 3.0])
+    answer, expected, mistakes, inputs = _judged(call_array, x, moving_mean, moving_var,
+                                                 gamma=gamma, beta=beta, epsilon=1e-3)
+    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"batch_statistics"})
+
+
+@pytest.mark.points(0.5)
+def test_adds_the_default_epsilon_inside_the_square_root(call_array):
+    """Divides by sqrt(moving_var + epsilon) with Keras' default epsilon, 1e-3 (variances near it show it)."""
+    moving_mean, moving_var = np.array([0.0, 0.1, -0.1]), np.array([1e-4, 1e-3, 4e-3])
+    x = _rng().normal(size=(8, 3)) * 0.05
+    answer, expected, mistakes, inputs = _judged(call_array, x, moving_mean, moving_var)
+    paper_epsilon = reference.batch_norm_inference(x, moving_mean, moving_var, epsilon=reference.PAPER_BN_EPSILON)
+    if reference.close(answer.parts, paper_epsilon):
+        pytest.fail("the default epsilon is 1e-5; batch_norm_inference's default is Keras' 1e-3")
+    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"eps_outside_sqrt"})
+
+
+@pytest.mark.points(0.5)
+def test_divides_by_the_standard_deviation(call_array):
+    """Divides by the square root of the variance, per channel of (N, H, W, C) activations."""
+    moving_mean, moving_var = np.array([3.0, -1.0]), np.array([25.0, 0.04])
+    x = _rng().normal(size=(2, 3, 3, 2)) * np.array([5.0, 0.2]) + moving_mean
+    answer, expected, mistakes, inputs = _judged(call_array, x, moving_mean, moving_var, gamma=1.5, beta=-0.5,
+                                                 epsilon=1e-3)
+    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"var_as_std"})
+
+
+@pytest.mark.points(0.25)
+def test_leaves_its_inputs_unmodified(call_array):
+    """Leaves x and the moving statistics as they were."""
+    moving_mean, moving_var = np.array([0.5, -0.5]), np.array([2.0, 3.0])
+    x = _rng().normal(size=(6, 2)) * 2.0 + 4.0
+    answer, expected, mistakes, inputs = _judged(call_array, x, moving_mean, moving_var, epsilon=1e-3)
+    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answers.assert_inputs_unmodified(FUNCTION, answer, inputs, ["x", "moving_mean", "moving_var"])

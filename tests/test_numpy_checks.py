@@ -1,0 +1,134 @@
+"""The NumPy exercises' hidden checks on small notebooks: right answers, mistakes, and no free points.
+
+Each notebook holds `import numpy as np` and the five NumPy functions (the right ones from
+students.NUMPY_RIGHT, with some replaced), so the sandboxed worker starts in about a second; only
+the NumPy check modules run. The whole assignment, end to end, is tests/test_checks.py.
+"""
+
+import nbformat
+import numpy as np
+import pytest
+
+from autograder import reference, students
+from autograder.checks import answers
+from autograder.grade import CHECKS_DIR, PYTEST_ARGS, Collector
+
+NUMPY_EXERCISES = tuple(students.NUMPY_RIGHT)
+POINTS = {"manual_batch_norm": 3.0, "batch_norm_backward": 4.0, "update_moving_statistics": 1.0,
+          "batch_norm_inference": 2.0, "population_statistics": 2.0}
+
+
+def grade_numpy(tmp_path, replaced: dict, exercises=NUMPY_EXERCISES) -> list:
+    """Check rows for a notebook of the right NumPy answers with ``replaced`` ({function: code}) instead."""
+    notebook = nbformat.v4.new_notebook()
+    code = {**students.NUMPY_RIGHT, **replaced}
+    notebook.cells = [nbformat.v4.new_code_cell("import numpy as np")] + [
+        nbformat.v4.new_code_cell(code[name]) for name in NUMPY_EXERCISES]
+    path = tmp_path / "numpy.ipynb"
+    nbformat.write(notebook, path)
+    collector = Collector()
+    modules = [str(CHECKS_DIR / f"test_{name}.py") for name in exercises]
+    pytest.main([*modules, *PYTEST_ARGS, "--submission", str(path)], plugins=[collector])
+    return list(collector.rows.values())
+
+
+def scores(rows) -> dict:
+    totals = {}
+    for row in rows:
+        totals[row["exercise"]] = totals.get(row["exercise"], 0.0) + row["points"]
+    return totals
+
+
+def failed(rows) -> set:
+    return {row["id"] for row in rows if not row["passed"]}
+
+
+def test_the_right_numpy_answers_score_every_point(tmp_path):
+    rows = grade_numpy(tmp_path, {})
+    assert scores(rows) == POINTS, [(r["id"], r["message"]) for r in rows if not r["passed"]]
+
+
+@pytest.mark.parametrize("kind, expressions, words", [
+    ("none", {}, "None"),
+    ("zeros", students.RETURNS_ZEROS, "returns zeros"),
+    ("input", students.RETURNS_INPUT, "returns its input unchanged"),
+    ("constant", {name: (f"np.full_like({first}, 0.5)" if name in ("manual_batch_norm", "batch_norm_inference")
+                         else f"np.full(3, 0.5), np.full(3, 0.5)" if name != "batch_norm_backward"
+                         else "np.full_like(x, 0.5), np.full(x.shape[-1], 0.5), np.full(x.shape[-1], 0.5)")
+                  for name, first in (("manual_batch_norm", "x"), ("batch_norm_backward", "x"),
+                                      ("update_moving_statistics", ""), ("batch_norm_inference", "x"),
+                                      ("population_statistics", ""))}, "returns a constant"),
+])
+def test_a_non_answer_earns_nothing_and_every_check_says_so(tmp_path, kind, expressions, words):
+    rows = grade_numpy(tmp_path, students.returning(expressions))
+    assert scores(rows) == dict.fromkeys(NUMPY_EXERCISES, 0.0)
+    for row in rows:
+        assert words in row["message"], row
+        assert "not an answer" in row["message"], row
+
+
+def test_a_wrong_answer_that_is_no_known_mistake_earns_no_side_points(tmp_path):
+    halved = students.NUMPY_RIGHT["population_statistics"].replace("return mean, var", "return mean / 2, var")
+    rows = grade_numpy(tmp_path, {"population_statistics": halved}, exercises=("population_statistics",))
+    assert scores(rows) == {"population_statistics": 0.0}
+    side = [r for r in rows if r["id"].endswith(("test_returns_float_arrays", "test_leaves_its_inputs_unmodified"))]
+    assert len(side) == 2 and all("neither the right result nor a known mistake" in r["message"] for r in side)
+
+
+def test_two_mistakes_in_different_outputs_cost_their_two_checks(tmp_path):
+    naive = students._backward(dx="dx_hat / std", dgamma="dout.sum(axis=axes)")
+    rows = grade_numpy(tmp_path, {"batch_norm_backward": naive}, exercises=("batch_norm_backward",))
+    assert failed(rows) == {"batch_norm_backward::test_dx_flows_through_the_batch_mean",
+                            "batch_norm_backward::test_dgamma_sums_dout_times_x_hat"}
+    messages = " ".join(r["message"] for r in rows)
+    assert "as constants" in messages and "dgamma = sum(dout) leaves out x_hat" in messages
+
+
+def test_averaging_means_and_variances_names_both_population_mistakes(tmp_path):
+    naive = ("def population_statistics(batch_means, batch_vars, batch_sizes):\n"
+             "    return batch_means.mean(axis=0), batch_vars.mean(axis=0)\n")
+    rows = grade_numpy(tmp_path, {"population_statistics": naive}, exercises=("population_statistics",))
+    assert scores(rows) == {"population_statistics": 0.5}
+    messages = {r["id"].split("::")[1]: r["message"] for r in rows if not r["passed"]}
+    assert "between-batch term" in messages["test_adds_the_spread_of_the_batch_means_to_the_variance"]
+    assert "equal weights" in messages["test_weighs_each_batch_by_its_size"]
+
+
+def test_ignoring_the_momentum_argument_is_said(tmp_path):
+    fixed = students.NUMPY_RIGHT["update_moving_statistics"].replace("keep = momentum", "keep = 0.99")
+    rows = grade_numpy(tmp_path, {"update_moving_statistics": fixed}, exercises=("update_moving_statistics",))
+    assert failed(rows) == {"update_moving_statistics::test_uses_the_momentum_it_is_given"}
+    assert "whatever momentum it is given" in " ".join(r["message"] for r in rows)
+
+
+# --- the judging rules themselves, without a sandbox ------------------------------------------
+
+def _answer(*parts, dtype="float64"):
+    return answers.Answer(tuple(np.asarray(p, np.float64) for p in parts), (dtype,) * len(parts), [])
+
+
+@pytest.mark.parametrize("parts, dtype, why", [
+    ((np.nan,), "NoneType", "returns None"),
+    ((np.zeros((4, 3)),), "float64", "returns zeros"),
+    ((np.full((4, 3), 2.5),), "float64", "returns a constant"),
+    ((np.arange(12.0).reshape(4, 3),), "float64", "returns its input unchanged"),
+    ((np.arange(12.0).reshape(4, 3), np.zeros(3)), "float64", "returns its input unchanged"),
+])
+def test_not_an_answer_says_what_came_back(parts, dtype, why):
+    assert answers.not_an_answer(_answer(*parts, dtype=dtype), [np.arange(12.0).reshape(4, 3)]) == why
+
+
+def test_an_answer_with_one_real_part_is_an_answer():
+    x = np.arange(12.0).reshape(4, 3)
+    assert answers.not_an_answer(_answer(np.zeros_like(x), np.array([1.0, 2.0, 3.0])), [x]) is None
+
+
+def test_known_parts_accepts_a_mistake_in_one_part_and_the_reference_in_another():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    dout = x ** 2
+    right = reference.batch_norm_backward(dout, x, 1.0)
+    mistakes = reference.batch_norm_backward_mistakes(dout, x, 1.0, 1e-5)
+    constant = mistakes["constant_statistics"][1]
+    no_x_hat = mistakes["dgamma_without_x_hat"][1]
+    assert answers.known_parts(_answer(constant[0], no_x_hat[1], right[2]), right, mistakes)
+    assert not answers.known_parts(_answer(constant[0] * 2, right[1], right[2]), right, mistakes)
