@@ -230,9 +230,16 @@ def _arguments_through_fd(argv, passed):
     return [argv[0], "--args", str(fd), *argv[command:]], (*passed, fd)
 
 
+# The worker only builds models and serializes them (to_json); the grader trains them with TensorFlow.
+# Keras' NumPy backend builds the same configs (benchmarks/bench_worker_start.py compares them) and
+# imports in about half the time of TensorFlow, the largest part of a worker's start.
+WORKER_KERAS_BACKEND = "numpy"
+
+
 def worker_environment(home: str) -> dict:
     threads = os.environ.get("BN_AUTOGRADER_THREADS", "1")
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": "/tmp", "KERAS_HOME": f"{home}/.keras",
+            "KERAS_BACKEND": WORKER_KERAS_BACKEND,
             "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib", "PYTHONHASHSEED": "0",
             "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": "",
             "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
