@@ -29,13 +29,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import results
+from . import results, submission
 from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
 
 # nbgrader's documented example for zip_collect's FileNameCollectorPlugin (it ships no default).
 DEFAULT_COLLECT_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
 
-MAX_NOTEBOOK_BYTES = 256 * 2**20      # a notebook larger than this is not read
 MAX_ZIP_MEMBERS = 5000
 MAX_ZIP_MEMBER_BYTES = 512 * 2**20    # per extracted notebook
 MAX_ZIP_TOTAL_BYTES = 2 * 2**30       # per archive, all members
@@ -311,9 +310,9 @@ def prepare_notebook(source: Path, dest: Path) -> list:
     import nbformat
 
     size = source.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
+    if size > submission.MAX_NOTEBOOK_BYTES:     # the one cap, also the grader's (submission.py)
         raise NotebookUnreadable(f"the notebook is {size / 2**20:.0f} MB, more than the "
-                                 f"{MAX_NOTEBOOK_BYTES // 2**20} MB that is read")
+                                 f"{submission.MAX_NOTEBOOK_BYTES // 2**20} MB that is read")
     raw = source.read_bytes()
     if not raw.strip():
         raise NotebookUnreadable("the notebook file is empty")

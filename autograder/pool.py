@@ -47,9 +47,8 @@ def cpu_count() -> int:
 def worker_env(jobs: int) -> dict:
     """Thread limits for each grader process, so ``jobs`` processes share the cores instead of each
     starting one thread per core."""
-    per = str(max(1, cpu_count() // max(1, jobs)))
-    return {"BN_AUTOGRADER_THREADS": per, "OMP_NUM_THREADS": per, "TF_NUM_INTRAOP_THREADS": per, "TF_NUM_INTEROP_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": per, "MKL_NUM_THREADS": per,
+    from .sandbox import thread_environment     # the one source of thread settings (the worker's too)
+    return {**thread_environment(cpu_count() // max(1, jobs)),
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 
 

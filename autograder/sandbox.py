@@ -111,10 +111,39 @@ def bubblewrap_available() -> bool:
     return _bwrap_works
 
 
+def interpreter() -> str:
+    """The path the worker's Python is started by: sys.executable with the folders on its way
+    resolved, but not the file itself. A venv symlinked into the course folder (.venv -> ~/envs/bn)
+    is hidden with the course, while its real folder is brought back; and a venv's bin/python must
+    stay a path inside the venv (Python finds pyvenv.cfg, so its site-packages, from that path)."""
+    executable = Path(sys.executable)
+    return str(executable.parent.resolve() / executable.name)
+
+
+def _symlink_hops(path) -> list:
+    """``path`` and every link it goes through to the real file (pyenv, conda and venvs chain
+    bin/python -> python3 -> python3.11 -> elsewhere), each with its folders resolved."""
+    hops, seen = [], set()
+    path = Path(path)
+    while len(hops) < 40:
+        path = path.parent.resolve() / path.name
+        if path in seen:
+            break
+        seen.add(path)
+        hops.append(path)
+        if not path.is_symlink():
+            break
+        path = path.parent / os.readlink(path)
+    return hops
+
+
 def _python_dirs() -> set:
-    """What the worker's Python needs to read: its prefixes, the interpreter and site-packages."""
+    """What the worker's Python needs to read: its prefixes, every folder on the interpreter's chain
+    of links, and the site-packages on its path (a .pth may add another environment's)."""
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
             str(Path(sys.executable).resolve().parent.parent), *site.getsitepackages()}
+    dirs |= {str(hop.parent) for hop in _symlink_hops(interpreter())}
+    dirs |= {entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")}
     return {str(Path(d).resolve()) for d in dirs if d and Path(d).exists()}
 
 
@@ -217,13 +246,13 @@ def bubblewrap_argv(hide=(), limits=None, userns_fd=None) -> list:
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             *_mount_arguments(hidden, kept, limits), *_scratch_arguments(),
             "--clearenv", *sum((["--setenv", k, v] for k, v in environment.items()), []),
-            sys.executable, "-B", SANDBOX_WORKER]
+            interpreter(), "-B", SANDBOX_WORKER]
 
 
 def _arguments_through_fd(argv, passed):
     """bwrap reads its options from a descriptor (--args), so that the student's code, which can
     read bwrap's command line in /proc/1/cmdline, does not learn the folders hidden from it."""
-    command = len(argv) - 1 - argv[::-1].index(sys.executable)    # bwrap takes the command only from argv
+    command = len(argv) - 1 - argv[::-1].index(interpreter())    # bwrap takes the command only from argv
     fd = os.memfd_create("bwrap-arguments")
     os.write(fd, b"".join(arg.encode() + b"\0" for arg in argv[1:command]))
     os.lseek(fd, 0, os.SEEK_SET)
@@ -236,14 +265,32 @@ def _arguments_through_fd(argv, passed):
 WORKER_KERAS_BACKEND = "numpy"
 
 
+THREADS_VARIABLE = "BN_AUTOGRADER_THREADS"     # threads per process; grade-class sets it per grader process
+
+
+def thread_environment(threads) -> dict:
+    """The one set of variables that caps NumPy's, OpenMP's and TensorFlow's threads at ``threads``
+    per process (TensorFlow: ``threads`` per op, one op at a time), for the grader processes
+    (pool.worker_env) and the sandboxed worker alike."""
+    n = str(max(1, int(threads)))
+    return {THREADS_VARIABLE: n, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def _worker_threads() -> int:
+    """The worker's threads: BN_AUTOGRADER_THREADS, 1 by default (or when it is not a number)."""
+    try:
+        return max(1, int(os.environ.get(THREADS_VARIABLE, "1")))
+    except ValueError:
+        return 1
+
+
 def worker_environment(home: str) -> dict:
-    threads = os.environ.get("BN_AUTOGRADER_THREADS", "1")
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": "/tmp", "KERAS_HOME": f"{home}/.keras",
             "KERAS_BACKEND": WORKER_KERAS_BACKEND,
             "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib", "PYTHONHASHSEED": "0",
             "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": "",
-            "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
-            "TF_NUM_INTEROP_THREADS": threads, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+            **thread_environment(_worker_threads()), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
 
 
 # Runs as a tiny process of root's: enter a new user namespace, wait while the grader writes its
