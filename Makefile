@@ -19,7 +19,7 @@ system:
 $(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[cluster]'
 	touch $@
 
 # Link Fashion-MNIST into Keras' cache; prints how to get it when it is missing.

@@ -75,11 +75,9 @@ from .collect import HandIn, collect_archives, discover, sha256_file
 from .exercises import ASSIGNMENT_ID, EXERCISE_IDS, EXERCISES
 from .pool import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, cpu_count, run_pool, valid_result
 
+from .cluster import ClusterUnavailable    # cluster.py imports Dask only when a cluster is used
+
 EXIT_NOT_GRADED = 3          # some submissions were not graded because of the grader (see --help)
-
-
-class ClusterUnavailable(Exception):
-    """--scheduler was given but Dask is not installed or the scheduler cannot be reached."""
 
 OUTPUT_DIR = "grade-class"           # grade-class's own folder in the course, beside nbgrader's
 SIDECAR = "grade_class.json"
@@ -88,7 +86,7 @@ CSV_COLUMNS = ("student",) + EXERCISE_IDS + ("total", "max_total", "status", "me
 
 # Modules that present results or run the grader but do not change a score: editing them does not
 # regrade. collect.py is not here: it chooses the notebook and prepares what the grader reads.
-_NOT_GRADER = {"grade_class.py", "pool.py", "feedback.py", "nbgrader_bridge.py", "demo.py", "__main__.py",
+_NOT_GRADER = {"grade_class.py", "pool.py", "cluster.py", "feedback.py", "nbgrader_bridge.py", "demo.py", "__main__.py",
                "students.py"}
 
 

@@ -1,0 +1,220 @@
+"""grade-class --scheduler: a class graded on a real Dask cluster (``dask scheduler`` and two
+``dask worker`` processes on 127.0.0.1) gives the local pool's results and loses no student.
+
+The fast tests use the fake grader of test_grade_class.py (the workers import it from
+tmp_path, as the local pool's grader processes do); the slow one grades two notebooks with the
+real isolated grader on the cluster and on the local pool.
+"""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from autograder import cluster, grade_class, pool, results  # noqa: E402
+from autograder.exercises import EXERCISES  # noqa: E402
+from test_grade_class import FAKE_GRADER, fake_catalogue, hand_in, notebook  # noqa: E402
+
+FULL = sum(e.points for e in EXERCISES)
+DASK = [str(Path(sys.executable).parent / "dask")]
+
+
+def _start(args, log: Path, env: dict) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(DASK + args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)       # its own group: killed with its children
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+class Cluster:
+    """A scheduler on loopback and the workers a test starts on it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.file = root / "scheduler.json"
+        self.workers = []
+        self.env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="True", TF_CPP_MIN_LOG_LEVEL="3")
+        self.scheduler = _start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(self.file)], root / "scheduler.log", self.env)
+        deadline = time.monotonic() + 60
+        while not self.file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def start_workers(self, n: int, env: dict) -> list:
+        started = [_start(["worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                           "--no-dashboard", "--local-directory", str(self.root / "workers")],
+                          self.root / f"worker-{len(self.workers) + i}.log", dict(self.env, **env))
+                   for i in range(n)]
+        self.workers += started
+        from distributed import Client
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(sum(p.poll() is None for p in self.workers), timeout=90)
+        return started
+
+    def close(self) -> None:
+        for proc in self.workers + [self.scheduler]:
+            _kill(proc)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    cluster_ = Cluster(tmp_path_factory.mktemp("dask"))
+    yield cluster_
+    cluster_.close()
+
+
+@pytest.fixture
+def fake_class(tmp_path, monkeypatch, scheduler):
+    """A course folder, the fake grader here and on two fresh workers, and the cluster's address."""
+    module_dir = tmp_path / "fakemod"
+    module_dir.mkdir()
+    (module_dir / "fake_isolated_grader.py").write_text(FAKE_GRADER)
+    monkeypatch.syspath_prepend(str(module_dir))
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
+    monkeypatch.setattr(pool, "GRADER", "fake_isolated_grader:grade_notebook")
+    monkeypatch.setattr(results, "catalogue", fake_catalogue)
+    # the workers run a copy of the package, as on another machine; their grader hash is the copy's
+    package = tmp_path / "installed"
+    shutil.copytree(Path(grade_class.__file__).parent, package / "autograder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    real_hash = grade_class.grader_hash
+    monkeypatch.setattr(grade_class, "grader_hash", lambda: real_hash(package / "autograder"))
+    workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log),
+                                          "PYTHONPATH": os.pathsep.join([str(module_dir), str(package)])})
+    course = tmp_path / "course"
+    (course / "submitted").mkdir(parents=True)
+
+    class Fake:
+        root = course
+        address = scheduler.address
+        worker_processes = workers
+
+        @staticmethod
+        def calls():
+            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+        @staticmethod
+        def run(**kwargs):
+            kwargs.setdefault("progress_stream", io.StringIO())
+            return grade_class.run(course, **kwargs)
+
+    yield Fake
+    for proc in workers:
+        _kill(proc)
+
+
+def by_student(rows) -> dict:
+    return {r["student"]: (r["total"], r["status"], r["scores"]) for r in rows}
+
+
+def test_a_class_on_the_cluster_gets_the_local_pools_results(fake_class):
+    course = fake_class.root
+    hand_in(course, "ann")
+    hand_in(course, "bob", notebook("ok:manual_batch_norm"), name="batchnorm-Copy1.ipynb")
+    hand_in(course, "cat", notebook("ok:build_model_with_bn  SLOW"))
+    hand_in(course, "dan", notebook("STUDENT_SIDE"))
+    hand_in(course, "eve", raw=b'{"cells": [{"cell_type": "code", "sou')
+    (course / "submitted" / "fay" / "batchnorm").mkdir(parents=True)
+    local = fake_class.run(jobs=2)
+
+    on_cluster = fake_class.run(scheduler=fake_class.address, force=True)
+    assert by_student(on_cluster.rows) == by_student(local.rows)
+    assert on_cluster.graded == 5 and not on_cluster.grader_errors
+    assert {r["student"]: r["message"] for r in on_cluster.rows} == {r["student"]: r["message"] for r in local.rows}
+    remote = [c for c in fake_class.calls() if any("autograder-dask-" in h for h in c["hide"])]
+    assert len(remote) == 4                                # eve is unreadable: refused here, never sent
+    assert not list(course.rglob("*.tmp"))
+
+
+def test_the_cluster_run_resumes_and_regrades_what_changed(fake_class):
+    course = fake_class.root
+    for student in ("ann", "bob", "cat"):
+        hand_in(course, student)
+    assert fake_class.run(scheduler=fake_class.address).graded == 3
+    again = fake_class.run(scheduler=fake_class.address)
+    assert again.graded == 0 and again.resumed == 3 and len(fake_class.calls()) == 3
+    hand_in(course, "bob", notebook("ok:build_modern_cnn  # changed"))
+    assert fake_class.run(scheduler=fake_class.address).graded == 1
+    assert "changed" in fake_class.calls()[-1]["code"]
+
+
+def test_a_crash_or_timeout_on_a_worker_is_an_error_row_and_the_worker_goes_on(fake_class):
+    course = fake_class.root
+    hand_in(course, "ann")
+    hand_in(course, "crash", notebook("CRASH"))
+    hand_in(course, "hang", notebook("HANG"))
+    hand_in(course, "zed")
+    outcome = fake_class.run(scheduler=fake_class.address, timeout=5)
+    rows = {r["student"]: r for r in outcome.rows}
+    assert rows["ann"]["total"] == rows["zed"]["total"] == FULL
+    assert rows["crash"]["status"] == "error" and "crashed" in rows["crash"]["message"]
+    assert rows["hang"]["status"] == "error" and "longer than 5 s" in rows["hang"]["message"]
+    assert outcome.grader_errors == ["crash", "hang"]
+    assert all(p.poll() is None for p in fake_class.worker_processes)
+
+
+def test_killing_a_worker_mid_class_loses_no_student(fake_class):
+    course = fake_class.root
+    students = [f"s{i:02d}" for i in range(8)]
+    for student in students:
+        hand_in(course, student, notebook(f"ok:all SLOW # {student}"))
+    killed = []
+
+    def kill_one_worker(row):
+        if not killed:
+            killed.append(fake_class.worker_processes[0])
+            _kill(fake_class.worker_processes[0])
+
+    outcome = fake_class.run(scheduler=fake_class.address, on_row=kill_one_worker)
+    assert killed
+    assert sorted(r["student"] for r in outcome.rows) == students
+    for row in outcome.rows:       # the lost tasks were graded on the other worker, or are error rows
+        assert row["total"] == FULL or (row["status"] == "error" and row["student"] in outcome.grader_errors)
+    for student in students:
+        assert grade_class.result_path(course, student).is_file()
+
+
+def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2.0)
+    hand_in(tmp_path, "ann")
+    code = grade_class.main(["batchnorm", "--course-dir", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"])
+    assert code == 2 and "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, scheduler):
+    from autograder import students
+    if not students.RELEASE_NOTEBOOK.exists():
+        pytest.skip("release/batchnorm/batchnorm.ipynb is not there yet")
+    course = tmp_path / "course"
+    for name in ("full_marks", "bn_ddof1"):
+        students.write_submission(students.STUDENTS[name],
+                                  course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
+    workers = scheduler.start_workers(2, {})
+    try:
+        on_cluster = grade_class.run(course, scheduler=scheduler.address, progress_stream=io.StringIO())
+    finally:
+        for proc in workers:
+            _kill(proc)
+    local = grade_class.run(course, jobs=2, force=True, progress_stream=io.StringIO())
+    assert by_student(on_cluster.rows) == by_student(local.rows)
+    assert by_student(local.rows)["full_marks"][:2] == (FULL, "graded")
