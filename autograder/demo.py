@@ -3,8 +3,9 @@
 1. makes a fresh course folder (default ``demo-course/`` in the repository, gitignored; ``--course-dir``),
 2. copies nbgrader_config.py and source/ into it and regenerates the release with
    ``nbgrader generate_assignment batchnorm --force`` (which also creates the gradebook),
-3. hands in one notebook per synthetic student of ``autograder.students`` (full marks, each common
-   mistake, unanswered, crashing, an endless loop, a corrupt file) under ``submitted/``,
+3. hands in one notebook per student of the demo class, ``autograder.students.DEMO_CLASS`` (full
+   marks, the common mistakes of each exercise, answers that earn nothing, unanswered, crashing,
+   an endless loop, a corrupt file) under ``submitted/``,
 4. grades the class with ``grade-class --jobs 2`` and prints the score table and where the CSV,
    results and feedback pages are.
 
@@ -58,8 +59,8 @@ def make_course(course: Path, *, config: Path | None = None) -> Path:
 
 
 def hand_in(course: Path, names=None) -> list:
-    """Write each named synthetic student's submission (default: all of them) into ``submitted/``."""
-    names = list(names or students.STUDENTS)
+    """Write each named synthetic student's submission (default: the demo class) into ``submitted/``."""
+    names = list(names or students.DEMO_CLASS)
     release = course / "release" / ASSIGNMENT_ID / "batchnorm.ipynb"
     committed = students.RELEASE_NOTEBOOK
     if release.is_file():                 # build on the release nbgrader just made for this course

@@ -44,6 +44,95 @@ BN_IN_PLACE = '''def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
     return gamma * x + beta
 '''
 
+_BACKWARD_TEMPLATE = '''def batch_norm_backward(dout, x, gamma, epsilon=1e-5):
+    axes = {axes}
+    mean = x.mean(axis=axes, keepdims=True)
+    std = np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    x_hat = (x - mean) / std
+    dx_hat = dout * gamma
+    dx = {dx}
+    return dx, {dgamma}, dout.sum(axis=axes)
+'''
+_BACKWARD_DX = ("(dx_hat - dx_hat.mean(axis=axes, keepdims=True)\n"
+                "          - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)) / std")
+
+
+def _backward(axes="tuple(range(x.ndim - 1))", dx=_BACKWARD_DX, dgamma="(dout * x_hat).sum(axis=axes)"):
+    return _BACKWARD_TEMPLATE.format(axes=axes, dx=dx, dgamma=dgamma)
+
+
+_MOVING_TEMPLATE = '''def update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, momentum=0.99):
+    keep = {keep}
+    return keep * moving_mean + (1 - keep) * batch_mean, keep * moving_var + (1 - keep) * batch_var
+'''
+MOVING_SWAPPED = _MOVING_TEMPLATE.format(keep="1 - momentum      # PyTorch's convention: momentum weighs the batch")
+
+
+_INFERENCE_TEMPLATE = '''def batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3):
+    mean, var = {statistics}
+    return gamma * (x - mean) / {denominator} + beta
+'''
+
+
+def _inference(statistics="moving_mean, moving_var", denominator="np.sqrt(var + epsilon)"):
+    return _INFERENCE_TEMPLATE.format(statistics=statistics, denominator=denominator)
+
+
+_POPULATION_TEMPLATE = '''def population_statistics(batch_means, batch_vars, batch_sizes):
+    weights = {weights}
+    mean = weights @ batch_means
+    var = weights @ {within}
+    return mean, var
+'''
+
+
+def _population(weights="batch_sizes / batch_sizes.sum()", within="(batch_vars + (batch_means - mean) ** 2)"):
+    return _POPULATION_TEMPLATE.format(weights=weights, within=within)
+
+
+# The NumPy exercises answered right from the same templates: the tests grade the NumPy checks on
+# small notebooks of these (a mistake student changes one of them), without the whole assignment.
+NUMPY_RIGHT = {
+    "manual_batch_norm": _bn(),
+    "batch_norm_backward": _backward(),
+    "update_moving_statistics": _MOVING_TEMPLATE.format(keep="momentum"),
+    "batch_norm_inference": _inference(),
+    "population_statistics": _population(),
+}
+
+
+# --- answers that do no work: they must earn nothing (no free points) --------------------------
+
+NUMPY_SIGNATURES = {
+    "manual_batch_norm": "manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5)",
+    "batch_norm_backward": "batch_norm_backward(dout, x, gamma, epsilon=1e-5)",
+    "update_moving_statistics": "update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, "
+                                "momentum=0.99)",
+    "batch_norm_inference": "batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3)",
+    "population_statistics": "population_statistics(batch_means, batch_vars, batch_sizes)",
+}
+RETURNS_ZEROS = {
+    "manual_batch_norm": "np.zeros_like(x)",
+    "batch_norm_backward": "np.zeros_like(x), np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
+    "update_moving_statistics": "np.zeros_like(moving_mean), np.zeros_like(moving_var)",
+    "batch_norm_inference": "np.zeros_like(x)",
+    "population_statistics": "np.zeros(batch_means.shape[1]), np.zeros(batch_means.shape[1])",
+}
+RETURNS_INPUT = {
+    "manual_batch_norm": "x",
+    "batch_norm_backward": "dout, np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
+    "update_moving_statistics": "moving_mean, moving_var",
+    "batch_norm_inference": "x",
+    "population_statistics": "batch_means, batch_vars",
+}
+
+
+def returning(expressions: dict) -> dict:
+    """{function: code} for NumPy functions that return these expressions (None when given None)."""
+    return {name: f"def {NUMPY_SIGNATURES[name]}:\n    return {expressions.get(name)}\n"
+            for name in NUMPY_SIGNATURES}
+
+
 OLD_PLACEMENT = '''def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
     return keras.Sequential([
         keras.Input(shape=input_shape),
@@ -145,7 +234,42 @@ STUDENTS = {s.name: s for s in (
     Student("endless_loop", "an endless loop at top level in one cell",
             extra_cells=(("build_model_with_bn", "while True:\n    pass"),)),
     Student("corrupt", "a truncated file that is not valid JSON", raw=b'{"cells": [{"cell_type": "code", "sou'),
+    Student("backward_constant_statistics", "backward pass with the batch mean and variance as constants",
+            {"batch_norm_backward": _backward(dx="dx_hat / std")}),
+    Student("backward_no_variance_path", "backward pass without the path through the variance",
+            {"batch_norm_backward": _backward(dx="(dx_hat - dx_hat.mean(axis=axes, keepdims=True)) / std")}),
+    Student("backward_dgamma_without_x_hat", "dgamma = sum(dout)",
+            {"batch_norm_backward": _backward(dgamma="dout.sum(axis=axes)")}),
+    Student("backward_batch_axis_only", "backward pass over axis 0 only for conv activations",
+            {"batch_norm_backward": _backward(axes="0")}),
+    Student("moving_swapped_momentum", "momentum on the batch (PyTorch's convention)",
+            {"update_moving_statistics": MOVING_SWAPPED}),
+    Student("inference_batch_statistics", "inference with the batch's own statistics",
+            {"batch_norm_inference": _inference(statistics="x.mean(axis=tuple(range(x.ndim - 1))), "
+                                                        "x.var(axis=tuple(range(x.ndim - 1)))")}),
+    Student("inference_eps_outside_sqrt", "inference with epsilon outside the square root",
+            {"batch_norm_inference": _inference(denominator="(np.sqrt(var) + epsilon)")}),
+    Student("inference_var_as_std", "inference dividing by the variance",
+            {"batch_norm_inference": _inference(denominator="(var + epsilon)")}),
+    Student("population_averaged_variances", "the batch variances averaged, no between-batch term",
+            {"population_statistics": _population(within="batch_vars")}),
+    Student("population_unweighted", "batches averaged with equal weights",
+            {"population_statistics": _population(weights="np.full(len(batch_sizes), 1 / len(batch_sizes))")}),
+    Student("returns_none", "every NumPy function returns None", returning({})),
+    Student("returns_zeros", "every NumPy function returns zeros", returning(RETURNS_ZEROS)),
+    Student("returns_input", "every NumPy function returns its input unchanged", returning(RETURNS_INPUT)),
 )}
+
+# The class `python -m autograder demo` grades: one student per kind of outcome, each new mistake,
+# the answers that earn nothing; the other manual_batch_norm mistakes are graded by the tests.
+DEMO_CLASS = (
+    "full_marks", "unanswered", "bn_ddof1", "bn_per_sample", "bn_in_place", "old_placement", "no_bn",
+    "lambda_layer", "modern_fixed_shape", "crashing", "endless_loop", "corrupt",
+    "backward_constant_statistics", "backward_no_variance_path", "backward_dgamma_without_x_hat",
+    "backward_batch_axis_only", "moving_swapped_momentum", "inference_batch_statistics",
+    "inference_eps_outside_sqrt", "inference_var_as_std", "population_averaged_variances",
+    "population_unweighted", "returns_none", "returns_zeros", "returns_input",
+)
 
 
 def build_notebook(student: Student):

@@ -1,7 +1,8 @@
 """The hidden checks, end to end: each synthetic student is graded in the sandbox like a real one.
 
-The solution scores full marks, the release scores 0 with "not implemented", and each common
-mistake loses exactly the checks about it, with the mistake named.
+The solution scores full marks, the release scores 0 with "not implemented", each common
+mistake loses exactly the checks about it, with the mistake named, and an answer that does no work
+(None, zeros, the input unchanged) earns nothing for its exercise.
 """
 
 import json
@@ -18,6 +19,12 @@ from autograder.grade import collect_checks, grade_notebook
 pytestmark = pytest.mark.slow
 
 BN = "manual_batch_norm::"
+BACKWARD = "batch_norm_backward::"
+MOVING = "update_moving_statistics::"
+INFERENCE = "batch_norm_inference::"
+POPULATION = "population_statistics::"
+NUMPY_EXERCISES = ("manual_batch_norm", "batch_norm_backward", "update_moving_statistics", "batch_norm_inference",
+                   "population_statistics")
 WITH_BN = "build_model_with_bn::"
 MODERN = "build_modern_cnn::"
 TRAINING = "training_improvement::test_bn_model_trains_faster_than_the_baseline"
@@ -28,7 +35,19 @@ ALL_WITH_BN = {WITH_BN + name for name in ("test_returns_a_model_the_grader_can_
 MODERN_SHAPES = {MODERN + "test_honours_input_shape_and_num_classes[28x28x1-10]",
                  MODERN + "test_honours_input_shape_and_num_classes[64x64x3-5]"}
 
-# student -> ({checks it fails}, words its message for the first of them must contain)
+
+
+class Every:
+    """Every check of these exercises (resolved from the collected checks when the test runs)."""
+
+    def __init__(self, *exercises):
+        self.exercises = exercises
+
+    def resolve(self) -> set:
+        return {row["id"] for row in collect_checks() if row["exercise"] in self.exercises}
+
+
+# student -> ({checks it fails} or Every(...), words that a message of those checks must contain)
 EXPECTED = {
     "full_marks": (set(), None),
     "bn_ddof1": ({BN + "test_uses_the_biased_variance"}, "ddof=1"),
@@ -41,11 +60,27 @@ EXPECTED = {
     "bn_nchw": ({BN + "test_normalizes_conv_activations_per_channel"}, "NCHW"),
     "bn_in_place": ({BN + "test_leaves_its_input_unmodified"}, "in place"),
     "old_placement": ({WITH_BN + "test_places_batch_norm_between_conv_and_relu"}, "old Conv(relu) -> BN"),
-    "no_bn": ({WITH_BN + "test_places_batch_norm_between_conv_and_relu",
-               WITH_BN + "test_has_the_expected_parameter_counts", TRAINING}, "activation"),
+    "no_bn": (ALL_WITH_BN | {TRAINING}, "without any BatchNormalization layer: that is not an answer"),
     "lambda_layer": (ALL_WITH_BN | {TRAINING}, "Lambda"),
     "modern_fixed_shape": (MODERN_SHAPES, "input shape"),
     "modern_no_dropout": ({MODERN + "test_has_the_filters_pooling_dropout_and_head"}, "Dropout(0.2)"),
+    "backward_constant_statistics": ({BACKWARD + "test_dx_flows_through_the_batch_mean"}, "as constants"),
+    "backward_no_variance_path": ({BACKWARD + "test_dx_flows_through_the_batch_variance"},
+                                  "path through the batch variance"),
+    "backward_dgamma_without_x_hat": ({BACKWARD + "test_dgamma_sums_dout_times_x_hat"}, "leaves out x_hat"),
+    "backward_batch_axis_only": ({BACKWARD + "test_conv_activations_sum_per_channel"}, "batch axis only"),
+    "moving_swapped_momentum": ({MOVING + "test_keeps_momentum_of_the_moving_value"}, "weighs the new batch"),
+    "inference_batch_statistics": ({INFERENCE + "test_normalizes_with_the_moving_statistics"},
+                                   "batch's own mean and variance"),
+    "inference_eps_outside_sqrt": ({INFERENCE + "test_adds_the_default_epsilon_inside_the_square_root"},
+                                   "outside the square root"),
+    "inference_var_as_std": ({INFERENCE + "test_divides_by_the_standard_deviation"}, "as if it were the standard"),
+    "population_averaged_variances": ({POPULATION + "test_adds_the_spread_of_the_batch_means_to_the_variance"},
+                                      "between-batch term"),
+    "population_unweighted": ({POPULATION + "test_weighs_each_batch_by_its_size"}, "equal weights"),
+    "returns_none": (Every(*NUMPY_EXERCISES), "None is not an answer"),
+    "returns_zeros": (Every(*NUMPY_EXERCISES), "returns zeros: that is not an answer"),
+    "returns_input": (Every(*NUMPY_EXERCISES), "returns its input unchanged: that is not an answer"),
 }
 
 
@@ -77,7 +112,7 @@ def test_every_check_appears_in_every_result(graded):
 def test_the_solution_scores_full_marks(graded):
     result = graded("full_marks")
     assert result["status"] == "graded" and result["error"] is None
-    assert result["total"] == result["max_total"] == 12.0, failed(result)
+    assert result["total"] == result["max_total"] == 18.0, failed(result)
     assert {"worker_start", "checks", "training_check", "total"} <= set(result["timings"])
 
 
@@ -91,6 +126,7 @@ def test_the_unanswered_release_scores_zero_saying_not_implemented(graded):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_mistake_loses_exactly_its_checks_and_is_named(graded, name):
     should_fail, words = EXPECTED[name]
+    should_fail = should_fail.resolve() if isinstance(should_fail, Every) else should_fail
     result = graded(name)
     assert failed(result) == should_fail
     messages = [c["message"] for c in result["checks"] if c["id"] in should_fail]
@@ -154,8 +190,8 @@ def test_the_grade_command_writes_results_json(tmp_path):
                            "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(output.read_text())
-    assert set(result) == {"total", "max_total", "status", "error", "checks", "versions", "timings"}
-    assert result["total"] == 11.5 and result["status"] == "graded"
+    assert set(result) == {"total", "max_total", "status", "error", "error_side", "checks", "versions", "timings"}
+    assert result["total"] == 17.5 and result["status"] == "graded"
     assert {c["exercise"] for c in result["checks"]} == set(EXERCISE_IDS)
     assert "FAIL  0.00/0.50  manual_batch_norm::test_uses_the_biased_variance" in done.stdout
 

@@ -4,26 +4,29 @@ Specification: the baseline network (Conv 32 -> pool -> Conv 64 -> pool -> Flatt
 softmax) with every convolution in a Conv2D (no activation) -> BatchNormalization -> ReLU block.
 35,210 parameters (35,018 trainable, 192 non-trainable), one fewer per filter of each
 Conv2D(use_bias=False) (35,114 with both), which is also right: BN's beta does the bias's job.
+A model without any BatchNormalization layer (the given baseline) is not an answer: no check scores.
 """
 
 import pytest
 
 from autograder import modelcheck
+from autograder.checks import answers
 
 FUNCTION = "build_model_with_bn"
 EXPECTED_TOTAL = 35_210   # with conv biases
 NON_TRAINABLE = 192   # moving mean and variance of 32 + 64 channels
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(0.25)
 def test_returns_a_model_the_grader_can_rebuild(student_model):
     """Returns a keras.Model of built-in layers that the grader can rebuild from its configuration."""
     model = student_model(FUNCTION)
+    answers.require_batch_norm(FUNCTION, modelcheck.flat_layers(model))   # no free points
     assert tuple(model.output_shape) == (None, 10), (
         f"the default model's output has shape {tuple(model.output_shape)}; it must be (None, 10)")
 
 
-@pytest.mark.points(1.0)
+@pytest.mark.points(0.75)
 def test_places_batch_norm_between_conv_and_relu(student_model):
     """Every Conv2D is linear and followed by BatchNormalization, then ReLU."""
     layers = modelcheck.flat_layers(student_model(FUNCTION))
@@ -34,7 +37,7 @@ def test_places_batch_norm_between_conv_and_relu(student_model):
     assert not errors, "; ".join(errors)
 
 
-@pytest.mark.points(1.0)
+@pytest.mark.points(0.75)
 def test_has_the_expected_parameter_counts(student_model):
     """35,210 parameters (or 35,114 without conv biases), 192 of them non-trainable."""
     model = student_model(FUNCTION)
@@ -48,10 +51,11 @@ def test_has_the_expected_parameter_counts(student_model):
         f"{frozen} non-trainable parameters; BN's moving mean and variance for 32 + 64 channels make 192")
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(0.25)
 def test_honours_input_shape_and_num_classes(student_model):
     """Builds for the input_shape and num_classes it is given."""
     model = student_model(FUNCTION, input_shape=(32, 32, 3), num_classes=5)
+    answers.require_batch_norm(FUNCTION, modelcheck.flat_layers(model))   # no free points
     assert tuple(model.input_shape) == (None, 32, 32, 3), (
         f"build_model_with_bn(input_shape=(32, 32, 3), ...) has input shape {tuple(model.input_shape)}; "
         "pass input_shape to keras.Input")

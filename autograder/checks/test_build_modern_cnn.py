@@ -4,11 +4,13 @@ Specification: [Conv 32 -> BN -> ReLU] x 2 -> MaxPool -> Dropout 0.2; the same w
 -> Dropout 0.3; Conv 128 -> BN -> ReLU -> GlobalAveragePooling -> Dropout 0.5 -> Dense softmax;
 3x3 kernels, 'same' padding. 141,994 parameters at the defaults (640 non-trainable), 320 fewer
 with Conv2D(use_bias=False) on every convolution. It must honour any input_shape and num_classes.
+A model without any BatchNormalization layer is not an answer: no check scores.
 """
 
 import pytest
 
 from autograder import modelcheck
+from autograder.checks import answers
 
 FUNCTION = "build_modern_cnn"
 EXPECTED_TOTALS = {   # (input_shape, num_classes): parameters with conv biases
@@ -35,7 +37,7 @@ def layer_signature(layer) -> str:
     return layer.kind
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_uses_conv_bn_relu_blocks(student_model):
     """Every Conv2D is a linear 3x3 'same' convolution followed by BatchNormalization, then ReLU."""
     layers = modelcheck.flat_layers(student_model(FUNCTION))
@@ -47,7 +49,7 @@ def test_uses_conv_bn_relu_blocks(student_model):
             f"{conv.config['padding']!r}; use 3x3 kernels with padding='same'")
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_has_the_filters_pooling_dropout_and_head(student_model):
     """Filters 32, 32, 64, 64, 128; pooling; dropout 0.2, 0.3, 0.5; global average pooling; softmax head."""
     found = [layer_signature(layer) for layer in modelcheck.flat_layers(student_model(FUNCTION))]
@@ -58,7 +60,7 @@ def test_has_the_filters_pooling_dropout_and_head(student_model):
         f"expected {len(EXPECTED_LAYERS)} layers, found {len(found)}: {' -> '.join(found)}")
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_has_the_expected_parameter_counts(student_model):
     """141,994 parameters at the defaults (141,674 without conv biases), 640 non-trainable."""
     model = student_model(FUNCTION)
@@ -70,12 +72,13 @@ def test_has_the_expected_parameter_counts(student_model):
     assert frozen == 640, f"{frozen} non-trainable parameters; BN's moving statistics for 320 channels make 640"
 
 
-@pytest.mark.points(0.375)   # each of the two shapes
+@pytest.mark.points(0.25)   # each of the two shapes
 @pytest.mark.parametrize("input_shape, num_classes", [((28, 28, 1), 10), ((64, 64, 3), 5)],
                          ids=["28x28x1-10", "64x64x3-5"])
 def test_honours_input_shape_and_num_classes(student_model, input_shape, num_classes):
     """Builds for any input_shape and num_classes (checked at (28, 28, 1)/10 and (64, 64, 3)/5)."""
     model = student_model(FUNCTION, input_shape=input_shape, num_classes=num_classes)
+    answers.require_batch_norm(FUNCTION, modelcheck.flat_layers(model))   # no free points
     call = f"build_modern_cnn(input_shape={input_shape}, num_classes={num_classes})"
     assert tuple(model.input_shape) == (None, *input_shape), (
         f"{call} has input shape {tuple(model.input_shape)}; pass input_shape to keras.Input")
