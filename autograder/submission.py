@@ -390,25 +390,28 @@ class Submission:
     # -- what the checks use --------------------------------------------------------------------
     def grader_failure(self) -> str | None:
         """Why this submission could not be graded for a reason on the grader's side, or None: the
-        sandbox could not start, or an instructor's set-up cell failed and fails again when it runs
-        with only the set-up cells before it in a fresh worker (so no cell of the student's caused it:
-        too little memory for TensorFlow, a missing package or data set)."""
+        sandbox could not start, or an instructor's set-up cell failed here and fails again in a fresh
+        worker that runs only the released notebook's set-up cells up to it (so no cell of the
+        student's caused it: too little memory for TensorFlow, a missing package, a cell limit too
+        short for this machine). Costs a second worker only when a set-up cell failed."""
         if self._broken:
             return str(self._broken)
         failed = [o for o in self.outcomes if o.error and o.index in self.setup_cells]
         if not failed:
             return None
+        released = list(instructor_setup_cells().items())
+        upto = [grade_id for grade_id, _ in released].index(self.setup_cells[failed[0].index]) + 1
         probe = Submission(self.path, self.limits, hide=self.hide)
-        probe.cells = [(i, source) for i, source in self.cells if i in self.setup_cells and i <= failed[0].index]
+        probe.cells = [(position, source) for position, (_, source) in enumerate(released[:upto])]
         try:
             with probe:
-                errors = [o for o in probe.cell_errors() if o.index == failed[0].index]
+                errors = probe.cell_errors()
         except SandboxError as exc:
             return str(exc)
         if not errors:
             return None
-        return (f"the instructor's set-up cell {self.setup_cells[failed[0].index]!r} (cell "
-                f"{failed[0].index + 1}) fails on this machine even without the student's code: {errors[0].error}")
+        return (f"the instructor's set-up cell {released[errors[0].index][0]!r} fails on this machine even "
+                f"without the student's code: {errors[0].error}")
 
     def cell_errors(self) -> list:
         if not self._closed:

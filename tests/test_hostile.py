@@ -23,14 +23,17 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder import grade, modelcheck, sandbox
+from autograder import grade, modelcheck, results as results_module, sandbox, training
 from autograder.checks import conftest as checks_conftest
 from autograder.sandbox import Limits, ResourceGroup, SandboxError
+from autograder.exercises import BY_ID
 from autograder.submission import StudentCodeError, Submission
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
-FULL_MARKS = {"manual_batch_norm": 4.0, "build_model_with_bn": 3.0, "build_modern_cnn": 3.0}
+# The exercises these notebooks answer (the other exercises' checks are deselected, see ``graded``).
+GRADED = ("manual_batch_norm", "build_model_with_bn", "build_modern_cnn")
+FULL_MARKS = {exercise: BY_ID[exercise].points for exercise in GRADED}
 
 needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
 
@@ -155,10 +158,15 @@ def limits(monkeypatch):
     return set_limits
 
 
+def select(monkeypatch, *exercises):
+    """Grade only the checks of ``exercises`` (their modules' names hold them)."""
+    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k", " or ".join(exercises)])
+
+
 @pytest.fixture
 def graded(monkeypatch):
     """graded(path, **kwargs) -> (results, the Submission the checks used), without the training check."""
-    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k", "not training_improvement"])
+    select(monkeypatch, *GRADED)
     opened = []
 
     class Recording(Submission):
@@ -220,7 +228,7 @@ def contained(message) -> bool:
 
 
 def checks(results) -> list:
-    return [c for c in results["checks"] if c["exercise"] != "training_improvement"]
+    return [c for c in results["checks"] if c["exercise"] in GRADED]
 
 
 def scores(results) -> dict:
@@ -321,7 +329,7 @@ def test_a_function_that_never_returns_costs_only_its_exercise(tmp_path, limits,
     elapsed = time.monotonic() - started
 
     assert results["status"] == "graded", results["error"]
-    assert scores(results) == {"manual_batch_norm": 0.0, "build_model_with_bn": 3.0, "build_modern_cnn": 0.0}
+    assert scores(results) == {**FULL_MARKS, "manual_batch_norm": 0.0, "build_modern_cnn": 0.0}
     first, *later = messages(results, "manual_batch_norm")
     assert "calling manual_batch_norm: no answer within 8 s" in first
     assert later and all("ran out of time once" in m for m in later)
@@ -343,7 +351,7 @@ def test_a_memory_bomb_is_killed_by_the_memory_cgroup_and_no_process_outlives_gr
                                           MEMORY_BOMB, EXITS_HARD, strays(tag)))
 
     assert results["status"] == "graded", results["error"]
-    assert scores(results)["manual_batch_norm"] == 4.0
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert cgroups and all(group["dirs"] for group in cgroups), "the workers had no cgroup"
     assert "ran out of memory (limit 512 MiB)" in outcome(submission, 4)
     assert cgroup_counter(cgroups, "memory.oom_control", "oom_kill") >= 1
@@ -359,7 +367,7 @@ def test_fork_bombs_are_stopped_by_pids_max(tmp_path, limits, graded, cgroups):
     results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, FORK_BOMB, SPINNING_FORK_BOMB))
 
     assert results["status"] == "graded", results["error"]
-    assert scores(results)["manual_batch_norm"] == 4.0
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert contained(outcome(submission, 2)) and contained(outcome(submission, 3))
     assert cgroup_counter(cgroups, "pids.events", "max") >= 1, "pids.max never stopped a fork"
 
@@ -373,7 +381,7 @@ def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, grade
     results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), ADDRESS_SPACE_BOMB, FORK_BOMB))
 
     assert results["status"] == "graded", results["error"]
-    assert scores(results)["manual_batch_norm"] == 4.0
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert "MemoryError" in outcome(submission, 3)               # RLIMIT_AS
     assert contained(outcome(submission, 4))                     # RLIMIT_NPROC: the worker is nobody
     assert not running_commands(tag)
@@ -387,7 +395,7 @@ def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sandbox.SandboxWarning)
         results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), FORK_BOMB))
-    assert scores(results)["manual_batch_norm"] == 4.0
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert contained(outcome(submission, 3))
     assert cgroup_counter(cgroups, "pids.events", "max") >= 1
     assert not running_commands(tag)
@@ -604,7 +612,7 @@ def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
         pretend = s.call_array("pretender", x)
         assert pretend.dtype == "Pretender" and np.array_equal(pretend.value, np.zeros((2, 2)))
         patched = s.call_array("patcher", x)
-        assert np.array_equal(patched.value, np.zeros(3)) and np.allclose is not None
+        assert np.array_equal(patched.value, np.zeros(3))
         assert np.array_equal(s.call_array("after_patching", x).value, x * 2)
         assert "time limit" in refused("stalls", "bad_return", x)
         assert np.isnan(s.call_array("not_a_number", x).value).all()
@@ -785,7 +793,7 @@ def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
     printed = capfd.readouterr()
 
     assert results["status"] == "graded", results["error"]
-    assert scores(results) == {"manual_batch_norm": 4.0, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
+    assert scores(results) == {**FULL_MARKS, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
     assert all("Lambda layer" in m for m in messages(results, "build_model_with_bn"))
     assert all("Spy layer" in m and "custom" in m for m in messages(results, "build_modern_cnn"))
     assert not marker.exists(), "a layer's code ran outside the sandbox"
@@ -828,25 +836,29 @@ def _write(path: Path, content) -> Path:
 def test_an_unreadable_notebook_is_a_clear_error_for_every_check(tmp_path, graded, make, reason):
     results, _ = graded(make(tmp_path / "batchnorm.ipynb"))
     assert results["status"] == "error" and reason in results["error"], results["error"]
+    assert results["error_side"] == "student"
     assert results["total"] == 0 and checks(results)
     assert all(reason in c["message"] for c in checks(results)), checks(results)
     assert math.isclose(sum(c["max_points"] for c in checks(results)), sum(FULL_MARKS.values()))
 
 
 @needs_bwrap
-@pytest.mark.parametrize("content", [
-    '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
-    '{"cells": [1, "two", {"cell_type": "code", "source": 5, "metadata": [], "outputs": []}], '
-    '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
-], ids=["empty", "damaged-cells"])
-def test_a_notebook_without_usable_cells_is_graded_as_empty(tmp_path, graded, limits, content):
+def test_a_notebook_without_cells_is_graded_as_empty(tmp_path, graded, limits):
     limits(cell=5, call=10)
+    results, _ = graded(_write(tmp_path / "batchnorm.ipynb",
+                               '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'))
+    assert results["status"] == "graded", results["error"]
+    assert results["total"] == 0 and checks(results)
+    assert all("is not defined in the notebook" in c["message"] for c in checks(results))
+
+
+def test_a_notebook_with_damaged_cells_is_the_students_error(tmp_path, graded):
+    content = ('{"cells": [1, "two", {"cell_type": "code", "source": 5, "metadata": [], "outputs": []}], '
+               '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
     results, _ = graded(_write(tmp_path / "batchnorm.ipynb", content))
-    assert results["total"] == 0 and len(checks(results)) > 10
-    if results["status"] == "graded":
-        assert all("is not defined in the notebook" in c["message"] for c in checks(results))
-    else:
-        assert "damaged notebook" in results["error"]
+    assert (results["status"], results["error_side"]) == ("error", "student")
+    assert "damaged notebook" in results["error"]
+    assert results["total"] == 0 and all("damaged notebook" in c["message"] for c in checks(results))
 
 
 def _nbgrader_cell(source, grade_id, *, grade=False, solution=False, locked=False, points=None):
@@ -862,7 +874,7 @@ def test_cells_are_run_by_role_not_by_position_or_name(tmp_path, graded, limits)
     limits(cell=3, call=20)
     wrong = MANUAL_BN.replace("keepdims=True)\n    return", "keepdims=True, ddof=1)\n    return")
     cells = [
-        _nbgrader_cell(SETUP + "import time\n", "setup", locked=True),             # a locked cell, edited
+        _nbgrader_cell(SETUP + "import time\n", "course_setup", locked=True),      # a locked cell
         nbformat.v4.new_markdown_cell("# Exercise 1"),
         _nbgrader_cell(wrong, "renamed_by_the_student", solution=True),
         _nbgrader_cell(MANUAL_BN, "manual_batch_norm_solution", solution=True),    # a duplicate: it wins
@@ -876,7 +888,7 @@ def test_cells_are_run_by_role_not_by_position_or_name(tmp_path, graded, limits)
     assert results["status"] == "graded", results["error"]
     assert [index for index, _ in submission.cells] == [0, 2, 3, 7]
     assert not submission.cell_errors()
-    assert scores(results) == {"manual_batch_norm": 4.0, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
+    assert scores(results) == {**FULL_MARKS, "build_model_with_bn": 0.0, "build_modern_cnn": 0.0}
     assert all("build_model_with_bn is not defined" in m for m in messages(results, "build_model_with_bn"))
 
 
@@ -902,6 +914,227 @@ def test_the_same_submission_gets_the_same_result_ten_times(tmp_path, graded, li
         seen.append([(c["id"], c["points"], c["message"]) for c in checks(results)])
     assert all(run == seen[0] for run in seen[1:]), [sum(p for _, p, _ in run) for run in seen]
     points = dict((check, p) for check, p, _ in seen[0])
-    assert 0 < sum(points.values()) < 4.0       # the ddof=1 mistake costs its check, no more
+    assert 0 < sum(points.values()) < FULL_MARKS["manual_batch_norm"]   # the ddof=1 mistake costs its check, no more
     assert points["manual_batch_norm::test_uses_the_biased_variance"] == 0
     assert not running_commands(tag)
+
+
+# --- models too large for the grader: refused from their config, before Keras builds them -------------
+
+def _layer(kind, **config):
+    return {"class_name": kind, "module": "keras.layers", "config": config}
+
+
+def sequential(input_shape, *layers) -> dict:
+    """A Sequential config as to_json() writes it, from (kind, config) pairs."""
+    return {"class_name": "Sequential", "module": "keras", "config": {"name": "s", "layers": [
+        _layer("InputLayer", batch_shape=[None, *input_shape]), *layers]}}
+
+
+def conv_bn_relu(filters, padding="valid"):
+    return [_layer("Conv2D", filters=filters, kernel_size=[3, 3], strides=[1, 1], padding=padding,
+                   use_bias=True), _layer("BatchNormalization", axis=-1), _layer("ReLU")]
+
+
+# The issue's compute bomb: Conv2D 256 -> 1024 -> 1024, 3x3, each with BN and ReLU (it trained for
+# 663 s in the grader), and a Dense layer of 400,000 units sent as JSON (16.8 GB in the grader).
+COMPUTE_BOMB = sequential((28, 28, 1), *conv_bn_relu(256), *conv_bn_relu(1024), *conv_bn_relu(1024),
+                          _layer("Flatten"), _layer("Dense", units=10, activation="softmax"))
+MEMORY_BOMB_CONFIG = sequential((28, 28, 1), _layer("Flatten"), _layer("Dense", units=400_000),
+                                _layer("Dense", units=10, activation="softmax"))
+# Few weights, much compute: 256 filters at full resolution, three times.
+SLOW_TO_TRAIN = sequential((28, 28, 1), *conv_bn_relu(256, "same"), *conv_bn_relu(256, "same"),
+                           *conv_bn_relu(256, "same"), _layer("GlobalAveragePooling2D"),
+                           _layer("Dense", units=10, activation="softmax"))
+
+
+def test_the_memory_bomb_is_refused_for_its_parameters():
+    with pytest.raises(modelcheck.ModelRefused, match=r"318,000,010 parameters, above the grader's cap of 7,099,700"):
+        modelcheck.check_bounds(MEMORY_BOMB_CONFIG)
+
+
+def test_the_compute_bomb_is_refused_before_it_is_built():
+    with pytest.raises(modelcheck.ModelRefused, match=r"parameters, above the grader's cap"):
+        modelcheck.check_bounds(COMPUTE_BOMB)
+
+
+def test_a_model_too_slow_to_train_is_refused_for_the_training_check_only():
+    found = modelcheck.check_bounds(SLOW_TO_TRAIN)       # its structure can still be checked
+    assert found.parameters < modelcheck.MAX_PARAMETERS
+    with pytest.raises(modelcheck.ModelRefused, match=r"GFLOP, above the grader's cap of 546 GFLOP"):
+        modelcheck.check_bounds(SLOW_TO_TRAIN, training_budget=training.BUDGET)
+
+
+def test_activations_too_large_for_a_batch_are_refused():
+    wide = sequential((256, 256, 3), *conv_bn_relu(64, "same"), _layer("GlobalAveragePooling2D"),
+                      _layer("Dense", units=10))
+    with pytest.raises(modelcheck.ModelRefused, match=r"activations for a batch of 64 images take [\d,]+ MiB, "
+                                                      r"above the grader's cap of 678 MiB"):
+        modelcheck.check_bounds(wide)
+
+
+def test_a_model_without_an_input_shape_is_refused():
+    config = sequential((28, 28, 1), _layer("Flatten"), _layer("Dense", units=10))
+    del config["config"]["layers"][0]
+    with pytest.raises(modelcheck.ModelRefused, match="no input shape"):
+        modelcheck.cost(config)
+
+
+def test_a_layer_whose_output_would_be_empty_is_refused():
+    config = sequential((4, 4, 1), *conv_bn_relu(8), *conv_bn_relu(8), *conv_bn_relu(8))
+    with pytest.raises(modelcheck.ModelRefused, match="output would be empty"):
+        modelcheck.cost(config)
+
+
+def test_functional_configs_are_followed_through_add_and_concatenate():
+    def node(*sources):
+        args = [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}} for name in sources]
+        return [{"args": [args] if len(args) > 1 else args, "kwargs": {}}]
+
+    def entry(name, kind, sources, **config):
+        return {**_layer(kind, **config), "name": name, "inbound_nodes": node(*sources) if sources else []}
+
+    config = {"class_name": "Functional", "config": {"name": "f", "layers": [
+        entry("in", "InputLayer", (), batch_shape=[None, 8, 8, 3]),
+        entry("a", "Conv2D", ("in",), filters=4, kernel_size=[3, 3], padding="same"),
+        entry("b", "Conv2D", ("in",), filters=4, kernel_size=[3, 3], padding="same"),
+        entry("sum", "Add", ("a", "b")),
+        entry("cat", "Concatenate", ("sum", "a"), axis=-1),
+        entry("flat", "Flatten", ("cat",)),
+        entry("out", "Dense", ("flat",), units=5)],
+        "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]}}
+    found = modelcheck.cost(config)
+    assert (found.input_shape, found.output_shape) == ((8, 8, 3), (5,))
+    assert found.parameters == 2 * (3 * 3 * 3 * 4 + 4) + 8 * 8 * 8 * 5 + 5
+
+
+@pytest.mark.slow
+def test_the_caps_are_the_stated_multiples_of_the_reference_models():
+    costs = modelcheck.reference_costs()        # builds the reference models (imports Keras)
+    assert modelcheck.REFERENCE_PARAMETERS == max(c.parameters for c in costs.values())
+    assert modelcheck.REFERENCE_ACTIVATION_BYTES == max(c.batch_activation_bytes() for c in costs.values())
+    at_training_shape = [c for c in costs.values() if c.input_shape == training.INPUT_SHAPE]
+    assert modelcheck.REFERENCE_TRAINING_FLOPS == max(
+        c.training_flops(training.BUDGET.n_images, training.BUDGET.epochs) for c in at_training_shape)
+    assert modelcheck.ACTIVATION_BATCH == training.BUDGET.batch_size
+
+
+@pytest.mark.slow
+def test_parameter_counts_from_the_config_match_keras():
+    from autograder import reference
+    for (name, input_shape, num_classes), found in modelcheck.reference_costs().items():
+        model = getattr(reference, name)(input_shape, num_classes)
+        assert found.parameters == model.count_params(), name
+        assert found.output_shape == tuple(model.output_shape[1:]), name
+
+
+BOMBS = f'''\
+import json
+
+class Config:
+    def __init__(self, config):
+        self.config = config
+    def to_json(self):
+        return json.dumps(self.config)
+
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    return Config({COMPUTE_BOMB!r})
+
+def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
+    return Config({MEMORY_BOMB_CONFIG!r})
+'''.replace("None", "None")
+
+
+@needs_bwrap
+def test_the_compute_and_memory_bombs_cost_their_checks_and_nothing_else(tmp_path, limits, monkeypatch):
+    limits(cell=10, call=20)
+    select(monkeypatch, *GRADED, "training_improvement")
+    started = time.monotonic()
+    results = grade.grade_notebook(notebook(tmp_path, SETUP, MANUAL_BN, BOMBS))
+    elapsed = time.monotonic() - started
+    assert results["status"] == "graded", results["error"]
+    by_exercise = {}
+    for check in results["checks"]:
+        by_exercise.setdefault(check["exercise"], []).append(check)
+    assert sum(c["points"] for c in by_exercise["manual_batch_norm"]) == FULL_MARKS["manual_batch_norm"]
+    for exercise in ("build_model_with_bn", "training_improvement", "build_modern_cnn"):
+        assert all(c["points"] == 0 and "above the grader's cap" in c["message"] for c in by_exercise[exercise]), \
+            [c["message"] for c in by_exercise[exercise]]
+    assert elapsed < 120, elapsed      # refused before building: no 11-minute training, no 16 GB
+
+
+# --- failures on the grader's side: status error, never a graded zero ---------------------------------
+
+def assert_grader_error(results, *needles):
+    assert (results["status"], results["error_side"]) == ("error", "grader"), results["error"]
+    assert results["error"].startswith("grader-side failure, not the student's: ")
+    assert results_module.is_grader_error(results)
+    assert results["total"] == 0
+    for needle in needles:
+        assert needle in results["error"], results["error"]
+
+
+@needs_bwrap
+def test_a_missing_interpreter_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
+    limits(cell=5, call=10)
+    monkeypatch.setattr(sandbox, "interpreter", lambda: "/nowhere/bin/python")
+    results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN))
+    assert_grader_error(results, "did not start", "/nowhere/bin/python")
+
+
+@needs_bwrap
+def test_a_check_that_crashes_on_a_well_formed_answer_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
+    limits(cell=20, call=20)
+
+    def broken(model):
+        raise KeyError("a bug in the check")
+
+    monkeypatch.setattr(modelcheck, "flat_layers", broken)
+    results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN, BUILD_WITH_BN))
+    assert_grader_error(results, "the check crashed: KeyError", "build_model_with_bn::")
+
+
+def _setup_cell(grade_id, source):
+    return _nbgrader_cell(source, grade_id, locked=True)
+
+
+@needs_bwrap
+def test_a_set_up_cell_that_fails_for_lack_of_memory_is_the_graders_error(tmp_path, limits, graded):
+    limits(cell=30, call=20, memory_mb=64)        # too little for the instructor's `import keras`
+    results, _ = graded(notebook(tmp_path, _setup_cell("setup", SETUP), MANUAL_BN))
+    assert_grader_error(results)
+    assert "set-up cell 'setup'" in results["error"] or "did not start" in results["error"]
+
+
+@needs_bwrap
+def test_the_instructors_set_up_source_runs_in_place_of_an_edited_copy(tmp_path, limits, graded):
+    limits(cell=10, call=20)
+    uses_setup = MANUAL_BN.replace("    x = np.asarray", "    assert layer_out_early.shape == (32, 10)\n    x = np.asarray")
+    edited = _setup_cell("covariate_shift_data", "raise RuntimeError('the student edited a locked cell')\n")
+    results, submission = graded(notebook(tmp_path, SETUP, edited, uses_setup))
+    assert results["status"] == "graded", results["error"]
+    assert not submission.cell_errors()
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
+
+
+@needs_bwrap
+def test_a_set_up_cell_broken_by_the_students_own_cell_is_not_the_graders_error(tmp_path, limits, graded):
+    limits(cell=30, call=20)      # the released set-up cells before it run again alone, `import keras` too
+    breaks_numpy = "import sys\nsys.modules['numpy'] = None\ndel np\n"
+    results, submission = graded(notebook(tmp_path, SETUP, breaks_numpy,
+                                          _setup_cell("covariate_shift_data", "unused"), MANUAL_BN))
+    assert results["status"] == "graded", results["error"]
+    assert "NameError" in outcome(submission, 2)       # np is gone: the student's doing, and it stays theirs
+
+
+@needs_bwrap
+def test_a_missing_data_set_is_the_graders_error(tmp_path, limits, monkeypatch):
+    limits(cell=30, call=30)
+    select(monkeypatch, "training_improvement")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(empty))
+    monkeypatch.setenv("BN_AUTOGRADER_TRAINING_MEMO", "0")
+    monkeypatch.setattr(training, "_subset", training._subset.__wrapped__)     # no copy read earlier
+    results = grade.grade_notebook(notebook(tmp_path / "nb", SETUP, BUILD_WITH_BN), cache_dir=tmp_path / "cache")
+    assert_grader_error(results, "Fashion-MNIST is missing on the grading machine")

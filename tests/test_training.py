@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder import reference, training
+from autograder.sandbox import Limits
 from autograder.training import Budget, TrainingCheckError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,17 +35,22 @@ def _dense_model(units, activation):
 # No TensorFlow needed
 
 
-def test_budget_is_frozen_and_the_constants_are_sane():
+def test_the_budget_cannot_be_changed_in_place():
     with pytest.raises(AttributeError):
         training.BUDGET.seed = 1
-    assert 0 < training.REQUIRED_LEAD < 0.2
-    assert training.BUDGET.n_images % training.BUDGET.batch_size == 0  # every step a full batch
 
 
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_every_step_of_the_budget_sees_a_full_batch():
+    assert training.BUDGET.n_images % training.BUDGET.batch_size == 0
+
+
+def test_the_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
     assert training.default_cache_dir() == tmp_path
-    monkeypatch.delenv(training.CACHE_ENV)
+
+
+def test_the_cache_dir_defaults_to_the_home_folder(monkeypatch):
+    monkeypatch.delenv(training.CACHE_ENV, raising=False)
     assert training.default_cache_dir() == Path.home() / ".cache" / "bn-autograder"
 
 
@@ -54,9 +60,18 @@ def test_a_bad_cache_entry_reads_as_missing(tmp_path, content):
     path = tmp_path / "entry.json"
     path.write_text(content)
     assert training._read_cache(path, {"a": 1}) is None
+
+
+def test_a_cache_entry_written_over_a_bad_one_reads_back(tmp_path):
+    path = tmp_path / "entry.json"
+    path.write_text("{not json")
     training._write_cache(path, {"a": 1}, 0.5)
     assert training._read_cache(path, {"a": 1}) == 0.5
-    assert not list(tmp_path.glob(".baseline-*"))  # no temp file left behind
+
+
+def test_writing_a_cache_entry_leaves_no_temporary_file(tmp_path):
+    training._write_cache(tmp_path / "entry.json", {"a": 1}, 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,34 +137,83 @@ def test_training_prints_nothing(capfd):
     assert capfd.readouterr() == ("", "")
 
 
-@pytest.mark.slow
-def test_the_baseline_is_cached_reused_and_recomputed_when_corrupt(tmp_path, monkeypatch):
+@pytest.fixture
+def trainings(monkeypatch):
+    """The names of the models train_accuracy trains during the test, in order."""
     calls = []
     real = training.train_accuracy
 
-    def counting(model, budget=training.BUDGET):
+    def counting(model, budget=training.BUDGET, limits=None):
         calls.append(model.name)
-        return real(model, budget)
+        return real(model, budget, limits)
 
     monkeypatch.setattr(training, "train_accuracy", counting)
+    return calls
 
+
+@pytest.mark.slow
+def test_the_baseline_is_trained_once_and_written_to_the_cache(tmp_path, trainings):
     first = training.baseline_accuracy(tmp_path, SMALL)
     [entry] = tmp_path.glob("baseline-*.json")
     stored = json.loads(entry.read_text())
     assert stored["accuracy"] == first and stored["key"]["budget"]["n_images"] == SMALL.n_images
     assert {"tensorflow", "keras", "data_sha256"} <= set(stored["key"])
-    assert len(calls) == 1 and calls[0] == "without_bn"
+    assert trainings == ["without_bn"]
 
+
+@pytest.mark.slow
+def test_a_cached_baseline_is_reused(tmp_path, trainings):
+    first = training.baseline_accuracy(tmp_path, SMALL)
     assert training.baseline_accuracy(tmp_path, SMALL) == first
-    assert len(calls) == 1  # reused
+    assert trainings == ["without_bn"]
 
+
+@pytest.mark.slow
+def test_a_corrupt_cache_entry_is_recomputed_and_rewritten(tmp_path, trainings):
+    first = training.baseline_accuracy(tmp_path, SMALL)
+    [entry] = tmp_path.glob("baseline-*.json")
     entry.write_text('{"accuracy": 0.4')  # e.g. a grader killed mid-write by hand
     assert training.baseline_accuracy(tmp_path, SMALL) == first
-    assert len(calls) == 2  # recomputed, not fatal
+    assert trainings == ["without_bn", "without_bn"]
     assert json.loads(entry.read_text())["accuracy"] == first
 
+
+@pytest.mark.slow
+def test_another_budget_has_another_baseline_key():
     other = Budget(n_images=SMALL.n_images, epochs=1, batch_size=SMALL.batch_size, seed=SMALL.seed)
     assert training.baseline_key(other) != training.baseline_key(SMALL)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training check's bounds: a model too costly to train is refused before it is built, and a
+# run past the wall-clock or memory budget is stopped.
+
+
+@pytest.mark.slow
+def test_a_model_above_the_training_cap_is_refused_before_training():
+    import keras  # noqa: PLC0415
+    layers = keras.layers
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = inputs
+    for _ in range(3):                      # few weights, much compute: 256 filters at 28x28
+        x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(256, 3, padding="same")(x)))
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(TrainingCheckError, match=r"would cost [\d,]+ GFLOP, above the grader's cap of 546 GFLOP"):
+        training.train_accuracy(model, training.BUDGET)
+
+
+@pytest.mark.slow
+def test_training_past_the_wall_clock_budget_is_stopped():
+    with pytest.raises(TrainingCheckError, match=r"stopped after \d+ s, past the grader's 0.001 s budget"):
+        training.train_accuracy(reference.model_without_bn(), SMALL, Limits(training_seconds=0.001))
+
+
+@pytest.mark.slow
+def test_training_past_the_memory_budget_is_stopped(monkeypatch):
+    readings = iter(range(1 << 30, 1 << 40, 64 << 20))     # the process grows by 64 MiB a batch
+    monkeypatch.setattr(training, "_rss_bytes", lambda: next(readings))
+    with pytest.raises(TrainingCheckError, match=r"taken 128 MiB more memory, past the grader's 100 MiB budget"):
+        training.train_accuracy(reference.model_without_bn(), SMALL, Limits(training_memory_bytes=100 << 20))
 
 
 @pytest.mark.slow
