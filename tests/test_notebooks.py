@@ -241,16 +241,50 @@ def test_visible_tests_name_common_mistakes(tmp_path):
         (_mutant(nb, "build_modern_cnn", 'padding="same"', 'padding="valid"'), "padding='same'"),
         (_mutant(nb, "build_modern_cnn", "(num_classes, activation", "(10, activation"),
          "use the arguments"),
+        (_mutant(nb, "batch_norm_backward", "inv_std / m * (m * dx_hat - dx_hat.sum(axis=axes, keepdims=True)\n"
+                 "                        - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True))",
+                 "dx_hat * inv_std"), "treats the mean and the variance as constants"),
+        (_mutant(nb, "batch_norm_backward", "\n                        - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True))",
+                 ")"), "misses the path through the variance"),
+        (_mutant(nb, "batch_norm_backward", "dgamma = (dout * x_hat).sum(axis=axes)",
+                 "dgamma = (dout * x).sum(axis=axes)"), "sum(dout * x_hat)"),
+        (_mutant(nb, "batch_norm_backward", "dbeta = dout.sum(axis=axes)\n    dgamma = (dout * x_hat).sum(axis=axes)",
+                 "dbeta = dout.sum(axis=0)\n    dgamma = (dout * x_hat).sum(axis=0)"), "sum over every axis but the last"),
+        (_mutant(nb, "update_moving_statistics",
+                 "momentum * np.asarray(moving_mean, dtype=np.float64) + (1 - momentum) * np.asarray(batch_mean",
+                 "(1 - momentum) * np.asarray(moving_mean, dtype=np.float64) + momentum * np.asarray(batch_mean"),
+         "convention is swapped"),
+        (_mutant(nb, "batch_norm_inference", "x_hat = (x - np.asarray(moving_mean, dtype=np.float64)) / "
+                 "np.sqrt(np.asarray(moving_var, dtype=np.float64) + epsilon)",
+                 "x_hat = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + epsilon)"), "use moving_mean and moving_var"),
+        (_mutant(nb, "batch_norm_inference", "np.sqrt(np.asarray(moving_var, dtype=np.float64) + epsilon)",
+                 "(np.sqrt(np.asarray(moving_var, dtype=np.float64)) + epsilon)"), "inside the square root"),
+        (_mutant(nb, "batch_norm_inference", "np.sqrt(np.asarray(moving_var, dtype=np.float64) + epsilon)",
+                 "(np.asarray(moving_var, dtype=np.float64) + epsilon)"), "used as a standard deviation"),
+        (_mutant(nb, "population_statistics", "(variances + (means - mean) ** 2)", "variances"),
+         "misses the spread of the batch means"),
+        (_mutant(nb, "population_statistics", "weights = weights / weights.sum()",
+                 "weights = np.ones_like(weights) / len(weights)"), "weight each batch by its size"),
     ]
     accepted = [  # variants the instructions allow: they must pass
         _mutant(nb, "build_model_with_bn", "keras.layers.Conv2D(filters, 3)(x)",
                 "keras.layers.Conv2D(filters, 3, use_bias=False)(x)"),
+        _mutant(nb, "build_model_with_bn", "keras.layers.Conv2D(filters, 3)(x)",  # one bias-free conv of two
+                "keras.layers.Conv2D(filters, 3, use_bias=filters == 32)(x)"),
+        _mutant(nb, "build_modern_cnn", 'keras.layers.Conv2D(filters, 3, padding="same")(x)',
+                'keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)'),
+        _mutant(nb, "batch_norm_backward",  # the chain rule term by term, as the instructions write it
+                "dx = inv_std / m * (m * dx_hat - dx_hat.sum(axis=axes, keepdims=True)\n"
+                "                        - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True))",
+                "centred = x - x.mean(axis=axes, keepdims=True)\n"
+                "    dvar = -0.5 * inv_std ** 3 * (dx_hat * centred).sum(axis=axes, keepdims=True)\n"
+                "    dmean = -inv_std * dx_hat.sum(axis=axes, keepdims=True)\n"
+                "    dx = dx_hat * inv_std + dvar * 2 * centred / m + dmean / m"),
         _mutant(nb, "build_model_with_bn", 'keras.layers.Activation("relu")(x)', "keras.layers.ReLU()(x)"),
         _mutant(nb, "manual_batch_norm", "x = np.asarray(x, dtype=np.float64)", "x = np.array(x)"),
     ]
-    test_cell = {"manual_batch_norm": "test_manual_batch_norm",
-                 "build_model_with_bn": "test_build_model_with_bn",
-                 "build_modern_cnn": "test_build_modern_cnn"}
+    test_cell = {exercise.function: exercise.test_cell for exercise in EXERCISES
+                 if exercise.test_cell != TRAINING_TEST_CELL}
     setup = [c for c in _graded_code_cells(nb) if not _meta(c).get("solution") and not _meta(c).get("grade")]
     cells = list(setup)
     for mutant in accepted + [mutant for mutant, _ in mutants]:
@@ -279,8 +313,10 @@ def test_solutions_notebook_runs_top_to_bottom_in_fast_mode(tmp_path):
     assert "(FAST mode)" in _stream(code[0], "stdout"), "BN_ASSIGNMENT_FAST=1 did not shrink the budget"
     printed = "".join(_stream(cell, "stdout") for cell in code)
     for expected in ("Exercise 1: all visible tests passed", "Exercise 4: visible test passed",
-                     "What this run measured", "with batch statistics", "momentum 0.9"):
-        assert expected in printed
+                     "What this run measured", "with batch statistics", "momentum 0.9",
+                     "precise BN (re-estimated)", "of which the initial 1.0",
+                     "manual_batch_norm vs layer(x, training=True)", "LayerNormalization(axis=[1, 2, 3])"):
+        assert expected in printed, expected
 
 
 def test_committed_solutions_are_executed_with_the_full_budget():
@@ -295,6 +331,17 @@ def test_committed_solutions_are_executed_with_the_full_budget():
     assert not any("nbgrader" in cell.metadata for cell in nb.cells)
     text = "\n".join(cell.source for cell in nb.cells)
     assert "### BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+
+
+def test_committed_solutions_print_no_log_lines_or_automatic_layer_names():
+    code = [cell for cell in _read(assign.SOLUTIONS).cells if cell.cell_type == "code"]
+    for cell in code:  # TensorFlow's absl/oneDNN lines and Python warnings all go to stderr
+        assert _stream(cell, "stderr") == "", f"{cell.id} wrote to stderr: {_stream(cell, 'stderr')[:300]}"
+    printed = "\n".join(_stream(cell, "stdout") + "".join(o.get("data", {}).get("text/plain", "")
+                                                          for o in cell.outputs) for cell in code)
+    for pattern in (r"absl|oneDNN", r"\b(batch_normalization|conv2d|dense|max_pooling2d|activation|flatten)_\d+\b"):
+        found = re.search(pattern, printed)
+        assert not found, f"the committed solutions print {found.group(0)!r}"
 
 
 # --------------------------------------------------------------------------------------------
