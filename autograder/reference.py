@@ -66,9 +66,9 @@ def batch_norm_backward(dout, x, gamma=1.0, epsilon=PAPER_BN_EPSILON, *, axes=No
     x = np.asarray(x, dtype=np.float64)
     dout = np.asarray(dout, dtype=np.float64)
     axes = feature_axes(x) if axes is None else axes
-    mean = x.mean(axis=axes, keepdims=True)
-    std = _std(x.var(axis=axes, keepdims=True), epsilon)
-    x_hat = (x - mean) / std
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    std = _std(var, epsilon)
+    x_hat = normalize(x, mean, var, epsilon=epsilon)      # the forward pass's, before gamma and beta
     dx_hat = dout * np.asarray(gamma, np.float64)
     dx = dx_hat
     if mean_path:
