@@ -132,3 +132,12 @@ def test_known_parts_accepts_a_mistake_in_one_part_and_the_reference_in_another(
     no_x_hat = mistakes["dgamma_without_x_hat"][1]
     assert answers.known_parts(_answer(constant[0], no_x_hat[1], right[2]), right, mistakes)
     assert not answers.known_parts(_answer(constant[0] * 2, right[1], right[2]), right, mistakes)
+
+
+def test_a_model_without_batch_norm_is_not_an_answer():
+    from autograder.modelcheck import Layer
+    baseline = [Layer("Conv2D", {"filters": 32, "activation": "relu"}), Layer("MaxPooling2D", {}),
+                Layer("Flatten", {}), Layer("Dense", {"units": 10, "activation": "softmax"})]
+    with pytest.raises(pytest.fail.Exception, match="without any BatchNormalization layer: that is not an answer"):
+        answers.require_batch_norm("build_modern_cnn", baseline)
+    answers.require_batch_norm("build_modern_cnn", baseline[:1] + [Layer("BatchNormalization", {})] + baseline[1:])
