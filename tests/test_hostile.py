@@ -23,7 +23,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder import grade, modelcheck, results as results_module, sandbox, training
+from autograder import grade, modelcheck, results as results_module, sandbox, students, training
 from autograder.checks import conftest as checks_conftest
 from autograder.sandbox import Limits, ResourceGroup, SandboxError
 from autograder.exercises import BY_ID
@@ -1138,3 +1138,18 @@ def test_a_missing_data_set_is_the_graders_error(tmp_path, limits, monkeypatch):
     monkeypatch.setattr(training, "_subset", training._subset.__wrapped__)     # no copy read earlier
     results = grade.grade_notebook(notebook(tmp_path / "nb", SETUP, BUILD_WITH_BN), cache_dir=tmp_path / "cache")
     assert_grader_error(results, "Fashion-MNIST is missing on the grading machine")
+
+
+@needs_bwrap
+def test_answers_of_the_wrong_shape_or_kind_are_the_students_zero_not_a_crash(tmp_path, limits, monkeypatch):
+    limits(cell=5, call=10)
+    numpy_exercises = ("manual_batch_norm", "batch_norm_backward", "update_moving_statistics",
+                       "batch_norm_inference", "population_statistics")
+    select(monkeypatch, *numpy_exercises)
+    odd = {"manual_batch_norm": "np.ones((2, 3, 4, 5, 6))", "batch_norm_backward": "np.ones(7), 1.0, np.zeros(0)",
+           "update_moving_statistics": "(moving_mean,) * 3", "batch_norm_inference": "'text'",
+           "population_statistics": "[batch_means]"}
+    results = grade.grade_notebook(notebook(tmp_path, SETUP, *students.returning(odd).values()))
+    assert results["status"] == "graded", results["error"]
+    assert {c["exercise"] for c in results["checks"] if c["max_points"]} >= set(numpy_exercises)
+    assert sum(c["points"] for c in results["checks"]) == 0

@@ -146,3 +146,16 @@ def call_arrays(submission):
                 raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None
             raise
     return call
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Plain ``pytest autograder/checks --submission``: a failure on the grader's side is not a test
+    result, so the run ends as pytest's internal error, not as "some checks failed"."""
+    if session.config.stash.get(GRADER_ERROR, None) and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    failure = config.stash.get(GRADER_ERROR, None)
+    if failure:
+        terminalreporter.write_line(f"grader-side failure, not the student's: {failure}", red=True)
