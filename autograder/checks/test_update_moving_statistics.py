@@ -8,8 +8,9 @@ moving ones so that every weighting shows.
 
 The known mistakes (reference.update_moving_statistics_mistakes), each named by one check and
 accepted by the others: momentum on the batch instead of the moving value (PyTorch's convention;
-the default-momentum check) and momentum fixed at 0.99 whatever it is given (the momentum=0.9 check). The side check (inputs unmodified) scores only when the answer is the
-reference or the known mistake: returning the moving statistics unchanged earns nothing (answers.py).
+the default-momentum check) and momentum fixed at 0.99 whatever it is given (the momentum=0.9
+check). The side check (inputs unmodified) scores only when the answer is the reference or a
+known mistake: returning the moving statistics unchanged earns nothing (answers.py).
 """
 
 import numpy as np
