@@ -4,12 +4,16 @@ Stock ``nbgrader autograde`` runs the whole submitted notebook in a Jupyter kern
 preprocessor) and scores each autograded test cell by its outputs: an error scores 0, no error
 scores full marks. Code in that kernel can redefine what the test cells call, or print a number,
 and collect points. This module's ``IsolatedGrade`` preprocessor takes ``Execute``'s place in
-``c.Autograde.autograde_preprocessors`` (see nbgrader_config.py). For each submission it
+``c.Autograde.autograde_preprocessors`` (see nbgrader_config.py). No student code runs in
+nbgrader's process or in a kernel. For each submission it
 
-1. writes the sanitized notebook (nbgrader has already restored the locked cells and cleared the
-   outputs) to a temporary file, with no outputs, and grades it with
-   ``autograder.grade.grade_notebook``: the student's code runs in the sandboxed worker, the
-   hidden checks in the grader;
+1. takes the isolated grader's result for the submitted file: the one ``grade-class`` stored in
+   ``grade-class/<student>/batchnorm/`` when the file (sha256) and the grader
+   (``grade_class.grader_hash``) are unchanged; otherwise it grades. It grades in bulk: the first
+   notebook of an ``nbgrader autograde`` run grades every submission nbgrader is about to import
+   that has no such result, through ``grade_class.run`` (the same parallel pool of grader
+   processes, ``c.IsolatedGrade.jobs``, or a Dask cluster, ``c.IsolatedGrade.scheduler``), and
+   stores the results where grade-class would, so the two commands share every grading;
 2. writes the results document beside the autograded notebook
    (``autograded/<student>/batchnorm/results.json``);
 3. gives each autograded test cell (grade_id = ``Exercise.test_cell``) exactly two outputs: a
@@ -18,19 +22,28 @@ and collect points. This module's ``IsolatedGrade`` preprocessor takes ``Execute
    partial credit, so ``SaveAutoGrades`` (which runs after this) records the isolated scores in the
    gradebook, and ``nbgrader export`` and formgrader show them. A 0 is written as "0.0", which
    nbgrader records as 0 (an empty output would mean full marks). No stderr or error output is
-   ever written, and no student code runs in nbgrader's process or in a kernel.
+   ever written.
 
-Two ways to grade a class, both with the same isolated grader:
+A submission that was not graded because of the grader (``grade_class.grader_error``: the worker
+could not start, a check crashed, a grader process crashed or timed out) is never recorded as
+zeros: the preprocessor raises ``GraderSideError``, so nbgrader reports that student's notebook as
+failed, records no grades for it, removes its autograded folder and exits non-zero; the next
+``nbgrader autograde batchnorm`` grades it again. An error that is the student's (a notebook that
+cannot be read) is recorded as 0 points with the reason.
 
+Two ways to grade a class, with the same isolated grader and the same stored results:
+
+* ``python -m autograder grade-class batchnorm --jobs N`` (autograder/grade_class.py): parallel,
+  resumable, tolerant of renamed/old/zipped notebooks; writes ``grade-class/``, grades.csv and
+  feedback pages, never nbgrader's folders or gradebook.
 * ``nbgrader autograde batchnorm`` (this module): the gradebook path, for formgrader, manual
   grading of written answers, ``nbgrader export`` and ``nbgrader generate_feedback`` (whose
-  feedback hides the hidden tests through ``ClearHiddenTests``). It grades one submission at a time.
-* ``python -m autograder grade-class batchnorm --jobs N`` (autograder/grade_class.py): parallel,
-  resumable, tolerant of renamed/old/zipped notebooks; writes results.json, grades.csv and its own
-  feedback pages, but does not touch the gradebook. Run ``nbgrader autograde batchnorm --force``
-  afterwards to fill the gradebook (nbgrader skips students whose autograded folder exists).
+  feedback hides the hidden tests through ``ClearHiddenTests``). Right after grade-class it only
+  imports grade-class's results; no ``--force`` needed.
 """
 
+import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +51,12 @@ from pathlib import Path
 import nbformat
 from nbgrader import utils
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Unicode
+from traitlets import Float, Integer, Unicode
 
-from . import results
-from .exercises import BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME, grade_id
+from . import grade_class, results
+from .collect import HandIn
+from .exercises import ASSIGNMENT_ID, BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME, grade_id
+from .pool import DEFAULT_TIMEOUT, cpu_count, run_pool
 
 
 def report_text(exercise_id: str, result: dict, points: float, max_points: float) -> str:
@@ -101,6 +116,27 @@ def apply_scores(nb, result: dict, log=None):
     return recorded
 
 
+class GraderSideError(Exception):
+    """A submission was not graded because of the grader; nbgrader records nothing for it."""
+
+
+class _LogStream:
+    """grade-class's progress lines, into nbgrader's log."""
+
+    def __init__(self, log):
+        self.log, self.partial = log, ""
+
+    def write(self, text):
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log.info("Isolated grader: %s", line.strip())
+
+    def flush(self):
+        pass
+
+
 class IsolatedGrade(NbGraderPreprocessor):
     """Score the autograded test cells with the isolated grader instead of executing the notebook."""
 
@@ -111,15 +147,28 @@ class IsolatedGrade(NbGraderPreprocessor):
         "results.json",
         help="File name for the results document beside the autograded notebook ('' to skip)."
     ).tag(config=True)
+    jobs = Integer(
+        min(2, cpu_count()), help="Grader processes that grade the changed submissions in parallel."
+    ).tag(config=True)
+    timeout = Float(DEFAULT_TIMEOUT, help="Seconds one submission may take before it is stopped.").tag(config=True)
+    scheduler = Unicode(
+        "", help="Address of a Dask scheduler to grade on instead of local grader processes "
+                 "(as grade-class --scheduler)."
+    ).tag(config=True)
 
     def preprocess(self, nb, resources):
         student = resources.get("nbgrader", {}).get("student", "?")
         started = time.monotonic()
-        result = self._grade(nb, resources)
+        result, how = self._result(nb, resources)
+        if how == "not graded":
+            raise GraderSideError(
+                f"{student} was not graded because of a problem on the grader's side, not the student's "
+                f"({result.get('error')}). Nothing is recorded for this notebook; fix the cause and run "
+                "nbgrader autograde again, which grades it then.")
         recorded = apply_scores(nb, result, log=self.log)
-        self.log.info("Isolated grader: %s scored %s/%s (%s) in %.1f s: %s", student,
-                      results.format_points(result.get("total", 0)), results.format_points(result.get("max_total", 0)), result.get("status"),
-                      time.monotonic() - started, recorded)
+        self.log.info("Isolated grader: %s scored %s/%s (%s, %s) in %.1f s: %s", student,
+                      results.format_points(result.get("total", 0)), results.format_points(result.get("max_total", 0)),
+                      result.get("status"), how, time.monotonic() - started, recorded)
         folder = resources.get("metadata", {}).get("path")
         if self.write_results and folder:
             try:
@@ -128,8 +177,83 @@ class IsolatedGrade(NbGraderPreprocessor):
                 self.log.warning("could not write %s: %s", Path(folder) / self.write_results, exc)
         return nb, resources
 
-    def _grade(self, nb, resources) -> dict:
-        from . import grade
+    # --- where the result comes from ---------------------------------------------------------------
+
+    def _converter(self):
+        """nbgrader's Autograde converter running this preprocessor (its exporter's parent), or None."""
+        converter = getattr(getattr(self, "parent", None), "parent", None)
+        return converter if hasattr(converter, "coursedir") and hasattr(converter, "assignments") else None
+
+    def _class_run(self, course: Path, students) -> "grade_class.ClassRun":
+        return grade_class.run(course, students=students, collect=False, write_class_csv=False, jobs=self.jobs,
+                               timeout=self.timeout, cache_dir=self.cache_dir or None,
+                               scheduler=self.scheduler or None, progress_stream=_LogStream(self.log))
+
+    def _prepass(self, converter, course: Path, assignment: str, current: str) -> set:
+        """Once per ``nbgrader autograde``: grade every submission nbgrader is about to import that
+        grade-class has no result for, in parallel (grade_class.run: the pool or the cluster); results
+        land in grade-class/, where each notebook then finds its own. Returns the students whose
+        grading failed on the grader's side."""
+        done = getattr(converter, "_isolated_grade_prepass", None)
+        if done is not None:
+            return done
+        coursedir = converter.coursedir            # the keys of converter.assignments are submitted/ folders
+        regexp = coursedir.format_path(coursedir.submitted_directory, "(?P<student_id>.*)", "(?P<assignment_id>.*)",
+                                       escape=True)
+        excluded = set(filter(None, coursedir.student_id_exclude.split(",")))
+        students = []
+        for folder in sorted(converter.assignments):
+            m = re.match(regexp, folder)
+            if m is None or m.group("assignment_id") != assignment or m.group("student_id") in excluded:
+                continue
+            student = m.group("student_id")
+            dest = Path(converter._format_dest(assignment, student))
+            # nbgrader skips a student whose autograded folder exists, unless --force (this one's
+            # folder is being written now)
+            if converter.force or student == current or not dest.exists():
+                students.append(student)
+        self.log.info("Isolated grader: grading what changed among %d submission(s) with %d grader process(es)%s",
+                      len(students), self.jobs, f" on {self.scheduler}" if self.scheduler else "")
+        outcome = self._class_run(course, students)
+        done = set(outcome.grader_errors)
+        converter._isolated_grade_prepass = done
+        return done
+
+    def _result(self, nb, resources):
+        """(results document, how it was obtained): "reused" (grade-class's result for the same file
+        and grader), "graded", or "not graded" (a grader-side error: nothing may be recorded)."""
+        info = resources.get("nbgrader", {})
+        student, assignment = info.get("student"), info.get("assignment", ASSIGNMENT_ID)
+        converter = self._converter()
+        if converter is not None and student:
+            course = Path(converter.coursedir.root).resolve()
+            submitted = Path(converter.coursedir.format_path(converter.coursedir.submitted_directory,
+                                                             student, assignment)) / f"{info.get('notebook')}.ipynb"
+            if submitted.is_file():
+                failed = self._prepass(converter, course, assignment, student)
+                if student in failed:
+                    return self._stored(course, student, assignment), "not graded"
+                hand_in = HandIn(student, submitted)
+                stored = grade_class.stored_result(course, hand_in, grade_class._key(hand_in, grade_class.grader_hash()),
+                                                   assignment)
+                if stored is not None:
+                    return stored[0], "reused"
+                outcome = self._class_run(course, [student])        # changed since the pre-pass
+                how = "not graded" if student in outcome.grader_errors else "graded"
+                return self._stored(course, student, assignment), how
+        return self._grade_here(nb, resources)
+
+    @staticmethod
+    def _stored(course: Path, student: str, assignment: str) -> dict:
+        try:
+            return json.loads(grade_class.result_path(course, student, assignment).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            return dict(results.error_result(f"grade-class wrote no readable result: {e}"), error_side="grader")
+
+    def _grade_here(self, nb, resources):
+        """Grade the sanitized notebook itself (no submitted file to key a grade-class result on), in
+        one grader process with the same timeout as the pool."""
+        outcomes = []
         with tempfile.TemporaryDirectory(prefix="nbgrader-isolated-") as tmp:
             path = Path(tmp) / NOTEBOOK_NAME
             copy = nbformat.from_dict(nb)
@@ -143,9 +267,9 @@ class IsolatedGrade(NbGraderPreprocessor):
             folder = resources.get("metadata", {}).get("path")
             if folder:
                 hide.append(str(Path(folder).resolve()))
-            try:
-                return grade.grade_notebook(path, cache_dir=Path(self.cache_dir) if self.cache_dir else None,
-                                            hide=tuple(hide))
-            except Exception as exc:   # the grader never should; the gradebook still gets zeros
-                self.log.error("the isolated grader failed: %s: %s", type(exc).__name__, exc)
-                return results.error_result(f"the grader failed: {type(exc).__name__}: {exc}")
+            task = {"student": resources.get("nbgrader", {}).get("student", "?"), "path": str(path), "hide": hide}
+            run_pool([task], jobs=1, on_result=outcomes.append, timeout=self.timeout,
+                     cache_dir=self.cache_dir or None)
+        done = outcomes[0]
+        result = done["result"]
+        return result, "not graded" if grade_class.grader_error(result, done.get("final", True)) else "graded"

@@ -7,6 +7,7 @@ real grader and nbgrader's command line, against scores from ``grade_notebook`` 
 """
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -19,8 +20,8 @@ import pytest
 from nbgrader import utils
 from nbgrader.api import Gradebook
 
-from autograder import grade, nbgrader_bridge, results
-from autograder.exercises import BY_TEST_CELL, EXERCISES
+from autograder import grade, grade_class, nbgrader_bridge, pool, results
+from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_ID = "dl-batchnorm"
@@ -68,8 +69,8 @@ def result_with(scores: dict) -> dict:
 
 def test_test_cell_outputs_become_partial_credit():
     nb = scored_notebook()
-    scores = {"manual_batch_norm": 2.5, "build_model_with_bn": 3.0, "build_modern_cnn": 0.0,
-              "training_improvement": 2.0}
+    # full marks, partial credit and a zero, whatever the exercises' points
+    scores = {e.id: (e.points, e.points / 2, 0.0)[i % 3] for i, e in enumerate(EXERCISES)}
     recorded = nbgrader_bridge.apply_scores(nb, result_with(scores))
     expected = {e.test_cell: scores[e.id] for e in EXERCISES}
     assert recorded == {**expected, "test_not_an_exercise": 0.0}
@@ -111,14 +112,15 @@ def venv_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
-def run_nbgrader_here(course: Path, *args) -> str:
+def run_nbgrader_here(course: Path, *args, retcode: int = 0) -> str:
     from nbgrader.tests import run_nbgrader
-    cwd = os.getcwd()
+    cwd, environ = os.getcwd(), os.environ
     os.chdir(course)
     try:
-        return run_nbgrader(list(args))
+        return run_nbgrader(list(args), retcode=retcode)
     finally:
         os.chdir(cwd)
+        os.environ = environ     # run_nbgrader leaves a plain dict there, which child processes never see
 
 
 def submit(course: Path, student: str, nb) -> None:
@@ -147,6 +149,38 @@ manual_batch_norm = build_model_with_bn = build_modern_cnn = lambda *a, **k: 'ok
 print(4.0)
 4.0"""
 
+# The grader each grader process loads in the fast tests (pool.GRADER points at it): scores the mini
+# notebook's answers, and logs each call with its process id.
+FAKE_GRADER = '''
+import json, os
+import nbformat
+from nbgrader import utils
+from autograder import results
+from autograder.exercises import EXERCISES
+
+results.catalogue = lambda: [{"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES]
+
+
+def grade_notebook(path, *, cache_dir=None, hide=()):
+    nb = nbformat.read(str(path), as_version=4)
+    answers = "\\n".join(c.source for c in nb.cells if utils.is_solution(c))
+    with open(os.environ["FAKE_GRADER_LOG"], "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "answers": answers,
+                            "outputs": sum(len(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")}) + "\\n")
+    scores = {e.id: (e.points if f"return 'ok:{e.function}'" in answers else 0.0) for e in EXERCISES}
+    if "partial" in answers:
+        scores["manual_batch_norm"] = 1.25
+    rows = [{"id": f"{e.id}::a", "exercise": e.id, "points": scores[e.id], "max_points": e.points,
+             "passed": scores[e.id] == e.points, "message": f"{e.id}: <detail>"} for e in EXERCISES]
+    if "GRADER_SIDE" in answers:
+        zeros = [dict(r, points=0.0, passed=False, message="not graded") for r in rows]
+        return dict(results.summarise(zeros, error="grader-side failure: the worker could not start"),
+                    error_side="grader")
+    return results.summarise(rows)
+'''
+
+FULL = sum(e.points for e in EXERCISES)
+
 
 def gradebook_scores(course: Path, student: str) -> dict:
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
@@ -154,27 +188,44 @@ def gradebook_scores(course: Path, student: str) -> dict:
         return {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in submission.grades}
 
 
-def test_autograde_records_isolated_scores_in_process(tmp_path, monkeypatch):
+@pytest.fixture
+def mini_course(tmp_path, monkeypatch):
+    """A released mini assignment in a course folder, and the fake grader in the grader processes;
+    ``mini_course.calls()`` lists what the grader was asked to grade."""
     monkeypatch.setenv("PATH", venv_path())
+    module_dir = tmp_path / "fakemod"
+    module_dir.mkdir()
+    (module_dir / "fake_bridge_grader.py").write_text(FAKE_GRADER)
+    monkeypatch.syspath_prepend(str(module_dir))
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
+    monkeypatch.setattr(pool, "GRADER", "fake_bridge_grader:grade_notebook")
+    monkeypatch.setattr(results, "catalogue", lambda: [
+        {"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES])
+    # the real hash follows the package's files, which may change while the tests run
+    monkeypatch.setattr(grade_class, "grader_hash", lambda: "fake-grader-1")
     course = tmp_path / "course"
     (course / "source" / "batchnorm").mkdir(parents=True)
     shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
     nbformat.write(mini_source(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
     run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
 
-    def fake_grade_notebook(path, *, cache_dir=None, hide=()):
-        nb = nbformat.read(str(path), as_version=4)
-        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-        answers = "\n".join(c.source for c in nb.cells if utils.is_solution(c))
-        scores = {e.id: (e.points if f"return 'ok:{e.function}'" in answers else 0.0) for e in EXERCISES}
-        if "partial" in answers:
-            scores["manual_batch_norm"] = 1.25
-        return result_with(scores)
+    class Course:
+        root = course
+        full = {e.function: f"def {e.function}():\n    return 'ok:{e.function}'" for e in EXERCISES}
 
-    monkeypatch.setattr(grade, "grade_notebook", fake_grade_notebook)
-    full = {e.function: f"def {e.function}():\n    return 'ok:{e.function}'" for e in EXERCISES}
-    submit(course, "ann", answered(course, full))
-    submit(course, "bob", answered(course, {**full, "manual_batch_norm":
+        @staticmethod
+        def calls():
+            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    return Course
+
+
+def test_autograde_records_isolated_scores_in_process(mini_course):
+    course = mini_course.root
+    submit(course, "ann", answered(course, mini_course.full))
+    submit(course, "bob", answered(course, {**mini_course.full, "manual_batch_norm":
                                             "def manual_batch_norm():\n    return 'partial'"}))
     faker = released(course)
     faker.cells.insert(2, nbformat.v4.new_code_cell(FAKER_CELL))
@@ -183,8 +234,9 @@ def test_autograde_records_isolated_scores_in_process(tmp_path, monkeypatch):
             cell.source = "4.0"
     submit(course, "faker", faker)
 
-    run_nbgrader_here(course, "autograde", "batchnorm", "--force")
+    run_nbgrader_here(course, "autograde", "batchnorm")
 
+    assert len(mini_course.calls()) == 3 and all(call["outputs"] == 0 for call in mini_course.calls())
     full_points = {e.test_cell: e.points for e in EXERCISES}
     assert {k: v[0] for k, v in gradebook_scores(course, "ann").items()} == full_points
     bob = {k: v[0] for k, v in gradebook_scores(course, "bob").items()}
@@ -198,14 +250,74 @@ def test_autograde_records_isolated_scores_in_process(tmp_path, monkeypatch):
     run_nbgrader_here(course, "export", "--to", str(course / "export.csv"))
     with open(course / "export.csv", newline="") as f:
         exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
-    assert exported == {"ann": 12.0, "bob": 9.25, "faker": 0.0}
+    manual = BY_ID["manual_batch_norm"].points
+    assert exported == {"ann": FULL, "bob": FULL - manual + 1.25, "faker": 0.0}
 
-    run_nbgrader_here(course, "generate_feedback", "batchnorm", "--force")
+    run_nbgrader_here(course, "generate_feedback", "batchnorm")
     for student in ("ann", "bob", "faker"):
         page = (course / "feedback" / student / "batchnorm" / "batchnorm.html").read_text()
         assert SECRET not in page and "BEGIN HIDDEN TESTS" not in page
         assert "isolated autograder" in page
-    assert "1.25 / 4 points" in (course / "feedback" / "bob" / "batchnorm" / "batchnorm.html").read_text()
+    assert f"1.25 / {results.format_points(manual)} points" in \
+        (course / "feedback" / "bob" / "batchnorm" / "batchnorm.html").read_text()
+
+
+def test_autograde_after_grade_class_imports_its_results_without_grading(mini_course):
+    course = mini_course.root
+    submit(course, "ann", answered(course, mini_course.full))
+    submit(course, "bob", answered(course, {**mini_course.full, "manual_batch_norm":
+                                            "def manual_batch_norm():\n    return 'partial'"}))
+    graded = grade_class.run(course, jobs=2, progress_stream=io.StringIO())
+    assert graded.graded == 2 and len(mini_course.calls()) == 2
+    stored = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / grade_class.OUTPUT_DIR).rglob("*")
+              if p.is_file()}
+
+    run_nbgrader_here(course, "autograde", "batchnorm")                       # no --force
+
+    assert len(mini_course.calls()) == 2                                       # nothing graded again
+    manual = BY_ID["manual_batch_norm"].points
+    assert sum(v[0] for v in gradebook_scores(course, "ann").values()) == FULL
+    assert sum(v[0] for v in gradebook_scores(course, "bob").values()) == FULL - manual + 1.25
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / grade_class.OUTPUT_DIR).rglob("*")
+            if p.is_file()} == stored                                          # grade-class's files untouched
+    assert (course / "autograded" / "ann" / "batchnorm" / "batchnorm.ipynb").is_file()
+    again = grade_class.run(course, jobs=2, progress_stream=io.StringIO())
+    assert again.resumed == 2 and again.graded == 0 and len(mini_course.calls()) == 2
+
+
+def test_autograde_grades_the_changed_submissions_in_one_parallel_pass(mini_course):
+    course = mini_course.root
+    for student in ("ann", "bob", "cat", "dan"):
+        submit(course, student, answered(course, mini_course.full))
+
+    run_nbgrader_here(course, "autograde", "batchnorm", "--IsolatedGrade.jobs=2")
+
+    calls = mini_course.calls()
+    assert len(calls) == 4
+    assert len({call["pid"] for call in calls}) <= 2          # the pool's two grader processes, not one each
+    for student in ("ann", "bob", "cat", "dan"):
+        assert sum(v[0] for v in gradebook_scores(course, student).values()) == FULL
+        assert grade_class.result_path(course, student).is_file()      # grade-class resumes from these
+
+
+def test_a_grader_side_error_is_never_recorded_and_is_graded_next_time(mini_course):
+    course = mini_course.root
+    submit(course, "ann", answered(course, mini_course.full))
+    submit(course, "gus", answered(course, {**mini_course.full, "manual_batch_norm":
+                                            "def manual_batch_norm():\n    return 'ok:manual_batch_norm'  # GRADER_SIDE"}))
+
+    log = run_nbgrader_here(course, "autograde", "batchnorm", retcode=1)      # nbgrader reports a failure
+
+    assert "gus was not graded because of a problem on the grader's side" in log
+    assert sum(v[0] for v in gradebook_scores(course, "ann").values()) == FULL
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:      # no zeros: no score at all,
+        grades = gb.find_submission_notebook("batchnorm", "batchnorm", "gus").grades   # and flagged for a look
+        assert [(g.auto_score, g.needs_manual_grade) for g in grades] == [(None, True)] * len(EXERCISES)
+    assert not (course / "autograded" / "gus" / "batchnorm").exists()
+
+    submit(course, "gus", answered(course, mini_course.full))                  # the cause is gone
+    run_nbgrader_here(course, "autograde", "batchnorm")                        # still no --force
+    assert sum(v[0] for v in gradebook_scores(course, "gus").values()) == FULL
 
 
 # --- the real thing --------------------------------------------------------------------------------
