@@ -53,8 +53,8 @@ def vet_config(config: dict) -> None:
 def rebuild(config: dict, *, training_budget=None):
     """A fresh keras.Model from a vetted config (new weights; nothing of the student's runs). The
     config is bounded first (check_bounds), so a model too large for the grader is never built."""
-    import keras
     check_bounds(config, training_budget=training_budget)
+    import keras      # after the bounds: a refused model costs no Keras at all
     try:
         # Keras consumes the dict it deserializes; the caller's copy is reused by other checks.
         model = keras.saving.deserialize_keras_object(copy.deepcopy(config), safe_mode=True)
