@@ -51,6 +51,11 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# IsolatedGrade takes grade-class's stored result for every unchanged submission, and grades the
+# others all at once before nbgrader imports the first: in this many parallel grader processes, or on
+# a Dask cluster (as `grade-class --scheduler`).
+# c.IsolatedGrade.jobs = 2
+# c.IsolatedGrade.scheduler = "tcp://scheduler-host:8786"
 
 # LMS downloads (downloaded/batchnorm/archive/*.zip): how `nbgrader zip_collect` and
 # `python -m autograder grade-class` find the student id in a file name (nbgrader's documented pattern).
