@@ -355,7 +355,7 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         "print(12.0)\n12.0"))
     submit(course, "faker", faker)
 
-    nbgrader_cli(course, "autograde", "batchnorm", "--force")
+    nbgrader_cli(course, "autograde", "batchnorm")
 
     for name in ("full_marks", "bn_ddof1", "faker"):
         # the isolated grader on the submission itself, outside nbgrader
@@ -364,15 +364,15 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         recorded = gradebook_scores(course, name)
         assert {k: v[0] for k, v in recorded.items()} == expected, name
         assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}
-    assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == 12.0
+    assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
 
     nbgrader_cli(course, "export", "--to", "export.csv")
     with open(course / "export.csv", newline="") as f:
         exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
-    assert exported["full_marks"] == 12.0 and exported["faker"] == 0.0
+    assert exported["full_marks"] == FULL and exported["faker"] == 0.0
 
-    nbgrader_cli(course, "generate_feedback", "batchnorm", "--force")
+    nbgrader_cli(course, "generate_feedback", "batchnorm")
     check_lines = [line.strip() for p in (REPO / "autograder" / "checks").glob("test_*.py")
                    for line in p.read_text().splitlines()
                    if len(line.strip()) > 30 and not line.strip().startswith(("#", '"""', "import", "from"))]
