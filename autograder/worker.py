@@ -188,7 +188,8 @@ def encode_arrays(value, np):
 def decode_argument(value, np):
     if isinstance(value, dict) and "ndarray" in value:
         data = base64.b64decode(value["ndarray"])
-        return np.frombuffer(data, dtype="<f8").reshape(value["shape"]).copy()
+        array = np.frombuffer(data, dtype="<f8").reshape(value["shape"]).copy()
+        return array.astype("<i8") if value.get("as") == "int64" else array
     if isinstance(value, list):     # JSON has no tuples; shapes are passed as tuples
         return tuple(value)
     return value

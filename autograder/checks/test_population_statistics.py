@@ -29,7 +29,7 @@ def _batches(sizes, seed):
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(len(sizes), 3)) * np.array([1.0, 5.0, 0.5]) + np.array([0.0, 10.0, -2.0])
     variances = rng.uniform(0.5, 4.0, size=(len(sizes), 3)) * np.array([1.0, 9.0, 0.25])
-    return means, variances, np.asarray(sizes, dtype=np.float64)
+    return means, variances, np.asarray(sizes, dtype=np.int64)   # counts, as a student passes them
 
 
 def _judged(call_arrays, batches):
