@@ -492,8 +492,8 @@ def main(argv=None) -> int:
     print(f"\n{len(outcome.rows)} submissions ({outcome.graded} graded now, {outcome.resumed} unchanged, "
           f"{errors} with status error) in {outcome.seconds:.0f} s")
     print(f"grades:   {outcome.csv_path}")
-    print(f"results:  {course / 'autograded'}/<student>/{args.assignment}/results.json")
-    print(f"feedback: {course / 'feedback'}/<student>/{args.assignment}/{FEEDBACK_NAME}")
+    print(f"results:  {course / OUTPUT_DIR}/<student>/{args.assignment}/results.json")
+    print(f"feedback: {course / OUTPUT_DIR}/<student>/{args.assignment}/{FEEDBACK_NAME}")
     if outcome.write_failures:
         print("could not write:\n  " + "\n  ".join(outcome.write_failures), file=sys.stderr)
         return 1
