@@ -29,6 +29,7 @@ answers: only the worker's own process writes to the grader.
 
 import base64
 import builtins
+import importlib.util
 import os
 import re
 import sys
@@ -261,6 +262,40 @@ class Worker:
         return config
 
 
+class _KerasWithoutTensorFlow:
+    """With Keras' NumPy backend (the sandbox sets KERAS_BACKEND) the worker builds models without
+    TensorFlow, but keras.utils.set_random_seed, called by the notebook's set-up cell, imports
+    TensorFlow only to seed it, because it is installed: that import alone costs more than the rest
+    of the worker's start. This import hook lets Keras load as usual and then tells it TensorFlow is
+    not there, unless something imported it already. A student's own ``import tensorflow`` still
+    works; only Keras' seeding of it is left out, and with the NumPy backend nothing the checks ask
+    for draws from TensorFlow's generator. Nothing is imported before the notebook asks for it."""
+
+    MODULE = "keras.src.utils.module_utils"     # holds Keras' lazy handle on TensorFlow
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.MODULE:
+            return None
+        sys.meta_path.remove(self)               # once: the other finders find the real module
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            tensorflow = getattr(module, "tensorflow", None)
+            if "tensorflow" not in sys.modules and hasattr(tensorflow, "_available"):
+                tensorflow._available = False
+        spec.loader.exec_module = exec_module
+        return spec
+
+    @classmethod
+    def install(cls):
+        if os.environ.get("KERAS_BACKEND") == "numpy":
+            sys.meta_path.insert(0, cls())
+
+
 def _answer(answers, answer):
     answers.write(dumps(answer) + "\n")
     answers.flush()
@@ -272,6 +307,7 @@ def main():
     private_pids = os.environ.pop("BN_AUTOGRADER_PRIVATE_PIDS", "") == "1" and os.getpid() != 1
     _drop_privileges()
     requests, answers = _take_protocol_streams()
+    _KerasWithoutTensorFlow.install()
     worker = Worker()
     owner = os.getpid()
     handlers = {"run_cell": worker.run_cell, "call": worker.call}

@@ -35,6 +35,10 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): points the check is worth")
     config.stash[TIMINGS] = {}
+    if config.getoption("--submission", default=None):
+        # The grader needs Keras (with TensorFlow, ~1 T) to rebuild models: import it from the start,
+        # while pytest collects the checks and the worker starts, instead of after.
+        threading.Thread(target=importlib.import_module, args=("keras",), daemon=True).start()
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +52,6 @@ def submission(request):
     except SubmissionError as exc:
         request.config.stash[SUBMISSION_ERROR] = str(exc)
         raise
-    # The grader needs Keras to rebuild models and the worker needs it to run the notebook: import
-    # it here while the worker starts, instead of after.
-    threading.Thread(target=importlib.import_module, args=("keras",), daemon=True).start()
     with opened:
         yield opened
         request.config.stash[TIMINGS].update(opened.timings)
