@@ -188,10 +188,26 @@ def gradebook_scores(course: Path, student: str) -> dict:
         return {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in submission.grades}
 
 
+@pytest.fixture(scope="module")
+def released_mini_course(tmp_path_factory):
+    """A course folder with the mini assignment released by nbgrader (and in its gradebook)."""
+    course = tmp_path_factory.mktemp("released") / "course"
+    (course / "source" / "batchnorm").mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    nbformat.write(mini_source(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = venv_path()
+    try:
+        run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
+    finally:
+        os.environ["PATH"] = path
+    return course
+
+
 @pytest.fixture
-def mini_course(tmp_path, monkeypatch):
-    """A released mini assignment in a course folder, and the fake grader in the grader processes;
-    ``mini_course.calls()`` lists what the grader was asked to grade."""
+def mini_course(tmp_path, monkeypatch, released_mini_course):
+    """A released mini assignment in a course folder of its own, and the fake grader in the grader
+    processes; ``mini_course.calls()`` lists what the grader was asked to grade."""
     monkeypatch.setenv("PATH", venv_path())
     module_dir = tmp_path / "fakemod"
     module_dir.mkdir()
@@ -206,10 +222,7 @@ def mini_course(tmp_path, monkeypatch):
     # the real hash follows the package's files, which may change while the tests run
     monkeypatch.setattr(grade_class, "grader_hash", lambda: "fake-grader-1")
     course = tmp_path / "course"
-    (course / "source" / "batchnorm").mkdir(parents=True)
-    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
-    nbformat.write(mini_source(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
-    run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
+    shutil.copytree(released_mini_course, course)
 
     class Course:
         root = course
