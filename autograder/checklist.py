@@ -16,8 +16,10 @@ from .exercises import EXERCISE_IDS
 CHECKS_DIR = Path(__file__).parent / "checks"
 
 # no:unraisableexception: its gc.collect() passes at session end cost ~1.3 s per graded notebook.
+# --tb=no: the rows come from the exceptions themselves, so pytest need not format tracebacks.
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:unraisableexception", "-q", "--no-header",
-               "-o", "addopts=", "--rootdir", str(CHECKS_DIR), "-o", "python_files=test_*.py", "-W", "ignore"]
+               "--tb=no", "-o", "addopts=", "--rootdir", str(CHECKS_DIR), "-o", "python_files=test_*.py",
+               "-W", "ignore"]
 
 # How a reason on the grader's side begins, in results.json's "error" (see results.is_grader_error).
 GRADER_SIDE = "grader-side failure, not the student's: "

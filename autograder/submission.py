@@ -232,8 +232,8 @@ class Submission:
 
     def _start(self):
         """Start a worker and run the cells; a cell that hangs or kills the worker is skipped next time."""
-        if self._broken:
-            raise self._broken
+        if self._broken:      # a fresh traceback: re-raising one instance would grow it every check
+            raise self._broken.with_traceback(None)
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.total_seconds
         while True:

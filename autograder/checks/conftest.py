@@ -102,7 +102,7 @@ def model_config(submission):
             except modelcheck.ModelRefused as exc:
                 answers[key] = exc
         if isinstance(answers[key], Exception):
-            raise answers[key]
+            raise answers[key].with_traceback(None)     # re-raised as is, its traceback would grow each time
         return answers[key]
 
     return get
