@@ -46,6 +46,7 @@ class Cluster:
     """A scheduler on loopback and the workers a test starts on it."""
 
     def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.file = root / "scheduler.json"
         self.workers = []
@@ -80,31 +81,38 @@ def scheduler(tmp_path_factory):
     cluster_.close()
 
 
+@pytest.fixture(scope="module")
+def fake_workers(scheduler, tmp_path_factory):
+    """Two workers for the fast tests, running the fake grader and a copy of the package, as on
+    another machine (their grader hash is the copy's). The killing test is the last to use them."""
+    root = tmp_path_factory.mktemp("fake-workers")
+    (root / "fakemod").mkdir()
+    (root / "fakemod" / "fake_isolated_grader.py").write_text(FAKE_GRADER)
+    shutil.copytree(Path(grade_class.__file__).parent, root / "installed" / "autograder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    log = root / "calls.jsonl"
+    workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log), "PYTHONPATH": os.pathsep.join(
+        [str(root / "fakemod"), str(root / "installed")])})
+    yield root, log, workers
+    for proc in workers:
+        _kill(proc)
+
+
 @pytest.fixture
-def fake_class(tmp_path, monkeypatch, scheduler):
-    """A course folder, the fake grader here and on two fresh workers, and the cluster's address."""
-    module_dir = tmp_path / "fakemod"
-    module_dir.mkdir()
-    (module_dir / "fake_isolated_grader.py").write_text(FAKE_GRADER)
-    monkeypatch.syspath_prepend(str(module_dir))
-    log = tmp_path / "calls.jsonl"
-    log.touch()
+def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
+    """A course folder, the fake grader here and on the two workers, and the cluster's address."""
+    root, log, workers = fake_workers
+    log.write_text("")
+    monkeypatch.syspath_prepend(str(root / "fakemod"))
     monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
     monkeypatch.setattr(pool, "GRADER", "fake_isolated_grader:grade_notebook")
     monkeypatch.setattr(results, "catalogue", fake_catalogue)
-    # the workers run a copy of the package, as on another machine; their grader hash is the copy's
-    package = tmp_path / "installed"
-    shutil.copytree(Path(grade_class.__file__).parent, package / "autograder",
-                    ignore=shutil.ignore_patterns("__pycache__"))
     real_hash = grade_class.grader_hash
-    monkeypatch.setattr(grade_class, "grader_hash", lambda: real_hash(package / "autograder"))
-    workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log),
-                                          "PYTHONPATH": os.pathsep.join([str(module_dir), str(package)])})
+    monkeypatch.setattr(grade_class, "grader_hash", lambda: real_hash(root / "installed" / "autograder"))
     course = tmp_path / "course"
     (course / "submitted").mkdir(parents=True)
 
     class Fake:
-        root = course
         address = scheduler.address
         worker_processes = workers
 
@@ -117,9 +125,8 @@ def fake_class(tmp_path, monkeypatch, scheduler):
             kwargs.setdefault("progress_stream", io.StringIO())
             return grade_class.run(course, **kwargs)
 
-    yield Fake
-    for proc in workers:
-        _kill(proc)
+    Fake.root = course
+    return Fake
 
 
 def by_student(rows) -> dict:
@@ -201,7 +208,7 @@ def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.slow
-def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, scheduler):
+def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path):
     from autograder import students
     if not students.RELEASE_NOTEBOOK.exists():
         pytest.skip("release/batchnorm/batchnorm.ipynb is not there yet")
@@ -209,12 +216,12 @@ def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, scheduler)
     for name in ("full_marks", "bn_ddof1"):
         students.write_submission(students.STUDENTS[name],
                                   course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
-    workers = scheduler.start_workers(2, {})
+    cluster_ = Cluster(tmp_path / "dask")            # a cluster of its own: no fake workers on it
     try:
-        on_cluster = grade_class.run(course, scheduler=scheduler.address, progress_stream=io.StringIO())
+        cluster_.start_workers(2, {})
+        on_cluster = grade_class.run(course, scheduler=cluster_.address, progress_stream=io.StringIO())
     finally:
-        for proc in workers:
-            _kill(proc)
+        cluster_.close()
     local = grade_class.run(course, jobs=2, force=True, progress_stream=io.StringIO())
     assert by_student(on_cluster.rows) == by_student(local.rows)
     assert by_student(local.rows)["full_marks"][:2] == (FULL, "graded")
