@@ -79,7 +79,7 @@ def _prepared(task: dict):
 
 
 def _error(student: str, reason: str, final: bool = False) -> dict:
-    return {"student": student, "notes": [], "final": final, "result": results.error_result(reason)}
+    return {"student": student, "notes": [], "final": final, "result": results.error_result(reason, grader_side=not final)}
 
 
 def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = pool.DEFAULT_TIMEOUT,

@@ -232,7 +232,8 @@ def write_result(course: Path, assignment: str, student: str, result: dict, note
         try:
             results.write_json_atomic(result, results_path)
         except (ValueError, TypeError) as e:       # not JSON: a grader bug, not the student's
-            result = results.error_result(f"the grader returned a result that is not valid JSON: {e}")
+            result = results.error_result(f"the grader returned a result that is not valid JSON: {e}",
+                                         grader_side=True)
             message, final = _message(notes, result), False
             results.write_json_atomic(result, results_path)
         results.write_json_atomic({"student": student, "key": key, "final": final,

@@ -248,7 +248,7 @@ class IsolatedGrade(NbGraderPreprocessor):
         try:
             return json.loads(grade_class.result_path(course, student, assignment).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            return dict(results.error_result(f"grade-class wrote no readable result: {e}"), error_side="grader")
+            return results.error_result(f"grade-class wrote no readable result: {e}", grader_side=True)
 
     def _grade_here(self, nb, resources):
         """Grade the sanitized notebook itself (no submitted file to key a grade-class result on), in

@@ -88,11 +88,12 @@ def grade_task(task: dict, grader, load_error: str | None, cache_dir) -> dict:
         except NotebookUnreadable as e:
             result = results.error_result(str(e))
         except OSError as e:
-            result, final = results.error_result(f"the notebook could not be read: {e}"), False
+            result, final = results.error_result(f"the notebook could not be read: {e}", grader_side=True), False
         else:
             prepare_seconds = time.perf_counter() - start
             if grader is None:
-                result, final = results.error_result(f"the grader could not be loaded: {load_error}"), False
+                result, final = results.error_result(f"the grader could not be loaded: {load_error}",
+                                                    grader_side=True), False
             else:
                 try:
                     kwargs = {"cache_dir": Path(cache_dir) if cache_dir else None}
@@ -103,7 +104,8 @@ def grade_task(task: dict, grader, load_error: str | None, cache_dir) -> dict:
                         raise ValueError(f"the grader returned {type(result).__name__}, not a results document")
                     json.dumps(result, allow_nan=False)
                 except Exception as e:
-                    result, final = results.error_result(f"the grader failed: {type(e).__name__}: {e}"), False
+                    result, final = results.error_result(f"the grader failed: {type(e).__name__}: {e}",
+                                                        grader_side=True), False
             result.setdefault("timings", {}).setdefault("prepare", round(prepare_seconds, 3))
     result.setdefault("timings", {})["class_wall"] = round(time.perf_counter() - start, 3)
     return {"student": task["student"], "result": result, "notes": notes, "final": final}
@@ -217,7 +219,7 @@ def run_pool(tasks: list, *, jobs: int, on_result, timeout: float = DEFAULT_TIME
         return _Worker(ctx, (GRADER, env, str(cache_dir) if cache_dir else None, log))
 
     def error(task, reason):
-        on_result({"student": task["student"], "notes": [], "final": False, "result": results.error_result(reason)})
+        on_result({"student": task["student"], "notes": [], "final": False, "result": results.error_result(reason, grader_side=True)})
 
     def failed(worker, reason):
         task = worker.task

@@ -449,6 +449,7 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budge
         _write_memo(path, key, result)
     return result
 
+
 def compare(student_model, cache_dir: Path | None = None, budget: Budget = BUDGET,
             required_lead: float = REQUIRED_LEAD) -> Comparison:
     """Train the student's BN model and compare its training accuracy with the cached baseline's."""
