@@ -54,7 +54,9 @@ def format_points(x) -> str:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     found = {"python": platform.python_version()}
-    for package in ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nbgrader"):
+    # jax, jaxlib and scipy: the sandboxed worker builds the students' models with Keras' NumPy backend.
+    for package in ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nbgrader",
+                    "jax", "jaxlib", "scipy"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
