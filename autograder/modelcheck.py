@@ -78,8 +78,41 @@ class Layer:
         return self.config.get("activation")
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """A model read from its vetted config alone, without Keras: what the structure checks read.
+    Built by ``view``; tests/test_model_view.py checks every field against the Keras rebuild."""
+    layers: tuple            # Layer(kind, config), as flat_layers gives them for the Keras model
+    input_shape: tuple       # (None, ...), like keras.Model.input_shape
+    output_shape: tuple
+    parameters: int          # as model.count_params() counts them
+    non_trainable: int       # BN's moving mean and variance, and the weights of frozen layers
+
+
+def view(config: dict) -> ModelView:
+    """The read-only view of the model a vetted config describes; bounded first (check_bounds), so
+    a refused model raises the same ModelRefused as ``rebuild``. No Keras, no weights."""
+    found = check_bounds(config)
+    return ModelView(tuple(_config_layers(config)), (None, *found.input_shape), (None, *found.output_shape),
+                     found.parameters, found.non_trainable)
+
+
+def _config_layers(entry):
+    """The layers of a model entry in the order Keras lists them, nested models expanded."""
+    for layer in entry["config"]["layers"]:
+        kind = layer.get("class_name")
+        if kind in ALLOWED_MODELS:
+            yield from _config_layers(layer)
+        elif kind != "InputLayer":
+            # a copy: the config is shared with the other checks and the training check
+            yield Layer(kind, copy.deepcopy(layer.get("config") or {}))
+
+
 def flat_layers(model) -> list:
-    """The model's layers in call order with nested models expanded, InputLayers left out."""
+    """The model's layers in call order with nested models expanded, InputLayers left out
+    (a ModelView's, or a keras.Model's read from Keras)."""
+    if isinstance(model, ModelView):
+        return list(model.layers)
     import keras
     layers = []
     for layer in model.layers:
@@ -134,7 +167,9 @@ def bias_free_savings(layers) -> int:
 
 
 def parameter_counts(model) -> tuple:
-    """(total, trainable, non-trainable) parameter counts."""
+    """(total, trainable, non-trainable) parameter counts (a ModelView's or a keras.Model's)."""
+    if isinstance(model, ModelView):
+        return model.parameters, model.parameters - model.non_trainable, model.non_trainable
     trainable = sum(_size(w.shape) for w in model.trainable_weights)
     total = model.count_params()
     return total, trainable, total - trainable
@@ -197,6 +232,7 @@ class Cost:
     parameters: int              # as model.count_params() counts them
     activation_bytes: int        # every layer's output for one image (what training keeps for backward)
     forward_flops: int           # one image through the model
+    non_trainable: int = 0       # of the parameters: BN's moving statistics, frozen layers' weights
 
     def training_flops(self, n_images: int, epochs: int = 1) -> int:
         """The cost of training on ``n_images`` images for ``epochs`` epochs."""
@@ -254,7 +290,8 @@ def _axes(axis, rank, kind) -> list:
 
 
 def _layer_cost(kind, config, shapes):
-    """(output shape, parameters, forward FLOPs per image) of one allowed layer for its input shapes."""
+    """(output shape, parameters, non-trainable parameters, forward FLOPs per image) of one allowed
+    layer for its input shapes."""
     shape = shapes[0]
     size = math.prod(shape)
     if kind in ("Add", "Concatenate"):
@@ -263,13 +300,13 @@ def _layer_cost(kind, config, shapes):
         if kind == "Add":
             if any(s != shape for s in shapes):
                 raise ModelRefused(f"the Add layer gets inputs of different shapes {[_text(s) for s in shapes]}")
-            return shape, 0, size * (len(shapes) - 1)
+            return shape, 0, 0, size * (len(shapes) - 1)
         axis = _axes(config.get("axis", -1), len(shape), kind)[0]
         if any(len(s) != len(shape) or any(a != b for i, (a, b) in enumerate(zip(s, shape)) if i != axis)
                for s in shapes):
             raise ModelRefused(f"the Concatenate layer gets inputs that do not fit together "
                                f"{[_text(s) for s in shapes]}")
-        return shape[:axis] + (sum(s[axis] for s in shapes),) + shape[axis + 1:], 0, 0
+        return shape[:axis] + (sum(s[axis] for s in shapes),) + shape[axis + 1:], 0, 0, 0
     if len(shapes) != 1:
         raise ModelRefused(f"the {kind} layer gets {len(shapes)} inputs; it takes one")
     if kind == "Conv2D":
@@ -286,12 +323,12 @@ def _layer_cost(kind, config, shapes):
                _spatial(width, kw, sw, config.get("padding", "valid"), dw), filters)
         weights = kh * kw * (channels // groups) * filters
         bias = filters if config.get("use_bias", True) else 0
-        return out, weights + bias, 2 * out[0] * out[1] * weights + math.prod(out)
+        return out, weights + bias, 0, 2 * out[0] * out[1] * weights + math.prod(out)
     if kind == "Dense":
         units = _ints(config.get("units"), 1, "number of units")[0]
         out = shape[:-1] + (units,)
         weights = shape[-1] * units
-        return out, weights + (units if config.get("use_bias", True) else 0), 2 * math.prod(shape[:-1]) * weights
+        return out, weights + (units if config.get("use_bias", True) else 0), 0, 2 * math.prod(shape[:-1]) * weights
     if kind in ("BatchNormalization", "LayerNormalization", "GroupNormalization"):
         axes = _axes(config.get("axis", -1), len(shape), kind)
         features = math.prod(shape[a] for a in axes)
@@ -301,7 +338,7 @@ def _layer_cost(kind, config, shapes):
             if features % groups:
                 raise ModelRefused(f"GroupNormalization(groups={groups}) does not divide {features} channels")
         moving = 2 if kind == "BatchNormalization" else 0
-        return shape, features * (learned + moving), 5 * size
+        return shape, features * (learned + moving), features * moving, 5 * size
     if kind in ("MaxPooling2D", "AveragePooling2D"):
         _channels_last(kind, config)
         height, width, channels = _image(kind, shape)
@@ -310,18 +347,18 @@ def _layer_cost(kind, config, shapes):
         sh, sw = _ints(strides, 2, "strides") if strides is not None else (ph, pw)
         out = (_spatial(height, ph, sh, config.get("padding", "valid")),
                _spatial(width, pw, sw, config.get("padding", "valid")), channels)
-        return out, 0, math.prod(out) * ph * pw
+        return out, 0, 0, math.prod(out) * ph * pw
     if kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
         _channels_last(kind, config)
         channels = _image(kind, shape)[2]
-        return ((1, 1, channels) if config.get("keepdims") else (channels,)), 0, size
+        return ((1, 1, channels) if config.get("keepdims") else (channels,)), 0, 0, size
     if kind == "ZeroPadding2D":
         _channels_last(kind, config)
         height, width, channels = _image(kind, shape)
         (top, bottom), (left, right) = _padding(config.get("padding", 1))
-        return (height + top + bottom, width + left + right, channels), 0, 0
+        return (height + top + bottom, width + left + right, channels), 0, 0, 0
     if kind == "Flatten":
-        return (size,), 0, 0
+        return (size,), 0, 0, 0
     if kind == "Reshape":
         target = config.get("target_shape")
         if not isinstance(target, (list, tuple)) or not all(type(t) is int and (t > 0 or t == -1) for t in target) \
@@ -330,9 +367,9 @@ def _layer_cost(kind, config, shapes):
         known = math.prod(t for t in target if t != -1)
         if (-1 in target and size % known) or (-1 not in target and known != size):
             raise ModelRefused(f"Reshape{tuple(target)} does not fit an input of shape {_text(shape)}")
-        return tuple(size // known if t == -1 else t for t in target), 0, 0
+        return tuple(size // known if t == -1 else t for t in target), 0, 0, 0
     if kind in ("Activation", "ReLU", "Softmax", "Dropout", "SpatialDropout2D", "Rescaling"):
-        return shape, 0, size
+        return shape, 0, 0, size
     raise ModelRefused(f"the grader cannot work out the shapes of a {kind!s:.60} layer")
 
 
@@ -371,18 +408,21 @@ class _Tally:
     """Running totals while shapes are propagated."""
 
     def __init__(self):
-        self.parameters = self.activation_bytes = self.forward_flops = 0
+        self.parameters = self.activation_bytes = self.forward_flops = self.non_trainable = 0
         self.layers = 0
+        self.frozen = 0          # > 0 inside a nested model with trainable=False
 
     def add(self, kind, config, shapes):
         self.layers += 1
         if self.layers > MAX_LAYERS:
             raise ModelRefused(f"the model has more than {MAX_LAYERS} layers, above the grader's cap")
-        out, parameters, flops = _layer_cost(kind, config, shapes)
+        out, parameters, non_trainable, flops = _layer_cost(kind, config, shapes)
         if not all(type(d) is int and d > 0 for d in out):
             raise ModelRefused(f"the {kind} layer's output would be empty {_text(out)}: the input is too "
                                "small for the layers before it")
         self.parameters += parameters
+        # a frozen layer's weights are all non-trainable, as Keras counts them
+        self.non_trainable += parameters if self.frozen or config.get("trainable") is False else non_trainable
         self.activation_bytes += math.prod(out) * _dtype_bytes(config)
         self.forward_flops += flops
         return out
@@ -408,7 +448,12 @@ def _apply(entry, shapes, tally) -> tuple:
     if kind in ALLOWED_MODELS:
         if len(shapes) != 1:
             raise ModelRefused(f"a nested {kind} model gets {len(shapes)} inputs; it takes one")
-        return _model_shapes(entry, shapes[0], tally)[1]
+        frozen = isinstance(entry.get("config"), dict) and entry["config"].get("trainable") is False
+        tally.frozen += frozen
+        try:
+            return _model_shapes(entry, shapes[0], tally)[1]
+        finally:
+            tally.frozen -= frozen
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     return tally.add(kind, config, shapes)
 
@@ -527,8 +572,10 @@ def cost(config: dict) -> Cost:
     if config.get("class_name") not in ALLOWED_MODELS:
         raise ModelRefused(f"the configuration describes a {config.get('class_name')!s:.60}, not a model")
     tally = _Tally()
+    tally.frozen = int(isinstance(config.get("config"), dict) and config["config"].get("trainable") is False)
     first, output = _model_shapes(config, None, tally)
-    return Cost(tuple(first), tuple(output), tally.parameters, tally.activation_bytes, tally.forward_flops)
+    return Cost(tuple(first), tuple(output), tally.parameters, tally.activation_bytes, tally.forward_flops,
+                tally.non_trainable)
 
 
 def check_bounds(config: dict, *, training_budget=None) -> Cost:

@@ -234,3 +234,35 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
         verdicts[label] = plain.passed
     assert verdicts == {"with BN": True, "old placement": True, "no BN": False}
     assert len(list((cache / training.MEMO_DIR).glob("*.json"))) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The key is read without TensorFlow, and still follows the versions and the data
+
+def test_the_key_follows_the_tensorflow_and_keras_versions(monkeypatch):
+    config = {"class_name": "Sequential", "config": {"layers": []}}
+    before = training.memo_key(config)
+    for package in ("tensorflow-cpu", "keras"):
+        monkeypatch.setattr(training, "_installed_version",
+                            lambda *names, bumped=package: "99.0" if bumped in names else "1.0")
+        assert training.memo_key(config) != before, package
+    assert before["baseline"]["tensorflow"] and before["baseline"]["keras"]
+
+
+def test_the_key_follows_the_training_files_bytes(tmp_path, monkeypatch):
+    """The same files elsewhere give the same key; training labels that differ by one byte, another."""
+    from autograder import data
+    config = {"class_name": "Sequential", "config": {"layers": []}}
+    source = data.find_dataset_dir()
+    original = training.memo_key(config)
+    for name in data.FILES.values():
+        (tmp_path / name).symlink_to((source / name).resolve())
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    same = training.memo_key(config)
+    assert same == original          # the same bytes in another folder: the same key
+    labels = tmp_path / data.FILES["train_labels"]
+    changed = bytearray((source / data.FILES["train_labels"]).read_bytes())
+    changed[-1] ^= 1
+    labels.unlink()
+    labels.write_bytes(bytes(changed))
+    assert training.memo_key(config) != same

@@ -7,8 +7,6 @@ Writing a check module: README.md in this folder (one property per check, named 
 free points: side properties score only when the answer does the exercise's work, see answers.py).
 """
 
-import importlib
-import threading
 from pathlib import Path
 
 import pytest
@@ -35,10 +33,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): points the check is worth")
     config.stash[TIMINGS] = {}
-    if config.getoption("--submission", default=None):
-        # The grader needs Keras (with TensorFlow, ~1 T) to rebuild models: import it from the start,
-        # while pytest collects the checks and the worker starts, instead of after.
-        threading.Thread(target=importlib.import_module, args=("keras",), daemon=True).start()
+    # No Keras here: the structure checks read models from their configs (modelcheck.view), and only
+    # a training check whose architecture is not in the memo imports TensorFlow.
 
 
 @pytest.fixture(scope="session")
@@ -110,14 +106,15 @@ def model_config(submission):
 
 @pytest.fixture(scope="session")
 def student_model(model_config):
-    """student_model(function, **kwargs) -> the keras.Model rebuilt from the student's config, rebuilt
-    once per call signature; checks only read it (the training check rebuilds its own to train)."""
+    """student_model(function, **kwargs) -> a read-only modelcheck.ModelView of the student's model,
+    read from its vetted config without Keras (bounded first, like a rebuild), once per call
+    signature; the training check rebuilds a real Keras model, and only when it trains."""
     models = {}
 
     def build(function, **kwargs):
         key = (function, tuple(sorted(kwargs.items())))
         if key not in models:
-            models[key] = modelcheck.rebuild(model_config(function, **kwargs))
+            models[key] = modelcheck.view(model_config(function, **kwargs))
         return models[key]
     return build
 

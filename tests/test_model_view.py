@@ -1,0 +1,122 @@
+"""modelcheck.view (the structure checks' model, read from the config without Keras) agrees with the
+Keras rebuild on every reference model and every synthetic student's model, so the two cannot drift."""
+
+import json
+
+import pytest
+
+from autograder import modelcheck, reference, students
+
+# The call signatures the structure checks and the training check ask the worker for.
+CALLS = {
+    "build_model_with_bn": [{}, {"input_shape": (32, 32, 3), "num_classes": 5}],
+    "build_modern_cnn": [{}, {"input_shape": (28, 28, 1), "num_classes": 10},
+                         {"input_shape": (64, 64, 3), "num_classes": 5}],
+}
+
+
+def _plain(value):
+    """JSON's view of a value: tuples as lists, as a config travels from the worker."""
+    return json.loads(json.dumps(value))
+
+
+def _configs_of_students() -> dict:
+    """{(student, function, call): vetted config} of every model a synthetic student's notebook builds."""
+    import keras
+    import numpy as np
+    solutions = students.solution_code()
+    found = {}
+    for student in students.STUDENTS.values():
+        if student.raw or student.unanswered:
+            continue
+        answers = {**solutions, **student.answers}
+        for function, calls in CALLS.items():
+            namespace = {"keras": keras, "np": np, "build_model_without_bn": reference.model_without_bn}
+            try:
+                exec(answers[function], namespace)
+            except Exception:
+                continue          # an answer that does not define the function (students.crashing)
+            for kwargs in calls:
+                try:
+                    config = json.loads(namespace[function](**kwargs).to_json())
+                    modelcheck.vet_config(config)
+                except Exception:
+                    continue      # raises, or refused (a Lambda layer): no model to read
+                found[(student.name, function, tuple(kwargs.items()))] = config
+    return found
+
+
+def _reference_configs() -> dict:
+    found = {}
+    for name, shapes in modelcheck.REFERENCE_SHAPES.items():
+        for input_shape, num_classes in shapes:
+            model = getattr(reference, name)(input_shape, num_classes)
+            found[(name, input_shape, num_classes)] = json.loads(model.to_json())
+    return found
+
+
+def _frozen_configs() -> dict:
+    """Frozen layers and a frozen nested model: their weights are non-trainable in Keras' count."""
+    import keras
+    inner = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization()])
+    inner.trainable = False
+    inputs = keras.Input((28, 28, 1))
+    x = inner(inputs)
+    dense = keras.layers.Dense(4)
+    dense.trainable = False
+    x = dense(keras.layers.Flatten()(keras.layers.ReLU()(x)))
+    nested = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    return {("frozen nested model and Dense",): json.loads(nested.to_json())}
+
+
+def assert_view_matches_keras(config, label):
+    view = modelcheck.view(config)
+    model = modelcheck.rebuild(config)
+    keras_layers = modelcheck.flat_layers(model)
+    assert [layer.kind for layer in modelcheck.flat_layers(view)] == [layer.kind for layer in keras_layers], label
+    for mine, theirs in zip(modelcheck.flat_layers(view), keras_layers):
+        assert _plain(mine.config) == _plain(theirs.config), (label, mine.kind)
+    assert view.input_shape == tuple(model.input_shape), label
+    assert view.output_shape == tuple(model.output_shape), label
+    assert modelcheck.parameter_counts(view) == modelcheck.parameter_counts(model), label
+
+
+@pytest.mark.slow
+def test_the_view_of_every_reference_model_matches_the_keras_rebuild():
+    for label, config in _reference_configs().items():
+        assert_view_matches_keras(config, label)
+
+
+@pytest.mark.slow
+def test_the_view_of_every_students_model_matches_the_keras_rebuild():
+    configs = _configs_of_students()
+    assert {label[1] for label in configs} == set(CALLS)      # both builders were read
+    seen = set()
+    for label, config in configs.items():
+        text = json.dumps(config, sort_keys=True)
+        if text not in seen:      # most students hand in the solution's models
+            seen.add(text)
+            assert_view_matches_keras(config, label)
+
+
+@pytest.mark.slow
+def test_the_view_counts_frozen_weights_as_non_trainable_like_keras():
+    for label, config in _frozen_configs().items():
+        view = modelcheck.view(config)
+        assert view.non_trainable > 0, label
+        assert_view_matches_keras(config, label)
+
+
+def test_the_view_refuses_a_model_above_the_caps():
+    config = json.loads(json.dumps(_dense_config(units=20_000)))
+    with pytest.raises(modelcheck.ModelRefused, match="above the grader's cap"):
+        modelcheck.view(config)
+
+
+def _dense_config(units):
+    """A Sequential Flatten -> Dense(units) config, written by hand (no Keras)."""
+    return {"class_name": "Sequential", "module": "keras", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "module": "keras.layers", "config": {"batch_shape": [None, 28, 28, 1],
+                                                                          "name": "in"}},
+        {"class_name": "Flatten", "module": "keras.layers", "config": {"name": "f"}},
+        {"class_name": "Dense", "module": "keras.layers", "config": {"name": "d", "units": units}}]}}
