@@ -16,6 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import fake_grader
+
 from autograder import collect, feedback, grade_class, pool, results
 from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES
 
@@ -72,26 +74,14 @@ def fake_catalogue():
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """A course folder and a fake grader; ``fake.calls()`` lists what the grader was asked to grade."""
-    module_dir = tmp_path / "fakemod"
-    module_dir.mkdir()
-    (module_dir / "fake_isolated_grader.py").write_text(FAKE_GRADER)
-    monkeypatch.syspath_prepend(str(module_dir))
-    log = tmp_path / "calls.jsonl"
-    log.touch()
-    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
-    monkeypatch.setattr(pool, "GRADER", "fake_isolated_grader:grade_notebook")
-    monkeypatch.setattr(results, "catalogue", fake_catalogue)
-    # the real hash follows the package's files, which may change while the tests run
-    monkeypatch.setattr(grade_class, "grader_hash", lambda: "fake-grader-1")
+    graded_calls = fake_grader.install(tmp_path, monkeypatch, FAKE_GRADER, "fake_isolated_grader", fake_catalogue)
     course = tmp_path / "course"
     (course / "submitted").mkdir(parents=True)
 
     class Fake:
         root = course
 
-        @staticmethod
-        def calls():
-            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        calls = staticmethod(graded_calls)
 
         @staticmethod
         def run(**kwargs):

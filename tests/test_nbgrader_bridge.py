@@ -20,6 +20,8 @@ import pytest
 from nbgrader import utils
 from nbgrader.api import Gradebook
 
+import fake_grader
+
 from autograder import grade, grade_class, nbgrader_bridge, pool, results
 from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
 
@@ -209,18 +211,8 @@ def mini_course(tmp_path, monkeypatch, released_mini_course):
     """A released mini assignment in a course folder of its own, and the fake grader in the grader
     processes; ``mini_course.calls()`` lists what the grader was asked to grade."""
     monkeypatch.setenv("PATH", venv_path())
-    module_dir = tmp_path / "fakemod"
-    module_dir.mkdir()
-    (module_dir / "fake_bridge_grader.py").write_text(FAKE_GRADER)
-    monkeypatch.syspath_prepend(str(module_dir))
-    log = tmp_path / "calls.jsonl"
-    log.touch()
-    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
-    monkeypatch.setattr(pool, "GRADER", "fake_bridge_grader:grade_notebook")
-    monkeypatch.setattr(results, "catalogue", lambda: [
+    graded_calls = fake_grader.install(tmp_path, monkeypatch, FAKE_GRADER, "fake_bridge_grader", lambda: [
         {"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES])
-    # the real hash follows the package's files, which may change while the tests run
-    monkeypatch.setattr(grade_class, "grader_hash", lambda: "fake-grader-1")
     course = tmp_path / "course"
     shutil.copytree(released_mini_course, course)
 
@@ -228,9 +220,7 @@ def mini_course(tmp_path, monkeypatch, released_mini_course):
         root = course
         full = {e.function: f"def {e.function}():\n    return 'ok:{e.function}'" for e in EXERCISES}
 
-        @staticmethod
-        def calls():
-            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        calls = staticmethod(graded_calls)
 
     return Course
 
