@@ -9,7 +9,7 @@
 4. grades the class with ``grade-class --jobs 2`` and prints the score table and where the CSV,
    results and feedback pages are.
 
-Afterwards ``cd demo-course && nbgrader autograde batchnorm --force`` puts the same isolated scores
+Afterwards ``cd demo-course && nbgrader autograde batchnorm`` puts the same isolated scores
 into the gradebook (see autograder/nbgrader_bridge.py).
 """
 
@@ -98,5 +98,5 @@ def main(argv=None) -> int:
     print(f"Grading them with the isolated grader (--jobs {args.jobs}) ...\n", flush=True)
     code = grade_class.main([ASSIGNMENT_ID, "--course-dir", str(course), "--jobs", str(args.jobs)])
     print(f"\nThe course folder is {course}. To put these scores into nbgrader's gradebook:\n"
-          f"  cd {course} && nbgrader autograde {ASSIGNMENT_ID} --force && nbgrader export")
+          f"  cd {course} && nbgrader autograde {ASSIGNMENT_ID} && nbgrader export --to gradebook.csv")
     return code

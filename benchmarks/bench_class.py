@@ -59,7 +59,7 @@ def grade(course: Path, jobs: int):
     wall = time.perf_counter() - start
     timings = {}
     for row in outcome.rows:
-        path = course / "autograded" / row["student"] / ASSIGNMENT_ID / "results.json"
+        path = grade_class.result_path(course, row["student"])
         timings[row["student"]] = json.loads(path.read_text()).get("timings", {})
     return outcome, wall, timings
 
