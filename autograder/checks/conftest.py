@@ -119,31 +119,29 @@ def student_model(model_config):
     return build
 
 
-@pytest.fixture(scope="session")
-def call_array(submission):
-    """call_array(function, *args, **kwargs) -> ArrayAnswer, with cell errors named when it is missing."""
+def _naming_cell_errors(submission, method):
+    """``method`` of the submission, with the cell that failed named when the function is missing."""
     def call(function, *args, **kwargs):
         try:
-            return submission.call_array(function, *args, **kwargs)
+            return method(function, *args, **kwargs)
         except StudentCodeError as exc:
             if exc.kind == "missing":
                 raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None
             raise
     return call
+
+
+@pytest.fixture(scope="session")
+def call_array(submission):
+    """call_array(function, *args, **kwargs) -> ArrayAnswer, with cell errors named when it is missing."""
+    return _naming_cell_errors(submission, submission.call_array)
 
 
 @pytest.fixture(scope="session")
 def call_arrays(submission):
     """call_arrays(function, *args, **kwargs) -> ArraysAnswer, for a function that returns a tuple
     of arrays ((dx, dgamma, dbeta), ...), with cell errors named when it is missing."""
-    def call(function, *args, **kwargs):
-        try:
-            return submission.call_arrays(function, *args, **kwargs)
-        except StudentCodeError as exc:
-            if exc.kind == "missing":
-                raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None
-            raise
-    return call
+    return _naming_cell_errors(submission, submission.call_arrays)
 
 
 def pytest_sessionfinish(session, exitstatus):
