@@ -9,12 +9,15 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 setup: $(VENV)/.installed data
 
-# Debian's Fashion-MNIST and bubblewrap, when this machine lets us install them (root + apt).
+# Debian's Fashion-MNIST and bubblewrap, when this machine lets us install them (root + apt), and
+# Chromium, which the class report's browser test opens the report in (skipped without it).
 system:
-	@if dpkg -s dataset-fashion-mnist bubblewrap >/dev/null 2>&1; then :; \
+	@if dpkg -s dataset-fashion-mnist bubblewrap chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist bubblewrap >/dev/null; \
-	else echo "note: install Debian's dataset-fashion-mnist and bubblewrap (sudo apt-get install dataset-fashion-mnist bubblewrap)"; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || echo "note: no chromium package here: the class report's browser test will be skipped"; \
+	else echo "note: install Debian's dataset-fashion-mnist, bubblewrap and chromium (sudo apt-get install dataset-fashion-mnist bubblewrap chromium)"; fi
 
 $(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +37,11 @@ check-release: setup
 	$(PY) -m autograder assign --check
 
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -rs
 
 # The same without the slow, TensorFlow-training tests.
 test-fast: setup
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -rs -m "not slow"
 
 # The main job: release the assignment and grade the bundled demo class end to end.
 demo: setup

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nbformat
 
+from .errors import ReleaseFailed
 from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +40,6 @@ METADATA_KEY = "batchnorm_assignment"
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-
-
-class AssignError(RuntimeError):
-    """nbgrader or the notebook execution failed; the message holds their output."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +94,7 @@ def execute_notebook(nb, cwd, fast=False, timeout=CELL_TIMEOUT, allow_errors=Fal
 
 
 def write_solutions(repo_root=REPO_ROOT, fast=False) -> Path:
-    """Build, execute and write solutions/<assignment>/<notebook>; AssignError if a cell fails."""
+    """Build, execute and write solutions/<assignment>/<notebook>; ReleaseFailed if a cell fails."""
     from nbclient.exceptions import CellExecutionError  # noqa: PLC0415
 
     repo_root = Path(repo_root)
@@ -107,7 +104,7 @@ def write_solutions(repo_root=REPO_ROOT, fast=False) -> Path:
     try:
         execute_notebook(nb, cwd=target.parent, fast=fast)
     except CellExecutionError as error:
-        raise AssignError(f"executing the solutions notebook failed:\n{error}") from error
+        raise ReleaseFailed(f"executing the solutions notebook failed:\n{error}") from error
     nb.metadata[METADATA_KEY] = {"training_budget": "fast" if fast else "full"}
     nbformat.validate(nb)
     nbformat.write(nb, target)
@@ -127,7 +124,7 @@ def generate_release(course_dir=REPO_ROOT) -> Path:
                           env=dict(os.environ, PATH=path, TF_CPP_MIN_LOG_LEVEL="3"))
     released = course_dir / RELEASE
     if done.returncode != 0 or not released.is_file():
-        raise AssignError(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
+        raise ReleaseFailed(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
                           f"{done.stdout}{done.stderr}")
     # Only the notebook belongs in release/ (nbgrader copies whatever else is in source/).
     for leftover in released.parent.iterdir():
@@ -210,7 +207,7 @@ def main(argv=None) -> int:
             print(f"executing the solutions notebook ({budget}) ...", flush=True)
             solutions = write_solutions(REPO_ROOT, fast=args.fast)
             print(f"wrote {solutions.relative_to(REPO_ROOT)}")
-    except AssignError as error:
+    except ReleaseFailed as error:
         print(error, file=sys.stderr)
         return 1
     return 0

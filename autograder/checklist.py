@@ -1,17 +1,14 @@
-"""The hidden checks as pytest sees them: their rows, their order, and whose fault a failure is.
+"""The hidden checks as pytest sees them: their rows, their order, and the grading run they share.
 
-Shared by ``grade`` (which scores a notebook) and ``results`` (which lists every check in an error
-result) without either importing the other. A check fails for the student's reason (an assertion,
-the student's code, a model refused) or crashes for the grader's: any other exception in check code
-on an answer that reached it is a bug or a broken machine on our side, never the student's zero.
+Shared by ``grade`` (which scores a notebook), ``results`` (which lists every check in an error
+result) and the checks' conftest, without any of them importing another's heavy parts.
 """
 
 import contextlib
 import functools
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from .exercises import EXERCISE_IDS
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 
@@ -21,14 +18,34 @@ PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:unraisab
                "--tb=no", "-o", "addopts=", "--rootdir", str(CHECKS_DIR), "-o", "python_files=test_*.py",
                "-W", "ignore"]
 
-# How a reason on the grader's side begins, in results.json's "error" (see results.is_grader_error).
-GRADER_SIDE = "grader-side failure, not the student's: "
+
+@dataclass
+class GradingRun:
+    """What one grading of one notebook shares between grade.py and the checks' fixtures: the
+    notebook, the settings it is graded under, and what the run found out along the way."""
+    notebook: object                     # notebook.Notebook
+    limits: object                       # sandbox.Limits
+    training_budget: object              # training.TrainingBudget
+    cache_dir: Path | None = None
+    hide: tuple = ()                     # folders the student's code must not see
+    memo: bool = True                    # the training check's memo by architecture (settings.MEMO)
+    isolation: object = None             # sandbox.Isolation its workers run in (None: the best here)
+    timings: dict = field(default_factory=dict)
+    fault: BaseException | None = None   # a GraderFault found after the checks (the set-up cells)
+    worker_isolation: str | None = None  # the mode a worker actually ran in, for results.json
+    architectures: dict = field(default_factory=dict)   # {model builder: architecture fingerprint}, defaults' call
 
 
-def in_exercise_order(checks) -> list:
-    """Check rows in the notebook's exercise order (stable within an exercise)."""
-    return sorted(checks, key=lambda c: (EXERCISE_IDS.index(c["exercise"])
-                                         if c["exercise"] in EXERCISE_IDS else len(EXERCISE_IDS)))
+def run_key():
+    """The pytest stash key under which the GradingRun is kept (one per process)."""
+    import pytest
+    global _RUN_KEY
+    if _RUN_KEY is None:
+        _RUN_KEY = pytest.StashKey[GradingRun]()
+    return _RUN_KEY
+
+
+_RUN_KEY = None
 
 
 def exercise_of(item) -> str:
@@ -44,36 +61,22 @@ def description(item) -> str:
     return doc.splitlines()[0]
 
 
-def failure(exc: BaseException) -> tuple:
-    """(message, grader_side) for an exception a check raised."""
-    import pytest
-
-    from .modelcheck import ModelRefused
-    from .sandbox import SandboxError
-    from .submission import StudentCodeError, SubmissionError
-    if isinstance(exc, (StudentCodeError, SubmissionError, ModelRefused)):
-        return str(exc), False
-    if isinstance(exc, pytest.fail.Exception):
-        return str(exc.msg), False
-    if isinstance(exc, AssertionError):
-        text = str(exc.args[0]) if exc.args else "the check failed"
-        return text.split("\nassert ")[0].strip(), False
-    if isinstance(exc, SandboxError):
-        return f"the sandboxed worker could not start on the grading machine: {str(exc)[:600]}", True
-    from .data import DatasetMissing
-    if isinstance(exc, DatasetMissing):
-        return f"Fashion-MNIST is missing on the grading machine: {str(exc)[:300]}", True
-    return f"the check crashed: {type(exc).__name__}: {str(exc)[:300]}", True
-
-
 def row(item) -> dict:
-    """A check's results row before it runs: 0 points, "did not run"."""
+    """A check as {"id", "exercise", "max_points"}, read from its module and its points marker."""
     import pytest
     marker = item.get_closest_marker("points")
     if marker is None:
         raise pytest.UsageError(f"check {item.nodeid} has no points marker")
-    return {"id": check_id(item), "exercise": exercise_of(item), "points": 0.0,
-            "max_points": float(marker.args[0]), "passed": False, "message": "the check did not run"}
+    return {"id": check_id(item), "exercise": exercise_of(item), "max_points": float(marker.args[0])}
+
+
+def in_exercise_order(rows) -> list:
+    """Rows (dicts or objects with .exercise) in the notebook's exercise order, stable within one."""
+    from .exercises import EXERCISE_IDS
+    def exercise(r):
+        return r["exercise"] if isinstance(r, dict) else r.exercise
+    return sorted(rows, key=lambda r: (EXERCISE_IDS.index(exercise(r)) if exercise(r) in EXERCISE_IDS
+                                       else len(EXERCISE_IDS)))
 
 
 class _Listing:
@@ -88,10 +91,9 @@ class _Listing:
 
 @functools.lru_cache(maxsize=1)
 def collect_checks() -> tuple:
-    """Every check as a row (id, exercise, max_points), without grading anything."""
+    """Every check as {"id", "exercise", "max_points"}, in exercise order, without grading anything."""
     import pytest
     listing = _Listing()
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main([str(CHECKS_DIR), "--collect-only", *PYTEST_ARGS], plugins=[listing])
-    return tuple({"id": r["id"], "exercise": r["exercise"], "max_points": r["max_points"]}
-                 for r in in_exercise_order(listing.rows))
+    return tuple(in_exercise_order(listing.rows))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DatasetMissing
+
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -25,10 +27,6 @@ Get it one of two ways:
   1. offline, from Debian:  sudo apt-get install dataset-fashion-mnist && make data
   2. online, once:          python -c "import keras; keras.datasets.fashion_mnist.load_data()"
 """
-
-
-class DatasetMissing(FileNotFoundError):
-    """Fashion-MNIST is not on this machine; the message says how to get it."""
 
 
 def keras_cache_dir() -> Path:

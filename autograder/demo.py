@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import grade_class, students
+from . import students
+from .classroom import cli as grade_class_cli
 from .exercises import ASSIGNMENT_ID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     names = hand_in(course)
     print(f"Handed in {len(names)} submissions: {', '.join(names)}")
     print(f"Grading them with the isolated grader (--jobs {args.jobs}) ...\n", flush=True)
-    code = grade_class.main([ASSIGNMENT_ID, "--course-dir", str(course), "--jobs", str(args.jobs)])
+    code = grade_class_cli.main([ASSIGNMENT_ID, "--course-dir", str(course), "--jobs", str(args.jobs)])
     print(f"\nThe course folder is {course}. To put these scores into nbgrader's gradebook:\n"
           f"  cd {course} && nbgrader autograde {ASSIGNMENT_ID} && nbgrader export --to gradebook.csv")
     return code

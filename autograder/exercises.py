@@ -1,63 +1,108 @@
-"""The assignment's contract: exercise ids, the functions students write, and the cells that hold them.
+"""The one registry of the assignment: every exercise, and everything that follows from it.
 
-Every other part of the package (the notebook's test cells, the hidden checks, the nbgrader
-bridge, the CSV columns) takes these names from here, so that renaming one breaks a test
-instead of silently scoring zero.
+An exercise has an id, the function students write, its signature, a kind, its points and a title.
+Everything else is derived from these (the notebook's cell ids, the check module's name, the CSV
+columns, the README's table) or checked against them by one test (tests/test_registry.py: the
+notebook's points, each check module's total, the README table, the demo class's rows).
+
+Adding an exercise: an entry here, a reference with its mistakes (reference.py), a check module
+(checks/test_<id>.py), the notebook's cells (source/), and one synthetic student per mistake
+(students.py).
 """
 
 from dataclasses import dataclass
+from enum import Enum
 
 ASSIGNMENT_ID = "batchnorm"
 NOTEBOOK_NAME = "batchnorm.ipynb"
 
 
+class Kind(str, Enum):
+    NUMPY = "numpy"          # a NumPy function, compared with a float64 reference
+    MODEL = "model"          # a Keras model builder, read from its config
+    TRAINING = "training"    # a model builder's model, trained by the grader
+
+
 @dataclass(frozen=True)
 class Exercise:
-    id: str             # check module is autograder/checks/test_<id>.py
+    id: str             # also the check module's name (checks/test_<id>.py) and the test cell's (test_<id>)
     function: str       # the student function the checks call
-    test_cell: str      # nbgrader grade_id of the autograded test cell
-    title: str          # what feedback and the CSV call it
-    points: float       # the test cell's points; the check module's markers add up to this
+    signature: str      # as the notebook states it, without "def" (README and synthetic students use it)
+    kind: Kind
+    points: float
+    title: str          # what feedback and the nbgrader bridge call it
+
+    @property
+    def test_cell(self) -> str:
+        """nbgrader grade_id of the exercise's autograded test cell."""
+        return f"test_{self.id}"
+
+    @property
+    def solution_cell(self) -> str | None:
+        """nbgrader grade_id of the solution cell that defines the function (a training exercise
+        trains another exercise's function, so it has none of its own)."""
+        return None if self.kind is Kind.TRAINING else self.function
+
+    @property
+    def check_module(self) -> str:
+        """The hidden check module's file name in autograder/checks/."""
+        return f"test_{self.id}.py"
+
+    @property
+    def def_line(self) -> str:
+        """The function's first line, as the released notebook gives it."""
+        return f"def {self.signature.split(' -> ')[0]}:"
 
 
-# In notebook order. The NumPy maths and statistics (manual_batch_norm, batch_norm_backward,
-# update_moving_statistics, batch_norm_inference, population_statistics) carry 12 of the 18 points.
+def _numpy(id_, signature, points, title):
+    return Exercise(id_, id_, signature, Kind.NUMPY, points, title)
+
+
+# In notebook order. The NumPy maths and statistics carry 17 of the 22 points.
 EXERCISES = (
-    Exercise("manual_batch_norm", "manual_batch_norm", "test_manual_batch_norm",
-             "Batch normalization in NumPy", 3.0),
-    Exercise("batch_norm_backward", "batch_norm_backward", "test_batch_norm_backward",
-             "The backward pass", 4.0),
-    Exercise("build_model_with_bn", "build_model_with_bn", "test_build_model_with_bn",
-             "Conv -> BN -> ReLU model", 2.0),
-    # Scored by training the student's build_model_with_bn against the reference model.
-    Exercise("training_improvement", "build_model_with_bn", "test_training_improvement",
-             "BN speeds up training", 2.0),
-    Exercise("update_moving_statistics", "update_moving_statistics", "test_update_moving_statistics",
-             "Moving averages of the statistics", 1.0),
-    Exercise("batch_norm_inference", "batch_norm_inference", "test_batch_norm_inference",
-             "BN at inference", 2.0),
-    Exercise("population_statistics", "population_statistics", "test_population_statistics",
-             "Population statistics (precise BN)", 2.0),
-    Exercise("build_modern_cnn", "build_modern_cnn", "test_build_modern_cnn",
-             "Modern CNN builder", 2.0),
+    _numpy("manual_batch_norm", "manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5) -> np.ndarray", 3.0,
+           "Batch normalization in NumPy"),
+    _numpy("batch_norm_backward", "batch_norm_backward(dout, x, gamma, epsilon=1e-5) -> (dx, dgamma, dbeta)", 4.0,
+           "The backward pass, derived"),
+    Exercise("build_model_with_bn", "build_model_with_bn",
+             "build_model_with_bn(input_shape=(28, 28, 1), num_classes=10) -> keras.Model", Kind.MODEL, 2.0,
+             "Conv -> BN -> ReLU model"),
+    Exercise("training_improvement", "build_model_with_bn",
+             "build_model_with_bn(input_shape=(28, 28, 1), num_classes=10) -> keras.Model", Kind.TRAINING, 1.0,
+             "BN speeds up training"),
+    _numpy("update_moving_statistics", "update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, "
+                                       "momentum=0.99) -> (new_mean, new_var)", 1.0,
+           "Moving averages of the statistics"),
+    _numpy("batch_norm_inference", "batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, "
+                                   "epsilon=1e-3) -> np.ndarray", 2.0,
+           "BN at inference"),
+    _numpy("debiased_moving_statistic", "debiased_moving_statistic(moving, initial, momentum, steps) -> np.ndarray",
+           2.0, "Debiased moving statistics"),
+    _numpy("population_statistics", "population_statistics(batch_means, batch_vars, batch_sizes) -> (mean, var)",
+           2.0, "Population statistics (precise BN)"),
+    _numpy("group_norm", "group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=1e-3) -> np.ndarray", 3.0,
+           "Group normalization in NumPy"),
+    Exercise("build_modern_cnn", "build_modern_cnn",
+             "build_modern_cnn(input_shape=(32, 32, 3), num_classes=10) -> keras.Model", Kind.MODEL, 2.0,
+             "Modern CNN builder"),
 )
 
 EXERCISE_IDS = tuple(e.id for e in EXERCISES)
 BY_ID = {e.id: e for e in EXERCISES}
 BY_TEST_CELL = {e.test_cell: e for e in EXERCISES}
-
-def nbgrader_metadata(cell) -> dict:
-    """A notebook cell's nbgrader metadata ({} for a plain cell, or a damaged one)."""
-    metadata = cell.get("metadata")
-    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
-    return meta if isinstance(meta, dict) else {}
+TOTAL_POINTS = sum(e.points for e in EXERCISES)
 
 
-def grade_id(cell) -> str:
-    """The cell's nbgrader grade_id, "" when it has none."""
-    return str(nbgrader_metadata(cell).get("grade_id", ""))
+def of_kind(*kinds: Kind) -> tuple:
+    """The exercises of these kinds, in notebook order."""
+    return tuple(e for e in EXERCISES if e.kind in kinds)
 
 
-# Locked notebook cells whose grade_id starts with this are demonstrations (plots, the
-# training race). The grader never runs them; every other locked code cell is set-up.
-DEMO_CELL_PREFIX = "demo_"
+def markdown_table() -> str:
+    """The README's table of exercises, from this registry (tests/test_registry.py compares them)."""
+    lines = ["| exercise | function | points |", "| --- | --- | --- |"]
+    for e in EXERCISES:
+        what = (f"the student's `{e.function}()`, trained by the grader against the baseline"
+                if e.kind is Kind.TRAINING else f"`{e.signature}`")
+        lines.append(f"| `{e.id}` | {what} | {e.points:g} |")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Grade one notebook: run the hidden checks with pytest in this process and collect results.json.
+"""Grade one notebook: read it, run the hidden checks with pytest in this process, and score them.
 
     python -m autograder grade path/to/notebook.ipynb --output results.json
 
@@ -10,33 +10,60 @@ student's error), and its exercise from its module, ``test_<exercise>.py``.
 import argparse
 import contextlib
 import io
-import os
+import logging
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from . import results
-from .checklist import CHECKS_DIR, PYTEST_ARGS, check_id, collect_checks, description, failure, row  # noqa: F401
+from . import notebook as notebooks
+from .checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun, check_id, description, row, run_key
+from .errors import DatasetMissing, GraderFault, SandboxUnavailable, Side, StudentFault, side_of
+from .results import CheckResult, Result
 
-__all__ = ["grade_notebook", "collect_checks", "main"]
+log = logging.getLogger(__name__)
+
+
+def check_failure(exc: BaseException) -> tuple:
+    """(message, side) for an exception a check raised. A failed assertion or a StudentFault is the
+    check's verdict on the student's answer; anything else is a failure on the grader's side."""
+    if isinstance(exc, pytest.fail.Exception):
+        return str(exc.msg), Side.STUDENT
+    if isinstance(exc, AssertionError):
+        text = str(exc.args[0]) if exc.args else "the check failed"
+        return text.split("\nassert ")[0].strip(), Side.STUDENT
+    if side_of(exc) is Side.STUDENT:
+        return str(exc), Side.STUDENT
+    if isinstance(exc, SandboxUnavailable):
+        return f"the sandboxed worker could not start on the grading machine: {str(exc)[:600]}", Side.GRADER
+    if isinstance(exc, DatasetMissing):
+        return f"Fashion-MNIST is missing on the grading machine: {str(exc)[:300]}", Side.GRADER
+    return f"the check crashed: {type(exc).__name__}: {str(exc)[:300]}", Side.GRADER
+
+
+def failure_mistake(exc: BaseException) -> str | None:
+    """The code of the known mistake a check's failure names (checks/answers.MistakeMade), or None.
+    Kept apart from check_failure, whose (message, side) is unchanged."""
+    code = getattr(exc, "code", None) if isinstance(exc, AssertionError) else None
+    return code if isinstance(code, str) and code else None
 
 
 class Collector:
-    """A pytest plugin that turns each check's outcome into a results row, and keeps the failures
-    on the grader's side apart (``grader_failures``, "check id: reason")."""
+    """A pytest plugin: hands the checks their GradingRun, and turns each check's outcome into a
+    CheckResult, keeping the failures on the grader's side apart ("check id: reason")."""
 
-    def __init__(self):
+    def __init__(self, run: GradingRun):
+        self.run = run
         self.rows = {}
         self.grader_failures = []
-        self.config = None
 
     def pytest_configure(self, config):
-        self.config = config
+        config.stash[run_key()] = self.run
 
     def pytest_collection_modifyitems(self, items):
-        self.rows = {item.nodeid: row(item) for item in items}
+        self.rows = {item.nodeid: CheckResult(**row(item), points=0.0, passed=False, message="the check did not run")
+                     for item in items}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -46,77 +73,106 @@ class Collector:
         if found is None:
             return
         if report.when == "call" and report.passed:
-            found.update(points=found["max_points"], passed=True, message=f"passed: {description(item)}")
+            said = [value for key, value in item.user_properties if key == "message"]   # record_property("message", ...)
+            found.points, found.passed, found.message = (found.max_points, True,
+                                                         f"passed: {said[-1] if said else description(item)}")
         elif report.failed and call.excinfo is not None and report.when in ("setup", "call"):
-            message, grader_side = failure(call.excinfo.value)
-            found.update(points=0.0, passed=False, message=message)
-            if grader_side:
+            message, side = check_failure(call.excinfo.value)
+            found.points, found.passed, found.message = 0.0, False, message
+            found.mistake = failure_mistake(call.excinfo.value) if side is Side.STUDENT else None
+            if side is Side.GRADER:
                 self.grader_failures.append(f"{check_id(item)}: {message}")
 
-
-def _grader_error(collector, exit_code, log) -> str | None:
-    """The reason grading failed on the grader's side, or None."""
-    from .checks.conftest import GRADER_ERROR
-    config = collector.config
-    setup = config.stash.get(GRADER_ERROR, None) if config else None
-    if setup:
-        return setup
-    if collector.grader_failures:
-        more = len(collector.grader_failures) - 1
-        return collector.grader_failures[0] + (f" (and {more} more)" if more else "")
-    if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not collector.rows:
-        return f"pytest exit code {int(exit_code)}: {log.getvalue()[-2000:]}"
-    return None
+    def grader_error(self, exit_code, output: str) -> str | None:
+        """Why grading failed on the grader's side, or None."""
+        if self.run.fault is not None:
+            return str(self.run.fault)
+        if self.grader_failures:
+            more = len(self.grader_failures) - 1
+            return self.grader_failures[0] + (f" (and {more} more)" if more else "")
+        if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not self.rows:
+            return f"pytest exit code {int(exit_code)}: {output[-2000:]}"
+        return None
 
 
-def grade_notebook(path, *, cache_dir=None, hide=()) -> dict:
-    """The results document for one notebook. Never raises for a bad submission; a failure on the
-    grader's side gives status "error" and a reason that says so, with every check at 0.
+def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None, hide=(), memo=True,
+                   allow_unsandboxed=False) -> Result:
+    """The Result for one notebook (a path, or a notebook.Notebook already read). Never raises for a
+    bad submission; a failure on the grader's side gives an error Result whose side says so.
 
-    Bounded on every path that calls it (grade, grade-class's pool, the nbgrader bridge): the
-    student's code by the sandbox's Limits, models by modelcheck's caps before they are built, and
-    the training check by its own wall-clock and memory budget (training.py)."""
+    The student's code runs in the best isolation this machine offers (sandbox.choose_isolation);
+    where there is none, grading refuses (a grader-side error saying what to install) unless
+    ``allow_unsandboxed``, and results.json's "isolation" records the mode the worker ran in.
+
+    ``limits`` bound the student's code in the sandbox (sandbox.Limits; default its defaults),
+    ``training_budget`` the training check in this process (training.TrainingBudget), and models
+    are bounded by their config before anything is built (models.cost). Nothing here reads the
+    environment: settings come from the caller (settings.from_environ at the command line)."""
+    from .sandbox import Limits, choose_isolation
+    from .training import TrainingBudget
     started = time.monotonic()
-    collector = Collector()
-    args = [str(CHECKS_DIR), *PYTEST_ARGS, "--submission", str(path)]
-    if cache_dir:
-        args += ["--grader-cache", str(cache_dir)]
-    for folder in hide:
-        args += ["--hide", str(folder)]
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log):
-        exit_code = pytest.main(args, plugins=[collector])
-    from .checks.conftest import SUBMISSION_ERROR, TIMINGS
-    config = collector.config
-    timings = dict(config.stash.get(TIMINGS, {})) if config else {}
-    error = config.stash.get(SUBMISSION_ERROR, None) if config else None
+    hide = tuple(str(h) for h in hide)
+    if isinstance(source, notebooks.Notebook):
+        read = source
+    else:
+        try:
+            read = notebooks.read(source)
+        except StudentFault as exc:
+            return Result.failed(exc, timings={"total": round(time.monotonic() - started, 3)})
+        hide += (str(Path(source).resolve().parent),)
+    try:
+        isolation = choose_isolation(allow_unsandboxed=allow_unsandboxed)
+    except SandboxUnavailable as exc:
+        return Result.failed(exc, notes=read.notes, timings={"total": round(time.monotonic() - started, 3)})
+    run = GradingRun(read, limits or Limits(), training_budget or TrainingBudget(),
+                     Path(cache_dir) if cache_dir else None, hide, memo=memo, isolation=isolation)
+    collector = Collector(run)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exit_code = pytest.main([str(CHECKS_DIR), *PYTEST_ARGS], plugins=[collector])
+    timings = dict(run.timings)
     timings["checks"] = round(time.monotonic() - started - timings.get("worker_start", 0.0)
                               - (timings.get("training_check") or 0.0), 3)
     timings["total"] = round(time.monotonic() - started, 3)
     for key in ("worker_start", "calls"):
         if key in timings:
             timings[key] = round(timings[key], 3)
-    grader_error = None if error else _grader_error(collector, exit_code, log)
-    if grader_error:
-        return results.error_result(grader_error, timings=timings, grader_side=True)
-    return results.summarise(list(collector.rows.values()), error=error, timings=timings)
+    reason = collector.grader_error(exit_code, output.getvalue())
+    if reason:
+        return Result.failed(reason, Side.GRADER, notes=read.notes, timings=timings, isolation=run.worker_isolation)
+    graded = Result.graded(list(collector.rows.values()), notes=read.notes, timings=timings,
+                           isolation=run.worker_isolation)
+    graded.architectures = dict(getattr(run, "architectures", {}) or {})
+    return graded
 
 
 def main(argv=None) -> int:
     """Exit status 0 when the notebook got a result (an unreadable notebook's error result included),
     1 when grading failed on the grader's side (results.json then says why, with status "error")."""
+    from . import settings
+    from .atomic import write_atomic
     parser = argparse.ArgumentParser(prog="python -m autograder grade",
                                      description="Grade one notebook with the hidden checks, in isolation.")
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--output", type=Path, default=Path("results.json"))
-    parser.add_argument("--cache-dir", type=Path, help="where the training baseline is cached")
+    parser.add_argument("--cache-dir", type=Path, help="where the training baseline is cached "
+                                                       "(default: BN_AUTOGRADER_CACHE, see the README's settings)")
+    parser.add_argument("--allow-unsandboxed", action="store_true",
+                        help="grade even where neither bubblewrap nor Landlock can isolate the student's code "
+                             "(logged, and recorded as isolation \"none\" in results.json)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    result = grade_notebook(args.notebook, cache_dir=args.cache_dir)
-    results.write_json_atomic(result, args.output)
-    for check in result["checks"]:
-        mark = "PASS" if check["passed"] else "FAIL"
-        print(f"{mark} {check['points']:>5.2f}/{check['max_points']:<5.2f} {check['id']}: {check['message']}")
-    status = f" ({result['status']}: {result['error']})" if result["error"] else ""
-    print(f"total {result['total']:g}/{result['max_total']:g}{status} -> {args.output}", file=sys.stderr)
-    return 1 if results.is_grader_error(result) else 0
+    found = settings.from_environ()
+    result = grade_notebook(args.notebook, limits=found.limits, training_budget=found.training_budget,
+                            cache_dir=args.cache_dir or found.cache_dir, memo=found.memo,
+                            allow_unsandboxed=args.allow_unsandboxed)
+    write_atomic(result.to_json(), args.output)
+    for check in result.checks:
+        mark = "PASS" if check.passed else "FAIL"
+        print(f"{mark} {check.points:>5.2f}/{check.max_points:<5.2f} {check.id}: {check.message}")
+    status = f" ({result.status.value}: {result.error})" if result.error else ""
+    log.info("total %g/%g%s -> %s (isolation: %s)", result.total, result.max_total, status, args.output,
+             result.isolation or "no worker ran")
+    return 1 if result.grader_fault else 0
+
+
+__all__ = ["grade_notebook", "check_failure", "failure_mistake", "main", "GraderFault"]

@@ -9,11 +9,11 @@ nbgrader's process or in a kernel. For each submission it
 
 1. takes the isolated grader's result for the submitted file: the one ``grade-class`` stored in
    ``grade-class/<student>/batchnorm/`` when the file (sha256) and the grader
-   (``grade_class.grader_hash``) are unchanged; otherwise it grades. It grades in bulk: the first
-   notebook of an ``nbgrader autograde`` run grades every submission nbgrader is about to import
-   that has no such result, through ``grade_class.run`` (the same parallel pool of grader
-   processes, ``c.IsolatedGrade.jobs``, or a Dask cluster, ``c.IsolatedGrade.scheduler``), and
-   stores the results where grade-class would, so the two commands share every grading;
+   (``provenance.grader_hash``) are unchanged (classroom/store.py); otherwise it grades. It grades
+   in bulk: the first notebook of an ``nbgrader autograde`` run grades every submission nbgrader is
+   about to import that has no such result, through ``classroom.run`` (the same parallel pool of
+   grader processes, ``c.IsolatedGrade.jobs``, or a Dask cluster, ``c.IsolatedGrade.scheduler``),
+   and stores the results where grade-class would, so the two commands share every grading;
 2. writes the results document beside the autograded notebook
    (``autograded/<student>/batchnorm/results.json``);
 3. gives each autograded test cell (grade_id = ``Exercise.test_cell``) exactly two outputs: a
@@ -24,7 +24,7 @@ nbgrader's process or in a kernel. For each submission it
    nbgrader records as 0 (an empty output would mean full marks). No stderr or error output is
    ever written.
 
-A submission that was not graded because of the grader (``grade_class.grader_error``: the worker
+A submission that was not graded because of the grader (``Result.grader_fault``: the worker
 could not start, a check crashed, a grader process crashed or timed out) is never recorded as
 zeros: the preprocessor raises ``GraderSideError``, so nbgrader reports that student's notebook as
 failed, records no grades for it, removes its autograded folder and exits non-zero; the next
@@ -33,16 +33,21 @@ cannot be read) is recorded as 0 points with the reason.
 
 Two ways to grade a class, with the same isolated grader and the same stored results:
 
-* ``python -m autograder grade-class batchnorm --jobs N`` (autograder/grade_class.py): parallel,
+* ``python -m autograder grade-class batchnorm --jobs N`` (autograder/classroom/): parallel,
   resumable, tolerant of renamed/old/zipped notebooks; writes ``grade-class/``, grades.csv and
   feedback pages, never nbgrader's folders or gradebook.
 * ``nbgrader autograde batchnorm`` (this module): the gradebook path, for formgrader, manual
   grading of written answers, ``nbgrader export`` and ``nbgrader generate_feedback`` (whose
   feedback hides the hidden tests through ``ClearHiddenTests``). Right after grade-class it only
   imports grade-class's results; no ``--force`` needed.
+
+Settings (sandbox limits, training budget: autograder/settings.py) are read from the environment
+where nbgrader's config is, in this preprocessor, and given to the grader processes.
 """
 
-import json
+import contextlib
+import dataclasses
+import logging
 import re
 import tempfile
 import time
@@ -51,27 +56,31 @@ from pathlib import Path
 import nbformat
 from nbgrader import utils
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
-from . import grade_class, results
-from .collect import HandIn
-from .exercises import ASSIGNMENT_ID, BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME, grade_id
-from .pool import DEFAULT_TIMEOUT, cpu_count, run_pool
+from . import provenance, settings
+from .atomic import write_atomic
+from .classroom import classrun, pool, store
+from .classroom.server import DEFAULT_TIMEOUT, Task
+from .errors import GraderFault, Side
+from .exercises import ASSIGNMENT_ID, BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME
+from .notebook import grade_id
+from .results import Result, Status, format_points
 
 
-def report_text(exercise_id: str, result: dict, points: float, max_points: float) -> str:
+def report_text(exercise_id: str, result: Result, points: float, max_points: float) -> str:
     """The stdout a test cell shows: the exercise's checks, their points, and their messages."""
     title = BY_ID[exercise_id].title if exercise_id in BY_ID else exercise_id
-    lines = [f"{title}: {results.format_points(points)} / {results.format_points(max_points)} points "
+    lines = [f"{title}: {format_points(points)} / {format_points(max_points)} points "
              "(scored by the isolated autograder; this cell's code was not run)"]
-    if result.get("status") == "error":
-        lines.append(f"The notebook could not be graded: {result.get('error')}")
-    for row in result.get("checks", []):
-        if row.get("exercise") != exercise_id:
+    if result.status is Status.ERROR:
+        lines.append(f"The notebook could not be graded: {result.error}")
+    for check in result.checks:
+        if check.exercise != exercise_id:
             continue
-        mark = "PASS" if row.get("passed") else "FAIL"
-        message = " ".join(str(row.get("message") or "").split())
-        lines.append(f"  {mark} {results.format_points(row.get('points', 0))}/{results.format_points(row.get('max_points', 0))}  {message}")
+        mark = "PASS" if check.passed else "FAIL"
+        message = " ".join(check.message.split())
+        lines.append(f"  {mark} {format_points(check.points)}/{format_points(check.max_points)}  {message}")
     return "\n".join(lines) + "\n"
 
 
@@ -84,9 +93,9 @@ def score_outputs(text: str, points: float, execution_count=None) -> list:
     ]
 
 
-def apply_scores(nb, result: dict, log=None):
+def apply_scores(nb, result: Result, log=None):
     """Set the outputs of every autograded test cell of ``nb`` from ``result``; returns {grade_id: points}."""
-    scores = results.exercise_scores(result) if result.get("checks") is not None else {}
+    scores = result.exercise_scores()
     recorded = {}
     count = 0
     for cell in nb.cells:
@@ -116,7 +125,7 @@ def apply_scores(nb, result: dict, log=None):
     return recorded
 
 
-class GraderSideError(Exception):
+class GraderSideError(GraderFault):
     """A submission was not graded because of the grader; nbgrader records nothing for it."""
 
 
@@ -137,6 +146,25 @@ class _LogStream:
         pass
 
 
+@contextlib.contextmanager
+def _logging_into(log):
+    """The class side's log records (autograder.classroom's), into nbgrader's log while grading."""
+    class Forward(logging.Handler):
+        def emit(self, record):
+            log.log(record.levelno, "Isolated grader: %s", record.getMessage())
+    source = logging.getLogger("autograder.classroom")
+    handler, propagate, level = Forward(), source.propagate, source.level
+    source.addHandler(handler)
+    source.propagate = False
+    source.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.propagate = propagate
+        source.setLevel(level)
+
+
 class IsolatedGrade(NbGraderPreprocessor):
     """Score the autograded test cells with the isolated grader instead of executing the notebook."""
 
@@ -148,12 +176,17 @@ class IsolatedGrade(NbGraderPreprocessor):
         help="File name for the results document beside the autograded notebook ('' to skip)."
     ).tag(config=True)
     jobs = Integer(
-        min(2, cpu_count()), help="Grader processes that grade the changed submissions in parallel."
+        min(2, pool.cpu_count()), help="Grader processes that grade the changed submissions in parallel."
     ).tag(config=True)
     timeout = Float(DEFAULT_TIMEOUT, help="Seconds one submission may take before it is stopped.").tag(config=True)
     scheduler = Unicode(
         "", help="Address of a Dask scheduler to grade on instead of local grader processes "
                  "(as grade-class --scheduler)."
+    ).tag(config=True)
+    allow_unsandboxed = Bool(
+        False, help="Grade even where neither bubblewrap nor Landlock can isolate the students' code "
+                    "(as grade-class --allow-unsandboxed: logged, and each results.json records "
+                    "isolation \"none\")."
     ).tag(config=True)
 
     def preprocess(self, nb, resources):
@@ -163,19 +196,32 @@ class IsolatedGrade(NbGraderPreprocessor):
         if how == "not graded":
             raise GraderSideError(
                 f"{student} was not graded because of a problem on the grader's side, not the student's "
-                f"({result.get('error')}). Nothing is recorded for this notebook; fix the cause and run "
+                f"({result.error}). Nothing is recorded for this notebook; fix the cause and run "
                 "nbgrader autograde again, which grades it then.")
         recorded = apply_scores(nb, result, log=self.log)
         self.log.info("Isolated grader: %s scored %s/%s (%s, %s) in %.1f s: %s", student,
-                      results.format_points(result.get("total", 0)), results.format_points(result.get("max_total", 0)),
-                      result.get("status"), how, time.monotonic() - started, recorded)
+                      format_points(result.total), format_points(result.max_total),
+                      result.status.value, how, time.monotonic() - started, recorded)
         folder = resources.get("metadata", {}).get("path")
         if self.write_results and folder:
             try:
-                results.write_json_atomic(result, Path(folder) / self.write_results)
-            except OSError as exc:
+                write_atomic(result.to_json(), Path(folder) / self.write_results)
+            except (OSError, ValueError) as exc:
                 self.log.warning("could not write %s: %s", Path(folder) / self.write_results, exc)
         return nb, resources
+
+    def _settings(self):
+        """The grader's settings, read from the environment here (nbgrader's edge), once; the cache
+        folder from ``c.IsolatedGrade.cache_dir`` when set."""
+        found = getattr(self, "_found_settings", None)
+        if found is None:
+            found = settings.from_environ()
+            if self.cache_dir:
+                found = dataclasses.replace(found, cache_dir=Path(self.cache_dir))
+            if self.allow_unsandboxed:
+                found = dataclasses.replace(found, allow_unsandboxed=True)
+            self._found_settings = found
+        return found
 
     # --- where the result comes from ---------------------------------------------------------------
 
@@ -184,14 +230,15 @@ class IsolatedGrade(NbGraderPreprocessor):
         converter = getattr(getattr(self, "parent", None), "parent", None)
         return converter if hasattr(converter, "coursedir") and hasattr(converter, "assignments") else None
 
-    def _class_run(self, course: Path, students) -> "grade_class.ClassRun":
-        return grade_class.run(course, students=students, collect=False, write_class_csv=False, jobs=self.jobs,
-                               timeout=self.timeout, cache_dir=self.cache_dir or None,
-                               scheduler=self.scheduler or None, progress_stream=_LogStream(self.log))
+    def _class_run(self, course: Path, students) -> classrun.ClassRun:
+        with _logging_into(self.log):
+            return classrun.run(course, students=students, collect=False, write_class_csv=False, jobs=self.jobs,
+                                timeout=self.timeout, settings=self._settings(), scheduler=self.scheduler or None,
+                                progress_stream=_LogStream(self.log))
 
     def _prepass(self, converter, course: Path, assignment: str, current: str) -> set:
         """Once per ``nbgrader autograde``: grade every submission nbgrader is about to import that
-        grade-class has no result for, in parallel (grade_class.run: the pool or the cluster); results
+        grade-class has no result for, in parallel (classroom.run: the pool or the cluster); results
         land in grade-class/, where each notebook then finds its own. Returns the students whose
         grading failed on the grader's side."""
         done = getattr(converter, "_isolated_grade_prepass", None)
@@ -220,8 +267,8 @@ class IsolatedGrade(NbGraderPreprocessor):
         return done
 
     def _result(self, nb, resources):
-        """(results document, how it was obtained): "reused" (grade-class's result for the same file
-        and grader), "graded", or "not graded" (a grader-side error: nothing may be recorded)."""
+        """(Result, how it was obtained): "reused" (grade-class's result for the same file and
+        grader), "graded", or "not graded" (a grader-side error: nothing may be recorded)."""
         info = resources.get("nbgrader", {})
         student, assignment = info.get("student"), info.get("assignment", ASSIGNMENT_ID)
         converter = self._converter()
@@ -233,9 +280,8 @@ class IsolatedGrade(NbGraderPreprocessor):
                 failed = self._prepass(converter, course, assignment, student)
                 if student in failed:
                     return self._stored(course, student, assignment), "not graded"
-                hand_in = HandIn(student, submitted)
-                stored = grade_class.stored_result(course, hand_in, grade_class._key(hand_in, grade_class.grader_hash()),
-                                                   assignment)
+                key = store.resume_key(submitted, provenance.grader_hash())
+                stored = store.stored_result(course, student, key, assignment)
                 if stored is not None:
                     return stored[0], "reused"
                 outcome = self._class_run(course, [student])        # changed since the pre-pass
@@ -244,32 +290,27 @@ class IsolatedGrade(NbGraderPreprocessor):
         return self._grade_here(nb, resources)
 
     @staticmethod
-    def _stored(course: Path, student: str, assignment: str) -> dict:
+    def _stored(course: Path, student: str, assignment: str) -> Result:
         try:
-            return json.loads(grade_class.result_path(course, student, assignment).read_text(encoding="utf-8"))
+            return store.read_result(course, student, assignment)
         except (OSError, ValueError) as e:
-            return results.error_result(f"grade-class wrote no readable result: {e}", grader_side=True)
+            return Result.failed(f"grade-class wrote no readable result: {e}", Side.GRADER)
 
     def _grade_here(self, nb, resources):
-        """Grade the sanitized notebook itself (no submitted file to key a grade-class result on), in
-        one grader process with the same timeout as the pool."""
-        outcomes = []
+        """Grade the notebook nbgrader hands over (no submitted file to key a grade-class result on)
+        in one grader process of the pool, with the same timeout; the grader process reads it (and
+        drops its outputs) as it reads any submission."""
+        found = []
         with tempfile.TemporaryDirectory(prefix="nbgrader-isolated-") as tmp:
             path = Path(tmp) / NOTEBOOK_NAME
-            copy = nbformat.from_dict(nb)
-            for cell in copy.cells:
-                if cell.get("cell_type") == "code":
-                    cell.outputs = []
-                    cell.execution_count = None
-                cell.pop("attachments", None)
-            nbformat.write(copy, str(path))
+            nbformat.write(nb, str(path))
             hide = [str(Path.cwd())]
             folder = resources.get("metadata", {}).get("path")
             if folder:
                 hide.append(str(Path(folder).resolve()))
-            task = {"student": resources.get("nbgrader", {}).get("student", "?"), "path": str(path), "hide": hide}
-            run_pool([task], jobs=1, on_result=outcomes.append, timeout=self.timeout,
-                     cache_dir=self.cache_dir or None)
-        done = outcomes[0]
-        result = done["result"]
-        return result, "not graded" if grade_class.grader_error(result, done.get("final", True)) else "graded"
+            task = Task(resources.get("nbgrader", {}).get("student", "?"), str(path), tuple(hide))
+            with _logging_into(self.log):
+                pool.run_pool([task], jobs=1, on_result=lambda _task, result: found.append(result),
+                              timeout=self.timeout, settings=self._settings())
+        result = found[0]
+        return result, "not graded" if result.grader_fault else "graded"

@@ -1,49 +1,35 @@
-"""results.json: the contract instructors' scripts parse, and writing it without ever leaving half a file.
+"""A submission's result: typed in the grader, ``results.json`` on disk and on the wire.
 
-{"total": float, "max_total": float, "status": "graded" | "error", "error": str | null,
- "error_side": "grader" | "student" | null,
- "checks": [{"id", "exercise", "points", "max_points", "passed", "message"}],
- "versions": {...}, "timings": {...}}
+    {"total": float, "max_total": float, "status": "graded" | "error", "error": str | null,
+     "error_side": "student" | "grader" | null, "isolation": "bwrap+landlock" | "bwrap" | "landlock" | "none" | null,
+     "notes": [str], "checks": [{"id", "exercise", "points", "max_points", "passed", "message", "mistake"}],
+     "versions": {...}, "timings": {...}, "architectures": {model builder: sha256}}
 
-Every check appears in every result; one that could not run has 0 points and says why. When the
-cause is on the grader's side (the sandbox cannot start, the instructor's set-up cell fails on this
-machine, a check crashes, the data set is missing) the status is "error", ``error_side`` is
-"grader", every check has 0 points and the error begins with "grader-side failure, not the
-student's: ". Such a result is never a grade (``is_grader_error``): grade it again once fixed. An
-error that is the student's (a notebook that cannot be read) has ``error_side`` "student".
+Every check appears in every result; one that could not run has 0 points and says why. A result
+whose error is on the grader's side (``Result.grader_fault``) is never a grade: every check has 0
+points, the error begins with "grader-side failure, not the student's: ", and it is graded again
+once the cause is fixed. An error that is the student's (a notebook that cannot be read) is final.
+``isolation`` is the sandbox mode the student's code ran in (sandbox.Isolation), null when no
+worker ran; "none" means it was graded without isolation (``--allow-unsandboxed``).
+A check row's ``mistake`` is the code of the known mistake its failure names
+(reference.mistake_codes: "manual_batch_norm.ddof1"), null otherwise. ``architectures`` holds,
+per model builder the checks called with its defaults, the fingerprint of the model's canonical
+architecture (models/architecture.py), which the similarity report groups students by.
 """
 
 import json
-import os
-import platform
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass, field
+from enum import Enum
 
-from .checklist import GRADER_SIDE, in_exercise_order
+from .errors import GRADER_SIDE_PREFIX, Side, side_of
+from . import checklist
+from .checklist import in_exercise_order
 from .exercises import EXERCISE_IDS, EXERCISES
 
 
-def write_atomic(data, path, mode=None) -> None:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temp file in the same folder and
-    os.replace, so a reader (or an interrupted run) sees the old file or the new one, never a torn
-    one. ``mode`` replaces mkstemp's 0600 where other processes must read the file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if mode is not None:
-            os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj, path) -> None:
-    """results.json and its kin, written with write_atomic."""
-    write_atomic(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+class Status(str, Enum):
+    GRADED = "graded"
+    ERROR = "error"
 
 
 def format_points(x) -> str:
@@ -51,63 +37,133 @@ def format_points(x) -> str:
     return f"{float(x):g}"
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    found = {"python": platform.python_version()}
-    # jax, jaxlib and scipy: the sandboxed worker builds the students' models with Keras' NumPy backend.
-    for package in ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nbgrader",
-                    "jax", "jaxlib", "scipy"):
+@dataclass
+class CheckResult:
+    id: str               # "<exercise>::<check function>"
+    exercise: str
+    points: float
+    max_points: float
+    passed: bool
+    message: str
+    mistake: str | None = None    # the named mistake's code ("<exercise>.<key>"), None when none matched
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "exercise": self.exercise, "points": self.points,
+                "max_points": self.max_points, "passed": self.passed, "message": self.message,
+                "mistake": self.mistake}
+
+    @classmethod
+    def from_dict(cls, row) -> "CheckResult":
+        if not isinstance(row, dict):
+            raise ValueError("a check row is not an object")
         try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
+            found = cls(str(row["id"]), str(row["exercise"]), float(row["points"]), float(row["max_points"]),
+                        bool(row["passed"]), str(row.get("message") or ""),
+                        None if row.get("mistake") is None else str(row["mistake"]))   # older rows: none
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"a check row is malformed: {exc}") from None
+        return found
 
 
-def summarise(checks: list, *, error=None, timings=None, grader_side=False) -> dict:
-    """The results document for a list of check rows; status is "error" when ``error`` is given,
-    on the grader's side when ``grader_side`` (else the student's)."""
-    ordered = in_exercise_order(checks)
-    return {
-        "total": round(sum(c["points"] for c in ordered), 6),
-        "max_total": round(sum(c["max_points"] for c in ordered), 6),
-        "status": "error" if error else "graded",
-        "error": error,
-        "error_side": ("grader" if grader_side else "student") if error else None,
-        "checks": ordered,
-        "versions": versions(),
-        "timings": dict(timings or {}),
-    }
+@dataclass
+class Result:
+    checks: list                                  # CheckResult, in exercise order
+    status: Status = Status.GRADED
+    error: str | None = None
+    error_side: Side | None = None
+    notes: list = field(default_factory=list)     # on the file itself: converted, outputs removed
+    versions: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    isolation: str | None = None                  # the sandbox mode the student's code ran in
+    architectures: dict = field(default_factory=dict)   # {model builder: canonical architecture's sha256}
 
+    @property
+    def total(self) -> float:
+        return round(sum(c.points for c in self.checks), 6)
 
-def catalogue() -> list:
-    """Every hidden check as a zero-point row: (id, exercise, max_points), collected by pytest."""
-    from .checklist import collect_checks
-    return collect_checks()
+    @property
+    def max_total(self) -> float:
+        return round(sum(c.max_points for c in self.checks), 6)
 
+    @property
+    def grader_fault(self) -> bool:
+        """Not a grade: the grader failed, not the student. Graded again once fixed."""
+        return self.status is Status.ERROR and self.error_side is Side.GRADER
 
-def is_grader_error(result: dict) -> bool:
-    """Whether ``result`` is an error on the grader's side (never a grade: grade it again once fixed)."""
-    return result.get("status") == "error" and result.get("error_side") == "grader"
+    def exercise_scores(self) -> dict:
+        """{exercise id: points} summed over the exercise's checks, for every exercise."""
+        scores = {exercise: 0.0 for exercise in EXERCISE_IDS}
+        for check in self.checks:
+            scores[check.exercise] = round(scores.get(check.exercise, 0.0) + check.points, 6)
+        return scores
 
+    # --- building ---------------------------------------------------------------------------------
 
-def error_result(message: str, timings=None, *, grader_side=False) -> dict:
-    """A result for a submission that could not be graded at all: every check, 0 points, the reason.
-    When the checks cannot be listed (the grader itself is broken), one row per exercise instead.
-    ``grader_side``: the cause is the grader's; the message then says so."""
-    if grader_side and not message.startswith(GRADER_SIDE):
-        message = GRADER_SIDE + message
-    try:
-        rows = catalogue()
-    except Exception:  # noqa: BLE001 - the reason is still reported, with every exercise's points
-        rows = [{"id": e.id, "exercise": e.id, "max_points": e.points} for e in EXERCISES]
-    rows = [dict(row, points=0.0, passed=False, message=message) for row in rows]
-    return summarise(rows, error=message, timings=timings, grader_side=grader_side)
+    @classmethod
+    def graded(cls, checks, *, notes=(), timings=None, isolation=None) -> "Result":
+        from .provenance import versions
+        return cls(in_exercise_order(checks), notes=list(notes), versions=versions(), timings=dict(timings or {}),
+                   isolation=isolation)
 
+    @classmethod
+    def failed(cls, reason, side: Side | None = None, *, notes=(), timings=None, isolation=None) -> "Result":
+        """Every check at 0 points with the reason: ``reason`` is an exception (whose type decides
+        the side) or a message with an explicit ``side``. When the checks cannot be listed (the
+        grader itself is broken), one row per exercise stands in for them."""
+        if isinstance(reason, BaseException):
+            side = side or side_of(reason)
+            message = str(reason)
+        else:
+            message = str(reason)
+        side = side or Side.GRADER
+        if side is Side.GRADER and not message.startswith(GRADER_SIDE_PREFIX):
+            message = GRADER_SIDE_PREFIX + message
+        try:
+            rows = [CheckResult(r["id"], r["exercise"], 0.0, r["max_points"], False, message)
+                    for r in checklist.collect_checks()]
+        except Exception:  # noqa: BLE001 - the reason is still reported, with every exercise's points
+            rows = [CheckResult(e.id, e.id, 0.0, e.points, False, message) for e in EXERCISES]
+        from .provenance import versions
+        return cls(in_exercise_order(rows), Status.ERROR, message, side, list(notes), versions(),
+                   dict(timings or {}), isolation)
 
-def exercise_scores(result: dict) -> dict:
-    """{exercise id: points} summed over the exercise's checks, for every exercise."""
-    scores = {exercise: 0.0 for exercise in EXERCISE_IDS}
-    for check in result["checks"]:
-        scores[check["exercise"]] = round(scores.get(check["exercise"], 0.0) + check["points"], 6)
-    return scores
+    # --- serializing ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "max_total": self.max_total, "status": self.status.value,
+                "error": self.error, "error_side": self.error_side.value if self.error_side else None,
+                "isolation": self.isolation, "notes": list(self.notes), "checks": [c.to_dict() for c in self.checks],
+                "versions": dict(self.versions), "timings": dict(self.timings),
+                "architectures": dict(self.architectures)}
+
+    def to_json(self) -> str:
+        """results.json's text; ValueError when something in it is not JSON (NaN, an object)."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, doc) -> "Result":
+        """A stored or received results document; ValueError when it is not one."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("checks"), list):
+            raise ValueError("not a results document")
+        try:
+            status = Status(doc.get("status"))
+            side = Side(doc["error_side"]) if doc.get("error_side") else None
+        except ValueError:
+            raise ValueError("a results document with an unknown status or error side") from None
+        if status is Status.ERROR and side is None:
+            side = Side.STUDENT          # written before error_side existed: a student's error
+        return cls([CheckResult.from_dict(c) for c in doc["checks"]], status,
+                   None if doc.get("error") is None else str(doc["error"]), side,
+                   [str(n) for n in doc.get("notes") or []],
+                   dict(doc.get("versions") or {}), dict(doc.get("timings") or {}),
+                   None if doc.get("isolation") is None else str(doc["isolation"]),
+                   {str(k): str(v) for k, v in (doc.get("architectures") or {}).items()}
+                   if isinstance(doc.get("architectures"), dict) else {})
+
+    @classmethod
+    def from_json(cls, text) -> "Result":
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        return cls.from_dict(doc)

@@ -11,7 +11,8 @@ from pathlib import Path
 import nbformat
 
 from .assign import REPO_ROOT, RELEASE, solutions_notebook
-from .exercises import grade_id, nbgrader_metadata
+from .exercises import BY_ID, Kind, of_kind
+from .notebook import grade_id, nbgrader_metadata
 
 RELEASE_NOTEBOOK = REPO_ROOT / RELEASE
 
@@ -24,7 +25,7 @@ def solution_code() -> dict:
 
 # --- answers with one mistake each -------------------------------------------------------------
 
-_BN_TEMPLATE = '''def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+_BN_TEMPLATE = BY_ID["manual_batch_norm"].def_line + '''
     x = np.asarray(x, dtype=np.float64)
     axes = {axes}
     mean = x.mean(axis=axes, keepdims=True)
@@ -37,17 +38,17 @@ def _bn(axes="tuple(range(x.ndim - 1))", ddof="", denominator="np.sqrt(var + eps
     return _BN_TEMPLATE.format(axes=axes, ddof=ddof, denominator=denominator)
 
 
-BN_IN_PLACE = '''def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+BN_IN_PLACE = BY_ID["manual_batch_norm"].def_line + '''
     axes = tuple(range(x.ndim - 1))
     x -= x.mean(axis=axes, keepdims=True)          # changes the caller's array
     x /= np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
     return gamma * x + beta
 '''
 
-_BACKWARD_TEMPLATE = '''def batch_norm_backward(dout, x, gamma, epsilon=1e-5):
+_BACKWARD_TEMPLATE = BY_ID["batch_norm_backward"].def_line + '''
     axes = {axes}
     mean = x.mean(axis=axes, keepdims=True)
-    std = np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    std = np.sqrt(x.var(axis=axes, keepdims=True) + {epsilon})
     x_hat = (x - mean) / std
     dx_hat = dout * gamma
     dx = {dx}
@@ -57,18 +58,19 @@ _BACKWARD_DX = ("(dx_hat - dx_hat.mean(axis=axes, keepdims=True)\n"
                 "          - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)) / std")
 
 
-def _backward(axes="tuple(range(x.ndim - 1))", dx=_BACKWARD_DX, dgamma="(dout * x_hat).sum(axis=axes)"):
-    return _BACKWARD_TEMPLATE.format(axes=axes, dx=dx, dgamma=dgamma)
+def _backward(axes="tuple(range(x.ndim - 1))", dx=_BACKWARD_DX, dgamma="(dout * x_hat).sum(axis=axes)",
+              epsilon="epsilon"):
+    return _BACKWARD_TEMPLATE.format(axes=axes, dx=dx, dgamma=dgamma, epsilon=epsilon)
 
 
-_MOVING_TEMPLATE = '''def update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, momentum=0.99):
+_MOVING_TEMPLATE = BY_ID["update_moving_statistics"].def_line + '''
     keep = {keep}
     return keep * moving_mean + (1 - keep) * batch_mean, keep * moving_var + (1 - keep) * batch_var
 '''
 MOVING_SWAPPED = _MOVING_TEMPLATE.format(keep="1 - momentum      # PyTorch's convention: momentum weighs the batch")
 
 
-_INFERENCE_TEMPLATE = '''def batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3):
+_INFERENCE_TEMPLATE = BY_ID["batch_norm_inference"].def_line + '''
     mean, var = {statistics}
     return gamma * (x - mean) / {denominator} + beta
 '''
@@ -78,7 +80,7 @@ def _inference(statistics="moving_mean, moving_var", denominator="np.sqrt(var + 
     return _INFERENCE_TEMPLATE.format(statistics=statistics, denominator=denominator)
 
 
-_POPULATION_TEMPLATE = '''def population_statistics(batch_means, batch_vars, batch_sizes):
+_POPULATION_TEMPLATE = BY_ID["population_statistics"].def_line + '''
     weights = {weights}
     mean = weights @ batch_means
     var = weights @ {within}
@@ -90,6 +92,34 @@ def _population(weights="batch_sizes / batch_sizes.sum()", within="(batch_vars +
     return _POPULATION_TEMPLATE.format(weights=weights, within=within)
 
 
+_DEBIASED_TEMPLATE = BY_ID["debiased_moving_statistic"].def_line + '''
+    moving, initial = np.asarray(moving, dtype=np.float64), np.asarray(initial, dtype=np.float64)
+    left = momentum ** {power}
+    return {expression}
+'''
+
+
+def _debiased(power="steps", expression="(moving - left * initial) / (1 - left)"):
+    return _DEBIASED_TEMPLATE.format(power=power, expression=expression)
+
+
+_GROUP_TEMPLATE = BY_ID["group_norm"].def_line + '''
+    x = np.asarray(x, dtype=np.float64)
+    c = x.shape[-1]
+    grouped = x.reshape({shape})
+    axes = {axes}
+    mean = grouped.mean(axis=axes, keepdims=True)
+    var = grouped.var(axis=axes, keepdims=True{ddof})
+    x_hat = ((grouped - mean) / np.sqrt(var + {epsilon})).reshape(x.shape)
+    return gamma * x_hat + beta
+'''
+
+
+def _group(shape="*x.shape[:-1], groups, c // groups", axes="tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)",
+           ddof="", epsilon="epsilon"):
+    return _GROUP_TEMPLATE.format(shape=shape, axes=axes, ddof=ddof, epsilon=epsilon)
+
+
 # The NumPy exercises answered right from the same templates: the tests grade the NumPy checks on
 # small notebooks of these (a mistake student changes one of them), without the whole assignment.
 NUMPY_RIGHT = {
@@ -97,40 +127,37 @@ NUMPY_RIGHT = {
     "batch_norm_backward": _backward(),
     "update_moving_statistics": _MOVING_TEMPLATE.format(keep="momentum"),
     "batch_norm_inference": _inference(),
+    "debiased_moving_statistic": _debiased(),
     "population_statistics": _population(),
+    "group_norm": _group(),
 }
 
 
 # --- answers that do no work: they must earn nothing (no free points) --------------------------
 
-NUMPY_SIGNATURES = {
-    "manual_batch_norm": "manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5)",
-    "batch_norm_backward": "batch_norm_backward(dout, x, gamma, epsilon=1e-5)",
-    "update_moving_statistics": "update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, "
-                                "momentum=0.99)",
-    "batch_norm_inference": "batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3)",
-    "population_statistics": "population_statistics(batch_means, batch_vars, batch_sizes)",
-}
 RETURNS_ZEROS = {
     "manual_batch_norm": "np.zeros_like(x)",
     "batch_norm_backward": "np.zeros_like(x), np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
     "update_moving_statistics": "np.zeros_like(moving_mean), np.zeros_like(moving_var)",
     "batch_norm_inference": "np.zeros_like(x)",
+    "debiased_moving_statistic": "np.zeros_like(np.asarray(moving, dtype=np.float64))",
     "population_statistics": "np.zeros(batch_means.shape[1]), np.zeros(batch_means.shape[1])",
+    "group_norm": "np.zeros_like(x)",
 }
 RETURNS_INPUT = {
     "manual_batch_norm": "x",
     "batch_norm_backward": "dout, np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
     "update_moving_statistics": "moving_mean, moving_var",
     "batch_norm_inference": "x",
+    "debiased_moving_statistic": "moving",
     "population_statistics": "batch_means, batch_vars",
+    "group_norm": "x",
 }
 
 
 def returning(expressions: dict) -> dict:
     """{function: code} for NumPy functions that return these expressions (None when given None)."""
-    return {name: f"def {NUMPY_SIGNATURES[name]}:\n    return {expressions.get(name)}\n"
-            for name in NUMPY_SIGNATURES}
+    return {e.function: f"{e.def_line}\n    return {expressions.get(e.function)}\n" for e in of_kind(Kind.NUMPY)}
 
 
 OLD_PLACEMENT = '''def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
@@ -215,7 +242,8 @@ STUDENTS = {s.name: s for s in (
     Student("bn_eps_outside_sqrt", "epsilon outside the square root",
             {"manual_batch_norm": _bn(denominator="(np.sqrt(var) + epsilon)")}),
     Student("bn_no_epsilon", "epsilon left out", {"manual_batch_norm": _bn(denominator="np.sqrt(var)")}),
-    Student("bn_per_sample", "statistics over axis=1", {"manual_batch_norm": _bn(axes="1")}),
+    Student("bn_per_sample", "statistics per sample, over every axis but the batch's",
+            {"manual_batch_norm": _bn(axes="tuple(range(1, x.ndim))")}),
     Student("bn_all_elements", "statistics over all elements", {"manual_batch_norm": _bn(axes="None")}),
     Student("bn_per_position", "statistics over axis 0 only", {"manual_batch_norm": _bn(axes="0")}),
     Student("bn_nchw", "statistics over NCHW axes on 4-D input",
@@ -255,6 +283,26 @@ STUDENTS = {s.name: s for s in (
             {"population_statistics": _population(within="batch_vars")}),
     Student("population_unweighted", "batches averaged with equal weights",
             {"population_statistics": _population(weights="np.full(len(batch_sizes), 1 / len(batch_sizes))")}),
+    Student("bn_fixed_epsilon", "epsilon 1e-5 whatever epsilon is given",
+            {"manual_batch_norm": _bn(denominator="np.sqrt(var + 1e-5)")}),
+    Student("backward_fixed_epsilon", "backward pass with epsilon 1e-5 whatever epsilon is given",
+            {"batch_norm_backward": _backward(epsilon="1e-5")}),
+    Student("inference_fixed_epsilon", "inference with epsilon 1e-3 whatever epsilon is given",
+            {"batch_norm_inference": _inference(denominator="np.sqrt(var + 1e-3)")}),
+    Student("debiased_adam_only", "Adam's bias correction alone: moving / (1 - momentum**steps)",
+            {"debiased_moving_statistic": _debiased(expression="moving / (1 - left)")}),
+    Student("debiased_not_renormalized", "the initial value's share subtracted, not renormalized",
+            {"debiased_moving_statistic": _debiased(expression="moving - left * initial")}),
+    Student("debiased_steps_minus_one", "momentum**(steps - 1)", {"debiased_moving_statistic": _debiased(power="(steps - 1)")}),
+    Student("group_batch_statistics", "group norm with statistics shared across the batch",
+            {"group_norm": _group(axes="tuple(range(0, grouped.ndim - 2)) + (grouped.ndim - 1,)")}),
+    Student("group_interleaved", "channel c in group c mod groups",
+            {"group_norm": _group(shape="*x.shape[:-1], c // groups, groups", axes="tuple(range(1, grouped.ndim - 1))")}),
+    Student("group_ddof1", "group norm with the unbiased variance", {"group_norm": _group(ddof=", ddof=1")}),
+    Student("group_ignored_groups", "group norm over all channels of a sample, whatever groups is",
+            {"group_norm": _group(shape="*x.shape[:-1], 1, c")}),
+    Student("group_fixed_epsilon", "group norm with epsilon 1e-3 whatever epsilon is given",
+            {"group_norm": _group(epsilon="1e-3")}),
     Student("returns_none", "every NumPy function returns None", returning({})),
     Student("returns_zeros", "every NumPy function returns zeros", returning(RETURNS_ZEROS)),
     Student("returns_input", "every NumPy function returns its input unchanged", returning(RETURNS_INPUT)),
@@ -268,7 +316,10 @@ DEMO_CLASS = (
     "backward_constant_statistics", "backward_no_variance_path", "backward_dgamma_without_x_hat",
     "backward_batch_axis_only", "moving_swapped_momentum", "inference_batch_statistics",
     "inference_eps_outside_sqrt", "inference_var_as_std", "population_averaged_variances",
-    "population_unweighted", "returns_none", "returns_zeros", "returns_input",
+    "population_unweighted", "bn_fixed_epsilon", "backward_fixed_epsilon", "inference_fixed_epsilon",
+    "debiased_adam_only", "debiased_not_renormalized", "debiased_steps_minus_one", "group_batch_statistics",
+    "group_interleaved", "group_ddof1", "group_ignored_groups", "group_fixed_epsilon",
+    "returns_none", "returns_zeros", "returns_input",
 )
 
 

@@ -8,7 +8,7 @@ baseline's by at least ``REQUIRED_LEAD``. The baseline is the same for every sub
 cached on disk and a class pays for it once.
 
 Calibration, reproduced by ``.venv/bin/python benchmarks/calibrate_training_check.py`` (~10 min).
-Leads over the baseline for seeds 0-7 (TF 2.21.0, Keras 3.15.1, 2 cores), at BUDGET = 2,048 images,
+Leads over the baseline for seeds 0-7 (TF 2.21.0, Keras 3.15.1, 2 cores), at SCHEDULE = 2,048 images,
 1 epoch, batch 64 (32 steps), Adam 1e-3:
 
     model                              lead min   mean    max   passes at 0.075
@@ -56,15 +56,17 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import architecture, data, modelcheck, reference, results
-from autograder.sandbox import Limits
+from autograder import data, reference
+from autograder.atomic import write_atomic
+from autograder.errors import ModelRefused, TrainingRefused
+from autograder.models import architecture, cost, vet
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
-class Budget:
+class Schedule:
     """What one training run gets: the first ``n_images`` training images, seen ``epochs`` times."""
 
     n_images: int                # the first n of Fashion-MNIST's training images
@@ -77,15 +79,19 @@ class Budget:
 # 32 steps of 64 images: early enough that BN's head start shows (+0.15 to +0.19 over 8 seeds),
 # and cheap, since ~1 s of a run is the fixed cost of tracing the train step (see above).
 # n_images is a multiple of batch_size: every step sees a full batch.
-BUDGET = Budget(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
+SCHEDULE = Schedule(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
 # Halfway between the worst correct lead and the no-BN model's 0 (see above).
 REQUIRED_LEAD = 0.075
 
-CACHE_ENV = "BN_AUTOGRADER_CACHE"
 
+@dataclass(frozen=True)
+class TrainingBudget:
+    """The grader's own bounds on one training run, in its process (after the caps of models.cost,
+    which bound the cost from the config alone): training stops past either. Set by the caller
+    (settings.from_environ at the edges), never read from the environment here."""
 
-class TrainingCheckError(Exception):
-    """The model could not be trained by the check; the message says what the student should change."""
+    seconds: float = 60.0        # ~3.5 s for the reference model, ~14 s for one the size of modern_cnn
+    memory_bytes: int = 2 << 30  # growth of the grader's memory while training
 
 
 @dataclass(frozen=True)
@@ -162,19 +168,19 @@ def _check_declared_shapes(model) -> None:
     except (AttributeError, ValueError):  # e.g. a Sequential never built: the probe call decides
         return
     if len(inputs) != 1:
-        raise TrainingCheckError(f"the model has {len(inputs)} inputs; it must take one batch of "
-                                 f"images of shape (None, 28, 28, 1)")
+        raise TrainingRefused(f"the model has {len(inputs)} inputs; it must take one batch of "
+                              f"images of shape (None, 28, 28, 1)")
     if len(outputs) != 1:
-        raise TrainingCheckError(f"the model has {len(outputs)} outputs; it must have one, "
-                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+        raise TrainingRefused(f"the model has {len(outputs)} outputs; it must have one, "
+                              f"Dense({NUM_CLASSES}, activation='softmax')")
     in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
     if len(in_shape) != 4 or any(d not in (None, want) for d, want in zip(in_shape[1:], INPUT_SHAPE)):
-        raise TrainingCheckError(f"the model's input has shape {_shape_text(in_shape)}; it must take "
-                                 f"Fashion-MNIST images of shape (None, 28, 28, 1)")
+        raise TrainingRefused(f"the model's input has shape {_shape_text(in_shape)}; it must take "
+                              f"Fashion-MNIST images of shape (None, 28, 28, 1)")
     if len(out_shape) != 2 or out_shape[1] != NUM_CLASSES:
-        raise TrainingCheckError(f"the model's output has shape {_shape_text(out_shape)}; it must be "
-                                 f"(None, {NUM_CLASSES}): end the model in "
-                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+        raise TrainingRefused(f"the model's output has shape {_shape_text(out_shape)}; it must be "
+                              f"(None, {NUM_CLASSES}): end the model in "
+                              f"Dense({NUM_CLASSES}, activation='softmax')")
 
 
 def _check_outputs_are_probabilities(model, x) -> None:
@@ -182,22 +188,22 @@ def _check_outputs_are_probabilities(model, x) -> None:
     try:
         out = model(x, training=False)
     except Exception as error:  # noqa: BLE001 (any failure here is the student's model's)
-        raise TrainingCheckError(f"the model could not be applied to a batch of Fashion-MNIST images "
-                                 f"of shape (None, 28, 28, 1): {_first_line(error)}") from error
+        raise TrainingRefused(f"the model could not be applied to a batch of Fashion-MNIST images "
+                              f"of shape (None, 28, 28, 1): {_first_line(error)}") from error
     if isinstance(out, (list, tuple, dict)):
-        raise TrainingCheckError(f"the model has {len(out)} outputs; it must have one, "
-                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+        raise TrainingRefused(f"the model has {len(out)} outputs; it must have one, "
+                              f"Dense({NUM_CLASSES}, activation='softmax')")
     out = np.asarray(out, dtype=np.float64)
     if out.shape != (len(x), NUM_CLASSES):
-        raise TrainingCheckError(f"the model's output has shape {_shape_text((None,) + out.shape[1:])}; "
-                                 f"it must be (None, {NUM_CLASSES}): end the model in "
-                                 f"Dense({NUM_CLASSES}, activation='softmax')")
+        raise TrainingRefused(f"the model's output has shape {_shape_text((None,) + out.shape[1:])}; "
+                              f"it must be (None, {NUM_CLASSES}): end the model in "
+                              f"Dense({NUM_CLASSES}, activation='softmax')")
     sums = out.sum(axis=1)
     # The check's loss expects probabilities: logits or sigmoids would train badly and look like "no lead".
     if not np.all(np.isfinite(out)) or out.min() < -1e-6 or np.abs(sums - 1).max() > 1e-3:
-        raise TrainingCheckError(f"the model's outputs are not class probabilities (a row sums to "
-                                 f"{sums[np.argmax(np.abs(sums - 1))]:.3g}, not 1); the last layer must "
-                                 f"be Dense({NUM_CLASSES}, activation='softmax')")
+        raise TrainingRefused(f"the model's outputs are not class probabilities (a row sums to "
+                              f"{sums[np.argmax(np.abs(sums - 1))]:.3g}, not 1); the last layer must "
+                              f"be Dense({NUM_CLASSES}, activation='softmax')")
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
@@ -214,10 +220,10 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _run_budget(keras, limits: Limits, started: float):
+def _run_budget(keras, budget: TrainingBudget, started: float):
     """A callback that stops training at the end of the first batch past the training check's
-    wall-clock or memory budget (Limits.training_seconds, .training_memory_bytes); ``reason`` says
-    which. One batch of a model within modelcheck's caps is short, so the overshoot is small."""
+    wall-clock or memory budget (TrainingBudget.seconds, .memory_bytes); ``reason`` says
+    which. One batch of a model within the grader's caps (models.cost) is short, so the overshoot is small."""
     baseline = _rss_bytes()
 
     class RunBudget(keras.callbacks.Callback):
@@ -226,12 +232,12 @@ def _run_budget(keras, limits: Limits, started: float):
         def on_train_batch_end(self, batch, logs=None):
             seconds = time.monotonic() - started
             grown = _rss_bytes() - baseline
-            if seconds > limits.training_seconds:
+            if seconds > budget.seconds:
                 self.reason = (f"training was stopped after {seconds:.0f} s, past the grader's "
-                               f"{limits.training_seconds:g} s budget for the training check")
-            elif grown > limits.training_memory_bytes:
+                               f"{budget.seconds:g} s budget for the training check")
+            elif grown > budget.memory_bytes:
                 self.reason = (f"training was stopped when it had taken {grown / 2**20:,.0f} MiB more memory, "
-                               f"past the grader's {limits.training_memory_bytes / 2**20:,.0f} MiB budget for "
+                               f"past the grader's {budget.memory_bytes / 2**20:,.0f} MiB budget for "
                                "the training check")
             if self.reason:
                 self.model.stop_training = True
@@ -239,68 +245,63 @@ def _run_budget(keras, limits: Limits, started: float):
     return RunBudget()
 
 
-def _train(model, budget: Budget, limits: Limits | None = None) -> float:
+def _train(model, schedule: Schedule, budget: TrainingBudget) -> float:
     import keras  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
 
     started = time.monotonic()
-    limits = limits or Limits.from_env()
     try:   # bounded before anything is built or trained: the cost follows from the config alone
-        modelcheck.check_bounds(json.loads(model.to_json()), training_budget=budget)
-    except modelcheck.ModelRefused as error:
-        raise TrainingCheckError(str(error)) from None
+        cost.check_bounds(json.loads(model.to_json()), schedule=schedule)
+    except ModelRefused as error:
+        raise TrainingRefused(str(error)) from None
     _check_declared_shapes(model)
-    x, y = _subset(budget.n_images)
+    x, y = _subset(schedule.n_images)
     # Seed, then clone: the clone's weights are drawn here, under the seed, so the result does not
     # depend on what ran before in the process nor on how the given model was built, and the given
     # model is left untouched (calling twice does not continue training it).
-    keras.utils.set_random_seed(budget.seed)
+    keras.utils.set_random_seed(schedule.seed)
     try:
         fresh = keras.models.clone_model(model)
     except Exception as error:  # noqa: BLE001
-        raise TrainingCheckError(f"the model could not be rebuilt from its configuration: "
-                                 f"{_first_line(error)}; build it from standard Keras layers") from error
+        raise TrainingRefused(f"the model could not be rebuilt from its configuration: "
+                              f"{_first_line(error)}; build it from standard Keras layers") from error
     _check_outputs_are_probabilities(fresh, x[:8])
-    fresh.compile(optimizer=keras.optimizers.Adam(learning_rate=budget.learning_rate),
+    fresh.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    # Our own seeded permutation with shuffle=False: the order is fixed by the budget, not by
+    # Our own seeded permutation with shuffle=False: the order is fixed by the schedule, not by
     # Keras' shuffling internals. (The same order every epoch; the check is about speed.)
-    order = np.random.default_rng(budget.seed).permutation(len(x))
-    run_budget = _run_budget(keras, limits, started)
+    order = np.random.default_rng(schedule.seed).permutation(len(x))
+    run_budget = _run_budget(keras, budget, started)
     try:
-        history = fresh.fit(x[order], y[order], batch_size=budget.batch_size, epochs=budget.epochs,
+        history = fresh.fit(x[order], y[order], batch_size=schedule.batch_size, epochs=schedule.epochs,
                             shuffle=False, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), run_budget])
     except Exception as error:  # noqa: BLE001
-        raise TrainingCheckError(f"training the model failed: {_first_line(error)}") from error
+        raise TrainingRefused(f"training the model failed: {_first_line(error)}") from error
     if run_budget.reason:
-        raise TrainingCheckError(f"{run_budget.reason} (a model within the grader's size caps trains in "
-                                 "a few seconds)")
+        raise TrainingRefused(f"{run_budget.reason} (a model within the grader's size caps trains in "
+                              "a few seconds)")
     loss = history.history.get("loss", [math.nan])[-1]
     accuracy = history.history.get("accuracy", [math.nan])[-1]
     if not (math.isfinite(loss) and math.isfinite(accuracy)):
-        raise TrainingCheckError("training diverged (the loss became NaN or infinite); check for a "
-                                 "layer that can blow up, e.g. a missing activation or a custom layer")
+        raise TrainingRefused("training diverged (the loss became NaN or infinite); check for a "
+                              "layer that can blow up, e.g. a missing activation or a custom layer")
     return float(accuracy)
 
 
-def train_accuracy(model, budget: Budget = BUDGET, limits: Limits | None = None) -> float:
-    """The training accuracy of a fresh copy of ``model`` over the last epoch of ``budget``.
+def train_accuracy(model, schedule: Schedule = SCHEDULE, budget: TrainingBudget = TrainingBudget()) -> float:
+    """The training accuracy of a fresh copy of ``model`` over the last epoch of ``schedule``.
 
-    Seeded and silent: the same model and budget give the same number in one process or in two
+    Seeded and silent: the same model and schedule give the same number in one process or in two
     (on the same machine; a different thread count or CPU changes the last bits, ~0.001).
-    Raises TrainingCheckError with a message for the student when the model cannot be trained, when
-    it is above modelcheck's caps (checked from its config before anything is built), or when
-    training runs past ``limits``' wall-clock or memory budget (default: Limits.from_env()).
+    Raises TrainingRefused with a message for the student when the model cannot be trained, when
+    it is above the grader's caps (models.cost, checked from its config before anything is built), or when
+    training runs past ``budget``'s wall-clock time or memory.
     """
     with _silenced():
-        return _train(model, budget, limits)
+        return _train(model, schedule, budget)
 
 
 # ---------------------------------------------------------------------------------------------
 # The baseline and its cache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bn-autograder")
 
 
 def _source_hash(*objects) -> str:
@@ -315,7 +316,7 @@ def _source_hash(*objects) -> str:
 
 def _installed_version(*distributions) -> str | None:
     """The version of the first of these distributions that is installed (read from its metadata,
-    as results.versions() does: no import of the package itself)."""
+    as provenance.versions() does: no import of the package itself)."""
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
     for name in distributions:
         try:
@@ -347,17 +348,23 @@ def _training_files_sha256() -> str:
     return digest.hexdigest()
 
 
-def baseline_key(budget: Budget = BUDGET) -> dict:
+def baseline_key(schedule: Schedule = SCHEDULE) -> dict:
     """Everything the baseline's accuracy depends on; a change in any of it means a new cache entry.
     Read without importing TensorFlow or Keras, so that a memoized comparison needs neither."""
     return {
-        "budget": dataclasses.asdict(budget),
+        "budget": dataclasses.asdict(schedule),     # "budget": the name cached entries have
         "tensorflow": _installed_version("tensorflow-cpu", "tensorflow"),
         "keras": _installed_version("keras"),
         "data_sha256": _training_files_sha256(),
         # The baseline model and the training procedure, so editing either cannot serve a stale number.
         "code": _source_hash(reference.model_without_bn, _train),
     }
+
+
+def default_cache_dir() -> Path:
+    """Where the grader keeps the training baseline and the memo unless told otherwise
+    (BN_AUTOGRADER_CACHE, read at the edges by settings.py)."""
+    return Path.home() / ".cache" / "bn-autograder"
 
 
 def _cache_path(cache_dir: Path, key: dict) -> Path:
@@ -381,22 +388,24 @@ def _write_cache(path: Path, key: dict, accuracy: float) -> None:
     # Atomic: a grader running in parallel reads the old file or the new one, never half; 0644 so
     # that a class's other graders can read it.
     try:
-        results.write_atomic(json.dumps({"key": key, "accuracy": accuracy}, sort_keys=True, indent=1),
+        write_atomic(json.dumps({"key": key, "accuracy": accuracy}, sort_keys=True, indent=1),
                              path, mode=0o644)
     except OSError:
         pass  # an unwritable cache only costs time: the next grading recomputes
 
 
-def baseline_accuracy(cache_dir: Path | None = None, budget: Budget = BUDGET) -> float:
-    """The reference model without BN's training accuracy for ``budget``, computed once per cache dir."""
+def baseline_accuracy(cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
+                      budget: TrainingBudget = TrainingBudget()) -> float:
+    """The reference model without BN's training accuracy for ``schedule``, computed once per cache
+    dir (None: default_cache_dir(); BN_AUTOGRADER_CACHE is read by the caller)."""
     with _silenced():
-        key = baseline_key(budget)
+        key = baseline_key(schedule)
     path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
     accuracy = _read_cache(path, key)
     if accuracy is None:
         with _silenced():
             model = reference.model_without_bn()
-        accuracy = train_accuracy(model, budget)
+        accuracy = train_accuracy(model, schedule, budget)
         _write_cache(path, key, accuracy)
     return accuracy
 
@@ -405,28 +414,24 @@ def baseline_accuracy(cache_dir: Path | None = None, budget: Budget = BUDGET) ->
 # The memo: a whole comparison, by architecture
 #
 # The check is seeded and deterministic, so its outcome depends only on the architecture (the
-# config without names, see architecture.py), the budget and the grader. Most correct answers share
+# config without names, see models/architecture.py), the schedule and the grader. Most correct answers share
 # an architecture: they are trained once per cache. Only complete comparisons are kept; a model
 # that could not be trained is judged again each time (cheap, and a bound that stopped training
 # may depend on the machine's load).
 
-MEMO_ENV = "BN_AUTOGRADER_TRAINING_MEMO"    # "0" turns the memo off (to compare verdicts without it)
 MEMO_DIR = "training-memo"                  # inside the cache dir, one file per key
 
 
-def memo_enabled() -> bool:
-    return os.environ.get(MEMO_ENV, "1").strip() != "0"
-
-
-def memo_key(config: dict, budget: Budget = BUDGET, required_lead: float = REQUIRED_LEAD) -> dict:
-    """Everything a comparison depends on: the architecture, the budget and the margin, everything the
-    baseline depends on (versions, data, code), and this module's, the rebuild's and the canonical
-    form's source, so that a changed grader never serves a stale result."""
+def memo_key(config: dict, schedule: Schedule = SCHEDULE, required_lead: float = REQUIRED_LEAD) -> dict:
+    """Everything a comparison depends on: the architecture, the schedule and the margin, everything the
+    baseline depends on (versions, data, code), and the source of this module, of the vetting and
+    the bounds (models.vet, models.cost) and of the canonical form (models.architecture),
+    so that a changed grader never serves a stale result."""
     return {
         "architecture": architecture.fingerprint(config),
         "required_lead": required_lead,
-        "baseline": baseline_key(budget),
-        "grader_code": _source_hash(sys.modules[__name__], modelcheck, architecture),
+        "baseline": baseline_key(schedule),
+        "grader_code": _source_hash(sys.modules[__name__], vet, cost, architecture),
     }
 
 
@@ -456,21 +461,22 @@ def _read_memo(path: Path, key: dict):
 def _write_memo(path: Path, key: dict, result: Comparison) -> None:
     stored = {f: getattr(result, f) for f in _MEMO_FIELDS}
     try:   # atomic and content-addressed: graders writing the same entry at once write the same bytes
-        results.write_atomic(json.dumps({"key": key, "comparison": stored}, sort_keys=True, indent=1),
+        write_atomic(json.dumps({"key": key, "comparison": stored}, sort_keys=True, indent=1),
                              path, mode=0o644)
     except (OSError, ValueError):
         pass  # an unwritable memo only costs time
 
 
-def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budget: Budget = BUDGET,
-                     required_lead: float = REQUIRED_LEAD) -> Comparison:
+def memoized_compare(config: dict, compute, cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
+                     required_lead: float = REQUIRED_LEAD, memo: bool = True) -> Comparison:
     """``compute()`` (a Comparison for the model of the vetted ``config``), or its memoized result for
-    the same architecture, budget, margin and grader. What ``compute`` raises is passed on, not kept."""
-    if not memo_enabled():
+    the same architecture, schedule, margin and grader. What ``compute`` raises is passed on, not kept.
+    ``memo`` False computes every time (settings' BN_AUTOGRADER_TRAINING_MEMO=0, read by the caller)."""
+    if not memo:
         return compute()
     start = time.perf_counter()
     with _silenced():
-        key = memo_key(config, budget, required_lead)
+        key = memo_key(config, schedule, required_lead)
     path = _memo_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
     found = _read_memo(path, key)
     if found is not None:
@@ -481,12 +487,13 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, budge
     return result
 
 
-def compare(student_model, cache_dir: Path | None = None, budget: Budget = BUDGET,
-            required_lead: float = REQUIRED_LEAD) -> Comparison:
-    """Train the student's BN model and compare its training accuracy with the cached baseline's."""
+def compare(student_model, cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
+            required_lead: float = REQUIRED_LEAD, budget: TrainingBudget = TrainingBudget()) -> Comparison:
+    """Train the student's BN model and compare its training accuracy with the cached baseline's;
+    each training run stops past ``budget``."""
     start = time.perf_counter()
-    bn = train_accuracy(student_model, budget)
-    base = baseline_accuracy(cache_dir, budget)
+    bn = train_accuracy(student_model, schedule, budget)
+    base = baseline_accuracy(cache_dir, schedule, budget)
     lead = bn - base
     return Comparison(bn_accuracy=bn, baseline_accuracy=base, lead=lead, required_lead=required_lead,
                       passed=lead >= required_lead, seconds=time.perf_counter() - start)

@@ -4,14 +4,13 @@ against stock ``nbgrader autograde`` (which executes the whole notebook, trainin
     .venv/bin/python benchmarks/bench_class.py [--copies 4] [--jobs 2] [--skip-nbgrader] [--skip-mixed]
 
 Prints figures, asserts nothing. Per-submission figures come from each results.json's "timings"
-(whatever keys the grader writes: worker_start, checks, training_check, total, ...; class_wall is
-grade-class's own wall time for the submission, reading the notebook included). Targets printed
+(whatever keys the grader writes: worker_start, checks, training_check, total, ...; read and
+class_wall are the grader process's: reading the notebook, and the whole submission). Targets printed
 against: per submission <= 1.5 x (TensorFlow import + one training-check run), and a 200-submission
 class <= 15 min on this machine's cores.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo, grade_class, pool, students  # noqa: E402
+from autograder import demo, settings, students  # noqa: E402
+from autograder.classroom import classrun, pool, store  # noqa: E402
 from autograder.exercises import ASSIGNMENT_ID  # noqa: E402
 
 STOCK_AUTOGRADE = """
@@ -55,12 +55,11 @@ def hand_in(course: Path, submissions: dict) -> None:
 
 def grade(course: Path, jobs: int):
     start = time.perf_counter()
-    outcome = grade_class.run(course, jobs=jobs, force=True)
+    outcome = classrun.run(course, jobs=jobs, force=True, settings=settings.from_environ())
     wall = time.perf_counter() - start
     timings = {}
     for row in outcome.rows:
-        path = grade_class.result_path(course, row["student"])
-        timings[row["student"]] = json.loads(path.read_text()).get("timings", {})
+        timings[row.student] = store.read_result(course, row.student).timings
     return outcome, wall, timings
 
 
@@ -81,8 +80,8 @@ def report_class(label: str, outcome, wall: float, timings: dict, jobs: int) -> 
     per = wall / max(1, n)
     print(f"\n== {label}: {n} submissions, --jobs {jobs} ==")
     print("\n".join(timing_table(timings)))
-    errors = sum(r["status"] == "error" for r in outcome.rows)
-    totals = sorted({f"{r['total']:g}" for r in outcome.rows})
+    errors = sum(r.status == "error" for r in outcome.rows)
+    totals = sorted({f"{r.total:g}" for r in outcome.rows})
     print(f"    class wall time {wall:.1f} s = {per:.1f} s per submission "
           f"(scores seen: {', '.join(totals)}; {errors} with status error)")
     projected = per * 200 / 60
@@ -154,7 +153,7 @@ def main(argv=None) -> int:
             hand_in(mixed_course, {name: name for name in students.STUDENTS})
             outcome, wall, timings = grade(mixed_course, args.jobs)
             report_class("grade-class, the mixed class (all synthetic students)", outcome, wall, timings, args.jobs)
-            print("    " + ", ".join(f"{r['student']}={r['total']:g}{'(E)' if r['status'] == 'error' else ''}"
+            print("    " + ", ".join(f"{r.student}={r.total:g}{'(E)' if r.status == 'error' else ''}"
                                      for r in outcome.rows))
 
         if not args.skip_nbgrader:

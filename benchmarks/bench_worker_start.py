@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_worker_start.py [--repeat 3]
 
-For each backend the sandboxed worker may use (sandbox.WORKER_KERAS_BACKEND), starts the worker on
+For each backend the sandboxed worker may use (sandbox.process.WORKER_KERAS_BACKEND), starts the worker on
 the solution notebook ``--repeat`` times (bubblewrap, Python, the notebook's set-up cell, which
 imports Keras, and the solution cells) and asks it for every model the checks ask for. Prints the
 start times against T = ``python -c "import tensorflow"`` measured in the same run, and whether
@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import sandbox, students  # noqa: E402
+from autograder import students  # noqa: E402
+from autograder.sandbox import process  # noqa: E402
 from autograder.submission import Submission  # noqa: E402
 
 # Every model the hidden checks ask the worker for (function, keyword arguments).
@@ -56,7 +57,7 @@ def import_seconds(code: str, env=None, with_cpu=False):
 
 def start_and_ask(notebook: Path):
     """(seconds until the worker has run every cell, {call: config JSON or error}, [cell errors])"""
-    with Submission(notebook) as submission:
+    with Submission.open(notebook) as submission:
         start = time.perf_counter()
         errors = [o.error for o in submission.cell_errors()]
         seconds = time.perf_counter() - start
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
                      for name in STUDENTS}
         configs = {}
         for backend in ("tensorflow", "numpy"):
-            sandbox.WORKER_KERAS_BACKEND = backend
+            process.WORKER_KERAS_BACKEND = backend
             times = []
             for i in range(args.repeat):
                 seconds, got, errors = start_and_ask(notebooks["full_marks"])

@@ -9,7 +9,7 @@ bit for bit in the same process and in a fresh one.
     .venv/bin/python benchmarks/calibrate_training_check.py            # 8 seeds, 3 budgets (~10 min)
     .venv/bin/python benchmarks/calibrate_training_check.py --seeds 5 --only-chosen
 
-Grading uses one seed (BUDGET.seed); the spread over seeds shows how much the lead depends on
+Grading uses one seed (SCHEDULE.seed); the spread over seeds shows how much the lead depends on
 initialisation luck, i.e. how robust the margin is.
 """
 
@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from autograder import reference, training  # noqa: E402
 
-ALTERNATIVE_BUDGETS = [
-    training.Budget(n_images=1024, epochs=1, batch_size=32, seed=0),
-    training.Budget(n_images=6016, epochs=1, batch_size=128, seed=0),  # ~ the 6,000/128 first measured
+ALTERNATIVE_SCHEDULES = [
+    training.Schedule(n_images=1024, epochs=1, batch_size=32, seed=0),
+    training.Schedule(n_images=6016, epochs=1, batch_size=128, seed=0),  # ~ the 6,000/128 first measured
 ]
 
 
@@ -197,7 +197,7 @@ print(json.dumps({"bn": bn, "base": base, "import_and_build": built - start,
 
 
 def repeatability():
-    print(f"\n== repeatability at BUDGET ({describe(training.BUDGET)}, seed {training.BUDGET.seed})")
+    print(f"\n== repeatability at BUDGET ({describe(training.SCHEDULE)}, seed {training.SCHEDULE.seed})")
     here = [(training.train_accuracy(reference.model_with_bn()),
              training.train_accuracy(reference.model_without_bn())) for _ in range(2)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -222,26 +222,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
 
-    print(f"chosen BUDGET = {training.BUDGET}; REQUIRED_LEAD = {training.REQUIRED_LEAD}")
+    print(f"chosen BUDGET = {training.SCHEDULE}; REQUIRED_LEAD = {training.REQUIRED_LEAD}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     with training._silenced():  # TensorFlow's start-up chatter on stderr
         import keras  # noqa: F401, PLC0415
-    timed(reference.model_with_bn, training.BUDGET)  # warm-up: TF's one-time start-up, not counted
+    timed(reference.model_with_bn, training.SCHEDULE)  # warm-up: TF's one-time start-up, not counted
 
-    budgets = [training.BUDGET] + ([] if args.only_chosen else ALTERNATIVE_BUDGETS)
+    budgets = [training.SCHEDULE] + ([] if args.only_chosen else ALTERNATIVE_SCHEDULES)
     results = {}
     for budget in budgets:
         rows, baseline = calibrate(budget, seeds)
         worst, best_wrong, middle = suggest(rows)
         results[budget] = middle
-        summarise(rows, baseline, training.REQUIRED_LEAD if budget == training.BUDGET else middle)
+        summarise(rows, baseline, training.REQUIRED_LEAD if budget == training.SCHEDULE else middle)
         print(f"worst correct lead {worst:+.3f}, best no-BN-as-BN lead {best_wrong:+.3f} "
-              f"-> halfway {middle:+.3f}" + ("" if budget == training.BUDGET else
+              f"-> halfway {middle:+.3f}" + ("" if budget == training.SCHEDULE else
                                               " (passes above counted against this halfway value)"))
 
     repeatability()
     print(f"\nREQUIRED_LEAD in autograder/training.py: {training.REQUIRED_LEAD} "
-          f"(halfway suggestion for the chosen budget: {results[training.BUDGET]:+.3f})")
+          f"(halfway suggestion for the chosen budget: {results[training.SCHEDULE]:+.3f})")
     print(f"load average {os.getloadavg()[0]:.2f} at the end (timings are wall clock)")
     return 0
 

@@ -13,8 +13,9 @@ import nbformat
 import pytest
 
 from autograder import students
-from autograder.exercises import EXERCISE_IDS
-from autograder.grade import collect_checks, grade_notebook
+from autograder.checklist import collect_checks
+from autograder.exercises import EXERCISE_IDS, TOTAL_POINTS, Kind, of_kind
+from autograder.grade import grade_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +24,14 @@ BACKWARD = "batch_norm_backward::"
 MOVING = "update_moving_statistics::"
 INFERENCE = "batch_norm_inference::"
 POPULATION = "population_statistics::"
-NUMPY_EXERCISES = ("manual_batch_norm", "batch_norm_backward", "update_moving_statistics", "batch_norm_inference",
-                   "population_statistics")
+DEBIASED = "debiased_moving_statistic::"
+GROUP = "group_norm::"
+NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
 WITH_BN = "build_model_with_bn::"
 MODERN = "build_modern_cnn::"
 TRAINING = "training_improvement::test_bn_model_trains_faster_than_the_baseline"
 ALL_WITH_BN = {WITH_BN + name for name in ("test_returns_a_model_the_grader_can_rebuild",
+                                           "test_outputs_class_probabilities",
                                            "test_places_batch_norm_between_conv_and_relu",
                                            "test_has_the_expected_parameter_counts",
                                            "test_honours_input_shape_and_num_classes")}
@@ -64,20 +67,38 @@ EXPECTED = {
     "lambda_layer": (ALL_WITH_BN | {TRAINING}, "Lambda"),
     "modern_fixed_shape": (MODERN_SHAPES, "input shape"),
     "modern_no_dropout": ({MODERN + "test_has_the_filters_pooling_dropout_and_head"}, "Dropout(0.2)"),
-    "backward_constant_statistics": ({BACKWARD + "test_dx_flows_through_the_batch_mean"}, "as constants"),
+    "backward_constant_statistics": ({BACKWARD + "test_dx_flows_through_the_batch_mean",
+                                      BACKWARD + "test_dx_flows_through_the_batch_variance"}, "as constants"),
     "backward_no_variance_path": ({BACKWARD + "test_dx_flows_through_the_batch_variance"},
                                   "path through the batch variance"),
     "backward_dgamma_without_x_hat": ({BACKWARD + "test_dgamma_sums_dout_times_x_hat"}, "leaves out x_hat"),
     "backward_batch_axis_only": ({BACKWARD + "test_conv_activations_sum_per_channel"}, "batch axis only"),
-    "moving_swapped_momentum": ({MOVING + "test_keeps_momentum_of_the_moving_value"}, "weighs the new batch"),
-    "inference_batch_statistics": ({INFERENCE + "test_normalizes_with_the_moving_statistics"},
+    "moving_swapped_momentum": ({MOVING + "test_keeps_momentum_of_the_moving_value",
+                                 MOVING + "test_uses_the_momentum_it_is_given"}, "weighs the new batch"),
+    "inference_batch_statistics": ({INFERENCE + "test_normalizes_with_the_moving_statistics",
+                                    INFERENCE + "test_divides_by_the_standard_deviation"},
                                    "batch's own mean and variance"),
-    "inference_eps_outside_sqrt": ({INFERENCE + "test_adds_the_default_epsilon_inside_the_square_root"},
+    "inference_eps_outside_sqrt": ({INFERENCE + "test_adds_epsilon_inside_the_square_root"},
                                    "outside the square root"),
     "inference_var_as_std": ({INFERENCE + "test_divides_by_the_standard_deviation"}, "as if it were the standard"),
     "population_averaged_variances": ({POPULATION + "test_adds_the_spread_of_the_batch_means_to_the_variance"},
                                       "between-batch term"),
     "population_unweighted": ({POPULATION + "test_weighs_each_batch_by_its_size"}, "equal weights"),
+    "bn_fixed_epsilon": ({BN + "test_adds_epsilon_inside_the_square_root"}, "whatever epsilon it is given"),
+    "backward_fixed_epsilon": ({BACKWARD + "test_uses_the_epsilon_it_is_given"}, "whatever epsilon it is given"),
+    "inference_fixed_epsilon": ({INFERENCE + "test_adds_epsilon_inside_the_square_root"},
+                                "whatever epsilon it is given"),
+    "debiased_adam_only": ({DEBIASED + "test_removes_what_is_left_of_a_non_zero_initial_value"},
+                           "Adam's bias correction"),
+    "debiased_not_renormalized": ({DEBIASED + "test_renormalizes_by_the_weight_of_the_batches"},
+                                  "does not divide by 1 - momentum**steps"),
+    "debiased_steps_minus_one": ({DEBIASED + "test_counts_one_factor_of_momentum_per_update"},
+                                 "momentum**(steps - 1)"),
+    "group_batch_statistics": ({GROUP + "test_normalizes_each_sample_on_its_own"}, "shared by the whole batch"),
+    "group_interleaved": ({GROUP + "test_groups_consecutive_channels"}, "interleaved"),
+    "group_ddof1": ({GROUP + "test_uses_the_biased_variance_on_dense_features"}, "ddof=1"),
+    "group_ignored_groups": ({GROUP + "test_uses_the_groups_it_is_given"}, "groups argument is ignored"),
+    "group_fixed_epsilon": ({GROUP + "test_uses_the_epsilon_it_is_given"}, "whatever epsilon it is given"),
     "returns_none": (Every(*NUMPY_EXERCISES), "None is not an answer"),
     "returns_zeros": (Every(*NUMPY_EXERCISES), "returns zeros: that is not an answer"),
     "returns_input": (Every(*NUMPY_EXERCISES), "returns its input unchanged: that is not an answer"),
@@ -94,7 +115,7 @@ def graded(tmp_path_factory):
     def grade(name):
         if name not in cache:
             path = students.write_submission(students.STUDENTS[name], folder / name / "batchnorm.ipynb")
-            cache[name] = grade_notebook(path, cache_dir=baseline_cache)
+            cache[name] = grade_notebook(path, cache_dir=baseline_cache).to_dict()
         return cache[name]
     return grade
 
@@ -112,8 +133,11 @@ def test_every_check_appears_in_every_result(graded):
 def test_the_solution_scores_full_marks(graded):
     result = graded("full_marks")
     assert result["status"] == "graded" and result["error"] is None
-    assert result["total"] == result["max_total"] == 18.0, failed(result)
+    assert result["total"] == result["max_total"] == TOTAL_POINTS, failed(result)
     assert {"worker_start", "checks", "training_check", "total"} <= set(result["timings"])
+    training = next(c for c in result["checks"] if c["id"] == TRAINING)
+    for words in ("your BN model reached a training accuracy of", "the model without BN", "a lead of", "required"):
+        assert words in training["message"], training["message"]     # the measurements, also when passed
 
 
 def test_the_unanswered_release_scores_zero_saying_not_implemented(graded):
@@ -171,14 +195,14 @@ FAKES = {
 
 @pytest.mark.parametrize("patched", sorted(FAKES))
 def test_patching_the_kernel_cannot_raise_the_score(tmp_path, patched):
-    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), cache_dir=tmp_path / "cache")
+    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), cache_dir=tmp_path / "cache").to_dict()
     assert result["total"] == 0.0, [c for c in result["checks"] if c["passed"]]
 
 
 def test_regrading_the_same_submission_gives_the_same_result(graded, tmp_path):
     first = graded("old_placement")
     path = students.write_submission(students.STUDENTS["old_placement"], tmp_path / "again.ipynb")
-    again = grade_notebook(path, cache_dir=tmp_path / "cache")
+    again = grade_notebook(path, cache_dir=tmp_path / "cache").to_dict()
     assert [(c["id"], c["points"], c["message"]) for c in again["checks"]] == \
            [(c["id"], c["points"], c["message"]) for c in first["checks"]]
 
@@ -190,10 +214,11 @@ def test_the_grade_command_writes_results_json(tmp_path):
                            "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(output.read_text())
-    assert set(result) == {"total", "max_total", "status", "error", "error_side", "checks", "versions", "timings"}
-    assert result["total"] == 17.5 and result["status"] == "graded"
+    assert {"total", "max_total", "status", "error", "error_side", "notes", "checks", "versions",
+            "timings"} <= set(result)
+    assert result["total"] == TOTAL_POINTS - 0.25 and result["status"] == "graded"
     assert {c["exercise"] for c in result["checks"]} == set(EXERCISE_IDS)
-    assert "FAIL  0.00/0.50  manual_batch_norm::test_uses_the_biased_variance" in done.stdout
+    assert "FAIL  0.00/0.25  manual_batch_norm::test_uses_the_biased_variance" in done.stdout
 
 
 def test_plain_pytest_runs_the_same_checks(tmp_path):
@@ -203,3 +228,12 @@ def test_plain_pytest_runs_the_same_checks(tmp_path):
                            "-k", "manual_batch_norm"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     assert "1 failed, 6 passed" in done.stdout and "ddof=1" in done.stdout
+
+
+def test_the_training_check_gives_its_measurements_also_from_the_memo(tmp_path):
+    path = students.write_submission(students.STUDENTS["full_marks"], tmp_path / "nb.ipynb")
+    first, again = (grade_notebook(path, cache_dir=tmp_path / "cache").to_dict() for _ in range(2))
+    messages = [next(c["message"] for c in result["checks"] if c["id"] == TRAINING) for result in (first, again)]
+    assert messages[0] == messages[1], messages          # the second comes from the memo
+    for words in ("training accuracy of", "without BN", "a lead of +", "at least the required"):
+        assert words in messages[1], messages[1]

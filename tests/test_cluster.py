@@ -1,9 +1,9 @@
 """grade-class --scheduler: a class graded on a real Dask cluster (``dask scheduler`` and two
 ``dask worker`` processes on 127.0.0.1) gives the local pool's results and loses no student.
 
-The fast tests use the fake grader of test_grade_class.py (the workers import it from
-tmp_path, as the local pool's grader processes do); the slow one grades two notebooks with the
-real isolated grader on the cluster and on the local pool.
+The fast tests use the fake grader of conftest.py (the workers' grader processes import it from
+tmp_path, as the local pool's do); the slow one grades two notebooks with the real isolated grader
+on the cluster and on the local pool.
 """
 
 import io
@@ -20,9 +20,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from autograder import cluster, grade_class, pool, results  # noqa: E402
+from conftest import FAKE_GRADER, fake_catalogue, hand_in, notebook  # noqa: E402
+
+from autograder import checklist, notebook as notebooks, provenance  # noqa: E402
+from autograder.classroom import classrun, cli, cluster, server, store  # noqa: E402
 from autograder.exercises import EXERCISES  # noqa: E402
-from test_grade_class import FAKE_GRADER, fake_catalogue, hand_in, notebook  # noqa: E402
 
 FULL = sum(e.points for e in EXERCISES)
 DASK = [str(Path(sys.executable).parent / "dask")]
@@ -88,7 +90,7 @@ def fake_workers(scheduler, tmp_path_factory):
     root = tmp_path_factory.mktemp("fake-workers")
     (root / "fakemod").mkdir()
     (root / "fakemod" / "fake_isolated_grader.py").write_text(FAKE_GRADER)
-    shutil.copytree(Path(grade_class.__file__).parent, root / "installed" / "autograder",
+    shutil.copytree(Path(provenance.__file__).parent, root / "installed" / "autograder",
                     ignore=shutil.ignore_patterns("__pycache__"))
     log = root / "calls.jsonl"
     workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log), "PYTHONPATH": os.pathsep.join(
@@ -105,10 +107,11 @@ def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
     log.write_text("")
     monkeypatch.syspath_prepend(str(root / "fakemod"))
     monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
-    monkeypatch.setattr(pool, "GRADER", "fake_isolated_grader:grade_notebook")
-    monkeypatch.setattr(results, "catalogue", fake_catalogue)
-    real_hash = grade_class.grader_hash
-    monkeypatch.setattr(grade_class, "grader_hash", lambda: real_hash(root / "installed" / "autograder"))
+    monkeypatch.setenv("PYTHONPATH", str(root / "fakemod"))          # for the local pool's grader processes
+    monkeypatch.setattr(server, "GRADER", "fake_isolated_grader:grade_notebook")
+    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
+    real_hash = provenance.grader_hash
+    monkeypatch.setattr(provenance, "grader_hash", lambda package=None: real_hash(root / "installed" / "autograder"))
     course = tmp_path / "course"
     (course / "submitted").mkdir(parents=True)
 
@@ -123,16 +126,17 @@ def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
         @staticmethod
         def run(**kwargs):
             kwargs.setdefault("progress_stream", io.StringIO())
-            return grade_class.run(course, **kwargs)
+            return classrun.run(course, **kwargs)
 
     Fake.root = course
     return Fake
 
 
 def by_student(rows) -> dict:
-    return {r["student"]: (r["total"], r["status"], r["scores"]) for r in rows}
+    return {r.student: (r.total, r.status, r.scores) for r in rows}
 
 
+@pytest.mark.slow
 def test_a_class_on_the_cluster_gets_the_local_pools_results(fake_class):
     course = fake_class.root
     hand_in(course, "ann")
@@ -146,12 +150,27 @@ def test_a_class_on_the_cluster_gets_the_local_pools_results(fake_class):
     on_cluster = fake_class.run(scheduler=fake_class.address, force=True)
     assert by_student(on_cluster.rows) == by_student(local.rows)
     assert on_cluster.graded == 5 and not on_cluster.grader_errors
-    assert {r["student"]: r["message"] for r in on_cluster.rows} == {r["student"]: r["message"] for r in local.rows}
+    assert {r.student: r.message for r in on_cluster.rows} == {r.student: r.message for r in local.rows}
     remote = [c for c in fake_class.calls() if any("autograder-dask-" in h for h in c["hide"])]
-    assert len(remote) == 4                                # eve is unreadable: refused here, never sent
+    assert len(remote) == 4                                # eve is read, and refused, on a worker
+    assert all(c["given"] == "Notebook" and c["settings"] == ["cache_dir", "limits", "memo", "training_budget"]
+               for c in remote)
     assert not list(course.rglob("*.tmp"))
 
 
+def test_an_oversize_notebook_is_the_students_error_and_is_never_sent(fake_class, monkeypatch):
+    course = fake_class.root
+    hand_in(course, "ann")
+    hand_in(course, "big", notebook("ok:all", outputs=["x" * 1000] * 20))
+    monkeypatch.setattr(notebooks, "MAX_NOTEBOOK_BYTES", 10_000)       # here only: the workers keep 100 MB
+    outcome = fake_class.run(scheduler=fake_class.address)
+    rows = {r.student: r for r in outcome.rows}
+    assert rows["ann"].total == FULL
+    assert rows["big"].status == "error" and not rows["big"].grader_fault and "MB that is read" in rows["big"].message
+    assert len(fake_class.calls()) == 1
+
+
+@pytest.mark.slow
 def test_the_cluster_run_resumes_and_regrades_what_changed(fake_class):
     course = fake_class.root
     for student in ("ann", "bob", "cat"):
@@ -164,21 +183,23 @@ def test_the_cluster_run_resumes_and_regrades_what_changed(fake_class):
     assert "changed" in fake_class.calls()[-1]["code"]
 
 
+@pytest.mark.slow
 def test_a_crash_or_timeout_on_a_worker_is_an_error_row_and_the_worker_goes_on(fake_class):
     course = fake_class.root
     hand_in(course, "ann")
     hand_in(course, "crash", notebook("CRASH"))
     hand_in(course, "hang", notebook("HANG"))
     hand_in(course, "zed")
-    outcome = fake_class.run(scheduler=fake_class.address, timeout=5)
-    rows = {r["student"]: r for r in outcome.rows}
-    assert rows["ann"]["total"] == rows["zed"]["total"] == FULL
-    assert rows["crash"]["status"] == "error" and "crashed" in rows["crash"]["message"]
-    assert rows["hang"]["status"] == "error" and "longer than 5 s" in rows["hang"]["message"]
+    outcome = fake_class.run(scheduler=fake_class.address, timeout=1)
+    rows = {r.student: r for r in outcome.rows}
+    assert rows["ann"].total == rows["zed"].total == FULL
+    assert rows["crash"].status == "error" and "crashed" in rows["crash"].message
+    assert rows["hang"].status == "error" and "longer than 1 s" in rows["hang"].message
     assert outcome.grader_errors == ["crash", "hang"]
     assert all(p.poll() is None for p in fake_class.worker_processes)
 
 
+@pytest.mark.slow
 def test_killing_a_worker_mid_class_loses_no_student(fake_class):
     course = fake_class.root
     students = [f"s{i:02d}" for i in range(8)]
@@ -193,17 +214,18 @@ def test_killing_a_worker_mid_class_loses_no_student(fake_class):
 
     outcome = fake_class.run(scheduler=fake_class.address, on_row=kill_one_worker)
     assert killed
-    assert sorted(r["student"] for r in outcome.rows) == students
+    assert sorted(r.student for r in outcome.rows) == students
     for row in outcome.rows:       # the lost tasks were graded on the other worker, or are error rows
-        assert row["total"] == FULL or (row["status"] == "error" and row["student"] in outcome.grader_errors)
+        assert row.total == FULL or (row.status == "error" and row.student in outcome.grader_errors)
     for student in students:
-        assert grade_class.result_path(course, student).is_file()
+        assert store.result_path(course, student).is_file()
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2.0)
     hand_in(tmp_path, "ann")
-    code = grade_class.main(["batchnorm", "--course-dir", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"])
+    code = cli.main(["batchnorm", "--course-dir", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9"])
     assert code == 2 and "cannot reach the Dask scheduler" in capsys.readouterr().err
 
 
@@ -219,9 +241,9 @@ def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path):
     cluster_ = Cluster(tmp_path / "dask")            # a cluster of its own: no fake workers on it
     try:
         cluster_.start_workers(2, {})
-        on_cluster = grade_class.run(course, scheduler=cluster_.address, progress_stream=io.StringIO())
+        on_cluster = classrun.run(course, scheduler=cluster_.address, progress_stream=io.StringIO())
     finally:
         cluster_.close()
-    local = grade_class.run(course, jobs=2, force=True, progress_stream=io.StringIO())
+    local = classrun.run(course, jobs=2, force=True, progress_stream=io.StringIO())
     assert by_student(on_cluster.rows) == by_student(local.rows)
     assert by_student(local.rows)["full_marks"][:2] == (FULL, "graded")

@@ -1,32 +1,52 @@
-"""Hostile and broken submissions: nothing forged, nothing lost, nothing leaked.
+"""Hostile and broken submissions: nothing forged, nothing lost, nothing leaked, in every mode that grades.
 
 Each test builds small notebooks with nbformat (a NumPy-only set-up cell keeps the worker's start
 well under a second; keras is imported only where a model is built), grades them with short time
-limits set through the environment (Limits.from_env), and checks that the hostile cell got a clear
+limits set through the environment (settings.from_environ), and checks that the hostile cell got a clear
 message and a zero for what it affects while every other exercise was graded in full. The training
 check is deselected: it has its own tests, and it only ever sees vetted model configurations.
 
 Hostile cells that do not interfere share a notebook. Cells that get the worker killed come before
 cells that only hit the soft time limit, because after a kill every remaining cell runs again.
+
+The isolation modes (sandbox/isolation.py): most tests run in the best this machine offers
+(bubblewrap + Landlock here). The escape probes and the forgers run in each mode: bubblewrap with
+Landlock, bubblewrap alone (as on a kernel without Landlock), Landlock alone (the fallback where
+bubblewrap cannot run) and, as a control that shows each probe would find what it looks for,
+"none". In-process the mode is set by patching what the chooser found (``in_mode``); the class
+runs, whose grader processes are subprocesses, make bubblewrap fail with a ``bwrap`` first on PATH
+and hide Landlock with a seccomp filter (tests/hostile/no_landlock.py), as an old kernel would.
 """
 
+import csv
 import json
 import math
 import os
+import shutil
 import socket
+import stat
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import numpy as np
 import pytest
 
-from autograder import grade, modelcheck, results as results_module, sandbox, students, training
+from autograder import grade, sandbox, settings, students, training
 from autograder.checks import conftest as checks_conftest
-from autograder.sandbox import Limits, ResourceGroup, SandboxError
+from autograder.errors import ModelRefused
+from autograder.models import cost, vet, view
+from autograder.errors import SandboxUnavailable
+from autograder.sandbox import Limits, isolation, process as sandbox_process
+from autograder.sandbox.isolation import Isolation, Offer
+from autograder.sandbox.cgroup import ResourceGroup
 from autograder.exercises import BY_ID
+from autograder.results import Result
 from autograder.submission import StudentCodeError, Submission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +56,32 @@ GRADED = ("manual_batch_norm", "build_model_with_bn", "build_modern_cnn")
 FULL_MARKS = {exercise: BY_ID[exercise].points for exercise in GRADED}
 
 needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
+OFFERED = isolation.probe()          # what this machine offers (probed once)
+
+
+def offer_for(mode) -> Offer:
+    """What the chooser must have found for ``mode`` to be the best; skips (saying why) a mode this
+    machine cannot run."""
+    mode = Isolation(mode)
+    if mode.bubblewrap and not OFFERED.bubblewrap:
+        pytest.skip(f"mode {mode.value}: {OFFERED.bubblewrap_reason}")
+    if mode.landlock and not OFFERED.confinement:
+        pytest.skip(f"mode {mode.value}: {OFFERED.confinement_reason}")
+    return Offer(mode.bubblewrap, "" if mode.bubblewrap else "bwrap: setting up uid map: Permission denied (test)",
+                 mode.landlock, "" if mode.landlock else "no Landlock: the kernel lacks Landlock (test)",
+                 OFFERED.landlock_abi if mode.landlock else 0)
+
+
+@pytest.fixture
+def in_mode(monkeypatch):
+    """in_mode(mode): the chooser finds what makes ``mode`` the best (or nothing, for "none")."""
+    def use(mode):
+        monkeypatch.setattr(isolation, "_offer", offer_for(mode))
+        return Isolation(mode)
+    return use
+
+
+GRADING_MODES = ("bwrap+landlock", "bwrap", "landlock")
 
 
 def _cgroups_work() -> bool:
@@ -144,6 +190,15 @@ def notebook(folder: Path, *cells, name="submission.ipynb") -> Path:
 
 # --- grading helpers ---------------------------------------------------------------------------------
 
+def grade_from_environ(path, **kwargs) -> dict:
+    """grade_notebook under the settings the environment gives (the tests set short limits there,
+    as an instructor would at the command line), as the results.json document."""
+    found = settings.from_environ()
+    result = grade.grade_notebook(path, limits=found.limits, training_budget=found.training_budget, memo=found.memo,
+                                  **kwargs)
+    return json.loads(result.to_json())      # what results.json holds (no NaN, plain JSON)
+
+
 @pytest.fixture
 def limits(monkeypatch):
     """set(cell=..., call=..., total=..., grace=..., memory_mb=...): short limits for this test."""
@@ -154,7 +209,7 @@ def limits(monkeypatch):
                 monkeypatch.delenv(f"BN_AUTOGRADER_{name}", raising=False)
             else:
                 monkeypatch.setenv(f"BN_AUTOGRADER_{name}", str(value))
-        return Limits.from_env()
+        return settings.from_environ().limits
     return set_limits
 
 
@@ -178,8 +233,7 @@ def graded(monkeypatch):
 
     def run(path, **kwargs):
         opened.clear()
-        results = grade.grade_notebook(path, **kwargs)
-        json.dumps(results, allow_nan=False)     # what results.json must hold
+        results = grade_from_environ(path, **kwargs)
         return results, (opened[-1] if opened else None)
     return run
 
@@ -275,16 +329,16 @@ def decode_report(answer):
 # --- configuration --------------------------------------------------------------------------------
 
 def test_limits_come_from_the_environment(monkeypatch):
-    for name in sandbox.ENVIRONMENT_LIMITS:
+    for name in settings.BY_VARIABLE:
         monkeypatch.delenv(name, raising=False)
-    default = Limits.from_env()
+    default = settings.from_environ().limits
     assert (default.cell_seconds, default.call_seconds, default.total_seconds) == (30.0, 20.0, 240.0)
     monkeypatch.setenv("BN_AUTOGRADER_CELL_SECONDS", "2.5")
     monkeypatch.setenv("BN_AUTOGRADER_TOTAL_SECONDS", "60")
     monkeypatch.setenv("BN_AUTOGRADER_MEMORY_MB", "1024")
     monkeypatch.setenv("BN_AUTOGRADER_CALL_SECONDS", "soon")
-    with pytest.warns(sandbox.SandboxWarning, match="BN_AUTOGRADER_CALL_SECONDS"):
-        limits = Limits.from_env()
+    with pytest.warns(settings.SettingWarning, match="BN_AUTOGRADER_CALL_SECONDS"):
+        limits = settings.from_environ().limits
     assert limits.cell_seconds == 2.5 and limits.total_seconds == 60.0
     assert limits.memory_bytes == 1 << 30 and isinstance(limits.memory_bytes, int)
     assert limits.call_seconds == default.call_seconds
@@ -341,6 +395,7 @@ def test_a_function_that_never_returns_costs_only_its_exercise(tmp_path, limits,
 
 # --- containment: memory, processes, signals ---------------------------------------------------------
 
+@pytest.mark.slow
 @needs_bwrap
 @needs_cgroup
 def test_a_memory_bomb_is_killed_by_the_memory_cgroup_and_no_process_outlives_grading(
@@ -372,6 +427,7 @@ def test_fork_bombs_are_stopped_by_pids_max(tmp_path, limits, graded, cgroups):
     assert cgroup_counter(cgroups, "pids.events", "max") >= 1, "pids.max never stopped a fork"
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, graded, monkeypatch):
     monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
@@ -387,14 +443,14 @@ def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, grade
     assert not running_commands(tag)
 
 
-@needs_cgroup        # without it the worker might run as root with rlimits only: no fork bomb for that
-def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits, graded, monkeypatch, cgroups):
-    monkeypatch.setattr(sandbox, "bubblewrap_available", lambda: False)
+@pytest.mark.slow
+@needs_cgroup
+def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits, graded, in_mode, cgroups):
+    in_mode("landlock")
     limits(cell=3, call=20, grace=2, memory_mb=3072)
     tag = unique_tag()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sandbox.SandboxWarning)
-        results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), FORK_BOMB))
+    results, submission = graded(notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), FORK_BOMB))
+    assert results["isolation"] == "landlock"
     assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert contained(outcome(submission, 3))
     assert cgroup_counter(cgroups, "pids.events", "max") >= 1
@@ -406,21 +462,21 @@ def test_processes_end_with_their_request_and_at_the_latest_with_the_sandbox(tmp
     limits_ = limits(cell=5)
     tag = unique_tag()
     path = notebook(tmp_path, SETUP, strays(tag), MANUAL_BN)
-    with Submission(path, limits_) as s:
+    with Submission.open(path, limits_) as s:
         assert not s.cell_errors()
         assert not running_commands(tag), "the worker did not end the cell's processes"
     # Without the worker's help and without a cgroup, the PID namespace alone still ends them.
     monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
     monkeypatch.setattr(ResourceGroup, "ROOT_V2", "/nonexistent")
-    original = sandbox.bubblewrap_argv
+    original = sandbox_process.bubblewrap_argv
 
     def without_ending_strays(*args, **kwargs):
         argv = original(*args, **kwargs)
         at = argv.index("BN_AUTOGRADER_PRIVATE_PIDS")
         return argv[:at - 1] + argv[at + 2:]
 
-    monkeypatch.setattr(sandbox, "bubblewrap_argv", without_ending_strays)
-    with Submission(path, limits_) as s:
+    monkeypatch.setattr(sandbox_process, "bubblewrap_argv", without_ending_strays)
+    with Submission.open(path, limits_) as s:
         assert not s.cell_errors()
         assert len(running_commands(tag)) >= 4, running_commands(tag)
     assert not running_commands(tag), "a student's process outlived its sandbox"
@@ -428,13 +484,13 @@ def test_processes_end_with_their_request_and_at_the_latest_with_the_sandbox(tmp
 
 @needs_bwrap
 def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_path, limits, monkeypatch):
-    original = sandbox.bubblewrap_argv
-    monkeypatch.setattr(sandbox, "bubblewrap_argv", lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
-    with Submission(notebook(tmp_path, SETUP, MANUAL_BN), limits()) as s:
-        with pytest.raises(SandboxError, match="did not start.*/nowhere/worker.py"):
+    original = sandbox_process.bubblewrap_argv
+    monkeypatch.setattr(sandbox_process, "bubblewrap_argv", lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
+    with Submission.open(notebook(tmp_path, SETUP, MANUAL_BN), limits()) as s:
+        with pytest.raises(SandboxUnavailable, match="did not start.*/nowhere/worker.py"):
             s.call_array("manual_batch_norm", np.ones((2, 2)))
         started = time.monotonic()
-        with pytest.raises(SandboxError):      # remembered: no cell is blamed, nothing is retried
+        with pytest.raises(SandboxUnavailable):      # remembered: no cell is blamed, nothing is retried
             s.cell_errors()
         assert time.monotonic() - started < 1 and not s.skipped
 
@@ -469,7 +525,7 @@ def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits
                str(ROOT / "autograder/checks/test_manual_batch_norm.py"), str(Path.cwd() / "results.json")]
 
     before = _state(_places(targets, submission_dir, course))
-    with Submission(path, limits_, hide=[course]) as s, listener:
+    with Submission.open(path, limits_, hide=[course]) as s, listener:
         assert not s.cell_errors()
         me = decode_report(s.call_array("probe_identity"))
         reads = {p: decode_report(s.call_array("probe_read", path=str(p))) for p in (
@@ -487,8 +543,11 @@ def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits
             "mount -t tmpfs none /tmp/work; echo 1 > /sys/fs/cgroup/pids/cgroup.procs; "
             "cat /proc/1/environ; ls /proc/1/root/")))
 
-    # who the code is: nobody, no capabilities, no way to gain any, alone in its PID namespace
-    assert (me["uid"], me["euid"], me["gid"], me["groups"]) == (65534, 65534, 65534, [])
+    # who the code is: a uid of its own (nobody without root), no capabilities, no way to gain any,
+    # alone in its PID namespace
+    uid = me["uid"] if os.geteuid() == 0 else 65534
+    assert limits_.uid_first <= uid < limits_.uid_first + limits_.uid_count or os.geteuid() != 0
+    assert (me["uid"], me["euid"], me["gid"], me["groups"]) == (uid, uid, uid, [])
     assert me["cap_effective"] == me["cap_permitted"] == me["cap_ambient"] == "0000000000000000"
     assert me["no_new_privs"] == "1"
     assert max(me["pids"]) < 100 and not any("pytest" in c or "autograder" in c for c in me["commands"])
@@ -496,8 +555,8 @@ def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits
     assert grader["error"].startswith("ProcessLookupError")
     # nothing of the grader, the course or the instructor can be read; the project looks empty
     assert all("error" in r for r in reads.values()), reads
-    assert set(listings[ROOT]["ok"]) <= {".venv", "autograder"}, listings      # Python, and a mount point
-    assert listings[ROOT / "autograder"] == {"ok": []} and "error" in listings[course]
+    assert set(listings[ROOT].get("ok", [])) <= {".venv"}, listings          # at most Python's way
+    assert listings[ROOT / "autograder"].get("ok", []) == [] and "error" in listings[course]
     assert listings[Path.home()].get("ok", []) in ([], [".pyenv"]), listings   # again only Python
     # it may write only its own scratch space, which vanishes with it
     # (a guessed path under /tmp lands in the sandbox's own scratch /tmp; the state check below
@@ -508,9 +567,9 @@ def test_the_worker_cannot_see_reach_or_change_anything_outside(tmp_path, limits
     # no network, no way back to its capabilities
     assert all("error" in n for n in network), network
     out = privileges["output"]
-    # (a checkout under /tmp is "not mounted": the scratch /tmp already hides it)
-    assert out.count("must be superuser") + out.count("not mounted") >= 3 and out.count("unshare failed") == 2, out
-    assert "Read-only file system" in out and "Permission denied" in out, out
+    # (the project is "not mounted", its package not there at all, and neither is /sys)
+    assert sum(map(out.count, ("must be superuser", "not mounted", "No such file"))) >= 3, out
+    assert out.count("unshare failed") == 2 and "Permission denied" in out and "Directory nonexistent" in out, out
 
 
 @needs_bwrap
@@ -534,6 +593,465 @@ for target in ["results.json", "{tmp_path}/results.json", "{ROOT}/results.json",
     assert scores(results)["manual_batch_norm"] == 0.0
     assert all("FileNotFoundError" in m for m in messages(results, "manual_batch_norm"))
     assert not (tmp_path / "results.json").exists() and not (ROOT / "results.json").exists()
+
+
+# --- every mode: escapes, forgeries, other workers' scratch ---------------------------------------
+
+ESCAPE_MODES = (*GRADING_MODES, "none")      # "none": the control, where each probe finds its target
+
+
+@pytest.fixture(scope="module")
+def second_copies():
+    """World-readable second copies in a home folder under /home: a TA's checkout of the project and
+    last term's course folder with its master (source/) and solution notebooks."""
+    try:
+        home = Path(tempfile.mkdtemp(prefix="bn-hostile-", dir="/home"))
+    except OSError as exc:
+        pytest.skip(f"cannot make a folder under /home for the second copies: {exc}")
+    try:
+        checkout, course = home / "ta-checkout", home / "last-term"
+        shutil.copytree(ROOT / "autograder", checkout / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
+        for folder in ("source", "solutions"):
+            shutil.copytree(ROOT / folder, course / folder)
+        for path in [home, *home.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield SimpleNamespace(home=home, reference=checkout / "autograder" / "reference.py",
+                              source=course / "source" / "batchnorm" / "batchnorm.ipynb",
+                              solutions=course / "solutions" / "batchnorm" / "batchnorm.ipynb")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def listeners():
+    """A TCP and a UDP socket on the grader's loopback; ``arrived()`` says whether anything reached them."""
+    tcp = socket.create_server(("127.0.0.1", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    for s in (tcp, udp):
+        s.setblocking(False)
+
+    def arrived() -> dict:
+        found = {}
+        for name, receive in (("tcp", tcp.accept), ("udp", lambda: udp.recv(100))):
+            try:
+                receive()
+                found[name] = True
+            except BlockingIOError:
+                found[name] = False
+        return found
+    yield SimpleNamespace(tcp=tcp.getsockname()[1], udp=udp.getsockname()[1], arrived=arrived)
+    tcp.close()
+    udp.close()
+
+
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
+def test_escape_probes_find_read_and_send_nothing(tmp_path, limits, listeners, second_copies, mode):
+    mode = offer_for(mode) and Isolation(mode)
+    limits_ = limits(cell=10, call=30)
+    probes = (HOSTILE / "probes.py").read_text()
+    tag = unique_tag()
+    host_targets = [Path("/tmp") / f"bn-escape-{tag}", Path("/var/tmp") / f"bn-escape-{tag}",
+                    Path("/dev/shm") / f"bn-escape-{tag}", Path.home() / f"bn-escape-{tag}",
+                    second_copies.home / f"bn-escape-{tag}", ROOT / f"bn-escape-{tag}"]
+    with Submission.open(notebook(tmp_path / "a", SETUP, probes), limits_, isolation=mode) as a, \
+            Submission.open(notebook(tmp_path / "b", SETUP, probes), limits_, isolation=mode) as b:
+        assert not a.cell_errors() and not b.cell_errors()
+        me = decode_report(a.call_array("probe_who"))
+        secret = f"{me['home']}/secret-{tag}.py"
+        assert "ok" in decode_report(a.call_array("probe_write", paths=[secret]))[secret]   # its own scratch
+        reads = decode_report(b.call_array("probe_read_all", paths=[
+            secret, str(second_copies.reference), str(second_copies.source), str(second_copies.solutions),
+            str(ROOT / "autograder/reference.py"), str(ROOT / "source/batchnorm/batchnorm.ipynb"), "/etc/shadow"]))
+        listings = decode_report(b.call_array("probe_list_all", paths=[
+            "/home", str(second_copies.home), str(Path(me["home"]).parent), "/root", "/srv", "/opt", "/mnt",
+            "/media", str(ROOT)]))
+        top = decode_report(b.call_array("probe_list_all", paths=["/", "/tmp"]))
+        writes = decode_report(b.call_array("probe_write", paths=[str(p) for p in host_targets]))
+        tcp = decode_report(b.call_array("probe_connect", host="127.0.0.1", port=listeners.tcp))
+        udp = decode_report(b.call_array("probe_udp", host="127.0.0.1", port=listeners.udp))
+        ptrace = decode_report(b.call_array("probe_ptrace", pids=[os.getpid(), a._process.process.pid]))
+        unshare = decode_report(b.call_array("probe_unshare"))
+        grader = decode_report(b.call_array("probe_signal", pid=os.getpid()))
+        isolations = (a.isolation, b.isolation)
+    arrived = listeners.arrived()
+    written = [str(p) for p in host_targets if p.exists()]
+    for path in host_targets:
+        path.unlink(missing_ok=True)
+
+    assert isolations == (mode.value, mode.value)
+    if mode is Isolation.NONE:        # the control: the same probes do find, read and send
+        assert all("ok" in reads[str(p)] for p in (second_copies.reference, second_copies.source)), reads
+        assert "ok" in tcp and "ok" in udp and arrived == {"tcp": True, "udp": True}, (tcp, udp, arrived)
+        return
+    # who the code is: its own uid (as root), no capability but, without bubblewrap, the right to
+    # read past permissions that Landlock then bounds; never a way to gain one
+    if os.geteuid() == 0:
+        assert limits_.uid_first <= me["uid"] < limits_.uid_first + limits_.uid_count, me
+        assert me["uid"] == me["euid"] == me["gid"] and me["groups"] == []
+    allowed_caps = {0, 1 << 2} if not mode.bubblewrap else {0}
+    assert me["cap_effective"] in allowed_caps and me["cap_permitted"] in allowed_caps, me
+    assert me["no_new_privs"] == 1
+    # nothing read: not another worker's scratch, not the second copies, not the grader's files
+    assert all("error" in r for r in reads.values()), reads
+    harmless = {".pyenv", ".venv", "grader", "work"}     # the way to Python; its own private /tmp
+    assert all("error" in r or set(r["ok"]) <= harmless for r in listings.values()), listings
+    assert "home" not in top["/"].get("ok", []) and not any(
+        name.startswith("bn-") for name in top["/tmp"].get("ok", [])), top
+    # nothing written outside (under bubblewrap /tmp, /var/tmp and /dev/shm are its own and vanish)
+    assert not written, written
+    private = {str(p) for p in host_targets[:3]} if mode.bubblewrap else set()
+    assert all("error" in writes[str(p)] for p in host_targets if str(p) not in private), writes
+    # nothing sent, nothing traced, no namespace, no signal
+    # (bubblewrap alone: a datagram may go out on the sandbox's own loopback, and nowhere else)
+    assert "error" in tcp and arrived == {"tcp": False, "udp": False}, (tcp, udp, arrived)
+    assert "error" in udp or mode is Isolation.BWRAP, udp
+    assert all("error" in r for r in ptrace.values()), ptrace
+    assert all("error" in r for r in unshare.values()), unshare
+    assert "error" in grader, grader
+
+
+FORGERS = {
+    "imports_the_reference": '''\
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    from autograder import reference
+    return reference.batch_norm(x, gamma, beta, epsilon)
+''',
+    "finds_a_copy_of_the_reference": '''\
+import importlib.util, os, time
+FOUND = []
+
+def _find(name, seconds=8):
+    """The first readable file whose path ends with ``name``, walking where copies live."""
+    deadline, seen = time.monotonic() + seconds, set()
+    for root in ("/home", "/srv", "/opt", "/mnt", "/media", "/root", "/tmp", "/var", "/work", "/"):
+        for folder, dirs, files in os.walk(root):
+            if time.monotonic() > deadline:
+                return None
+            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", ".git")
+                       and folder.count("/") < 6 and os.path.join(folder, d) not in seen]
+            seen.add(folder)
+            for f in files:
+                path = os.path.join(folder, f)
+                if path.endswith(name):
+                    try:
+                        open(path).close()
+                        return path
+                    except OSError:
+                        pass
+    return None
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        path = _find("autograder/reference.py")
+        if path:
+            spec = importlib.util.spec_from_file_location("stolen", path)
+            FOUND.append(importlib.util.module_from_spec(spec))
+            spec.loader.exec_module(FOUND[0])
+        else:
+            FOUND.append(None)
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0].batch_norm(x, gamma, beta, epsilon)
+''',
+}
+FORGERS["finds_the_master_notebook"] = FORGERS["finds_a_copy_of_the_reference"].split("def manual_batch_norm")[0] + '''\
+import json
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        FOUND.append(None)
+        for name in ("source/batchnorm/batchnorm.ipynb", "solutions/batchnorm/batchnorm.ipynb"):
+            path = _find(name, seconds=4)
+            if path:
+                for cell in json.load(open(path))["cells"]:
+                    code = "".join(cell["source"])
+                    if "def manual_batch_norm" in code and "NotImplementedError" not in code:
+                        namespace = {"np": np}
+                        exec(code, namespace)
+                        FOUND[0] = namespace["manual_batch_norm"]
+                        break
+            if FOUND[0] is not None:
+                break
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0](x, gamma, beta, epsilon)
+'''
+
+
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
+@pytest.mark.parametrize("forger", sorted(FORGERS))
+def test_no_score_is_forged_from_the_graders_files_or_another_copy(tmp_path, limits, graded, in_mode, second_copies,
+                                                                   monkeypatch, mode, forger):
+    mode = in_mode(mode)
+    select(monkeypatch, "manual_batch_norm")
+    limits(cell=10, call=30)
+    results, _ = graded(notebook(tmp_path, SETUP, FORGERS[forger]), allow_unsandboxed=mode is Isolation.NONE)
+    assert results["status"] == "graded" and results["isolation"] == mode.value, results["error"]
+    if mode is Isolation.NONE:        # the control: without isolation each forger gets full marks
+        assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"], \
+            messages(results, "manual_batch_norm")
+    else:
+        assert scores(results)["manual_batch_norm"] == 0, messages(results, "manual_batch_norm")
+
+
+# --- "neither": grading refuses, unless the instructor accepts the risk -----------------------------
+
+def test_without_any_isolation_grade_refuses_and_says_what_to_install(tmp_path, limits, graded, in_mode, capsys):
+    in_mode("none")
+    limits(cell=5, call=10)
+    path = notebook(tmp_path, SETUP, MANUAL_BN)
+    results, submission = graded(path)
+    assert_grader_error(results, "no isolation is available", "apt-get install bubblewrap", "5.13",
+                        "--allow-unsandboxed")
+    assert submission is None and results["isolation"] is None          # no worker was started
+    assert grade.main([str(path), "--output", str(tmp_path / "results.json")]) == 1
+    assert "no isolation is available" in json.loads((tmp_path / "results.json").read_text())["error"]
+
+
+def test_without_any_isolation_grade_class_refuses_before_grading_anything(tmp_path, in_mode, capsys):
+    from autograder.classroom import cli
+    in_mode("none")
+    course = tmp_path / "course"
+    notebook(course / "submitted" / "ann" / "batchnorm", SETUP, MANUAL_BN, name="batchnorm.ipynb")
+    assert cli.main(["batchnorm", "--course-dir", str(course), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no isolation is available" in err and "--allow-unsandboxed" in err, err
+    assert not (course / "grade-class").exists() and not (course / "grades.csv").exists()
+
+
+def test_allow_unsandboxed_grades_and_records_it(tmp_path, limits, graded, in_mode):
+    in_mode("none")
+    limits(cell=5, call=10)
+    results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN), allow_unsandboxed=True)
+    assert results["status"] == "graded" and results["isolation"] == "none"
+    assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
+    from autograder.classroom import store
+    assert store.message_for([], Result.from_dict(results)).endswith("graded WITHOUT isolation (--allow-unsandboxed)")
+
+
+def test_allow_unsandboxed_travels_to_every_path_that_grades():
+    import dataclasses
+
+    from autograder.classroom import cluster, server
+    from autograder.nbgrader_bridge import IsolatedGrade
+    allowed = dataclasses.replace(settings.from_environ(), allow_unsandboxed=True)
+    sent = json.loads(json.dumps(server.encode_settings(allowed)))          # the grader processes' start
+    assert server.grader_arguments(sent)["allow_unsandboxed"] is True
+    assert cluster._remote_settings(allowed)["allow_unsandboxed"] is True    # the Dask task's payload
+    assert "allow_unsandboxed" not in server.grader_arguments(server.encode_settings(settings.from_environ()))
+    assert IsolatedGrade(allow_unsandboxed=True)._settings().allow_unsandboxed          # nbgrader's config
+    assert not IsolatedGrade()._settings().allow_unsandboxed
+
+
+# --- a worker that cannot confine itself never runs student code ------------------------------------
+
+@pytest.mark.skipif(not OFFERED.confinement, reason=f"no Landlock + seccomp here: {OFFERED.confinement_reason}")
+def test_a_worker_that_cannot_confine_itself_is_the_graders_error(tmp_path, limits, monkeypatch):
+    limits_ = limits(cell=5, call=10)
+    tag = unique_tag()
+    marker = Path("/tmp") / f"bn-unconfined-{tag}"
+    original = sandbox_process.SandboxedProcess._plain_command
+
+    def broken_allow_list(self, hide=()):   # a path Landlock cannot open: confine() raises
+        argv, cwd, env, passed, unprivileged = original(self, hide)
+        env[sandbox_process.CONFINE_VARIABLE] = json.dumps({"read_only": ["/no\0where"], "read_write": []})
+        return argv, cwd, env, passed, unprivileged
+
+    monkeypatch.setattr(sandbox_process.SandboxedProcess, "_plain_command", broken_allow_list)
+    cell = f"open({str(marker)!r}, 'w').write('ran unconfined')\n"
+    with Submission.open(notebook(tmp_path, SETUP, cell, MANUAL_BN), limits_, isolation=Isolation.LANDLOCK) as s:
+        with pytest.raises(SandboxUnavailable, match="could not apply its landlock isolation"):
+            s.call_array("manual_batch_norm", np.ones((2, 2)))
+    assert not marker.exists()
+
+
+# --- a class graded in each mode: the same verdicts (grade-class --jobs 2, real grader processes) ------
+
+NO_LANDLOCK = HOSTILE / "no_landlock.py"
+
+KEEPS_A_SECRET = f'''\
+import os, pathlib, time
+pathlib.Path(os.environ["HOME"], "secret-solution.py").write_text({MANUAL_BN!r})
+time.sleep(12)          # while the other worker looks for it
+''' + MANUAL_BN
+
+READS_OTHERS_SCRATCH = '''\
+import glob, os, time
+FOUND = []
+
+def _look():
+    """Another worker's secret-solution.py, in every place a scratch folder could be."""
+    patterns = ["/tmp/*/secret-solution.py", "/tmp/*/*/secret-solution.py", "/tmp/*/*/*/secret-solution.py",
+                "/var/tmp/**/secret-solution.py", "/dev/shm/**/secret-solution.py", "/proc/*/cwd/secret-solution.py",
+                "/proc/*/root/tmp/work/secret-solution.py", "/run/**/secret-solution.py"]
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True):
+            if path.startswith(os.environ["HOME"]) or os.path.realpath(path).startswith(os.environ["HOME"]):
+                continue
+            try:
+                return open(path).read()
+            except OSError:
+                pass
+    return None
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        deadline = time.monotonic() + 12
+        code = _look()
+        while code is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            code = _look()
+        namespace = {"np": np}
+        if code:
+            exec(code, namespace)
+        FOUND.append(namespace.get("manual_batch_norm"))
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0](x, gamma, beta, epsilon)
+'''
+
+CLASS = {          # student -> cells; a- and b- are graded first, side by side (--jobs 2)
+    "a-keeps-a-secret": (SETUP, KEEPS_A_SECRET),
+    "b-reads-others-scratch": (SETUP, READS_OTHERS_SCRATCH),
+    "c-honest": (SETUP, MANUAL_BN),
+    **{f"d-{name.replace('_', '-')}": (SETUP, code) for name, code in FORGERS.items()},
+}
+CHEATS = [student for student in CLASS if student.startswith(("b-", "d-"))]
+
+
+def failing_bwrap(folder: Path) -> Path:
+    """A folder holding a ``bwrap`` that fails as it does where user namespaces are refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return folder
+
+
+def grade_class(course, mode: str, *extra, cache) -> subprocess.CompletedProcess:
+    """``python -m autograder grade-class`` of ``course`` in a subprocess, in ``mode``: as this machine
+    is ("bwrap+landlock"), without bubblewrap ("landlock"), or without either ("none")."""
+    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_CALL_SECONDS": "30"}
+    command = [sys.executable, "-m", "autograder", "grade-class", "batchnorm", "--course-dir", str(course),
+               "--jobs", "2", "--force", "--no-collect", "--cache-dir", str(cache), *extra]
+    if mode != "bwrap+landlock":
+        env["PATH"] = f"{failing_bwrap(course.parent / 'fake-bin')}{os.pathsep}{env['PATH']}"
+    if mode == "none":
+        command = [sys.executable, str(NO_LANDLOCK), *command]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=course)
+
+
+def class_rows(course) -> dict:
+    with open(course / "grades.csv", newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def class_isolation(course) -> set:
+    return {json.loads(path.read_text())["isolation"] for path in (course / "grade-class").rglob("results.json")}
+
+
+@pytest.mark.slow
+def test_a_hostile_class_gets_the_same_verdicts_without_bubblewrap_and_none_is_refused(tmp_path, second_copies):
+    offer_for("bwrap+landlock")
+    course = tmp_path / "course"
+    for student, cells in CLASS.items():
+        notebook(course / "submitted" / student / "batchnorm", *cells, name="batchnorm.ipynb")
+    cache = tmp_path / "cache"
+    verdicts = {}
+    for mode in ("bwrap+landlock", "landlock"):
+        done = grade_class(course, mode, cache=cache)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert class_isolation(course) == {mode}
+        rows = class_rows(course)
+        verdicts[mode] = {s: {k: v for k, v in row.items() if k != "message"} for s, row in rows.items()}
+        manual = {s: float(row["manual_batch_norm"]) for s, row in rows.items()}
+        assert manual["a-keeps-a-secret"] == manual["c-honest"] == FULL_MARKS["manual_batch_norm"], manual
+        assert all(manual[s] == 0 for s in CHEATS), manual
+        assert not any("WITHOUT isolation" in row["message"] for row in rows.values())
+    assert verdicts["landlock"] == verdicts["bwrap+landlock"]
+
+    refused = grade_class(course, "none", cache=cache)
+    assert refused.returncode == 2 and "no isolation is available" in refused.stderr, refused.stderr[-3000:]
+    assert verdicts["bwrap+landlock"] == {s: {k: v for k, v in row.items() if k != "message"}
+                                         for s, row in class_rows(course).items()}     # nothing was graded
+
+    # the control, with --allow-unsandboxed: recorded, marked, and the cheats do get their points
+    unsandboxed = grade_class(course, "none", "--allow-unsandboxed", cache=cache)
+    assert unsandboxed.returncode == 0, unsandboxed.stderr[-3000:]
+    assert "GRADING WITHOUT ISOLATION" in unsandboxed.stderr
+    assert "graded WITHOUT isolation (--allow-unsandboxed): " in unsandboxed.stdout
+    assert class_isolation(course) == {"none"}
+    rows = class_rows(course)
+    assert all(row["message"].endswith("graded WITHOUT isolation (--allow-unsandboxed)") for row in rows.values())
+    forged = [s for s in CHEATS if float(rows[s]["manual_batch_norm"]) == FULL_MARKS["manual_batch_norm"]]
+    assert forged == CHEATS, {s: rows[s]["manual_batch_norm"] for s in CHEATS}
+
+
+# --- as a plain user, without bubblewrap ---------------------------------------------------------------
+
+PLAIN_USER = 65534
+
+
+def _plain_user_can_run_python() -> str:
+    """Why this machine cannot run the fallback as a plain user, or ""."""
+    if os.geteuid() != 0:
+        return ""                                   # this is a plain user already
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return "setpriv (util-linux) is not installed"
+    # setpriv execs with root's capabilities still in hand: the test is whether that user's own
+    # process may start the interpreter again, as the grader starts its worker
+    again = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import numpy, autograder'], check=True)"
+    done = subprocess.run([setpriv, f"--reuid={PLAIN_USER}", f"--regid={PLAIN_USER}", "--clear-groups",
+                           sys.executable, "-c", again], capture_output=True, text=True)
+    if done.returncode:
+        return (f"uid {PLAIN_USER} cannot run {sys.executable} here (its base interpreter is in "
+                f"{sys.base_prefix}): {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return ""
+
+
+AS_A_PLAIN_USER = """\
+import json, sys
+import nbformat, numpy as np
+from autograder.submission import Submission
+from autograder.sandbox import Isolation
+cells = ["import numpy as np", open(sys.argv[1]).read()]
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+nbformat.write(nb, "submission.ipynb")
+with Submission.open("submission.ipynb", isolation=Isolation.LANDLOCK) as s:
+    report = lambda name, **kw: json.loads(s.call_array(name, **kw).value.astype(np.uint8).tobytes())
+    print(json.dumps({"reads": report("probe_read_all", paths=sys.argv[2:]),
+                      "tcp": report("probe_connect", host="127.0.0.1", port=9),
+                      "who": report("probe_who")}))
+"""
+
+
+def test_the_fallback_as_a_plain_user_reads_and_sends_nothing(tmp_path, second_copies):
+    offer_for("landlock")
+    why_not = _plain_user_can_run_python()
+    if why_not:
+        print(f"skipped: {why_not}")
+        pytest.skip(why_not)
+    folder = Path(tempfile.mkdtemp(prefix="bn-plain-user-"))      # pytest's tmp_path is root's, 0700
+    try:
+        os.chmod(folder, 0o755)
+        bin_dir = failing_bwrap(folder / "bin")
+        if os.geteuid() == 0:
+            os.chown(folder, PLAIN_USER, PLAIN_USER)
+        prefix = [] if os.geteuid() != 0 else [shutil.which("setpriv"), f"--reuid={PLAIN_USER}",
+                                               f"--regid={PLAIN_USER}", "--clear-groups"]
+        env = {**os.environ, "HOME": str(folder), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        done = subprocess.run([*prefix, sys.executable, "-c", AS_A_PLAIN_USER, str(HOSTILE / "probes.py"),
+                               str(second_copies.reference), str(second_copies.source),
+                               str(ROOT / "autograder/reference.py")],
+                              cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all("error" in r for r in found["reads"].values()), found
+    assert "error" in found["tcp"] and found["who"]["cap_effective"] == 0 and found["who"]["no_new_privs"] == 1
 
 
 # --- lying results -------------------------------------------------------------------------------
@@ -592,11 +1110,12 @@ def after_patching(x): return np.asarray(x) * 2
 '''
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
     limits_ = limits(cell=10, call=3, grace=2)
     x = np.arange(6.0).reshape(3, 2)
-    with Submission(notebook(tmp_path, SETUP, LIARS), limits_) as s:
+    with Submission.open(notebook(tmp_path, SETUP, LIARS), limits_) as s:
         assert not s.cell_errors()
 
         def refused(function, kind, *args, **kwargs):
@@ -723,6 +1242,7 @@ def closes_the_channel(x):
 '''
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_forged_protocol_lines_are_never_taken_for_another_answer(tmp_path, limits):
     limits_ = limits(cell=3, call=5, grace=2)
@@ -730,7 +1250,7 @@ def test_forged_protocol_lines_are_never_taken_for_another_answer(tmp_path, limi
     cut_line = "_say('{\"id\": ')\n"      # no newline: it spoils the worker's own answer to this cell
     x = np.array([1.0, 2.0, 3.0])
     path = notebook(tmp_path, SETUP, FORGER, forged_at_top_level, MANUAL_BN, cut_line)
-    with Submission(path, limits_) as s:
+    with Submission.open(path, limits_) as s:
         errors = {o.index: o.error for o in s.cell_errors()}
         assert set(errors) == {4} and "no answer" in errors[4], errors
         assert np.array_equal(s.call_array("echo", x).value, x)
@@ -811,8 +1331,8 @@ def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
 def test_vet_config_refuses_code_carrying_layers(layer):
     config = {"class_name": "Sequential", "config": {"layers": [
         {"class_name": "InputLayer", "module": "keras.layers", "config": {"batch_shape": [None, 4]}}, layer]}}
-    with pytest.raises(modelcheck.ModelRefused):
-        modelcheck.vet_config(config)
+    with pytest.raises(ModelRefused):
+        vet.vet_config(config)
 
 
 # --- damaged notebooks -----------------------------------------------------------------------------------
@@ -825,7 +1345,7 @@ def _write(path: Path, content) -> Path:
 @pytest.mark.parametrize("make, reason", [
     (lambda p: _write(p, nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(MANUAL_BN)]))[:60]),
      "not valid JSON"),
-    (lambda p: _write(p, bytes(range(256)) * 40), "not valid JSON"),
+    (lambda p: _write(p, bytes(range(256)) * 40), "not UTF-8 text"),
     (lambda p: _write(p, "[1, 2, 3]"), "not a Jupyter notebook"),
     (lambda p: _write(p, '{"metadata": {}, "nbformat": 4}'), "not a Jupyter notebook"),
     (lambda p: _write(p, "[" * 200000 + "]" * 200000), "not a Jupyter notebook"),
@@ -893,10 +1413,10 @@ def test_cells_are_run_by_role_not_by_position_or_name(tmp_path, graded, limits)
 
 
 def test_an_oversized_notebook_is_refused(tmp_path, graded, monkeypatch):
-    from autograder import submission as submission_module
-    monkeypatch.setattr(submission_module, "MAX_NOTEBOOK_BYTES", 1000)
+    from autograder import notebook as notebooks
+    monkeypatch.setattr(notebooks, "MAX_NOTEBOOK_BYTES", 1000)
     results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN * 10))
-    assert results["status"] == "error" and "larger than" in results["error"]
+    assert results["status"] == "error" and "MB that is read" in results["error"], results["error"]
 
 
 # --- stability ---------------------------------------------------------------------------------------------
@@ -949,41 +1469,41 @@ SLOW_TO_TRAIN = sequential((28, 28, 1), *conv_bn_relu(256, "same"), *conv_bn_rel
 
 
 def test_the_memory_bomb_is_refused_for_its_parameters():
-    with pytest.raises(modelcheck.ModelRefused, match=r"318,000,010 parameters, above the grader's cap of 7,099,700"):
-        modelcheck.check_bounds(MEMORY_BOMB_CONFIG)
+    with pytest.raises(ModelRefused, match=r"318,000,010 parameters, above the grader's cap of 7,099,700"):
+        cost.check_bounds(MEMORY_BOMB_CONFIG)
 
 
 def test_the_compute_bomb_is_refused_before_it_is_built():
-    with pytest.raises(modelcheck.ModelRefused, match=r"parameters, above the grader's cap"):
-        modelcheck.check_bounds(COMPUTE_BOMB)
+    with pytest.raises(ModelRefused, match=r"parameters, above the grader's cap"):
+        cost.check_bounds(COMPUTE_BOMB)
 
 
 def test_a_model_too_slow_to_train_is_refused_for_the_training_check_only():
-    found = modelcheck.check_bounds(SLOW_TO_TRAIN)       # its structure can still be checked
-    assert found.parameters < modelcheck.MAX_PARAMETERS
-    with pytest.raises(modelcheck.ModelRefused, match=r"GFLOP, above the grader's cap of 546 GFLOP"):
-        modelcheck.check_bounds(SLOW_TO_TRAIN, training_budget=training.BUDGET)
+    found = cost.check_bounds(SLOW_TO_TRAIN)       # its structure can still be checked
+    assert found.parameters < cost.MAX_PARAMETERS
+    with pytest.raises(ModelRefused, match=r"GFLOP, above the grader's cap of 546 GFLOP"):
+        cost.check_bounds(SLOW_TO_TRAIN, schedule=training.SCHEDULE)
 
 
 def test_activations_too_large_for_a_batch_are_refused():
     wide = sequential((256, 256, 3), *conv_bn_relu(64, "same"), _layer("GlobalAveragePooling2D"),
                       _layer("Dense", units=10))
-    with pytest.raises(modelcheck.ModelRefused, match=r"activations for a batch of 64 images take [\d,]+ MiB, "
+    with pytest.raises(ModelRefused, match=r"activations for a batch of 64 images take [\d,]+ MiB, "
                                                       r"above the grader's cap of 678 MiB"):
-        modelcheck.check_bounds(wide)
+        cost.check_bounds(wide)
 
 
 def test_a_model_without_an_input_shape_is_refused():
     config = sequential((28, 28, 1), _layer("Flatten"), _layer("Dense", units=10))
     del config["config"]["layers"][0]
-    with pytest.raises(modelcheck.ModelRefused, match="no input shape"):
-        modelcheck.cost(config)
+    with pytest.raises(ModelRefused, match="no input shape"):
+        cost.cost(config)
 
 
 def test_a_layer_whose_output_would_be_empty_is_refused():
     config = sequential((4, 4, 1), *conv_bn_relu(8), *conv_bn_relu(8), *conv_bn_relu(8))
-    with pytest.raises(modelcheck.ModelRefused, match="output would be empty"):
-        modelcheck.cost(config)
+    with pytest.raises(ModelRefused, match="output would be empty"):
+        cost.cost(config)
 
 
 def test_functional_configs_are_followed_through_add_and_concatenate():
@@ -1003,26 +1523,26 @@ def test_functional_configs_are_followed_through_add_and_concatenate():
         entry("flat", "Flatten", ("cat",)),
         entry("out", "Dense", ("flat",), units=5)],
         "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]}}
-    found = modelcheck.cost(config)
+    found = cost.cost(config)
     assert (found.input_shape, found.output_shape) == ((8, 8, 3), (5,))
     assert found.parameters == 2 * (3 * 3 * 3 * 4 + 4) + 8 * 8 * 8 * 5 + 5
 
 
 @pytest.mark.slow
 def test_the_caps_are_the_stated_multiples_of_the_reference_models():
-    costs = modelcheck.reference_costs()        # builds the reference models (imports Keras)
-    assert modelcheck.REFERENCE_PARAMETERS == max(c.parameters for c in costs.values())
-    assert modelcheck.REFERENCE_ACTIVATION_BYTES == max(c.batch_activation_bytes() for c in costs.values())
+    costs = cost.reference_costs()        # builds the reference models (imports Keras)
+    assert cost.REFERENCE_PARAMETERS == max(c.parameters for c in costs.values())
+    assert cost.REFERENCE_ACTIVATION_BYTES == max(c.batch_activation_bytes() for c in costs.values())
     at_training_shape = [c for c in costs.values() if c.input_shape == training.INPUT_SHAPE]
-    assert modelcheck.REFERENCE_TRAINING_FLOPS == max(
-        c.training_flops(training.BUDGET.n_images, training.BUDGET.epochs) for c in at_training_shape)
-    assert modelcheck.ACTIVATION_BATCH == training.BUDGET.batch_size
+    assert cost.REFERENCE_TRAINING_FLOPS == max(
+        c.training_flops(training.SCHEDULE.n_images, training.SCHEDULE.epochs) for c in at_training_shape)
+    assert cost.ACTIVATION_BATCH == training.SCHEDULE.batch_size
 
 
 @pytest.mark.slow
 def test_parameter_counts_from_the_config_match_keras():
     from autograder import reference
-    for (name, input_shape, num_classes), found in modelcheck.reference_costs().items():
+    for (name, input_shape, num_classes), found in cost.reference_costs().items():
         model = getattr(reference, name)(input_shape, num_classes)
         assert found.parameters == model.count_params(), name
         assert found.output_shape == tuple(model.output_shape[1:]), name
@@ -1050,7 +1570,7 @@ def test_the_compute_and_memory_bombs_cost_their_checks_and_nothing_else(tmp_pat
     limits(cell=10, call=20)
     select(monkeypatch, *GRADED, "training_improvement")
     started = time.monotonic()
-    results = grade.grade_notebook(notebook(tmp_path, SETUP, MANUAL_BN, BOMBS))
+    results = grade_from_environ(notebook(tmp_path, SETUP, MANUAL_BN, BOMBS))
     elapsed = time.monotonic() - started
     assert results["status"] == "graded", results["error"]
     by_exercise = {}
@@ -1068,7 +1588,7 @@ def test_the_compute_and_memory_bombs_cost_their_checks_and_nothing_else(tmp_pat
 def assert_grader_error(results, *needles):
     assert (results["status"], results["error_side"]) == ("error", "grader"), results["error"]
     assert results["error"].startswith("grader-side failure, not the student's: ")
-    assert results_module.is_grader_error(results)
+    assert Result.from_dict(results).grader_fault
     assert results["total"] == 0
     for needle in needles:
         assert needle in results["error"], results["error"]
@@ -1077,11 +1597,12 @@ def assert_grader_error(results, *needles):
 @needs_bwrap
 def test_a_missing_interpreter_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
     limits(cell=5, call=10)
-    monkeypatch.setattr(sandbox, "interpreter", lambda: "/nowhere/bin/python")
+    monkeypatch.setattr(sandbox_process, "interpreter", lambda: "/nowhere/bin/python")
     results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN))
     assert_grader_error(results, "did not start", "/nowhere/bin/python")
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_check_that_crashes_on_a_well_formed_answer_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
     limits(cell=20, call=20)
@@ -1089,7 +1610,7 @@ def test_a_check_that_crashes_on_a_well_formed_answer_is_the_graders_error(tmp_p
     def broken(model):
         raise KeyError("a bug in the check")
 
-    monkeypatch.setattr(modelcheck, "flat_layers", broken)
+    monkeypatch.setattr(view, "flat_layers", broken)
     results, _ = graded(notebook(tmp_path, SETUP, MANUAL_BN, BUILD_WITH_BN))
     assert_grader_error(results, "the check crashed: KeyError", "build_model_with_bn::")
 
@@ -1098,6 +1619,7 @@ def _setup_cell(grade_id, source):
     return _nbgrader_cell(source, grade_id, locked=True)
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_set_up_cell_that_fails_for_lack_of_memory_is_the_graders_error(tmp_path, limits, graded):
     limits(cell=30, call=20, memory_mb=64)        # too little for the instructor's `import keras`
@@ -1117,6 +1639,7 @@ def test_the_instructors_set_up_source_runs_in_place_of_an_edited_copy(tmp_path,
     assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_set_up_cell_broken_by_the_students_own_cell_is_not_the_graders_error(tmp_path, limits, graded):
     limits(cell=30, call=20)      # the released set-up cells before it run again alone, `import keras` too
@@ -1128,6 +1651,7 @@ def test_a_set_up_cell_broken_by_the_students_own_cell_is_not_the_graders_error(
 
 
 @needs_bwrap
+@pytest.mark.slow      # imports TensorFlow (the training check runs, and finds no data)
 def test_a_missing_data_set_is_the_graders_error(tmp_path, limits, monkeypatch):
     limits(cell=30, call=30)
     select(monkeypatch, "training_improvement")
@@ -1136,7 +1660,7 @@ def test_a_missing_data_set_is_the_graders_error(tmp_path, limits, monkeypatch):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(empty))
     monkeypatch.setenv("BN_AUTOGRADER_TRAINING_MEMO", "0")
     monkeypatch.setattr(training, "_subset", training._subset.__wrapped__)     # no copy read earlier
-    results = grade.grade_notebook(notebook(tmp_path / "nb", SETUP, BUILD_WITH_BN), cache_dir=tmp_path / "cache")
+    results = grade_from_environ(notebook(tmp_path / "nb", SETUP, BUILD_WITH_BN), cache_dir=tmp_path / "cache")
     assert_grader_error(results, "Fashion-MNIST is missing on the grading machine")
 
 
@@ -1149,7 +1673,7 @@ def test_answers_of_the_wrong_shape_or_kind_are_the_students_zero_not_a_crash(tm
     odd = {"manual_batch_norm": "np.ones((2, 3, 4, 5, 6))", "batch_norm_backward": "np.ones(7), 1.0, np.zeros(0)",
            "update_moving_statistics": "(moving_mean,) * 3", "batch_norm_inference": "'text'",
            "population_statistics": "[batch_means]"}
-    results = grade.grade_notebook(notebook(tmp_path, SETUP, *students.returning(odd).values()))
+    results = grade_from_environ(notebook(tmp_path, SETUP, *students.returning(odd).values()))
     assert results["status"] == "graded", results["error"]
     assert {c["exercise"] for c in results["checks"] if c["max_points"]} >= set(numpy_exercises)
     assert sum(c["points"] for c in results["checks"]) == 0

@@ -1,11 +1,13 @@
-"""modelcheck.view (the structure checks' model, read from the config without Keras) agrees with the
+"""models.view (the structure checks' model, read from the config without Keras) agrees with the
 Keras rebuild on every reference model and every synthetic student's model, so the two cannot drift."""
 
 import json
 
 import pytest
 
-from autograder import architecture, modelcheck, reference, students
+from autograder import reference, students
+from autograder.errors import ModelRefused
+from autograder.models import architecture, cost, rebuild, vet, view
 
 # The call signatures the structure checks and the training check ask the worker for.
 CALLS = {
@@ -39,7 +41,7 @@ def _configs_of_students() -> dict:
             for kwargs in calls:
                 try:
                     config = json.loads(namespace[function](**kwargs).to_json())
-                    modelcheck.vet_config(config)
+                    vet.vet_config(config)
                 except Exception:
                     continue      # raises, or refused (a Lambda layer): no model to read
                 found[(student.name, function, tuple(kwargs.items()))] = config
@@ -48,7 +50,7 @@ def _configs_of_students() -> dict:
 
 def _reference_configs() -> dict:
     found = {}
-    for name, shapes in modelcheck.REFERENCE_SHAPES.items():
+    for name, shapes in cost.REFERENCE_SHAPES.items():
         for input_shape, num_classes in shapes:
             model = getattr(reference, name)(input_shape, num_classes)
             found[(name, input_shape, num_classes)] = json.loads(model.to_json())
@@ -70,15 +72,15 @@ def _frozen_configs() -> dict:
 
 
 def assert_view_matches_keras(config, label):
-    view = modelcheck.view(config)
-    model = modelcheck.rebuild(config)
-    keras_layers = modelcheck.flat_layers(model)
-    assert [layer.kind for layer in modelcheck.flat_layers(view)] == [layer.kind for layer in keras_layers], label
-    for mine, theirs in zip(modelcheck.flat_layers(view), keras_layers):
+    read = view.view(config)
+    model = rebuild.rebuild(config)
+    keras_layers = view.flat_layers(model)
+    assert [layer.kind for layer in view.flat_layers(read)] == [layer.kind for layer in keras_layers], label
+    for mine, theirs in zip(view.flat_layers(read), keras_layers):
         assert _plain(mine.config) == _plain(theirs.config), (label, mine.kind)
-    assert view.input_shape == tuple(model.input_shape), label
-    assert view.output_shape == tuple(model.output_shape), label
-    assert modelcheck.parameter_counts(view) == modelcheck.parameter_counts(model), label
+    assert read.input_shape == tuple(model.input_shape), label
+    assert read.output_shape == tuple(model.output_shape), label
+    assert view.parameter_counts(read) == view.parameter_counts(model), label
 
 
 @pytest.mark.slow
@@ -103,15 +105,15 @@ def test_the_view_of_every_students_model_matches_the_keras_rebuild():
 @pytest.mark.slow
 def test_the_view_counts_frozen_weights_as_non_trainable_like_keras():
     for label, config in _frozen_configs().items():
-        view = modelcheck.view(config)
-        assert view.non_trainable > 0, label
+        read = view.view(config)
+        assert read.non_trainable > 0, label
         assert_view_matches_keras(config, label)
 
 
 def test_the_view_refuses_a_model_above_the_caps():
     config = json.loads(json.dumps(_dense_config(units=20_000)))
-    with pytest.raises(modelcheck.ModelRefused, match="above the grader's cap"):
-        modelcheck.view(config)
+    with pytest.raises(ModelRefused, match="above the grader's cap"):
+        view.view(config)
 
 
 def _dense_config(units):

@@ -7,8 +7,8 @@ real grader and nbgrader's command line, against scores from ``grade_notebook`` 
 """
 
 import csv
+import dataclasses
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -22,8 +22,11 @@ from nbgrader.api import Gradebook
 
 import fake_grader
 
-from autograder import grade, grade_class, nbgrader_bridge, pool, results
+from autograder import grade, nbgrader_bridge
+from autograder.classroom import classrun, store
+from autograder.errors import Side
 from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
+from autograder.results import CheckResult, Result, Status, format_points
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_ID = "dl-batchnorm"
@@ -61,10 +64,9 @@ def scored_notebook():
     return nb
 
 
-def result_with(scores: dict) -> dict:
-    rows = [{"id": f"{e.id}::a", "exercise": e.id, "points": scores.get(e.id, 0.0), "max_points": e.points,
-             "passed": scores.get(e.id, 0.0) == e.points, "message": f"{e.id}: <detail>"} for e in EXERCISES]
-    return results.summarise(rows)
+def result_with(scores: dict) -> Result:
+    return Result.graded([CheckResult(f"{e.id}::a", e.id, scores.get(e.id, 0.0), e.points,
+                                      scores.get(e.id, 0.0) == e.points, f"{e.id}: <detail>") for e in EXERCISES])
 
 
 # --- the outputs nbgrader reads --------------------------------------------------------------------
@@ -98,7 +100,8 @@ def test_points_never_exceed_the_cell_and_errors_score_zero():
     assert utils.determine_grade(nb.cells[2]) == (1.0, 1.0)
 
     nb = scored_notebook()
-    error = results.summarise([dict(r, points=0.0) for r in result_with({})["checks"]], error="corrupt <file>")
+    error = Result([dataclasses.replace(c, points=0.0) for c in result_with({}).checks], Status.ERROR,
+                   "corrupt <file>", Side.STUDENT)
     nbgrader_bridge.apply_scores(nb, error)
     for cell in nb.cells:
         if utils.is_grade(cell):
@@ -151,34 +154,31 @@ manual_batch_norm = build_model_with_bn = build_modern_cnn = lambda *a, **k: 'ok
 print(4.0)
 4.0"""
 
-# The grader each grader process loads in the fast tests (pool.GRADER points at it): scores the mini
-# notebook's answers, and logs each call with its process id.
+# The grader each grader process loads in the fast tests (server.GRADER points at it): scores the
+# mini notebook's answers, and logs each call with its process id.
 FAKE_GRADER = '''
 import json, os
-import nbformat
-from nbgrader import utils
-from autograder import results
+from autograder import checklist, notebook
+from autograder.errors import Side
 from autograder.exercises import EXERCISES
+from autograder.results import CheckResult, Result
 
-results.catalogue = lambda: [{"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES]
+checklist.collect_checks = lambda: tuple({"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points}
+                                         for e in EXERCISES)
 
 
-def grade_notebook(path, *, cache_dir=None, hide=()):
-    nb = nbformat.read(str(path), as_version=4)
-    answers = "\\n".join(c.source for c in nb.cells if utils.is_solution(c))
+def grade_notebook(source, *, hide=(), **settings):
+    answers = "\\n".join(notebook.source(c) for c in source.cells if notebook.nbgrader_metadata(c).get("solution"))
     with open(os.environ["FAKE_GRADER_LOG"], "a") as f:
         f.write(json.dumps({"pid": os.getpid(), "answers": answers,
-                            "outputs": sum(len(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")}) + "\\n")
+                            "outputs": sum(len(c.get("outputs", [])) for c in source.cells)}) + "\\n")
     scores = {e.id: (e.points if f"return 'ok:{e.function}'" in answers else 0.0) for e in EXERCISES}
     if "partial" in answers:
         scores["manual_batch_norm"] = 1.25
-    rows = [{"id": f"{e.id}::a", "exercise": e.id, "points": scores[e.id], "max_points": e.points,
-             "passed": scores[e.id] == e.points, "message": f"{e.id}: <detail>"} for e in EXERCISES]
     if "GRADER_SIDE" in answers:
-        zeros = [dict(r, points=0.0, passed=False, message="not graded") for r in rows]
-        return dict(results.summarise(zeros, error="grader-side failure: the worker could not start"),
-                    error_side="grader")
-    return results.summarise(rows)
+        return Result.failed("the worker could not start", Side.GRADER)
+    return Result.graded([CheckResult(f"{e.id}::a", e.id, scores[e.id], e.points, scores[e.id] == e.points,
+                                      f"{e.id}: <detail>") for e in EXERCISES])
 '''
 
 FULL = sum(e.points for e in EXERCISES)
@@ -211,8 +211,8 @@ def mini_course(tmp_path, monkeypatch, released_mini_course):
     """A released mini assignment in a course folder of its own, and the fake grader in the grader
     processes; ``mini_course.calls()`` lists what the grader was asked to grade."""
     monkeypatch.setenv("PATH", venv_path())
-    graded_calls = fake_grader.install(tmp_path, monkeypatch, FAKE_GRADER, "fake_bridge_grader", lambda: [
-        {"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES])
+    graded_calls = fake_grader.install(tmp_path, monkeypatch, FAKE_GRADER, "fake_bridge_grader", lambda: tuple(
+        {"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES))
     course = tmp_path / "course"
     shutil.copytree(released_mini_course, course)
 
@@ -225,6 +225,7 @@ def mini_course(tmp_path, monkeypatch, released_mini_course):
     return Course
 
 
+@pytest.mark.slow
 def test_autograde_records_isolated_scores_in_process(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
@@ -247,8 +248,8 @@ def test_autograde_records_isolated_scores_in_process(mini_course):
     faker_scores = gradebook_scores(course, "faker")
     assert {k: v[0] for k, v in faker_scores.items()} == {e.test_cell: 0.0 for e in EXERCISES}
     assert not any(v[2] for v in faker_scores.values())          # nothing left for manual grading
-    doc = json.loads((course / "autograded" / "bob" / "batchnorm" / "results.json").read_text())
-    assert results.exercise_scores(doc)["manual_batch_norm"] == 1.25
+    doc = Result.from_json((course / "autograded" / "bob" / "batchnorm" / "results.json").read_text())
+    assert doc.exercise_scores()["manual_batch_norm"] == 1.25
 
     run_nbgrader_here(course, "export", "--to", str(course / "export.csv"))
     with open(course / "export.csv", newline="") as f:
@@ -261,18 +262,19 @@ def test_autograde_records_isolated_scores_in_process(mini_course):
         page = (course / "feedback" / student / "batchnorm" / "batchnorm.html").read_text()
         assert SECRET not in page and "BEGIN HIDDEN TESTS" not in page
         assert "isolated autograder" in page
-    assert f"1.25 / {results.format_points(manual)} points" in \
+    assert f"1.25 / {format_points(manual)} points" in \
         (course / "feedback" / "bob" / "batchnorm" / "batchnorm.html").read_text()
 
 
+@pytest.mark.slow
 def test_autograde_after_grade_class_imports_its_results_without_grading(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
     submit(course, "bob", answered(course, {**mini_course.full, "manual_batch_norm":
                                             "def manual_batch_norm():\n    return 'partial'"}))
-    graded = grade_class.run(course, jobs=2, progress_stream=io.StringIO())
+    graded = classrun.run(course, jobs=2, progress_stream=io.StringIO())
     assert graded.graded == 2 and len(mini_course.calls()) == 2
-    stored = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / grade_class.OUTPUT_DIR).rglob("*")
+    stored = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / store.OUTPUT_DIR).rglob("*")
               if p.is_file()}
 
     run_nbgrader_here(course, "autograde", "batchnorm")                       # no --force
@@ -281,13 +283,14 @@ def test_autograde_after_grade_class_imports_its_results_without_grading(mini_co
     manual = BY_ID["manual_batch_norm"].points
     assert sum(v[0] for v in gradebook_scores(course, "ann").values()) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "bob").values()) == FULL - manual + 1.25
-    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / grade_class.OUTPUT_DIR).rglob("*")
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (course / store.OUTPUT_DIR).rglob("*")
             if p.is_file()} == stored                                          # grade-class's files untouched
     assert (course / "autograded" / "ann" / "batchnorm" / "batchnorm.ipynb").is_file()
-    again = grade_class.run(course, jobs=2, progress_stream=io.StringIO())
+    again = classrun.run(course, jobs=2, progress_stream=io.StringIO())
     assert again.resumed == 2 and again.graded == 0 and len(mini_course.calls()) == 2
 
 
+@pytest.mark.slow
 def test_autograde_grades_the_changed_submissions_in_one_parallel_pass(mini_course):
     course = mini_course.root
     for student in ("ann", "bob", "cat", "dan"):
@@ -300,9 +303,10 @@ def test_autograde_grades_the_changed_submissions_in_one_parallel_pass(mini_cour
     assert len({call["pid"] for call in calls}) <= 2          # the pool's two grader processes, not one each
     for student in ("ann", "bob", "cat", "dan"):
         assert sum(v[0] for v in gradebook_scores(course, student).values()) == FULL
-        assert grade_class.result_path(course, student).is_file()      # grade-class resumes from these
+        assert store.result_path(course, student).is_file()            # grade-class resumes from these
 
 
+@pytest.mark.slow
 def test_a_grader_side_error_is_never_recorded_and_is_graded_next_time(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
@@ -321,6 +325,25 @@ def test_a_grader_side_error_is_never_recorded_and_is_graded_next_time(mini_cour
     submit(course, "gus", answered(course, mini_course.full))                  # the cause is gone
     run_nbgrader_here(course, "autograde", "batchnorm")                        # still no --force
     assert sum(v[0] for v in gradebook_scores(course, "gus").values()) == FULL
+
+
+@pytest.mark.slow
+def test_a_notebook_without_a_submitted_file_is_graded_in_a_grader_process(mini_course, tmp_path):
+    nb = answered(mini_course.root, mini_course.full)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="printed by the kernel\n")]
+    resources = {"nbgrader": {"student": "ann", "assignment": "batchnorm"}, "metadata": {"path": str(tmp_path)}}
+    nbgrader_bridge.IsolatedGrade().preprocess(nb, resources)       # no converter: graded right here
+    (call,) = mini_course.calls()
+    assert call["outputs"] == 0                                     # dropped where the notebook is read
+    assert Result.from_json((tmp_path / "results.json").read_text()).total == FULL
+
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source += "  # GRADER_SIDE"
+    with pytest.raises(nbgrader_bridge.GraderSideError, match="grader's side"):
+        nbgrader_bridge.IsolatedGrade().preprocess(nb, resources)
 
 
 # --- the real thing --------------------------------------------------------------------------------
@@ -363,7 +386,7 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
     for name in ("full_marks", "bn_ddof1", "faker"):
         # the isolated grader on the submission itself, outside nbgrader
         direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
-        expected = {e.test_cell: results.exercise_scores(direct)[e.id] for e in EXERCISES}
+        expected = {e.test_cell: direct.exercise_scores()[e.id] for e in EXERCISES}
         recorded = gradebook_scores(course, name)
         assert {k: v[0] for k, v in recorded.items()} == expected, name
         assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}

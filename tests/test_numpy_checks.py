@@ -1,9 +1,11 @@
 """The NumPy exercises' hidden checks on small notebooks: right answers, mistakes, and no free points.
 
-Each notebook holds `import numpy as np` and the five NumPy functions (the right ones from
+Each notebook holds `import numpy as np` and the NumPy functions (the right ones from
 students.NUMPY_RIGHT, with some replaced), so the sandboxed worker starts in about a second; only
 the NumPy check modules run. The whole assignment, end to end, is tests/test_checks.py.
 """
+
+import json
 
 import nbformat
 import numpy as np
@@ -11,25 +13,27 @@ import pytest
 
 from autograder import reference, students
 from autograder.checks import answers
-from autograder.grade import CHECKS_DIR, PYTEST_ARGS, Collector
+from autograder.checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun
+from autograder.exercises import Kind, of_kind
+from autograder.grade import Collector
+from autograder.notebook import Notebook
+from autograder.sandbox import Limits
+from autograder.training import TrainingBudget
 
-NUMPY_EXERCISES = tuple(students.NUMPY_RIGHT)
-POINTS = {"manual_batch_norm": 3.0, "batch_norm_backward": 4.0, "update_moving_statistics": 1.0,
-          "batch_norm_inference": 2.0, "population_statistics": 2.0}
+NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
+POINTS = {e.id: e.points for e in of_kind(Kind.NUMPY)}
 
 
 def grade_numpy(tmp_path, replaced: dict, exercises=NUMPY_EXERCISES) -> list:
     """Check rows for a notebook of the right NumPy answers with ``replaced`` ({function: code}) instead."""
-    notebook = nbformat.v4.new_notebook()
     code = {**students.NUMPY_RIGHT, **replaced}
-    notebook.cells = [nbformat.v4.new_code_cell("import numpy as np")] + [
+    cells = [nbformat.v4.new_code_cell("import numpy as np")] + [
         nbformat.v4.new_code_cell(code[name]) for name in NUMPY_EXERCISES]
-    path = tmp_path / "numpy.ipynb"
-    nbformat.write(notebook, path)
-    collector = Collector()
+    run = GradingRun(Notebook(json.loads(json.dumps(cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
+    collector = Collector(run)
     modules = [str(CHECKS_DIR / f"test_{name}.py") for name in exercises]
-    pytest.main([*modules, *PYTEST_ARGS, "--submission", str(path)], plugins=[collector])
-    return list(collector.rows.values())
+    pytest.main([*modules, *PYTEST_ARGS], plugins=[collector])
+    return [row.to_dict() for row in collector.rows.values()]
 
 
 def scores(rows) -> dict:
@@ -52,12 +56,13 @@ def test_the_right_numpy_answers_score_every_point(tmp_path):
     ("none", {}, "None"),
     ("zeros", students.RETURNS_ZEROS, "returns zeros"),
     ("input", students.RETURNS_INPUT, "returns its input unchanged"),
-    ("constant", {name: (f"np.full_like({first}, 0.5)" if name in ("manual_batch_norm", "batch_norm_inference")
-                         else f"np.full(3, 0.5), np.full(3, 0.5)" if name != "batch_norm_backward"
-                         else "np.full_like(x, 0.5), np.full(x.shape[-1], 0.5), np.full(x.shape[-1], 0.5)")
-                  for name, first in (("manual_batch_norm", "x"), ("batch_norm_backward", "x"),
-                                      ("update_moving_statistics", ""), ("batch_norm_inference", "x"),
-                                      ("population_statistics", ""))}, "returns a constant"),
+    ("constant", {"manual_batch_norm": "np.full_like(x, 0.5)",
+                  "batch_norm_backward": "np.full_like(x, 0.5), np.full(x.shape[-1], 0.5), np.full(x.shape[-1], 0.5)",
+                  "update_moving_statistics": "np.full(3, 0.5), np.full(3, 0.5)",
+                  "batch_norm_inference": "np.full_like(x, 0.5)",
+                  "debiased_moving_statistic": "np.full_like(np.asarray(moving, dtype=np.float64), 0.5)",
+                  "population_statistics": "np.full(3, 0.5), np.full(3, 0.5)",
+                  "group_norm": "np.full_like(x, 0.5)"}, "returns a constant"),
 ])
 def test_a_non_answer_earns_nothing_and_every_check_says_so(tmp_path, kind, expressions, words):
     rows = grade_numpy(tmp_path, students.returning(expressions))
@@ -65,6 +70,32 @@ def test_a_non_answer_earns_nothing_and_every_check_says_so(tmp_path, kind, expr
     for row in rows:
         assert words in row["message"], row
         assert "not an answer" in row["message"], row
+
+
+# The synthetic student who makes each exercise's central mistake (reference.CENTRAL_MISTAKES).
+CENTRAL_STUDENTS = {
+    "manual_batch_norm": "bn_per_sample",
+    "batch_norm_backward": "backward_constant_statistics",
+    "update_moving_statistics": "moving_swapped_momentum",
+    "batch_norm_inference": "inference_batch_statistics",
+    "debiased_moving_statistic": "debiased_adam_only",
+    "population_statistics": "population_averaged_variances",
+    "group_norm": "group_batch_statistics",
+}
+
+
+def test_every_numpy_exercise_has_a_central_mistake_and_a_student_who_makes_it():
+    assert set(reference.CENTRAL_MISTAKES) == set(CENTRAL_STUDENTS) == set(NUMPY_EXERCISES)
+
+
+@pytest.mark.parametrize("exercise", NUMPY_EXERCISES)
+def test_the_central_mistake_costs_at_least_half_of_its_exercise(tmp_path, exercise):
+    student = students.STUDENTS[CENTRAL_STUDENTS[exercise]]
+    rows = grade_numpy(tmp_path, student.answers, exercises=(exercise,))
+    lost = POINTS[exercise] - scores(rows)[exercise]
+    assert lost >= POINTS[exercise] / 2, [(r["id"], r["points"]) for r in rows]
+    code = reference.mistake_code(exercise, reference.CENTRAL_MISTAKES[exercise])
+    assert {r["mistake"] for r in rows if not r["passed"]} == {code}, [(r["id"], r["message"]) for r in rows]
 
 
 def test_a_wrong_answer_that_is_no_known_mistake_earns_no_side_points(tmp_path):
@@ -75,10 +106,11 @@ def test_a_wrong_answer_that_is_no_known_mistake_earns_no_side_points(tmp_path):
     assert len(side) == 2 and all("neither the right result nor a known mistake" in r["message"] for r in side)
 
 
-def test_two_mistakes_in_different_outputs_cost_their_two_checks(tmp_path):
+def test_two_mistakes_in_different_outputs_cost_their_checks(tmp_path):
     naive = students._backward(dx="dx_hat / std", dgamma="dout.sum(axis=axes)")
     rows = grade_numpy(tmp_path, {"batch_norm_backward": naive}, exercises=("batch_norm_backward",))
     assert failed(rows) == {"batch_norm_backward::test_dx_flows_through_the_batch_mean",
+                            "batch_norm_backward::test_dx_flows_through_the_batch_variance",
                             "batch_norm_backward::test_dgamma_sums_dout_times_x_hat"}
     messages = " ".join(r["message"] for r in rows)
     assert "as constants" in messages and "dgamma = sum(dout) leaves out x_hat" in messages
@@ -88,7 +120,7 @@ def test_averaging_means_and_variances_names_both_population_mistakes(tmp_path):
     naive = ("def population_statistics(batch_means, batch_vars, batch_sizes):\n"
              "    return batch_means.mean(axis=0), batch_vars.mean(axis=0)\n")
     rows = grade_numpy(tmp_path, {"population_statistics": naive}, exercises=("population_statistics",))
-    assert scores(rows) == {"population_statistics": 0.5}
+    assert scores(rows) == {"population_statistics": 0.5}   # the two side checks only
     messages = {r["id"].split("::")[1]: r["message"] for r in rows if not r["passed"]}
     assert "between-batch term" in messages["test_adds_the_spread_of_the_batch_means_to_the_variance"]
     assert "equal weights" in messages["test_weighs_each_batch_by_its_size"]
@@ -135,9 +167,16 @@ def test_known_parts_accepts_a_mistake_in_one_part_and_the_reference_in_another(
 
 
 def test_a_model_without_batch_norm_is_not_an_answer():
-    from autograder.modelcheck import Layer
+    from autograder.models.view import Layer
     baseline = [Layer("Conv2D", {"filters": 32, "activation": "relu"}), Layer("MaxPooling2D", {}),
                 Layer("Flatten", {}), Layer("Dense", {"units": 10, "activation": "softmax"})]
     with pytest.raises(pytest.fail.Exception, match="without any BatchNormalization layer: that is not an answer"):
         answers.require_batch_norm("build_modern_cnn", baseline)
     answers.require_batch_norm("build_modern_cnn", baseline[:1] + [Layer("BatchNormalization", {})] + baseline[1:])
+
+
+def test_every_check_module_states_its_weights():
+    from autograder.exercises import EXERCISES
+    for exercise in EXERCISES:
+        doc = (CHECKS_DIR / exercise.check_module).read_text(encoding="utf-8").split('"""')[1]
+        assert "Weight" in doc, f"{exercise.check_module}: the docstring does not state the weights"

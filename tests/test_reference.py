@@ -1,11 +1,11 @@
-"""The reference the hidden checks compare against: right by Keras' own numbers, and the spec's counts."""
+"""The reference the hidden checks compare against: right by Keras' own numbers, and the spec's counts.
+
+The tests that import Keras (TensorFlow) are marked slow."""
 
 import numpy as np
 import pytest
 
 from autograder import reference
-from autograder.exercises import EXERCISES
-from autograder.grade import collect_checks
 
 
 def test_reference_normalizes_each_feature_to_zero_mean_unit_variance():
@@ -15,6 +15,7 @@ def test_reference_normalizes_each_feature_to_zero_mean_unit_variance():
     np.testing.assert_allclose(y.std(axis=0), 1.0, rtol=1e-12)
 
 
+@pytest.mark.slow   # imports Keras (TensorFlow)
 def test_reference_matches_keras_batch_normalization_in_training_mode():
     import keras
     x = np.random.default_rng(1).normal(size=(8, 5, 5, 3)).astype("float32") * 3 + 1
@@ -24,6 +25,7 @@ def test_reference_matches_keras_batch_normalization_in_training_mode():
     np.testing.assert_allclose(keras_out, ours, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow   # imports Keras (TensorFlow)
 def test_keras_uses_moving_statistics_without_training_true():
     import keras
     x = np.random.default_rng(2).normal(size=(16, 3)).astype("float32") * 4 + 10
@@ -98,6 +100,7 @@ def test_backward_mistakes_each_differ_from_the_reference():
 
 # --- moving statistics, inference, population statistics --------------------------------------
 
+@pytest.mark.slow   # imports Keras (TensorFlow)
 def test_moving_update_matches_keras_after_one_training_step():
     import keras
     x = np.random.default_rng(8).normal(size=(32, 3)).astype("float32") * [1.0, 3.0, 0.5] + [2.0, -1.0, 5.0]
@@ -117,6 +120,7 @@ def test_moving_update_weighs_the_old_value_by_momentum():
     np.testing.assert_allclose([swapped[0][0], swapped[1][0]], [0.1 * 1.0 + 0.9 * 11.0, 0.1 * 4.0 + 0.9 * 24.0])
 
 
+@pytest.mark.slow   # imports Keras (TensorFlow)
 def test_inference_matches_the_formula_and_keras_with_training_false():
     import keras
     rng = np.random.default_rng(9)
@@ -166,6 +170,7 @@ def test_population_mistakes_each_differ_from_the_reference():
         assert reference.matching_mistake(wrong, mistakes) == key
 
 
+@pytest.mark.slow   # builds Keras models
 @pytest.mark.parametrize("builder, kwargs, total, non_trainable", [
     (reference.model_without_bn, {}, 34_826, 0),
     (reference.model_with_bn, {}, 35_210, 192),
@@ -174,13 +179,106 @@ def test_population_mistakes_each_differ_from_the_reference():
     (reference.modern_cnn, {"input_shape": (64, 64, 3), "num_classes": 5}, 141_349, 640),
 ])
 def test_reference_models_have_the_specified_parameter_counts(builder, kwargs, total, non_trainable):
-    from autograder.modelcheck import parameter_counts
+    from autograder.models.view import parameter_counts
     counted_total, _, counted_frozen = parameter_counts(builder(**kwargs))
     assert (counted_total, counted_frozen) == (total, non_trainable)
 
 
-def test_check_points_add_up_to_each_exercise_s_points():
-    points = {}
-    for row in collect_checks():
-        points[row["exercise"]] = points.get(row["exercise"], 0.0) + row["max_points"]
-    assert points == {e.id: e.points for e in EXERCISES}
+# --- debiased moving statistics --------------------------------------------------------------
+
+def test_debiasing_recovers_the_weighted_average_of_the_batch_statistics():
+    rng = np.random.default_rng(13)
+    momentum, initial, steps = 0.99, np.array([1.0, 0.0, 2.5]), 37
+    batches = rng.uniform(0.001, 0.01, size=(steps, 3))
+    moving = initial.copy()
+    for batch in batches:       # Keras' update, step by step
+        moving, _ = reference.update_moving_statistics(moving, moving, batch, batch, momentum)
+    weights = (1 - momentum) * momentum ** np.arange(steps - 1, -1, -1)     # batch t weighs (1-m) m^(T-t)
+    np.testing.assert_allclose(weights.sum(), 1 - momentum ** steps, rtol=1e-12)
+    expected = weights @ batches / weights.sum()
+    np.testing.assert_allclose(reference.debiased_moving_statistic(moving, initial, momentum, steps), expected,
+                               rtol=1e-10)
+
+
+def test_debiasing_with_initial_zero_is_adams_bias_correction():
+    moving = np.array([0.3, -0.2])
+    np.testing.assert_allclose(reference.debiased_moving_statistic(moving, 0.0, 0.9, 4), moving / (1 - 0.9 ** 4))
+    mistakes = reference.debiased_moving_statistic_mistakes(moving, 0.0, 0.9, 4)
+    assert reference.close(mistakes["adam_only"][1], reference.debiased_moving_statistic(moving, 0.0, 0.9, 4))
+
+
+def test_debiasing_mistakes_each_differ_from_the_reference():
+    moving, initial = np.array([0.05, 0.2, 1.3]), np.array([1.0, 1.0, 0.5])
+    right = reference.debiased_moving_statistic(moving, initial, 0.9, 6)
+    mistakes = reference.debiased_moving_statistic_mistakes(moving, initial, 0.9, 6)
+    assert set(mistakes) == {"adam_only", "not_renormalized", "steps_minus_one"}
+    for key, (_, wrong) in mistakes.items():
+        assert not reference.close(wrong, right), key
+        assert reference.matching_mistake(wrong, mistakes) == key
+
+
+# --- group normalization -----------------------------------------------------------------------
+
+def _feature_maps(shape=(3, 4, 5, 6), seed=14):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=shape) * rng.uniform(0.5, 4.0, size=shape[-1]) + rng.normal(size=shape[-1]) * 3
+
+
+def test_group_norm_normalizes_each_sample_and_group_of_consecutive_channels():
+    x = _feature_maps()
+    y = reference.group_norm(x, 3, epsilon=0.0)            # 6 channels: groups {0, 1}, {2, 3}, {4, 5}
+    for n in range(x.shape[0]):
+        for k in range(3):
+            block = y[n, :, :, 2 * k:2 * k + 2]
+            np.testing.assert_allclose([block.mean(), block.var()], [0.0, 1.0], atol=1e-12)
+
+
+def test_group_norm_with_one_group_is_layer_norm_and_with_c_groups_instance_norm():
+    x = _feature_maps()
+    per_sample = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(1, 2, 3), keepdims=True) + 1e-3)
+    np.testing.assert_allclose(reference.group_norm(x, 1), per_sample, rtol=1e-12)
+    per_channel = (x - x.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + 1e-3)
+    np.testing.assert_allclose(reference.group_norm(x, 6), per_channel, rtol=1e-12)
+
+
+def test_group_norm_of_one_sample_does_not_depend_on_its_batch():
+    x = _feature_maps()
+    other = np.concatenate([x[:1], _feature_maps(seed=15)[1:] * 10])
+    np.testing.assert_allclose(reference.group_norm(x, 2)[0], reference.group_norm(other, 2)[0], rtol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, groups", [((3, 4, 5, 6), 3), ((3, 4, 5, 6), 1), ((3, 4, 5, 6), 6), ((5, 8), 4)],
+                         ids=["NHWC-3-groups", "layer-norm", "instance-norm", "NF-4-groups"])
+def test_group_norm_matches_keras_group_normalization(shape, groups):
+    import keras
+    x = _feature_maps(shape).astype("float32")
+    rng = np.random.default_rng(16)
+    gamma, beta, epsilon = rng.uniform(0.5, 2.0, shape[-1]), rng.normal(size=shape[-1]), 0.05
+    layer = keras.layers.GroupNormalization(groups=groups, epsilon=epsilon)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    np.testing.assert_allclose(np.asarray(layer(x)), reference.group_norm(x, groups, gamma, beta, epsilon),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_mistakes_each_differ_from_the_reference():
+    x = _feature_maps((4, 2, 2, 6))
+    gamma, beta = np.linspace(0.5, 2.0, 6), np.linspace(-1.0, 1.0, 6)
+    right = reference.group_norm(x, 3, gamma, beta, 0.1)
+    mistakes = reference.group_norm_mistakes(x, 3, gamma, beta, 0.1)
+    assert set(mistakes) == {"batch_statistics", "ddof1", "interleaved_groups", "ignored_groups", "fixed_epsilon"}
+    for key, (_, wrong) in mistakes.items():
+        assert not reference.close(wrong, right), key
+        assert reference.matching_mistake(wrong, mistakes) == key
+
+
+def test_epsilon_mistakes_appear_only_for_a_non_default_epsilon():
+    x = _feature_maps((4, 3)) * 0.1
+    assert "fixed_epsilon" not in reference.batch_norm_mistakes(x, 1.0, 0.0, reference.PAPER_BN_EPSILON)
+    assert "fixed_epsilon" in reference.batch_norm_mistakes(x, 1.0, 0.0, 0.1)
+    assert "fixed_epsilon" not in reference.batch_norm_backward_mistakes(x, x, 1.0, reference.PAPER_BN_EPSILON)
+    assert "fixed_epsilon" in reference.batch_norm_backward_mistakes(x, x, 1.0, 0.1)
+    args = (x, np.zeros(3), np.full(3, 0.01), 1.0, 0.0)
+    assert "fixed_epsilon" not in reference.batch_norm_inference_mistakes(*args, reference.KERAS_BN_EPSILON)
+    assert "fixed_epsilon" in reference.batch_norm_inference_mistakes(*args, 0.1)

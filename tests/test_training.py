@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from autograder import reference, training
-from autograder.sandbox import Limits
-from autograder.training import Budget, TrainingCheckError
+from autograder.errors import TrainingRefused
+from autograder.training import Schedule, TrainingBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # For the mechanics (cache, repeatability across processes, errors): the same code path as
-# BUDGET at a fraction of the cost. Two epochs, to cover that path too.
-SMALL = Budget(n_images=256, epochs=2, batch_size=64, seed=3)
+# SCHEDULE at a fraction of the cost. Two epochs, to cover that path too.
+SMALL = Schedule(n_images=256, epochs=2, batch_size=64, seed=3)
 
 
 def _dense_model(units, activation):
@@ -37,21 +37,22 @@ def _dense_model(units, activation):
 
 def test_the_budget_cannot_be_changed_in_place():
     with pytest.raises(AttributeError):
-        training.BUDGET.seed = 1
+        training.SCHEDULE.seed = 1
 
 
 def test_every_step_of_the_budget_sees_a_full_batch():
-    assert training.BUDGET.n_images % training.BUDGET.batch_size == 0
+    assert training.SCHEDULE.n_images % training.SCHEDULE.batch_size == 0
 
 
-def test_the_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
-    assert training.default_cache_dir() == tmp_path
+def test_the_training_budget_cannot_be_changed_in_place():
+    with pytest.raises(AttributeError):
+        TrainingBudget().seconds = 1
 
 
-def test_the_cache_dir_defaults_to_the_home_folder(monkeypatch):
-    monkeypatch.delenv(training.CACHE_ENV, raising=False)
-    assert training.default_cache_dir() == Path.home() / ".cache" / "bn-autograder"
+def test_training_reads_no_environment_variable():
+    # Its settings come from the caller (settings.from_environ at the edges): no os.environ here.
+    source = Path(training.__file__).read_text()
+    assert "os.environ" not in source and "getenv" not in source
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "[]", '{"key": {}, "accuracy": 0.5}',
@@ -143,9 +144,9 @@ def trainings(monkeypatch):
     calls = []
     real = training.train_accuracy
 
-    def counting(model, budget=training.BUDGET, limits=None):
+    def counting(model, schedule=training.SCHEDULE, budget=TrainingBudget()):
         calls.append(model.name)
-        return real(model, budget, limits)
+        return real(model, schedule, budget)
 
     monkeypatch.setattr(training, "train_accuracy", counting)
     return calls
@@ -180,7 +181,7 @@ def test_a_corrupt_cache_entry_is_recomputed_and_rewritten(tmp_path, trainings):
 
 @pytest.mark.slow
 def test_another_budget_has_another_baseline_key():
-    other = Budget(n_images=SMALL.n_images, epochs=1, batch_size=SMALL.batch_size, seed=SMALL.seed)
+    other = Schedule(n_images=SMALL.n_images, epochs=1, batch_size=SMALL.batch_size, seed=SMALL.seed)
     assert training.baseline_key(other) != training.baseline_key(SMALL)
 
 
@@ -198,34 +199,34 @@ def test_a_model_above_the_training_cap_is_refused_before_training():
     for _ in range(3):                      # few weights, much compute: 256 filters at 28x28
         x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(256, 3, padding="same")(x)))
     model = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
-    with pytest.raises(TrainingCheckError, match=r"would cost [\d,]+ GFLOP, above the grader's cap of 546 GFLOP"):
-        training.train_accuracy(model, training.BUDGET)
+    with pytest.raises(TrainingRefused, match=r"would cost [\d,]+ GFLOP, above the grader's cap of 546 GFLOP"):
+        training.train_accuracy(model, training.SCHEDULE)
 
 
 @pytest.mark.slow
 def test_training_past_the_wall_clock_budget_is_stopped():
-    with pytest.raises(TrainingCheckError, match=r"stopped after \d+ s, past the grader's 0.001 s budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, Limits(training_seconds=0.001))
+    with pytest.raises(TrainingRefused, match=r"stopped after \d+ s, past the grader's 0.001 s budget"):
+        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(seconds=0.001))
 
 
 @pytest.mark.slow
 def test_training_past_the_memory_budget_is_stopped(monkeypatch):
     readings = iter(range(1 << 30, 1 << 40, 64 << 20))     # the process grows by 64 MiB a batch
     monkeypatch.setattr(training, "_rss_bytes", lambda: next(readings))
-    with pytest.raises(TrainingCheckError, match=r"taken 128 MiB more memory, past the grader's 100 MiB budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, Limits(training_memory_bytes=100 << 20))
+    with pytest.raises(TrainingRefused, match=r"taken 128 MiB more memory, past the grader's 100 MiB budget"):
+        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(memory_bytes=100 << 20))
 
 
 @pytest.mark.slow
 def test_a_wrong_output_size_is_explained():
-    with pytest.raises(TrainingCheckError) as error:
+    with pytest.raises(TrainingRefused) as error:
         training.train_accuracy(_dense_model(5, "softmax"), SMALL)
     assert "(None, 5)" in str(error.value) and "Dense(10, activation='softmax')" in str(error.value)
 
 
 @pytest.mark.slow
 def test_logits_instead_of_probabilities_are_explained():
-    with pytest.raises(TrainingCheckError, match="softmax"):
+    with pytest.raises(TrainingRefused, match="softmax"):
         training.train_accuracy(_dense_model(10, None), SMALL)
 
 
@@ -234,13 +235,13 @@ def test_a_wrong_input_shape_is_explained():
     import keras  # noqa: PLC0415
     inputs = keras.Input(shape=(32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
-    with pytest.raises(TrainingCheckError, match=r"input has shape \(None, 32, 32, 3\)"):
+    with pytest.raises(TrainingRefused, match=r"input has shape \(None, 32, 32, 3\)"):
         training.train_accuracy(model, SMALL)
 
 
 @pytest.mark.slow
 def test_a_diverging_training_is_reported():
-    exploding = Budget(n_images=256, epochs=1, batch_size=64, seed=0, learning_rate=1e12)
-    with pytest.raises(TrainingCheckError, match="NaN"):
+    exploding = Schedule(n_images=256, epochs=1, batch_size=64, seed=0, learning_rate=1e12)
+    with pytest.raises(TrainingRefused, match="NaN"):
         training.train_accuracy(reference.model_without_bn(), exploding)
     assert not math.isnan(training.train_accuracy(reference.model_without_bn(), SMALL))

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from autograder import architecture, reference, training
+from autograder import reference, training
+from autograder.models import architecture
 
 # ---------------------------------------------------------------------------------------------
 # No TensorFlow needed
@@ -71,15 +72,15 @@ def test_graders_writing_one_entry_at_once_never_show_a_torn_file(tmp_path):
     assert seen and all(found is not None and found.lead == stored.lead for found in seen)
 
 
-def test_with_the_memo_off_every_comparison_is_computed(monkeypatch, tmp_path):
-    monkeypatch.setenv(training.MEMO_ENV, "0")
+def test_with_the_memo_off_every_comparison_is_computed(tmp_path):
     calls = []
 
     def compute():
         calls.append(1)
         return _comparison()
     for _ in range(2):
-        training.memoized_compare({"class_name": "Sequential", "config": {"layers": []}}, compute, cache_dir=tmp_path)
+        training.memoized_compare({"class_name": "Sequential", "config": {"layers": []}}, compute, cache_dir=tmp_path,
+                                  memo=False)
     assert len(calls) == 2
     assert not list(tmp_path.rglob("*.json"))
 
@@ -182,7 +183,7 @@ def test_a_different_connection_between_the_same_layers_gives_a_different_key():
 @pytest.mark.slow
 def test_the_key_follows_the_budget_and_the_margin():
     config = _config(_functional())
-    small = training.Budget(n_images=256, epochs=1, batch_size=64, seed=3)
+    small = training.Schedule(n_images=256, epochs=1, batch_size=64, seed=3)
     keys = [training.memo_key(config), training.memo_key(config, small),
             training.memo_key(config, required_lead=0.1)]
     assert len({json.dumps(k, sort_keys=True) for k in keys}) == 3
@@ -216,9 +217,7 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
 
     verdicts = {}
     for label, build in [("with BN", _functional), ("old placement", old_placement), ("no BN", without_bn)]:
-        monkeypatch.setenv(training.MEMO_ENV, "0")
-        plain = training.compare(build(names="renamed"), cache_dir=cache)
-        monkeypatch.setenv(training.MEMO_ENV, "1")
+        plain = training.compare(build(names="renamed"), cache_dir=cache)     # no memo: compare never uses it
         model = build()
         config = _config(model)
         runs = []

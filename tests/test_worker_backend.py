@@ -9,7 +9,9 @@ import json
 import nbformat
 import pytest
 
-from autograder import architecture, sandbox, students
+from autograder import students
+from autograder.sandbox import process
+from autograder.models import architecture
 from autograder.submission import Submission
 
 pytestmark = pytest.mark.slow
@@ -36,13 +38,13 @@ def worker(tmp_path_factory):
     notebook.cells.append(nbformat.v4.new_code_cell(PROBES))
     path = tmp_path_factory.mktemp("worker") / "batchnorm.ipynb"
     nbformat.write(notebook, path)
-    with Submission(path) as submission:
+    with Submission.open(path) as submission:
         assert not submission.cell_errors()
         yield submission
 
 
 def test_the_worker_uses_the_numpy_backend_and_the_set_up_cell_does_not_import_tensorflow(worker):
-    assert sandbox.WORKER_KERAS_BACKEND == "numpy"
+    assert process.WORKER_KERAS_BACKEND == "numpy"
     assert worker.call_array("keras_backend_is_numpy").value.tolist() == [1.0]
     assert worker.call_array("tensorflow_loaded").value.tolist() == [0.0]
 

@@ -19,8 +19,25 @@ import numpy as np
 import pytest
 
 from autograder import reference
+from autograder.exercises import EXERCISES
 
 RTOL = ATOL = 1e-5     # float64 reference vs the student's float64 (or float32) answer
+
+
+class MistakeMade(AssertionError):
+    """A check's failure that names a known mistake: the message is the mistake's description and
+    ``code`` its machine-readable code (reference.mistake_code: "<exercise>.<key>"), which grading
+    records as the row's "mistake"."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def fail_with_mistake(function, key, mistakes):
+    """Fail the check with the named mistake ``key`` of ``function``'s table ``mistakes``."""
+    exercise = next((e.id for e in EXERCISES if e.function == function and e.solution_cell), function)
+    raise MistakeMade(mistakes[key][0], reference.mistake_code(exercise, key))
 
 
 @dataclass
@@ -113,7 +130,7 @@ def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus
         if any(key not in focus for key in made):
             continue       # another check's mistake
         if made:
-            pytest.fail(mistakes[made[0]][0])
+            fail_with_mistake(function, made[0], mistakes)
         name, part, right = names[i] if i < len(names) else f"part {i + 1}", parts[i], want[i]
         if part.shape != right.shape:
             pytest.fail(f"{name} has shape {part.shape}; it must have shape {right.shape}")
@@ -145,3 +162,39 @@ def assert_float_arrays(function, answer: Answer, names):
     for name, dtype in zip(names, answer.dtypes):
         assert dtype.startswith("float"), (
             f"{function} returned {name} as a {dtype}, not a floating-point NumPy array")
+
+
+# --- rules the two model builders share (the notebook states each; its visible tests apply the same) ---
+
+def relu_errors(layers) -> list:
+    """Where a ReLU layer is not a plain ReLU: ReLU(max_value=...), a negative slope or a threshold
+    make another non-linearity (ReLU6, leaky ReLU). Activation("relu") and ReLU() are both plain."""
+    errors = []
+    for layer in layers:
+        if layer.kind != "ReLU":
+            continue
+        config = layer.config
+        changed = {key: config[key] for key in ("max_value", "negative_slope", "threshold")
+                   if config.get(key) not in (None, 0)}      # 0.0 == 0: the defaults are None, 0.0, 0.0
+        if changed:
+            errors.append("ReLU(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ") is not a plain ReLU; "
+                          "use keras.layers.ReLU() or keras.layers.Activation(\"relu\")")
+    return errors
+
+
+def softmax_output_error(layers) -> str | None:
+    """Why the model's output is not class probabilities, or None: it must end in Dense(softmax), or a
+    Dense without activation followed by a Softmax layer or Activation("softmax")."""
+    if not layers:
+        return "the model has no layers"
+    last = layers[-1]
+    if last.kind == "Dense" and last.config.get("activation") == "softmax":
+        return None
+    if (last.kind == "Softmax" or (last.kind == "Activation" and last.config.get("activation") == "softmax")) \
+            and len(layers) > 1 and layers[-2].kind == "Dense" \
+            and layers[-2].config.get("activation") in (None, "linear"):
+        return None
+    return (f"the model ends in {last.kind}"
+            + (f"(activation={last.config.get('activation')!r})" if "activation" in last.config else "")
+            + "; it must output class probabilities: end in Dense(num_classes, activation=\"softmax\"), or a "
+              "Dense(num_classes) followed by keras.layers.Softmax() or Activation(\"softmax\")")

@@ -11,63 +11,97 @@ from pathlib import Path
 
 import pytest
 
-from autograder import modelcheck
-from autograder.sandbox import Limits
-from autograder.submission import StudentCodeError, Submission, SubmissionError
-
-SUBMISSION_ERROR = pytest.StashKey[str]()
-GRADER_ERROR = pytest.StashKey[str]()     # a failure on the grader's side (Submission.grader_failure)
-TIMINGS = pytest.StashKey[dict]()
+from autograder import notebook as notebooks
+from autograder.checklist import GradingRun, run_key
+from autograder.errors import GRADER_SIDE_PREFIX, ModelRefused, StudentCodeError
+from autograder.models import architecture, vet, view
+from autograder.submission import Submission
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("batchnorm autograder")
-    group.addoption("--submission", help="the notebook to grade")
+    group.addoption("--submission", help="the notebook to grade (plain pytest; `python -m autograder grade` "
+                                         "hands the checks a notebook it has read)")
     group.addoption("--grader-cache", help="where the training baseline is cached "
-                                           "(default $BN_AUTOGRADER_CACHE or ~/.cache/bn-autograder)")
+                                           "(default: BN_AUTOGRADER_CACHE, see the README's settings)")
     group.addoption("--hide", action="append", default=[],
                     help="a folder the student's code must not see (repeatable); the submission's own "
                          "folder, the grader and the home folder are always hidden")
+    group.addoption("--allow-unsandboxed", action="store_true",
+                    help="grade even where no isolation can start (recorded as isolation \"none\")")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): points the check is worth")
-    config.stash[TIMINGS] = {}
-    # No Keras here: the structure checks read models from their configs (modelcheck.view), and only
+    # No Keras here: the structure checks read models from their configs (models.view), and only
     # a training check whose architecture is not in the memo imports TensorFlow.
 
 
-@pytest.fixture(scope="session")
-def submission(request):
-    """The student's notebook, run in the sandboxed worker; fails every check when it cannot be read."""
-    path = request.config.getoption("--submission")
+def _run_from_the_command_line(config) -> GradingRun:
+    """Plain ``pytest autograder/checks --submission NB``: the command line is this run's edge, so
+    the settings are read from the environment here (grade.grade_notebook passes its own run)."""
+    from autograder import settings
+    path = config.getoption("--submission")
     if not path:
         raise pytest.UsageError("give the notebook to grade: --submission path/to/notebook.ipynb")
+    from autograder.errors import SandboxUnavailable
+    from autograder.sandbox import choose_isolation
+    found = settings.from_environ()
+    cache = config.getoption("--grader-cache")
     try:
-        opened = Submission(Path(path), Limits.from_env(), hide=request.config.getoption("--hide"))
-    except SubmissionError as exc:
-        request.config.stash[SUBMISSION_ERROR] = str(exc)
-        raise
-    with opened:
-        yield opened
-        request.config.stash[TIMINGS].update(opened.timings)
-        failure = opened.grader_failure()
-        if failure:
-            request.config.stash[GRADER_ERROR] = failure
+        isolation = choose_isolation(allow_unsandboxed=config.getoption("--allow-unsandboxed"))
+    except SandboxUnavailable as exc:
+        raise pytest.UsageError(str(exc)) from None
+    run = GradingRun(notebooks.read(path), found.limits, found.training_budget,
+                     Path(cache) if cache else found.cache_dir,
+                     (*config.getoption("--hide"), str(Path(path).resolve().parent)), memo=found.memo,
+                     isolation=isolation)
+    config.stash[run_key()] = run
+    return run
 
 
 @pytest.fixture(scope="session")
-def record_timing(request):
+def grading_run(request) -> GradingRun:
+    """This grading's notebook, settings and findings (checklist.GradingRun)."""
+    run = request.config.stash.get(run_key(), None)
+    return run if run is not None else _run_from_the_command_line(request.config)
+
+
+@pytest.fixture(scope="session")
+def submission(grading_run):
+    """The student's notebook, run in the sandboxed worker; fails every check when it cannot start."""
+    with Submission(grading_run.notebook, grading_run.limits, hide=grading_run.hide,
+                    isolation=grading_run.isolation) as opened:
+        yield opened
+        grading_run.timings.update(opened.timings)
+        grading_run.fault = opened.grader_failure()
+        grading_run.worker_isolation = opened.isolation
+
+
+@pytest.fixture(scope="session")
+def training_budget(grading_run):
+    """The training check's budget in the grader's process (training.TrainingBudget)."""
+    return grading_run.training_budget
+
+
+@pytest.fixture(scope="session")
+def training_memo(grading_run) -> bool:
+    """Whether the training check may use its memo (False: BN_AUTOGRADER_TRAINING_MEMO=0)."""
+    return grading_run.memo
+
+
+@pytest.fixture(scope="session")
+def record_timing(grading_run):
     """record_timing(name, seconds): a figure for results.json's "timings"."""
     def record(name, seconds):
-        request.config.stash[TIMINGS][name] = round(float(seconds), 3)
+        grading_run.timings[name] = round(float(seconds), 3)
     return record
 
 
 @pytest.fixture(scope="session")
-def cache_dir(request):
-    option = request.config.getoption("--grader-cache")
-    return Path(option) if option else None
+def cache_dir(grading_run):
+    """Where the training check keeps its baseline and memo (None: training's default)."""
+    return grading_run.cache_dir
 
 
 def _with_cell_errors(message: str, submission) -> str:
@@ -79,10 +113,11 @@ def _with_cell_errors(message: str, submission) -> str:
 
 
 @pytest.fixture(scope="session")
-def model_config(submission):
+def model_config(submission, grading_run):
     """model_config(function, **kwargs) -> the student's model as a vetted Keras config (a dict).
 
-    Each distinct call reaches the worker once; a failure is remembered and raised again."""
+    Each distinct call reaches the worker once; a failure is remembered and raised again. The
+    defaults' call records the model's architecture fingerprint (results.json "architectures")."""
     answers = {}
 
     def get(function, **kwargs):
@@ -90,12 +125,14 @@ def model_config(submission):
         if key not in answers:
             try:
                 config = submission.model_config(function, **kwargs)
-                modelcheck.vet_config(config)
+                vet.vet_config(config)
                 answers[key] = config
+                if not kwargs:
+                    grading_run.architectures[function] = architecture.fingerprint(config)
             except StudentCodeError as exc:
                 message = _with_cell_errors(str(exc), submission) if exc.kind == "missing" else str(exc)
                 answers[key] = StudentCodeError(exc.kind, message)
-            except modelcheck.ModelRefused as exc:
+            except ModelRefused as exc:
                 answers[key] = exc
         if isinstance(answers[key], Exception):
             raise answers[key].with_traceback(None)     # re-raised as is, its traceback would grow each time
@@ -106,7 +143,7 @@ def model_config(submission):
 
 @pytest.fixture(scope="session")
 def student_model(model_config):
-    """student_model(function, **kwargs) -> a read-only modelcheck.ModelView of the student's model,
+    """student_model(function, **kwargs) -> a read-only view.ModelView of the student's model,
     read from its vetted config without Keras (bounded first, like a rebuild), once per call
     signature; the training check rebuilds a real Keras model, and only when it trains."""
     models = {}
@@ -114,7 +151,7 @@ def student_model(model_config):
     def build(function, **kwargs):
         key = (function, tuple(sorted(kwargs.items())))
         if key not in models:
-            models[key] = modelcheck.view(model_config(function, **kwargs))
+            models[key] = view.view(model_config(function, **kwargs))
         return models[key]
     return build
 
@@ -147,11 +184,12 @@ def call_arrays(submission):
 def pytest_sessionfinish(session, exitstatus):
     """Plain ``pytest autograder/checks --submission``: a failure on the grader's side is not a test
     result, so the run ends as pytest's internal error, not as "some checks failed"."""
-    if session.config.stash.get(GRADER_ERROR, None) and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    run = session.config.stash.get(run_key(), None)
+    if run is not None and run.fault is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    failure = config.stash.get(GRADER_ERROR, None)
-    if failure:
-        terminalreporter.write_line(f"grader-side failure, not the student's: {failure}", red=True)
+    run = config.stash.get(run_key(), None)
+    if run is not None and run.fault is not None:
+        terminalreporter.write_line(f"{GRADER_SIDE_PREFIX}{run.fault}", red=True)

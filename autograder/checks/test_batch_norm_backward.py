@@ -8,11 +8,18 @@ Each of the three is compared with the float64 reference (reference.batch_norm_b
 tested against centred differences) with rtol = atol = 1e-5.
 
 One property per check. The known mistakes (reference.batch_norm_backward_mistakes) are each
-named by the one check whose property they break and accepted by the others: the batch mean
-and variance treated as constants (the mean-path check, whose dout is chosen so that the
-variance path carries nothing), the variance path dropped, dgamma without x_hat, and sums over
-the batch axis only for conv activations. The side checks (shapes, inputs unmodified) score
-only when the answer is the reference or a known mistake (answers.py).
+named by the checks whose property they break and accepted by the others: the batch mean and
+variance treated as constants (both dx checks: the mean-path check, whose dout is chosen so that
+the variance path carries nothing, and the variance-path check), the variance path dropped,
+dgamma without x_hat, sums over the batch axis only for conv activations, and epsilon ignored
+(the check passes epsilon=0.01 on features whose variance is 0.005 to 0.06). The side checks
+(float arrays, inputs unmodified) score only when the answer is the reference or a known mistake
+(answers.py).
+
+Weights (4 points). The central mistake, the batch statistics treated as constants (dx = dout *
+gamma / s), fails both dx checks: 1.0 + 1.0 = 2.0, half of the exercise. The others cost one
+check each: the variance path dropped 1.0; dgamma without x_hat 0.5; sums over axis 0 only 0.5;
+epsilon ignored 0.5; not float arrays 0.25; inputs modified 0.25.
 """
 
 import numpy as np
@@ -72,10 +79,11 @@ def test_dx_flows_through_the_batch_variance(call_arrays):
     """dx includes the path through the batch variance."""
     x = _activations((32, 4))
     dout = _rng().normal(size=x.shape) * 2.0 + x
-    assert_backward(call_arrays, dout, x, np.array([1.0, 2.0, 0.5, 3.0]), focus={"no_variance_path"})
+    assert_backward(call_arrays, dout, x, np.array([1.0, 2.0, 0.5, 3.0]),
+                    focus={"no_variance_path", "constant_statistics"})
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_dgamma_sums_dout_times_x_hat(call_arrays):
     """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature; a scalar gamma is accepted."""
     x = _activations((16, 3))
@@ -83,15 +91,23 @@ def test_dgamma_sums_dout_times_x_hat(call_arrays):
     assert_backward(call_arrays, dout, x, 2.0, focus={"dgamma_without_x_hat"})
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_conv_activations_sum_per_channel(call_arrays):
     """For (N, H, W, C) activations the statistics and sums are per channel, over axes (0, 1, 2)."""
     x = _activations((4, 3, 3, 2))
     dout = _rng().normal(size=x.shape) + x
     answer, expected, mistakes, inputs = _judged(call_arrays, dout, x, np.array([1.5, 0.5]))
     if len(answer.parts) == 3 and answer.parts[1].shape == x.shape[1:] and not answers.not_an_answer(answer, inputs):
-        pytest.fail(mistakes["batch_axis_only"][0])   # whatever dx is: dgamma summed over axis 0 only
+        answers.fail_with_mistake(FUNCTION, "batch_axis_only", mistakes)   # whatever dx is: dgamma over axis 0 only
     answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"batch_axis_only"}, names=NAMES)
+
+
+@pytest.mark.points(0.5)
+def test_uses_the_epsilon_it_is_given(call_arrays):
+    """With epsilon=0.01 on features whose variance is 0.005 to 0.06, the gradients use that epsilon."""
+    x = _activations((12, 3)) * np.array([0.1, 0.2, 0.3]) / np.array([0.5, 2.25, 4.0])   # std 0.1 to 0.3
+    dout = _rng().normal(size=x.shape) + x * 10.0
+    assert_backward(call_arrays, dout, x, np.array([1.5, 0.5, 2.0]), epsilon=0.01, focus={"fixed_epsilon"})
 
 
 @pytest.mark.points(0.25)

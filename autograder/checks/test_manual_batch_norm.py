@@ -10,6 +10,12 @@ is named when it matches a known mistake (reference.batch_norm_mistakes); the ot
 the known mistakes that are not theirs, so one mistake costs the points of one check. The side
 checks (input unmodified, a float array) score only when the output is batch normalization or a
 known mistake of it: None, zeros, x itself or a constant earns nothing (answers.py).
+
+Weights (3 points). The central mistake, statistics per sample instead of per feature over the
+batch, fails the two normalization checks: 1.0 + 0.5 = 1.5, half of the exercise. The others cost
+one check each: all elements at once 1.0; per position or NCHW axes 0.5; gamma and beta swapped
+or left out 0.5; ddof=1 0.25; epsilon outside the square root, left out or ignored when given
+(the check passes epsilon=1.0) 0.25; x modified in place 0.25; not a float array 0.25.
 """
 
 import numpy as np
@@ -39,12 +45,12 @@ def assert_batch_norm(call_array, x, *, focus, **kwargs):
     value = answer.parts[0]
     if value.shape == x.shape and not np.all(np.isfinite(value)) and "no_epsilon" in focus \
             and np.any(x.std(axis=reference.feature_axes(x)) == 0):
-        pytest.fail("the output contains NaN for a feature with variance 0: epsilon left out; "
-                    "divide by sqrt(var + epsilon)")
+        raise answers.MistakeMade("the output contains NaN for a feature with variance 0: epsilon left out; "
+                                  "divide by sqrt(var + epsilon)", reference.mistake_code(FUNCTION, "no_epsilon"))
     answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus=focus)
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(1.0)
 def test_normalizes_each_feature_over_the_batch(call_array):
     """Normalizes each feature of an (N, F) batch with that feature's own mean and variance."""
     scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
@@ -60,19 +66,19 @@ def test_applies_per_feature_gamma_and_beta(call_array):
     assert_batch_norm(call_array, x, gamma=gamma, beta=beta, focus={"gamma_beta_swapped", "no_scale_shift"})
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(0.25)
 def test_uses_the_biased_variance(call_array):
     """Uses the biased variance (ddof=0), which a batch of 4 tells apart from ddof=1."""
     x = _rng().normal(size=(4, 3)) * np.array([1.0, 2.0, 4.0])
     assert_batch_norm(call_array, x, gamma=2.0, beta=-1.0, focus={"ddof1"})
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(0.25)
 def test_adds_epsilon_inside_the_square_root(call_array):
-    """Divides by sqrt(var + epsilon): a large epsilon and constant features tell where it went."""
+    """Divides by sqrt(var + epsilon) with the epsilon it is given: epsilon=1.0 and constant features tell."""
     rng = _rng()
     x = np.stack([rng.normal(size=8) * 2.0, np.full(8, 7.0), 3.0 + 0.01 * rng.normal(size=8)], axis=1)
-    assert_batch_norm(call_array, x, epsilon=1.0, focus={"eps_outside_sqrt", "no_epsilon"})
+    assert_batch_norm(call_array, x, epsilon=1.0, focus={"eps_outside_sqrt", "no_epsilon", "fixed_epsilon"})
 
 
 @pytest.mark.points(0.5)
@@ -82,7 +88,7 @@ def test_normalizes_conv_activations_per_channel(call_array):
     trend = np.linspace(-3.0, 3.0, 5)[None, :, None, None] + np.linspace(0.0, 2.0, 5)[None, None, :, None]
     x = rng.normal(size=(6, 5, 5, 3)) * np.array([1.0, 5.0, 0.5]) + trend * np.array([1.0, 2.0, -1.0])
     gamma, beta = np.array([0.5, 2.0, 3.0]), np.array([0.0, 1.0, -1.0])
-    assert_batch_norm(call_array, x, gamma=gamma, beta=beta, focus={"per_position", "nchw"})
+    assert_batch_norm(call_array, x, gamma=gamma, beta=beta, focus={"per_position", "nchw", "per_sample"})
 
 
 @pytest.mark.points(0.25)

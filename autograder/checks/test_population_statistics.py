@@ -9,8 +9,18 @@ itself tested against np.mean / np.var of the concatenated batches) with rtol = 
 The known mistakes (reference.population_statistics_mistakes): averaging the batch variances
 (the between-batch term dropped) is named by the equal-sizes check, whose batch means differ;
 equal weights for batches of different sizes is named by the unequal-sizes check; the two at
-once (np.mean over the batches) is named by both. The side checks (shapes, inputs unmodified)
-score only when the answer is the reference or a known mistake (answers.py).
+once (np.mean over the batches) is named by both. The side checks (float arrays, inputs
+unmodified) score only when the answer is the reference or a known mistake (answers.py).
+
+The batches of the checks have means that differ systematically, as the batches of a network's
+layer do when the data are not shuffled, or come from different sources: only the exact formula
+gives the variance of their union. (Ioffe and Szegedy's Algorithm 2 averages the batch variances
+on purpose, times m / (m - 1): for batches drawn at random that estimates the population's
+variance without bias. The exercise asks for the exact statistics of the batches given.)
+
+Weights (2 points). The central mistake, averaging the batch variances (no between-batch term),
+fails the spread check: 1.0, half of the exercise. Equal weights cost the size check, 0.5 (both
+at once cost both, 1.5); not float arrays 0.25; inputs modified 0.25.
 """
 
 import numpy as np
@@ -38,7 +48,7 @@ def _judged(call_arrays, batches):
             reference.population_statistics_mistakes(*batches), list(batches))
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(1.0)
 def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
     """Batches of equal size with different means: the union's variance includes the between-batch term."""
     answer, expected, mistakes, inputs = _judged(call_arrays, _batches([32, 32, 32, 32], seed=1))
@@ -46,7 +56,7 @@ def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
                           focus={"averaged_variances", "unweighted_averaged_variances"}, names=NAMES)
 
 
-@pytest.mark.points(0.75)
+@pytest.mark.points(0.5)
 def test_weighs_each_batch_by_its_size(call_arrays):
     """Batches of different sizes (the last one short, as at the end of an epoch) weigh by their size."""
     answer, expected, mistakes, inputs = _judged(call_arrays, _batches([64, 64, 64, 7], seed=2))

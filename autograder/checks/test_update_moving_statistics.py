@@ -8,9 +8,13 @@ moving ones so that every weighting shows.
 
 The known mistakes (reference.update_moving_statistics_mistakes), each named by one check and
 accepted by the others: momentum on the batch instead of the moving value (PyTorch's convention;
-the default-momentum check) and momentum fixed at 0.99 whatever it is given (the momentum=0.9
-check). The side check (inputs unmodified) scores only when the answer is the reference or a
-known mistake: returning the moving statistics unchanged earns nothing (answers.py).
+the default-momentum check, and the momentum=0.9 check too) and momentum fixed at 0.99 whatever
+it is given (the momentum=0.9 check). The side check (inputs unmodified) scores only when the
+answer is the reference or a known mistake: returning the moving statistics unchanged earns
+nothing (answers.py).
+
+Weights (1 point). The central mistake, the swapped (PyTorch) convention, fails both momentum
+checks: 0.5 + 0.25 = 0.75. Momentum fixed at 0.99 costs 0.25, inputs modified 0.25.
 """
 
 import numpy as np
@@ -49,7 +53,8 @@ def test_keeps_momentum_of_the_moving_value(call_arrays):
 def test_uses_the_momentum_it_is_given(call_arrays):
     """With momentum=0.9 (PyTorch's momentum=0.1): new = 0.9 * moving + 0.1 * batch."""
     answer, expected, mistakes, inputs = _judged(call_arrays, _statistics(), momentum=0.9)
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"fixed_momentum"}, names=NAMES)
+    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"fixed_momentum", "swapped_momentum"},
+                          names=NAMES)
 
 
 @pytest.mark.points(0.25)

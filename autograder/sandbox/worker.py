@@ -21,10 +21,15 @@ When it is ready, before any request, the worker says {"id": 0, "ok": true, "rea
 
 The functions this script relies on are bound when it starts, before any student code runs, so
 that a cell which monkeypatches json, signal or numpy changes only what the student's own code
-sees (the grader judges the numbers anyway). Started by bwrap as root of its private user namespace,
-the worker becomes nobody before it reads a request; in bwrap's PID namespace it also ends every
-process the student's code left running when a request is done. A process the student forks never
-answers: only the worker's own process writes to the grader.
+sees (the grader judges the numbers anyway). Started as root (of bwrap's private user namespace, or
+of the machine without bubblewrap), the worker becomes the uid the sandbox names before it reads a
+request. Then, when the sandbox passes an allow-list (BN_AUTOGRADER_CONFINE, JSON), it confines
+itself with confine.py, loaded by path from its own folder: Landlock and seccomp, before NumPy
+starts a thread and before any student code; if that fails it exits with status 71 and never runs
+student code. Its ready answer reports what was applied ("confined"). Where it is alone with its
+processes (bwrap's PID namespace, or a uid of its own) it also ends every process the student's
+code left running when a request is done. A process the student forks never answers: only the
+worker's own process writes to the grader.
 """
 
 import base64
@@ -53,17 +58,52 @@ def _alarm(signum, frame):
     raise CellTimeout()
 
 
-def _drop_privileges():
-    """Under bwrap as root the worker starts as root of a private user namespace (so that bwrap could
-    mount for it); it becomes the uid the sandbox names before it reads a request, or does not run."""
+CONFINE_FAILED = 71       # process.CONFINE_FAILED_EXIT: the grader reports the sandbox unavailable
+
+
+def _load_confine():
+    """confine.py from this script's own folder, by path (the package is not visible here)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.py")
+    spec = importlib.util.spec_from_file_location("_bn_autograder_confine", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fail(why: str):
+    """Say why on stderr (the grader's, until the protocol takes the streams over) and stop."""
+    os.write(2, f"the worker could not confine itself: {why}\n".encode("utf-8", "replace"))
+    os._exit(CONFINE_FAILED)
+
+
+def _drop_privileges(confine):
+    """Started as root (of bwrap's private user namespace, so that bwrap could mount for it, or of
+    the machine), the worker becomes the uid the sandbox names (its gid the same number) before it
+    reads a request, or does not run. Asked to, it keeps the right to read past permissions (its
+    Python lives where the uid may not go), and Landlock then decides what it reads."""
     uid = os.environ.pop("BN_AUTOGRADER_UID", None)
+    keep_read_search = os.environ.pop("BN_AUTOGRADER_KEEP_READ_SEARCH", "") == "1"
     if uid is None or os.getuid() != 0:
         return
-    os.setgroups([])
-    os.setgid(int(uid))
-    os.setuid(int(uid))
+    if keep_read_search:
+        try:
+            confine.drop_privileges(int(uid), int(uid), keep_read_search=True)
+        except BaseException as exc:  # noqa: BLE001
+            _fail(f"{type(exc).__name__}: {exc}")
+    else:
+        os.setgroups([])
+        os.setgid(int(uid))
+        os.setuid(int(uid))
     if os.getuid() == 0 or os.geteuid() == 0:
         os._exit(70)
+
+
+def _confine(confine, rules):
+    """Landlock + seccomp to the allow-list the sandbox gave; the report of what was applied."""
+    try:
+        return confine.confine(rules["read_only"], rules["read_write"], list_only=rules.get("list_only", ()))
+    except BaseException as exc:  # noqa: BLE001 - never run student code unconfined
+        _fail(f"{type(exc).__name__}: {exc}")
 
 
 def _take_protocol_streams():
@@ -305,13 +345,21 @@ def main():
     # Read before any student code can change the environment; only the sandbox sets it, and only
     # when the worker has its own PID namespace (elsewhere kill(-1) would reach the whole machine).
     private_pids = os.environ.pop("BN_AUTOGRADER_PRIVATE_PIDS", "") == "1" and os.getpid() != 1
-    _drop_privileges()
+    rules = os.environ.pop("BN_AUTOGRADER_CONFINE", None)
+    confine = None
+    if rules is not None or os.environ.get("BN_AUTOGRADER_KEEP_READ_SEARCH") == "1":
+        try:
+            confine = _load_confine()
+        except BaseException as exc:  # noqa: BLE001
+            _fail(f"confine.py could not be loaded: {type(exc).__name__}: {exc}")
+    _drop_privileges(confine)
+    report = None if rules is None else _confine(confine, loads(rules))
     requests, answers = _take_protocol_streams()
     _KerasWithoutTensorFlow.install()
     worker = Worker()
     owner = os.getpid()
     handlers = {"run_cell": worker.run_cell, "call": worker.call}
-    _answer(answers, {"id": 0, "ok": True, "ready": True})
+    _answer(answers, {"id": 0, "ok": True, "ready": True, "confined": report})
     for line in requests:
         request = loads(line)
         try:

@@ -1,6 +1,6 @@
-"""Collect: what students hand in -> one notebook per student, ready for the grader.
+"""Collect: what students hand in -> one notebook per student, for the grader processes to read.
 
-Three steps, each usable on its own:
+Two steps, each usable on its own:
 
 * ``collect_archives`` -- LMS downloads in ``nbgrader zip_collect``'s layout. The files in
   ``downloaded/<assignment>/archive/`` are extracted safely (no absolute or ``..`` paths, no links,
@@ -12,25 +12,23 @@ Three steps, each usable on its own:
 * ``discover`` -- one ``HandIn`` per ``submitted/<student>/<assignment>/`` folder: the notebook to
   grade (a renamed one is graded; with several, ``batchnorm.ipynb`` wins, else the newest) and notes
   saying which, or the reason there is none.
-* ``prepare_notebook`` -- runs in the grader processes: any nbformat version converted to v4, every
-  output and attachment removed, written to a temporary copy; the submitted file is never changed.
 
-Collecting decides what is graded, so this module is part of ``grade_class.grader_hash``.
+Nothing here reads a notebook's contents: the grader process that grades it reads it, once, with
+``autograder.notebook.read`` (which converts old versions and drops outputs); the submitted file is
+never changed.
 """
 
-import hashlib
 import io
-import json
 import re
 import shutil
 import stat
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import results, submission
-from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
+from ..atomic import write_atomic
+from ..errors import ArchiveUnusable
+from ..exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
 
 # nbgrader's documented example for zip_collect's FileNameCollectorPlugin (it ships no default).
 DEFAULT_COLLECT_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
@@ -39,10 +37,9 @@ MAX_ZIP_MEMBERS = 5000
 MAX_ZIP_MEMBER_BYTES = 512 * 2**20    # per extracted notebook
 MAX_ZIP_TOTAL_BYTES = 2 * 2**30       # per archive, all members
 MAX_ZIP_DEPTH = 2                     # zips inside zips are opened this deep
-BIG_NOTEBOOK_NOTE = 5 * 2**20         # mention stripped outputs above this size
 
 
-# --- names and contents ---------------------------------------------------------------------------
+# --- names ----------------------------------------------------------------------------------------
 
 def safe_student_id(name: str) -> str:
     """``name`` as one safe path component (a student id comes from file names students chose)."""
@@ -50,20 +47,7 @@ def safe_student_id(name: str) -> str:
     return cleaned[:100] or "unknown"
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes (a resumed result must have been graded from the same file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --- zip downloads (nbgrader zip_collect's layout) ------------------------------------------------
-
-class BadArchive(Exception):
-    """An archive that cannot be used; the message says why, for the student's row."""
-
 
 def _safe_parts(name: str):
     """The path parts of a zip member, or None when the name could escape the folder."""
@@ -76,29 +60,45 @@ def _safe_parts(name: str):
     return parts
 
 
-def _extract_zip(source, dest: Path, depth: int = 1, budget=None) -> list:
+def _refusal(name: str, is_link: bool) -> str:
+    """Why a zip member is never written: its name could escape the folder, or it is a link."""
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        return "an absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return "path traversal (..)"
+    if is_link:
+        return "a symbolic link"
+    return "an unsafe path"
+
+
+def _extract_zip(source, dest: Path, depth: int = 1, budget=None, refused=None) -> list:
     """Extract the notebooks (and, ``MAX_ZIP_DEPTH`` deep, zips in zips) of ``source`` under ``dest``.
 
     Refuses absolute or ``..`` member names and links; stops at the size and member caps.
-    Returns the extracted notebook paths. Raises BadArchive for a zip that cannot be read.
+    Returns the extracted notebook paths; each refused notebook or zip member is appended to
+    ``refused`` as (member name, why). Raises ArchiveUnusable for a zip that cannot be read.
     """
     budget = budget if budget is not None else [MAX_ZIP_TOTAL_BYTES]
+    refused = refused if refused is not None else []
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise BadArchive(f"not a readable zip file ({e})") from None
+        raise ArchiveUnusable(f"not a readable zip file ({e})") from None
     found = []
     with archive:
         members = archive.infolist()
         if len(members) > MAX_ZIP_MEMBERS:
-            raise BadArchive(f"{len(members)} files in the archive, more than the limit of {MAX_ZIP_MEMBERS}")
+            raise ArchiveUnusable(f"{len(members)} files in the archive, more than the limit of {MAX_ZIP_MEMBERS}")
         for info in members:
             if info.is_dir():
                 continue
             parts = _safe_parts(info.filename)
             mode = (info.external_attr >> 16) & 0o170000
-            if parts is None or mode == stat.S_IFLNK:
-                continue                                    # path traversal or a link: never written
+            if parts is None or mode == stat.S_IFLNK:       # path traversal or a link: never written
+                if info.filename.lower().endswith((".ipynb", ".zip")):
+                    refused.append((info.filename, _refusal(info.filename, mode == stat.S_IFLNK)))
+                continue
             if parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
                 continue
             lower = parts[-1].lower()
@@ -106,7 +106,7 @@ def _extract_zip(source, dest: Path, depth: int = 1, budget=None) -> list:
             if not (lower.endswith(".ipynb") or (is_zip and depth < MAX_ZIP_DEPTH)):
                 continue
             if info.file_size > MAX_ZIP_MEMBER_BYTES:
-                raise BadArchive(f"{info.filename} is larger than {MAX_ZIP_MEMBER_BYTES // 2**20} MB")
+                raise ArchiveUnusable(f"{info.filename} is larger than {MAX_ZIP_MEMBER_BYTES // 2**20} MB")
             try:
                 with archive.open(info) as src:
                     data = io.BytesIO()
@@ -117,21 +117,31 @@ def _extract_zip(source, dest: Path, depth: int = 1, budget=None) -> list:
                         data.write(block)
                         budget[0] -= len(block)
                         if data.tell() > MAX_ZIP_MEMBER_BYTES or budget[0] < 0:
-                            raise BadArchive("the archive unpacks to more than the size limit")
-            except BadArchive:
+                            raise ArchiveUnusable("the archive unpacks to more than the size limit")
+            except ArchiveUnusable:
                 raise
             except Exception as e:   # CRC errors, encrypted members, unknown compression
-                raise BadArchive(f"could not extract {info.filename}: {type(e).__name__}: {e}") from None
+                raise ArchiveUnusable(f"could not extract {info.filename}: {type(e).__name__}: {e}") from None
             target = dest.joinpath(*parts)
             if is_zip:
                 inner = target.with_suffix("")
                 data.seek(0)
-                found += _extract_zip(data, inner, depth + 1, budget)
+                found += _extract_zip(data, inner, depth + 1, budget, refused)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data.getvalue())
             found.append(target)
     return found
+
+
+def _refused_message(rel, refused) -> str | None:
+    """The row's reason when an archive yields no notebook because its notebook was refused."""
+    notebooks = [(name, why) for name, why in refused if name.lower().endswith(".ipynb")] or refused
+    if not notebooks:
+        return None
+    name, why = notebooks[0]
+    more = f" (and {len(notebooks) - 1} more refused)" if len(notebooks) > 1 else ""
+    return f"the archive {rel}'s member {name} was refused: {why}{more}; re-zip the notebook itself"
 
 
 def configured_regexp(course: Path) -> str:
@@ -164,7 +174,7 @@ def _copy_if_changed(src: Path, dest: Path) -> None:
     data = src.read_bytes()
     if dest.is_file() and dest.read_bytes() == data:
         return
-    results.write_atomic(data, dest)
+    write_atomic(data, dest)
 
 
 def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str | None = None) -> dict:
@@ -189,15 +199,17 @@ def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str 
         rel = path.relative_to(archive_dir)
         if path.suffix.lower() in (".zip",):
             dest = extracted_dir / rel.parent / path.stem
+            refused = []
             try:
-                found = _extract_zip(path, dest)
-            except BadArchive as e:
+                found = _extract_zip(path, dest, refused=refused)
+            except ArchiveUnusable as e:
                 student = safe_student_id(_match(pattern, path).get("student_id") or path.stem)
                 problems[student] = f"the archive {rel} could not be used: {e}"
                 continue
             if not found:
                 student = safe_student_id(_match(pattern, path).get("student_id") or path.stem)
-                problems.setdefault(student, f"the archive {rel} holds no notebook (.ipynb)")
+                problems.setdefault(student, _refused_message(rel, refused)
+                                    or f"the archive {rel} holds no notebook (.ipynb)")
             notebooks += [(nb, path) for nb in found]
         elif path.suffix.lower() == ".ipynb":
             dest = extracted_dir / rel
@@ -223,7 +235,7 @@ def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str 
         if timestamp:
             stamp = folder / "timestamp.txt"
             if not stamp.is_file() or stamp.read_text().strip() != timestamp:
-                results.write_atomic(timestamp + "\n", stamp)
+                write_atomic(timestamp + "\n", stamp)
     return problems
 
 
@@ -296,65 +308,3 @@ def discover(course: Path, assignment: str = ASSIGNMENT_ID, problems: dict | Non
         else:
             found[student] = HandIn(student, None, [], reason)
     return [found[s] for s in sorted(found)]
-
-
-# --- preparing a notebook for the grader (runs in the grader processes) ---------------------------
-
-class NotebookUnreadable(Exception):
-    """A handed-in file that is not a readable notebook; the message says why, for the student."""
-
-
-def prepare_notebook(source: Path, dest: Path) -> list:
-    """Read ``source`` (any nbformat version), convert to v4, drop outputs and attachments, write
-    ``dest``. Returns notes for the row's message; raises NotebookUnreadable with the reason."""
-    import nbformat
-
-    size = source.stat().st_size
-    if size > submission.MAX_NOTEBOOK_BYTES:     # the one cap, also the grader's (submission.py)
-        raise NotebookUnreadable(f"the notebook is {size / 2**20:.0f} MB, more than the "
-                                 f"{submission.MAX_NOTEBOOK_BYTES // 2**20} MB that is read")
-    raw = source.read_bytes()
-    if not raw.strip():
-        raise NotebookUnreadable("the notebook file is empty")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise NotebookUnreadable("the file is not UTF-8 text; is it really a .ipynb notebook?") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NotebookUnreadable(f"the notebook is not valid JSON (truncated or corrupted?): {e}") from None
-    if not isinstance(data, dict) or not ("cells" in data or "worksheets" in data):
-        raise NotebookUnreadable("the file is JSON but not a Jupyter notebook")
-    version = data.get("nbformat")
-    del raw, text
-    cells = list(data.get("cells") or []) if isinstance(data.get("cells"), list) else []
-    for sheet in data.get("worksheets") or []:                       # nbformat v3
-        if isinstance(sheet, dict) and isinstance(sheet.get("cells"), list):
-            cells += sheet["cells"]
-    for cell in cells:               # outputs go before nbformat parses it again: huge ones cost nothing
-        if isinstance(cell, dict):
-            if "outputs" in cell:
-                cell["outputs"] = []
-            cell.pop("attachments", None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            nb = nbformat.reads(json.dumps(data), as_version=4)
-    except Exception as e:
-        raise NotebookUnreadable(f"the notebook could not be read: {type(e).__name__}: {e}") from None
-    del data
-    notes = []
-    if version != 4:
-        notes.append(f"converted from nbformat v{version} to v4")
-    for cell in nb.cells:
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        cell.pop("attachments", None)
-    if size > BIG_NOTEBOOK_NOTE:
-        notes.append(f"outputs removed before grading (the notebook was {size / 2**20:.0f} MB)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "w", encoding="utf-8") as f:
-        json.dump(nb, f, indent=1, ensure_ascii=False)
-    return notes

@@ -1,194 +1,19 @@
-"""Rebuild a student's model from its Keras config, safely, and read its structure.
+"""What a model costs, from its config alone, before Keras builds it, and the caps above which the
+grader refuses it (``check_bounds``).
 
-A config is data, but deserializing it can run code (Lambda layers hold marshalled bytecode,
-custom classes name modules to import). So before Keras sees it, every layer's class is checked
-against the built-in layers this assignment uses, and Keras is asked with ``safe_mode=True``.
+A config is whatever the student's to_json() returned, so it never had to be buildable in the
+sandbox: a 400,000-unit Dense layer is a few bytes of JSON and 16 GB of weights in the grader.
+So shapes are propagated through the config with one pure formula per allowed layer (nothing is
+built, no weight is allocated), and the model is refused above the caps below. Every config is
+vetted first (vet.vet_config), so only the layers vet allows need a formula.
 """
 
-import copy
 import math
 from dataclasses import dataclass
 
-ALLOWED_LAYERS = {
-    "InputLayer", "Conv2D", "BatchNormalization", "Activation", "ReLU", "MaxPooling2D",
-    "AveragePooling2D", "Dropout", "SpatialDropout2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-    "Flatten", "Dense", "Softmax", "LayerNormalization", "GroupNormalization", "ZeroPadding2D",
-    "Add", "Concatenate", "Rescaling", "Reshape",
-}
-ALLOWED_MODELS = {"Sequential", "Functional", "Model"}
+from autograder.errors import ModelRefused
+from autograder.models.vet import ALLOWED_MODELS, vet_config
 
-
-class ModelRefused(Exception):
-    """The config cannot be rebuilt safely; the message says which layer and why."""
-
-
-def _layer_entries(config):
-    """Every (class_name, module, config) in a model config, nested models included."""
-    stack = [config]
-    while stack:
-        entry = stack.pop()
-        if not isinstance(entry, dict):
-            raise ModelRefused("the model configuration is malformed")
-        yield entry.get("class_name"), entry.get("module"), entry.get("registered_name"), entry
-        inner = entry.get("config", {})
-        if isinstance(inner, dict) and isinstance(inner.get("layers"), list):
-            stack.extend(inner["layers"])
-
-
-def vet_config(config: dict) -> None:
-    """Raise ModelRefused unless every layer is a built-in Keras layer this assignment allows."""
-    for class_name, module, registered, entry in _layer_entries(config):
-        if class_name == "Lambda":
-            raise ModelRefused("the model contains a Lambda layer; the grader does not run code from "
-                               "Lambda or custom layers, use built-in Keras layers only")
-        if class_name not in ALLOWED_LAYERS | ALLOWED_MODELS:
-            raise ModelRefused(f"the model contains a {class_name!s:.60} layer, which is not a built-in "
-                               "layer this assignment uses (custom and Lambda layers are refused)")
-        if module is not None and not str(module).startswith("keras"):
-            raise ModelRefused(f"the {class_name} layer comes from module {module!s:.60}, not from Keras")
-        if registered not in (None, class_name):
-            raise ModelRefused(f"the {class_name} layer is a registered custom object ({registered!s:.60})")
-
-
-def rebuild(config: dict, *, training_budget=None):
-    """A fresh keras.Model from a vetted config (new weights; nothing of the student's runs). The
-    config is bounded first (check_bounds), so a model too large for the grader is never built."""
-    check_bounds(config, training_budget=training_budget)
-    import keras      # after the bounds: a refused model costs no Keras at all
-    try:
-        # Keras consumes the dict it deserializes; the caller's copy is reused by other checks.
-        model = keras.saving.deserialize_keras_object(copy.deepcopy(config), safe_mode=True)
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"the configuration describes a {type(model).__name__}, not a model")
-        return model
-    except Exception as exc:  # Keras raises many kinds for configs it cannot rebuild
-        raise ModelRefused(f"Keras could not rebuild the model from its configuration: "
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
-
-
-@dataclass(frozen=True)
-class Layer:
-    kind: str          # class name
-    config: dict
-
-    @property
-    def activation(self):
-        if self.kind == "ReLU":
-            return "relu"
-        return self.config.get("activation")
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """A model read from its vetted config alone, without Keras: what the structure checks read.
-    Built by ``view``; tests/test_model_view.py checks every field against the Keras rebuild."""
-    layers: tuple            # Layer(kind, config), as flat_layers gives them for the Keras model
-    input_shape: tuple       # (None, ...), like keras.Model.input_shape
-    output_shape: tuple
-    parameters: int          # as model.count_params() counts them
-    non_trainable: int       # BN's moving mean and variance, and the weights of frozen layers
-
-
-def view(config: dict) -> ModelView:
-    """The read-only view of the model a vetted config describes; bounded first (check_bounds), so
-    a refused model raises the same ModelRefused as ``rebuild``. No Keras, no weights."""
-    found = check_bounds(config)
-    return ModelView(tuple(_config_layers(config)), (None, *found.input_shape), (None, *found.output_shape),
-                     found.parameters, found.non_trainable)
-
-
-def _config_layers(entry):
-    """The layers of a model entry in the order Keras lists them, nested models expanded."""
-    for layer in entry["config"]["layers"]:
-        kind = layer.get("class_name")
-        if kind in ALLOWED_MODELS:
-            yield from _config_layers(layer)
-        elif kind != "InputLayer":
-            # a copy: the config is shared with the other checks and the training check
-            yield Layer(kind, copy.deepcopy(layer.get("config") or {}))
-
-
-def flat_layers(model) -> list:
-    """The model's layers in call order with nested models expanded, InputLayers left out
-    (a ModelView's, or a keras.Model's read from Keras)."""
-    if isinstance(model, ModelView):
-        return list(model.layers)
-    import keras
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers += flat_layers(layer)
-        elif type(layer).__name__ != "InputLayer":
-            layers.append(Layer(type(layer).__name__, layer.get_config()))
-    return layers
-
-
-def describe(layer: Layer) -> str:
-    if layer.kind == "Conv2D":
-        return f"Conv2D({layer.config['filters']}, activation={layer.config.get('activation')!r})"
-    if layer.kind == "Activation":
-        return f"Activation({layer.config.get('activation')!r})"
-    if layer.kind == "Dropout":
-        return f"Dropout({layer.config.get('rate')})"
-    return layer.kind
-
-
-def placement_errors(layers) -> list:
-    """Where a Conv2D is not 'Conv2D (linear) -> BatchNormalization -> ReLU'; one message each."""
-    errors = []
-    for i, layer in enumerate(layers):
-        if layer.kind != "Conv2D":
-            continue
-        following = layers[i + 1:i + 3]
-        name = f"Conv2D #{sum(1 for l in layers[:i + 1] if l.kind == 'Conv2D')} ({layer.config['filters']} filters)"
-        if layer.activation not in (None, "linear"):
-            if following and following[0].kind == "BatchNormalization":
-                errors.append(f"{name} has activation={layer.activation!r} and BN comes after it: that is "
-                              "the old Conv(relu) -> BN placement; use Conv2D without activation, then "
-                              "BatchNormalization, then ReLU")
-            else:
-                errors.append(f"{name} has activation={layer.activation!r}; the activation belongs after "
-                              "BatchNormalization")
-            continue
-        kinds = [l.kind for l in following]
-        if not kinds or kinds[0] != "BatchNormalization":
-            errors.append(f"{name} is followed by {describe(following[0]) if following else 'nothing'}, "
-                          "not by BatchNormalization")
-        elif len(following) < 2 or following[1].activation != "relu" or following[1].kind not in ("Activation", "ReLU"):
-            errors.append(f"{name} -> BatchNormalization is followed by "
-                          f"{describe(following[1]) if len(following) > 1 else 'nothing'}, not by ReLU")
-    return errors
-
-
-def bias_free_savings(layers) -> int:
-    """Parameters saved by Conv2D(use_bias=False): one per filter of each bias-free convolution.
-    Right before BN a bias is redundant (BN's beta shifts), so either choice is correct."""
-    return sum(l.config["filters"] for l in layers if l.kind == "Conv2D" and not l.config.get("use_bias", True))
-
-
-def parameter_counts(model) -> tuple:
-    """(total, trainable, non-trainable) parameter counts (a ModelView's or a keras.Model's)."""
-    if isinstance(model, ModelView):
-        return model.parameters, model.parameters - model.non_trainable, model.non_trainable
-    trainable = sum(_size(w.shape) for w in model.trainable_weights)
-    total = model.count_params()
-    return total, trainable, total - trainable
-
-
-def _size(shape):
-    size = 1
-    for n in shape:
-        size *= int(n)
-    return size
-
-
-# ---------------------------------------------------------------------------------------------
-# Bounds: what a model costs, from its config alone, before Keras builds it.
-#
-# A config is whatever the student's to_json() returned, so it never had to be buildable in the
-# sandbox: a 400,000-unit Dense layer is a few bytes of JSON and 16 GB of weights in the grader.
-# So shapes are propagated through the config with one pure formula per allowed layer (nothing is
-# built, no weight is allocated), and the model is refused above the caps below.
 
 # Caps = headroom x the largest reference model (autograder/reference.py) at the input shapes the
 # checks use. ``reference_costs()`` measures them with the same formulas, and
@@ -199,7 +24,7 @@ def _size(shape):
 #                      output for a batch of 64 images, float32      339 MiB  x2  =   678 MiB
 #   training cost:     modern_cnn at (28, 28, 1)/10 (the largest
 #                      reference at the training check's input
-#                      shape) for the check's budget, training.BUDGET 273 GFLOP x2 =   546 GFLOP
+#                      shape) for training.SCHEDULE                 273 GFLOP x2 =   546 GFLOP
 # The headroom is for honest variants: an extra Dense(128) head, 'same' padding, no pooling before
 # Flatten, or a modern-CNN-sized model submitted as the BN model (273 GFLOP, ~14 s to train on
 # 2 cores, against ~3.5 s for the reference BN model's 31 GFLOP) all pass. Parameters get the most
@@ -209,11 +34,11 @@ ACTIVATION_HEADROOM = 2
 TRAINING_HEADROOM = 2
 REFERENCE_PARAMETERS = 141_994                  # modern_cnn((32, 32, 3), 10)
 REFERENCE_ACTIVATION_BYTES = 355_534_080        # modern_cnn((64, 64, 3), 5), a batch of 64, float32
-REFERENCE_TRAINING_FLOPS = 272_980_377_600      # modern_cnn((28, 28, 1), 10), training.BUDGET
+REFERENCE_TRAINING_FLOPS = 272_980_377_600      # modern_cnn((28, 28, 1), 10), training.SCHEDULE
 MAX_PARAMETERS = PARAMETER_HEADROOM * REFERENCE_PARAMETERS
 MAX_ACTIVATION_BYTES = ACTIVATION_HEADROOM * REFERENCE_ACTIVATION_BYTES
 MAX_TRAINING_FLOPS = TRAINING_HEADROOM * REFERENCE_TRAINING_FLOPS
-ACTIVATION_BATCH = 64            # training.BUDGET.batch_size: the largest batch the grader runs
+ACTIVATION_BATCH = 64            # training.SCHEDULE.batch_size: the largest batch the grader runs
 BACKWARD_FACTOR = 3              # a training step costs ~3 forward passes (forward, two for backward)
 
 # The reference models and the (input_shape, num_classes) the checks build them at.
@@ -578,9 +403,9 @@ def cost(config: dict) -> Cost:
                 tally.non_trainable)
 
 
-def check_bounds(config: dict, *, training_budget=None) -> Cost:
+def check_bounds(config: dict, *, schedule=None) -> Cost:
     """The config's Cost, or ModelRefused saying which figure is above which cap. With a training
-    budget (training.Budget), the cost of training on it is bounded too."""
+    budget (training.Schedule), the cost of training on it is bounded too."""
     found = cost(config)
     if found.parameters > MAX_PARAMETERS:
         raise ModelRefused(f"the model has {found.parameters:,} parameters, above the grader's cap of "
@@ -591,11 +416,11 @@ def check_bounds(config: dict, *, training_budget=None) -> Cost:
                            f"{found.batch_activation_bytes() / 2**20:,.0f} MiB, above the grader's cap of "
                            f"{MAX_ACTIVATION_BYTES / 2**20:,.0f} MiB ({ACTIVATION_HEADROOM}x the largest reference "
                            "model's); use fewer filters or pool earlier")
-    if training_budget is not None:
-        flops = found.training_flops(training_budget.n_images, training_budget.epochs)
+    if schedule is not None:
+        flops = found.training_flops(schedule.n_images, schedule.epochs)
         if flops > MAX_TRAINING_FLOPS:
-            raise ModelRefused(f"training the model for the check's budget ({training_budget.n_images:,} images, "
-                               f"{training_budget.epochs} epoch(s)) would cost {flops / 1e9:,.0f} GFLOP, above "
+            raise ModelRefused(f"training the model for the check's budget ({schedule.n_images:,} images, "
+                               f"{schedule.epochs} epoch(s)) would cost {flops / 1e9:,.0f} GFLOP, above "
                                f"the grader's cap of {MAX_TRAINING_FLOPS / 1e9:,.0f} GFLOP "
                                f"({TRAINING_HEADROOM}x the largest reference model's); use fewer filters")
     return found
@@ -606,7 +431,7 @@ def reference_costs() -> dict:
     the caps above are derived from these figures (needs Keras)."""
     import json
 
-    from . import reference
+    from autograder import reference
     found = {}
     for name, shapes in REFERENCE_SHAPES.items():
         for input_shape, num_classes in shapes:

@@ -1,0 +1,112 @@
+"""Where grade-class keeps each student's result, and when a stored result is kept on a rerun.
+
+Per student, in grade-class's own folder of the course (nbgrader never reads or writes it: it skips
+a student whose ``autograded/`` folder exists, so grade-class stays out of nbgrader's folders):
+
+* ``grade-class/<student>/<assignment>/results.json`` -- the Result (results.py's document);
+* ``grade_class.json`` beside it -- the resume key it was graded from and the row's message;
+* ``feedback.html`` beside it -- the student's feedback page (feedback.py).
+
+Each file is written atomically. A stored result is kept (not graded again) when it was graded from
+the same key -- the submission's sha256, the grader's hash (provenance.grader_hash) and the
+notebook's name -- and it is a grade: a result on the grader's side (``Result.grader_fault``) is
+never kept. The nbgrader bridge takes its results from here too.
+"""
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import feedback
+from ..atomic import write_atomic, write_json_atomic
+from ..errors import Side
+from ..exercises import ASSIGNMENT_ID
+from ..results import Result
+
+OUTPUT_DIR = "grade-class"
+RESULTS_NAME = "results.json"
+SIDECAR = "grade_class.json"
+FEEDBACK_NAME = "feedback.html"
+
+
+def folder(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
+    """The folder of one student's results, feedback page and sidecar."""
+    return Path(course) / OUTPUT_DIR / student / assignment
+
+
+def result_path(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
+    """Where grade-class keeps ``student``'s results document."""
+    return folder(course, student, assignment) / RESULTS_NAME
+
+
+def sha256_file(path) -> str:
+    """The sha256 of a file's bytes (a kept result must have been graded from the same file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resume_key(notebook, grader_hash: str) -> dict:
+    """What a stored result must have been graded from to be kept: this file under this grader."""
+    notebook = Path(notebook)
+    return {"submission_sha256": sha256_file(notebook), "grader": grader_hash, "notebook": notebook.name}
+
+
+def read_result(course, student: str, assignment: str = ASSIGNMENT_ID) -> Result:
+    """The stored Result of ``student``; OSError or ValueError when there is none that can be read."""
+    return Result.from_json(result_path(course, student, assignment).read_text(encoding="utf-8"))
+
+
+def stored_result(course, student: str, key: dict, assignment: str = ASSIGNMENT_ID):
+    """(Result, the row's message) of a stored grade graded from ``key``; None when the submission
+    must be graded (again): changed, graded by another grader, or not graded because of the grader."""
+    where = folder(course, student, assignment)
+    try:
+        sidecar = json.loads((where / SIDECAR).read_text(encoding="utf-8"))
+        result = read_result(course, student, assignment)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(sidecar, dict) or sidecar.get("key") != key or result.grader_fault:
+        return None
+    return result, str(sidecar.get("message") or "")
+
+
+UNSANDBOXED_MARK = "graded WITHOUT isolation (--allow-unsandboxed)"
+
+
+def message_for(notes, result: Result) -> str:
+    """A row's message: the notes on the hand-in and on the file, then the error, if any, then
+    whether the student's code ran without isolation (results.json's "isolation": "none")."""
+    parts = list(notes)
+    if result.error:
+        parts.append(result.error)
+    if result.isolation == "none":
+        parts.append(UNSANDBOXED_MARK)
+    return "; ".join(parts)
+
+
+def writable(result: Result) -> Result:
+    """``result``, or an error on the grader's side when it cannot be written as JSON (NaN points)."""
+    try:
+        result.to_json()
+    except (TypeError, ValueError) as exc:
+        return Result.failed(f"the grader returned a result that is not valid JSON: {exc}", Side.GRADER,
+                             notes=result.notes, timings=result.timings)
+    return result
+
+
+def write_result(course, student: str, result: Result, *, notes, key, assignment: str = ASSIGNMENT_ID) -> str:
+    """Write results.json, its sidecar and the feedback page of one student (each atomically), and
+    return the row's message. ``result`` must be ``writable``; ``notes`` are the hand-in's notes
+    (the file's own are in the result). Raises OSError when a file cannot be written."""
+    notes = [*notes, *result.notes]
+    message = message_for(notes, result)
+    where = folder(course, student, assignment)
+    write_atomic(result.to_json(), where / RESULTS_NAME)
+    write_json_atomic({"student": student, "key": key, "message": message,
+                       "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, where / SIDECAR)
+    feedback.write(result, where / FEEDBACK_NAME, student=student, message="; ".join(notes))
+    return message

@@ -1,0 +1,66 @@
+"""What a result was graded with: the package versions, and a hash of the files that decide a score.
+
+A stored result is kept (grade-class resumes, the nbgrader bridge reuses it, a Dask worker's result
+is accepted) only when it was graded under the same ``grader_hash``. The hash covers an explicit
+list of the package's files, ``SCORING``; every other file is listed in ``NOT_SCORING``, and a test
+(tests/test_registry.py) fails when a module is in neither list, so a new module is a decision,
+not an accident. Editing a README, the feedback page or the class report regrades nothing.
+"""
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Files whose change can change a score or a message (globs, relative to the package).
+SCORING = (
+    "exercises.py", "errors.py", "notebook.py", "reference.py", "results.py", "grade.py", "checklist.py",
+    "submission.py", "channel.py", "training.py", "data.py",
+    "models/*.py", "checks/*.py", "sandbox/*.py",
+)
+# Files that present, schedule or store results, or that build the course: no score depends on them.
+NOT_SCORING = (
+    "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py",
+    "nbgrader_bridge.py", "assign.py", "demo.py", "students.py",
+    "classroom/*.py", "student/*.py", "templates/*",
+)
+
+# jax, jaxlib and scipy: the sandboxed worker builds the students' models with Keras' NumPy backend.
+VERSIONED_PACKAGES = ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nbgrader",
+                      "jax", "jaxlib", "scipy")
+
+_versions = None
+
+
+def versions() -> dict:
+    """{"python": ..., package: version} of what grades here (read from metadata once per process)."""
+    global _versions
+    if _versions is None:
+        from importlib.metadata import PackageNotFoundError, version
+        found = {"python": platform.python_version()}
+        for package in VERSIONED_PACKAGES:
+            try:
+                found[package] = version(package)
+            except PackageNotFoundError:
+                pass
+        _versions = found
+    return dict(_versions)
+
+
+def scoring_files(package=PACKAGE_DIR) -> list:
+    """The package's files that decide a score, sorted by their path inside the package."""
+    package = Path(package)
+    found = {path for pattern in SCORING for path in package.glob(pattern) if path.is_file()}
+    return sorted(found, key=lambda p: p.relative_to(package).as_posix())
+
+
+def grader_hash(package=PACKAGE_DIR) -> str:
+    """A hash of the scoring files and the versions: a result graded under another hash is graded again."""
+    package = Path(package)
+    h = hashlib.sha256()
+    for path in scoring_files(package):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(json.dumps(versions(), sort_keys=True).encode())
+    return h.hexdigest()[:20]

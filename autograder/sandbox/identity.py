@@ -1,0 +1,152 @@
+"""A uid of its own for every worker, and a scratch folder only that uid may enter.
+
+When the grader runs as root, each worker becomes a uid leased from a range nobody else uses, so
+that two workers (of one grader process or of several on the machine) can neither signal nor
+read each other through ordinary permissions, whatever Landlock does or does not offer. A lease is
+an exclusive flock on ``<lock_dir>/uid-<n>.lock``: the kernel drops it when the holder closes it
+or dies, so a crashed grader leaves no uid taken. A uid that still owns a live process (a worker
+that outlived its grader) is passed over.
+
+Without root the caller cannot become another uid: the lease is the caller's own uid, shared by
+every worker, and then Landlock (confine.py: file system allow-list, signal scope) is
+what separates the workers from each other and from the grader.
+
+Inside bwrap's user namespace the leased uid (and the gid, the same number) is mapped with root:
+"0 0 1\\n{uid} {uid} 1\\n" (bwrap.user_namespace_fd). When the worker is killed, ``end_processes``
+ends every process of its uid, then the lease is released.
+"""
+
+import fcntl
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+# Outside every range systemd hands out or reserves (docs/UIDS-GIDS.md: system and regular users
+# below 60000, DynamicUser= 61184-65519, containers 524288-1879048191) and below 2**31, which some
+# tools still read as a signed number.
+DEFAULT_FIRST_UID = 1_900_000_000
+DEFAULT_UID_COUNT = 1024
+DEFAULT_LOCK_DIR = "/run/bn-autograder/uids"      # /run: on tmpfs, emptied at boot
+LOCK_DIR_MODE = 0o700
+SCRATCH_PREFIX = "bn-worker-"
+
+
+class NoFreeUid(RuntimeError):
+    """Every uid of the range is leased (or still runs a process)."""
+
+
+class Lease:
+    """A uid (and gid, the same number) held until close(); ``shared`` when it is the caller's own."""
+
+    def __init__(self, uid: int, gid: int, lock_fd=None, lock_path=None):
+        self.uid, self.gid = uid, gid
+        self.lock_path = lock_path
+        self._lock_fd = lock_fd
+
+    @property
+    def shared(self) -> bool:
+        return self._lock_fd is None and self.lock_path is None
+
+    def close(self):
+        """Release the uid (closing the descriptor drops the flock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def __repr__(self):
+        return f"Lease(uid={self.uid}, shared={self.shared})"
+
+
+def _uid_runs_a_process(uid: int) -> bool:
+    """Some process has ``uid`` as its real, effective, saved or file-system uid."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("Uid:"):
+                        if str(uid) in line.split()[1:]:
+                            return True
+                        break
+        except OSError:
+            continue
+    return False
+
+
+def end_processes(uid: int, rounds: int = 200) -> None:
+    """SIGKILL every process running as ``uid`` until none is left (a leased uid is one worker's
+    alone, so this ends whatever it started, in whatever session or process group). As root only."""
+    for _ in range(rounds):
+        found = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    uids = next((line.split()[1:] for line in status if line.startswith("Uid:")), [])
+                if str(uid) in uids:
+                    with open(f"/proc/{pid}/stat") as stat:
+                        state = stat.read().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found = True
+                        os.kill(int(pid), signal.SIGKILL)
+            except (OSError, IndexError, ValueError):
+                continue
+        if not found:
+            return
+        time.sleep(0.005)
+
+
+def _try_lock(path: Path):
+    """An open descriptor holding the exclusive flock on ``path``, or None if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def lease_uid(first: int = DEFAULT_FIRST_UID, count: int = DEFAULT_UID_COUNT,
+              lock_dir=DEFAULT_LOCK_DIR) -> Lease:
+    """The first free uid of [first, first + count), held until the lease is closed or this process
+    ends. Not root: the caller's own uid, shared (see the module's docstring)."""
+    if os.geteuid() != 0:
+        return Lease(os.getuid(), os.getgid())
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(mode=LOCK_DIR_MODE, parents=True, exist_ok=True)
+    for uid in range(first, first + count):
+        path = lock_dir / f"uid-{uid}.lock"
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        if _uid_runs_a_process(uid):
+            os.close(fd)
+            continue
+        return Lease(uid, uid, fd, path)
+    raise NoFreeUid(f"all {count} uids from {first} are leased; raise the count or wait")
+
+
+def make_scratch(parent, uid: int, gid: int = -1) -> Path:
+    """A fresh folder under ``parent``, mode 0700 (mkdtemp), owned by ``uid``: only that uid (and
+    root) may enter it. Its group stays the caller's unless ``gid`` is given (0700 makes the group
+    moot). The caller removes it."""
+    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+    try:
+        os.chown(path, uid, gid)
+    except BaseException:
+        path.rmdir()
+        raise
+    return path

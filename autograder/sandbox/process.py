@@ -1,0 +1,332 @@
+"""The worker's process: its command (bubblewrap's, or a plain subprocess confined by Landlock and
+seccomp where bwrap cannot run), the isolation it runs under (isolation.py chooses it), who it runs
+as (a leased uid as root, identity.py), its environment and thread caps, the rlimits and cgroup it
+starts under, and ``kill()``, which ends it and everything it started. Also where the worker's
+Python lives (``interpreter()`` and the folders it needs), from which allowlist.py builds what the
+worker may see."""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import site
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from autograder.errors import SandboxUnavailable
+
+from . import allowlist, bwrap, identity
+from .bwrap import CONFINE_SCRIPT, SANDBOX_CONFINE, SANDBOX_HOME, WORKER_SCRIPT, user_namespace_fd
+from .cgroup import ResourceGroup
+from .isolation import Isolation, choose_isolation
+from .limits import Limits
+
+CONFINE_VARIABLE = "BN_AUTOGRADER_CONFINE"        # the allow-list, JSON; popped by the worker
+KEEP_READ_SEARCH_VARIABLE = "BN_AUTOGRADER_KEEP_READ_SEARCH"
+CONFINE_FAILED_EXIT = 71      # the worker's exit status when it could not confine itself (worker.py)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")   # read-write for Landlock (as files)
+# Without bubblewrap there is no private /proc: the worker may read its own (/proc/self is resolved
+# when the worker applies the rule, so its children's are not included) and the machine's CPU and
+# memory figures, which NumPy's and TensorFlow's start-up read (TensorFlow aborts without them).
+SYSTEM_FIGURES = ("/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu")
+
+
+class SandboxWarning(UserWarning):
+    """The worker starts with less isolation than it should have here (bwrap as root without a user
+    namespace of our own)."""
+
+
+def interpreter() -> str:
+    """The path the worker's Python is started by: sys.executable with the folders on its way
+    resolved, but not the file itself. A venv symlinked into the course folder (.venv -> ~/envs/bn)
+    is hidden with the course, while its real folder is brought back; and a venv's bin/python must
+    stay a path inside the venv (Python finds pyvenv.cfg, so its site-packages, from that path)."""
+    executable = Path(sys.executable)
+    return str(executable.parent.resolve() / executable.name)
+
+
+def _symlink_hops(path) -> list:
+    """``path`` and every link it goes through to the real file (pyenv, conda and venvs chain
+    bin/python -> python3 -> python3.11 -> elsewhere), each with its folders resolved."""
+    hops, seen = [], set()
+    path = Path(path)
+    while len(hops) < 40:
+        path = path.parent.resolve() / path.name
+        if path in seen:
+            break
+        seen.add(path)
+        hops.append(path)
+        try:
+            if not path.is_symlink():
+                break
+            path = path.parent / os.readlink(path)
+        except OSError:         # a folder on the way this user may not enter: the chain ends here
+            break
+    return hops
+
+
+def _existing(path) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
+def _python_dirs() -> set:
+    """What the worker's Python needs to read: its prefixes, every folder on the interpreter's chain
+    of links, and the site-packages on its path (a .pth may add another environment's)."""
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+            str(Path(sys.executable).resolve().parent.parent), *site.getsitepackages()}
+    dirs |= {str(hop.parent) for hop in _symlink_hops(interpreter())}
+    dirs |= {entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")}
+    return {str(Path(d).resolve()) for d in dirs if d and _existing(d)}
+
+
+# The worker only builds models and serializes them (to_json); the grader trains them with TensorFlow.
+# Keras' NumPy backend builds the same configs (benchmarks/bench_worker_start.py compares them) and
+# imports in about half the time of TensorFlow, the largest part of a worker's start.
+WORKER_KERAS_BACKEND = "numpy"
+
+
+
+
+def thread_environment(threads) -> dict:
+    """The one set of variables that caps NumPy's, OpenMP's and TensorFlow's threads at ``threads``
+    per process (TensorFlow: ``threads`` per op, one op at a time), for the grader processes
+    (classroom.pool.worker_env) and the sandboxed worker (Limits.threads) alike."""
+    n = str(max(1, int(threads)))
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def worker_environment(home: str, tmp: str = "/tmp", threads: int = 1) -> dict:
+    """The worker's whole environment (nothing of the grader's is passed on), with ``home`` its HOME,
+    ``tmp`` its TMPDIR and ``threads`` its NumPy/BLAS threads (Limits.threads)."""
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": tmp, "KERAS_HOME": f"{home}/.keras",
+            "KERAS_BACKEND": WORKER_KERAS_BACKEND,
+            "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib", "PYTHONHASHSEED": "0",
+            "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": "",
+            **thread_environment(threads), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+
+
+def allowed(hide=()) -> allowlist.AllowList:
+    """The machine's part of what the worker may see (allowlist.py), for this Python."""
+    return allowlist.build(_python_dirs(), hide)
+
+
+def bubblewrap_landlock_rules(allow: allowlist.AllowList) -> dict:
+    """Landlock's rules inside bubblewrap: the same allow-list, the worker's folder, the private
+    procfs of its PID namespace read-only, and its private scratch tmpfs and devices read-write."""
+    read_only, list_only = allow.landlock_rules()
+    return {"read_only": [*read_only, str(Path(SANDBOX_CONFINE).parent), "/proc"], "list_only": list(list_only),
+            "read_write": [*bwrap.SCRATCH_DIRS, *DEVICES]}
+
+
+def bubblewrap_argv(hide=(), limits=None, userns_fd=None, drop_to=None, landlock=False) -> list:
+    """The bwrap command that starts the worker with this Python (bwrap.command); with ``landlock``
+    the worker also confines itself to the same allow-list."""
+    allow = allowed(hide)
+    environment = worker_environment(SANDBOX_HOME, threads=(limits or Limits()).threads)
+    if landlock:
+        environment[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
+    return bwrap.command(interpreter(), allow, environment, limits, userns_fd, drop_to)
+
+
+def _everyone_can_read(path) -> bool:
+    """Every folder on the way to ``path`` lets others through and others may read it."""
+    try:
+        path = Path(path).resolve()
+        if not all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents):
+            return False
+        return bool(path.stat().st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def _child_setup(limits: Limits, group: ResourceGroup, unprivileged_worker: bool):
+    """Runs in the child between fork and exec."""
+    if group.active:
+        group.join()
+    else:
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes * 2, limits.memory_bytes * 2))
+        if unprivileged_worker:   # RLIMIT_NPROC binds only a uid without capabilities
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    cpu = int(limits.total_seconds * 2) + 30
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+
+
+def _remove_tree(path) -> None:
+    """Remove a worker's folder, also what its code made unwritable (chmod 0)."""
+    def writable_again(function, failed, _info):
+        try:
+            os.chmod(os.path.dirname(failed), 0o700)
+            os.chmod(failed, 0o700)
+            function(failed)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=writable_again)
+
+
+def _parent_pid(pid):
+    """A live (not zombie) process's parent pid, or None for a zombie; OSError when it is gone."""
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return None if fields_[0] == "Z" else int(fields_[1])
+
+
+class SandboxedProcess:
+    """The worker process with its pipes, started under ``isolation`` (None: choose_isolation(),
+    which raises SandboxUnavailable where nothing isolates); ``kill()`` ends it and everything it
+    started, and releases its uid."""
+
+    def __init__(self, limits: Limits, hide=(), isolation=None):
+        self.limits = limits
+        self.isolation = Isolation(isolation) if isolation is not None else choose_isolation()
+        self.isolated = self.isolation.bubblewrap      # bubblewrap's PID namespace holds it
+        self._folder = None
+        self.lease = None
+        self.group = None
+        self.stderr = tempfile.TemporaryFile()     # bwrap's or Python's complaints, for a failed start
+        try:
+            try:
+                self.lease = identity.lease_uid(limits.uid_first, limits.uid_count)
+            except (identity.NoFreeUid, OSError) as exc:
+                raise SandboxUnavailable(f"no uid for the worker: {exc}") from None
+            if self.isolation.bubblewrap:
+                argv, cwd, env, passed, unprivileged = self._bubblewrap_command(limits, hide)
+            else:
+                argv, cwd, env, passed, unprivileged = self._plain_command(hide)
+            self.group = ResourceGroup(limits)
+            try:
+                self.process = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=self.stderr, start_new_session=True,
+                    pass_fds=passed, preexec_fn=lambda: _child_setup(limits, self.group, unprivileged))
+            finally:
+                for fd in passed:
+                    os.close(fd)
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def uid(self) -> int:
+        return self.lease.uid
+
+    def _bubblewrap_command(self, limits, hide):
+        """(argv, cwd, env, descriptors to pass, whether the worker runs without privileges)."""
+        userns_fd = user_namespace_fd(self.lease.uid)
+        argv, passed = bwrap.arguments_through_fd(
+            bubblewrap_argv(hide, limits, userns_fd, self.lease.uid, landlock=self.isolation.landlock),
+            () if userns_fd is None else (userns_fd,), interpreter())
+        unprivileged = userns_fd is not None or os.geteuid() != 0
+        if not unprivileged:
+            warnings.warn("could not make a user namespace for the sandbox: the student's code runs as "
+                          "root seen through bwrap's namespace and may read root-only files", SandboxWarning,
+                          stacklevel=3)
+        return argv, "/", None, passed, unprivileged
+
+    def _plain_command(self, hide=()):
+        """Without bubblewrap: a plain subprocess started from a private folder of its own (the worker
+        and confine.py copied there, root's, 0755, files 0644), in a 0700 scratch folder owned by its
+        uid; as root it becomes its leased uid. With Landlock it confines itself to the allow-list
+        and its scratch (the mode LANDLOCK); in the mode NONE it does not."""
+        self._folder = Path(tempfile.mkdtemp(prefix="bn-worker-"))
+        os.chmod(self._folder, 0o755)
+        code = self._folder / "bin"
+        code.mkdir(mode=0o755)
+        os.chmod(code, 0o755)
+        for source in (WORKER_SCRIPT, CONFINE_SCRIPT):
+            shutil.copyfile(source, code / source.name)
+            os.chmod(code / source.name, 0o644)
+        scratch = identity.make_scratch(self._folder, self.lease.uid, self.lease.gid)
+        env = worker_environment(str(scratch), str(scratch), self.limits.threads)
+        allow = allowed(hide)
+        if self.isolation.landlock:
+            read_only, list_only = allow.landlock_rules()
+            env[CONFINE_VARIABLE] = json.dumps({"read_only": [*read_only, str(code), *SYSTEM_FIGURES],
+                                                "list_only": list(list_only), "read_write": [str(scratch), *DEVICES]})
+        if not self.lease.shared:               # root: become the leased uid, alone with its processes
+            env[bwrap.DROP_TO_VARIABLE] = str(self.lease.uid)
+            env["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # kill(-1) as that uid reaches only its own
+            if not all(map(_everyone_can_read, [sys.executable, *allow.read_only, code])):
+                # Python lives where the uid may not go (root's 0700 home): it keeps the right to
+                # read past permissions alone, and Landlock decides what it reads.
+                env[KEEP_READ_SEARCH_VARIABLE] = "1"
+        argv = [sys.executable, "-B", "-s", str(code / WORKER_SCRIPT.name)]
+        return argv, str(scratch), env, (), True
+
+    def startup_errors(self) -> str:
+        """What bwrap or Python printed before the worker took its streams over (for SandboxUnavailable)."""
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read(2000).decode("utf-8", errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def _pid_namespace(self):
+        """The PID namespace bwrap made, read through its first child (the namespace's init)."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if _parent_pid(pid) == self.process.pid:
+                    return os.readlink(f"/proc/{pid}/ns/pid")
+            except (OSError, ValueError, IndexError):
+                continue
+        return None
+
+    @staticmethod
+    def _wait_until_empty(namespace, seconds=5.0):
+        """The kernel ends a PID namespace's processes after its init, asynchronously: wait for it,
+        so that nothing of the student's is left when kill() returns."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            alive = False
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    alive = os.readlink(f"/proc/{pid}/ns/pid") == namespace and _parent_pid(pid) is not None
+                except OSError:
+                    continue
+                if alive:
+                    break
+            if not alive:
+                return
+            time.sleep(0.01)
+
+    def kill(self):
+        namespace = self._pid_namespace() if self.isolated else None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=10)   # reap bwrap first: a zombie keeps the cgroup busy
+        except subprocess.TimeoutExpired:
+            pass
+        if namespace:
+            self._wait_until_empty(namespace)
+        self._release()
+
+    def _release(self):
+        """Everything of the worker's uid ended, its cgroup, folder and uid released."""
+        if self.lease is not None and not self.lease.shared:
+            identity.end_processes(self.lease.uid)
+        if self.group is not None:
+            self.group.remove()
+        self.stderr.close()
+        if self._folder is not None:
+            _remove_tree(self._folder)
+            self._folder = None
+        if self.lease is not None:
+            self.lease.close()

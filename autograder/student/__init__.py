@@ -1,0 +1,13 @@
+"""What a student runs before submitting: ``python -m autograder check NOTEBOOK``.
+
+- ``check.py``: runs the notebook exactly as the grader does (the same cells, the same per-cell and
+  total limits, the sandbox where bubblewrap is available), then each visible test cell against the
+  result, and reports what would go wrong when it is graded. It runs no hidden check and shows no
+  hidden verdict.
+- ``contract.py``: what the check compares a notebook with: the released notebook's nbgrader cells
+  (the locked cells' sources, the cell ids, the points). In this project it is read from the
+  release; in the student kit it ships as ``contract.json``, generated when the kit is built.
+- ``kit.py``: ``python -m autograder student-kit --output DIR`` builds the wheel students install
+  (the runner, the sandbox and the contract; nothing of ``checks/`` or ``reference.py``). It is
+  not part of the kit.
+"""

@@ -1,0 +1,624 @@
+"""``python -m autograder check NOTEBOOK [--output check.json]``: run a notebook as the grader will.
+
+The notebook is read by ``notebook.read`` and run by ``Submission``, as grading does: in a fresh
+worker (the sandbox where bubblewrap works here, a plain subprocess elsewhere, said in one line),
+only its answer cells, the cells the student added and the release's set-up cells, in order, with
+the grader's per-cell and total limits. Then each exercise's visible test cell, as the release has
+it, runs in that same worker against the result; a visible test that trains is not run (the grader
+trains it). No hidden check runs, and none is in the student's kit.
+
+What it reports, one problem per fault, each naming its cell (1-based, counted from the top of the
+notebook, text cells included) and saying what to do:
+
+- ``not_a_notebook``: the file cannot be read as a notebook (``NotebookUnreadable``).
+- ``changed_locked_cell``: compared with the release (``contract.py``): a locked or test cell whose
+  source was edited, a cell id deleted, duplicated, unknown or without a grade_id, changed nbgrader
+  flags, points or checksum: what nbgrader's autograde would overwrite or refuse.
+- ``loads_data_or_trains``: an answer cell (or a cell the student added) calling ``load_data``,
+  ``.fit``, ``.fit_generator`` or ``.train_on_batch``, found by reading its code (reported even
+  when it ran in time); when it also failed or ran out of time, the same problem says so.
+- ``cell_timeout``: a cell past the per-cell limit, or not run because the total was used up.
+- ``undefined_name``: a ``NameError`` in a student's cell, when the cell runs or when a visible test
+  calls its function: the global exists only in the student's kernel. The message names the global,
+  the cell, and where the notebook does define it, if anywhere (below, or in a cell never run).
+- ``cell_error``: any other error of a cell in the fresh run.
+- ``missing_function``: after the run, an exercise's function is not defined (renamed, deleted).
+- ``visible_test_failed``: a visible test cell fails against the fresh run (its own message).
+- ``not_checked``: the check could not start its worker here (exit code 2; not the notebook's fault).
+"""
+
+import argparse
+import ast
+import os
+import re
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .. import notebook as notebooks
+from .. import settings
+from ..errors import NotebookUnreadable, SandboxUnavailable
+from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
+from ..sandbox import Limits, SandboxWarning
+from ..sandbox.worker import python_source
+from ..submission import Submission
+from . import contract as contracts
+
+KINDS = ("not_a_notebook", "changed_locked_cell", "loads_data_or_trains", "cell_timeout", "undefined_name",
+         "cell_error", "missing_function", "visible_test_failed", "not_checked")
+PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
+
+# Calls that load a dataset or train, which an answer cell must not make: the grader has no copy of
+# the data, and training runs into the cell limit. load_data may be called by name or attribute;
+# the others only as methods (model.fit), so that a student's own function named fit is not taken.
+LOADING_FUNCTIONS = {"load_data"}
+TRAINING_METHODS = {"fit", "fit_generator", "train_on_batch"}
+
+_LOCATION = re.compile(r" \(cell (\d+), line (\d+)\)$")
+_NAME_ERROR = re.compile(r"^NameError: name '([^']+)' is not defined")
+_PROBE_ERROR = re.compile(r"^LookupError: (.*?)(?: \(cell \d+, line \d+\))?$")
+
+
+@dataclass
+class Problem:
+    kind: str
+    cell: int | None        # 1-based position in the notebook, or None
+    message: str
+
+
+@dataclass
+class ExerciseReport:
+    id: str
+    found: bool             # its function is defined after the fresh run
+    ran: bool               # its answer cell ran without an error or a time-out
+    visible_tests: str      # "passed" | "failed" | "not run"
+    message: str
+
+
+@dataclass
+class Report:
+    ready: bool
+    exercises: list
+    problems: list
+    isolation: str = ""
+    could_not_run: bool = False      # the check itself could not run the notebook here (exit 2)
+
+    def to_dict(self) -> dict:
+        return {"ready": self.ready, "exercises": [asdict(e) for e in self.exercises],
+                "problems": [asdict(p) for p in self.problems]}
+
+    def to_json(self) -> str:
+        import json  # noqa: PLC0415
+        return json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n"
+
+    def lines(self) -> list:
+        """What the command prints after its first line: one line per exercise, then the problems."""
+        out = []
+        for number, (exercise, found) in enumerate(zip(EXERCISES, self.exercises), start=1):
+            out.append(f"  {number}. {exercise.id:<26} {found.message}")
+        if self.problems:
+            out.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")
+            out += [f"  [{p.kind}] {p.message}" for p in self.problems]
+        if self.ready:
+            out.append("READY: the notebook runs from a fresh start as the grader runs it, and the visible tests "
+                       "pass. (The hidden checks test more cases.)")
+        elif self.could_not_run:
+            out.append("NOT CHECKED: the check could not run the notebook on this computer (see above).")
+        else:
+            out.append("NOT READY: fix the problems above, save the notebook, and run the check again.")
+        return out
+
+
+# --- reading the notebook's code -------------------------------------------------------------------
+
+def _parse(code: str):
+    try:
+        return ast.parse(python_source(code))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def bindings(code: str) -> set:
+    """The global names a cell's code binds when it runs (assignments, defs, imports, loop and with
+    targets...), not those bound inside its functions."""
+    tree = _parse(code)
+    names = set()
+
+    def visit(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            return
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    if tree is not None:
+        visit(tree)
+    return names
+
+
+def defined_functions(code: str) -> list:
+    tree = _parse(code)
+    return [] if tree is None else [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def _called_name(call: ast.Call) -> str | None:
+    function = call.func
+    if isinstance(function, ast.Name) and function.id in LOADING_FUNCTIONS:
+        return function.id
+    if isinstance(function, ast.Attribute) and function.attr in LOADING_FUNCTIONS | TRAINING_METHODS:
+        return function.attr
+    return None
+
+
+def loading_calls(code: str, *, everywhere: bool) -> list:
+    """[(name, line)] of the calls that load data or train. ``everywhere``: also inside function
+    bodies (an answer cell's function runs when the grader calls it); otherwise only what runs when
+    the cell runs: its top level and the bodies of its own functions that it calls there."""
+    tree = _parse(code)
+    if tree is None:
+        return []
+    if everywhere:
+        nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    else:
+        functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        nodes, stack, called = [], list(tree.body), set()
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) \
+                    and not getattr(node, "_runs", False):
+                continue
+            if isinstance(node, ast.Call):
+                nodes.append(node)
+                name = node.func.id if isinstance(node.func, ast.Name) else None
+                if name in functions and name not in called:
+                    called.add(name)
+                    functions[name]._runs = True
+                    stack.append(functions[name])
+            stack.extend(ast.iter_child_nodes(node))
+    found = sorted({(name, node.lineno) for node in nodes if (name := _called_name(node))}, key=lambda f: f[1])
+    return found
+
+
+def trains(code: str) -> bool:
+    return bool(loading_calls(code, everywhere=True))
+
+
+# --- the notebook's cells, as the messages name them -------------------------------------------------
+
+_ANSWERS = {e.function: (n, e) for n, e in enumerate(EXERCISES, start=1) if e.kind is not Kind.TRAINING}
+_TESTS = {e.test_cell: (n, e) for n, e in enumerate(EXERCISES, start=1)}
+
+
+class Cells:
+    """A notebook's cells with their roles, ids and the globals each binds."""
+
+    def __init__(self, notebook: notebooks.Notebook):
+        self.cells = notebook.cells
+        self.roles = [notebooks.role(c) for c in self.cells]
+        self.ids = [notebooks.grade_id(c) if isinstance(c, dict) else "" for c in self.cells]
+        self.codes = [notebooks.source(c) if role is not notebooks.Role.TEXT else ""
+                      for c, role in zip(self.cells, self.roles)]
+        self.bound = [bindings(code) if code else set() for code in self.codes]
+
+    def describe(self, index: int) -> str:
+        """'cell 9 (the answer cell of Exercise 1)'."""
+        return f"cell {index + 1} ({self.what(index)})"
+
+    def what(self, index: int) -> str:
+        role, cell_id = self.roles[index], self.ids[index]
+        if role is notebooks.Role.SOLUTION:
+            return f"the answer cell of Exercise {_ANSWERS[cell_id][0]}" if cell_id in _ANSWERS \
+                else f"the answer cell {cell_id!r}"
+        if role is notebooks.Role.TEST:
+            return f"the visible test of Exercise {_TESTS[cell_id][0]}" if cell_id in _TESTS \
+                else f"the test cell {cell_id!r}"
+        if role is notebooks.Role.SETUP:
+            return f"the locked set-up cell {cell_id!r}"
+        if role is notebooks.Role.DEMO:
+            return f"the demonstration cell {cell_id!r}"
+        if role is notebooks.Role.ADDED:
+            first = next((line.strip() for line in self.codes[index].splitlines() if line.strip()), "")
+            first = first if len(first) <= 40 else first[:37] + "..."
+            return f"a cell you added, starting {first!r}" if first else "a cell you added"
+        return f"the text cell {cell_id!r}" if cell_id else "a text cell"
+
+    def last(self, grade_id: str, role: notebooks.Role) -> int | None:
+        """The last cell with this id and role (nbgrader keeps the last of duplicated ids)."""
+        found = [i for i, (r, g) in enumerate(zip(self.roles, self.ids)) if r is role and g == grade_id]
+        return found[-1] if found else None
+
+    def answer_cell(self, exercise) -> int | None:
+        return self.last(exercise.function, notebooks.Role.SOLUTION)
+
+    def test_cell(self, exercise) -> int | None:
+        return self.last(exercise.test_cell, notebooks.Role.TEST)
+
+    def binders(self, name: str) -> list:
+        return [i for i, names in enumerate(self.bound) if name in names]
+
+
+# --- the static checks: the release's contract, and data loading or training in answer cells ---------
+
+def locked_cell_problems(notebook: notebooks.Notebook, contract, cells: Cells) -> list:
+    """What nbgrader's autograde would overwrite or refuse, compared with the release's cells."""
+    if contract is None:
+        return []
+    released = contract.by_id
+    problems, seen = [], {}
+    for index, cell in enumerate(notebook.cells):
+        meta = notebooks.nbgrader_metadata(cell) if isinstance(cell, dict) else {}
+        if not meta:
+            continue
+        cell_id = cells.ids[index]
+        if not cell_id:
+            if any(meta.get(flag) for flag in ("solution", "grade", "locked")):
+                problems.append(Problem("changed_locked_cell", index + 1, (
+                    f"cell {index + 1} has nbgrader metadata without a grade_id, so nbgrader cannot tell which "
+                    "cell it is; its metadata is damaged: copy the cell's code into a fresh copy of the release")))
+            continue
+        seen.setdefault(cell_id, []).append(index)
+        if cell_id not in released:
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)} has the cell id {cell_id!r}, which the released notebook does not have "
+                "(copied from another notebook, or its metadata edited); nbgrader drops that id: if it is your "
+                "answer, move its code into the answer cell it belongs to")))
+            continue
+        original = released[cell_id]
+        changes = []
+        if str(cell.get("cell_type")) != original.cell_type:
+            changes.append(f"its type is {cell.get('cell_type')}, not {original.cell_type}")
+        for flag in ("locked", "solution", "grade"):
+            if bool(meta.get(flag)) != getattr(original, flag):
+                changes.append(f"its nbgrader flag {flag!r} is {bool(meta.get(flag))}, not {getattr(original, flag)}")
+        if original.grade and _points(meta.get("points")) != original.points:
+            changes.append(f"its points are {meta.get('points')!r}, not {original.points:g}")
+        if original.checksum and meta.get("checksum") not in (None, original.checksum):
+            changes.append("its nbgrader checksum was changed")
+        if original.locked and notebooks.source(cell) != original.source:
+            what = "a visible test" if original.grade else "a locked cell"
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)} was edited, but it is {what}: the grader uses the release's version, "
+                "so your change is lost (and an answer written there is not graded); undo the edit: copy the "
+                "cell back from a fresh copy of the release")))
+        if changes:
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)}: {'; '.join(changes)}; nbgrader restores or refuses such a cell: "
+                "undo it (copy the cell back from a fresh copy of the release, then your code into it)")))
+    for cell_id, indices in seen.items():
+        if len(indices) > 1 and cell_id in released:
+            numbers = ", ".join(str(i + 1) for i in indices)
+            problems.append(Problem("changed_locked_cell", indices[0] + 1, (
+                f"cells {numbers} all have the cell id {cell_id!r} (a cell copied with its metadata); nbgrader "
+                f"keeps the id on the last one only: keep one cell with this id, and make the copy a plain "
+                "cell (delete it and add a new cell, then paste its code)")))
+    present = {cells.ids[i] for i in range(len(cells.ids))}
+    if released and not present & set(released):
+        problems.append(Problem("changed_locked_cell", None, (
+            "the notebook has none of the released notebook's cell ids: it is not the released "
+            f"{NOTEBOOK_NAME}, or a program removed its nbgrader metadata; start from a fresh copy of the "
+            "release and paste your answers into its answer cells")))
+        return problems
+    for cell_id, original in released.items():
+        if cell_id not in present:
+            kind = {notebooks.Role.SOLUTION: "answer cell", notebooks.Role.TEST: "visible test cell"}.get(
+                original.role, "locked cell" if original.locked else "cell")
+            problems.append(Problem("changed_locked_cell", None, (
+                f"the {kind} {cell_id!r} (cell {original.position} of the release) was deleted; nbgrader "
+                "grades by cell id: copy it back from a fresh copy of the release, in the same place")))
+    return problems
+
+
+def _points(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def loading_problems(cells: Cells) -> dict:
+    """{cell index: Problem} for the answer cells and added cells that load data or train."""
+    found = {}
+    for index, role in enumerate(cells.roles):
+        if role not in (notebooks.Role.SOLUTION, notebooks.Role.ADDED):
+            continue
+        calls = loading_calls(cells.codes[index], everywhere=role is notebooks.Role.SOLUTION)
+        if not calls:
+            continue
+        named = ", ".join(f"{name}() on line {line}" for name, line in calls)
+        found[index] = Problem("loads_data_or_trains", index + 1, (
+            f"{cells.describe(index)} calls {named}: the grader runs this cell with no dataset and "
+            "a time limit, so it fails or runs out of time there; keep loading data and training in the "
+            "notebook's demonstration cells: answer cells, and cells you add, should only define functions"))
+    return found
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+# How the first line names each isolation mode (sandbox.Isolation's values).
+ISOLATION_TEXT = {
+    "bwrap+landlock": "bubblewrap and Landlock, as on the grader (no network, your files hidden)",
+    "bwrap": "bubblewrap, as on the grader (no network, your files hidden; this kernel has no Landlock)",
+    "landlock": "Landlock and seccomp (no network, your files hidden; bubblewrap cannot run here)",
+    "none": ("a plain subprocess: neither bubblewrap nor Landlock works here (macOS, or a container without "
+             "user namespaces), so the grader's limits apply but not its sandbox"),
+}
+
+
+def isolation_choice():
+    """(the mode, the words that name it): the student's own code on their own machine gets the best
+    isolation available, never a refusal (sandbox.choose_isolation with never_refuse)."""
+    from .. import sandbox  # noqa: PLC0415
+    chosen = sandbox.choose_isolation(never_refuse=True)
+    return chosen, ISOLATION_TEXT.get(chosen.value, chosen.value)
+
+
+def _split(error: str) -> tuple:
+    """(the error without its location, cell number, line) of a worker's error text."""
+    found = _LOCATION.search(error)
+    if not found:
+        return error, None, None
+    return error[:found.start()], int(found.group(1)), int(found.group(2))
+
+
+def _timed_out(error: str) -> bool:
+    return error.startswith("TimeoutError: time limit reached") or "no answer within" in error
+
+
+def _budget_used(error: str) -> bool:
+    return error.startswith("not run: the submission used up") or error.startswith("not run: the notebook used up")
+
+
+class _Checker:
+    def __init__(self, notebook, contract, limits, cells: Cells):
+        self.notebook, self.contract, self.limits, self.cells = notebook, contract, limits, cells
+        self.problems = []
+        self.failed = {}             # cell index -> error of the fresh run
+
+    def add(self, kind, index, message):
+        self.problems.append(Problem(kind, None if index is None else index + 1, message))
+
+    # -- the cells of the fresh run
+    def cell_outcomes(self, run: Submission, loading: dict):
+        limit = f"{self.limits.cell_seconds:g} s"
+        for outcome in run.outcomes:
+            if not outcome.error:
+                continue
+            index, error = outcome.index, outcome.error
+            self.failed[index] = error
+            text, _, line = _split(error)
+            at = f" on line {line}" if line else ""
+            where = self.cells.describe(index)
+            if index in loading:
+                loading[index].message += (f" (here it ran past the {limit} limit)" if _timed_out(error)
+                                           else f" (here it failed{at}: {text})")
+            elif _budget_used(error):
+                self.add("cell_timeout", index, (
+                    f"{where} was not run: the cells before it used up the {self.limits.total_seconds:g} s the "
+                    "grader allows for the whole notebook; make the slow cells faster (answer cells should "
+                    "only define functions)"))
+            elif _timed_out(error):
+                self.add("cell_timeout", index, (
+                    f"{where} ran past the {limit} limit for one cell (stopped{at or ' there'}); the grader skips "
+                    "such a cell, so whatever it defines is missing: look for an endless loop or slow work, and keep "
+                    "only definitions in answer cells"))
+            elif index in run.setup_cells:
+                self.add("cell_error", index, (
+                    f"{where} fails on this computer: {text}{at}. It is the course's code, not yours: this "
+                    "Python environment lacks something the notebook needs (install what the error names, "
+                    "or run the check where you run the notebook)"))
+            elif (name := _NAME_ERROR.match(text)) is not None:
+                self.add("undefined_name", index, self.undefined(name.group(1), index, at, when_called=False))
+            else:
+                self.add("cell_error", index, (
+                    f"{where} raises {text}{at} when the notebook runs from a fresh start; the grader "
+                    "skips a failing cell, and whatever it defines is then missing: fix it, or delete it"))
+
+    def undefined(self, name: str, index: int, at: str, *, when_called: bool, function=None) -> str:
+        where = self.cells.describe(index)
+        head = (f"{where}: {function} uses {name!r} when it is called{at}" if when_called
+                else f"{where} uses {name!r}{at}")
+        binders = [i for i in self.cells.binders(name) if i != index]
+        run = [i for i in binders if self.cells.roles[i] in (notebooks.Role.SOLUTION, notebooks.Role.ADDED,
+                                                              notebooks.Role.SETUP)]
+        failed = [i for i in run if i in self.failed]
+        later = [i for i in run if i > index and not when_called]
+        never_run = [i for i in binders if self.cells.roles[i] in (notebooks.Role.DEMO, notebooks.Role.TEST)]
+        if failed:
+            return (f"{head}, which should come from {self.cells.describe(failed[0])}, but that cell fails in a "
+                    "fresh run: fix it first")
+        if later:
+            return (f"{head}, which only {self.cells.describe(later[0])}, below it, defines; the grader runs the "
+                    f"cells once, from the top: define {name!r} above cell {index + 1}, or in it")
+        if never_run:
+            return (f"{head}, which only {self.cells.describe(never_run[0])} defines, and the grader never runs "
+                    "that cell: define what your answer needs in the answer cell itself")
+        return (f"{head}, which no cell of the notebook defines: it exists only in your kernel (left by a cell "
+                f"since deleted or changed, or by cells run out of order); define {name!r} in cell {index + 1} "
+                "or in a cell above it. In Jupyter, Kernel > Restart Kernel and Run All Cells shows the same error")
+
+    # -- the exercises' functions
+    def missing_functions(self, run: Submission) -> set:
+        names = tuple(sorted({e.function for e in EXERCISES}))
+        probe = (f"if [_n for _n in {names!r} if not callable(globals().get(_n))]:\n"
+                 f"    raise LookupError(','.join(_n for _n in {names!r} if not callable(globals().get(_n))))\n")
+        answer = run.run_code(probe, 0)
+        if answer.get("ok"):
+            return set()
+        found = _PROBE_ERROR.match(str(answer.get("error", "")))
+        return set(found.group(1).split(",")) if found else set(names)
+
+    def missing_function_problem(self, exercise, number: int):
+        index = self.cells.answer_cell(exercise)
+        call = exercise.def_line[len("def "):-1]
+        if index is None:
+            self.add("missing_function", None, (
+                f"no cell defines {exercise.function}, and the answer cell of Exercise {number} is gone; the "
+                f"grader calls {call}: copy the answer cell back from a fresh copy of the release and answer it"))
+        elif index in self.failed:
+            return       # the cell's own error is the problem
+        else:
+            others = [f for f in defined_functions(self.cells.codes[index]) if f != exercise.function]
+            what = f"defines {', '.join(others)} but not {exercise.function}" if others \
+                else f"does not define {exercise.function}"
+            self.add("missing_function", index, (
+                f"{self.cells.describe(index)} {what}; the grader calls the function by its name, "
+                f"{call}: keep that name and signature"))
+
+    # -- the visible tests
+    def visible_test(self, run: Submission, exercise, number: int) -> tuple:
+        """(visible_tests, message) of one exercise, adding its problems."""
+        test_index = self.cells.test_cell(exercise)
+        code = self.contract.test_source(exercise.test_cell) if self.contract is not None else None
+        if code is None and test_index is not None:
+            code = self.cells.codes[test_index]
+        if code is None:
+            return NOT_RUN, "not run: the notebook has no visible test for it"
+        answer = run.run_code(code, 0 if test_index is None else test_index + 1)
+        if answer.get("ok"):
+            return PASSED, "visible tests passed"
+        error = str(answer.get("error", ""))
+        if answer.get("budget"):
+            return NOT_RUN, f"not run: {error[len('not run: '):]}"
+        text, cell_number, line = _split(error)
+        answer_index = self.cells.answer_cell(exercise)
+        test_where = (f"the visible test of Exercise {number}" if test_index is None
+                      else self.cells.describe(test_index))
+        fix_at = answer_index if answer_index is not None else test_index
+        if answer.get("crashed") or _timed_out(error):
+            self.add("visible_test_failed", fix_at, (
+                f"{test_where} did not finish within {self.limits.cell_seconds:g} s ({text}); {exercise.function} "
+                f"loops or is very slow, and the grader gives each call of it less time: make it faster"))
+            return FAILED, "visible tests did not finish in time"
+        name = _NAME_ERROR.match(text)
+        student_cell = cell_number is not None and 0 < cell_number <= len(self.cells.roles) and \
+            self.cells.roles[cell_number - 1] in (notebooks.Role.SOLUTION, notebooks.Role.ADDED)
+        if name and student_cell:
+            self.add("undefined_name", cell_number - 1, self.undefined(
+                name.group(1), cell_number - 1, f" (line {line})" if line else "", when_called=True,
+                function=exercise.function))
+            return FAILED, f"visible tests failed: {name.group(1)!r} is not defined"
+        if text.startswith("NotImplementedError"):
+            where = self.cells.describe(answer_index) if answer_index is not None else f"Exercise {number}"
+            self.add("visible_test_failed", fix_at, (
+                f"{where}: {exercise.function} still raises NotImplementedError (the visible test in "
+                f"{'a deleted cell' if test_index is None else f'cell {test_index + 1}'} calls it); write its body"))
+            return FAILED, "not answered yet (NotImplementedError)"
+        message = text[len("AssertionError: "):] if text.startswith("AssertionError: ") else text
+        fix = f"; fix {exercise.function} in {self.cells.describe(answer_index)}" if answer_index is not None else ""
+        self.add("visible_test_failed", fix_at, f"{test_where} fails: {message}{fix}")
+        return FAILED, f"visible tests failed: {message.splitlines()[0][:120] if message else text}"
+
+
+def unreadable_report(why: str) -> Report:
+    problem = Problem("not_a_notebook", None, (
+        f"{why}; the grader cannot read it either: open the notebook in Jupyter, save it (File > Save), and "
+        f"hand in the .ipynb file"))
+    exercises = [ExerciseReport(e.id, False, False, NOT_RUN, "not run: the file is not a readable notebook")
+                 for e in EXERCISES]
+    return Report(False, exercises, [problem])
+
+
+def check(path, limits: Limits | None = None, *, contract="release", hide=(), echo=None) -> Report:
+    """The report on the notebook at ``path``, run with ``limits`` (default the grader's). ``contract``:
+    the release's (default: the kit's contract.json or the release grading finds), or a Contract, or
+    None to compare with nothing. ``echo`` gets the first line (which isolation) before the run."""
+    limits = limits or Limits()
+    try:
+        notebook = notebooks.read(path)
+    except NotebookUnreadable as exc:
+        return unreadable_report(str(exc))
+    except ImportError as exc:     # the kit without nbformat, given an old (v3) notebook
+        return unreadable_report(f"the notebook is in an old format that needs {exc.name} to read")
+    if contract == "release":
+        contract = contracts.load()
+    cells = Cells(notebook)
+    checker = _Checker(notebook, contract, limits, cells)
+    checker.problems += locked_cell_problems(notebook, contract, cells)
+    loading = loading_problems(cells)
+
+    chosen, isolation = isolation_choice()
+    if echo:
+        echo(f"Checking {Path(path).name} as the grader runs it: from a fresh start, only answer, added and "
+             f"set-up cells, {limits.cell_seconds:g} s per cell, {limits.total_seconds:g} s in all. "
+             f"Isolation: {isolation}.")
+    run = Submission(notebook, limits, hide=(*hide, str(Path(path).resolve().parent)),
+                     setup_sources=contract.setup_sources() if contract is not None else None,
+                     isolation=chosen)
+    exercises = []
+    with run, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SandboxWarning)     # the first line already says which isolation
+        try:
+            run.cell_errors()
+            checker.cell_outcomes(run, loading)
+            missing = checker.missing_functions(run)
+            for number, exercise in enumerate(EXERCISES, start=1):
+                exercises.append(_exercise(checker, run, exercise, number, missing))
+        except SandboxUnavailable as exc:
+            problem = Problem("not_checked", None, (
+                f"the check could not start a worker on this computer to run the notebook: {exc}; this is not "
+                "a fault of the notebook: run the check again, or where the notebook runs"))
+            return Report(False, [ExerciseReport(e.id, False, False, NOT_RUN, "not run: the check could not run")
+                                  for e in EXERCISES], [problem], isolation, could_not_run=True)
+    problems = checker.problems + list(loading.values())
+    problems.sort(key=lambda p: (p.cell is None, p.cell or 0, KINDS.index(p.kind)))
+    return Report(not problems, exercises, problems, isolation)
+
+
+def _exercise(checker: _Checker, run: Submission, exercise, number: int, missing: set) -> ExerciseReport:
+    cells = checker.cells
+    answer_index = cells.answer_cell(exercise)
+    found = exercise.function not in missing
+    ran = answer_index is not None and answer_index not in checker.failed
+    if exercise.kind is not Kind.TRAINING and not found:
+        checker.missing_function_problem(exercise, number)
+        why = (f"cell {answer_index + 1} fails" if answer_index in checker.failed
+               else f"{exercise.function} is not defined")
+        return ExerciseReport(exercise.id, False, ran, NOT_RUN, f"not run: {why} (see the problems)")
+    code = checker.contract.test_source(exercise.test_cell) if checker.contract is not None else None
+    if exercise.kind is Kind.TRAINING or (code is not None and trains(code)):
+        state = "" if found else f" ({exercise.function} is not defined: see the problems)"
+        return ExerciseReport(exercise.id, found, ran, NOT_RUN, (
+            f"not run: the grader trains your {exercise.function}() itself, on its own seeded budget; the check "
+            f"trains nothing{state}"))
+    visible, message = checker.visible_test(run, exercise, number)
+    return ExerciseReport(exercise.id, True, ran, visible, message)
+
+
+def _write(text: str, path: Path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False,
+                                     prefix=f".{path.name}.", suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def main(argv=None) -> int:
+    """Exit 0 when the notebook is ready, 1 when problems were found, 2 when it could not be checked."""
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder check",
+        description="Run a notebook exactly as the grader does (fresh, sandboxed, with its limits), then its "
+                    "visible tests, and report what would go wrong when it is graded. No hidden check runs.")
+    parser.add_argument("notebook", type=Path, help=f"the saved notebook, e.g. {NOTEBOOK_NAME}")
+    parser.add_argument("--output", type=Path, help="also write the report as JSON here (e.g. check.json)")
+    args = parser.parse_args(argv)
+    report = check(args.notebook, settings.limits_from_environ(), echo=lambda line: print(line, flush=True))
+    for line in report.lines():
+        print(line)
+    if args.output:
+        _write(report.to_json(), args.output)
+    sys.stdout.flush()
+    return 2 if report.could_not_run else 0 if report.ready else 1
+
+
+__all__ = ["check", "main", "Report", "Problem", "ExerciseReport", "KINDS"]

@@ -1,0 +1,91 @@
+"""What several test modules share. Only plain helpers and fixtures here; no test imports another.
+
+Every test: TensorFlow only in tests marked slow (``_tensorflow_only_in_slow_tests``).
+
+The class side (test_grade_class.py, test_cluster.py): a fake isolated grader that the grader
+processes load instead of the real one (``FAKE_GRADER``, installed by fake_grader.install), its list
+of checks (``fake_catalogue``), and hand-ins (``notebook``, ``hand_in``).
+"""
+
+import sys
+
+import nbformat
+import pytest
+
+from autograder.exercises import EXERCISES
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_only_in_slow_tests(request):
+    """`make test-fast` (-m "not slow") must never pay for TensorFlow: a test that imports it and is
+    not marked slow fails, naming itself."""
+    before = "tensorflow" in sys.modules
+    yield
+    if not before and "tensorflow" in sys.modules and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"{request.node.nodeid} imported TensorFlow: mark it @pytest.mark.slow", pytrace=False)
+
+# The fake grader of the class tests: a module the grader processes load (server.GRADER points at
+# it). It scores "ok:all" / "ok:<exercise>" in the code, misbehaves on CRASH, HANG, SLOW, RAISE,
+# GRADER_SIDE and STUDENT_SIDE, and logs each call to $FAKE_GRADER_LOG.
+FAKE_GRADER = '''
+import json, os, time
+from autograder import checklist, notebook
+from autograder.errors import Side
+from autograder.exercises import EXERCISES
+from autograder.results import CheckResult, Result
+
+# the grader processes must not collect the real checks for error results either
+checklist.collect_checks = lambda: tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points}
+                                         for e in EXERCISES)
+
+
+def grade_notebook(source, *, hide=(), **settings):
+    cells = [c for c in source.cells if c.get("cell_type") == "code"]
+    code = "\\n".join(notebook.source(c) for c in cells)
+    with open(os.environ["FAKE_GRADER_LOG"], "a") as f:
+        f.write(json.dumps({"code": code, "given": type(source).__name__, "version": source.version,
+                            "v4": all("source" in c and "input" not in c for c in cells),
+                            "outputs": sum(len(c.get("outputs", [])) for c in cells), "hide": list(hide),
+                            "settings": sorted(settings), "pid": os.getpid()}) + "\\n")
+    if "CRASH" in code:
+        os._exit(7)
+    if "HANG" in code:
+        time.sleep(120)
+    if "SLOW" in code:
+        time.sleep(1.5)
+    if "RAISE" in code:
+        raise RuntimeError("a bug in the grader")
+    if "GRADER_SIDE" in code:       # a failure the grader reports as its own
+        return Result.failed("the worker could not start", Side.GRADER, notes=source.notes)
+    if "STUDENT_SIDE" in code:      # a submission the grader refuses: the student's error
+        return Result.failed("the notebook is damaged", Side.STUDENT, notes=source.notes)
+    rows = []
+    for e in EXERCISES:
+        ok = "ok:all" in code or f"ok:{e.id}" in code
+        rows.append(CheckResult(f"{e.id}::check", e.id, e.points if ok else 0.0, e.points, ok,
+                                f"{e.id} passed" if ok else f"{e.id} failed: got <{code[:30]}> & more"))
+    return Result.graded(rows, notes=source.notes, timings={"worker_start": 0.1, "checks": 0.2, "total": 0.3})
+'''
+
+
+def fake_catalogue() -> tuple:
+    """The fake grader's checks, as checklist.collect_checks lists them: one per exercise."""
+    return tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
+
+
+def notebook(code="ok:all", outputs=(), name="batchnorm.ipynb"):
+    """A v4 notebook with one code cell holding ``code`` (and stdout outputs)."""
+    cell = nbformat.v4.new_code_cell(code)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text) for text in outputs]
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Batch norm"), cell])
+
+
+def hand_in(course, student, nb=None, name="batchnorm.ipynb", raw=None):
+    """Write ``student``'s submission into ``course``/submitted/ (``raw`` bytes, or a notebook)."""
+    path = course / "submitted" / student / "batchnorm" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        nbformat.write(nb if nb is not None else notebook(f"ok:all  # {student}"), str(path))
+    return path

@@ -1,0 +1,156 @@
+"""The student kit (``python -m autograder student-kit``): what students install holds no hidden material.
+
+The hidden material is collected from the grader itself, independently of the kit builder's
+allow-list: every hidden check's name (``def test_...`` in ``autograder/checks/test_*.py``), every
+reference function (``autograder/reference.py``'s top-level defs) and every known-mistake
+description (the ``*_mistakes`` tables). A reference function whose name students already have
+(an exercise's function, or a word of the released notebook, such as ``numerical_gradient``,
+which the notebook gives them) may be named in the kit but not defined there (no module-level
+``def``); any other may not appear at all.
+"""
+
+import ast
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder.exercises import EXERCISES
+from autograder.student import contract as contracts
+from autograder.student import kit
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "autograder"
+RELEASE = ROOT / "release" / "batchnorm" / "batchnorm.ipynb"
+NEVER_IN_THE_KIT = ("autograder/checks/", "autograder/reference.py", "autograder/students.py",
+                    "autograder/training.py", "autograder/models/", "autograder/grade.py", "autograder/classroom/",
+                    "autograder/student/kit.py", "autograder/nbgrader_bridge.py", "autograder/feedback.py")
+
+
+def _text_pieces(node) -> list:
+    """A string literal's text, or an f-string's constant pieces."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    return []
+
+
+def hidden_material() -> dict:
+    """{"checks": names, "private": reference names, "public": reference names students have,
+    "mistakes": description pieces}."""
+    checks = {node.name for path in (PACKAGE / "checks").glob("test_*.py")
+              for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
+              and node.name.startswith("test_")}
+    reference = ast.parse((PACKAGE / "reference.py").read_text())
+    functions = {node.name for node in reference.body if isinstance(node, ast.FunctionDef)}
+    release_words = set(re.findall(r"\w+", RELEASE.read_text()))
+    public = functions & (release_words | {e.function for e in EXERCISES})
+    mistakes = set()
+    for table in (n for n in reference.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_mistakes")):
+        for node in ast.walk(table):
+            if isinstance(node, ast.Tuple) and node.elts:
+                mistakes.update(piece for piece in _text_pieces(node.elts[0]) if len(piece) >= 20)
+    return {"checks": checks, "private": functions - public, "public": public, "mistakes": mistakes}
+
+
+def found_in(text: str, material: dict) -> list:
+    """What of the hidden material ``text`` holds."""
+    found = [name for name in material["checks"] if name in text]
+    found += [name for name in material["private"] if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text)]
+    found += [f"def {name}" for name in material["public"] if re.search(rf"^def {re.escape(name)}\(", text, re.M)]
+    found += [piece[:40] for piece in material["mistakes"] if piece in text or json.dumps(piece)[1:-1] in text]
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return kit.build(tmp_path_factory.mktemp("kit"))
+
+
+def test_the_hidden_material_is_found_where_it_is(wheel):
+    material = hidden_material()
+    assert len(material["checks"]) >= 20 and len(material["mistakes"]) >= 15
+    assert {"matching_mistake", "batch_norm_mistakes", "model_with_bn"} & material["private"]
+    assert "numerical_gradient" in material["public"]           # the release gives students its own
+    # the scan finds what it looks for: in the grader's own files
+    assert found_in((PACKAGE / "reference.py").read_text(), material)
+    assert found_in((PACKAGE / "checks" / "test_manual_batch_norm.py").read_text(), material)
+
+
+def test_the_kit_holds_no_hidden_check_reference_or_mistake(wheel):
+    files = kit.contents(wheel)
+    info = next(name for name in files if name.endswith(".dist-info/RECORD")).split("/")[0]
+    assert all(name.startswith(("autograder/", f"{info}/")) for name in files), sorted(files)
+    assert not [name for name in files if name.startswith(NEVER_IN_THE_KIT)], sorted(files)
+    assert {"autograder/__main__.py", "autograder/submission.py", "autograder/sandbox/worker.py",
+            "autograder/student/check.py", "autograder/student/contract.json"} <= set(files)
+    material = hidden_material()
+    leaks = {name: found for name, data in files.items() if (found := found_in(data.decode("utf-8"), material))}
+    assert leaks == {}
+
+
+def test_the_kit_is_a_valid_wheel_with_the_release_contract(wheel):
+    files = kit.contents(wheel)
+    record = next(data for name, data in files.items() if name.endswith(".dist-info/RECORD")).decode()
+    for line in record.splitlines():
+        name, digest, size = line.rsplit(",", 2)
+        if not digest:
+            continue
+        data = files[name]
+        assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert int(size) == len(data)
+    assert "Requires-Dist: numpy" in next(d for n, d in files.items() if n.endswith("/METADATA")).decode()
+    shipped = contracts.Contract.from_json(files["autograder/student/contract.json"].decode())
+    assert shipped.digest == contracts.load().digest
+    answers = [c for c in shipped.cells if c.solution]
+    assert {c.grade_id for c in answers} == {e.function for e in EXERCISES} and all(c.source is None for c in answers)
+    assert kit.unresolved_imports(kit.kit_files(shipped)) == []
+
+
+def test_a_module_the_kit_leaves_out_stops_the_build():
+    files = {"autograder/__init__.py": b"", "autograder/notebook.py": b"",
+             "autograder/submission.py": b"from . import notebook, grade\nfrom .training import TrainingBudget\n"
+                                         b"def f():\n    from autograder.checks import answers\n"}
+    assert kit.unresolved_imports(files) == [
+        "autograder.submission imports autograder.grade", "autograder.submission imports autograder.training",
+        "autograder.submission imports autograder.checks (inside a function)"]
+
+
+@pytest.mark.slow
+def test_the_installed_kit_checks_the_solution_without_the_grader(wheel, tmp_path):
+    """A fresh venv (no system site-packages) with only the kit installed (--no-deps); NumPy, Keras
+    and Matplotlib, which the notebook needs, come from this project's venv through a .pth file, so
+    that the sandboxed worker finds them too (it gets no PYTHONPATH)."""
+    from autograder import students
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                    "--no-index", str(wheel)], check=True, capture_output=True)
+    site_packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                        capture_output=True, text=True, check=True).stdout.strip())
+    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "numpy").is_dir())
+    (site_packages / "project-packages.pth").write_text(ours + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    probe = subprocess.run([str(python), "-c", "import autograder, importlib.util as u; print(autograder.__file__); "
+                            "print([m for m in ('autograder.checks', 'autograder.reference', 'autograder.training') "
+                            "if u.find_spec(m)])"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    where, present = probe.stdout.splitlines()
+    assert where.startswith(str(site_packages)) and present == "[]"
+
+    notebook = students.write_submission(students.STUDENTS["full_marks"], tmp_path / "work" / "batchnorm.ipynb")
+    done = subprocess.run([str(python), "-m", "autograder", "check", str(notebook), "--output", "check.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((tmp_path / "check.json").read_text())["ready"] is True
+    grade = subprocess.run([str(python), "-m", "autograder", "grade", str(notebook)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert grade.returncode == 2 and "it checks a notebook" in grade.stderr
