@@ -126,13 +126,14 @@ def read_results(course, assignment: str = ASSIGNMENT_ID, students=None):
     if not root.is_dir():
         return found, unreadable
     for folder in sorted(root.iterdir()):
-        path = folder / assignment / store.RESULTS_NAME
-        if not folder.is_dir() or (wanted is not None and folder.name not in wanted) or not path.is_file():
+        student = folder.name
+        if not folder.is_dir() or (wanted is not None and student not in wanted) \
+                or not store.result_path(course, student, assignment).is_file():
             continue
         try:
-            found[folder.name] = Result.from_json(path.read_text(encoding="utf-8"))
+            found[student] = store.read_result(course, student, assignment)
         except (OSError, ValueError) as exc:
-            unreadable[folder.name] = str(exc)
+            unreadable[student] = str(exc)
     return found, unreadable
 
 
