@@ -34,6 +34,7 @@ class GradingRun:
     fault: BaseException | None = None   # a GraderFault found after the checks (the set-up cells)
     worker_isolation: str | None = None  # the mode a worker actually ran in, for results.json
     architectures: dict = field(default_factory=dict)   # {model builder: architecture fingerprint}, defaults' call
+    submission: object = None            # the submission.Submission grade.run_checks started early, or None
 
 
 def run_key():

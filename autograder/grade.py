@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import io
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -95,6 +94,28 @@ class Collector:
         return None
 
 
+def run_checks(run: GradingRun, targets=(CHECKS_DIR,)) -> tuple:
+    """Run the check modules or folders ``targets`` on ``run``'s notebook with pytest in this process:
+    (pytest's exit code, the Collector with a CheckResult per check, pytest's output). The worker is
+    started first, on a thread, so that its start overlaps pytest's own (Submission.start_early)."""
+    from .submission import Submission
+    try:
+        run.submission = Submission(run.notebook, run.limits, hide=run.hide, isolation=run.isolation)
+    except Exception:  # noqa: BLE001 - the checks' fixture opens it again, and its error is the checks' verdict
+        run.submission = None
+    else:
+        run.submission.start_early()
+    collector = Collector(run)
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            exit_code = pytest.main([*map(str, targets), *PYTEST_ARGS], plugins=[collector])
+    finally:
+        if run.submission is not None:
+            run.submission.close()
+    return exit_code, collector, output.getvalue()
+
+
 def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None, hide=(), memo=True,
                    allow_unsandboxed=False) -> Result:
     """The Result for one notebook (a path, or a notebook.Notebook already read). Never raises for a
@@ -126,18 +147,16 @@ def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None,
         return Result.failed(exc, notes=read.notes, timings={"total": round(time.monotonic() - started, 3)})
     run = GradingRun(read, limits or Limits(), training_budget or TrainingBudget(),
                      Path(cache_dir) if cache_dir else None, hide, memo=memo, isolation=isolation)
-    collector = Collector(run)
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        exit_code = pytest.main([str(CHECKS_DIR), *PYTEST_ARGS], plugins=[collector])
+    exit_code, collector, output = run_checks(run)
     timings = dict(run.timings)
-    timings["checks"] = round(time.monotonic() - started - timings.get("worker_start", 0.0)
-                              - (timings.get("training_check") or 0.0), 3)
+    # the worker starts while pytest does (run_checks), so "checks" is what its start did not cover
+    timings["checks"] = round(max(0.0, time.monotonic() - started - timings.get("worker_start", 0.0)
+                                  - (timings.get("training_check") or 0.0)), 3)
     timings["total"] = round(time.monotonic() - started, 3)
     for key in ("worker_start", "calls"):
         if key in timings:
             timings[key] = round(timings[key], 3)
-    reason = collector.grader_error(exit_code, output.getvalue())
+    reason = collector.grader_error(exit_code, output)
     if reason:
         return Result.failed(reason, Side.GRADER, notes=read.notes, timings=timings, isolation=run.worker_isolation)
     graded = Result.graded(list(collector.rows.values()), notes=read.notes, timings=timings,
@@ -175,4 +194,4 @@ def main(argv=None) -> int:
     return 1 if result.grader_fault else 0
 
 
-__all__ = ["grade_notebook", "check_failure", "failure_mistake", "main", "GraderFault"]
+__all__ = ["grade_notebook", "run_checks", "check_failure", "failure_mistake", "main", "GraderFault"]

@@ -12,6 +12,7 @@ The cells come from notebook.py (which cells run, by role), the line protocol fr
 """
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class ArraysAnswer:
 
 
 class Submission:
-    """One notebook, its worker (started on first use) and the outcome of each cell."""
+    """One notebook, its worker (started on first use, or early by start_early) and the outcome of each cell."""
 
     def __init__(self, notebook: notebooks.Notebook, limits: Limits | None = None, hide=(), isolation=None,
                  setup_sources: dict | None = None):
@@ -77,6 +78,8 @@ class Submission:
         self._ids = 0
         self._broken = None                    # a SandboxUnavailable, raised again on every use
         self._closed = False
+        self._early = None                     # the thread of start_early, until the first use joins it
+        self._early_error = None
         self.timings = {"worker_start": 0.0, "calls": 0.0}
 
     @classmethod
@@ -94,6 +97,10 @@ class Submission:
 
     def close(self):
         self._closed = True          # from now on only the outcomes can be read; nothing starts again
+        starting = self._process if self._early is not None else None
+        if starting is not None:     # start_early's thread still waits on it: end it, and let that thread reap it
+            starting.stop()
+        self._join_early()
         if self._process is not None:
             self._process.kill()
             self._process = None
@@ -102,45 +109,58 @@ class Submission:
         """Start a worker and run the cells; a cell that hangs or kills the worker is skipped next time."""
         if self._broken:      # a fresh traceback: re-raising one instance would grow it every check
             raise self._broken.with_traceback(None)
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.limits.total_seconds
         while True:
             started = time.monotonic()
-            self._launch()
-            self.outcomes = []
-            failed_cell = None
-            for index, source in self.cells:
-                if index in self.skipped:
-                    self.outcomes.append(CellOutcome(index, f"skipped, because in an earlier attempt "
-                                                            f"{self.skipped[index]}"))
-                    continue
-                if self._remaining() <= 0:
-                    self.outcomes.append(CellOutcome(index, "not run: the submission used up its "
-                                                            f"{self.limits.total_seconds:.0f} s time budget"))
-                    continue
-                seconds = min(self.limits.cell_seconds, self._remaining())
-                answer = self._ask({"op": "run_cell", "source": source, "seconds": seconds,
-                                    "cell": index + 1}, seconds)
-                if answer.get("crashed"):
-                    failed_cell = index
-                    self.outcomes.append(CellOutcome(index, answer["error"]))
-                    break
-                self.outcomes.append(CellOutcome(index, None if answer.get("ok") else str(answer.get("error"))))
-            self.timings["worker_start"] += time.monotonic() - started
-            if failed_cell is None:
+            self._spawn()
+            if self._run_cells(started):
                 return
-            self.skipped[failed_cell] = self.outcomes[-1].error
 
-    def _launch(self):
-        """A new worker, once it has said it is ready (and, where its mode has Landlock, that it is
-        confined); SandboxUnavailable when the sandbox cannot start."""
+    def _run_cells(self, started) -> bool:
+        """Wait until the spawned worker is ready, then run the cells in it. False when a cell hung or
+        killed the worker: that cell is skipped from now on, and the worker must start again."""
+        self._await_ready()
+        self.outcomes = []
+        failed_cell = None
+        for index, source in self.cells:
+            if index in self.skipped:
+                self.outcomes.append(CellOutcome(index, f"skipped, because in an earlier attempt "
+                                                        f"{self.skipped[index]}"))
+                continue
+            if self._remaining() <= 0:
+                self.outcomes.append(CellOutcome(index, "not run: the submission used up its "
+                                                        f"{self.limits.total_seconds:.0f} s time budget"))
+                continue
+            seconds = min(self.limits.cell_seconds, self._remaining())
+            answer = self._ask({"op": "run_cell", "source": source, "seconds": seconds,
+                                "cell": index + 1}, seconds)
+            if answer.get("crashed"):
+                failed_cell = index
+                self.outcomes.append(CellOutcome(index, answer["error"]))
+                break
+            self.outcomes.append(CellOutcome(index, None if answer.get("ok") else str(answer.get("error"))))
+        self.timings["worker_start"] += time.monotonic() - started
+        if failed_cell is None:
+            return True
+        self.skipped[failed_cell] = self.outcomes[-1].error
+        return False
+
+    def _spawn(self):
+        """A new worker process (not yet ready); SandboxUnavailable when the sandbox cannot start.
+        Always on the thread that uses the submission: bwrap's --die-with-parent kills the worker
+        when the thread that forked it ends."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.total_seconds
         try:
             self._process = SandboxedProcess(self.limits, self.hide, self.requested_isolation)
         except SandboxUnavailable as exc:
             self._broken = exc
             raise
+        self._channel = Channel(self._process.process, self.limits.answer_bytes)
+
+    def _await_ready(self):
+        """Wait for the spawned worker to say it is ready (and, where its mode has Landlock, that it is
+        confined); SandboxUnavailable when it does not."""
         process = self._process
-        self._channel = Channel(process.process, self.limits.answer_bytes)
         answer = self._channel.read_answer(0, STARTUP_SECONDS)
         confined = answer.get("confined") if isinstance(answer, dict) else None
         failure = None
@@ -164,9 +184,46 @@ class Submission:
             raise self._broken
         self.isolation = process.isolation.value
 
+    def start_early(self):
+        """Start the worker now and run the notebook's cells on a thread, while the grader gets its
+        checks ready (pytest's start-up and collection, about a second, then overlap the worker's
+        start, the larger part of grading one notebook). The first use waits for that thread; an
+        error there is raised at the first use, as if the worker had been started then. The process
+        is spawned here, on the caller's thread (see _spawn)."""
+        if self._early is not None or self._process is not None or self._closed or self._broken:
+            return
+        started = time.monotonic()
+        try:
+            self._spawn()
+        except Exception:  # noqa: BLE001 - the first use starts it again and raises there
+            return
+        self._early = threading.Thread(target=self._run_cells_on_thread, args=(started,), name="worker-start",
+                                       daemon=True)
+        self._early.start()
+
+    def _run_cells_on_thread(self, started):
+        try:
+            self._run_cells(started)      # when a cell killed the worker, the first use starts it again
+        except BaseException as exc:  # noqa: BLE001 - handed to the first use, which raises it
+            self._early_error = exc
+
+    def _join_early(self):
+        """Wait for start_early's thread (recording the wait as "worker_wait"); its error, if any."""
+        if self._early is None:
+            return None
+        waited = time.monotonic()
+        self._early.join()
+        self._early = None
+        self.timings["worker_wait"] = round(time.monotonic() - waited, 3)
+        error, self._early_error = self._early_error, None
+        return error
+
     def _ensure_started(self):
         if self._closed:
             raise RuntimeError("the submission has been closed")
+        error = self._join_early()
+        if error is not None:
+            raise error
         if self._process is None:
             self._start()
 

@@ -256,9 +256,10 @@ def goal_memo(work: Path, clock: Clock) -> None:
                             "--cache-dir", str(cache)], work, label="grade")
         timings = json.loads(output.read_text())["timings"]
         above = wall - timings["worker_start"]
-        print(f"    {run:<22} command {wall:5.1f} s, worker start {timings['worker_start']:.1f} s, "
-              f"training check {timings.get('training_check', float('nan')):.2f} s, total {timings['total']:.1f} s; "
-              f"above the worker's start {above:.1f} s")
+        print(f"    {run:<22} command {wall:5.1f} s, worker start {timings['worker_start']:.1f} s "
+              f"(of which the checks waited {timings.get('worker_wait', float('nan')):.1f} s: the rest overlapped "
+              f"pytest's start), training check {timings.get('training_check', float('nan')):.2f} s, total "
+              f"{timings['total']:.1f} s; above the worker's start {above:.1f} s")
         if run == "warm":
             figures.append(above)
     return min(figures)

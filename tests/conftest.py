@@ -89,3 +89,21 @@ def hand_in(course, student, nb=None, name="batchnorm.ipynb", raw=None):
     else:
         nbformat.write(nb if nb is not None else notebook(f"ok:all  # {student}"), str(path))
     return path
+
+
+def check_cells(tmp_path, cells, exercises):
+    """(GradingRun, [CheckResult]): the check modules of ``exercises`` on a small notebook of code
+    ``cells`` (strings), graded as grade_notebook grades (grade.run_checks: the sandboxed worker,
+    the checks in this process), with ``tmp_path`` hidden from the student's code."""
+    import json
+
+    from autograder.checklist import CHECKS_DIR, GradingRun
+    from autograder.exercises import BY_ID
+    from autograder.grade import run_checks
+    from autograder.notebook import Notebook
+    from autograder.sandbox import Limits
+    from autograder.training import TrainingBudget
+    code_cells = [nbformat.v4.new_code_cell(code) for code in cells]
+    run = GradingRun(Notebook(json.loads(json.dumps(code_cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
+    _, collector, _ = run_checks(run, [CHECKS_DIR / BY_ID[e].check_module for e in exercises])
+    return run, list(collector.rows.values())

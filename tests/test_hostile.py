@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import numpy as np
 import pytest
 
 from autograder import grade, sandbox, settings, students, training
+from autograder import submission as submission_module
 from autograder.checks import conftest as checks_conftest
 from autograder.errors import ModelRefused
 from autograder.models import cost, vet, view
@@ -229,12 +229,13 @@ def graded(monkeypatch):
             super().__init__(*args, **kwargs)
             opened.append(self)
 
-    monkeypatch.setattr(checks_conftest, "Submission", Recording)
+    monkeypatch.setattr(submission_module, "Submission", Recording)   # grade.run_checks starts it
+    monkeypatch.setattr(checks_conftest, "Submission", Recording)     # or the checks' fixture does
 
     def run(path, **kwargs):
         opened.clear()
         results = grade_from_environ(path, **kwargs)
-        return results, (opened[-1] if opened else None)
+        return results, (opened[0] if opened else None)     # the first: grader_failure may open a probe
     return run
 
 

@@ -5,20 +5,14 @@ students.NUMPY_RIGHT, with some replaced), so the sandboxed worker starts in abo
 the NumPy check modules run. The whole assignment, end to end, is tests/test_checks.py.
 """
 
-import json
-
-import nbformat
 import numpy as np
 import pytest
+from conftest import check_cells
 
 from autograder import reference, students
 from autograder.checks import answers
-from autograder.checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun
+from autograder.checklist import CHECKS_DIR
 from autograder.exercises import Kind, of_kind
-from autograder.grade import Collector
-from autograder.notebook import Notebook
-from autograder.sandbox import Limits
-from autograder.training import TrainingBudget
 
 NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
 POINTS = {e.id: e.points for e in of_kind(Kind.NUMPY)}
@@ -27,13 +21,9 @@ POINTS = {e.id: e.points for e in of_kind(Kind.NUMPY)}
 def grade_numpy(tmp_path, replaced: dict, exercises=NUMPY_EXERCISES) -> list:
     """Check rows for a notebook of the right NumPy answers with ``replaced`` ({function: code}) instead."""
     code = {**students.NUMPY_RIGHT, **replaced}
-    cells = [nbformat.v4.new_code_cell("import numpy as np")] + [
-        nbformat.v4.new_code_cell(code[name]) for name in NUMPY_EXERCISES]
-    run = GradingRun(Notebook(json.loads(json.dumps(cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
-    collector = Collector(run)
-    modules = [str(CHECKS_DIR / f"test_{name}.py") for name in exercises]
-    pytest.main([*modules, *PYTEST_ARGS], plugins=[collector])
-    return [row.to_dict() for row in collector.rows.values()]
+    _, rows = check_cells(tmp_path, ["import numpy as np", *(code[name] for name in NUMPY_EXERCISES)],
+                          exercises)
+    return [row.to_dict() for row in rows]
 
 
 def scores(rows) -> dict:

@@ -8,7 +8,6 @@ counts in report.html, with nothing on the console. The report builds for 300 st
 seconds, its size follows the distinct mistakes, and student markup stays text.
 """
 
-import contextlib
 import csv
 import io
 import json
@@ -20,19 +19,14 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import check_cells
 
 from autograder import reference, students
-from autograder.checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun
 from autograder.classroom import grades, report, store, synthetic
 from autograder.errors import Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, Kind
-from autograder.grade import Collector
-from autograder.notebook import Notebook
 from autograder.results import Result
-from autograder.sandbox import Limits
-from autograder.training import TrainingBudget
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NUMPY = tuple(e for e in students.NUMPY_RIGHT if e in BY_ID and BY_ID[e].kind is Kind.NUMPY)
@@ -80,13 +74,9 @@ def _cases() -> list:
 def _grade(replaced: dict, tmp_path) -> list:
     """The NumPy checks' rows for a notebook of the right answers with ``replaced`` ({exercise: code})."""
     code = {**_RIGHT, **replaced}
-    cells = [nbformat.v4.new_code_cell("import numpy as np")] + [nbformat.v4.new_code_cell(code[e]) for e in NUMPY]
-    run = GradingRun(Notebook(json.loads(json.dumps(cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
-    collector = Collector(run)
-    with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([*(str(CHECKS_DIR / f"test_{e}.py") for e in NUMPY), *PYTEST_ARGS], plugins=[collector])
+    run, rows = check_cells(tmp_path, ["import numpy as np", *(code[e] for e in NUMPY)], NUMPY)
     assert run.fault is None, run.fault
-    return list(collector.rows.values())
+    return rows
 
 
 @pytest.fixture(scope="module")

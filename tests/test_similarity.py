@@ -13,11 +13,11 @@ No notebook is run: similarity reads code.
 import ast
 import csv
 import io
-import json
 import tokenize
 
 import numpy as np
 import pytest
+from conftest import check_cells
 
 from autograder import reference, students
 from autograder.classroom import similarity, store
@@ -463,22 +463,11 @@ def test_student_markup_stays_text_in_the_page_and_the_csv(tmp_path):
 @pytest.mark.slow
 def test_architectures_are_recorded_by_the_grader(tmp_path):
     """The model checks record each builder's architecture fingerprint (results.json "architectures")."""
-    import nbformat
-    from autograder.checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun
-    from autograder.grade import Collector
-    from autograder.notebook import Notebook
-    from autograder.sandbox import Limits
-    from autograder.training import TrainingBudget
     solution = students.solution_code()
-    cells = [nbformat.v4.new_code_cell("import numpy as np\nimport keras"),
-             nbformat.v4.new_code_cell(solution["build_model_with_bn"])]
-    run = GradingRun(Notebook(json.loads(json.dumps(cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
-    collector = Collector(run)
-    import contextlib
-    with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([str(CHECKS_DIR / "test_build_model_with_bn.py"), *PYTEST_ARGS], plugins=[collector])
+    run, rows = check_cells(tmp_path, ["import numpy as np\nimport keras", solution["build_model_with_bn"]],
+                            ["build_model_with_bn"])
     assert run.fault is None, run.fault
-    assert all(r.passed for r in collector.rows.values()), [r.message for r in collector.rows.values()]
+    assert all(r.passed for r in rows), [r.message for r in rows]
     assert list(run.architectures) == ["build_model_with_bn"]
     assert len(run.architectures["build_model_with_bn"]) == 64
 

@@ -12,20 +12,17 @@ what a student's kernel holds when the test cell runs.
 """
 
 import json
+import multiprocessing
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import nbformat
 import pytest
+from conftest import check_cells
 
 from autograder import assign, students
-from autograder.checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun
 from autograder.exercises import BY_ID, Kind
-from autograder.grade import Collector
-from autograder.notebook import Notebook
-from autograder.sandbox import Limits
-from autograder.training import TrainingBudget
 
 pytestmark = pytest.mark.slow      # the visible tests import Keras (TensorFlow)
 
@@ -304,13 +301,9 @@ def hidden_results(tmp_path, group) -> dict:
     notebook in the sandboxed worker (the other NumPy answers right; a model builder with just imports)."""
     code = dict(students.NUMPY_RIGHT)
     code.update({BY_ID[v.exercise].function: v.code for v in group})
-    cells = ["import numpy as np\nimport keras", *code.values()]
-    notebook = Notebook(json.loads(json.dumps([nbformat.v4.new_code_cell(c) for c in cells])))
-    run = GradingRun(notebook, Limits(), TrainingBudget(), hide=(str(tmp_path),))
-    collector = Collector(run)
-    pytest.main([str(CHECKS_DIR / BY_ID[v.exercise].check_module) for v in group] + list(PYTEST_ARGS),
-                plugins=[collector])
-    rows = [row.to_dict() for row in collector.rows.values()]
+    run, checked = check_cells(tmp_path, ["import numpy as np\nimport keras", *code.values()],
+                               sorted({v.exercise for v in group}))
+    rows = [row.to_dict() for row in checked]
     assert rows and run.fault is None, f"the grader failed ({run.fault})"
     results = {}
     for variant in group:
@@ -318,14 +311,6 @@ def hidden_results(tmp_path, group) -> dict:
         score = sum(row["points"] for row in mine)
         results[variant.name] = (score == BY_ID[variant.exercise].points,
                                  [f"{r['id']}: {r['message']}" for r in mine if not r["passed"]])
-    return results
-
-
-@pytest.fixture(scope="module")
-def hidden(tmp_path_factory):
-    results = {}
-    for group in batches(VARIANTS):
-        results.update(hidden_results(tmp_path_factory.mktemp("hidden"), group))
     return results
 
 
@@ -368,8 +353,19 @@ def visible_passes(variants) -> dict:
 
 
 @pytest.fixture(scope="module")
-def visible():
-    return visible_passes(VARIANTS)
+def verdicts(tmp_path_factory):
+    """(hidden, visible) for every variant. The groups are graded two at a time, each in a fresh
+    Python (a grader process of its own, as grade-class has), while the visible tests' Python runs
+    beside them: the three take about what the hidden side alone took one group at a time."""
+    with ThreadPoolExecutor(1) as visible_side, \
+            ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as hidden_side:
+        visible = visible_side.submit(visible_passes, VARIANTS)
+        groups = sorted(batches(VARIANTS), key=len, reverse=True)
+        graded = [hidden_side.submit(hidden_results, tmp_path_factory.mktemp("hidden"), group) for group in groups]
+        hidden = {}
+        for group in graded:
+            hidden.update(group.result())
+        return hidden, visible.result()
 
 
 def test_the_variants_cover_every_graded_function_and_both_decisions():
@@ -382,7 +378,8 @@ def test_the_variants_cover_every_graded_function_and_both_decisions():
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
-def test_the_grader_and_the_visible_test_agree(hidden, visible, variant):
+def test_the_grader_and_the_visible_test_agree(verdicts, variant):
+    hidden, visible = verdicts
     full_marks, failures = hidden[variant.name]
     passed, message = visible[variant.name]
     decision = "accepted" if variant.accepted else "rejected"

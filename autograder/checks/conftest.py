@@ -69,9 +69,11 @@ def grading_run(request) -> GradingRun:
 
 @pytest.fixture(scope="session")
 def submission(grading_run):
-    """The student's notebook, run in the sandboxed worker; fails every check when it cannot start."""
-    with Submission(grading_run.notebook, grading_run.limits, hide=grading_run.hide,
-                    isolation=grading_run.isolation) as opened:
+    """The student's notebook, run in the sandboxed worker (started early by grade.run_checks, or
+    here); fails every check when it cannot start."""
+    started = grading_run.submission or Submission(grading_run.notebook, grading_run.limits, hide=grading_run.hide,
+                                                   isolation=grading_run.isolation)
+    with started as opened:
         yield opened
         grading_run.timings.update(opened.timings)
         grading_run.fault = opened.grader_failure()

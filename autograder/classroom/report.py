@@ -25,7 +25,6 @@ messages) is escaped by jinja2 in the page, and made inert in the CSVs (``inert`
 
 import argparse
 import base64
-import csv
 import functools
 import io
 import logging
@@ -39,7 +38,7 @@ from .. import reference
 from ..atomic import write_atomic
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS
-from ..results import Result, Status, format_points
+from ..results import Status, format_points
 from . import store
 from .grades import csv_text
 

@@ -34,7 +34,7 @@ import re
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import notebook as notebooks
