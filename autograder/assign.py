@@ -15,6 +15,7 @@ the full training budget (its metadata records which budget was used).
 
 import argparse
 import copy
+import hashlib
 import os
 import shutil
 import subprocess
@@ -148,6 +149,30 @@ def _read(path: Path):
     return nbformat.read(path, as_version=4) if path.is_file() else None
 
 
+_fresh_releases = {}     # digest of nbgrader_config.py and source/ -> signature of the release they generate
+
+
+def _fresh_release_signature(repo_root: Path):
+    """The signature of the release that ``nbgrader generate_assignment`` makes from repo_root's
+    nbgrader_config.py and source/, in a temporary course folder; generated once per process for
+    the same files (it takes seconds)."""
+    inputs = [repo_root / "nbgrader_config.py",
+              *sorted(p for p in (repo_root / SOURCE.parent).rglob("*")
+                      if p.is_file() and ".ipynb_checkpoints" not in p.parts)]
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(path.relative_to(repo_root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    key = digest.hexdigest()
+    if key not in _fresh_releases:
+        with tempfile.TemporaryDirectory(prefix="bn-assign-") as tmp:
+            course = Path(tmp)
+            shutil.copy2(repo_root / "nbgrader_config.py", course / "nbgrader_config.py")
+            shutil.copytree(repo_root / SOURCE.parent, course / SOURCE.parent,
+                            ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+            _fresh_releases[key] = _release_signature(_read(generate_release(course)))
+    return _fresh_releases[key]
+
+
 def stale_outputs(repo_root=REPO_ROOT) -> list:
     """The generated notebooks (paths relative to repo_root) that no longer match source/.
 
@@ -157,15 +182,9 @@ def stale_outputs(repo_root=REPO_ROOT) -> list:
     """
     repo_root = Path(repo_root)
     stale = []
-    with tempfile.TemporaryDirectory(prefix="bn-assign-") as tmp:
-        course = Path(tmp)
-        shutil.copy2(repo_root / "nbgrader_config.py", course / "nbgrader_config.py")
-        shutil.copytree(repo_root / SOURCE.parent, course / SOURCE.parent,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        fresh = _read(generate_release(course))
-        committed = _read(repo_root / RELEASE)
-        if committed is None or _release_signature(committed) != _release_signature(fresh):
-            stale.append(RELEASE.as_posix())
+    committed = _read(repo_root / RELEASE)
+    if committed is None or _release_signature(committed) != _fresh_release_signature(repo_root):
+        stale.append(RELEASE.as_posix())
     committed = _read(repo_root / SOLUTIONS)
     if committed is None or \
             _solutions_signature(committed) != _solutions_signature(solutions_notebook(repo_root)):

@@ -14,6 +14,7 @@ The cells come from notebook.py (which cells run, by role), the line protocol fr
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Submission:
         self._closed = False
         self._early = None                     # the thread of start_early, until the first use joins it
         self._early_error = None
+        self._early_done = None                # when that thread finished
         self.timings = {"worker_start": 0.0, "calls": 0.0}
 
     @classmethod
@@ -194,7 +196,9 @@ class Submission:
             return
         started = time.monotonic()
         try:
-            self._spawn()
+            with warnings.catch_warnings():       # as inside pytest (-W ignore), where it was started before
+                warnings.simplefilter("ignore")
+                self._spawn()
         except Exception:  # noqa: BLE001 - the first use starts it again and raises there
             return
         self._early = threading.Thread(target=self._run_cells_on_thread, args=(started,), name="worker-start",
@@ -206,6 +210,8 @@ class Submission:
             self._run_cells(started)      # when a cell killed the worker, the first use starts it again
         except BaseException as exc:  # noqa: BLE001 - handed to the first use, which raises it
             self._early_error = exc
+        finally:
+            self._early_done = time.monotonic()
 
     def _join_early(self):
         """Wait for start_early's thread (recording the wait as "worker_wait"); its error, if any."""
@@ -214,7 +220,10 @@ class Submission:
         waited = time.monotonic()
         self._early.join()
         self._early = None
-        self.timings["worker_wait"] = round(time.monotonic() - waited, 3)
+        now = time.monotonic()
+        self.timings["worker_wait"] = round(now - waited, 3)
+        if self._deadline is not None and self._early_done is not None:
+            self._deadline += max(0.0, now - self._early_done)   # the worker sat idle: not the student's time
         error, self._early_error = self._early_error, None
         return error
 
@@ -273,6 +282,7 @@ class Submission:
         again in a fresh worker that runs only the released notebook's set-up cells up to it (so no
         cell of the student's caused it: too little memory for TensorFlow, a missing package, a cell
         limit too short for this machine). Costs a second worker only when a set-up cell failed."""
+        self._join_early()        # a worker started early that no check used: its outcomes are settled first
         if self._broken:
             return self._broken.with_traceback(None)
         failed = [o for o in self.outcomes if o.error and o.index in self.setup_cells]

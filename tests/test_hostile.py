@@ -1443,6 +1443,25 @@ def test_the_same_submission_gets_the_same_result_ten_times(tmp_path, graded, li
     assert not running_commands(tag)
 
 
+@needs_bwrap
+@pytest.mark.slow
+def test_closing_a_submission_while_its_worker_starts_ends_the_worker_at_once(tmp_path, limits):
+    """grade.run_checks starts the worker early (Submission.start_early); when no check ever uses it,
+    closing must not wait for the notebook's cells to run out their time, and must leave nothing."""
+    limits(cell=60, call=20, grace=2)
+    tag = unique_tag()
+    blocks = f'import subprocess\nsubprocess.run(["sleep", "{tag}"])\n'      # a cell busy for its whole limit
+    submission = Submission.open(notebook(tmp_path, SETUP, blocks), settings.from_environ().limits)
+    submission.start_early()
+    deadline = time.monotonic() + 30
+    while not running_commands(tag) and time.monotonic() < deadline:     # the cell is running
+        time.sleep(0.05)
+    assert running_commands(tag), "the worker never ran the blocking cell"
+    started = time.monotonic()
+    submission.close()
+    assert time.monotonic() - started < 10, "close() waited for the blocking cell"
+    assert not running_commands(tag)
+
 # --- models too large for the grader: refused from their config, before Keras builds them -------------
 
 def _layer(kind, **config):

@@ -27,25 +27,33 @@ def _configs_of_students() -> dict:
     import keras
     import numpy as np
     solutions = students.solution_code()
+    built = {}        # (function, its code, call) -> config or None: most students share the solution's code
     found = {}
     for student in students.STUDENTS.values():
         if student.raw or student.unanswered:
             continue
         answers = {**solutions, **student.answers}
         for function, calls in CALLS.items():
-            namespace = {"keras": keras, "np": np, "build_model_without_bn": reference.model_without_bn}
-            try:
-                exec(answers[function], namespace)
-            except Exception:
-                continue          # an answer that does not define the function (students.crashing)
             for kwargs in calls:
-                try:
-                    config = json.loads(namespace[function](**kwargs).to_json())
-                    vet.vet_config(config)
-                except Exception:
-                    continue      # raises, or refused (a Lambda layer): no model to read
-                found[(student.name, function, tuple(kwargs.items()))] = config
+                key = (function, answers[function], tuple(kwargs.items()))
+                if key not in built:
+                    built[key] = _build(answers[function], function, kwargs, keras, np)
+                if built[key] is not None:
+                    found[(student.name, function, tuple(kwargs.items()))] = built[key]
     return found
+
+
+def _build(code, function, kwargs, keras, np):
+    """The vetted config of ``function(**kwargs)`` defined by ``code``, or None: an answer that does not
+    define the function (students.crashing), raises, or is refused (a Lambda layer)."""
+    namespace = {"keras": keras, "np": np, "build_model_without_bn": reference.model_without_bn}
+    try:
+        exec(code, namespace)
+        config = json.loads(namespace[function](**kwargs).to_json())
+        vet.vet_config(config)
+    except Exception:
+        return None
+    return config
 
 
 def _reference_configs() -> dict:

@@ -75,8 +75,8 @@ def submission(grading_run):
                                                    isolation=grading_run.isolation)
     with started as opened:
         yield opened
+        grading_run.fault = opened.grader_failure()      # first: it waits for a worker still starting
         grading_run.timings.update(opened.timings)
-        grading_run.fault = opened.grader_failure()
         grading_run.worker_isolation = opened.isolation
 
 

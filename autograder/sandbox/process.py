@@ -300,12 +300,16 @@ class SandboxedProcess:
             time.sleep(0.01)
 
     def stop(self):
-        """SIGKILL to the worker's process group, and nothing else: the thread that waits on the
-        worker then sees it end and reaps it with kill()."""
+        """SIGKILL to the worker's process group and its cgroup, releasing nothing: the thread that
+        waits on the worker then sees it end, and reaps and releases it with kill()."""
+        if self.process.returncode is not None:      # reaped already: its pid may be another's now
+            return
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.group is not None:                    # a child that left the group (setsid) too
+            self.group.kill_all()
 
     def kill(self):
         namespace = self._pid_namespace() if self.isolated else None
