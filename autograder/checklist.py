@@ -36,6 +36,12 @@ class GradingRun:
     architectures: dict = field(default_factory=dict)   # {model builder: architecture fingerprint}, defaults' call
     submission: object = None            # the submission.Submission grade.run_checks started early, or None
 
+    def new_submission(self):
+        """A submission.Submission of this run's notebook under its limits, hidden folders and
+        isolation, not yet started (grade.run_checks starts it early; plain pytest on first use)."""
+        from .submission import Submission
+        return Submission(self.notebook, self.limits, hide=self.hide, isolation=self.isolation)
+
 
 def run_key():
     """The pytest stash key under which the GradingRun is kept (one per process)."""

@@ -98,9 +98,8 @@ def run_checks(run: GradingRun, targets=(CHECKS_DIR,)) -> tuple:
     """Run the check modules or folders ``targets`` on ``run``'s notebook with pytest in this process:
     (pytest's exit code, the Collector with a CheckResult per check, pytest's output). The worker is
     started first, on a thread, so that its start overlaps pytest's own (Submission.start_early)."""
-    from .submission import Submission
     try:
-        run.submission = Submission(run.notebook, run.limits, hide=run.hide, isolation=run.isolation)
+        run.submission = run.new_submission()
     except Exception:  # noqa: BLE001 - the checks' fixture opens it again, and its error is the checks' verdict
         run.submission = None
     else:

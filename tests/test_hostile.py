@@ -38,7 +38,6 @@ import pytest
 
 from autograder import grade, sandbox, settings, students, training
 from autograder import submission as submission_module
-from autograder.checks import conftest as checks_conftest
 from autograder.errors import ModelRefused
 from autograder.models import cost, vet, view
 from autograder.errors import SandboxUnavailable
@@ -229,8 +228,7 @@ def graded(monkeypatch):
             super().__init__(*args, **kwargs)
             opened.append(self)
 
-    monkeypatch.setattr(submission_module, "Submission", Recording)   # grade.run_checks starts it
-    monkeypatch.setattr(checks_conftest, "Submission", Recording)     # or the checks' fixture does
+    monkeypatch.setattr(submission_module, "Submission", Recording)   # GradingRun.new_submission makes them all
 
     def run(path, **kwargs):
         opened.clear()

@@ -15,7 +15,6 @@ from autograder import notebook as notebooks
 from autograder.checklist import GradingRun, run_key
 from autograder.errors import GRADER_SIDE_PREFIX, ModelRefused, StudentCodeError
 from autograder.models import architecture, vet, view
-from autograder.submission import Submission
 
 
 def pytest_addoption(parser):
@@ -71,8 +70,7 @@ def grading_run(request) -> GradingRun:
 def submission(grading_run):
     """The student's notebook, run in the sandboxed worker (started early by grade.run_checks, or
     here); fails every check when it cannot start."""
-    started = grading_run.submission or Submission(grading_run.notebook, grading_run.limits, hide=grading_run.hide,
-                                                   isolation=grading_run.isolation)
+    started = grading_run.submission or grading_run.new_submission()
     with started as opened:
         yield opened
         grading_run.fault = opened.grader_failure()      # first: it waits for a worker still starting
