@@ -41,8 +41,9 @@ class ArchiveUnusable(StudentFault):
 
 
 class StudentCodeError(StudentFault):
-    """A student function did not give a usable answer. ``kind`` is missing, not_implemented, raised,
-    timeout, bad_return or crashed."""
+    """A student function did not give a usable answer. ``kind`` is a channel.Kind (a str): missing,
+    not_implemented, raised, timeout, bad_return, malformed (its code wrote to the grader's channel)
+    or killed (the grader ended the worker)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)

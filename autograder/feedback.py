@@ -13,6 +13,7 @@ from pathlib import Path
 from .atomic import write_atomic
 from .exercises import EXERCISES
 from .results import Result, format_points
+from .text import bounded
 
 HEADING = "<h1>Batch Normalization: feedback</h1>"
 
@@ -61,7 +62,10 @@ def _groups(result: Result) -> list:
 
 
 def render(result: Result, *, student: str = "", message: str = "") -> str:
-    """The feedback page (a complete HTML document) for one result."""
+    """The feedback page (a complete HTML document) for one result. The result's text is bounded
+    already (results.py); the notes on the hand-in (``message``: file names) and the student's id
+    are bounded here, their control characters escaped."""
+    student, message = bounded(student, 300), bounded(message)
     return _template().render(student=student, total=format_points(result.total),
                               max_total=format_points(result.max_total),
                               error=(result.error or "unknown reason") if result.status.value == "error" else "",

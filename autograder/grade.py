@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     write_atomic(result.to_json(), args.output)
     for check in result.checks:
         mark = "PASS" if check.passed else "FAIL"
+        # check.message is bounded and escaped (results.CheckResult): no raw ESC or CR reaches the terminal
         print(f"{mark} {check.points:>5.2f}/{check.max_points:<5.2f} {check.id}: {check.message}")
     status = f" ({result.status.value}: {result.error})" if result.error else ""
     log.info("total %g/%g%s -> %s (isolation: %s)", result.total, result.max_total, status, args.output,

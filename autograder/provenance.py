@@ -22,7 +22,7 @@ SCORING = (
 )
 # Files that present, schedule or store results, or that build the course: no score depends on them.
 NOT_SCORING = (
-    "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py",
+    "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py", "text.py",
     "nbgrader_bridge.py", "assign.py", "demo.py", "students.py",
     "classroom/*.py", "student/*.py", "templates/*",
 )

@@ -15,6 +15,9 @@ A check row's ``mistake`` is the code of the known mistake its failure names
 (reference.mistake_codes: "manual_batch_norm.ddof1"), null otherwise. ``architectures`` holds,
 per model builder the checks called with its defaults, the fingerprint of the model's canonical
 architecture (models/architecture.py), which the similarity report groups students by.
+Text that may quote the student (a check's message, the error, the notes) is bounded and its control
+characters written as visible escapes whenever it is set (text.bounded), so results.json stays small
+and whatever prints or writes a Result shows no raw terminal escape.
 """
 
 import json
@@ -23,8 +26,15 @@ from enum import Enum
 
 from .errors import GRADER_SIDE_PREFIX, Side, side_of
 from . import checklist
+from .text import bounded
 from .checklist import in_exercise_order
 from .exercises import EXERCISE_IDS, EXERCISES
+
+# A check's message: the grader's own are at most 236 characters (2,535 check rows of a graded
+# class of synthetic students), and one quoting a student's error or output needs a few hundred more. 2,000 keeps a
+# results.json of the assignment's 47 checks near 100 KB even when every message is cut here
+# (a 2 MB cell error copied into each), however the student's text escapes in JSON.
+CHECK_MESSAGE_CHARS = 2_000
 
 
 class Status(str, Enum):
@@ -46,6 +56,11 @@ class CheckResult:
     passed: bool
     message: str
     mistake: str | None = None    # the named mistake's code ("<exercise>.<key>"), None when none matched
+
+    def __setattr__(self, name, value):
+        # The message may quote the student's output or exception: bounded and its control
+        # characters escaped whenever it is set (built, read back, or filled in by grade.Collector).
+        super().__setattr__(name, bounded(value, CHECK_MESSAGE_CHARS) if name == "message" else value)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "exercise": self.exercise, "points": self.points,
@@ -76,6 +91,16 @@ class Result:
     timings: dict = field(default_factory=dict)
     isolation: str | None = None                  # the sandbox mode the student's code ran in
     architectures: dict = field(default_factory=dict)   # {model builder: canonical architecture's sha256}
+
+    def __setattr__(self, name, value):
+        # The error and the notes may quote the student (a cell's error, a file's name): bounded and
+        # their control characters escaped whenever they are set, so results.json stays small and
+        # nothing printed or written from a Result carries a raw ESC or carriage return.
+        if name == "error" and value is not None:
+            value = bounded(value)
+        elif name == "notes":
+            value = [bounded(note) for note in value]
+        super().__setattr__(name, value)
 
     @property
     def total(self) -> float:

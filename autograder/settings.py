@@ -103,6 +103,10 @@ GRACE_SECONDS = Setting("BN_AUTOGRADER_GRACE_SECONDS", "limits.grace_seconds", "
 MEMORY_MB = Setting("BN_AUTOGRADER_MEMORY_MB", "limits.memory_bytes", "MiB",
                     "memory of the sandboxed worker (its cgroup, or twice this as address space)",
                     scale=1 << 20)
+WORKER_CPUS = Setting("BN_AUTOGRADER_WORKER_CPUS", "limits.cpus", "CPUs",
+                      "CPUs the sandboxed worker and every process it starts may use together (its "
+                      "cgroup's `cpu.max` or CFS quota, never below its threads; no cap where no cpu cgroup "
+                      "can be made)")
 TRAINING_SECONDS = Setting("BN_AUTOGRADER_TRAINING_SECONDS", "training_budget.seconds", "s",
                            "wall-clock time of the training check in the grader's process")
 TRAINING_MEMORY_MB = Setting("BN_AUTOGRADER_TRAINING_MEMORY_MB", "training_budget.memory_bytes", "MiB",
@@ -129,7 +133,7 @@ FASHION_MNIST_DIR = Setting("FASHION_MNIST_DIR", "", "folder",
                             "Keras' cache and Debian's (read by data.py)",
                             parse=Path, expects="a folder", shown="(unset)")
 
-SETTINGS = (CELL_SECONDS, CALL_SECONDS, TOTAL_SECONDS, GRACE_SECONDS, MEMORY_MB, TRAINING_SECONDS,
+SETTINGS = (CELL_SECONDS, CALL_SECONDS, TOTAL_SECONDS, GRACE_SECONDS, MEMORY_MB, WORKER_CPUS, TRAINING_SECONDS,
             TRAINING_MEMORY_MB, CACHE, MEMO, THREADS, UID_FIRST, UID_COUNT, FASHION_MNIST_DIR)
 BY_VARIABLE = {setting.variable: setting for setting in SETTINGS}
 

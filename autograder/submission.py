@@ -8,6 +8,13 @@ what depends on it. A function that runs out of time is not called again: its la
 at once, so that one endless loop cannot use up the time the other exercises need.
 ``.call_arrays(...)`` is ``call_array`` for a function that returns a tuple of arrays.
 
+Every worker a submission starts is its own to end: one that is replaced (a cell killed it) is
+killed first, with its cgroup, scratch and uid, and ``close()`` kills whatever is left, so nothing of
+a submission outlives its grading whatever its code wrote on the channel. What happened to a worker
+is the grader's finding (the process died, went silent past the limit, answered more than its kind
+of answer may, filled its scratch), never the worker's word; the outcome of each cell and call is a
+typed ``channel.Outcome``.
+
 The cells come from notebook.py (which cells run, by role), the line protocol from channel.py.
 """
 
@@ -21,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from . import notebook as notebooks
-from .channel import Channel, decode_array, encode_argument
-from .errors import SandboxUnavailable, SetupCellFailed, StudentCodeError
+from .channel import (ANSWER_BYTES, Kind, LineReader, Outcome, Silence, answer_prefix, decode_array,
+                      encode_argument, parse_answer, parse_ready, send)
+from .errors import ModelRefused, SandboxUnavailable, SetupCellFailed, StudentCodeError
 from .sandbox import PACKAGE_DIR, Limits, SandboxedProcess
 from .sandbox.process import CONFINE_FAILED_EXIT
 
@@ -31,8 +39,13 @@ STARTUP_SECONDS = 60.0             # Python and NumPy starting in the sandbox; m
 
 @dataclass
 class CellOutcome:
-    index: int
-    error: str | None
+    index: int                  # the cell's index in the notebook
+    outcome: Outcome
+
+    @property
+    def error(self) -> str | None:
+        """What went wrong in the cell, for people; None when it ran."""
+        return self.outcome.error
 
 
 @dataclass
@@ -71,10 +84,11 @@ class Submission:
                             if notebooks.role(notebook.cells[index]) is notebooks.Role.SETUP
                             and notebooks.grade_id(notebook.cells[index]) in self.setup_sources}
         self.outcomes: list[CellOutcome] = []
-        self.skipped: dict[int, str] = {}      # cell index -> how it hung or killed the worker
+        self.skipped: dict[int, Outcome] = {}  # cell index -> its KILLED outcome: how it hung or killed the worker
         self.timed_out: dict[str, str] = {}    # function -> why it is not called again
-        self._process = None
-        self._channel = None
+        self._process = None                   # the worker in use (a SandboxedProcess), or None
+        self._reader = None                    # its answers (channel.LineReader)
+        self._workers = []                     # every worker started and not yet killed
         self._deadline = None
         self._ids = 0
         self._broken = None                    # a SandboxUnavailable, raised again on every use
@@ -98,14 +112,24 @@ class Submission:
         self.close()
 
     def close(self):
+        """Kill every worker this submission started, with their cgroups, scratch and uids."""
         self._closed = True          # from now on only the outcomes can be read; nothing starts again
         starting = self._process if self._early is not None else None
         if starting is not None:     # start_early's thread still waits on it: end it, and let that thread reap it
             starting.stop()
         self._join_early()
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
+        for process in list(self._workers):
+            self._retire(process)
+
+    def _retire(self, process):
+        """Kill ``process`` and everything it started, and release what it held."""
+        try:
+            process.kill()
+        finally:
+            if process in self._workers:
+                self._workers.remove(process)
+            if self._process is process:
+                self._process, self._reader = None, None
 
     def _start(self):
         """Start a worker and run the cells; a cell that hangs or kills the worker is skipped next time."""
@@ -125,25 +149,23 @@ class Submission:
         failed_cell = None
         for index, source in self.cells:
             if index in self.skipped:
-                self.outcomes.append(CellOutcome(index, f"skipped, because in an earlier attempt "
-                                                        f"{self.skipped[index]}"))
+                self.outcomes.append(CellOutcome(index, self.skipped[index].skipped()))
                 continue
             if self._remaining() <= 0:
-                self.outcomes.append(CellOutcome(index, "not run: the submission used up its "
-                                                        f"{self.limits.total_seconds:.0f} s time budget"))
+                self.outcomes.append(CellOutcome(index, Outcome.not_run(
+                    f"not run: the submission used up its {self.limits.total_seconds:.0f} s time budget")))
                 continue
             seconds = min(self.limits.cell_seconds, self._remaining())
-            answer = self._ask({"op": "run_cell", "source": source, "seconds": seconds,
-                                "cell": index + 1}, seconds)
-            if answer.get("crashed"):
+            outcome = self._ask({"op": "run_cell", "source": source, "seconds": seconds, "cell": index + 1},
+                                "cell", seconds)
+            self.outcomes.append(CellOutcome(index, outcome))
+            if outcome.kind is Kind.KILLED:       # the grader ended the worker: run the rest in a new one
                 failed_cell = index
-                self.outcomes.append(CellOutcome(index, answer["error"]))
                 break
-            self.outcomes.append(CellOutcome(index, None if answer.get("ok") else str(answer.get("error"))))
         self.timings["worker_start"] += time.monotonic() - started
         if failed_cell is None:
             return True
-        self.skipped[failed_cell] = self.outcomes[-1].error
+        self.skipped[failed_cell] = self.outcomes[-1].outcome
         return False
 
     def _spawn(self):
@@ -152,22 +174,26 @@ class Submission:
         when the thread that forked it ends."""
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.total_seconds
+        if self._process is not None:              # never two workers at once: the old one is killed
+            self._retire(self._process)
         try:
-            self._process = SandboxedProcess(self.limits, self.hide, self.requested_isolation)
+            process = SandboxedProcess(self.limits, self.hide, self.requested_isolation)
         except SandboxUnavailable as exc:
             self._broken = exc
             raise
-        self._channel = Channel(self._process.process, self.limits.answer_bytes)
+        self._workers.append(process)
+        self._process, self._reader = process, LineReader(process.process.stdout.fileno())
 
     def _await_ready(self):
         """Wait for the spawned worker to say it is ready (and, where its mode has Landlock, that it is
         confined); SandboxUnavailable when it does not."""
         process = self._process
-        answer = self._channel.read_answer(0, STARTUP_SECONDS)
-        confined = answer.get("confined") if isinstance(answer, dict) else None
+        line = self._reader.line(time.monotonic() + STARTUP_SECONDS, ANSWER_BYTES["ready"], answer_prefix(0))
+        ready = parse_ready(line) if isinstance(line, bytes) else None
+        confined = ready["confined"] if ready else None
         failure = None
-        if not isinstance(answer, dict) or not answer.get("ready"):
-            why = answer if isinstance(answer, str) else "no ready answer"
+        if ready is None:
+            why = line.value if isinstance(line, Silence) else "no ready answer"
             failure = f"the sandboxed worker did not start ({why})"
             try:
                 if process.process.wait(timeout=2) == CONFINE_FAILED_EXIT:
@@ -180,8 +206,7 @@ class Submission:
             failure = f"the sandboxed worker did not confirm its {process.isolation.value} isolation ({confined!r})"
         if failure:
             details = process.startup_errors()
-            process.kill()
-            self._process = None
+            self._retire(process)
             self._broken = SandboxUnavailable(failure + (f": {details}" if details else ""))
             raise self._broken
         self.isolation = process.isolation.value
@@ -240,27 +265,34 @@ class Submission:
     def _remaining(self) -> float:
         return self._deadline - time.monotonic()
 
-    def _ask(self, request, seconds) -> dict:
-        """Send a request and read its answer; on silence past the limit (plus grace), death or an
-        oversized answer, kill the worker and answer {"crashed": True, "error": why}."""
+    def _ask(self, request, answer_kind: str, seconds) -> Outcome:
+        """Send a request and read its answer (``answer_kind`` bounds its size: channel.ANSWER_BYTES).
+        On silence past the limit (plus grace), death, an oversized answer or a scratch folder past
+        its cap, the worker is killed and the outcome is KILLED, saying why: the grader's finding."""
         self._ids += 1
-        request["id"] = self._ids
+        request_id = request["id"] = self._ids
         limit = max(seconds, 0.1) + self.limits.grace_seconds
-        process, channel = self._process, self._channel
-        channel.discard_unasked()
-        if channel.send((json.dumps(request) + "\n").encode(), limit):
-            answer = channel.read_answer(self._ids, limit)
+        process, reader = self._process, self._reader
+        reader.drain()
+        deadline = time.monotonic() + limit
+        if send(process.process.stdin.fileno(), (json.dumps(request) + "\n").encode(), limit):
+            line = reader.line(deadline, ANSWER_BYTES[answer_kind], answer_prefix(request_id))
         else:
-            answer = "timeout" if process.process.poll() is None else "eof"
-        if isinstance(answer, dict):
-            return answer
-        why = {"eof": lambda: self._death_reason(process),
-               "timeout": lambda: f"no answer within {limit:.0f} s (an endless loop, or code that blocks or "
-                                  "ignores the time limit's signal)",
-               "too long": lambda: "the answer was larger than the grader accepts"}[answer]()
-        process.kill()
-        self._process = None
-        return {"ok": False, "crashed": True, "kind": "crashed", "error": why, "timed_out": answer == "timeout"}
+            line = Silence.TIMEOUT if process.process.poll() is None else Silence.EOF
+        if isinstance(line, bytes):
+            overflow = process.scratch_overflow()
+            if overflow is None:
+                return parse_answer(line, request_id, request["op"], request.get("returns"))
+            why = overflow
+        elif line is Silence.EOF:
+            why = self._death_reason(process)
+        elif line is Silence.TIMEOUT:
+            why = (f"no answer within {limit:.0f} s (an endless loop, or code that blocks or ignores the time "
+                   "limit's signal)")
+        else:
+            why = "the answer was larger than the grader accepts"
+        self._retire(process)
+        return Outcome.killed(why, by_clock=line is Silence.TIMEOUT)
 
     def _death_reason(self, process) -> str:
         if process.group.out_of_memory():
@@ -319,76 +351,66 @@ class Submission:
         request = {"op": "call", "function": function, "returns": returns, "seconds": seconds,
                    "args": [encode_argument(a) for a in args],
                    "kwargs": {k: encode_argument(v) for k, v in kwargs.items()}}
-        answer = self._ask(request, seconds)
+        outcome = self._ask(request, returns, seconds)
         self.timings["calls"] += time.monotonic() - started
-        if answer.get("crashed"):
-            error = StudentCodeError("crashed", f"calling {function}: {answer['error']}")
-            if answer.get("timed_out"):
+        if outcome.kind is Kind.KILLED:
+            error = StudentCodeError(Kind.KILLED, f"calling {function}: {outcome.text}")
+            if outcome.by_clock:
                 self._remember_timeout(function, str(error))
             raise error
-        if not answer.get("ok"):
-            kind, message = str(answer.get("kind", "raised")), str(answer.get("error", ""))[:600]
-            if kind == "timeout":
-                self._remember_timeout(function, message)
-            raise StudentCodeError(kind, message)
-        return answer
+        if not outcome.ok:
+            if outcome.kind is Kind.TIMEOUT:
+                self._remember_timeout(function, outcome.text)
+            raise StudentCodeError(outcome.kind, outcome.text)
+        return outcome
 
-    def run_code(self, code: str, number: int) -> dict:
-        """The worker's answer to ``code`` run as cell ``number`` after the notebook's cells, e.g. a
-        visible test cell (the student's own check); a worker that died is started again first."""
+    def run_code(self, code: str, number: int) -> Outcome:
+        """The outcome of ``code`` run as cell ``number`` after the notebook's cells, e.g. a visible
+        test cell (the student's own check); a worker that died is started again first."""
         self._ensure_started()
         left = self._remaining()
         if left <= 0:
-            return {"ok": False, "budget": True,
-                    "error": f"not run: the notebook used up its {self.limits.total_seconds:g} s time budget"}
+            return Outcome.not_run(f"not run: the notebook used up its {self.limits.total_seconds:g} s time budget")
         seconds = min(self.limits.cell_seconds, left)
-        return self._ask({"op": "run_cell", "source": code, "seconds": seconds, "cell": number}, seconds)
+        return self._ask({"op": "run_cell", "source": code, "seconds": seconds, "cell": number}, "cell", seconds)
 
     def _remember_timeout(self, function, message):
         self.timed_out[function] = (f"{message}; it ran out of time once, so later checks of {function} "
                                     "do not call it again")
 
-    def _arguments_after(self, answer) -> list:
+    @staticmethod
+    def _arguments_after(outcome: Outcome) -> list:
         """Each array argument as the call left it (None for scalars); ValueError when malformed."""
-        after = answer.get("args_after", [])
-        if not isinstance(after, list):
-            raise ValueError("malformed arguments")
-        return [None if a is None else decode_array(a, self.limits.answer_bytes) for a in after]
+        return [None if a is None else decode_array(a, ANSWER_BYTES["arrays"]) for a in outcome.args_after]
 
     def call_array(self, function, *args, **kwargs) -> ArrayAnswer:
         """Call ``function(*args, **kwargs)`` in the worker; its result as a float64 array."""
-        answer = self._call(function, args, kwargs, "array")
+        outcome = self._call(function, args, kwargs, "array")
         try:
-            value = decode_array(answer.get("value"), self.limits.answer_bytes)
-            after = self._arguments_after(answer)
+            value = decode_array(outcome.value, ANSWER_BYTES["array"])
+            after = self._arguments_after(outcome)
         except (ValueError, TypeError) as exc:
-            raise StudentCodeError("bad_return", f"{function} returned something that is not an array of "
-                                                 f"numbers ({exc})") from None
-        dtype = answer["value"].get("dtype", "")
-        return ArrayAnswer(value, dtype if isinstance(dtype, str) else "", after)
+            raise StudentCodeError(Kind.BAD_RETURN, f"{function} returned something that is not an array of "
+                                                    f"numbers ({exc})") from None
+        return ArrayAnswer(value, outcome.value.get("dtype", "")[:40], after)
 
     def call_arrays(self, function, *args, **kwargs) -> ArraysAnswer:
         """Call a function that returns a tuple of arrays, e.g. (dx, dgamma, dbeta); each as float64."""
-        answer = self._call(function, args, kwargs, "arrays")
-        encoded = answer.get("value")
+        outcome = self._call(function, args, kwargs, "arrays")
         try:
-            if not isinstance(encoded, list):
-                raise ValueError("not a list of arrays")
-            values = [decode_array(part, self.limits.answer_bytes) for part in encoded]
-            after = self._arguments_after(answer)
+            values = [decode_array(part, ANSWER_BYTES["arrays"]) for part in outcome.value]
+            after = self._arguments_after(outcome)
         except (ValueError, TypeError) as exc:
-            raise StudentCodeError("bad_return", f"{function} returned something that is not a tuple of "
-                                                 f"arrays of numbers ({exc})") from None
-        dtypes = [part.get("dtype", "") for part in encoded]
-        return ArraysAnswer(values, [d if isinstance(d, str) else "" for d in dtypes], after)
+            raise StudentCodeError(Kind.BAD_RETURN, f"{function} returned something that is not a tuple of "
+                                                    f"arrays of numbers ({exc})") from None
+        return ArraysAnswer(values, [part.get("dtype", "")[:40] for part in outcome.value], after)
 
     def model_config(self, function, **kwargs) -> dict:
-        """Call a model builder in the worker; the model as its Keras config (a plain dict)."""
-        answer = self._call(function, (), kwargs, "model")
+        """Call a model builder in the worker; the model as its Keras config (a plain dict), read
+        with its depth and size bounded (models.vet.parse_config)."""
+        from .models.vet import parse_config
+        outcome = self._call(function, (), kwargs, "model")
         try:
-            config = json.loads(answer["value"])
-            if not isinstance(config, dict):
-                raise ValueError
-        except (ValueError, TypeError, KeyError, RecursionError):
-            raise StudentCodeError("bad_return", f"{function} did not return a Keras model") from None
-        return config
+            return parse_config(outcome.value)
+        except ModelRefused as exc:
+            raise StudentCodeError(Kind.BAD_RETURN, f"{function} did not return a usable Keras model: {exc}") from None

@@ -107,3 +107,93 @@ def check_cells(tmp_path, cells, exercises):
     run = GradingRun(Notebook(json.loads(json.dumps(code_cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
     _, collector, _ = run_checks(run, [CHECKS_DIR / BY_ID[e].check_module for e in exercises])
     return run, list(collector.rows.values())
+
+
+# --- the isolation modes and hostile notebooks' parts (test_hostile.py, test_worker_boundary.py) ------
+
+GRADING_MODES = ("bwrap+landlock", "bwrap", "landlock")
+
+
+def _offered():
+    from autograder.sandbox import isolation
+    return isolation.probe()
+
+
+OFFERED = _offered()          # what this machine offers (probed once)
+
+
+def offer_for(mode):
+    """What the chooser must have found for ``mode`` to be the best; skips (saying why) a mode this
+    machine cannot run."""
+    from autograder.sandbox.isolation import Isolation, Offer
+    mode = Isolation(mode)
+    if mode.bubblewrap and not OFFERED.bubblewrap:
+        pytest.skip(f"mode {mode.value}: {OFFERED.bubblewrap_reason}")
+    if mode.landlock and not OFFERED.confinement:
+        pytest.skip(f"mode {mode.value}: {OFFERED.confinement_reason}")
+    return Offer(mode.bubblewrap, "" if mode.bubblewrap else "bwrap: setting up uid map: Permission denied (test)",
+                 mode.landlock, "" if mode.landlock else "no Landlock: the kernel lacks Landlock (test)",
+                 OFFERED.landlock_abi if mode.landlock else 0)
+
+
+@pytest.fixture
+def in_mode(monkeypatch):
+    """in_mode(mode): the chooser finds what makes ``mode`` the best (or nothing, for "none")."""
+    from autograder.sandbox import isolation
+    from autograder.sandbox.isolation import Isolation
+
+    def use(mode):
+        monkeypatch.setattr(isolation, "_offer", offer_for(mode))
+        return Isolation(mode)
+    return use
+
+
+def failing_bwrap(folder):
+    """A folder holding a ``bwrap`` that fails as it does where user namespaces are refused (put it
+    first on PATH to grade in a subprocess as where bubblewrap cannot run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "bwrap"
+    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return folder
+
+
+SETUP = "import numpy as np\n"
+
+MANUAL_BN = '''\
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + epsilon) + beta
+'''
+
+# A cell's tools to write on the worker's own answer pipe, as a student's code can.
+CHANNEL_TOOLS = '''\
+import fcntl, json, os, stat, sys
+
+def _channels():
+    """The worker's answer pipe: our write-only pipes other than 0, 1 and 2."""
+    found = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if fd > 2 and stat.S_ISFIFO(os.fstat(fd).st_mode) and \\
+                    fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                found.append(fd)
+        except OSError:
+            pass
+    return found
+
+def _say(text):
+    for fd in _channels():
+        os.write(fd, text.encode())
+
+def _request_id():
+    frame = sys._getframe()
+    while frame:
+        request = frame.f_locals.get("request")
+        if isinstance(request, dict) and "id" in request:
+            return request["id"]
+        frame = frame.f_back
+'''

@@ -41,12 +41,14 @@ from autograder import submission as submission_module
 from autograder.errors import ModelRefused
 from autograder.models import cost, vet, view
 from autograder.errors import SandboxUnavailable
-from autograder.sandbox import Limits, isolation, process as sandbox_process
-from autograder.sandbox.isolation import Isolation, Offer
+from autograder.sandbox import Limits, process as sandbox_process
+from autograder.sandbox.isolation import Isolation
 from autograder.sandbox.cgroup import ResourceGroup
 from autograder.exercises import BY_ID
 from autograder.results import Result
+from autograder.channel import Kind
 from autograder.submission import StudentCodeError, Submission
+from conftest import CHANNEL_TOOLS, GRADING_MODES, MANUAL_BN, OFFERED, SETUP, failing_bwrap, offer_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -55,32 +57,6 @@ GRADED = ("manual_batch_norm", "build_model_with_bn", "build_modern_cnn")
 FULL_MARKS = {exercise: BY_ID[exercise].points for exercise in GRADED}
 
 needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
-OFFERED = isolation.probe()          # what this machine offers (probed once)
-
-
-def offer_for(mode) -> Offer:
-    """What the chooser must have found for ``mode`` to be the best; skips (saying why) a mode this
-    machine cannot run."""
-    mode = Isolation(mode)
-    if mode.bubblewrap and not OFFERED.bubblewrap:
-        pytest.skip(f"mode {mode.value}: {OFFERED.bubblewrap_reason}")
-    if mode.landlock and not OFFERED.confinement:
-        pytest.skip(f"mode {mode.value}: {OFFERED.confinement_reason}")
-    return Offer(mode.bubblewrap, "" if mode.bubblewrap else "bwrap: setting up uid map: Permission denied (test)",
-                 mode.landlock, "" if mode.landlock else "no Landlock: the kernel lacks Landlock (test)",
-                 OFFERED.landlock_abi if mode.landlock else 0)
-
-
-@pytest.fixture
-def in_mode(monkeypatch):
-    """in_mode(mode): the chooser finds what makes ``mode`` the best (or nothing, for "none")."""
-    def use(mode):
-        monkeypatch.setattr(isolation, "_offer", offer_for(mode))
-        return Isolation(mode)
-    return use
-
-
-GRADING_MODES = ("bwrap+landlock", "bwrap", "landlock")
 
 
 def _cgroups_work() -> bool:
@@ -94,17 +70,7 @@ needs_cgroup = pytest.mark.skipif(not _cgroups_work(), reason="no cgroup can be 
 
 # --- notebook parts ------------------------------------------------------------------------------
 
-SETUP = "import numpy as np\n"
 SETUP_KERAS = "import numpy as np\nimport keras\n"
-
-MANUAL_BN = '''\
-def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
-    x = np.asarray(x, dtype=np.float64)
-    axes = tuple(range(x.ndim - 1))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = x.var(axis=axes, keepdims=True)
-    return gamma * (x - mean) / np.sqrt(var + epsilon) + beta
-'''
 
 # The model builders import keras themselves, so that a NumPy-only set-up cell can stay fast.
 BUILD_WITH_BN = '''\
@@ -922,15 +888,6 @@ CLASS = {          # student -> cells; a- and b- are graded first, side by side 
 CHEATS = [student for student in CLASS if student.startswith(("b-", "d-"))]
 
 
-def failing_bwrap(folder: Path) -> Path:
-    """A folder holding a ``bwrap`` that fails as it does where user namespaces are refused."""
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "bwrap"
-    script.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
-    script.chmod(0o755)
-    return folder
-
-
 def grade_class(course, mode: str, *extra, cache) -> subprocess.CompletedProcess:
     """``python -m autograder grade-class`` of ``course`` in a subprocess, in ``mode``: as this machine
     is ("bwrap+landlock"), without bubblewrap ("landlock"), or without either ("none")."""
@@ -1138,11 +1095,11 @@ def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
         assert "time limit" in refused("stalls", "bad_return", x)
         assert np.isnan(s.call_array("not_a_number", x).value).all()
         assert np.isneginf(s.call_array("infinite", x).value).all()
-        assert "more than the 8,000,000 allowed" in refused("too_many", "bad_return", x)
-        assert "more than the 8,000,000 allowed" in refused("broadcast", "bad_return", x)
+        assert "more than the 1,000,000 allowed" in refused("too_many", "bad_return", x)
+        assert "more than the 1,000,000 allowed" in refused("broadcast", "bad_return", x)
         assert "arguments unusable" in refused("grows_its_input", "bad_return", x)
         for function in ("deep_json", "list_json"):
-            with pytest.raises(StudentCodeError, match="did not return a Keras model"):
+            with pytest.raises(StudentCodeError, match="did not return a usable Keras model"):
                 s.model_config(function)
         # the grader's own NumPy was never touched
         assert not np.allclose(np.zeros(2), np.ones(2))
@@ -1183,36 +1140,10 @@ class Sneaky(numpy.ndarray):
 
 # --- forged answers on the protocol channel -------------------------------------------------------------
 
-FORGER = '''\
-import fcntl, json, os, stat, sys
-
-def _channels():
-    """The worker's answer pipe: our write-only pipes other than 0, 1 and 2."""
-    found = []
-    for fd in map(int, os.listdir("/proc/self/fd")):
-        try:
-            if fd > 2 and stat.S_ISFIFO(os.fstat(fd).st_mode) and \\
-                    fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
-                found.append(fd)
-        except OSError:
-            pass
-    return found
-
-def _say(text):
-    for fd in _channels():
-        os.write(fd, text.encode())
-
-def _request_id():
-    frame = sys._getframe()
-    while frame:
-        request = frame.f_locals.get("request")
-        if isinstance(request, dict) and "id" in request:
-            return request["id"]
-        frame = frame.f_back
-
+FORGER = CHANNEL_TOOLS + '''
 def _answer(request_id, number):
     value = {"ndarray": "AAAAAAAARUA=", "shape": [1], "dtype": "float64"}    # [42.0]
-    return json.dumps({"id": request_id, "ok": True, "value": value, "args_after": [None]}) + "\\n"
+    return json.dumps({"id": request_id, "kind": "done", "value": value, "args_after": [None]}) + "\\n"
 
 def echo(x):
     return x
@@ -1249,12 +1180,14 @@ def closes_the_channel(x):
 def test_forged_protocol_lines_are_never_taken_for_another_answer(tmp_path, limits):
     limits_ = limits(cell=3, call=5, grace=2)
     forged_at_top_level = "_say(_answer(1, 42) + _answer(2, 42) + 'garbage\\n' + _answer(1000, 42))\n"
-    cut_line = "_say('{\"id\": ')\n"      # no newline: it spoils the worker's own answer to this cell
+    cut_line = "_say('{\"id\": ')\n"      # no newline: the worker's own answer starts on a line of its own
+    forged_cell_answer = "_say('{\"id\": %d, \"ok\": true}\\n' % _request_id())\n"   # not well formed: a failed cell
     x = np.array([1.0, 2.0, 3.0])
-    path = notebook(tmp_path, SETUP, FORGER, forged_at_top_level, MANUAL_BN, cut_line)
+    path = notebook(tmp_path, SETUP, FORGER, forged_at_top_level, MANUAL_BN, cut_line, forged_cell_answer)
     with Submission.open(path, limits_) as s:
-        errors = {o.index: o.error for o in s.cell_errors()}
-        assert set(errors) == {4} and "no answer" in errors[4], errors
+        errors = {o.index: o.outcome for o in s.cell_errors()}
+        assert set(errors) == {5} and errors[5].kind is Kind.MALFORMED, errors
+        assert "wrote to the grader's channel" in errors[5].text
         assert np.array_equal(s.call_array("echo", x).value, x)
         # its own request: it can only say what it could have returned anyway
         assert s.call_array("forges_its_own_answer", x).value.tolist() == [42.0]
@@ -1264,8 +1197,7 @@ def test_forged_protocol_lines_are_never_taken_for_another_answer(tmp_path, limi
         assert np.array_equal(s.call_array("writes_garbage", x).value, x)
         assert np.array_equal(s.call_array("manual_batch_norm", x[:, None]).value[:, 0],
                               (x - x.mean()) / np.sqrt(x.var() + 1e-5))
-        with pytest.raises(StudentCodeError, match="larger than the grader accepts"):
-            s.call_array("floods", x)
+        assert np.array_equal(s.call_array("floods", x).value, x)       # 200 MB that answer nothing: skipped
         with pytest.raises(StudentCodeError, match="calling closes_the_channel"):
             s.call_array("closes_the_channel", x)
         assert np.array_equal(s.call_array("echo", x).value, x)     # a fresh worker answers again

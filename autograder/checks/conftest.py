@@ -125,10 +125,12 @@ def model_config(submission, grading_run):
         if key not in answers:
             try:
                 config = submission.model_config(function, **kwargs)
-                vet.vet_config(config)
+                with vet.reading_student_config():     # a config it cannot read is the student's
+                    vet.vet_config(config)
+                    fingerprint = architecture.fingerprint(config) if not kwargs else None
                 answers[key] = config
-                if not kwargs:
-                    grading_run.architectures[function] = architecture.fingerprint(config)
+                if fingerprint is not None:
+                    grading_run.architectures[function] = fingerprint
             except StudentCodeError as exc:
                 message = _with_cell_errors(str(exc), submission) if exc.kind == "missing" else str(exc)
                 answers[key] = StudentCodeError(exc.kind, message)
@@ -151,7 +153,14 @@ def student_model(model_config):
     def build(function, **kwargs):
         key = (function, tuple(sorted(kwargs.items())))
         if key not in models:
-            models[key] = view.view(model_config(function, **kwargs))
+            config = model_config(function, **kwargs)
+            try:
+                with vet.reading_student_config():     # a config it cannot read is the student's
+                    models[key] = view.view(config)
+            except ModelRefused as exc:
+                models[key] = exc
+        if isinstance(models[key], Exception):
+            raise models[key].with_traceback(None)
         return models[key]
     return build
 

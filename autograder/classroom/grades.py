@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..atomic import write_atomic
 from ..exercises import EXERCISE_IDS, EXERCISES
 from ..results import Result, format_points
+from ..text import bounded, escaped
 
 CSV_COLUMNS = ("student",) + EXERCISE_IDS + ("total", "max_total", "status", "message")
 
@@ -45,21 +46,22 @@ def inert(value):
 
 
 def csv_text(columns, rows) -> str:
-    """A CSV document: the header, then each row with every text cell made ``inert`` (every CSV the
-    class side writes: grades, mistakes, checks, similarity)."""
+    """A CSV document: the header, then each row with every text cell made ``inert`` and its control
+    characters escaped (every CSV the class side writes: grades, mistakes, checks, similarity)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([inert(cell) for cell in row])
+        writer.writerow([inert(escaped(cell) if isinstance(cell, str) else cell) for cell in row])
     return buf.getvalue()
 
 
 def grades_csv_text(rows) -> str:
-    """The class CSV (``CSV_COLUMNS``), one row per student in the students' order."""
+    """The class CSV (``CSV_COLUMNS``), one row per student in the students' order. The message (a
+    hand-in's file names, the result's error) is bounded, on one line, with control characters escaped."""
     return csv_text(CSV_COLUMNS, ([r.student, *(format_points(r.scores.get(e, 0.0)) for e in EXERCISE_IDS),
                                    format_points(r.total), format_points(r.max_total), r.status,
-                                   " ".join(str(r.message).split())]
+                                   bounded(" ".join(str(r.message).split()))]
                                   for r in sorted(rows, key=lambda r: r.student)))
 
 

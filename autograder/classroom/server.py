@@ -29,7 +29,6 @@ import importlib
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from dataclasses import asdict, replace, dataclass
 from pathlib import Path
 
 from .. import notebook as notebooks
+from ..channel import LineReader, Silence
 from ..errors import Side, StudentFault
 from ..results import Result
 
@@ -195,8 +195,6 @@ def main(argv=None) -> int:
 # -P (Python 3.11+): the working folder (the course's: the grader looks for its release there) is not
 # put on the grader process's import path.
 _SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
-_TIMED_OUT = object()            # what _line returns when the deadline passes first
-_TOO_LONG = object()             # ... and when the line is longer than any result
 
 
 def crash_reason(returncode) -> str:
@@ -228,7 +226,7 @@ class GraderProcess:
         self.env = dict(os.environ if env is None else env)
         self.log_path = Path(log_path) if log_path else default_log_path()
         self.proc = None
-        self.buffer = b""
+        self.replies = None            # its stdout, line by line (channel.LineReader)
         self.done = 0                  # tasks answered
         self.ready = False
         self.failure = None            # why it was killed
@@ -248,11 +246,12 @@ class GraderProcess:
                     start_new_session=True)          # its own group: a kill ends everything it started
         except OSError as exc:
             return f"could not be started: {exc}"
+        self.replies = LineReader(self.proc.stdout.fileno())
         line = self._line(time.monotonic() + timeout)
-        if line is _TIMED_OUT:
+        if line is Silence.TIMEOUT:
             self.kill()
             return f"took longer than {timeout:g} s to load the grader"
-        if line is None:
+        if not isinstance(line, bytes):
             self.kill()
             return f"exited before it was ready (exit code {self.proc.returncode})"
         try:
@@ -319,16 +318,16 @@ class GraderProcess:
         except (OSError, ValueError):
             pass                                      # it died: reported below
         line = self._line(time.monotonic() + timeout)
-        if line is _TIMED_OUT:
+        if line is Silence.TIMEOUT:
             return self._failed(f"grading took longer than {timeout:g} s and was stopped")
-        if line is None:
+        if line is Silence.EOF:
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
             return self._failed(crash_reason(self.proc.returncode))
         self.done += 1
-        if line is _TOO_LONG:
+        if line is Silence.TOO_LONG:
             return self._failed(f"the grader process answered with more than {MAX_REPLY_BYTES >> 20} MB, "
                                 "not a result")
         try:
@@ -341,28 +340,17 @@ class GraderProcess:
         self.failure = reason
         return Result.failed(reason, Side.GRADER)
 
-    def _line(self, deadline: float):
-        """The next line it writes; None when it exits (or is killed) first, _TIMED_OUT when the
-        deadline passes first, _TOO_LONG for a line longer than any result."""
-        out = self.proc.stdout
-        while b"\n" not in self.buffer:
-            if len(self.buffer) > MAX_REPLY_BYTES:
-                return _TOO_LONG
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return _TIMED_OUT
-            try:
-                readable, _, _ = select.select([out], [], [], min(left, 1.0))
-                chunk = os.read(out.fileno(), 1 << 20) if readable else None
-            except (OSError, ValueError):
-                return None
-            if chunk == b"":
-                return None
-            if chunk is None and self.proc.poll() is not None:
-                return None
-            self.buffer += chunk or b""
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line
+    def _line(self, deadline: float) -> "bytes | Silence":
+        """The next line it writes, or why none came: it exited (or was killed) first, the deadline
+        passed first, or the line is longer than any result."""
+        while True:          # a second at a time: a process that died with its pipe still held is seen too
+            line = self.replies.line(min(deadline, time.monotonic() + 1.0), MAX_REPLY_BYTES)
+            if line is not Silence.TIMEOUT:
+                return line
+            if self.proc.poll() is not None:
+                return Silence.EOF
+            if time.monotonic() >= deadline:
+                return Silence.TIMEOUT
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from .. import notebook as notebooks
 from ..atomic import write_atomic
 from ..errors import NotebookUnreadable
 from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind, NOTEBOOK_NAME
+from ..text import bounded
 from . import store
 from .collect import discover
 from .grades import csv_text
@@ -58,6 +59,7 @@ NOISE = 25              # copydetect's noise threshold: k, in characters of filt
 FLAG = 0.6              # a pair whose notebook score is at least this is shown first, to be read
 TOP = 100               # pairs listed in the CSV and the page
 SHOWN_SIDE_BY_SIDE = 10
+NAME_CHARS = 300        # a student id or a reference's path (a past notebook's), printed: never cut, only escaped
 REFERENCE_PREFIX = "reference:"
 
 CODE_EXERCISES = tuple(e for e in EXERCISES if e.solution_cell and e.kind is not Kind.MODEL)
@@ -458,6 +460,6 @@ def main(argv=None) -> int:
           f"in {found.seconds:.1f} s; evidence to read, not a verdict")
     for pair in found.pairs[:10]:
         mark = "  read" if pair.score >= FLAG else ""
-        print(f"  {pair.score:.2f}  {pair.a} - {pair.b}{mark}")
+        print(f"  {pair.score:.2f}  {bounded(pair.a, NAME_CHARS)} - {bounded(pair.b, NAME_CHARS)}{mark}")
     print(f"page: {html}\ncsv:  {csv_path}")
     return 0

@@ -8,6 +8,7 @@ built, no weight is allocated), and the model is refused above the caps below. E
 vetted first (vet.vet_config), so only the layers vet allows need a formula.
 """
 
+import collections
 import math
 from dataclasses import dataclass
 
@@ -102,9 +103,15 @@ def _text(shape) -> str:
 
 
 def _dtype_bytes(config) -> int:
+    """Bytes per value of a layer's output: its dtype as a name, or as a DTypePolicy's config."""
     dtype = config.get("dtype")
-    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-    return 8 if isinstance(name, str) and "64" in name else 4
+    if isinstance(dtype, dict):
+        policy = dtype.get("config", {})
+        if not isinstance(policy, dict):
+            raise ModelRefused(f"a layer's dtype policy has the configuration {policy!r:.60}, not an object "
+                               "with a name such as 'float32'")
+        dtype = policy.get("name")
+    return 8 if isinstance(dtype, str) and "64" in dtype else 4
 
 
 def _axes(axis, rank, kind) -> list:
@@ -193,7 +200,12 @@ def _layer_cost(kind, config, shapes):
         if (-1 in target and size % known) or (-1 not in target and known != size):
             raise ModelRefused(f"Reshape{tuple(target)} does not fit an input of shape {_text(shape)}")
         return tuple(size // known if t == -1 else t for t in target), 0, 0, 0
-    if kind in ("Activation", "ReLU", "Softmax", "Dropout", "SpatialDropout2D", "Rescaling"):
+    if kind in ("Dropout", "SpatialDropout2D"):
+        rate = config.get("rate")      # Keras requires it, between 0 and 1; the checks read it as a number
+        if type(rate) not in (int, float) or not 0 <= rate <= 1:
+            raise ModelRefused(f"the {kind} layer's rate {rate!r:.30} is not a number between 0 and 1")
+        return shape, 0, 0, size
+    if kind in ("Activation", "ReLU", "Softmax", "Rescaling"):
         return shape, 0, 0, size
     raise ModelRefused(f"the grader cannot work out the shapes of a {kind!s:.60} layer")
 
@@ -215,7 +227,7 @@ def _input_shape(entry) -> tuple:
     """The shape (without the batch axis) an InputLayer entry declares."""
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     shape = config.get("batch_shape") or config.get("batch_input_shape")
-    if shape is None and config.get("shape") is not None:
+    if shape is None and isinstance(config.get("shape"), (list, tuple)):
         shape = [None, *config["shape"]]
     if not isinstance(shape, (list, tuple)) or len(shape) < 2:
         raise ModelRefused("the model's input has no shape; start the model with keras.Input(shape=input_shape)")
@@ -314,8 +326,10 @@ def _history(tensor):
     """(layer name, node index, tensor index) of a serialized Keras tensor, or None when it is not one."""
     if not isinstance(tensor, dict) or tensor.get("class_name") != "__keras_tensor__":
         return None
-    history = (tensor.get("config") or {}).get("keras_history")
-    if not isinstance(history, (list, tuple)) or len(history) != 3 or not isinstance(history[0], str):
+    config = tensor.get("config")
+    history = config.get("keras_history") if isinstance(config, dict) else None
+    if not isinstance(history, (list, tuple)) or len(history) != 3 or not isinstance(history[0], str) \
+            or type(history[1]) is not int:
         raise ModelRefused("the model's configuration has a malformed connection between layers")
     return history[0], history[1], history[2]
 
@@ -324,27 +338,32 @@ def _node_inputs(node) -> list:
     """The (layer, node, tensor) each input of a serialized call comes from, in order."""
     if isinstance(node, dict):
         found = []
-        stack = [node.get("args", [])]
-        while stack:
-            item = stack.pop(0)
+        queue = collections.deque([node.get("args", [])])
+        while queue:
+            item = queue.popleft()
             history = _history(item)
             if history is not None:
                 found.append(history)
             elif isinstance(item, (list, tuple)):
-                stack[:0] = list(item)
+                queue.extendleft(reversed(item))
         return found
     if isinstance(node, list):     # Keras 2's [[name, node, tensor, kwargs], ...]
         return [tuple(item[:3]) for item in node if isinstance(item, list) and len(item) >= 3
-                and isinstance(item[0], str)]
+                and isinstance(item[0], str) and type(item[1]) is int]
     raise ModelRefused("the model's configuration has a malformed connection between layers")
 
 
 def _functional_shapes(config, given, tally) -> tuple:
     layers = {}
     for entry in config["layers"]:
-        name = entry.get("name") or (entry.get("config") or {}).get("name")
+        if not isinstance(entry, dict):
+            raise ModelRefused("the model configuration is malformed")
+        inner = entry.get("config")
+        name = entry.get("name") or (inner.get("name") if isinstance(inner, dict) else None)
         if not isinstance(name, str) or name in layers:
             raise ModelRefused("the model's configuration has layers without a unique name")
+        if not isinstance(entry.get("inbound_nodes") or [], list):
+            raise ModelRefused(f"the {name!s:.60} layer's inbound nodes are not a list")
         layers[name] = entry
     inputs, outputs = config.get("input_layers"), config.get("output_layers")
     inputs = _endpoints(inputs, "input")
@@ -358,23 +377,30 @@ def _functional_shapes(config, given, tally) -> tuple:
         raise ModelRefused("the model's input is not an InputLayer")
     first = done[(input_name, 0)] = _entered(_input_shape(layers[input_name]), given, tally)
 
-    # Layers in the order they are listed (Keras writes them in call order); a node whose inputs are
-    # not known yet waits for the next pass, and a pass that resolves nothing ends the search.
-    pending = [(name, node, entry) for name, entry in layers.items() if name != input_name
-               for node in range(len(entry.get("inbound_nodes") or []))]
-    while pending:
-        waiting = []
-        for name, node, entry in pending:
-            sources = _node_inputs(entry["inbound_nodes"][node])
-            if not sources:
-                raise ModelRefused(f"the {name!s:.60} layer has no input")
-            if all((source, source_node) in done for source, source_node, _ in sources):
-                done[(name, node)] = _apply(entry, [done[(s, n)] for s, n, _ in sources], tally)
-            else:
-                waiting.append((name, node, entry))
-        if len(waiting) == len(pending):
-            break
-        pending = waiting
+    # Each node (a layer's call) is applied once all its inputs are known: those ready at first in
+    # the order they are listed (Keras writes them in call order), then each as its last input is
+    # found. Linear in the nodes and their inputs, whatever the order (a student's config may list a
+    # thousand layers backwards); a node that never gets its inputs (a missing layer, a cycle) is
+    # never applied.
+    nodes = [(name, node, entry, _node_inputs(inbound)) for name, entry in layers.items() if name != input_name
+             for node, inbound in enumerate(entry.get("inbound_nodes") or [])]
+    unknown, needed_by, ready = [], {}, collections.deque()
+    for index, (name, node, entry, sources) in enumerate(nodes):
+        if not sources:
+            raise ModelRefused(f"the {name!s:.60} layer has no input")
+        needs = {(source, source_node) for source, source_node, _ in sources} - done.keys()
+        unknown.append(len(needs))
+        for key in needs:
+            needed_by.setdefault(key, []).append(index)
+        if not needs:
+            ready.append(index)
+    while ready:
+        name, node, entry, sources = nodes[ready.popleft()]
+        done[(name, node)] = _apply(entry, [done[(s, n)] for s, n, _ in sources], tally)
+        for index in needed_by.pop((name, node), ()):
+            unknown[index] -= 1
+            if not unknown[index]:
+                ready.append(index)
     if outputs[0][:2] not in done:
         raise ModelRefused("the model's output does not follow from its input through its layers (a "
                            "connection refers to a layer it does not have, or they form a cycle)")
@@ -386,7 +412,7 @@ def _endpoints(value, what) -> list:
     if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, list) and len(v) == 3 and isinstance(v[0], str)
-                                              for v in value):
+                                              and type(v[1]) is int for v in value):
         raise ModelRefused(f"the model's configuration has no {what} layers the grader can read")
     return [tuple(v) for v in value]
 

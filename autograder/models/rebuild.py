@@ -7,12 +7,14 @@ import copy
 
 from autograder.errors import ModelRefused
 from autograder.models import cost
+from autograder.models.vet import reading_student_config
 
 
 def rebuild(config: dict, *, schedule=None):
     """A fresh keras.Model from a vetted config (new weights; nothing of the student's runs). The
     config is bounded first (check_bounds), so a model too large for the grader is never built."""
-    cost.check_bounds(config, schedule=schedule)
+    with reading_student_config():     # a config it cannot read is the student's
+        cost.check_bounds(config, schedule=schedule)
     import keras      # after the bounds: a refused model costs no Keras at all
     try:
         # Keras consumes the dict it deserializes; the caller's copy is reused by other checks.

@@ -48,7 +48,23 @@ def _config_layers(entry):
             yield from _config_layers(layer)
         elif kind != "InputLayer":
             # a copy: the config is shared with the other checks and the training check
-            yield Layer(kind, copy.deepcopy(layer.get("config") or {}))
+            config = layer.get("config")
+            yield Layer(kind, _as_keras_gives_it(kind, copy.deepcopy(config) if isinstance(config, dict) else {}))
+
+
+def _as_keras_gives_it(kind, config: dict) -> dict:
+    """A layer's config with the fields the checks read in the form Keras' get_config() gives them
+    after a rebuild (kernel_size 3 -> [3, 3], padding 'valid' when left out), so that a hand-written
+    config that the cost estimate accepted reads like the rebuilt model's. Already checked by
+    cost.check_bounds, so this cannot fail; configs from to_json() are left as they are."""
+    if kind == "Conv2D":
+        config["filters"] = cost._ints(config.get("filters"), 1, "number of filters")[0]
+        for key, default in (("kernel_size", None), ("strides", 1), ("dilation_rate", 1)):
+            config[key] = list(cost._ints(config.get(key, default), 2, key.replace("_", " ")))
+        config.setdefault("padding", "valid")
+    elif kind == "Dense":
+        config["units"] = cost._ints(config.get("units"), 1, "number of units")[0]
+    return config
 
 
 def flat_layers(model) -> list:

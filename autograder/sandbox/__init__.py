@@ -15,9 +15,10 @@ user namespace maps root and the worker's leased uid (identity.py) to themselves
 mount what root may read while the student's code runs as that real uid without capabilities, and
 may not create further user namespaces; when the worker's process group is killed, every process
 it started dies with the PID namespace. Without bubblewrap the worker is a plain subprocess started
-from a private folder, in a 0700 scratch folder owned by its uid, and confines itself before any
-student code runs. Memory and process counts are capped by a cgroup when this machine lets us make
-one, otherwise by rlimits.
+from a private folder, in a 0700 scratch folder owned by its uid (a size-limited tmpfs as root, or
+measured between requests), and confines itself before any student code runs. Memory, process
+counts and CPU (its own share: ``Limits.cpus``) are capped by a cgroup when this machine lets us
+make one, otherwise memory and processes by rlimits and the CPU is not capped.
 
 - ``limits.py``: ``Limits``, what one submission's worker may use (their environment variables are
   read by ``autograder/settings.py``, at the edges, never here).
@@ -27,7 +28,8 @@ one, otherwise by rlimits.
   helper, and its options passed through a memfd.
 - ``confine.py``: Landlock + seccomp applied by a process to itself (loaded by the worker by path).
 - ``identity.py``: a uid of its own for every worker (as root), and its scratch folder.
-- ``cgroup.py``: ``ResourceGroup``, the cgroup that caps one worker and kills all of it.
+- ``cgroup.py``: ``ResourceGroup``, the cgroup that caps one worker's memory, processes and CPU and
+  kills all of it.
 - ``process.py``: ``SandboxedProcess`` (the bubblewrap or plain command, rlimits, ``kill()``), the
   worker's environment and thread caps, and where the worker's Python lives.
 - ``worker.py``: the worker itself, run inside the sandbox.

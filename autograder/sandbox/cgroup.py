@@ -1,6 +1,12 @@
-"""A cgroup (v1 or v2) for one worker: caps its memory and processes, tells whether the kernel's OOM
-killer ended one of them, and kills all of it. Where no cgroup can be made, ``active`` is False and
-the worker is capped by rlimits instead (process.py)."""
+"""A cgroup (v1 or v2) for one worker: caps its memory and processes, gives it its own share of the
+CPU, tells whether the kernel's OOM killer ended one of them, and kills all of it. Where no cgroup
+can be made, ``active`` is False and the worker is capped by rlimits instead (process.py).
+
+The CPU share is optional: v2 ``cpu.max`` (Limits.cpus CPUs) and ``cpu.weight`` where the hierarchy
+hands the cpu controller down, v1 a group of the cpu hierarchy with a CFS quota and the default
+``cpu.shares``. However many processes (or setsid sessions, each a scheduler autogroup) a student
+starts, together they get that much CPU and no more. Where the cpu controller is missing or not
+delegated, ``cpu_limited`` is False and the memory and process caps hold alone."""
 
 import os
 import signal
@@ -14,15 +20,20 @@ from .limits import Limits
 class ResourceGroup:
     """A cgroup (v1 or v2) that caps memory and processes for one worker and can kill all of it."""
 
-    ROOTS_V1 = {"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}
+    ROOTS_V1 = {"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids", "cpu": "/sys/fs/cgroup/cpu"}
     ROOT_V2 = "/sys/fs/cgroup"
     PARENT = "bn-autograder"
+    CPU_PERIOD_US = 100_000
+    CPU_MIN_QUOTA_US = 1_000          # the kernel refuses a smaller quota
 
     def __init__(self, limits: Limits):
         self.dirs = []
+        self.cpu_limited = False      # the group also caps the CPU it uses (Limits.cpus)
+        self._cpu_dir = None          # v1 only: the cpu hierarchy's group (in v2 it is the one group)
         name = uuid.uuid4().hex[:12]
+        v2 = Path(self.ROOT_V2, "cgroup.controllers").exists()
         try:
-            if Path(self.ROOT_V2, "cgroup.controllers").exists():
+            if v2:
                 self._make(Path(self.ROOT_V2), name, {"memory.max": limits.memory_bytes,
                                                       "pids.max": limits.processes, "memory.swap.max": 0},
                            required=("memory.max", "pids.max"))
@@ -34,6 +45,43 @@ class ResourceGroup:
         except OSError:
             self.remove()
             self.dirs = []
+            return
+        # never fewer CPUs than the worker has NumPy threads (Limits.threads, grade-class's share)
+        quota = max(self.CPU_MIN_QUOTA_US, round(max(limits.cpus, limits.threads) * self.CPU_PERIOD_US))
+        self.cpu_limited = self._limit_cpu_v2(self.dirs[0], quota) if v2 else self._limit_cpu_v1(name, quota)
+
+    def _limit_cpu_v2(self, path: Path, quota: int) -> bool:
+        """cpu.max and cpu.weight in the worker's v2 group, where the parent could enable the cpu
+        controller for it (after the group was made: the parent's subtree_control lists cpu)."""
+        try:
+            if not (path / "cpu.max").exists():
+                return False
+            (path / "cpu.weight").write_text("100")
+            (path / "cpu.max").write_text(f"{quota} {self.CPU_PERIOD_US}")
+            return (path / "cpu.max").read_text().split()[0] == str(quota)
+        except (OSError, IndexError):
+            return False
+
+    def _limit_cpu_v1(self, name: str, quota: int) -> bool:
+        """A group of the v1 cpu hierarchy with a CFS quota; where it cannot be made, nothing of it
+        is left and the memory and pids groups stay as they are."""
+        made = len(self.dirs)
+        try:
+            self._make(Path(self.ROOTS_V1["cpu"]), name,
+                       {"cpu.cfs_period_us": self.CPU_PERIOD_US, "cpu.cfs_quota_us": quota, "cpu.shares": 1024},
+                       required=("cpu.cfs_period_us", "cpu.cfs_quota_us"))
+            if int((self.dirs[-1] / "cpu.cfs_quota_us").read_text()) != quota:
+                raise OSError("the CFS quota did not take")
+        except (OSError, ValueError):
+            for path in self.dirs[made:]:
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+            del self.dirs[made:]
+            return False
+        self._cpu_dir = self.dirs[-1]
+        return True
 
     def _make(self, root: Path, name: str, settings: dict, required):
         """Make root/PARENT/name and write its limits; OSError unless root is a real cgroup
@@ -46,6 +94,10 @@ class ResourceGroup:
                 (root / self.PARENT / "cgroup.subtree_control").write_text("+memory +pids")
             except OSError:
                 pass            # then the limits are missing below and rlimits take over
+            try:
+                (root / self.PARENT / "cgroup.subtree_control").write_text("+cpu")
+            except OSError:
+                pass            # no cpu controller here: the group caps no CPU (cpu_limited)
         path = root / self.PARENT / name
         path.mkdir()
         self.dirs.append(path)
@@ -62,7 +114,11 @@ class ResourceGroup:
     def join(self):
         """Called in the child before exec: move this process (and so all it starts) into the group."""
         for path in self.dirs:
-            (path / "cgroup.procs").write_text(str(os.getpid()))
+            try:
+                (path / "cgroup.procs").write_text(str(os.getpid()))
+            except OSError:
+                if path != self._cpu_dir:       # the CPU share is optional; memory and pids are not
+                    raise
 
     def out_of_memory(self) -> bool:
         """The kernel's OOM killer ended a process of the group (where the kernel counts kills;

@@ -17,15 +17,24 @@ mount changes once applied, which is why the worker calls it after bwrap has mad
 3. seccomp (x86_64 and aarch64): a deny-list, all other calls allowed (an allow-list would break
    NumPy/SciPy/JAX in ways that no test here would show). Denied calls fail with EPERM (never kill,
    so that Python raises a clean OSError): socket() and socketpair() of any family but AF_UNIX,
+   and of AF_UNIX with the type SOCK_DGRAM or SOCK_RAW (which AF_UNIX makes a datagram socket; the
+   type is masked with 0xf, as the kernel does, so SOCK_NONBLOCK and SOCK_CLOEXEC do not matter),
    connect() (only AF_UNIX sockets exist, and Landlock up to ABI 7 does not check connect() to a
    path-name socket such as /run/dbus/system_bus_socket), sendto() with an address (the same, for
    datagrams: /dev/log, the journal), ptrace and process_vm_*, unshare, setns, clone with any
    CLONE_NEW* flag, clone3 (ENOSYS, so that libc falls back to clone, whose flags a filter can
    read), the mount API, bpf, perf_event_open, keys, userfaultfd, io_uring (its socket operations
-   bypass seccomp), kexec, kernel modules, chroot and a few root-only calls. Calls from a foreign
-   ABI (i386 via int 0x80, x32, arm32) are all denied.
-   Left open: sendmsg() with an address to a path-name datagram socket (seccomp cannot read the
-   message header); hide /run with bwrap where that matters.
+   bypass seccomp), inotify and fanotify (Landlock does not check a watch, only the file's
+   permissions do, so a watch would report the names of files created in folders Landlock does
+   not let it list; fanotify can also open what it reports), name_to_handle_at and open_by_handle_at,
+   kexec, kernel modules, chroot and a few root-only calls. Calls from a foreign ABI (i386 via
+   int 0x80, x32, arm32) are all denied.
+   sendmsg() and sendmmsg() with an address: seccomp cannot read the message header (msg_name is
+   behind a pointer), so what they could reach is closed by the sockets that may exist: no
+   datagram socket of any family can be made, and an AF_UNIX stream socket refuses a destination
+   (unix_stream_sendmsg: EISCONN or EOPNOTSUPP when msg_namelen is set) while a seqpacket socket
+   ignores it and sends only to its connected peer (which, without connect(), only socketpair()
+   or accept() gives). So nothing reaches a path-name datagram socket such as /dev/log.
 
 Landlock and seccomp bind the calling thread and the children it starts afterwards: call
 ``confine()`` while the process has one thread (before NumPy's BLAS starts its pool); it checks.
@@ -130,6 +139,8 @@ DENY = SECCOMP_RET_ERRNO | errno.EPERM
 NO_SUCH_CALL = SECCOMP_RET_ERRNO | errno.ENOSYS      # clone3: libc then falls back to clone
 
 AF_UNIX = 1
+SOCK_DGRAM, SOCK_RAW = 2, 3    # AF_UNIX turns SOCK_RAW into SOCK_DGRAM (unix_create)
+SOCK_TYPE_MASK = 0xF           # the kernel's: the flags SOCK_NONBLOCK, SOCK_CLOEXEC lie above it
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET. CLONE_NEWTIME (0x80) is
 # left out: in clone()'s flags that bit belongs to the exit signal (clone() cannot make a time ns).
 CLONE_NEW_NAMESPACE = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
@@ -167,7 +178,8 @@ DENIED_SYSCALLS = (
     "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd", "io_uring_setup",
     "io_uring_enter", "io_uring_register", "kexec_load", "kexec_file_load", "init_module",
     "finit_module", "delete_module", "name_to_handle_at", "open_by_handle_at", "fanotify_init",
-    "acct", "swapon", "swapoff", "reboot", "sethostname", "setdomainname", "settimeofday",
+    "fanotify_mark", "inotify_init", "inotify_init1", "inotify_add_watch", "acct", "swapon",
+    "swapoff", "reboot", "sethostname", "setdomainname", "settimeofday",
     "clock_settime", "syslog", "quotactl", "quotactl_fd", "migrate_pages", "move_pages", "vhangup",
     "uselib", "iopl", "ioperm",
 )
@@ -184,7 +196,8 @@ X86_64_SYSCALLS = {
     "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175,
     "delete_module": 176, "quotactl": 179, "clock_settime": 227, "kexec_load": 246, "add_key": 248,
     "request_key": 249, "keyctl": 250, "migrate_pages": 256, "unshare": 272, "move_pages": 279,
-    "perf_event_open": 298, "fanotify_init": 300, "name_to_handle_at": 303, "open_by_handle_at": 304,
+    "perf_event_open": 298, "fanotify_init": 300, "fanotify_mark": 301, "inotify_init": 253,
+    "inotify_add_watch": 254, "inotify_init1": 294, "name_to_handle_at": 303, "open_by_handle_at": 304,
     "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "finit_module": 313,
     "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "vhangup": 153,
 }
@@ -195,7 +208,8 @@ AARCH64_SYSCALLS = {
     "setdomainname": 162, "init_module": 105, "delete_module": 106, "quotactl": 60,
     "clock_settime": 112, "kexec_load": 104, "add_key": 217, "request_key": 218, "keyctl": 219,
     "migrate_pages": 238, "unshare": 97, "move_pages": 239, "perf_event_open": 241,
-    "fanotify_init": 262, "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268,
+    "fanotify_init": 262, "fanotify_mark": 263, "inotify_init1": 26, "inotify_add_watch": 27,
+    "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268,
     "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272, "finit_module": 273,
     "kexec_file_load": 294, "bpf": 280, "userfaultfd": 282, "vhangup": 58,
 }
@@ -483,9 +497,15 @@ def _deny_if(number: int, action: int = DENY) -> list:
 
 
 def _only_unix_family(number: int) -> list:
-    """socket()/socketpair(): allowed only when the first argument (an int: its low half) is AF_UNIX."""
-    return [(BPF_JEQ_K, 0, 4, number), (BPF_LD_W_ABS, 0, 0, _arg_low(0)),
-            (BPF_JEQ_K, 0, 1, AF_UNIX), (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), (BPF_RET_K, 0, 0, DENY)]
+    """socket()/socketpair(): allowed only when the first argument (an int: its low half) is AF_UNIX
+    and the type (the second, masked with SOCK_TYPE_MASK) is no datagram: SOCK_DGRAM (2) or SOCK_RAW
+    (3) are exactly the types whose bits 2 and 3 are clear and bit 1 set. (Other types AF_UNIX
+    refuses itself.) A datagram socket could sendmsg() to a path-name socket such as /dev/log."""
+    assert {SOCK_DGRAM, SOCK_RAW} == {t for t in range(16) if t & 0b1110 == 0b0010}
+    return [(BPF_JEQ_K, 0, 7, number), (BPF_LD_W_ABS, 0, 0, _arg_low(0)),
+            (BPF_JEQ_K, 0, 4, AF_UNIX), (BPF_LD_W_ABS, 0, 0, _arg_low(1)),
+            (BPF_JSET_K, 1, 0, SOCK_TYPE_MASK & 0b1100), (BPF_JSET_K, 1, 0, 0b0010),
+            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), (BPF_RET_K, 0, 0, DENY)]
 
 
 def _no_new_namespace(number: int) -> list:
@@ -505,7 +525,7 @@ def _no_address(number: int, index: int) -> list:
 
 def seccomp_program(arch_name: str) -> list:
     """The filter as (code, jt, jf, k) instructions. Each check is a block that either returns or
-    falls through to the next with the syscall number still loaded, so no jump is longer than 6."""
+    falls through to the next with the syscall number still loaded, so no jump is longer than 7."""
     arch = ARCHES[arch_name]
     numbers = arch.numbers
     program = [(BPF_LD_W_ABS, 0, 0, DATA_ARCH), (BPF_JEQ_K, 1, 0, arch.audit), (BPF_RET_K, 0, 0, DENY),

@@ -10,12 +10,13 @@ class Limits:
     memory_bytes: int = 4 << 30      # TensorFlow alone maps ~1.5 GB
     processes: int = 512             # threads count too; TensorFlow starts dozens
     file_bytes: int = 256 << 20      # the largest file the student's code may write in /tmp
-    scratch_bytes: int = 512 << 20   # the whole of the worker's /tmp (a tmpfs, so it is memory)
+    scratch_bytes: int = 512 << 20   # the whole of the worker's /tmp or scratch folder (a tmpfs, so
+                                     # memory; or checked between requests: process.scratch_overflow)
     cell_seconds: float = 30.0
     call_seconds: float = 20.0
     total_seconds: float = 240.0     # for everything the worker does for one submission
     grace_seconds: float = 5.0       # past a soft limit, how long the grader waits before it kills
-    answer_bytes: int = 96 << 20     # the largest answer line the grader reads
     threads: int = 1                 # the worker's NumPy/BLAS threads (grade-class: each process's share)
+    cpus: float = 1.0                # CPUs the worker's cgroup may use together (cpu.max / CFS quota)
     uid_first: int = 1_900_000_000   # as root, each worker runs as its own uid from this range
     uid_count: int = 1024            # (identity.py: outside every range systemd hands out)

@@ -1,10 +1,12 @@
 """The worker's process: its command (bubblewrap's, or a plain subprocess confined by Landlock and
 seccomp where bwrap cannot run), the isolation it runs under (isolation.py chooses it), who it runs
 as (a leased uid as root, identity.py), its environment and thread caps, the rlimits and cgroup it
-starts under, and ``kill()``, which ends it and everything it started. Also where the worker's
-Python lives (``interpreter()`` and the folders it needs), from which allowlist.py builds what the
-worker may see."""
+starts under, the total cap on its scratch (``scratch_capped``; ``scratch_overflow()`` where only a
+check between requests caps it), and ``kill()``, which ends it and everything it started and leaves
+nothing of it on disk. Also where the worker's Python lives (``interpreter()`` and the folders it
+needs), from which allowlist.py builds what the worker may see."""
 
+import ctypes
 import json
 import os
 import resource
@@ -35,6 +37,16 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")   # read-write for Landlock
 # when the worker applies the rule, so its children's are not included) and the machine's CPU and
 # memory figures, which NumPy's and TensorFlow's start-up read (TensorFlow aborts without them).
 SYSTEM_FIGURES = ("/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu")
+
+# How the worker's scratch is capped in total (SandboxedProcess.scratch_capped): bubblewrap's private
+# /tmp is a tmpfs of Limits.scratch_bytes; without bubblewrap, as root, a tmpfs of that size is
+# mounted on the scratch folder; elsewhere the folder stays on the host's disk and the grader
+# measures it after each request (scratch_overflow()) and ends the worker when it is too large.
+SCRATCH_BWRAP_TMPFS = "bwrap tmpfs"
+SCRATCH_TMPFS = "tmpfs"
+SCRATCH_CHECKED = "checked between requests"
+SCRATCH_MAX_ENTRIES = 100_000     # scratch_overflow() counts no further: more is too much
+MS_NOSUID, MS_NODEV, MNT_DETACH = 0x2, 0x4, 0x2
 
 
 class SandboxWarning(UserWarning):
@@ -175,6 +187,108 @@ def _remove_tree(path) -> None:
     shutil.rmtree(path, onerror=writable_again)
 
 
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    return libc
+
+
+def _mount_scratch_tmpfs(path, size: int, uid: int, gid: int) -> bool:
+    """A tmpfs of ``size`` bytes (nosuid, nodev, 0700, owned by uid:gid) mounted on the folder
+    ``path``: the scratch's total cap where the grader may mount (root in the machine's mount
+    namespace). False, and nothing mounted, where the kernel refuses it or it did not take."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        options = f"size={int(size)},mode=0700,uid={uid},gid={gid}".encode()
+        if _libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+            return False
+    except (OSError, AttributeError, ValueError):
+        return False
+    try:
+        if os.stat(path).st_dev != os.stat(os.path.dirname(os.path.abspath(path))).st_dev:
+            return True
+    except OSError:
+        pass
+    _unmount(path)
+    return False
+
+
+def _unmount(path) -> None:
+    """Detach the mount on ``path`` (lazily: it goes when the last user does). Never raises."""
+    try:
+        _libc().umount2(os.fsencode(path), MNT_DETACH)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def _folder_usage(folder, max_entries: int):
+    """(bytes the files and folders under ``folder`` take on disk, whether all were counted: False
+    past ``max_entries`` or where a folder could not be read even after being made readable again).
+    Symlinks are not followed; a file with several links counts once."""
+    used, entries, seen = 0, 0, set()
+    stack = [os.fspath(folder)]
+    while stack:
+        path = stack.pop()
+        try:
+            listing = os.scandir(path)
+        except FileNotFoundError:
+            continue
+        except PermissionError:          # the student's chmod 0 (the grader's own uid, not root)
+            try:
+                os.chmod(path, 0o700)
+                listing = os.scandir(path)
+            except OSError:
+                return used, False
+        except OSError:
+            return used, False
+        with listing:
+            for entry in listing:
+                entries += 1
+                if entries > max_entries:
+                    return used, False
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                used += info.st_blocks * 512
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+    return used, True
+
+
+def _deleted_open_bytes(pids, folder, max_entries: int) -> int:
+    """What files deleted from ``folder`` but still open in one of ``pids`` take on disk (a removed
+    file keeps its blocks until its last descriptor closes)."""
+    prefix, used, entries, seen = os.fspath(folder).rstrip("/") + "/", 0, 0, set()
+    for pid in pids:
+        try:
+            descriptors = os.scandir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        with descriptors:
+            for entry in descriptors:
+                entries += 1
+                if entries > max_entries:
+                    return used
+                try:
+                    target = os.readlink(entry.path)
+                    if not (target.startswith(prefix) and target.endswith(" (deleted)")):
+                        continue
+                    info = os.stat(entry.path)
+                except OSError:
+                    continue
+                if (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    used += info.st_blocks * 512
+    return used
+
+
 def _parent_pid(pid):
     """A live (not zombie) process's parent pid, or None for a zombie; OSError when it is gone."""
     fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -191,6 +305,8 @@ class SandboxedProcess:
         self.isolation = Isolation(isolation) if isolation is not None else choose_isolation()
         self.isolated = self.isolation.bubblewrap      # bubblewrap's PID namespace holds it
         self._folder = None
+        self._scratch = None           # without bubblewrap: the scratch folder on the host
+        self._scratch_mounted = False  # a tmpfs of Limits.scratch_bytes is mounted on it
         self.lease = None
         self.group = None
         self.stderr = tempfile.TemporaryFile()     # bwrap's or Python's complaints, for a failed start
@@ -247,6 +363,9 @@ class SandboxedProcess:
             shutil.copyfile(source, code / source.name)
             os.chmod(code / source.name, 0o644)
         scratch = identity.make_scratch(self._folder, self.lease.uid, self.lease.gid)
+        self._scratch = scratch
+        self._scratch_mounted = _mount_scratch_tmpfs(scratch, self.limits.scratch_bytes, self.lease.uid,
+                                                     self.lease.gid)
         env = worker_environment(str(scratch), str(scratch), self.limits.threads)
         allow = allowed(hide)
         if self.isolation.landlock:
@@ -262,6 +381,35 @@ class SandboxedProcess:
                 env[KEEP_READ_SEARCH_VARIABLE] = "1"
         argv = [sys.executable, "-B", "-s", str(code / WORKER_SCRIPT.name)]
         return argv, str(scratch), env, (), True
+
+    @property
+    def scratch_capped(self) -> str:
+        """How the worker's scratch is capped in total: "bwrap tmpfs" (bubblewrap's private /tmp),
+        "tmpfs" (mounted on the scratch folder: writes past the cap fail with ENOSPC) or "checked
+        between requests" (a folder on the host's disk that scratch_overflow() measures)."""
+        if self.isolation.bubblewrap:
+            return SCRATCH_BWRAP_TMPFS
+        return SCRATCH_TMPFS if self._scratch_mounted else SCRATCH_CHECKED
+
+    def scratch_overflow(self) -> str | None:
+        """Why the worker must end because its scratch grew past Limits.scratch_bytes (a short
+        reason for the student), or None. Free (None) where a tmpfs caps the scratch; otherwise it
+        walks the folder (at most SCRATCH_MAX_ENTRIES entries, more is too many; symlinks not
+        followed) and adds the files deleted from it that the worker's processes still hold open.
+        The grader calls it after each request, between the student's cells."""
+        if self.scratch_capped != SCRATCH_CHECKED or self._scratch is None or self._folder is None:
+            return None                       # capped by a tmpfs, or released already
+        limit = self.limits.scratch_bytes
+        used, counted = _folder_usage(self._scratch, SCRATCH_MAX_ENTRIES)
+        if not counted:
+            return (f"the notebook made more than {SCRATCH_MAX_ENTRIES:,} files and folders in its scratch "
+                    "folder, or one that cannot be read")
+        if used <= limit:
+            pids = self.group.pids() if self.group is not None and self.group.active else [self.process.pid]
+            used += _deleted_open_bytes(pids, self._scratch, SCRATCH_MAX_ENTRIES)
+        if used > limit:
+            return f"the notebook's files in its scratch folder passed {limit / (1 << 20):g} MiB"
+        return None
 
     def startup_errors(self) -> str:
         """What bwrap or Python printed before the worker took its streams over (for SandboxUnavailable)."""
@@ -332,13 +480,18 @@ class SandboxedProcess:
 
     def _release(self):
         """Everything of the worker's uid ended, its cgroup, folder and uid released."""
-        if self.lease is not None and not self.lease.shared:
-            identity.end_processes(self.lease.uid)
-        if self.group is not None:
-            self.group.remove()
-        self.stderr.close()
-        if self._folder is not None:
-            _remove_tree(self._folder)
-            self._folder = None
+        try:
+            if self.lease is not None and not self.lease.shared:
+                identity.end_processes(self.lease.uid)
+            if self.group is not None:
+                self.group.remove()
+            self.stderr.close()
+        finally:                              # whatever failed above, nothing is left on disk
+            if self._folder is not None:
+                if self._scratch_mounted:     # its processes are gone: nothing keeps it busy
+                    _unmount(self._scratch)
+                    self._scratch_mounted = False
+                _remove_tree(self._folder)
+                self._folder = None
         if self.lease is not None:
             self.lease.close()

@@ -7,17 +7,21 @@ the student's code sees stdin, stdout and stderr pointing at /dev/null.
 Nothing the worker says is trusted: the grader decodes every answer as plain data and judges it
 itself. The worker only runs code and converts what it returns.
 
-Requests (one JSON object a line) and answers:
+Requests (one JSON object a line) and answers (each begins with its request's id, and on a line of
+its own: a newline goes before it, so that a line the student's code left unfinished cannot spoil it):
   {"op": "run_cell", "source": str, "seconds": float, "cell": int (its number in the notebook)}
-      -> {"ok": true} | {"ok": false, "error": "NameError: ..."}
+      -> {"id": N, "kind": "done"} | {"id": N, "kind": "raised" | "timeout", "error": ERROR}
   {"op": "call", "function": str, "args": [...], "kwargs": {...}, "returns": "array" | "arrays" | "model",
    "seconds": float}
-      -> {"ok": true, "value": <encoded>, "args_after": [...]}
+      -> {"id": N, "kind": "done", "value": <encoded>, "args_after": [...]}
      ("arrays": a function that returns a tuple or list of arrays; its value is a list of encoded arrays)
-       | {"ok": false, "kind": "missing" | "not_implemented" | "raised" | "timeout" | "bad_return",
-          "error": str}
+       | {"id": N, "kind": "missing" | "not_implemented" | "raised" | "timeout" | "bad_return", "error": ERROR}
+  ERROR = {"text": what happened, for people, "exception": the exception's type name or null,
+           "message": its text, "cell": int or null, "line": int or null, "name": a NameError's name or null}
 Arrays travel as {"ndarray": base64 of little-endian float64, "shape": [...], "dtype": str}.
-When it is ready, before any request, the worker says {"id": 0, "ok": true, "ready": true}.
+When it is ready, before any request, the worker says {"id": 0, "ready": true, "confined": report}.
+The grader's reading of these is channel.parse_answer; what happened to the worker (it died, hung)
+is never said by it, the grader sees it.
 
 The functions this script relies on are bound when it starts, before any student code runs, so
 that a cell which monkeypatches json, signal or numpy changes only what the student's own code
@@ -45,7 +49,7 @@ from json import dumps, loads
 from signal import ITIMER_REAL, SIGALRM, SIGKILL, setitimer
 from signal import signal as set_signal_handler
 
-MAX_ELEMENTS = 8_000_000        # 64 MB of float64: far above any answer the checks expect
+MAX_ELEMENTS = 1_000_000        # numbers in one answer (8 MB of float64): far above what the checks' inputs give
 MAX_PARTS = 8                   # arrays in a tuple answer: (dx, dgamma, dbeta) is three
 MAX_MODEL_JSON = 4_000_000
 
@@ -113,8 +117,10 @@ def _take_protocol_streams():
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    sys.stdin = open(os.devnull, "r")
-    sys.stdout = sys.stderr = open(os.devnull, "w")
+    os.close(devnull)
+    sys.stdin = open(0, "r", closefd=False)             # on 0, 1 and 2: every other descriptor is closed
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False)
     return requests, answers
 
 
@@ -141,18 +147,33 @@ class _IPythonStub:
         return lambda *args, **kwargs: None
 
 
-def _describe(exc: BaseException) -> str:
-    line = ""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
-    if frames:
-        line = f" ({frames[-1].filename[1:-1]}, line {frames[-1].lineno})"
-    if isinstance(exc, CellTimeout):
-        return "TimeoutError: time limit reached" + line
+def _describe(exc: BaseException, prefix: str = "") -> dict:
+    """An exception as the protocol's ERROR: its type, message and where in the notebook it was raised."""
+    cell = line = None
     try:
-        text = f"{type(exc).__name__}: {exc}"
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell ")]
+        if frames:
+            cell, line = int(frames[-1].filename[6:-1]), frames[-1].lineno
+    except BaseException:  # noqa: BLE001 - a traceback the student's code tampered with
+        pass
+    kind = "TimeoutError" if isinstance(exc, CellTimeout) else type(exc).__name__
+    try:
+        message = "time limit reached" if isinstance(exc, CellTimeout) else str(exc)
     except BaseException:  # noqa: BLE001 - a student's exception whose __str__ fails
-        text = f"{type(exc).__name__}: (its message could not be printed)"
-    return (text[:500] + "...") if len(text) > 500 else text + line
+        message = "(its message could not be printed)"
+    if not isinstance(message, str):
+        message = "(its message could not be printed)"
+    message = message[:500] + "..." if len(message) > 500 else message
+    name = getattr(exc, "name", None) if isinstance(exc, NameError) else None
+    where = f" (cell {cell}, line {line})" if cell is not None else ""
+    return {"text": f"{prefix}{kind}: {message}{where}", "exception": str(kind)[:100], "message": message,
+            "cell": cell, "line": line, "name": name if isinstance(name, str) else None}
+
+
+def _failed(kind: str, text: str) -> dict:
+    """An answer for a failure the worker describes itself (no exception of the student's)."""
+    return {"kind": kind, "error": {"text": text, "exception": None, "message": text, "cell": None, "line": None,
+                                    "name": None}}
 
 
 def _end_strays():
@@ -253,39 +274,44 @@ class Worker:
         try:
             code = compile(python_source(request["source"]), f"<cell {request.get('cell', self.cells_run)}>", "exec")
             _limited(request["seconds"], exec, code, self.namespace)
+        except CellTimeout as exc:
+            return {"kind": "timeout", "error": _describe(exc)}
         except BaseException as exc:  # noqa: BLE001 - anything the student's code does is a result
-            return {"ok": False, "error": _describe(exc)}
-        return {"ok": True}
+            return {"kind": "raised", "error": _describe(exc)}
+        return {"kind": "done"}
 
     def call(self, request):
         np = self.np
         name = request["function"]
         function = self.namespace.get(name)
         if not callable(function):
-            return {"ok": False, "kind": "missing", "error": f"{name} is not defined in the notebook"}
+            return _failed("missing", f"{name} is not defined in the notebook")
         args = [decode_argument(a, np) for a in request.get("args", [])]
         kwargs = {k: decode_argument(v, np) for k, v in request.get("kwargs", {}).items()}
         try:
             value = _limited(request["seconds"], function, *args, **kwargs)
         except NotImplementedError:
-            return {"ok": False, "kind": "not_implemented", "error": f"{name} is not implemented yet "
-                    "(it still raises NotImplementedError)"}
+            return _failed("not_implemented", f"{name} is not implemented yet (it still raises NotImplementedError)")
         except CellTimeout:
-            return {"ok": False, "kind": "timeout", "error": f"{name} did not return within "
-                    f"{request['seconds']:.0f} s"}
+            return _failed("timeout", f"{name} did not return within {request['seconds']:.0f} s")
         except BaseException as exc:  # noqa: BLE001
-            return {"ok": False, "kind": "raised", "error": f"{name} raised {_describe(exc)}"}
+            return {"kind": "raised", "error": _describe(exc, f"{name} raised ")}
         try:
             encoded = _limited(request["seconds"], self.encode, value, request["returns"], np)
         except BaseException as exc:  # noqa: BLE001
-            return {"ok": False, "kind": "bad_return", "error": f"{name} returned something the grader "
-                    f"cannot use: {_describe(exc)}"}
+            return {"kind": "bad_return", "error": _describe(exc, f"{name} returned something the grader cannot use: ")}
         try:
-            after = [encode_array(a, np) if _is_ndarray(a, np) else None for a in args]
+            returned = sum(len(part["ndarray"]) for part in (encoded if isinstance(encoded, list) else [encoded])
+                           if isinstance(part, dict))
+            after = []
+            for a in args:
+                after.append(encode_array(a, np) if _is_ndarray(a, np) else None)
+                returned += len(after[-1]["ndarray"]) if after[-1] else 0
+                if returned > MAX_ELEMENTS * 32 // 3:       # base64 of 8 bytes a number
+                    raise ValueError(f"the answer and the arguments hold more than the {MAX_ELEMENTS:,} numbers allowed")
         except BaseException as exc:  # noqa: BLE001 - e.g. an argument resized in place past the cap
-            return {"ok": False, "kind": "bad_return", "error": f"{name} left its arguments unusable: "
-                    f"{_describe(exc)}"}
-        return {"ok": True, "value": encoded, "args_after": after}
+            return {"kind": "bad_return", "error": _describe(exc, f"{name} left its arguments unusable: ")}
+        return {"kind": "done", "value": encoded, "args_after": after}
 
     @staticmethod
     def encode(value, returns, np):
@@ -336,9 +362,26 @@ class _KerasWithoutTensorFlow:
             sys.meta_path.insert(0, cls())
 
 
-def _answer(answers, answer):
-    answers.write(dumps(answer) + "\n")
+def _answer(answers, request_id, answer: dict):
+    """One answer: its id first (the grader matches it before parsing anything), on a line of its own."""
+    rest = dumps(answer)
+    answers.write('\n{"id": %d, ' % request_id + rest[1:] + "\n")
     answers.flush()
+
+
+def _close_inherited(keep):
+    """Close every descriptor but the protocol's before any student code runs (bwrap's user
+    namespace, anything the grader's process had open)."""
+    try:
+        names = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        names = list(range(3, 1024))
+    for fd in names:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def main():
@@ -359,19 +402,19 @@ def main():
     worker = Worker()
     owner = os.getpid()
     handlers = {"run_cell": worker.run_cell, "call": worker.call}
-    _answer(answers, {"id": 0, "ok": True, "ready": True, "confined": report})
+    _close_inherited({requests.fileno(), answers.fileno()})
+    _answer(answers, 0, {"ready": True, "confined": report})
     for line in requests:
         request = loads(line)
         try:
             answer = handlers[request["op"]](request)
         except BaseException as exc:  # noqa: BLE001 - keep answering whatever happened
-            answer = {"ok": False, "kind": "raised", "error": _describe(exc)}
+            answer = {"kind": "raised", "error": _describe(exc)}
         if os.getpid() != owner:
             os._exit(0)   # a process the student forked came back here: only the worker answers
         if private_pids:
             _end_strays()
-        answer["id"] = request.get("id")
-        _answer(answers, answer)
+        _answer(answers, int(request.get("id", -1)), answer)
 
 
 if __name__ == "__main__":

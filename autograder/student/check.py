@@ -30,7 +30,6 @@ notebook, text cells included) and saying what to do:
 import argparse
 import ast
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -39,6 +38,8 @@ from pathlib import Path
 
 from .. import notebook as notebooks
 from .. import settings
+from ..channel import Kind as OutcomeKind
+from ..text import bounded
 from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
 from ..sandbox import Limits, SandboxWarning
@@ -56,16 +57,16 @@ PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 LOADING_FUNCTIONS = {"load_data"}
 TRAINING_METHODS = {"fit", "fit_generator", "train_on_batch"}
 
-_LOCATION = re.compile(r" \(cell (\d+), line (\d+)\)$")
-_NAME_ERROR = re.compile(r"^NameError: name '([^']+)' is not defined")
-_PROBE_ERROR = re.compile(r"^LookupError: (.*?)(?: \(cell \d+, line \d+\))?$")
 
 
 @dataclass
 class Problem:
     kind: str
     cell: int | None        # 1-based position in the notebook, or None
-    message: str
+    message: str            # may quote the student's own error text: bounded and escaped when set
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, bounded(value) if name == "message" else value)
 
 
 @dataclass
@@ -75,6 +76,9 @@ class ExerciseReport:
     ran: bool               # its answer cell ran without an error or a time-out
     visible_tests: str      # "passed" | "failed" | "not run"
     message: str
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, bounded(value) if name == "message" else value)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class Report:
 
     def to_json(self) -> str:
         import json  # noqa: PLC0415
-        return json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n"
+        return json.dumps(self.to_dict(), indent=1) + "\n"
 
     def lines(self) -> list:
         """What the command prints after its first line: one line per exercise, then the problems."""
@@ -362,22 +366,6 @@ def isolation_choice():
     return chosen, ISOLATION_TEXT.get(chosen.value, chosen.value)
 
 
-def _split(error: str) -> tuple:
-    """(the error without its location, cell number, line) of a worker's error text."""
-    found = _LOCATION.search(error)
-    if not found:
-        return error, None, None
-    return error[:found.start()], int(found.group(1)), int(found.group(2))
-
-
-def _timed_out(error: str) -> bool:
-    return error.startswith("TimeoutError: time limit reached") or "no answer within" in error
-
-
-def _budget_used(error: str) -> bool:
-    return error.startswith("not run: the submission used up") or error.startswith("not run: the notebook used up")
-
-
 class _Checker:
     def __init__(self, notebook, contract, limits, cells: Cells):
         self.notebook, self.contract, self.limits, self.cells = notebook, contract, limits, cells
@@ -390,23 +378,24 @@ class _Checker:
     # -- the cells of the fresh run
     def cell_outcomes(self, run: Submission, loading: dict):
         limit = f"{self.limits.cell_seconds:g} s"
-        for outcome in run.outcomes:
-            if not outcome.error:
+        for cell in run.outcomes:
+            outcome = cell.outcome
+            if outcome.ok:
                 continue
-            index, error = outcome.index, outcome.error
-            self.failed[index] = error
-            text, _, line = _split(error)
+            index = cell.index
+            self.failed[index] = outcome.text
+            text, line = outcome.without_location, outcome.line
             at = f" on line {line}" if line else ""
             where = self.cells.describe(index)
             if index in loading:
-                loading[index].message += (f" (here it ran past the {limit} limit)" if _timed_out(error)
+                loading[index].message += (f" (here it ran past the {limit} limit)" if outcome.timed_out
                                            else f" (here it failed{at}: {text})")
-            elif _budget_used(error):
+            elif outcome.kind is OutcomeKind.NOT_RUN:
                 self.add("cell_timeout", index, (
                     f"{where} was not run: the cells before it used up the {self.limits.total_seconds:g} s the "
                     "grader allows for the whole notebook; make the slow cells faster (answer cells should "
                     "only define functions)"))
-            elif _timed_out(error):
+            elif outcome.timed_out:
                 self.add("cell_timeout", index, (
                     f"{where} ran past the {limit} limit for one cell (stopped{at or ' there'}); the grader skips "
                     "such a cell, so whatever it defines is missing: look for an endless loop or slow work, and keep "
@@ -416,8 +405,8 @@ class _Checker:
                     f"{where} fails on this computer: {text}{at}. It is the course's code, not yours: this "
                     "Python environment lacks something the notebook needs (install what the error names, "
                     "or run the check where you run the notebook)"))
-            elif (name := _NAME_ERROR.match(text)) is not None:
-                self.add("undefined_name", index, self.undefined(name.group(1), index, at, when_called=False))
+            elif outcome.exception == "NameError" and outcome.name:
+                self.add("undefined_name", index, self.undefined(outcome.name, index, at, when_called=False))
             else:
                 self.add("cell_error", index, (
                     f"{where} raises {text}{at} when the notebook runs from a fresh start; the grader "
@@ -451,11 +440,12 @@ class _Checker:
         names = tuple(sorted({e.function for e in EXERCISES}))
         probe = (f"if [_n for _n in {names!r} if not callable(globals().get(_n))]:\n"
                  f"    raise LookupError(','.join(_n for _n in {names!r} if not callable(globals().get(_n))))\n")
-        answer = run.run_code(probe, 0)
-        if answer.get("ok"):
+        outcome = run.run_code(probe, 0)
+        if outcome.ok:
             return set()
-        found = _PROBE_ERROR.match(str(answer.get("error", "")))
-        return set(found.group(1).split(",")) if found else set(names)
+        if outcome.exception == "LookupError":
+            return set(outcome.message.split(",")) & set(names)
+        return set(names)
 
     def missing_function_problem(self, exercise, number: int):
         index = self.cells.answer_cell(exercise)
@@ -483,37 +473,41 @@ class _Checker:
             code = self.cells.codes[test_index]
         if code is None:
             return NOT_RUN, "not run: the notebook has no visible test for it"
-        answer = run.run_code(code, 0 if test_index is None else test_index + 1)
-        if answer.get("ok"):
+        outcome = run.run_code(code, 0 if test_index is None else test_index + 1)
+        if outcome.ok:
             return PASSED, "visible tests passed"
-        error = str(answer.get("error", ""))
-        if answer.get("budget"):
-            return NOT_RUN, f"not run: {error[len('not run: '):]}"
-        text, cell_number, line = _split(error)
+        if outcome.kind is OutcomeKind.NOT_RUN:
+            return NOT_RUN, outcome.text
+        text, cell_number, line = outcome.without_location, outcome.cell, outcome.line
         answer_index = self.cells.answer_cell(exercise)
         test_where = (f"the visible test of Exercise {number}" if test_index is None
                       else self.cells.describe(test_index))
         fix_at = answer_index if answer_index is not None else test_index
-        if answer.get("crashed") or _timed_out(error):
+        if outcome.kind is OutcomeKind.KILLED and not outcome.by_clock:
+            self.add("visible_test_failed", fix_at, (
+                f"{test_where} ended the grader's worker ({text}); the grader starts it again without that "
+                f"cell, so whatever runs after it is lost: look at what {exercise.function} does to the process"))
+            return FAILED, "visible tests ended the worker"
+        if outcome.timed_out:
             self.add("visible_test_failed", fix_at, (
                 f"{test_where} did not finish within {self.limits.cell_seconds:g} s ({text}); {exercise.function} "
                 f"loops or is very slow, and the grader gives each call of it less time: make it faster"))
             return FAILED, "visible tests did not finish in time"
-        name = _NAME_ERROR.match(text)
+        name = outcome.name if outcome.exception == "NameError" else None
         student_cell = cell_number is not None and 0 < cell_number <= len(self.cells.roles) and \
             self.cells.roles[cell_number - 1] in (notebooks.Role.SOLUTION, notebooks.Role.ADDED)
         if name and student_cell:
             self.add("undefined_name", cell_number - 1, self.undefined(
-                name.group(1), cell_number - 1, f" (line {line})" if line else "", when_called=True,
+                name, cell_number - 1, f" (line {line})" if line else "", when_called=True,
                 function=exercise.function))
-            return FAILED, f"visible tests failed: {name.group(1)!r} is not defined"
-        if text.startswith("NotImplementedError"):
+            return FAILED, f"visible tests failed: {name!r} is not defined"
+        if outcome.exception == "NotImplementedError":
             where = self.cells.describe(answer_index) if answer_index is not None else f"Exercise {number}"
             self.add("visible_test_failed", fix_at, (
                 f"{where}: {exercise.function} still raises NotImplementedError (the visible test in "
                 f"{'a deleted cell' if test_index is None else f'cell {test_index + 1}'} calls it); write its body"))
             return FAILED, "not answered yet (NotImplementedError)"
-        message = text[len("AssertionError: "):] if text.startswith("AssertionError: ") else text
+        message = outcome.message if outcome.exception == "AssertionError" else text
         fix = f"; fix {exercise.function} in {self.cells.describe(answer_index)}" if answer_index is not None else ""
         self.add("visible_test_failed", fix_at, f"{test_where} fails: {message}{fix}")
         return FAILED, f"visible tests failed: {message.splitlines()[0][:120] if message else text}"
@@ -548,7 +542,7 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
 
     chosen, isolation = isolation_choice()
     if echo:
-        echo(f"Checking {Path(path).name} as the grader runs it: from a fresh start, only answer, added and "
+        echo(f"Checking {bounded(Path(path).name, 200)} as the grader runs it: from a fresh start, only answer, added and "
              f"set-up cells, {limits.cell_seconds:g} s per cell, {limits.total_seconds:g} s in all. "
              f"Isolation: {isolation}.")
     run = Submission(notebook, limits, hide=(*hide, str(Path(path).resolve().parent)),

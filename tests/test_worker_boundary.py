@@ -1,0 +1,405 @@
+"""The grader's end of the worker trusts nothing it hears (issue 21).
+
+A student's code runs in the worker's own process, so it can write on the answer pipe: forge a
+"crashed" answer, an answer without its fields, megabytes of error text, lines of gigantic JSON.
+None of it may leave a worker running, put the blame on the grader, grow the grader's memory or
+results.json, or slow the student graded beside it. The channel's pieces are tested alone first
+(no worker), then whole notebooks that do each attack, graded in every mode that grades, through
+``grade``, ``grade-class`` and the student's ``check``; the Dask and nbgrader paths grade the
+forger in test_cluster.py and test_nbgrader_bridge.py.
+"""
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade
+from autograder.channel import ANSWER_BYTES, Kind, LineReader, Silence, answer_prefix, parse_answer
+from autograder.sandbox import Limits
+from autograder.sandbox import process as sandbox_process
+from autograder.text import MESSAGE_CHARS, bounded
+from conftest import CHANNEL_TOOLS, GRADING_MODES, MANUAL_BN, SETUP, failing_bwrap
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
+UID_COUNT = 64
+
+
+# --- the channel alone --------------------------------------------------------------------------------
+
+def _pipe_with(*chunks) -> LineReader:
+    """A LineReader on a pipe that a thread fills with ``chunks`` and then closes."""
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+    threading.Thread(target=write, daemon=True).start()
+    return LineReader(read_end)
+
+
+def test_lines_that_are_not_the_answer_are_skipped_without_being_kept():
+    flood = b'{"x":' + b"[]," * (16 << 20) + b"[]}\n"        # 48 MiB of JSON that answers nothing
+    reader = _pipe_with(flood, flood, b'{"id": 6, "kind": "done"}\n', b'{"id": 7, "kind": "done"}\n')
+    found = reader.line(time.monotonic() + 30, 1024, answer_prefix(7))     # 1 KiB: the flood never counted
+    assert found == b'{"id": 7, "kind": "done"}'
+    assert len(reader.buffer) <= 1 << 20
+
+
+def test_an_answer_longer_than_its_kind_allows_is_too_long():
+    reader = _pipe_with(b'{"id": 3, "kind": "raised", "error": {"text": "' + b"E" * (2 << 20) + b'"}}\n')
+    assert reader.line(time.monotonic() + 30, ANSWER_BYTES["cell"], answer_prefix(3)) is Silence.TOO_LONG
+
+
+def test_a_closed_pipe_is_eof_and_a_silent_one_times_out():
+    assert _pipe_with(b"no newline").line(time.monotonic() + 30, 1024) is Silence.EOF
+    read_end, write_end = os.pipe()
+    try:
+        assert LineReader(read_end).line(time.monotonic() + 0.2, 1024) is Silence.TIMEOUT
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+FORGED = [
+    b'{"id": 5, "ok": false, "crashed": true}',                       # the old protocol's "crashed", no error
+    b'{"id": 5, "kind": "killed", "error": {"text": "forged"}}',      # only the grader says killed
+    b'{"id": 5, "kind": "crashed"}',
+    b'{"id": 5, "kind": "raised"}',                                    # an error without its text
+    b'{"id": 5, "kind": "raised", "error": {"text": 7}}',
+    b'{"id": 5, "kind": "raised", "error": {"text": "x", "cell": "3"}}',
+    b'{"id": 5, "kind": "done", "value": 1, "args_after": []}',
+    b'{"id": 5, "kind": "done", "value": {"ndarray": "AA=="}, "args_after": "x"}',
+    b'{"id": 5, "kind": "done", "value": [' + b"[" * 5000 + b"]" * 5000 + b"]}",
+    b'{"id": 5, "kind": "done"' + b"\xff\xfe",
+    b'{"id": 5, "kind": "done", "id": 6}',
+    b'{"id": 5, ' + b"[" * 100000,
+]
+
+
+@pytest.mark.parametrize("line", FORGED, ids=range(len(FORGED)))
+def test_a_malformed_answer_is_the_students_and_never_an_exception(line):
+    outcome = parse_answer(line, 5, "call", "array")
+    assert outcome.kind is Kind.MALFORMED
+    assert "wrote to the grader's channel" in outcome.text and len(outcome.text) < 300
+
+
+def test_an_answer_to_another_request_is_not_taken():
+    assert parse_answer(b'{"id": 4, "kind": "done"}', 5, "run_cell").kind is Kind.MALFORMED
+    assert parse_answer(b'{"id": 5, "kind": "done"}', 5, "run_cell").ok
+
+
+def test_a_students_error_text_arrives_bounded_and_escaped():
+    text = "\x1b[1A\r PASS  3.00/3.00 " + "E" * (1 << 20)
+    line = json.dumps({"id": 5, "kind": "raised", "error": {"text": text, "exception": "ValueError",
+                                                             "message": text, "cell": 3, "line": 1}}).encode()
+    outcome = parse_answer(line, 5, "run_cell")
+    assert outcome.kind is Kind.RAISED and outcome.cell == 3 and outcome.exception == "ValueError"
+    for part in (outcome.text, outcome.message):
+        assert len(part) < 1000 and "\x1b" not in part and "\r" not in part
+
+
+def test_bounded_writes_control_characters_out_and_keeps_layout():
+    assert bounded("a\x1b[2Jb\rc\nd\te\u202ef") == "a\\x1b[2Jb\\x0dc\nd\te\\u202ef"
+    assert len(bounded("x" * 10**6)) <= MESSAGE_CHARS + 60
+
+
+# --- whole notebooks --------------------------------------------------------------------------------
+
+REAL_CRASH = "import os\nos._exit(3)\n"
+
+FORGED_CRASHES = '''\
+me = _request_id()                # "crashed" for this request and the next 39, without an error, in one write
+_say("".join(json.dumps({"id": me + k, "ok": False, "crashed": True}) + "\\n" +
+             json.dumps({"id": me + k, "kind": "killed", "error": {"text": "the grader crashed"}}) + "\\n"
+             for k in range(40)))
+'''
+
+HUGE_ANSWER = '''\
+_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "E" * (2 << 20)}}) + "\\n")
+'''
+
+LONG_ERROR = '''\
+_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "\\x1b[1A\\rPASS " + "E" * 20000,
+                                                                   "exception": "Forged", "message": "E" * 20000}}) + "\\n")
+'''
+
+FLOOD = '''\
+line = '{"x":' + '[],' * (32 << 20) + '[]}\\n'      # 96 MiB of JSON that answers nothing
+for _ in range(3):
+    _say(line)
+del line
+'''
+
+ESCAPES = 'raise ValueError("\\x1b[1A\\x1b[2K\\rPASS  3.00/3.00 manual_batch_norm::test_all: passed")\n'
+
+FILL_SCRATCH = '''\
+import tempfile
+for k in range(6):                # past the scratch cap: the tmpfs is full, or the grader ends the worker
+    try:
+        with open(os.path.join(tempfile.gettempdir(), f"fill{k}"), "wb") as f:
+            f.write(b"\\1" * (30 << 20))
+    except OSError:
+        break
+'''
+
+
+def stray_processes(tag: str) -> str:
+    """A cell that leaves a busy child and a sleeping daemon behind, in sessions of their own."""
+    return f'''\
+import subprocess
+subprocess.Popen(["sleep", "{tag}1"], start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{tag}2"])
+    os._exit(0)
+'''
+
+
+DEEP_AND_ODD_MODELS = '''\
+class _Config:
+    def __init__(self, text):
+        self.text = text
+    def to_json(self):
+        return self.text
+
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    return _Config('{"class_name": "Sequential", "config": {"layers": ' + "[" * 800 + "]" * 800 + '}}')
+
+def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
+    return _Config(json.dumps({"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 32, 32, 3], "dtype": "float32", "name": "i"}},
+        {"class_name": "Flatten", "config": {"name": "f", "dtype": {"config": [1]}}},
+        {"class_name": "Dense", "config": {"units": 10, "activation": "softmax", "name": "d",
+                                           "dtype": {"config": [1]}}}]}}))
+'''
+
+HOG = '''\
+import os, time
+for _ in range(300):                 # 300 busy processes, each in a session (a scheduler autogroup) of its own
+    if os.fork() == 0:
+        os.setsid()
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+time.sleep(6)
+'''
+
+
+def write_notebook(path: Path, *cells) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def unique_tag() -> str:
+    return "97" + str(random.randrange(10**7, 10**8))
+
+
+def uid_range() -> int:
+    """The first uid of a range of UID_COUNT that no other test uses (this test's workers' alone)."""
+    return random.randrange(1_800_000_000, 1_899_000_000, UID_COUNT)
+
+
+def processes(*, uids=range(0), tag=None) -> list:
+    """Live (not zombie) processes on this machine run by one of ``uids`` or whose command line holds ``tag``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
+        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+        if state != "Z" and (uid in uids or (tag and tag in command)):
+            found.append(f"{pid} (uid {uid}): {command}")
+    return found
+
+
+def scratch_left(folder: Path) -> list:
+    return sorted(str(p) for p in folder.glob("bn-worker-*"))
+
+
+@pytest.fixture
+def workers(monkeypatch, tmp_path):
+    """Every SandboxedProcess started in this process, with its own TMPDIR: (list, tmp folder)."""
+    started = []
+    original = sandbox_process.SandboxedProcess.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        started.append({"process": self, "pid": self.process.pid, "uid": self.lease.uid,
+                        "folder": self._folder, "cgroups": list(self.group.dirs)})
+
+    monkeypatch.setattr(sandbox_process.SandboxedProcess, "__init__", recording)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    return started, scratch
+
+
+def assert_nothing_left(started, scratch, first_uid, tag):
+    for worker in started:
+        assert worker["process"].process.returncode is not None, f"worker {worker['pid']} was never reaped"
+        assert not [d for d in worker["cgroups"] if d.exists()], worker["cgroups"]
+        assert worker["folder"] is None or not worker["folder"].exists(), worker["folder"]
+    if os.geteuid() == 0:          # as root every worker has a uid of its own
+        assert all(first_uid <= w["uid"] < first_uid + UID_COUNT for w in started)
+        assert not processes(uids=range(first_uid, first_uid + UID_COUNT)), "a worker's process outlived grading"
+    assert not processes(tag=tag), "a student's process outlived grading"
+    assert not scratch_left(scratch), scratch_left(scratch)
+
+
+def scores_of(result) -> dict:
+    return result.exercise_scores()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", GRADING_MODES)
+def test_forged_answers_floods_and_kills_leave_nothing_and_cost_only_the_students_points(
+        tmp_path, in_mode, workers, monkeypatch, mode):
+    mode = in_mode(mode)
+    started, scratch = workers
+    first_uid, tag = uid_range(), unique_tag()
+    limits = Limits(cell_seconds=15, call_seconds=15, total_seconds=200, grace_seconds=3, scratch_bytes=64 << 20,
+                    uid_first=first_uid, uid_count=UID_COUNT)
+    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k",
+                                               "manual_batch_norm or build_model_with_bn or build_modern_cnn"])
+    path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES,
+                          FORGED_CRASHES, HUGE_ANSWER, LONG_ERROR, FLOOD, FILL_SCRATCH, stray_processes(tag),
+                          ESCAPES, DEEP_AND_ODD_MODELS, MANUAL_BN)
+    result = grade.grade_notebook(path, limits=limits)
+
+    assert result.status.value == "graded" and result.error is None, result.error
+    assert result.isolation == mode.value
+    scores = scores_of(result)
+    assert scores["manual_batch_norm"] == 3, [c.message for c in result.checks if not c.passed]
+    refused = [c for c in result.checks if c.exercise in ("build_model_with_bn", "build_modern_cnn")]
+    assert all(c.points == 0 for c in refused)
+    assert all("grader-side" not in c.message and "the check crashed" not in c.message for c in result.checks)
+    assert any("configuration" in c.message for c in refused), [c.message for c in refused]
+    text = result.to_json()
+    assert len(text) < 1 << 20 and "\\u001b" not in text and "\\r" not in text
+    # one worker to start, one more after each real kill (os._exit, the 2 MB answer), none for a forgery
+    assert len(started) == 3, [w["pid"] for w in started]
+    assert_nothing_left(started, scratch, first_uid, tag)
+
+
+def grade_command(tmp_path, mode: str, path: Path, first_uid: int) -> tuple:
+    """``python -m autograder grade`` in a subprocess in ``mode``: (completed process, results, peak
+    memory of the grader's own process in bytes, its TMPDIR)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_UID_FIRST": str(first_uid),
+           "BN_AUTOGRADER_UID_COUNT": str(UID_COUNT), "TMPDIR": str(scratch)}
+    measure = ("import runpy, sys\n"
+               "sys.argv = ['autograder', *sys.argv[1:]]\n"
+               "try:\n    runpy.run_module('autograder', run_name='__main__')\n"
+               "finally:\n"
+               "    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+               "    print('PEAK', int(peak.split()[1]) * 1024, file=sys.stderr)\n")
+    command = [sys.executable, "-c", measure, "grade", str(path), "--output", str(tmp_path / "results.json")]
+    if mode == "landlock":
+        env["PATH"] = f"{failing_bwrap(tmp_path / 'fake-bin')}{os.pathsep}{env['PATH']}"
+    if mode == "bwrap":
+        command = [sys.executable, str(NO_LANDLOCK), *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    peak = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK ")]
+    results = json.loads((tmp_path / "results.json").read_text()) if (tmp_path / "results.json").exists() else None
+    return done, results, peak[0] if peak else None, scratch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["bwrap+landlock", "landlock"])
+def test_the_grade_command_stays_small_and_prints_no_students_escape_sequences(tmp_path, mode):
+    first_uid, tag = uid_range(), unique_tag()
+    path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, FLOOD, LONG_ERROR,
+                          ESCAPES, REAL_CRASH, FORGED_CRASHES, stray_processes(tag))
+    done, results, peak, scratch = grade_command(tmp_path, mode, path, first_uid)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results["status"] == "graded" and results["isolation"] == mode, results["error"]
+    assert results["total"] == 0 and not any("grader-side" in c["message"] for c in results["checks"])
+    assert (tmp_path / "results.json").stat().st_size < 1 << 20
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+    assert "\\x1b[1A" in done.stdout          # the student's escape sequence, shown as text
+    assert max(map(len, done.stdout.splitlines())) < 2000
+    assert peak is not None and peak < 1 << 30, f"the grader's peak memory: {peak}"
+    assert not processes(uids=range(first_uid, first_uid + UID_COUNT)) if os.geteuid() == 0 else True
+    assert not processes(tag=tag) and not scratch_left(scratch)
+
+
+def grade_class(course: Path, mode: str, first_uid: int, scratch: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_CALL_SECONDS": "30",
+           "BN_AUTOGRADER_UID_FIRST": str(first_uid), "BN_AUTOGRADER_UID_COUNT": str(UID_COUNT),
+           "TMPDIR": str(scratch)}
+    command = [sys.executable, "-m", "autograder", "grade-class", "batchnorm", "--course-dir", str(course),
+               "--jobs", "2", "--force", "--no-collect", "--cache-dir", str(course.parent / "cache")]
+    if mode == "landlock":
+        env["PATH"] = f"{failing_bwrap(course.parent / 'fake-bin')}{os.pathsep}{env['PATH']}"
+    if mode == "bwrap":
+        command = [sys.executable, str(NO_LANDLOCK), *command]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=course)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", GRADING_MODES)
+def test_a_class_with_a_hog_and_a_forger_grades_the_honest_student_beside_them_in_full(tmp_path, mode):
+    from conftest import offer_for
+    offer_for(mode)                       # skips a mode this machine cannot run
+    course, scratch = tmp_path / "course", tmp_path / "tmp"
+    scratch.mkdir()
+    first_uid, tag = uid_range(), unique_tag()
+    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN),
+                "c-forger": (SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES, HUGE_ANSWER, stray_processes(tag),
+                             MANUAL_BN)}
+    for student, cells in hand_ins.items():
+        write_notebook(course / "submitted" / student / "batchnorm" / "batchnorm.ipynb", *cells)
+    done = grade_class(course, mode, first_uid, scratch)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    with open(course / "grades.csv", newline="") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert {s: float(r["manual_batch_norm"]) for s, r in rows.items()} == {s: 3.0 for s in hand_ins}, rows
+    assert all(r["status"] == "graded" for r in rows.values()), rows
+    isolation = {json.loads(p.read_text())["isolation"] for p in (course / "grade-class").rglob("results.json")}
+    assert isolation == {mode}
+    if os.geteuid() == 0:
+        assert not processes(uids=range(first_uid, first_uid + UID_COUNT))
+    assert not processes(tag=tag) and not scratch_left(scratch)
+
+
+@pytest.mark.slow
+def test_the_students_check_reports_a_forger_without_a_traceback_and_leaves_nothing(tmp_path):
+    first_uid, tag = uid_range(), unique_tag()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    path = write_notebook(tmp_path / "batchnorm.ipynb", SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES, HUGE_ANSWER,
+                          stray_processes(tag), ESCAPES, MANUAL_BN)
+    env = {**os.environ, "BN_AUTOGRADER_UID_FIRST": str(first_uid), "BN_AUTOGRADER_UID_COUNT": str(UID_COUNT),
+           "TMPDIR": str(scratch)}
+    done = subprocess.run([sys.executable, "-m", "autograder", "check", str(path), "--output",
+                           str(tmp_path / "check.json")], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 1, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "\x1b" not in done.stdout
+    report = json.loads((tmp_path / "check.json").read_text())
+    problems = " ".join(p["message"] for p in report["problems"])
+    assert "wrote to the grader's channel" in problems and "ended the grading process" in problems, problems
+    if os.geteuid() == 0:
+        assert not processes(uids=range(first_uid, first_uid + UID_COUNT))
+    assert not processes(tag=tag) and not scratch_left(scratch)
+
