@@ -105,8 +105,8 @@ MEMORY_MB = Setting("BN_AUTOGRADER_MEMORY_MB", "limits.memory_bytes", "MiB",
                     scale=1 << 20)
 WORKER_CPUS = Setting("BN_AUTOGRADER_WORKER_CPUS", "limits.cpus", "CPUs",
                       "CPUs the sandboxed worker and every process it starts may use together (its "
-                      "cgroup's `cpu.max` or CFS quota, never below its threads; no cap where no cpu cgroup "
-                      "can be made)")
+                      "cgroup's `cpu.max` or CFS quota; no cap where no cpu cgroup can be made; grade-class "
+                      "raises it to a worker's threads when it gives one more)")
 TRAINING_SECONDS = Setting("BN_AUTOGRADER_TRAINING_SECONDS", "training_budget.seconds", "s",
                            "wall-clock time of the training check in the grader's process")
 TRAINING_MEMORY_MB = Setting("BN_AUTOGRADER_TRAINING_MEMORY_MB", "training_budget.memory_bytes", "MiB",

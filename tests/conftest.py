@@ -7,7 +7,10 @@ processes load instead of the real one (``FAKE_GRADER``, installed by fake_grade
 of checks (``fake_catalogue``), and hand-ins (``notebook``, ``hand_in``).
 """
 
+import os
+import random
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -197,3 +200,77 @@ def _request_id():
             return request["id"]
         frame = frame.f_back
 '''
+
+
+# --- a forger's cells and what it may leave behind (test_worker_boundary, test_cluster, the bridge) ---
+
+REAL_CRASH = "import os\nos._exit(3)\n"
+
+FORGED_CRASHES = '''\
+me = _request_id()                # "crashed" for this request and the next 39, without an error, in one write
+_say("".join(json.dumps({"id": me + k, "ok": False, "crashed": True}) + "\\n" +
+             json.dumps({"id": me + k, "kind": "killed", "error": {"text": "the grader crashed"}}) + "\\n"
+             for k in range(40)))
+'''
+
+HUGE_ANSWER = '''\
+_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "E" * (2 << 20)}}) + "\\n")
+'''
+
+def stray_processes(tag: str) -> str:
+    """A cell that leaves a busy child and a sleeping daemon behind, in sessions of their own."""
+    return f'''\
+import subprocess
+subprocess.Popen(["sleep", "{tag}1"], start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{tag}2"])
+    os._exit(0)
+'''
+
+
+
+def forger_cells(tag: str) -> tuple:
+    """A notebook that kills its worker, forges "crashed" answers, answers past its size, leaves
+    processes tagged ``tag`` behind, and answers manual_batch_norm correctly."""
+    return (SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES, HUGE_ANSWER, stray_processes(tag), MANUAL_BN)
+
+
+UID_COUNT = 64
+
+
+def unique_tag() -> str:
+    return "97" + str(random.randrange(10**7, 10**8))
+
+
+def uid_range() -> int:
+    """The first uid of a range of UID_COUNT that no other test uses (this test's workers' alone)."""
+    return random.randrange(1_800_000_000, 1_899_000_000, UID_COUNT)
+
+
+def processes(*, uids=range(0), tag=None) -> list:
+    """Live (not zombie) processes on this machine run by one of ``uids`` or whose command line holds ``tag``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
+        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+        if state != "Z" and (uid in uids or (tag and tag in command)):
+            found.append(f"{pid} (uid {uid}): {command}")
+    return found
+
+
+def scratch_left(folder: Path) -> list:
+    return sorted(str(p) for p in folder.glob("bn-worker-*"))
+
+
+def leftovers(first_uid: int, tag: str, scratch: Path) -> list:
+    """What a graded submission left: live processes of its uid range (as root, where each worker
+    has its own uid) or tagged ``tag``, and worker scratch folders in ``scratch`` (its TMPDIR)."""
+    uids = range(first_uid, first_uid + UID_COUNT) if os.geteuid() == 0 else range(0)
+    return processes(uids=uids, tag=tag) + scratch_left(scratch)

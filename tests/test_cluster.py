@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
 pytest.importorskip("distributed")
 
-from conftest import FAKE_GRADER, fake_catalogue, hand_in, notebook  # noqa: E402
+from conftest import (FAKE_GRADER, UID_COUNT, fake_catalogue, forger_cells, hand_in, leftovers, notebook,  # noqa: E402
+                      uid_range, unique_tag)
 
 from autograder import checklist, notebook as notebooks, provenance  # noqa: E402
 from autograder.classroom import classrun, cli, cluster, server, store  # noqa: E402
@@ -230,20 +232,35 @@ def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.slow
-def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path):
-    from autograder import students
+def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, monkeypatch):
+    """Two real notebooks and a forger (issue 21: it kills its worker, forges "crashed" answers and
+    leaves processes behind): the same results on the cluster and the local pool, and nothing of the
+    forger's left on either."""
+    from autograder import settings, students
     if not students.RELEASE_NOTEBOOK.exists():
         pytest.skip("release/batchnorm/batchnorm.ipynb is not there yet")
     course = tmp_path / "course"
     for name in ("full_marks", "bn_ddof1"):
         students.write_submission(students.STUDENTS[name],
                                   course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
+    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    scratch.mkdir()
+    forger = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in forger_cells(tag)])
+    hand_in(course, "forger", forger)
+    monkeypatch.setenv("BN_AUTOGRADER_UID_FIRST", str(first_uid))
+    monkeypatch.setenv("BN_AUTOGRADER_UID_COUNT", str(UID_COUNT))
+    monkeypatch.setenv("TMPDIR", str(scratch))           # the local pool's grader processes and the Dask workers
+    found = settings.from_environ()
     cluster_ = Cluster(tmp_path / "dask")            # a cluster of its own: no fake workers on it
     try:
-        cluster_.start_workers(2, {})
-        on_cluster = classrun.run(course, scheduler=cluster_.address, progress_stream=io.StringIO())
+        cluster_.start_workers(2, {"TMPDIR": str(scratch)})
+        on_cluster = classrun.run(course, scheduler=cluster_.address, settings=found, progress_stream=io.StringIO())
+        assert not leftovers(first_uid, tag, scratch)
     finally:
         cluster_.close()
-    local = classrun.run(course, jobs=2, force=True, progress_stream=io.StringIO())
+    local = classrun.run(course, jobs=2, force=True, settings=found, progress_stream=io.StringIO())
+    assert not leftovers(first_uid, tag, scratch)
     assert by_student(on_cluster.rows) == by_student(local.rows)
     assert by_student(local.rows)["full_marks"][:2] == (FULL, "graded")
+    total, status, scores = by_student(local.rows)["forger"]
+    assert status == "graded" and scores["manual_batch_norm"] == 3.0, by_student(local.rows)["forger"]

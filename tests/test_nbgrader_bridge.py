@@ -21,6 +21,7 @@ from nbgrader import utils
 from nbgrader.api import Gradebook
 
 import fake_grader
+from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_tag
 
 from autograder import grade, nbgrader_bridge
 from autograder.classroom import classrun, store
@@ -380,10 +381,20 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         "history_with_bn = _History()\n"
         "print(12.0)\n12.0"))
     submit(course, "faker", faker)
+    # a forger (issue 21): kills its worker, forges "crashed" answers, leaves processes behind
+    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    scratch.mkdir()
+    forger = students.build_notebook(students.STUDENTS["unanswered"])
+    forger.cells += [nbformat.v4.new_code_cell(c) for c in forger_cells(tag)]
+    submit(course, "forger", forger)
+    monkeypatch.setenv("BN_AUTOGRADER_UID_FIRST", str(first_uid))
+    monkeypatch.setenv("BN_AUTOGRADER_UID_COUNT", str(UID_COUNT))
+    monkeypatch.setenv("TMPDIR", str(scratch))
 
     nbgrader_cli(course, "autograde", "batchnorm")
+    assert not leftovers(first_uid, tag, scratch)
 
-    for name in ("full_marks", "bn_ddof1", "faker"):
+    for name in ("full_marks", "bn_ddof1", "faker", "forger"):
         # the isolated grader on the submission itself, outside nbgrader
         direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
         expected = {e.test_cell: direct.exercise_scores()[e.id] for e in EXERCISES}
@@ -392,6 +403,7 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}
     assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
+    assert gradebook_scores(course, "forger")[BY_ID["manual_batch_norm"].test_cell][0] == 3.0
 
     nbgrader_cli(course, "export", "--to", "export.csv")
     with open(course / "export.csv", newline="") as f:

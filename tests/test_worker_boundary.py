@@ -12,7 +12,6 @@ forger in test_cluster.py and test_nbgrader_bridge.py.
 import csv
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from autograder import grade
@@ -27,11 +27,11 @@ from autograder.channel import ANSWER_BYTES, Kind, LineReader, Silence, answer_p
 from autograder.sandbox import Limits
 from autograder.sandbox import process as sandbox_process
 from autograder.text import MESSAGE_CHARS, bounded
-from conftest import CHANNEL_TOOLS, GRADING_MODES, MANUAL_BN, SETUP, failing_bwrap
+from conftest import (CHANNEL_TOOLS, FORGED_CRASHES, GRADING_MODES, HUGE_ANSWER, MANUAL_BN, REAL_CRASH, SETUP, UID_COUNT,
+                      failing_bwrap, forger_cells, leftovers, stray_processes, uid_range, unique_tag)
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
-UID_COUNT = 64
 
 
 # --- the channel alone --------------------------------------------------------------------------------
@@ -116,19 +116,6 @@ def test_bounded_writes_control_characters_out_and_keeps_layout():
 
 # --- whole notebooks --------------------------------------------------------------------------------
 
-REAL_CRASH = "import os\nos._exit(3)\n"
-
-FORGED_CRASHES = '''\
-me = _request_id()                # "crashed" for this request and the next 39, without an error, in one write
-_say("".join(json.dumps({"id": me + k, "ok": False, "crashed": True}) + "\\n" +
-             json.dumps({"id": me + k, "kind": "killed", "error": {"text": "the grader crashed"}}) + "\\n"
-             for k in range(40)))
-'''
-
-HUGE_ANSWER = '''\
-_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "E" * (2 << 20)}}) + "\\n")
-'''
-
 LONG_ERROR = '''\
 _say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "\\x1b[1A\\rPASS " + "E" * 20000,
                                                                    "exception": "Forged", "message": "E" * 20000}}) + "\\n")
@@ -151,19 +138,6 @@ for k in range(6):                # past the scratch cap: the tmpfs is full, or 
             f.write(b"\\1" * (30 << 20))
     except OSError:
         break
-'''
-
-
-def stray_processes(tag: str) -> str:
-    """A cell that leaves a busy child and a sleeping daemon behind, in sessions of their own."""
-    return f'''\
-import subprocess
-subprocess.Popen(["sleep", "{tag}1"], start_new_session=True)
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.execvp("sleep", ["sleep", "{tag}2"])
-    os._exit(0)
 '''
 
 
@@ -206,35 +180,6 @@ def write_notebook(path: Path, *cells) -> Path:
     return path
 
 
-def unique_tag() -> str:
-    return "97" + str(random.randrange(10**7, 10**8))
-
-
-def uid_range() -> int:
-    """The first uid of a range of UID_COUNT that no other test uses (this test's workers' alone)."""
-    return random.randrange(1_800_000_000, 1_899_000_000, UID_COUNT)
-
-
-def processes(*, uids=range(0), tag=None) -> list:
-    """Live (not zombie) processes on this machine run by one of ``uids`` or whose command line holds ``tag``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
-        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
-        if state != "Z" and (uid in uids or (tag and tag in command)):
-            found.append(f"{pid} (uid {uid}): {command}")
-    return found
-
-
-def scratch_left(folder: Path) -> list:
-    return sorted(str(p) for p in folder.glob("bn-worker-*"))
-
-
 @pytest.fixture
 def workers(monkeypatch, tmp_path):
     """Every SandboxedProcess started in this process, with its own TMPDIR: (list, tmp folder)."""
@@ -260,9 +205,7 @@ def assert_nothing_left(started, scratch, first_uid, tag):
         assert worker["folder"] is None or not worker["folder"].exists(), worker["folder"]
     if os.geteuid() == 0:          # as root every worker has a uid of its own
         assert all(first_uid <= w["uid"] < first_uid + UID_COUNT for w in started)
-        assert not processes(uids=range(first_uid, first_uid + UID_COUNT)), "a worker's process outlived grading"
-    assert not processes(tag=tag), "a student's process outlived grading"
-    assert not scratch_left(scratch), scratch_left(scratch)
+    assert not leftovers(first_uid, tag, scratch)
 
 
 def scores_of(result) -> dict:
@@ -339,8 +282,7 @@ def test_the_grade_command_stays_small_and_prints_no_students_escape_sequences(t
     assert "\\x1b[1A" in done.stdout          # the student's escape sequence, shown as text
     assert max(map(len, done.stdout.splitlines())) < 2000
     assert peak is not None and peak < 1 << 30, f"the grader's peak memory: {peak}"
-    assert not processes(uids=range(first_uid, first_uid + UID_COUNT)) if os.geteuid() == 0 else True
-    assert not processes(tag=tag) and not scratch_left(scratch)
+    assert not leftovers(first_uid, tag, scratch)
 
 
 def grade_class(course: Path, mode: str, first_uid: int, scratch: Path) -> subprocess.CompletedProcess:
@@ -364,9 +306,7 @@ def test_a_class_with_a_hog_and_a_forger_grades_the_honest_student_beside_them_i
     course, scratch = tmp_path / "course", tmp_path / "tmp"
     scratch.mkdir()
     first_uid, tag = uid_range(), unique_tag()
-    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN),
-                "c-forger": (SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES, HUGE_ANSWER, stray_processes(tag),
-                             MANUAL_BN)}
+    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN), "c-forger": forger_cells(tag)}
     for student, cells in hand_ins.items():
         write_notebook(course / "submitted" / student / "batchnorm" / "batchnorm.ipynb", *cells)
     done = grade_class(course, mode, first_uid, scratch)
@@ -377,9 +317,7 @@ def test_a_class_with_a_hog_and_a_forger_grades_the_honest_student_beside_them_i
     assert all(r["status"] == "graded" for r in rows.values()), rows
     isolation = {json.loads(p.read_text())["isolation"] for p in (course / "grade-class").rglob("results.json")}
     assert isolation == {mode}
-    if os.geteuid() == 0:
-        assert not processes(uids=range(first_uid, first_uid + UID_COUNT))
-    assert not processes(tag=tag) and not scratch_left(scratch)
+    assert not leftovers(first_uid, tag, scratch)
 
 
 @pytest.mark.slow
@@ -399,7 +337,73 @@ def test_the_students_check_reports_a_forger_without_a_traceback_and_leaves_noth
     report = json.loads((tmp_path / "check.json").read_text())
     problems = " ".join(p["message"] for p in report["problems"])
     assert "wrote to the grader's channel" in problems and "ended the grading process" in problems, problems
-    if os.geteuid() == 0:
-        assert not processes(uids=range(first_uid, first_uid + UID_COUNT))
-    assert not processes(tag=tag) and not scratch_left(scratch)
+    assert not leftovers(first_uid, tag, scratch)
 
+
+
+OPEN_DESCRIPTORS = '''\
+import stat
+
+def open_descriptors(x):
+    """Each descriptor above 2 this process holds: +fd for a pipe, -fd for anything else."""
+    found = []
+    for fd in range(3, 1024):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        found.append(fd if stat.S_ISFIFO(mode) else -fd)
+    return np.array(found, dtype=float)
+'''
+
+
+@pytest.mark.parametrize("mode", GRADING_MODES)
+def test_the_students_code_holds_no_descriptor_but_the_workers_two_pipes(tmp_path, in_mode, mode):
+    from autograder.submission import Submission
+    in_mode(mode)
+    path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, "import os\n", OPEN_DESCRIPTORS)
+    with Submission.open(path, Limits(cell_seconds=10)) as submission:
+        held = submission.call_array("open_descriptors", np.zeros(1)).value
+    assert len(held) == 2 and all(held > 0), held      # the requests and the answers; bwrap's user namespace is gone
+
+
+KILLED_GRADER = '''\
+import json, sys
+import nbformat
+from autograder.notebook import Notebook
+from autograder.sandbox import Isolation, Limits
+from autograder.submission import Submission
+mode, first_uid, count, cells = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.load(open(sys.argv[4]))
+notebook = Notebook(json.loads(json.dumps([nbformat.v4.new_code_cell(c) for c in cells])))
+submission = Submission(notebook, Limits(cell_seconds=120, uid_first=first_uid, uid_count=count),
+                        isolation=Isolation(mode))
+submission.cell_errors()          # the last cell sleeps: the test kills this process meanwhile
+'''
+
+
+@pytest.mark.parametrize("mode", ["bwrap+landlock", "landlock"])
+def test_a_grader_process_killed_mid_grading_leaves_nothing_once_the_next_one_starts(tmp_path, mode):
+    from conftest import offer_for
+    from autograder.sandbox import identity
+    from autograder.sandbox.cgroup import ResourceGroup
+    offer_for(mode)
+    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    scratch.mkdir()
+    cells = tmp_path / "cells.json"       # not on the command line: the tag must name only the student's processes
+    cells.write_text(json.dumps([SETUP, "import os\n", stray_processes(tag) + "import time\ntime.sleep(100)\n"]))
+    grader = subprocess.Popen([sys.executable, "-c", KILLED_GRADER, mode, str(first_uid), str(UID_COUNT), str(cells)],
+                              env={**os.environ, "TMPDIR": str(scratch)}, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len([p for p in leftovers(first_uid, tag, scratch) if tag in p]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len([p for p in leftovers(first_uid, tag, scratch) if tag in p]) == 2, "the cells did not run"
+    finally:
+        grader.kill()                     # as the pool kills a grader process past its time-out
+        grader.wait()
+    ResourceGroup.sweep_orphans()         # what the next grader process does before its first worker
+    identity.sweep_orphan_folders(scratch)
+    deadline = time.monotonic() + 10      # a killed process may take a moment to leave /proc
+    while leftovers(first_uid, tag, scratch) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftovers(first_uid, tag, scratch)

@@ -12,7 +12,6 @@ skip, saying why, what this machine cannot do. None depends on timing or load: t
 checked from above only (load can only lower what the group gets).
 """
 
-import ctypes
 import errno
 import importlib.util
 import json
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from autograder import settings
-from autograder.sandbox import Limits, process
+from autograder.sandbox import Limits, identity, process
 from autograder.sandbox.cgroup import ResourceGroup
 from autograder.sandbox.isolation import Isolation
 
@@ -495,7 +494,7 @@ def test_a_mounted_scratch_refuses_writes_past_its_cap_and_leaves_nothing(stand_
 
 @needs_landlock_mode
 def test_an_unmounted_scratch_past_its_cap_is_reported_and_then_removed(stand_in, monkeypatch):
-    monkeypatch.setattr(process, "_mount_scratch_tmpfs", lambda *args: False)      # as where mount is refused
+    monkeypatch.setattr(identity, "mount_scratch_tmpfs", lambda *args: False)      # as where mount is refused
     sandboxed, said = stand_in(THREE_FILES, SMALL)
     assert sandboxed.scratch_capped == process.SCRATCH_CHECKED
     assert said["outcomes"] == ["written"] * 3
@@ -507,14 +506,14 @@ def test_an_unmounted_scratch_past_its_cap_is_reported_and_then_removed(stand_in
 
 @needs_landlock_mode
 def test_an_unmounted_scratch_under_its_cap_is_not_reported(stand_in, monkeypatch):
-    monkeypatch.setattr(process, "_mount_scratch_tmpfs", lambda *args: False)
+    monkeypatch.setattr(identity, "mount_scratch_tmpfs", lambda *args: False)
     sandboxed, said = stand_in({"files": 1, "mib": 30}, SMALL)
     assert said["outcomes"] == ["written"] and sandboxed.scratch_overflow() is None
 
 
 @needs_landlock_mode
 def test_files_deleted_but_held_open_count_in_an_unmounted_scratch(stand_in, monkeypatch):
-    monkeypatch.setattr(process, "_mount_scratch_tmpfs", lambda *args: False)
+    monkeypatch.setattr(identity, "mount_scratch_tmpfs", lambda *args: False)
     sandboxed, said = stand_in({"files": 3, "mib": 30, "unlink": True}, SMALL)
     assert not os.listdir(said["scratch"])
     assert sandboxed.scratch_overflow() == "the notebook's files in its scratch folder passed 64 MiB"
@@ -540,23 +539,23 @@ def test_symlinks_are_not_followed_and_hard_links_count_once(tmp_path):
 
 
 def test_a_failing_unmount_does_not_raise(tmp_path):
-    assert process._unmount(tmp_path / "not-a-mount-point") is None
-    assert process._unmount(tmp_path / "does-not-exist") is None
+    assert identity.unmount(tmp_path / "not-a-mount-point") is None
+    assert identity.unmount(tmp_path / "does-not-exist") is None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts")
 def test_a_mounted_scratch_that_is_full_is_still_unmounted_and_removed(tmp_path):
     folder = tmp_path / "scratch"
     folder.mkdir()
-    if not process._mount_scratch_tmpfs(folder, 4 * MiB, os.getuid(), os.getgid()):
+    if not identity.mount_scratch_tmpfs(folder, 4 * MiB, os.getuid(), os.getgid()):
         pytest.skip("the kernel refused the tmpfs")
     try:
         with pytest.raises(OSError) as full:
             (folder / "fill").write_bytes(b"z" * (5 * MiB))
         assert full.value.errno == errno.ENOSPC
     finally:
-        process._unmount(folder)
-    process._remove_tree(folder)
+        identity.unmount(folder)
+    identity.remove_folder(folder)
     assert not _mounted(folder) and not folder.exists()
 
 

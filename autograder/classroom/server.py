@@ -87,8 +87,8 @@ def encode_settings(found, threads: int | None = None) -> dict | None:
         limits, budget, cache_dir, memo = Limits(), TrainingBudget(), None, True
     else:
         limits, budget, cache_dir, memo = found.limits, found.training_budget, found.cache_dir, found.memo
-    if threads is not None:
-        limits = replace(limits, threads=max(1, int(threads)))
+    if threads is not None:          # and at least as many CPUs for the worker as it has threads
+        limits = replace(limits, threads=max(1, int(threads)), cpus=max(limits.cpus, max(1, int(threads))))
     doc = {"limits": asdict(limits), "training_budget": asdict(budget),
            "cache_dir": str(cache_dir) if cache_dir else None, "memo": bool(memo)}
     if getattr(found, "allow_unsandboxed", False):      # --allow-unsandboxed, only when given

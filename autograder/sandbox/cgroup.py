@@ -30,7 +30,7 @@ class ResourceGroup:
         self.dirs = []
         self.cpu_limited = False      # the group also caps the CPU it uses (Limits.cpus)
         self._cpu_dir = None          # v1 only: the cpu hierarchy's group (in v2 it is the one group)
-        name = uuid.uuid4().hex[:12]
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"     # its grader's pid: sweep_orphans
         v2 = Path(self.ROOT_V2, "cgroup.controllers").exists()
         try:
             if v2:
@@ -46,8 +46,7 @@ class ResourceGroup:
             self.remove()
             self.dirs = []
             return
-        # never fewer CPUs than the worker has NumPy threads (Limits.threads, grade-class's share)
-        quota = max(self.CPU_MIN_QUOTA_US, round(max(limits.cpus, limits.threads) * self.CPU_PERIOD_US))
+        quota = max(self.CPU_MIN_QUOTA_US, round(limits.cpus * self.CPU_PERIOD_US))
         self.cpu_limited = self._limit_cpu_v2(self.dirs[0], quota) if v2 else self._limit_cpu_v1(name, quota)
 
     def _limit_cpu_v2(self, path: Path, quota: int) -> bool:
@@ -160,6 +159,30 @@ class ResourceGroup:
                 except ProcessLookupError:
                     pass
             time.sleep(0.005)
+
+    @classmethod
+    def sweep_orphans(cls) -> int:
+        """Kill and remove the groups of grader processes that died without removing them (killed
+        by a time-out, the OOM killer, a power cut): whatever their students' code left running
+        ends now. A group is named after its grader's pid; a pid still alive is left alone, even
+        if it is another process now. How many groups were removed."""
+        parents = [Path(cls.ROOT_V2, cls.PARENT), *(Path(root, cls.PARENT) for root in cls.ROOTS_V1.values())]
+        names = set()
+        for parent in parents:
+            try:
+                names.update(entry.name for entry in os.scandir(parent) if entry.is_dir())
+            except OSError:
+                continue
+        removed = 0
+        for name in sorted(names):
+            owner = name.split("-", 1)[0]
+            if "-" not in name or not owner.isdigit() or Path(f"/proc/{owner}").exists():
+                continue
+            orphan = cls.__new__(cls)
+            orphan.dirs = [parent / name for parent in parents if (parent / name).is_dir()]
+            orphan.remove()
+            removed += 1
+        return removed
 
     def remove(self):
         self.kill_all()

@@ -16,8 +16,10 @@ Inside bwrap's user namespace the leased uid (and the gid, the same number) is m
 ends every process of its uid, then the lease is released.
 """
 
+import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -31,6 +33,7 @@ DEFAULT_UID_COUNT = 1024
 DEFAULT_LOCK_DIR = "/run/bn-autograder/uids"      # /run: on tmpfs, emptied at boot
 LOCK_DIR_MODE = 0o700
 SCRATCH_PREFIX = "bn-worker-"
+MS_NOSUID, MS_NODEV, MNT_DETACH = 0x2, 0x4, 0x2
 
 
 class NoFreeUid(RuntimeError):
@@ -150,3 +153,84 @@ def make_scratch(parent, uid: int, gid: int = -1) -> Path:
         path.rmdir()
         raise
     return path
+
+
+def sweep_orphan_folders(parent=None) -> int:
+    """Remove the worker folders (``bn-worker-<pid>-*``, process.py) of grader processes that died
+    without removing them, unmounting any scratch tmpfs mounted in them first; a pid still alive is
+    left alone. How many were removed."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = 0
+    try:
+        entries = [entry for entry in os.scandir(parent) if entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir()]
+    except OSError:
+        return 0
+    for entry in entries:
+        owner = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        folder = Path(entry.path)
+        for mount in _mounts_under(folder):
+            unmount(mount)
+        remove_folder(folder)
+        removed += not folder.exists()
+    return removed
+
+
+def _mounts_under(folder: Path) -> list:
+    """Mount points at or below ``folder``, deepest first."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1].encode().decode("unicode_escape") for line in lines if len(line.split()) > 1]
+    return sorted((p for p in points if p == str(folder) or p.startswith(f"{folder}/")), key=len, reverse=True)
+
+
+
+def remove_folder(path) -> None:
+    """Remove a worker's folder, also what its code made unwritable (chmod 0)."""
+    def writable_again(function, failed, _info):
+        try:
+            os.chmod(os.path.dirname(failed), 0o700)
+            os.chmod(failed, 0o700)
+            function(failed)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=writable_again)
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    return libc
+
+
+def mount_scratch_tmpfs(path, size: int, uid: int, gid: int) -> bool:
+    """A tmpfs of ``size`` bytes (nosuid, nodev, 0700, owned by uid:gid) mounted on the folder
+    ``path``: the scratch's total cap where the grader may mount (root in the machine's mount
+    namespace). False, and nothing mounted, where the kernel refuses it or it did not take."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        options = f"size={int(size)},mode=0700,uid={uid},gid={gid}".encode()
+        if _libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+            return False
+    except (OSError, AttributeError, ValueError):
+        return False
+    try:
+        if os.stat(path).st_dev != os.stat(os.path.dirname(os.path.abspath(path))).st_dev:
+            return True
+    except OSError:
+        pass
+    unmount(path)
+    return False
+
+
+def unmount(path) -> None:
+    """Detach the mount on ``path`` (lazily: it goes when the last user does). Never raises."""
+    try:
+        _libc().umount2(os.fsencode(path), MNT_DETACH)
+    except (OSError, AttributeError, ValueError):
+        pass

@@ -6,7 +6,6 @@ check between requests caps it), and ``kill()``, which ends it and everything it
 nothing of it on disk. Also where the worker's Python lives (``interpreter()`` and the folders it
 needs), from which allowlist.py builds what the worker may see."""
 
-import ctypes
 import json
 import os
 import resource
@@ -31,6 +30,7 @@ from .limits import Limits
 
 CONFINE_VARIABLE = "BN_AUTOGRADER_CONFINE"        # the allow-list, JSON; popped by the worker
 KEEP_READ_SEARCH_VARIABLE = "BN_AUTOGRADER_KEEP_READ_SEARCH"
+PARENT_VARIABLE = "BN_AUTOGRADER_PARENT"          # without bubblewrap: the grader's pid, whose death ends the worker
 CONFINE_FAILED_EXIT = 71      # the worker's exit status when it could not confine itself (worker.py)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")   # read-write for Landlock (as files)
 # Without bubblewrap there is no private /proc: the worker may read its own (/proc/self is resolved
@@ -46,7 +46,6 @@ SCRATCH_BWRAP_TMPFS = "bwrap tmpfs"
 SCRATCH_TMPFS = "tmpfs"
 SCRATCH_CHECKED = "checked between requests"
 SCRATCH_MAX_ENTRIES = 100_000     # scratch_overflow() counts no further: more is too much
-MS_NOSUID, MS_NODEV, MNT_DETACH = 0x2, 0x4, 0x2
 
 
 class SandboxWarning(UserWarning):
@@ -175,54 +174,6 @@ def _child_setup(limits: Limits, group: ResourceGroup, unprivileged_worker: bool
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
 
 
-def _remove_tree(path) -> None:
-    """Remove a worker's folder, also what its code made unwritable (chmod 0)."""
-    def writable_again(function, failed, _info):
-        try:
-            os.chmod(os.path.dirname(failed), 0o700)
-            os.chmod(failed, 0o700)
-            function(failed)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=writable_again)
-
-
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-    return libc
-
-
-def _mount_scratch_tmpfs(path, size: int, uid: int, gid: int) -> bool:
-    """A tmpfs of ``size`` bytes (nosuid, nodev, 0700, owned by uid:gid) mounted on the folder
-    ``path``: the scratch's total cap where the grader may mount (root in the machine's mount
-    namespace). False, and nothing mounted, where the kernel refuses it or it did not take."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        options = f"size={int(size)},mode=0700,uid={uid},gid={gid}".encode()
-        if _libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
-            return False
-    except (OSError, AttributeError, ValueError):
-        return False
-    try:
-        if os.stat(path).st_dev != os.stat(os.path.dirname(os.path.abspath(path))).st_dev:
-            return True
-    except OSError:
-        pass
-    _unmount(path)
-    return False
-
-
-def _unmount(path) -> None:
-    """Detach the mount on ``path`` (lazily: it goes when the last user does). Never raises."""
-    try:
-        _libc().umount2(os.fsencode(path), MNT_DETACH)
-    except (OSError, AttributeError, ValueError):
-        pass
-
-
 def _folder_usage(folder, max_entries: int):
     """(bytes the files and folders under ``folder`` take on disk, whether all were counted: False
     past ``max_entries`` or where a folder could not be read even after being made readable again).
@@ -295,12 +246,32 @@ def _parent_pid(pid):
     return None if fields_[0] == "Z" else int(fields_[1])
 
 
+_swept = False
+
+
+def sweep_orphans() -> None:
+    """Once per grader process, before its first worker: end and remove what grader processes that
+    died (a time-out's SIGKILL, the OOM killer) left of their workers, their cgroups (with anything
+    still running in them) and their folders and scratch mounts. A worker without bubblewrap also
+    dies with its grader (PR_SET_PDEATHSIG, worker.py); bubblewrap's dies with it (--die-with-parent)."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    try:
+        ResourceGroup.sweep_orphans()
+        identity.sweep_orphan_folders()
+    except OSError:
+        pass
+
+
 class SandboxedProcess:
     """The worker process with its pipes, started under ``isolation`` (None: choose_isolation(),
     which raises SandboxUnavailable where nothing isolates); ``kill()`` ends it and everything it
     started, and releases its uid."""
 
     def __init__(self, limits: Limits, hide=(), isolation=None):
+        sweep_orphans()
         self.limits = limits
         self.isolation = Isolation(isolation) if isolation is not None else choose_isolation()
         self.isolated = self.isolation.bubblewrap      # bubblewrap's PID namespace holds it
@@ -354,7 +325,7 @@ class SandboxedProcess:
         and confine.py copied there, root's, 0755, files 0644), in a 0700 scratch folder owned by its
         uid; as root it becomes its leased uid. With Landlock it confines itself to the allow-list
         and its scratch (the mode LANDLOCK); in the mode NONE it does not."""
-        self._folder = Path(tempfile.mkdtemp(prefix="bn-worker-"))
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-"))   # sweep_orphans
         os.chmod(self._folder, 0o755)
         code = self._folder / "bin"
         code.mkdir(mode=0o755)
@@ -364,7 +335,7 @@ class SandboxedProcess:
             os.chmod(code / source.name, 0o644)
         scratch = identity.make_scratch(self._folder, self.lease.uid, self.lease.gid)
         self._scratch = scratch
-        self._scratch_mounted = _mount_scratch_tmpfs(scratch, self.limits.scratch_bytes, self.lease.uid,
+        self._scratch_mounted = identity.mount_scratch_tmpfs(scratch, self.limits.scratch_bytes, self.lease.uid,
                                                      self.lease.gid)
         env = worker_environment(str(scratch), str(scratch), self.limits.threads)
         allow = allowed(hide)
@@ -379,6 +350,7 @@ class SandboxedProcess:
                 # Python lives where the uid may not go (root's 0700 home): it keeps the right to
                 # read past permissions alone, and Landlock decides what it reads.
                 env[KEEP_READ_SEARCH_VARIABLE] = "1"
+        env[PARENT_VARIABLE] = str(os.getpid())      # the worker dies with this process (worker.py)
         argv = [sys.executable, "-B", "-s", str(code / WORKER_SCRIPT.name)]
         return argv, str(scratch), env, (), True
 
@@ -489,9 +461,9 @@ class SandboxedProcess:
         finally:                              # whatever failed above, nothing is left on disk
             if self._folder is not None:
                 if self._scratch_mounted:     # its processes are gone: nothing keeps it busy
-                    _unmount(self._scratch)
+                    identity.unmount(self._scratch)
                     self._scratch_mounted = False
-                _remove_tree(self._folder)
+                identity.remove_folder(self._folder)
                 self._folder = None
         if self.lease is not None:
             self.lease.close()

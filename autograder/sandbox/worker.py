@@ -102,6 +102,18 @@ def _drop_privileges(confine):
         os._exit(70)
 
 
+def _die_with_the_grader():
+    """Without bubblewrap (whose --die-with-parent does it), the worker is killed when the grader
+    process that started it dies, even by SIGKILL. Set after privileges are dropped, which clears it."""
+    parent = os.environ.pop("BN_AUTOGRADER_PARENT", None)
+    if parent is None:
+        return
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(SIGKILL), 0, 0, 0)     # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):
+        os._exit(0)          # it died before the signal was asked for
+
+
 def _confine(confine, rules):
     """Landlock + seccomp to the allow-list the sandbox gave; the report of what was applied."""
     try:
@@ -396,6 +408,7 @@ def main():
         except BaseException as exc:  # noqa: BLE001
             _fail(f"confine.py could not be loaded: {type(exc).__name__}: {exc}")
     _drop_privileges(confine)
+    _die_with_the_grader()
     report = None if rules is None else _confine(confine, loads(rules))
     requests, answers = _take_protocol_streams()
     _KerasWithoutTensorFlow.install()
