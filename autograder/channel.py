@@ -29,14 +29,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import GRADER_SIDE_PREFIX
 from .text import SHORT_CHARS, bounded
 
 CHUNK = 1 << 20
 
 # The longest answer line each kind of request may get. A cell's answer is a status and a short
 # error; arrays are what the checks' small inputs give back (worker.MAX_ELEMENTS numbers in all,
-# base64), a model is its Keras config (worker.MAX_MODEL_JSON characters, JSON-escaped once more).
-ANSWER_BYTES = {"ready": 64 << 10, "cell": 64 << 10, "array": 16 << 20, "arrays": 16 << 20, "model": 12 << 20}
+# base64; the largest input the checks pass has a few thousand), a model is its Keras config
+# (worker.MAX_MODEL_JSON characters, JSON-escaped once more).
+ANSWER_BYTES = {"ready": 64 << 10, "cell": 64 << 10, "array": 4 << 20, "arrays": 4 << 20, "model": 12 << 20}
+# Objects and lists a well-formed answer may hold (a model's config travels as one string): JSON
+# parsed into Python grows some thirty-fold per bracket, so a line full of them is refused unread.
+MAX_BRACKETS = 512
 
 
 # --- arrays on the wire ------------------------------------------------------------------------------
@@ -245,6 +250,12 @@ class Outcome:
         return f"{self.exception}: {self.message}" if self.exception else self.text
 
 
+def _students_words(text: str) -> str:
+    """Text the worker sent, bounded and escaped, that can never pass for the grader's own words."""
+    text = bounded(text, SHORT_CHARS)
+    return f"(the notebook's words) {text}" if text.lstrip().startswith(GRADER_SIDE_PREFIX.strip()) else text
+
+
 def _malformed(why: str) -> Outcome:
     return Outcome(Kind.MALFORMED, f"the grader received an answer it cannot read ({why}): the notebook's "
                                    "code wrote to the grader's channel")
@@ -279,13 +290,33 @@ def _call_value(returns: str, value):
     raise ValueError(f"unknown kind of answer {returns!r}")
 
 
+_MODEL_DONE = '"kind": "done", "value": '
+_MODEL_END = ', "args_after": []}'
+
+
+def _model_answer(text: str, start: int) -> Outcome:
+    """A model builder's DONE answer, {"id": N, "kind": "done", "value": "<its config>", "args_after": []}:
+    exactly that, its one large part a JSON string, decoded alone (never a structure that grows)."""
+    if not text.startswith('"', start):
+        return _malformed("a model's answer whose value is not text")
+    value, end = json.JSONDecoder().raw_decode(text, start)
+    if text[end:] != _MODEL_END:
+        return _malformed("a model's answer with more than its configuration")
+    return Outcome(Kind.DONE, value=value)
+
+
 def parse_answer(line: bytes, request_id: int, op: str, returns: str | None = None) -> Outcome:
     """The worker's answer line to request ``request_id`` (``op`` "run_cell" or "call", returning
     ``returns``) as an Outcome; MALFORMED when it is not a well-formed answer of that request."""
     if not line.startswith(answer_prefix(request_id)):
         return _malformed("not an answer to this request")
     try:
-        doc = json.loads(line.decode("utf-8"))
+        text = line.decode("utf-8")
+        if returns == "model" and op == "call" and text.startswith(_MODEL_DONE, len(answer_prefix(request_id))):
+            return _model_answer(text, len(answer_prefix(request_id)) + len(_MODEL_DONE))
+        if line.count(b"{") + line.count(b"[") > MAX_BRACKETS:
+            return _malformed("more nested objects than any answer has")
+        doc = json.loads(text)
     except (ValueError, RecursionError):
         return _malformed("not JSON")
     if not isinstance(doc, dict) or doc.get("id") != request_id or type(doc.get("id")) is not int:
@@ -311,9 +342,9 @@ def parse_answer(line: bytes, request_id: int, op: str, returns: str | None = No
         message = error.get("message", "")
         if not isinstance(message, str):
             raise ValueError("an error message that is not text")
-        return Outcome(kind, bounded(error["text"], SHORT_CHARS),
+        return Outcome(kind, _students_words(error["text"]),
                        exception=_optional(error.get("exception"), str, "the exception's type"),
-                       message=bounded(message, SHORT_CHARS), cell=_optional(error.get("cell"), int, "the cell"),
+                       message=_students_words(message), cell=_optional(error.get("cell"), int, "the cell"),
                        line=_optional(error.get("line"), int, "the line"),
                        name=_optional(error.get("name"), str, "the name"))
     except ValueError as exc:

@@ -22,7 +22,7 @@ import json
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +282,8 @@ class Submission:
         if isinstance(line, bytes):
             overflow = process.scratch_overflow()
             if overflow is None:
-                return parse_answer(line, request_id, request["op"], request.get("returns"))
+                return self._timed_by_our_clock(parse_answer(line, request_id, request["op"], request.get("returns")),
+                                                deadline - limit, seconds)
             why = overflow
         elif line is Silence.EOF:
             why = self._death_reason(process)
@@ -293,6 +294,14 @@ class Submission:
             why = "the answer was larger than the grader accepts"
         self._retire(process)
         return Outcome.killed(why, by_clock=line is Silence.TIMEOUT)
+
+    @staticmethod
+    def _timed_by_our_clock(outcome: Outcome, sent: float, seconds: float) -> Outcome:
+        """A TIMEOUT the worker reports stands only when the grader's own clock agrees that the time
+        ran out; earlier, it is the student's code raising TimeoutError (or writing it on the channel)."""
+        if outcome.kind is not Kind.TIMEOUT or time.monotonic() - sent >= 0.9 * seconds:
+            return outcome
+        return replace(outcome, kind=Kind.RAISED)
 
     def _death_reason(self, process) -> str:
         if process.group.out_of_memory():
@@ -320,6 +329,8 @@ class Submission:
         failed = [o for o in self.outcomes if o.error and o.index in self.setup_cells]
         if not failed:
             return None
+        for process in list(self._workers):      # the student's worker gives the probe back its memory
+            self._retire(process)
         released = list(self.setup_sources.items())
         upto = [cell_id for cell_id, _ in released].index(self.setup_cells[failed[0].index]) + 1
         probe = Submission(self.notebook, self.limits, hide=self.hide, isolation=self.requested_isolation)

@@ -14,6 +14,8 @@ SHORT_CHARS = 600               # one part of a message (a student's exception t
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
 _CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x202E: "\\u202e", 0x202D: "\\u202d",
                  0x2066: "\\u2066", 0x2067: "\\u2067", 0x2068: "\\u2068", 0x2069: "\\u2069"})
+# Lone surrogates: no UTF-8 encoder writes them, so a print or a file write of one would fail.
+_CONTROL.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000)})
 
 
 def escaped(text: str) -> str:
@@ -32,8 +34,8 @@ def bounded(text, limit: int = MESSAGE_CHARS) -> str:
             text = str(text)
         except Exception:  # noqa: BLE001 - an object whose __str__ fails is still shown
             text = f"<{type(text).__name__}>"
-    escaped = text[:limit + 1].translate(_CONTROL)      # escapes only lengthen it
-    if len(escaped) <= limit:
-        return escaped
+    shown = text[:limit + 1].translate(_CONTROL)      # escapes only lengthen it
+    if len(shown) <= limit:
+        return shown
     note = f"... (cut at {limit} characters)"
-    return escaped[:max(0, limit - len(note))] + note
+    return shown[:max(0, limit - len(note))] + note

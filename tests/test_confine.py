@@ -786,3 +786,34 @@ def test_without_root_the_lease_is_the_callers_own_uid(tmp_path, monkeypatch):
     lease = identity.lease_uid(TEST_FIRST_UID, 4, tmp_path)
     assert lease.uid == os.getuid() and lease.shared
     assert not any(tmp_path.iterdir())
+
+
+# --- issue 21: inotify, fanotify and Unix datagrams --------------------------------------------------
+
+@pytest.mark.parametrize("arch_name", sorted(confine.ARCHES))
+def test_the_filter_denies_inotify_fanotify_and_unix_datagrams_on_every_arch(arch_name):
+    arch = confine.ARCHES[arch_name]
+    program, n = confine.seccomp_program(arch_name), arch.numbers
+    allow, deny = confine.SECCOMP_RET_ALLOW, confine.DENY
+    for name in ("inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark"):
+        assert name not in n or run_bpf(program, n[name], arch.audit) == deny, name
+    assert {"inotify_init1", "inotify_add_watch", "fanotify_mark"} <= set(n)
+    flags = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    for call in ("socket", "socketpair"):
+        for kind in range(16):
+            expected = deny if kind in (socket.SOCK_DGRAM, socket.SOCK_RAW) else allow
+            assert run_bpf(program, n[call], arch.audit, (socket.AF_UNIX, kind)) == expected, (call, kind)
+            assert run_bpf(program, n[call], arch.audit, (socket.AF_UNIX, kind | flags)) == expected, (call, kind)
+        assert run_bpf(program, n[call], arch.audit, (socket.AF_INET, socket.SOCK_STREAM)) == deny
+
+
+def test_the_new_syscall_numbers_are_the_kernels():
+    """x86_64's asm/unistd_64.h and asm-generic/unistd.h (aarch64), as of Linux 6.x."""
+    assert {k: confine.X86_64_SYSCALLS[k] for k in ("inotify_init", "inotify_add_watch", "inotify_init1",
+                                                    "fanotify_init", "fanotify_mark")} == {
+        "inotify_init": 253, "inotify_add_watch": 254, "inotify_init1": 294, "fanotify_init": 300,
+        "fanotify_mark": 301}
+    assert {k: confine.AARCH64_SYSCALLS[k] for k in ("inotify_init1", "inotify_add_watch", "fanotify_init",
+                                                     "fanotify_mark")} == {
+        "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "fanotify_mark": 263}
+    assert "inotify_init" not in confine.AARCH64_SYSCALLS

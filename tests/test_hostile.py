@@ -1095,8 +1095,8 @@ def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
         assert "time limit" in refused("stalls", "bad_return", x)
         assert np.isnan(s.call_array("not_a_number", x).value).all()
         assert np.isneginf(s.call_array("infinite", x).value).all()
-        assert "more than the 1,000,000 allowed" in refused("too_many", "bad_return", x)
-        assert "more than the 1,000,000 allowed" in refused("broadcast", "bad_return", x)
+        assert "more than the 300,000 allowed" in refused("too_many", "bad_return", x)
+        assert "more than the 300,000 allowed" in refused("broadcast", "bad_return", x)
         assert "arguments unusable" in refused("grows_its_input", "bad_return", x)
         for function in ("deep_json", "list_json"):
             with pytest.raises(StudentCodeError, match="did not return a usable Keras model"):

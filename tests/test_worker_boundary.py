@@ -84,6 +84,7 @@ FORGED = [
     b'{"id": 5, "kind": "done"' + b"\xff\xfe",
     b'{"id": 5, "kind": "done", "id": 6}',
     b'{"id": 5, ' + b"[" * 100000,
+    b'{"id": 5, "kind": "done", "value": 1, "junk": [' + b'{"":{}},' * 200000 + b'{}]}',   # 1.6 MB that parses to 400 MB
 ]
 
 
@@ -92,6 +93,63 @@ def test_a_malformed_answer_is_the_students_and_never_an_exception(line):
     outcome = parse_answer(line, 5, "call", "array")
     assert outcome.kind is Kind.MALFORMED
     assert "wrote to the grader's channel" in outcome.text and len(outcome.text) < 300
+
+
+def test_a_models_answer_is_its_configuration_and_nothing_more():
+    config = json.dumps({"class_name": "Sequential", "config": {"layers": []}})
+    good = b'{"id": 5, "kind": "done", "value": ' + json.dumps(config).encode() + b', "args_after": []}'
+    assert parse_answer(good, 5, "call", "model").value == config
+    padded = good.replace(b', "args_after"', b', "junk": [' + b"[]," * 100000 + b'[]], "args_after"')
+    assert parse_answer(padded, 5, "call", "model").kind is Kind.MALFORMED
+
+
+def test_the_students_words_never_pass_for_the_graders():
+    from autograder.errors import GRADER_SIDE_PREFIX
+    line = json.dumps({"id": 5, "kind": "raised", "error": {"text": GRADER_SIDE_PREFIX + "the check crashed"}})
+    outcome = parse_answer(line.encode(), 5, "run_cell")
+    assert not outcome.text.startswith(GRADER_SIDE_PREFIX.strip()) and "the check crashed" in outcome.text
+
+
+def test_a_lone_surrogate_is_written_out_so_that_every_writer_can_encode_it():
+    shown = bounded("bad \ud800 \udfff")
+    assert shown == "bad \\ud800 \\udfff" and shown.encode("utf-8")
+
+
+def test_a_folder_nested_deeper_than_python_recurses_is_removed(tmp_path):
+    from autograder.sandbox import identity
+    top = tmp_path / "bn-worker-deep"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    identity.remove_folder(top)
+    assert not top.exists()
+
+
+def test_a_layer_outside_the_models_graph_is_refused_not_read_unbounded():
+    from autograder.errors import ModelRefused
+    from autograder.models import cost
+    layers = [
+        {"class_name": "InputLayer", "name": "i", "config": {"name": "i", "batch_shape": [None, 32, 32, 3]},
+         "inbound_nodes": []},
+        {"class_name": "Flatten", "name": "f", "config": {"name": "f"},
+         "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": ["i", 0, 0]}}],
+                            "kwargs": {}}]},
+        {"class_name": "Dense", "name": "d", "config": {"name": "d", "units": 10, "activation": "softmax"},
+         "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": ["f", 0, 0]}}],
+                            "kwargs": {}}]},
+        {"class_name": "Dropout", "name": "x", "config": {"name": "x"}, "inbound_nodes": []},   # no rate, no input
+    ]
+    config = {"class_name": "Functional", "config": {"name": "m", "layers": layers, "input_layers": [["i", 0, 0]],
+                                                     "output_layers": [["d", 0, 0]]}}
+    with pytest.raises(ModelRefused, match="not connected"):
+        cost.check_bounds(config)
+    config["config"]["layers"] = layers[:3]
+    assert cost.check_bounds(config).parameters == 32 * 32 * 3 * 10 + 10
 
 
 def test_an_answer_to_another_request_is_not_taken():
@@ -129,6 +187,7 @@ del line
 '''
 
 ESCAPES = 'raise ValueError("\\x1b[1A\\x1b[2K\\rPASS  3.00/3.00 manual_batch_norm::test_all: passed")\n'
+SURROGATES = 'raise ValueError("bad \\ud800 \\udfff")\n'        # no UTF-8 encoder writes these
 
 FILL_SCRATCH = '''\
 import tempfile
@@ -272,7 +331,7 @@ def grade_command(tmp_path, mode: str, path: Path, first_uid: int) -> tuple:
 def test_the_grade_command_stays_small_and_prints_no_students_escape_sequences(tmp_path, mode):
     first_uid, tag = uid_range(), unique_tag()
     path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, FLOOD, LONG_ERROR,
-                          ESCAPES, REAL_CRASH, FORGED_CRASHES, stray_processes(tag))
+                          ESCAPES, SURROGATES, REAL_CRASH, FORGED_CRASHES, stray_processes(tag))
     done, results, peak, scratch = grade_command(tmp_path, mode, path, first_uid)
     assert done.returncode == 0, done.stderr[-3000:]
     assert results["status"] == "graded" and results["isolation"] == mode, results["error"]
@@ -306,14 +365,17 @@ def test_a_class_with_a_hog_and_a_forger_grades_the_honest_student_beside_them_i
     course, scratch = tmp_path / "course", tmp_path / "tmp"
     scratch.mkdir()
     first_uid, tag = uid_range(), unique_tag()
-    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN), "c-forger": forger_cells(tag)}
+    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN), "c-forger": forger_cells(tag),
+                "d-surrogates": (SETUP, SURROGATES)}         # its error, quoted in every message, is written too
     for student, cells in hand_ins.items():
         write_notebook(course / "submitted" / student / "batchnorm" / "batchnorm.ipynb", *cells)
     done = grade_class(course, mode, first_uid, scratch)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     with open(course / "grades.csv", newline="") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
-    assert {s: float(r["manual_batch_norm"]) for s, r in rows.items()} == {s: 3.0 for s in hand_ins}, rows
+    assert {s: float(r["manual_batch_norm"]) for s, r in rows.items()} == {
+        "a-hog": 3.0, "b-honest": 3.0, "c-forger": 3.0, "d-surrogates": 0.0}, rows
+    assert (course / "grade-class" / "d-surrogates" / "batchnorm" / "feedback.html").exists()
     assert all(r["status"] == "graded" for r in rows.values()), rows
     isolation = {json.loads(p.read_text())["isolation"] for p in (course / "grade-class").rglob("results.json")}
     assert isolation == {mode}
@@ -407,3 +469,26 @@ def test_a_grader_process_killed_mid_grading_leaves_nothing_once_the_next_one_st
     while leftovers(first_uid, tag, scratch) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not leftovers(first_uid, tag, scratch)
+
+
+CLAIMS_A_TIMEOUT = '''\
+CALLS = []
+
+def claims_a_timeout(x):
+    CALLS.append(1)
+    if len(CALLS) == 1:       # the first call says, at once, that it ran out of time
+        _say(json.dumps({"id": _request_id(), "kind": "timeout", "error": {"text": "did not return"}}) + "\\n")
+    return x
+'''
+
+
+def test_a_time_out_is_the_graders_finding_not_the_workers_word(tmp_path):
+    from autograder.errors import StudentCodeError
+    from autograder.submission import Submission
+    path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, CLAIMS_A_TIMEOUT)
+    with Submission.open(path, Limits(call_seconds=20)) as submission:
+        with pytest.raises(StudentCodeError) as claimed:
+            submission.call_array("claims_a_timeout", np.ones(2))
+        assert claimed.value.kind is Kind.RAISED          # not a time-out: the grader's clock said 0 s
+        assert np.array_equal(submission.call_array("claims_a_timeout", np.ones(2)).value, np.ones(2))
+        assert not submission.timed_out

@@ -13,7 +13,6 @@ checked from above only (load can only lower what the group gets).
 """
 
 import errno
-import importlib.util
 import json
 import os
 import select
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from autograder import settings
-from autograder.sandbox import Limits, identity, process
+from autograder.sandbox import Limits, confine, identity, process
 from autograder.sandbox.cgroup import ResourceGroup
 from autograder.sandbox.isolation import Isolation
 
@@ -36,15 +35,6 @@ CONFINE_FILE = ROOT / "autograder" / "sandbox" / "confine.py"
 CHILD_SECONDS = 120
 
 
-def _load(path: Path, name: str):
-    """A module loaded by path, as the worker loads confine.py (without the autograder package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-confine = _load(CONFINE_FILE, "_confine_for_the_boundary_tests")
 LANDLOCK_ABI, LANDLOCK_REASON = confine.landlock_abi()
 needs_seccomp = pytest.mark.skipif(confine.machine_arch() is None,
                                    reason=f"no seccomp syscall table for {os.uname().machine}")
@@ -258,55 +248,6 @@ result = [keras.backend.backend(), len(json.loads(model.to_json())['config']['la
     environment = {"KERAS_BACKEND": "numpy", "KERAS_HOME": str(scratch / ".keras"), "TF_CPP_MIN_LOG_LEVEL": "3",
                    "CUDA_VISIBLE_DEVICES": ""}
     assert run_confined(snippet, scratch, environment=environment) == ["numpy", 4]
-
-
-# --- the filter's decisions, read without loading it -------------------------------------------------
-
-def run_bpf(program, nr, arch, args=(0,) * 6):
-    """The opcodes seccomp_program() uses, over one struct seccomp_data."""
-    data = nr.to_bytes(4, "little") + arch.to_bytes(4, "little") + bytes(8)
-    data += b"".join((a & (2 ** 64 - 1)).to_bytes(8, "little") for a in args)
-    accumulator, pc = 0, 0
-    while True:
-        code, jt, jf, k = program[pc]
-        if code == confine.BPF_LD_W_ABS:
-            accumulator = int.from_bytes(data[k:k + 4], "little")
-            pc += 1
-        elif code == confine.BPF_RET_K:
-            return k
-        else:
-            taken = {confine.BPF_JEQ_K: accumulator == k, confine.BPF_JGE_K: accumulator >= k,
-                     confine.BPF_JSET_K: bool(accumulator & k)}[code]
-            pc += 1 + (jt if taken else jf)
-
-
-@pytest.mark.parametrize("arch_name", sorted(confine.ARCHES))
-def test_the_filter_denies_inotify_fanotify_and_unix_datagrams_on_every_arch(arch_name):
-    arch = confine.ARCHES[arch_name]
-    program, n = confine.seccomp_program(arch_name), arch.numbers
-    allow, deny = confine.SECCOMP_RET_ALLOW, confine.DENY
-    for name in ("inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark"):
-        assert name not in n or run_bpf(program, n[name], arch.audit) == deny, name
-    assert {"inotify_init1", "inotify_add_watch", "fanotify_mark"} <= set(n)
-    flags = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-    for call in ("socket", "socketpair"):
-        for kind in range(16):
-            expected = deny if kind in (socket.SOCK_DGRAM, socket.SOCK_RAW) else allow
-            assert run_bpf(program, n[call], arch.audit, (socket.AF_UNIX, kind)) == expected, (call, kind)
-            assert run_bpf(program, n[call], arch.audit, (socket.AF_UNIX, kind | flags)) == expected, (call, kind)
-        assert run_bpf(program, n[call], arch.audit, (socket.AF_INET, socket.SOCK_STREAM)) == deny
-
-
-def test_the_new_syscall_numbers_are_the_kernels():
-    """x86_64's asm/unistd_64.h and asm-generic/unistd.h (aarch64), as of Linux 6.x."""
-    assert {k: confine.X86_64_SYSCALLS[k] for k in ("inotify_init", "inotify_add_watch", "inotify_init1",
-                                                    "fanotify_init", "fanotify_mark")} == {
-        "inotify_init": 253, "inotify_add_watch": 254, "inotify_init1": 294, "fanotify_init": 300,
-        "fanotify_mark": 301}
-    assert {k: confine.AARCH64_SYSCALLS[k] for k in ("inotify_init1", "inotify_add_watch", "fanotify_init",
-                                                     "fanotify_mark")} == {
-        "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "fanotify_mark": 263}
-    assert "inotify_init" not in confine.AARCH64_SYSCALLS
 
 
 # --- a CPU share per worker --------------------------------------------------------------------------

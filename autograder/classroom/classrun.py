@@ -128,7 +128,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
         result = store.writable(result)
         try:
             message = store.write_result(course, student, result, notes=notes, key=key, assignment=assignment)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - one student's files not written never stops the class
             message = store.message_for([*notes, *result.notes], result)
             outcome.write_failures.append(f"{student}: {e}")
             log.error("could not write the results of %s: %s", student, e)

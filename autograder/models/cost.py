@@ -404,6 +404,11 @@ def _functional_shapes(config, given, tally) -> tuple:
     if outputs[0][:2] not in done:
         raise ModelRefused("the model's output does not follow from its input through its layers (a "
                            "connection refers to a layer it does not have, or they form a cycle)")
+    applied = {name for name, _ in done}
+    unconnected = [name for name in layers if name not in applied]
+    if unconnected:      # every layer the checks read must have been bounded here (Keras lists no others)
+        raise ModelRefused(f"the model lists the {unconnected[0]!s:.60} layer, which is not connected between "
+                           "its input and its output")
     return first, done[outputs[0][:2]]
 
 

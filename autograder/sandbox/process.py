@@ -261,7 +261,7 @@ def sweep_orphans() -> None:
     try:
         ResourceGroup.sweep_orphans()
         identity.sweep_orphan_folders()
-    except OSError:
+    except Exception:  # noqa: BLE001 - a sweep that fails leaves what it found; grading goes on
         pass
 
 
@@ -459,11 +459,13 @@ class SandboxedProcess:
                 self.group.remove()
             self.stderr.close()
         finally:                              # whatever failed above, nothing is left on disk
-            if self._folder is not None:
-                if self._scratch_mounted:     # its processes are gone: nothing keeps it busy
-                    identity.unmount(self._scratch)
-                    self._scratch_mounted = False
-                identity.remove_folder(self._folder)
-                self._folder = None
-        if self.lease is not None:
-            self.lease.close()
+            try:
+                if self._folder is not None:
+                    if self._scratch_mounted:     # its processes are gone: nothing keeps it busy
+                        identity.unmount(self._scratch)
+                        self._scratch_mounted = False
+                    identity.remove_folder(self._folder)
+                    self._folder = None
+            finally:                          # and the uid is free again
+                if self.lease is not None:
+                    self.lease.close()

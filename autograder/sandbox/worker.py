@@ -49,7 +49,7 @@ from json import dumps, loads
 from signal import ITIMER_REAL, SIGALRM, SIGKILL, setitimer
 from signal import signal as set_signal_handler
 
-MAX_ELEMENTS = 1_000_000        # numbers in one answer (8 MB of float64): far above what the checks' inputs give
+MAX_ELEMENTS = 300_000          # numbers in one answer (2.4 MB of float64): far above what the checks' inputs give
 MAX_PARTS = 8                   # arrays in a tuple answer: (dx, dgamma, dbeta) is three
 MAX_MODEL_JSON = 4_000_000
 
