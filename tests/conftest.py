@@ -217,6 +217,21 @@ HUGE_ANSWER = '''\
 _say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "E" * (2 << 20)}}) + "\\n")
 '''
 
+LONG_ERROR = '''\
+_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "\\x1b[1A\\rPASS " + "E" * 20000,
+                                                                   "exception": "Forged", "message": "E" * 20000}}) + "\\n")
+'''
+
+FLOOD = '''\
+line = '{"x":' + '[],' * (32 << 20) + '[]}\\n'      # 96 MiB of JSON that answers nothing
+for _ in range(3):
+    _say(line)
+del line
+'''
+
+ESCAPES = 'raise ValueError("\\x1b[1A\\x1b[2K\\rPASS  3.00/3.00 manual_batch_norm::test_all: passed")\n'
+SURROGATES = 'raise ValueError("bad \\ud800 \\udfff")\n'        # no UTF-8 encoder writes these
+
 def stray_processes(tag: str) -> str:
     """A cell that leaves a busy child and a sleeping daemon behind, in sessions of their own."""
     return f'''\

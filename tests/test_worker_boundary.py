@@ -27,8 +27,9 @@ from autograder.channel import ANSWER_BYTES, Kind, LineReader, Silence, answer_p
 from autograder.sandbox import Limits
 from autograder.sandbox import process as sandbox_process
 from autograder.text import MESSAGE_CHARS, bounded
-from conftest import (CHANNEL_TOOLS, FORGED_CRASHES, GRADING_MODES, HUGE_ANSWER, MANUAL_BN, REAL_CRASH, SETUP, UID_COUNT,
-                      failing_bwrap, forger_cells, leftovers, stray_processes, uid_range, unique_tag)
+from conftest import (CHANNEL_TOOLS, ESCAPES, FLOOD, FORGED_CRASHES, GRADING_MODES, HUGE_ANSWER, LONG_ERROR, MANUAL_BN,
+                      REAL_CRASH, SETUP, SURROGATES, UID_COUNT, failing_bwrap, forger_cells, leftovers,
+                      stray_processes, uid_range, unique_tag)
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
@@ -174,20 +175,6 @@ def test_bounded_writes_control_characters_out_and_keeps_layout():
 
 # --- whole notebooks --------------------------------------------------------------------------------
 
-LONG_ERROR = '''\
-_say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "\\x1b[1A\\rPASS " + "E" * 20000,
-                                                                   "exception": "Forged", "message": "E" * 20000}}) + "\\n")
-'''
-
-FLOOD = '''\
-line = '{"x":' + '[],' * (32 << 20) + '[]}\\n'      # 96 MiB of JSON that answers nothing
-for _ in range(3):
-    _say(line)
-del line
-'''
-
-ESCAPES = 'raise ValueError("\\x1b[1A\\x1b[2K\\rPASS  3.00/3.00 manual_batch_norm::test_all: passed")\n'
-SURROGATES = 'raise ValueError("bad \\ud800 \\udfff")\n'        # no UTF-8 encoder writes these
 
 FILL_SCRATCH = '''\
 import tempfile
