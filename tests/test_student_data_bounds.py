@@ -137,7 +137,7 @@ def test_a_keras_sequential_config_still_parses_and_reads_as_before():
 def test_the_fixtures_read_a_keras_config_and_record_its_architecture():
     model_config, student_model, run = _fixtures(KERAS_SEQUENTIAL_JSON)
     assert student_model("build_model_with_bn").parameters == 54_194
-    assert run.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
+    assert run.findings.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
 
 
 def test_a_list_nested_800_deep_is_a_refused_model_in_the_checks_fixture():
@@ -145,7 +145,7 @@ def test_a_list_nested_800_deep_is_a_refused_model_in_the_checks_fixture():
     for _ in range(2):     # remembered, and raised again
         with pytest.raises(ModelRefused):
             student_model("build_model_with_bn")
-    assert run.architectures == {}
+    assert run.findings.architectures == {}
 
 
 def test_a_dtype_whose_config_is_a_list_is_a_refused_model_not_an_attribute_error():
