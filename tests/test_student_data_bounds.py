@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from autograder import grade
+from autograder.checklist import RunFindings
 from autograder.checks import conftest as checks_conftest
 from autograder.classroom import grades, store
 from autograder.errors import ModelRefused, Side, StudentCodeError
@@ -93,7 +94,7 @@ class _Worker:
 
 def _fixtures(text: str):
     """(model_config, student_model) as the checks get them, on a worker that answers ``text``."""
-    run = SimpleNamespace(architectures={})
+    run = SimpleNamespace(findings=RunFindings())
     model_config = checks_conftest.model_config.__wrapped__(_Worker(text), run)
     return model_config, checks_conftest.student_model.__wrapped__(model_config), run
 
@@ -166,7 +167,7 @@ def test_a_config_that_skipped_parse_config_is_still_refused_by_the_fixture():
     config = _hand_written(extra=deep)
     worker = _Worker("")
     worker.model_config = lambda function, **kwargs: config
-    model_config = checks_conftest.model_config.__wrapped__(worker, SimpleNamespace(architectures={}))
+    model_config = checks_conftest.model_config.__wrapped__(worker, SimpleNamespace(findings=RunFindings()))
     with pytest.raises(ModelRefused, match="could not read the model's configuration"):
         model_config("build_model_with_bn")
 
