@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from . import notebook as notebooks
-from .checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun, check_id, description, row, run_key
+from .checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun, catalogue, check_id, description, row, run_key
 from .errors import DatasetMissing, GraderFault, SandboxUnavailable, Side, StudentFault, side_of
 from .results import CheckResult, Result
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class Collector:
 
     def grader_error(self, exit_code, output: str) -> str | None:
         """Why grading failed on the grader's side, or None."""
-        if self.run.fault is not None:
-            return str(self.run.fault)
+        if self.run.findings.fault is not None:
+            return str(self.run.findings.fault)
         if self.grader_failures:
             more = len(self.grader_failures) - 1
             return self.grader_failures[0] + (f" (and {more} more)" if more else "")
@@ -115,21 +116,21 @@ def run_checks(run: GradingRun, targets=(CHECKS_DIR,)) -> tuple:
     return exit_code, collector, output.getvalue()
 
 
-def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None, hide=(), memo=True,
-                   allow_unsandboxed=False) -> Result:
+def grade_notebook(source, settings: Settings | None = None, *, hide=()) -> Result:
     """The Result for one notebook (a path, or a notebook.Notebook already read). Never raises for a
     bad submission; a failure on the grader's side gives an error Result whose side says so.
 
     The student's code runs in the best isolation this machine offers (sandbox.choose_isolation);
     where there is none, grading refuses (a grader-side error saying what to install) unless
-    ``allow_unsandboxed``, and results.json's "isolation" records the mode the worker ran in.
+    ``settings.allow_unsandboxed``, and results.json's "isolation" records the mode the worker ran in.
 
-    ``limits`` bound the student's code in the sandbox (sandbox.Limits; default its defaults),
-    ``training_budget`` the training check in this process (training.TrainingBudget), and models
-    are bounded by their config before anything is built (models.cost). Nothing here reads the
-    environment: settings come from the caller (settings.from_environ at the command line)."""
-    from .sandbox import Limits, choose_isolation
-    from .training import TrainingBudget
+    ``settings`` (settings.Settings; None: the grader's defaults) hold the limits that bound the
+    student's code in the sandbox, the training check's budget in this process, its cache folder
+    and memo switch; models are bounded by their config before anything is built (models.cost).
+    Nothing here reads the environment: settings come from the caller (settings.from_environ at
+    the command line). ``hide``: folders the student's code must not see."""
+    from .sandbox import choose_isolation
+    settings = settings if settings is not None else Settings()
     started = time.monotonic()
     hide = tuple(str(h) for h in hide)
     if isinstance(source, notebooks.Notebook):
@@ -138,16 +139,17 @@ def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None,
         try:
             read = notebooks.read(source)
         except StudentFault as exc:
-            return Result.failed(exc, timings={"total": round(time.monotonic() - started, 3)})
+            return Result.failed(exc, checks=catalogue(), timings={"total": round(time.monotonic() - started, 3)})
         hide += (str(Path(source).resolve().parent),)
     try:
-        isolation = choose_isolation(allow_unsandboxed=allow_unsandboxed)
+        isolation = choose_isolation(allow_unsandboxed=settings.allow_unsandboxed)
     except SandboxUnavailable as exc:
-        return Result.failed(exc, notes=read.notes, timings={"total": round(time.monotonic() - started, 3)})
-    run = GradingRun(read, limits or Limits(), training_budget or TrainingBudget(),
-                     Path(cache_dir) if cache_dir else None, hide, memo=memo, isolation=isolation)
+        return Result.failed(exc, checks=catalogue(), notes=read.notes,
+                             timings={"total": round(time.monotonic() - started, 3)})
+    run = GradingRun(read, settings, hide, isolation=isolation)
     exit_code, collector, output = run_checks(run)
-    timings = dict(run.timings)
+    findings = run.findings
+    timings = dict(findings.timings)
     # the worker starts while pytest does (run_checks), so "checks" is what its start did not cover
     timings["checks"] = round(max(0.0, time.monotonic() - started - timings.get("worker_start", 0.0)
                                   - (timings.get("training_check") or 0.0)), 3)
@@ -157,10 +159,11 @@ def grade_notebook(source, *, limits=None, training_budget=None, cache_dir=None,
             timings[key] = round(timings[key], 3)
     reason = collector.grader_error(exit_code, output)
     if reason:
-        return Result.failed(reason, Side.GRADER, notes=read.notes, timings=timings, isolation=run.worker_isolation)
+        return Result.failed(reason, Side.GRADER, checks=catalogue(), notes=read.notes, timings=timings,
+                             isolation=findings.worker_isolation)
     graded = Result.graded(list(collector.rows.values()), notes=read.notes, timings=timings,
-                           isolation=run.worker_isolation)
-    graded.architectures = dict(getattr(run, "architectures", {}) or {})
+                           isolation=findings.worker_isolation)
+    graded.architectures = dict(findings.architectures)
     return graded
 
 
@@ -169,20 +172,12 @@ def main(argv=None) -> int:
     1 when grading failed on the grader's side (results.json then says why, with status "error")."""
     from . import settings
     from .atomic import write_atomic
-    parser = argparse.ArgumentParser(prog="python -m autograder grade",
+    parser = argparse.ArgumentParser(prog="python -m autograder grade", parents=[settings.parent_parser()],
                                      description="Grade one notebook with the hidden checks, in isolation.")
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--output", type=Path, default=Path("results.json"))
-    parser.add_argument("--cache-dir", type=Path, help="where the training baseline is cached "
-                                                       "(default: BN_AUTOGRADER_CACHE, see the README's settings)")
-    parser.add_argument("--allow-unsandboxed", action="store_true",
-                        help="grade even where neither bubblewrap nor Landlock can isolate the student's code "
-                             "(logged, and recorded as isolation \"none\" in results.json)")
     args = parser.parse_args(argv)
-    found = settings.from_environ()
-    result = grade_notebook(args.notebook, limits=found.limits, training_budget=found.training_budget,
-                            cache_dir=args.cache_dir or found.cache_dir, memo=found.memo,
-                            allow_unsandboxed=args.allow_unsandboxed)
+    result = grade_notebook(args.notebook, settings.from_environ(flags=args))
     write_atomic(result.to_json(), args.output)
     for check in result.checks:
         mark = "PASS" if check.passed else "FAIL"

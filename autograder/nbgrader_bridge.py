@@ -42,11 +42,12 @@ Two ways to grade a class, with the same isolated grader and the same stored res
   imports grade-class's results; no ``--force`` needed.
 
 Settings (sandbox limits, training budget: autograder/settings.py) are read from the environment
-where nbgrader's config is, in this preprocessor, and given to the grader processes.
+where nbgrader's config is, in this preprocessor, with ``c.IsolatedGrade.cache_dir`` and
+``c.IsolatedGrade.allow_unsandboxed`` (traits made from the same declarations as the command
+lines' ``--cache-dir`` and ``--allow-unsandboxed``), and given whole to the grader processes.
 """
 
 import contextlib
-import dataclasses
 import logging
 import re
 import tempfile
@@ -60,6 +61,7 @@ from traitlets import Bool, Float, Integer, Unicode
 
 from . import provenance, settings
 from .atomic import write_atomic
+from .checklist import catalogue
 from .classroom import classrun, pool, store
 from .classroom.server import DEFAULT_TIMEOUT, Task
 from .errors import GraderFault, Side
@@ -165,12 +167,16 @@ def _logging_into(log):
         source.setLevel(level)
 
 
+def _trait(setting: settings.Setting):
+    """The configurable trait of a setting's flag (named as its target), with the flag's help."""
+    text = f"{setting.flag_help} (as grade-class {setting.flag})."
+    return (Bool(False, help=text) if setting.switch else Unicode("", help=text)).tag(config=True)
+
+
 class IsolatedGrade(NbGraderPreprocessor):
     """Score the autograded test cells with the isolated grader instead of executing the notebook."""
 
-    cache_dir = Unicode(
-        "", help="Where the grader caches its training baseline (default: the grader's own)."
-    ).tag(config=True)
+    cache_dir = _trait(settings.CACHE)
     write_results = Unicode(
         "results.json",
         help="File name for the results document beside the autograded notebook ('' to skip)."
@@ -183,11 +189,7 @@ class IsolatedGrade(NbGraderPreprocessor):
         "", help="Address of a Dask scheduler to grade on instead of local grader processes "
                  "(as grade-class --scheduler)."
     ).tag(config=True)
-    allow_unsandboxed = Bool(
-        False, help="Grade even where neither bubblewrap nor Landlock can isolate the students' code "
-                    "(as grade-class --allow-unsandboxed: logged, and each results.json records "
-                    "isolation \"none\")."
-    ).tag(config=True)
+    allow_unsandboxed = _trait(settings.ALLOW_UNSANDBOXED)
 
     def preprocess(self, nb, resources):
         student = resources.get("nbgrader", {}).get("student", "?")
@@ -210,17 +212,13 @@ class IsolatedGrade(NbGraderPreprocessor):
                 self.log.warning("could not write %s: %s", Path(folder) / self.write_results, exc)
         return nb, resources
 
-    def _settings(self):
-        """The grader's settings, read from the environment here (nbgrader's edge), once; the cache
-        folder from ``c.IsolatedGrade.cache_dir`` when set."""
+    def _settings(self) -> settings.Settings:
+        """The grader's settings, read from the environment here (nbgrader's edge), once; the traits
+        made from the settings' flags (``c.IsolatedGrade.cache_dir``, ``.allow_unsandboxed``) as
+        the command line's flags."""
         found = getattr(self, "_found_settings", None)
         if found is None:
-            found = settings.from_environ()
-            if self.cache_dir:
-                found = dataclasses.replace(found, cache_dir=Path(self.cache_dir))
-            if self.allow_unsandboxed:
-                found = dataclasses.replace(found, allow_unsandboxed=True)
-            self._found_settings = found
+            found = self._found_settings = settings.from_environ(flags=self)
         return found
 
     # --- where the result comes from ---------------------------------------------------------------
@@ -294,7 +292,7 @@ class IsolatedGrade(NbGraderPreprocessor):
         try:
             return store.read_result(course, student, assignment)
         except (OSError, ValueError) as e:
-            return Result.failed(f"grade-class wrote no readable result: {e}", Side.GRADER)
+            return Result.failed(f"grade-class wrote no readable result: {e}", Side.GRADER, checks=catalogue())
 
     def _grade_here(self, nb, resources):
         """Grade the notebook nbgrader hands over (no submitted file to key a grade-class result on)

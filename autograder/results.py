@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import GRADER_SIDE_PREFIX, Side, side_of
-from . import checklist
 from .text import bounded
-from .checklist import in_exercise_order
 from .exercises import EXERCISE_IDS, EXERCISES
 
 # A check's message: the grader's own are at most 236 characters (2,535 check rows of a graded
@@ -35,6 +33,14 @@ from .exercises import EXERCISE_IDS, EXERCISES
 # results.json of the assignment's 47 checks near 100 KB even when every message is cut here
 # (a 2 MB cell error copied into each), however the student's text escapes in JSON.
 CHECK_MESSAGE_CHARS = 2_000
+
+
+def in_exercise_order(rows) -> list:
+    """Rows (dicts or objects with .exercise) in the notebook's exercise order, stable within one."""
+    def exercise(r):
+        return r["exercise"] if isinstance(r, dict) else r.exercise
+    return sorted(rows, key=lambda r: (EXERCISE_IDS.index(exercise(r)) if exercise(r) in EXERCISE_IDS
+                                       else len(EXERCISE_IDS)))
 
 
 class Status(str, Enum):
@@ -131,10 +137,12 @@ class Result:
                    isolation=isolation)
 
     @classmethod
-    def failed(cls, reason, side: Side | None = None, *, notes=(), timings=None, isolation=None) -> "Result":
+    def failed(cls, reason, side: Side | None = None, *, checks=None, notes=(), timings=None,
+               isolation=None) -> "Result":
         """Every check at 0 points with the reason: ``reason`` is an exception (whose type decides
-        the side) or a message with an explicit ``side``. When the checks cannot be listed (the
-        grader itself is broken), one row per exercise stands in for them."""
+        the side) or a message with an explicit ``side``. ``checks`` is the check catalogue, rows
+        {"id", "exercise", "max_points"} (``checklist.catalogue()``); without it (the checks cannot
+        be listed: the grader itself is broken), one row per exercise stands in for them."""
         if isinstance(reason, BaseException):
             side = side or side_of(reason)
             message = str(reason)
@@ -143,10 +151,9 @@ class Result:
         side = side or Side.GRADER
         if side is Side.GRADER and not message.startswith(GRADER_SIDE_PREFIX):
             message = GRADER_SIDE_PREFIX + message
-        try:
-            rows = [CheckResult(r["id"], r["exercise"], 0.0, r["max_points"], False, message)
-                    for r in checklist.collect_checks()]
-        except Exception:  # noqa: BLE001 - the reason is still reported, with every exercise's points
+        if checks is not None:
+            rows = [CheckResult(r["id"], r["exercise"], 0.0, r["max_points"], False, message) for r in checks]
+        else:
             rows = [CheckResult(e.id, e.id, 0.0, e.points, False, message) for e in EXERCISES]
         from .provenance import versions
         return cls(in_exercise_order(rows), Status.ERROR, message, side, list(notes), versions(),

@@ -1,31 +1,56 @@
-"""Every setting of the grader, declared once: its environment variable, default, unit and help.
+"""Every setting of the grader, declared once: its environment variable, its command-line flag, its
+default, unit and help.
 
-The environment is read at the edges (a command's ``main``, the checks' conftest when pytest is run
-by hand), by ``from_environ()``, and what it found is passed down explicitly: ``Limits`` to the
-sandbox, ``TrainingBudget`` to training.py, the cache folder and the memo switch to the training
-check. A value that cannot be used warns (SettingWarning) and the default is used instead.
+One ``Settings`` value (frozen) holds them all: the sandboxed worker's ``Limits``, the training
+check's ``TrainingBudget``, the cache folder, the memo switch and ``allow_unsandboxed``. It is built
+at the edges (a command's ``main``, the checks' conftest when pytest is run by hand, nbgrader's
+``IsolatedGrade``) by ``from_environ(flags=...)`` and passed down whole: to ``grade_notebook``, to
+every grader process (the pool's, a Dask worker's, the bridge's) through its one codec,
+``Settings.to_dict()`` / ``Settings.from_dict()``. A value that cannot be used warns
+(SettingWarning) and the default is used instead.
+
+The command-line flags (``--cache-dir``, ``--allow-unsandboxed``) are declared here too:
+``parent_parser()`` is the argparse parent of ``grade`` and ``grade-class``; the checks' pytest
+options and the nbgrader bridge's traitlets are made from the same declarations (``flag_options``).
 
 The defaults of the worker's limits and of the training budget are those of their dataclasses
-(``sandbox.Limits``, ``training.TrainingBudget``); a setting only says which field it sets and in
-which unit. The README's "Settings" table is ``markdown_table()`` (tests/test_settings.py).
+(``sandbox.Limits``, ``TrainingBudget`` below); a setting only says which field it sets and in which
+unit. The README's "Settings" table is ``markdown_table()`` (tests/test_settings.py). Nothing of the
+grading path is imported here (the student's kit carries this module): only the sandbox's Limits.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from autograder.sandbox import Limits
-    from autograder.training import TrainingBudget
 
 
 class SettingWarning(UserWarning):
     """An environment variable holds a value that cannot be used; the setting's default is used."""
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """The grader's own bounds on one training run, in its process (after the caps of models.cost,
+    which bound the cost from the config alone): training stops past either. Set by the caller
+    (settings.from_environ at the edges), never read from the environment by training.py."""
+
+    seconds: float = 60.0        # ~3.5 s for the reference model, ~14 s for one the size of modern_cnn
+    memory_bytes: int = 2 << 30  # growth of the grader's memory while training
+
+
+def default_cache_dir() -> Path:
+    """Where the grader keeps the training baseline and the memo unless told otherwise
+    (BN_AUTOGRADER_CACHE, --cache-dir)."""
+    return Path.home() / ".cache" / "bn-autograder"
 
 
 def _positive_number(text: str) -> float:
@@ -47,18 +72,15 @@ def _switch(text: str) -> bool:
             "0": False, "off": False, "false": False, "no": False}[text.lower()]
 
 
-def _default_cache_dir() -> Path:
-    from autograder.training import default_cache_dir    # noqa: PLC0415 (training is heavy to import)
-    return default_cache_dir()
-
-
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: where its value goes (``target``: "limits.<field>" or
-    "training_budget.<field>" of those dataclasses, a field of Settings, or "" for a variable read
-    where it is used), how its text is read, and the factor from its unit to the target's."""
+    """One setting: where its value goes (``target``: "limits.<field>" or "training_budget.<field>"
+    of those dataclasses, a field of Settings, or "" for a variable read where it is used), the
+    environment variable that sets it (``variable``, None for a flag only), how its text is read and
+    the factor from its unit to the target's; ``flag`` (with ``flag_help``) when the command lines
+    take it too."""
 
-    variable: str
+    variable: str | None
     target: str
     unit: str
     help: str
@@ -67,6 +89,9 @@ class Setting:
     scale: int = 1
     default: object = None                   # for a target that is not a dataclass field
     shown: str | None = None                 # the default as the README's table writes it
+    flag: str | None = None                  # e.g. "--cache-dir": grade, grade-class, pytest, nbgrader
+    flag_help: str | None = None
+    aliases: tuple = ()                      # older spellings of the flag (the checks' pytest options)
 
     def default_value(self):
         """The default, in the target's unit."""
@@ -81,14 +106,17 @@ class Setting:
         value = self.default_value()
         return f"{value / self.scale:g}" if isinstance(value, (int, float)) else str(value)
 
+    @property
+    def switch(self) -> bool:
+        """An on/off setting (a flag without a value)."""
+        return self.parse is _switch
+
 
 def _dataclass(group: str):
-    """The dataclass a group of settings fills, imported when first needed (training is heavy, and
-    the student's kit has the sandbox's Limits but no training)."""
+    """The dataclass a group of settings fills (the sandbox's imported when first needed)."""
     if group == "limits":
         from autograder.sandbox import Limits          # noqa: PLC0415
         return Limits
-    from autograder.training import TrainingBudget      # noqa: PLC0415
     return TrainingBudget
 
 
@@ -114,7 +142,10 @@ TRAINING_MEMORY_MB = Setting("BN_AUTOGRADER_TRAINING_MEMORY_MB", "training_budge
                              scale=1 << 20)
 CACHE = Setting("BN_AUTOGRADER_CACHE", "cache_dir", "folder",
                 "the grader cache: the training baseline and the memo (`--cache-dir` overrides it)",
-                parse=Path, expects="a folder", default=_default_cache_dir, shown="~/.cache/bn-autograder")
+                parse=Path, expects="a folder", default=default_cache_dir, shown="~/.cache/bn-autograder",
+                flag="--cache-dir", aliases=("--grader-cache",),
+                flag_help="where the grader caches the training baseline and memo "
+                          "(default: $BN_AUTOGRADER_CACHE or ~/.cache/bn-autograder)")
 MEMO = Setting("BN_AUTOGRADER_TRAINING_MEMO", "memo", "0 or 1",
                "0 turns off the training check's memo by architecture (to compare verdicts without it)",
                parse=_switch, expects="0 or 1", default=True, shown="1")
@@ -132,21 +163,84 @@ FASHION_MNIST_DIR = Setting("FASHION_MNIST_DIR", "", "folder",
                             "the one folder searched for the four Fashion-MNIST files, instead of "
                             "Keras' cache and Debian's (read by data.py)",
                             parse=Path, expects="a folder", shown="(unset)")
+ALLOW_UNSANDBOXED = Setting(None, "allow_unsandboxed", "on or off",
+                            "grade even where no isolation can start (logged, recorded as isolation \"none\"); "
+                            "only a flag or nbgrader's config, never the environment",
+                            parse=_switch, expects="on or off", default=False, shown="off",
+                            flag="--allow-unsandboxed",
+                            flag_help="grade even where neither bubblewrap nor Landlock can isolate the "
+                                      "students' code (logged; each results.json records isolation \"none\", "
+                                      "and grade-class's rows in grades.csv say so)")
 
 SETTINGS = (CELL_SECONDS, CALL_SECONDS, TOTAL_SECONDS, GRACE_SECONDS, MEMORY_MB, WORKER_CPUS, TRAINING_SECONDS,
-            TRAINING_MEMORY_MB, CACHE, MEMO, THREADS, UID_FIRST, UID_COUNT, FASHION_MNIST_DIR)
-BY_VARIABLE = {setting.variable: setting for setting in SETTINGS}
+            TRAINING_MEMORY_MB, CACHE, MEMO, THREADS, UID_FIRST, UID_COUNT, FASHION_MNIST_DIR, ALLOW_UNSANDBOXED)
+BY_VARIABLE = {setting.variable: setting for setting in SETTINGS if setting.variable}
+FLAGGED = tuple(setting for setting in SETTINGS if setting.flag)
+
+
+def _limits():
+    return _dataclass("limits")()
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What the environment set, read once at an edge and passed down."""
+    """What the environment and the command line set, read once at an edge and passed down whole.
+    ``Settings()`` is the grader's defaults (``cache_dir`` None: the grading machine's own default)."""
 
-    limits: Limits                      # the sandboxed worker's (sandbox.Limits)
-    training_budget: TrainingBudget     # the training check's, in the grader's process
-    cache_dir: Path
-    memo: bool
+    limits: Limits = field(default_factory=_limits)     # the sandboxed worker's (sandbox.Limits)
+    training_budget: TrainingBudget = TrainingBudget()  # the training check's, in the grader's process
+    cache_dir: Path | None = None       # None: default_cache_dir() of the machine that grades
+    memo: bool = True
     allow_unsandboxed: bool = False     # never from the environment: --allow-unsandboxed, explicitly
+
+    def with_threads(self, threads: int) -> Settings:
+        """These settings with the worker's threads set to ``threads`` (a grader process's share of
+        the cores: the pool and each Dask worker decide it, not the instructor's environment), and
+        at least as many CPUs for the worker as it has threads."""
+        threads = max(1, int(threads))
+        return replace(self, limits=replace(self.limits, threads=threads, cpus=max(self.limits.cpus, threads)))
+
+    # --- the one codec: the grader processes' start arguments, the Dask payload, the bridge ---------
+
+    def to_dict(self) -> dict:
+        """Plain JSON: each dataclass field as its own dict, a folder as its text (or null)."""
+        doc = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _GROUPS:
+                value = asdict(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            doc[f.name] = value
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc) -> Settings:
+        """``to_dict``'s document back (None, or a field left out: the default); ValueError when it is
+        not one."""
+        if doc is None:
+            return cls()
+        if not isinstance(doc, dict):
+            raise ValueError("the settings are not a JSON object")
+        given = {}
+        try:
+            for f in fields(cls):
+                if f.name not in doc:
+                    continue
+                value = doc[f.name]
+                if f.name in _GROUPS:
+                    value = _dataclass(f.name)(**value)
+                elif f.name == "cache_dir":
+                    value = Path(value) if value else None
+                else:
+                    value = bool(value)
+                given[f.name] = value
+        except TypeError as exc:
+            raise ValueError(f"the settings are malformed: {exc}") from None
+        return cls(**given)
+
+
+_GROUPS = ("limits", "training_budget")
 
 
 def value(setting: Setting | str, environ=None):
@@ -154,7 +248,7 @@ def value(setting: Setting | str, environ=None):
     is set and usable, else the default (a bad value warns)."""
     setting = BY_VARIABLE[setting] if isinstance(setting, str) else setting
     environ = os.environ if environ is None else environ
-    text = environ.get(setting.variable, "").strip()
+    text = environ.get(setting.variable, "").strip() if setting.variable else ""
     if text:
         try:
             parsed = setting.parse(text)
@@ -174,30 +268,67 @@ def _group(environ, group: str) -> dict:
     found = {}
     for setting in SETTINGS:
         target, _, name = setting.target.partition(".")
-        if target == group and name and environ.get(setting.variable, "").strip():
+        if target == group and name and setting.variable and environ.get(setting.variable, "").strip():
             found[name] = value(setting, environ)
     return found
 
 
-def limits_from_environ(environ=None) -> Limits:
-    """Only the sandboxed worker's limits (the student's own check: it trains nothing)."""
-    environ = os.environ if environ is None else environ
-    return replace(_dataclass("limits")(), **_group(environ, "limits"))
+def _flag_value(flags, setting: Setting):
+    """What the command line gave for ``setting`` (None when not given): ``flags`` is an argparse
+    Namespace, pytest's ``config.option``, nbgrader's configurable, or a mapping, keyed by target."""
+    given = flags.get(setting.target) if isinstance(flags, dict) else getattr(flags, setting.target, None)
+    if given is None or given is False or given == "":
+        return None
+    return True if setting.switch else setting.parse(str(given))
 
 
-def from_environ(environ=None) -> Settings:
-    """Every setting from ``environ`` (default os.environ); bad values warn and give the default."""
+def from_environ(environ=None, *, flags=None) -> Settings:
+    """Every setting from ``environ`` (default os.environ), then the flags the command line gave
+    (``flags``: see _flag_value; a flag given wins). Bad values warn and give the default."""
     environ = os.environ if environ is None else environ
     found = {setting.target: value(setting, environ) for setting in SETTINGS
-             if setting.target and "." not in setting.target}
-    return Settings(limits=limits_from_environ(environ),
-                    training_budget=replace(_dataclass("training_budget")(), **_group(environ, "training_budget")),
+             if setting.variable and setting.target and "." not in setting.target}
+    if flags is not None:
+        for setting in FLAGGED:
+            given = _flag_value(flags, setting)
+            if given is not None:
+                found[setting.target] = given
+    return Settings(limits=replace(_limits(), **_group(environ, "limits")),
+                    training_budget=replace(TrainingBudget(), **_group(environ, "training_budget")),
                     **found)
+
+
+# --- the command-line flags ------------------------------------------------------------------------
+
+def flag_options(*, aliases: bool = False) -> list:
+    """[(names, argparse keyword arguments)] of every flag: the one declaration that argparse
+    (parent_parser) and pytest (checks/conftest.py, with the flags' older spellings) add. Each
+    flag's destination is its target."""
+    options = []
+    for setting in FLAGGED:
+        kwargs = {"dest": setting.target, "help": setting.flag_help}
+        if setting.switch:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=setting.parse, default=None)
+        options.append(((setting.flag, *(setting.aliases if aliases else ())), kwargs))
+    return options
+
+
+def parent_parser() -> argparse.ArgumentParser:
+    """The shared flags, for ``argparse.ArgumentParser(parents=[parent_parser()])``; their values go
+    to ``from_environ(flags=args)``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for names, kwargs in flag_options():
+        parser.add_argument(*names, **kwargs)
+    return parser
 
 
 def markdown_table() -> str:
     """The settings as the README's Markdown table."""
-    lines = ["| variable | default | unit | what it sets |", "| --- | --- | --- | --- |"]
+    lines = ["| variable | flag | default | unit | what it sets |", "| --- | --- | --- | --- | --- |"]
     for setting in SETTINGS:
-        lines.append(f"| `{setting.variable}` | {setting.default_text()} | {setting.unit} | {setting.help} |")
+        variable = f"`{setting.variable}`" if setting.variable else "-"
+        flag = f"`{setting.flag}`" if setting.flag else "-"
+        lines.append(f"| {variable} | {flag} | {setting.default_text()} | {setting.unit} | {setting.help} |")
     return "\n".join(lines) + "\n"

@@ -60,6 +60,7 @@ from autograder import data, reference
 from autograder.atomic import write_atomic
 from autograder.errors import ModelRefused, TrainingRefused
 from autograder.models import architecture, cost, vet
+from autograder.settings import TrainingBudget, default_cache_dir  # noqa: F401 (their home is settings.py)
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -82,16 +83,6 @@ class Schedule:
 SCHEDULE = Schedule(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
 # Halfway between the worst correct lead and the no-BN model's 0 (see above).
 REQUIRED_LEAD = 0.075
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """The grader's own bounds on one training run, in its process (after the caps of models.cost,
-    which bound the cost from the config alone): training stops past either. Set by the caller
-    (settings.from_environ at the edges), never read from the environment here."""
-
-    seconds: float = 60.0        # ~3.5 s for the reference model, ~14 s for one the size of modern_cnn
-    memory_bytes: int = 2 << 30  # growth of the grader's memory while training
 
 
 @dataclass(frozen=True)
@@ -359,12 +350,6 @@ def baseline_key(schedule: Schedule = SCHEDULE) -> dict:
         # The baseline model and the training procedure, so editing either cannot serve a stale number.
         "code": _source_hash(reference.model_without_bn, _train),
     }
-
-
-def default_cache_dir() -> Path:
-    """Where the grader keeps the training baseline and the memo unless told otherwise
-    (BN_AUTOGRADER_CACHE, read at the edges by settings.py)."""
-    return Path.home() / ".cache" / "bn-autograder"
 
 
 def _cache_path(cache_dir: Path, key: dict) -> Path:

@@ -38,18 +38,19 @@ from autograder.exercises import EXERCISES
 from autograder.results import CheckResult, Result
 
 # the grader processes must not collect the real checks for error results either
-checklist.collect_checks = lambda: tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points}
-                                         for e in EXERCISES)
+CATALOGUE = tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
+checklist.collect_checks = lambda: CATALOGUE
 
 
-def grade_notebook(source, *, hide=(), **settings):
+def grade_notebook(source, settings=None, *, hide=()):
     cells = [c for c in source.cells if c.get("cell_type") == "code"]
     code = "\\n".join(notebook.source(c) for c in cells)
     with open(os.environ["FAKE_GRADER_LOG"], "a") as f:
         f.write(json.dumps({"code": code, "given": type(source).__name__, "version": source.version,
                             "v4": all("source" in c and "input" not in c for c in cells),
                             "outputs": sum(len(c.get("outputs", [])) for c in cells), "hide": list(hide),
-                            "settings": sorted(settings), "pid": os.getpid()}) + "\\n")
+                            "settings": None if settings is None else settings.to_dict(),
+                            "pid": os.getpid()}) + "\\n")
     if "CRASH" in code:
         os._exit(7)
     if "HANG" in code:
@@ -59,9 +60,9 @@ def grade_notebook(source, *, hide=(), **settings):
     if "RAISE" in code:
         raise RuntimeError("a bug in the grader")
     if "GRADER_SIDE" in code:       # a failure the grader reports as its own
-        return Result.failed("the worker could not start", Side.GRADER, notes=source.notes)
+        return Result.failed("the worker could not start", Side.GRADER, checks=CATALOGUE, notes=source.notes)
     if "STUDENT_SIDE" in code:      # a submission the grader refuses: the student's error
-        return Result.failed("the notebook is damaged", Side.STUDENT, notes=source.notes)
+        return Result.failed("the notebook is damaged", Side.STUDENT, checks=CATALOGUE, notes=source.notes)
     rows = []
     for e in EXERCISES:
         ok = "ok:all" in code or f"ok:{e.id}" in code
@@ -104,10 +105,9 @@ def check_cells(tmp_path, cells, exercises):
     from autograder.exercises import BY_ID
     from autograder.grade import run_checks
     from autograder.notebook import Notebook
-    from autograder.sandbox import Limits
-    from autograder.training import TrainingBudget
+    from autograder.settings import Settings
     code_cells = [nbformat.v4.new_code_cell(code) for code in cells]
-    run = GradingRun(Notebook(json.loads(json.dumps(code_cells))), Limits(), TrainingBudget(), hide=(str(tmp_path),))
+    run = GradingRun(Notebook(json.loads(json.dumps(code_cells))), Settings(), hide=(str(tmp_path),))
     _, collector, _ = run_checks(run, [CHECKS_DIR / BY_ID[e].check_module for e in exercises])
     return run, list(collector.rows.values())
 

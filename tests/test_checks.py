@@ -19,7 +19,7 @@ from autograder.classroom.server import Task
 from autograder.exercises import EXERCISE_IDS, TOTAL_POINTS, Kind, of_kind
 from autograder.grade import grade_notebook
 from autograder.sandbox import Limits
-from autograder.training import TrainingBudget
+from autograder.settings import Settings, TrainingBudget
 
 pytestmark = pytest.mark.slow
 
@@ -221,14 +221,14 @@ FAKES = {
 
 @pytest.mark.parametrize("patched", sorted(FAKES))
 def test_patching_the_kernel_cannot_raise_the_score(tmp_path, patched):
-    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), cache_dir=tmp_path / "cache").to_dict()
+    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), Settings(cache_dir=tmp_path / "cache")).to_dict()
     assert result["total"] == 0.0, [c for c in result["checks"] if c["passed"]]
 
 
 def test_regrading_the_same_submission_gives_the_same_result(graded, tmp_path):
     first = graded("old_placement")
     path = students.write_submission(students.STUDENTS["old_placement"], tmp_path / "again.ipynb")
-    again = grade_notebook(path, cache_dir=tmp_path / "cache").to_dict()
+    again = grade_notebook(path, Settings(cache_dir=tmp_path / "cache")).to_dict()
     assert [(c["id"], c["points"], c["message"]) for c in again["checks"]] == \
            [(c["id"], c["points"], c["message"]) for c in first["checks"]]
 
@@ -251,7 +251,7 @@ def test_the_grade_command_writes_results_json(tmp_path, graded, grader_cache):
 def test_plain_pytest_runs_the_same_checks(tmp_path):
     path = students.write_submission(students.STUDENTS["bn_ddof1"], tmp_path / "nb.ipynb")
     done = subprocess.run([sys.executable, "-m", "pytest", "autograder/checks", "--submission", str(path),
-                           "--grader-cache", str(tmp_path / "cache"), "-q", "-p", "no:cacheprovider",
+                           "--cache-dir", str(tmp_path / "cache"), "-q", "-p", "no:cacheprovider",
                            "-k", "manual_batch_norm"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     assert "1 failed, 6 passed" in done.stdout and "ddof=1" in done.stdout
@@ -259,7 +259,7 @@ def test_plain_pytest_runs_the_same_checks(tmp_path):
 
 def test_the_training_check_gives_its_measurements_also_from_the_memo(tmp_path):
     path = students.write_submission(students.STUDENTS["full_marks"], tmp_path / "nb.ipynb")
-    first, again = (grade_notebook(path, cache_dir=tmp_path / "cache").to_dict() for _ in range(2))
+    first, again = (grade_notebook(path, Settings(cache_dir=tmp_path / "cache")).to_dict() for _ in range(2))
     messages = [next(c["message"] for c in result["checks"] if c["id"] == TRAINING) for result in (first, again)]
     assert messages[0] == messages[1], messages          # the second comes from the memo
     for words in ("training accuracy of", "without BN", "a lead of +", "at least the required"):

@@ -26,6 +26,7 @@ from autograder.classroom import classrun, cli, collect, grades, pool, server, s
 from autograder.errors import ArchiveUnusable, Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES
 from autograder.results import CheckResult, Result, format_points
+from autograder.settings import Settings
 
 FULL = sum(e.points for e in EXERCISES)          # a full-marks total
 pts = format_points                               # points as the CSV and the table write them
@@ -150,7 +151,7 @@ def test_class_run_writes_results_csv_and_feedback(fake):
     assert len(calls) == 3                             # dan and eve never reach the grader
     for call in calls:                                 # read once, by the grader process, and hidden
         # the pool always sends the settings: each grader process's share of the cores is in its limits
-        assert call["given"] == "Notebook" and call["settings"] == ["cache_dir", "limits", "memo", "training_budget"]
+        assert call["given"] == "Notebook" and sorted(call["settings"]) == ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
         assert call["hide"][0] == str(course.resolve()) and Path(call["hide"][1]).parent.parent.name == "submitted"
     for student in rows:
         stored = store.read_result(course, student)
@@ -267,7 +268,9 @@ def test_the_command_line_gives_the_grader_processes_its_settings(fake, monkeypa
     monkeypatch.setenv("BN_AUTOGRADER_CELL_SECONDS", "7")
     assert cli.main(["batchnorm", "--course-dir", str(course), "--jobs", "1", "--cache-dir", str(course / "c")]) == 0
     (call,) = fake.calls()
-    assert call["settings"] == ["cache_dir", "limits", "memo", "training_budget"]
+    assert sorted(call["settings"]) == ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
+    assert call["settings"]["cache_dir"] == str(course / "c") and call["settings"]["limits"]["cell_seconds"] == 7.0
+    assert call["settings"]["allow_unsandboxed"] is False
 
 
 @pytest.mark.slow
@@ -294,7 +297,7 @@ def test_a_grader_process_that_answers_garbage_is_a_grader_side_error(fake, monk
     hand_in(course, "ann")
     garbage = Path(os.environ["FAKE_GRADER_LOG"]).parent / "fakemod" / "garbage_grader.py"
     # fd 3: the server's private reply channel (os.dup(1), the first free descriptor, at its start)
-    garbage.write_text("import os\n\ndef grade_notebook(source, **kwargs):\n"
+    garbage.write_text("import os\n\ndef grade_notebook(source, settings=None, **kwargs):\n"
                        "    os.write(3, b'{not a result}\\n')\n    os._exit(0)\n")
     monkeypatch.setattr(server, "GRADER", "garbage_grader:grade_notebook")
     (row,) = fake.run().rows
@@ -545,9 +548,9 @@ def test_feedback_shows_only_the_messages_of_the_checks():
     assert not leaked, leaked[:3]
 
 
-def test_feedback_of_an_error_says_it_was_not_graded(monkeypatch):
-    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
-    page = feedback.render(Result.failed("the notebook is <not> valid JSON", Side.STUDENT), student="eve")
+def test_feedback_of_an_error_says_it_was_not_graded():
+    page = feedback.render(Result.failed("the notebook is <not> valid JSON", Side.STUDENT, checks=fake_catalogue()),
+                           student="eve")
     assert "could not be graded" in page and "&lt;not&gt;" in page and "0</strong> / " in page
     assert "grader's side" not in page
     assert "grader's side" in feedback.render(Result.failed("the sandbox could not start", Side.GRADER))
@@ -586,7 +589,7 @@ def test_score_table_csv_and_thread_limits(monkeypatch):
     monkeypatch.setattr(pool, "cpu_count", lambda: 2)
     assert pool.worker_env(2)["OMP_NUM_THREADS"] == "1"
     assert pool.worker_env(1)["TF_NUM_INTRAOP_THREADS"] == "2"
-    assert server.encode_settings(None, threads=pool.cpu_count() // 4)["limits"]["threads"] == 1
+    assert Settings().with_threads(pool.cpu_count() // 4).limits.threads == 1
 
 
 # --- the real grader -------------------------------------------------------------------------------

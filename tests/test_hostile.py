@@ -19,6 +19,7 @@ and hide Landlock with a seccomp filter (tests/hostile/no_landlock.py), as an ol
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -158,9 +159,7 @@ def notebook(folder: Path, *cells, name="submission.ipynb") -> Path:
 def grade_from_environ(path, **kwargs) -> dict:
     """grade_notebook under the settings the environment gives (the tests set short limits there,
     as an instructor would at the command line), as the results.json document."""
-    found = settings.from_environ()
-    result = grade.grade_notebook(path, limits=found.limits, training_budget=found.training_budget, memo=found.memo,
-                                  **kwargs)
+    result = grade.grade_notebook(path, dataclasses.replace(settings.from_environ(), **kwargs))
     return json.loads(result.to_json())      # what results.json holds (no NaN, plain JSON)
 
 
@@ -799,15 +798,14 @@ def test_allow_unsandboxed_grades_and_records_it(tmp_path, limits, graded, in_mo
 
 
 def test_allow_unsandboxed_travels_to_every_path_that_grades():
-    import dataclasses
-
-    from autograder.classroom import cluster, server
+    from autograder.classroom import cli, cluster
     from autograder.nbgrader_bridge import IsolatedGrade
-    allowed = dataclasses.replace(settings.from_environ(), allow_unsandboxed=True)
-    sent = json.loads(json.dumps(server.encode_settings(allowed)))          # the grader processes' start
-    assert server.grader_arguments(sent)["allow_unsandboxed"] is True
-    assert cluster._remote_settings(allowed)["allow_unsandboxed"] is True    # the Dask task's payload
-    assert "allow_unsandboxed" not in server.grader_arguments(server.encode_settings(settings.from_environ()))
+    allowed = settings.from_environ(flags=cli._parser().parse_args(["batchnorm", "--allow-unsandboxed"]))
+    assert allowed.allow_unsandboxed and not settings.from_environ().allow_unsandboxed    # the command line
+    sent = json.loads(json.dumps(allowed.to_dict()))                     # the grader processes' start
+    assert settings.Settings.from_dict(sent).allow_unsandboxed is True
+    assert settings.Settings.from_dict(cluster._remote_settings(allowed)).allow_unsandboxed is True  # the Dask payload
+    assert settings.Settings.from_dict(settings.from_environ().to_dict()).allow_unsandboxed is False
     assert IsolatedGrade(allow_unsandboxed=True)._settings().allow_unsandboxed          # nbgrader's config
     assert not IsolatedGrade()._settings().allow_unsandboxed
 

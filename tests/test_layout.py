@@ -71,3 +71,13 @@ def test_tests_share_helpers_through_conftest_not_each_other():
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module}
         assert not imported & test_modules, f"{path.name} imports {imported & test_modules}"
+
+
+def test_the_results_and_the_settings_are_leaves():
+    graph = _graph()
+    # results.py: the check catalogue is passed in (Result.failed(checks=...)), never collected here
+    assert graph["autograder.results"] <= {"autograder.errors", "autograder.text", "autograder.exercises",
+                                           "autograder.provenance"}, graph["autograder.results"]
+    assert "pytest" not in (PACKAGE / "results.py").read_text()
+    # settings.py: the student's kit carries it; only the sandbox's Limits
+    assert graph["autograder.settings"] <= {"autograder.sandbox"}, graph["autograder.settings"]

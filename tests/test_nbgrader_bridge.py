@@ -164,11 +164,11 @@ from autograder.errors import Side
 from autograder.exercises import EXERCISES
 from autograder.results import CheckResult, Result
 
-checklist.collect_checks = lambda: tuple({"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points}
-                                         for e in EXERCISES)
+CATALOGUE = tuple({"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
+checklist.collect_checks = lambda: CATALOGUE
 
 
-def grade_notebook(source, *, hide=(), **settings):
+def grade_notebook(source, settings=None, *, hide=()):
     answers = "\\n".join(notebook.source(c) for c in source.cells if notebook.nbgrader_metadata(c).get("solution"))
     with open(os.environ["FAKE_GRADER_LOG"], "a") as f:
         f.write(json.dumps({"pid": os.getpid(), "answers": answers,
@@ -177,7 +177,7 @@ def grade_notebook(source, *, hide=(), **settings):
     if "partial" in answers:
         scores["manual_batch_norm"] = 1.25
     if "GRADER_SIDE" in answers:
-        return Result.failed("the worker could not start", Side.GRADER)
+        return Result.failed("the worker could not start", Side.GRADER, checks=CATALOGUE)
     return Result.graded([CheckResult(f"{e.id}::a", e.id, scores[e.id], e.points, scores[e.id] == e.points,
                                       f"{e.id}: <detail>") for e in EXERCISES])
 '''

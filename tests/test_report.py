@@ -75,7 +75,7 @@ def _grade(replaced: dict, tmp_path) -> list:
     """The NumPy checks' rows for a notebook of the right answers with ``replaced`` ({exercise: code})."""
     code = {**_RIGHT, **replaced}
     run, rows = check_cells(tmp_path, ["import numpy as np", *(code[e] for e in NUMPY)], NUMPY)
-    assert run.fault is None, run.fault
+    assert run.findings.fault is None, run.findings.fault
     return rows
 
 

@@ -284,8 +284,8 @@ def test_the_worker_gets_the_thread_settings_of_the_grader_process_that_starts_i
     from autograder.classroom import pool
     monkeypatch.setattr(pool, "cpu_count", lambda: 4)
     graders = pool.worker_env(2)
-    from autograder.classroom import server
-    sent = server.encode_settings(None, threads=pool.cpu_count() // 2)     # what each grader process gets
-    worker = process.worker_environment("/tmp/work", threads=sent["limits"]["threads"])
+    from autograder.settings import Settings
+    sent = Settings().with_threads(pool.cpu_count() // 2)     # what each grader process gets (pool._Pool)
+    worker = process.worker_environment("/tmp/work", threads=sent.limits.threads)
     assert {v: worker[v] for v in THREAD_VARIABLES} == {v: graders[v] for v in THREAD_VARIABLES}
     assert worker["TF_NUM_INTRAOP_THREADS"] == "2"

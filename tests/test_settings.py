@@ -1,6 +1,9 @@
-"""Every setting is declared once (autograder/settings.py), read from the environment at the edges,
-and documented by the README's table, which is generated from the declarations."""
+"""Every setting is declared once (autograder/settings.py), read from the environment and the
+command line at the edges, carried whole through one codec, and documented by the README's table,
+which is generated from the declarations."""
 
+import dataclasses
+import json
 import re
 import warnings
 from pathlib import Path
@@ -9,7 +12,7 @@ import pytest
 
 from autograder import settings
 from autograder.sandbox import Limits
-from autograder.training import TrainingBudget
+from autograder.settings import Settings, TrainingBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,9 +25,103 @@ def test_the_readme_holds_exactly_the_settings_table():
 
 
 def test_every_setting_is_declared_once_with_a_unit_and_help():
-    variables = [s.variable for s in settings.SETTINGS]
+    variables = [s.variable for s in settings.SETTINGS if s.variable]
     assert len(variables) == len(set(variables)) == len(settings.BY_VARIABLE)
     assert all(s.unit and s.help and s.default_text() for s in settings.SETTINGS)
+    assert all(s.variable or s.flag for s in settings.SETTINGS)
+    assert all(s.flag_help for s in settings.FLAGGED)
+
+
+# --- adding a setting is one declaration: everything else follows from it -----------------------------
+
+def test_every_field_of_settings_is_a_declared_setting():
+    targets = {s.target.partition(".")[0] for s in settings.SETTINGS if s.target}
+    assert targets == {f.name for f in dataclasses.fields(Settings)}
+    for group, cls in (("limits", Limits), ("training_budget", TrainingBudget)):
+        declared = {s.target.partition(".")[2] for s in settings.SETTINGS if s.target.startswith(group + ".")}
+        assert declared <= {f.name for f in dataclasses.fields(cls)}
+
+
+def _changed(value):
+    """Another value of the same kind, so that a field left out of the codec shows."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 3
+    if isinstance(value, Path) or value is None:
+        return Path("/srv/another")
+    return value
+
+
+def test_the_codec_round_trips_every_field_through_json():
+    changed = Settings(**{
+        f.name: (dataclasses.replace(getattr(Settings(), f.name),
+                                     **{g.name: _changed(getattr(getattr(Settings(), f.name), g.name))
+                                        for g in dataclasses.fields(getattr(Settings(), f.name))})
+                 if dataclasses.is_dataclass(getattr(Settings(), f.name)) else _changed(getattr(Settings(), f.name)))
+        for f in dataclasses.fields(Settings)})
+    for found in (Settings(), settings.from_environ({}), changed):
+        assert Settings.from_dict(json.loads(json.dumps(found.to_dict()))) == found
+    assert all(getattr(changed, f.name) != getattr(Settings(), f.name) for f in dataclasses.fields(Settings))
+    assert Settings.from_dict(None) == Settings()
+    with pytest.raises(ValueError):
+        Settings.from_dict({"limits": {"no_such_limit": 1}})
+
+
+def test_the_argparse_parent_has_every_flag_with_its_declared_help():
+    parser = settings.parent_parser()
+    actions = {a.option_strings[0]: a for a in parser._actions}
+    assert set(actions) == {s.flag for s in settings.FLAGGED}
+    for setting in settings.FLAGGED:
+        assert actions[setting.flag].help == setting.flag_help and actions[setting.flag].dest == setting.target
+    args = parser.parse_args(["--cache-dir", "/srv/c", "--allow-unsandboxed"])
+    found = settings.from_environ({"BN_AUTOGRADER_CACHE": "/srv/env"}, flags=args)
+    assert found.cache_dir == Path("/srv/c") and found.allow_unsandboxed is True
+    assert settings.from_environ({"BN_AUTOGRADER_CACHE": "/srv/env"}, flags=parser.parse_args([])) == \
+        settings.from_environ({"BN_AUTOGRADER_CACHE": "/srv/env"})
+
+
+def test_the_commands_the_checks_and_nbgrader_take_the_same_flags():
+    from autograder import grade
+    from autograder.checks import conftest as checks_conftest
+    from autograder.classroom import cli
+    from autograder.nbgrader_bridge import IsolatedGrade
+    for parser in (cli._parser(),):
+        helps = {a.option_strings[0]: a.help for a in parser._actions if a.option_strings}
+        assert all(helps[s.flag] == s.flag_help for s in settings.FLAGGED)
+    for setting in settings.FLAGGED:
+        trait = IsolatedGrade.class_traits()[setting.target]
+        assert setting.flag_help in trait.help and trait.metadata.get("config")
+    options = []
+
+    class Group:
+        def addoption(self, *names, **kwargs):
+            options.append((names, kwargs))
+
+    class Parser:
+        def getgroup(self, name):
+            return Group()
+    checks_conftest.pytest_addoption(Parser())
+    for setting in settings.FLAGGED:
+        assert any(setting.flag in names and kwargs["help"] == setting.flag_help for names, kwargs in options)
+    assert "parents=[settings.parent_parser()]" in Path(grade.__file__).read_text()
+
+
+def test_settings_imports_nothing_of_the_grading_path():
+    import subprocess
+    import sys
+    code = "import sys, autograder.settings as s; s.from_environ(); print(sorted(m for m in sys.modules if m.startswith('autograder')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(eval(done.stdout))  # noqa: S307 - our own printout
+    assert not {m for m in loaded if (m + ".").split(".")[1] in ("training", "grade", "checklist", "checks", "classroom",
+                                                         "reference", "models", "submission")}, loaded
+    assert {"autograder.settings", "autograder.sandbox.limits"} <= loaded
+
+
+def test_the_uid_range_has_one_home():
+    from autograder.sandbox import identity
+    assert (identity.DEFAULT_FIRST_UID, identity.DEFAULT_UID_COUNT) == (Limits().uid_first, Limits().uid_count)
+    assert "1_900_000_000" not in Path(identity.__file__).read_text()
 
 
 def test_no_variable_gives_the_defaults():

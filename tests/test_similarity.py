@@ -466,10 +466,10 @@ def test_architectures_are_recorded_by_the_grader(tmp_path):
     solution = students.solution_code()
     run, rows = check_cells(tmp_path, ["import numpy as np\nimport keras", solution["build_model_with_bn"]],
                             ["build_model_with_bn"])
-    assert run.fault is None, run.fault
+    assert run.findings.fault is None, run.findings.fault
     assert all(r.passed for r in rows), [r.message for r in rows]
-    assert list(run.architectures) == ["build_model_with_bn"]
-    assert len(run.architectures["build_model_with_bn"]) == 64
+    assert list(run.findings.architectures) == ["build_model_with_bn"]
+    assert len(run.findings.architectures["build_model_with_bn"]) == 64
 
 
 def test_the_fast_score_is_copydetects_compare_files():

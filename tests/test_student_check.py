@@ -372,8 +372,8 @@ def test_the_check_imports_no_hidden_check_reference_or_tensorflow():
 
 
 def test_limits_come_from_the_grader_settings():
-    limits = settings.limits_from_environ({"BN_AUTOGRADER_CELL_SECONDS": "12", "BN_AUTOGRADER_MEMORY_MB": "512"})
+    limits = settings.from_environ({"BN_AUTOGRADER_CELL_SECONDS": "12", "BN_AUTOGRADER_MEMORY_MB": "512"}).limits
     assert limits.cell_seconds == 12 and limits.memory_bytes == 512 << 20
     assert limits.total_seconds == Limits().total_seconds
     with pytest.warns(UserWarning, match="BN_AUTOGRADER_TOTAL_SECONDS"):
-        assert settings.limits_from_environ({"BN_AUTOGRADER_TOTAL_SECONDS": "soon"}) == Limits()
+        assert settings.from_environ({"BN_AUTOGRADER_TOTAL_SECONDS": "soon"}).limits == Limits()

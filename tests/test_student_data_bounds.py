@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from autograder import grade
+from autograder.checklist import RunFindings
 from autograder.checks import conftest as checks_conftest
 from autograder.classroom import grades, store
 from autograder.errors import ModelRefused, Side, StudentCodeError
@@ -93,7 +94,7 @@ class _Worker:
 
 def _fixtures(text: str):
     """(model_config, student_model) as the checks get them, on a worker that answers ``text``."""
-    run = SimpleNamespace(architectures={})
+    run = SimpleNamespace(findings=RunFindings())
     model_config = checks_conftest.model_config.__wrapped__(_Worker(text), run)
     return model_config, checks_conftest.student_model.__wrapped__(model_config), run
 
@@ -137,7 +138,7 @@ def test_a_keras_sequential_config_still_parses_and_reads_as_before():
 def test_the_fixtures_read_a_keras_config_and_record_its_architecture():
     model_config, student_model, run = _fixtures(KERAS_SEQUENTIAL_JSON)
     assert student_model("build_model_with_bn").parameters == 54_194
-    assert run.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
+    assert run.findings.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
 
 
 def test_a_list_nested_800_deep_is_a_refused_model_in_the_checks_fixture():
@@ -145,7 +146,7 @@ def test_a_list_nested_800_deep_is_a_refused_model_in_the_checks_fixture():
     for _ in range(2):     # remembered, and raised again
         with pytest.raises(ModelRefused):
             student_model("build_model_with_bn")
-    assert run.architectures == {}
+    assert run.findings.architectures == {}
 
 
 def test_a_dtype_whose_config_is_a_list_is_a_refused_model_not_an_attribute_error():
@@ -166,7 +167,7 @@ def test_a_config_that_skipped_parse_config_is_still_refused_by_the_fixture():
     config = _hand_written(extra=deep)
     worker = _Worker("")
     worker.model_config = lambda function, **kwargs: config
-    model_config = checks_conftest.model_config.__wrapped__(worker, SimpleNamespace(architectures={}))
+    model_config = checks_conftest.model_config.__wrapped__(worker, SimpleNamespace(findings=RunFindings()))
     with pytest.raises(ModelRefused, match="could not read the model's configuration"):
         model_config("build_model_with_bn")
 

@@ -304,7 +304,7 @@ def hidden_results(tmp_path, group) -> dict:
     run, checked = check_cells(tmp_path, ["import numpy as np\nimport keras", *code.values()],
                                sorted({v.exercise for v in group}))
     rows = [row.to_dict() for row in checked]
-    assert rows and run.fault is None, f"the grader failed ({run.fault})"
+    assert rows and run.findings.fault is None, f"the grader failed ({run.findings.fault})"
     results = {}
     for variant in group:
         mine = [row for row in rows if row["exercise"] == variant.exercise]

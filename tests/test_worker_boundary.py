@@ -26,6 +26,7 @@ from autograder import grade
 from autograder.channel import ANSWER_BYTES, Kind, LineReader, Silence, answer_prefix, parse_answer
 from autograder.sandbox import Limits
 from autograder.sandbox import process as sandbox_process
+from autograder.settings import Settings
 from autograder.text import MESSAGE_CHARS, bounded
 from conftest import (CHANNEL_TOOLS, ESCAPES, FLOOD, FORGED_CRASHES, GRADING_MODES, HUGE_ANSWER, LONG_ERROR, MANUAL_BN,
                       REAL_CRASH, SETUP, SURROGATES, UID_COUNT, failing_bwrap, forger_cells, leftovers,
@@ -272,7 +273,7 @@ def test_forged_answers_floods_and_kills_leave_nothing_and_cost_only_the_student
     path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES,
                           FORGED_CRASHES, HUGE_ANSWER, LONG_ERROR, FLOOD, FILL_SCRATCH, stray_processes(tag),
                           ESCAPES, DEEP_AND_ODD_MODELS, MANUAL_BN)
-    result = grade.grade_notebook(path, limits=limits)
+    result = grade.grade_notebook(path, Settings(limits=limits))
 
     assert result.status.value == "graded" and result.error is None, result.error
     assert result.isolation == mode.value

@@ -18,16 +18,15 @@ from autograder.models import architecture, vet, view
 
 
 def pytest_addoption(parser):
+    from autograder import settings
     group = parser.getgroup("batchnorm autograder")
     group.addoption("--submission", help="the notebook to grade (plain pytest; `python -m autograder grade` "
                                          "hands the checks a notebook it has read)")
-    group.addoption("--grader-cache", help="where the training baseline is cached "
-                                           "(default: BN_AUTOGRADER_CACHE, see the README's settings)")
     group.addoption("--hide", action="append", default=[],
                     help="a folder the student's code must not see (repeatable); the submission's own "
                          "folder, the grader and the home folder are always hidden")
-    group.addoption("--allow-unsandboxed", action="store_true",
-                    help="grade even where no isolation can start (recorded as isolation \"none\")")
+    for names, kwargs in settings.flag_options(aliases=True):     # --cache-dir, --allow-unsandboxed
+        group.addoption(*names, **kwargs)
 
 
 def pytest_configure(config):
@@ -38,22 +37,20 @@ def pytest_configure(config):
 
 def _run_from_the_command_line(config) -> GradingRun:
     """Plain ``pytest autograder/checks --submission NB``: the command line is this run's edge, so
-    the settings are read from the environment here (grade.grade_notebook passes its own run)."""
+    the settings are read from the environment and its flags here (grade.grade_notebook passes its
+    own run)."""
     from autograder import settings
     path = config.getoption("--submission")
     if not path:
         raise pytest.UsageError("give the notebook to grade: --submission path/to/notebook.ipynb")
     from autograder.errors import SandboxUnavailable
     from autograder.sandbox import choose_isolation
-    found = settings.from_environ()
-    cache = config.getoption("--grader-cache")
+    found = settings.from_environ(flags=config.option)
     try:
-        isolation = choose_isolation(allow_unsandboxed=config.getoption("--allow-unsandboxed"))
+        isolation = choose_isolation(allow_unsandboxed=found.allow_unsandboxed)
     except SandboxUnavailable as exc:
         raise pytest.UsageError(str(exc)) from None
-    run = GradingRun(notebooks.read(path), found.limits, found.training_budget,
-                     Path(cache) if cache else found.cache_dir,
-                     (*config.getoption("--hide"), str(Path(path).resolve().parent)), memo=found.memo,
+    run = GradingRun(notebooks.read(path), found, (*config.getoption("--hide"), str(Path(path).resolve().parent)),
                      isolation=isolation)
     config.stash[run_key()] = run
     return run
@@ -73,35 +70,33 @@ def submission(grading_run):
     started = grading_run.submission or grading_run.new_submission()
     with started as opened:
         yield opened
-        grading_run.fault = opened.grader_failure()      # first: it waits for a worker still starting
-        grading_run.timings.update(opened.timings)
-        grading_run.worker_isolation = opened.isolation
+        grading_run.findings.record_worker(opened)
 
 
 @pytest.fixture(scope="session")
 def training_budget(grading_run):
-    """The training check's budget in the grader's process (training.TrainingBudget)."""
-    return grading_run.training_budget
+    """The training check's budget in the grader's process (settings.TrainingBudget)."""
+    return grading_run.settings.training_budget
 
 
 @pytest.fixture(scope="session")
 def training_memo(grading_run) -> bool:
     """Whether the training check may use its memo (False: BN_AUTOGRADER_TRAINING_MEMO=0)."""
-    return grading_run.memo
+    return grading_run.settings.memo
 
 
 @pytest.fixture(scope="session")
 def record_timing(grading_run):
     """record_timing(name, seconds): a figure for results.json's "timings"."""
     def record(name, seconds):
-        grading_run.timings[name] = round(float(seconds), 3)
+        grading_run.findings.timings[name] = round(float(seconds), 3)
     return record
 
 
 @pytest.fixture(scope="session")
 def cache_dir(grading_run):
-    """Where the training check keeps its baseline and memo (None: training's default)."""
-    return grading_run.cache_dir
+    """Where the training check keeps its baseline and memo (None: settings.default_cache_dir())."""
+    return grading_run.settings.cache_dir
 
 
 def _with_cell_errors(message: str, submission) -> str:
@@ -130,7 +125,7 @@ def model_config(submission, grading_run):
                     fingerprint = architecture.fingerprint(config) if not kwargs else None
                 answers[key] = config
                 if fingerprint is not None:
-                    grading_run.architectures[function] = fingerprint
+                    grading_run.findings.architectures[function] = fingerprint
             except StudentCodeError as exc:
                 message = _with_cell_errors(str(exc), submission) if exc.kind == "missing" else str(exc)
                 answers[key] = StudentCodeError(exc.kind, message)
@@ -194,11 +189,11 @@ def pytest_sessionfinish(session, exitstatus):
     """Plain ``pytest autograder/checks --submission``: a failure on the grader's side is not a test
     result, so the run ends as pytest's internal error, not as "some checks failed"."""
     run = session.config.stash.get(run_key(), None)
-    if run is not None and run.fault is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    if run is not None and run.findings.fault is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 def pytest_terminal_summary(terminalreporter, config):
     run = config.stash.get(run_key(), None)
-    if run is not None and run.fault is not None:
-        terminalreporter.write_line(f"{GRADER_SIDE_PREFIX}{run.fault}", red=True)
+    if run is not None and run.findings.fault is not None:
+        terminalreporter.write_line(f"{GRADER_SIDE_PREFIX}{run.findings.fault}", red=True)

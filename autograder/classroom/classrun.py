@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import provenance
+from ..checklist import catalogue
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID
 from ..results import Result, format_points
+from ..settings import Settings
 from . import grades, store
 from .collect import collect_archives, discover
 from .pool import run_pool
@@ -93,7 +95,7 @@ class ClassRun:
 
 def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bool = False,
         collect: bool = True, regexp: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-        settings=None, csv_path=None, progress_stream=None, on_row=None,
+        settings: Settings | None = None, csv_path=None, progress_stream=None, on_row=None,
         max_tasks_per_worker: int = MAX_TASKS_PER_WORKER, scheduler: str | None = None,
         students=None, write_class_csv: bool = True) -> ClassRun:
     """Grade every submission of ``assignment`` in ``course_dir`` (see the module's docstring), in
@@ -143,7 +145,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
     tasks, keys, notes_of = [], {}, {}
     for hand_in in hand_ins:
         if hand_in.error:
-            record(hand_in.student, Result.failed(hand_in.error, Side.STUDENT), hand_in.notes, None)
+            record(hand_in.student, Result.failed(hand_in.error, Side.STUDENT, checks=catalogue()), hand_in.notes, None)
             continue
         key = store.resume_key(hand_in.notebook, graded_hash)
         keys[hand_in.student], notes_of[hand_in.student] = key, hand_in.notes

@@ -26,8 +26,9 @@ status ``error``, 0 points and the reason, and that row is final. One that was n
 the grader (the worker could not start, a check crashed, a grader process crashed or ran past
 ``--timeout``) gets an ``error`` row that is never kept: the next run grades it again.
 
-Settings (sandbox limits, training budget, cache folder: autograder/settings.py) are read from the
-environment here, once, and given to every grader process.
+Settings (sandbox limits, training budget, cache folder, ``--cache-dir`` and ``--allow-unsandboxed``:
+autograder/settings.py, whose ``parent_parser`` declares those flags) are read from the environment
+and the command line here, once, and given whole to every grader process.
 
 Exit status: 0 when every submission got a result (including the students' errors), 3 when some
 were not graded because of the grader (they are listed, with the command that grades them again),
@@ -44,7 +45,6 @@ after grade-class only imports the scores.
 """
 
 import argparse
-import dataclasses
 import re
 import shlex
 import sys
@@ -64,7 +64,7 @@ EXIT_NOT_GRADED = 3          # some submissions were not graded because of the g
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m autograder grade-class",
+        prog="python -m autograder grade-class", parents=[settings.parent_parser()],
         description="Grade every submitted notebook of an assignment with the isolated grader.")
     p.add_argument("assignment", help=f"the assignment id ({ASSIGNMENT_ID})")
     p.add_argument("--jobs", "-j", type=int, default=min(2, cpu_count()),
@@ -73,17 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="regrade submissions that are already graded")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds one submission may take before it is stopped (default: %(default)g)")
-    p.add_argument("--cache-dir", help="where the grader caches the training baseline and memo "
-                                       "(default: $BN_AUTOGRADER_CACHE or ~/.cache/bn-autograder)")
     p.add_argument("--csv", help="where to write the class CSV (default: COURSE_DIR/grades.csv)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) instead "
                         "of local grader processes; needs the package's [cluster] extra (see the README)")
     p.add_argument("--no-collect", action="store_true",
                    help="do not extract downloaded/<assignment>/archive (e.g. after nbgrader zip_collect)")
-    p.add_argument("--allow-unsandboxed", action="store_true",
-                   help="grade even where neither bubblewrap nor Landlock can isolate the students' code "
-                        "(logged; each result records isolation \"none\" and its row in grades.csv says so)")
     p.add_argument("--collect-regexp",
                    help="named regexp for student_id/file_id in downloaded file names "
                         "(default: c.FileNameCollectorPlugin.named_regexp, else nbgrader's documented example)")
@@ -121,14 +116,10 @@ def main(argv=None) -> int:
         print(f"grade-class: {problem}", file=sys.stderr)
         return 2
     course = Path(args.course_dir).resolve()
-    found = settings.from_environ()
-    if args.cache_dir:
-        found = dataclasses.replace(found, cache_dir=Path(args.cache_dir))
-    if args.allow_unsandboxed:
-        found = dataclasses.replace(found, allow_unsandboxed=True)
+    found = settings.from_environ(flags=args)
     if not args.scheduler:       # the grader processes run here: refuse before grading anything
         try:
-            choose_isolation(allow_unsandboxed=args.allow_unsandboxed)
+            choose_isolation(allow_unsandboxed=found.allow_unsandboxed)
         except SandboxUnavailable as e:
             print(f"grade-class: {e}", file=sys.stderr)
             return 2

@@ -32,13 +32,16 @@ import os
 import tempfile
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from .. import notebook as notebooks
 from .. import provenance
+from ..checklist import catalogue
 from ..errors import ClusterUnavailable, Side, StudentFault
 from ..exercises import NOTEBOOK_NAME
 from ..results import Result
+from ..settings import Settings, default_cache_dir
 from . import server
 from .server import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, GraderProcess, Task
 
@@ -64,33 +67,33 @@ def connect(address: str, timeout: float | None = None):
         raise ClusterUnavailable(f"cannot reach the Dask scheduler at {address}: {e}") from None
 
 
-def _remote_settings(settings):
-    """The settings as the workers get them: a cache folder that is only this machine's default is
-    left to each worker's own default (another machine, maybe another user's home)."""
-    doc = server.encode_settings(settings, threads=1)      # each worker sets its own share (_take)
-    from ..training import default_cache_dir
-    if doc["cache_dir"] == str(default_cache_dir()):
-        doc["cache_dir"] = None
-    return doc
+def _remote_settings(settings: Settings | None) -> dict:
+    """The settings as the workers get them (``Settings.to_dict``): a cache folder that is only this
+    machine's default is left to each worker's own default (another machine, maybe another user's home)."""
+    found = (settings or Settings()).with_threads(1)        # each worker sets its own share (_take)
+    if found.cache_dir == default_cache_dir():
+        found = replace(found, cache_dir=None)
+    return found.to_dict()
 
 
 def _answer(done, grader_hash: str | None) -> Result:
     """The Result in a worker's answer; an error on the grader's side when it is not one, or when the
     worker runs another grader."""
     if not isinstance(done, dict):
-        return Result.failed("the Dask worker answered with something that is not a result", Side.GRADER)
+        return Result.failed("the Dask worker answered with something that is not a result", Side.GRADER,
+                             checks=catalogue())
     if grader_hash is not None and done.get("grader_hash") != grader_hash:
         return Result.failed(f"the Dask worker {done.get('worker')} runs a different grader "
                              f"({done.get('grader_hash')}, here {grader_hash}): install this version of the "
-                             "package on every worker", Side.GRADER)
+                             "package on every worker", Side.GRADER, checks=catalogue())
     try:
         return Result.from_dict(done.get("result"))
     except ValueError as exc:
         return Result.failed(f"the Dask worker {done.get('worker')} answered with something that is not a "
-                             f"result ({exc})", Side.GRADER)
+                             f"result ({exc})", Side.GRADER, checks=catalogue())
 
 
-def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_TIMEOUT, settings=None,
+def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_TIMEOUT, settings: Settings | None = None,
                 grader_hash: str | None = None) -> None:
     """Grade ``tasks`` (server.Task) on the Dask cluster at ``scheduler`` (an address, or a connected
     ``distributed.Client``), calling ``on_result(task, result)`` as each comes back, as pool.run_pool
@@ -108,7 +111,7 @@ def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_T
             try:
                 data = notebooks.read_bytes(task.path)     # the size cap, before anything is sent
             except StudentFault as exc:
-                on_result(task, Result.failed(exc))
+                on_result(task, Result.failed(exc, checks=catalogue()))
                 continue
             payload = {"student": task.student, "notebook": data, "grader": server.GRADER,
                        "timeout": timeout, "settings": settings_doc}
@@ -125,7 +128,7 @@ def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_T
                 exc = future.exception()
                 reason = f"the Dask cluster could not grade this submission: {type(exc).__name__}: {exc}"
                 log.warning("%s: %s", task.student, reason)
-                result = Result.failed(reason, Side.GRADER)
+                result = Result.failed(reason, Side.GRADER, checks=catalogue())
             on_result(task, result)
     finally:
         if futures:
@@ -150,19 +153,20 @@ _idle_lock = threading.Lock()
 
 
 def _take(grader: str, settings_doc):
-    """An idle grader process of this worker for ``grader`` and these settings, or a new one;
-    (process, why it could not start or None)."""
+    """An idle grader process of this worker for ``grader`` and these settings (``Settings.to_dict``'s
+    document), or a new one; (process, why it could not start or None)."""
     from .pool import cpu_count, worker_env
     threads = _threads_of_this_worker()
-    settings_doc = {**settings_doc, "limits": {**settings_doc["limits"], "threads": max(1, cpu_count() // threads)}}
+    found = Settings.from_dict(settings_doc)
+    found = replace(found, limits=replace(found.limits, threads=max(1, cpu_count() // threads)))
     with _idle_lock:
         while _idle:
             process = _idle.pop()
-            if process.alive() and (process.grader, process.settings) == (grader, settings_doc):
+            if process.alive() and (process.grader, process.settings) == (grader, found):
                 return process, None
             process.stop()
     log_dir = Path(tempfile.gettempdir()) / "autograder-dask-logs"
-    process = GraderProcess(grader=grader, settings=settings_doc,
+    process = GraderProcess(grader=grader, settings=found,
                             env=dict(os.environ, **worker_env(threads)),
                             log_path=log_dir / f"grader-{uuid.uuid4().hex[:12]}.log")
     return process, process.start()
@@ -189,7 +193,8 @@ def grade_remote(payload: dict) -> dict:
         path.write_bytes(payload["notebook"])
         process, failure = _take(payload["grader"], payload.get("settings"))
         if failure is not None:
-            result = Result.failed(f"a grader process {failure} (see {process.log_path} on {worker})", Side.GRADER)
+            result = Result.failed(f"a grader process {failure} (see {process.log_path} on {worker})", Side.GRADER,
+                                   checks=catalogue())
         else:
             result = process.grade(Task(payload["student"], str(path), (tmp,)), payload["timeout"])
             _give_back(process)

@@ -17,8 +17,10 @@ import queue
 import threading
 from pathlib import Path
 
+from ..checklist import catalogue
 from ..errors import Side
 from ..results import Result
+from ..settings import Settings
 from . import server
 from .server import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, GraderProcess
 
@@ -58,7 +60,7 @@ class _Pool:
         self.finished = queue.Queue()             # (index, task, result), for the calling thread
         self.timeout = timeout
         self.max_tasks = max_tasks_per_worker
-        self.settings = server.encode_settings(settings, threads=cpu_count() // max(1, jobs))
+        self.settings = (settings or Settings()).with_threads(cpu_count() // max(1, jobs))   # each one's share
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = dict(os.environ, **worker_env(jobs))
         self.stopping = threading.Event()
@@ -115,7 +117,8 @@ class _Pool:
                 return True                  # the other slots carry on
             reason = self.last_failure
         while (item := self._next()) is not None:
-            self.finished.put((*item, Result.failed(f"no grader process could be started ({reason})", Side.GRADER)))
+            self.finished.put((*item, Result.failed(f"no grader process could be started ({reason})", Side.GRADER,
+                                                                   checks=catalogue())))
         return True
 
     def slot(self) -> None:
@@ -159,7 +162,7 @@ class _Pool:
             process.interrupt()
 
 
-def run_pool(tasks: list, *, jobs: int, on_result, timeout: float = DEFAULT_TIMEOUT, settings=None,
+def run_pool(tasks: list, *, jobs: int, on_result, timeout: float = DEFAULT_TIMEOUT, settings: Settings | None = None,
              log_dir=None, max_tasks_per_worker: int = MAX_TASKS_PER_WORKER) -> None:
     """Grade ``tasks`` (server.Task) in ``jobs`` grader processes, calling ``on_result(task, result)``
     in this thread as each finishes; every task gets exactly one result, unless ``on_result`` raises
@@ -194,4 +197,5 @@ def run_pool(tasks: list, *, jobs: int, on_result, timeout: float = DEFAULT_TIME
             thread.join(60)
     for index, task in enumerate(tasks):     # a slot that ended early: never a silent loss
         if index not in given:
-            on_result(task, Result.failed("the grader pool stopped before grading this submission", Side.GRADER))
+            on_result(task, Result.failed("the grader pool stopped before grading this submission", Side.GRADER,
+                                          checks=catalogue()))

@@ -5,6 +5,7 @@ so a notebook is read once, in the process that grades it, and every failure of 
 becomes the same error result wherever it happens. The protocol, one JSON document per line:
 
     start:   python [-P] -m autograder.classroom.server --grader MODULE:FUNCTION --settings JSON
+             (the JSON: ``settings.Settings.to_dict()``, or null for the grader's defaults)
     server:  {"ready": true, "pid": N, "load_error": null | "why the grader could not be loaded"}
     parent:  a task, {"student": "...", "path": "/file/to/grade.ipynb", "hide": ["/folder", ...]}
     server:  its Result, ``Result.to_dict()`` on one line (parsed with ``Result.from_json``)
@@ -12,7 +13,8 @@ becomes the same error result wherever it happens. The protocol, one JSON docume
 
 The server answers on its own stdout, kept private: everything else printed in the process (the
 grader's output, warnings) goes to its stderr, which the parent points at a log file. The settings
-(sandbox Limits, TrainingBudget, cache folder, memo) come once, in the start arguments; the
+(settings.Settings: sandbox Limits, TrainingBudget, cache folder, memo, allow_unsandboxed) come
+once, in the start arguments, through their one codec (``Settings.to_dict``/``from_dict``); the
 process reads no setting from its environment (its thread caps excepted, which the parent sets in
 it: see pool.worker_env). For each task the server reads the file with ``notebook.read`` (a
 notebook that cannot be read is the student's error) and calls the grader with the Notebook, the
@@ -35,18 +37,20 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, replace, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import notebook as notebooks
 from ..channel import LineReader, Silence
+from ..checklist import catalogue
 from ..errors import Side, StudentFault
 from ..results import Result
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
 # "module:function" of the grader each process loads (tests point it at a fake). The function is
-# called as grade_notebook(notebook, hide=..., [limits=, training_budget=, cache_dir=, memo=]).
+# called as grade_notebook(notebook, settings, hide=...), settings a settings.Settings.
 GRADER = "autograder.grade:grade_notebook"
 
 DEFAULT_TIMEOUT = 900.0        # seconds one submission may take in a grader process
@@ -73,42 +77,6 @@ class Task:
         return cls(doc["student"], doc["path"], tuple(str(h) for h in doc.get("hide") or ()))
 
 
-# --- the settings, once, in the start arguments ----------------------------------------------------
-
-def encode_settings(found, threads: int | None = None) -> dict | None:
-    """``settings.Settings`` as JSON for the start arguments (None: the grader's own defaults), with
-    the sandboxed worker's threads set to ``threads`` when given (a grader process's share of the
-    cores: the pool and each Dask worker decide it, not the instructor's environment)."""
-    if found is None and threads is None:
-        return None
-    if found is None:
-        from ..sandbox import Limits
-        from ..training import TrainingBudget
-        limits, budget, cache_dir, memo = Limits(), TrainingBudget(), None, True
-    else:
-        limits, budget, cache_dir, memo = found.limits, found.training_budget, found.cache_dir, found.memo
-    if threads is not None:          # and at least as many CPUs for the worker as it has threads
-        limits = replace(limits, threads=max(1, int(threads)), cpus=max(limits.cpus, max(1, int(threads))))
-    doc = {"limits": asdict(limits), "training_budget": asdict(budget),
-           "cache_dir": str(cache_dir) if cache_dir else None, "memo": bool(memo)}
-    if getattr(found, "allow_unsandboxed", False):      # --allow-unsandboxed, only when given
-        doc["allow_unsandboxed"] = True
-    return doc
-
-
-def grader_arguments(doc) -> dict:
-    """The grader's keyword arguments from encode_settings' JSON ({} for the grader's defaults)."""
-    if doc is None:
-        return {}
-    from ..sandbox import Limits
-    from ..training import TrainingBudget
-    arguments = {"limits": Limits(**doc["limits"]), "training_budget": TrainingBudget(**doc["training_budget"]),
-                 "cache_dir": Path(doc["cache_dir"]) if doc.get("cache_dir") else None, "memo": bool(doc["memo"])}
-    if doc.get("allow_unsandboxed"):
-        arguments["allow_unsandboxed"] = True
-    return arguments
-
-
 # --- the server ------------------------------------------------------------------------------------
 
 def load_grader(spec: str):
@@ -117,32 +85,34 @@ def load_grader(spec: str):
     return getattr(importlib.import_module(module), name or "grade_notebook")
 
 
-def grade_task(task: Task, grader, load_error: str | None, arguments: dict) -> Result:
+def grade_task(task: Task, grader, load_error: str | None, settings: Settings) -> Result:
     """Read and grade one submission; never raises (a failure is an error result, its side decided
     by its type: a notebook that cannot be read is the student's, anything else the grader's)."""
     started = time.perf_counter()
     try:
         read = notebooks.read(task.path)
     except StudentFault as exc:
-        result = Result.failed(exc)
+        result = Result.failed(exc, checks=catalogue())
     else:
         read_seconds = time.perf_counter() - started
         if grader is None:
-            result = Result.failed(f"the grader could not be loaded: {load_error}", Side.GRADER, notes=read.notes)
+            result = Result.failed(f"the grader could not be loaded: {load_error}", Side.GRADER, checks=catalogue(),
+                                   notes=read.notes)
         else:
             hide = (*task.hide, str(Path(task.path).resolve().parent))
             try:
-                result = grader(read, hide=hide, **arguments)
+                result = grader(read, settings, hide=hide)
                 if not isinstance(result, Result):
                     raise TypeError(f"the grader returned {type(result).__name__}, not a Result")
             except Exception as exc:  # noqa: BLE001 - a grader bug, reported in the result
                 result = Result.failed(exc if isinstance(exc, StudentFault)
-                                       else f"the grader failed: {type(exc).__name__}: {exc}", notes=read.notes)
+                                       else f"the grader failed: {type(exc).__name__}: {exc}", checks=catalogue(),
+                                       notes=read.notes)
             try:
                 result.to_json()
             except (TypeError, ValueError) as exc:
                 result = Result.failed(f"the grader returned a result that is not valid JSON: {exc}",
-                                       Side.GRADER, notes=read.notes)
+                                       Side.GRADER, checks=catalogue(), notes=read.notes)
         result.timings.setdefault("read", round(read_seconds, 3))
     result.timings["class_wall"] = round(time.perf_counter() - started, 3)
     return result
@@ -154,9 +124,9 @@ def serve(grader_spec: str, settings_doc) -> None:
     os.dup2(2, 1)                            # whatever else is printed goes to the log
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's to handle
-    grader, load_error, arguments = None, None, {}
+    grader, load_error, settings = None, None, Settings()
     try:
-        arguments = grader_arguments(settings_doc)
+        settings = Settings.from_dict(settings_doc)
         grader = load_grader(grader_spec)
     except BaseException as exc:  # noqa: BLE001 - reported with each submission instead
         load_error = f"{type(exc).__name__}: {exc}"
@@ -172,10 +142,11 @@ def serve(grader_spec: str, settings_doc) -> None:
         try:
             task = Task.from_json(line)
         except ValueError as exc:
-            result = Result.failed(f"the grader process was sent a task it cannot read: {exc}", Side.GRADER)
+            result = Result.failed(f"the grader process was sent a task it cannot read: {exc}", Side.GRADER,
+                                   checks=catalogue())
         else:
             print(f"--- {task.student}: {task.path}", flush=True)
-            result = grade_task(task, grader, load_error, arguments)
+            result = grade_task(task, grader, load_error, settings)
         replies.write(json.dumps(result.to_dict(), allow_nan=False) + "\n")
 
 
@@ -184,7 +155,7 @@ def main(argv=None) -> int:
                                      description="A grader process (started by grade-class's pool, a Dask "
                                                  "worker or the nbgrader bridge; see the module's docstring).")
     parser.add_argument("--grader", default=GRADER, help="module:function of the grader (default: %(default)s)")
-    parser.add_argument("--settings", default="null", help="the grader's settings as JSON (encode_settings)")
+    parser.add_argument("--settings", default="null", help="the grader's settings as JSON (settings.Settings.to_dict)")
     args = parser.parse_args(argv)
     serve(args.grader, json.loads(args.settings))
     return 0
@@ -218,8 +189,8 @@ class GraderProcess:
     ``timeout`` or answered with garbage (it is killed then, and ``failure`` says why); ``stop()``
     ends it. ``interrupt()`` kills it from another thread (whoever is waiting on it gets the crash)."""
 
-    def __init__(self, *, grader: str | None = None, settings: dict | None = None, env=None, log_path=None):
-        """``settings``: encode_settings' document (None: the grader's defaults); ``env``: the
+    def __init__(self, *, grader: str | None = None, settings: Settings | None = None, env=None, log_path=None):
+        """``settings``: settings.Settings (None: the grader's defaults); ``env``: the
         process's environment (default this one's); ``log_path``: where its output goes."""
         self.grader = grader or GRADER
         self.settings = settings
@@ -241,7 +212,7 @@ class GraderProcess:
             with open(self.log_path, "wb") as log_file:
                 self.proc = subprocess.Popen(
                     [sys.executable, *_SAFE_PATH, "-m", "autograder.classroom.server", "--grader", self.grader,
-                     "--settings", json.dumps(self.settings)],
+                     "--settings", json.dumps(self.settings.to_dict() if self.settings is not None else None)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=self.env,
                     start_new_session=True)          # its own group: a kill ends everything it started
         except OSError as exc:
@@ -338,7 +309,7 @@ class GraderProcess:
     def _failed(self, reason: str) -> Result:
         self.kill()
         self.failure = reason
-        return Result.failed(reason, Side.GRADER)
+        return Result.failed(reason, Side.GRADER, checks=catalogue())
 
     def _line(self, deadline: float) -> "bytes | Silence":
         """The next line it writes, or why none came: it exited (or was killed) first, the deadline

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import feedback
 from ..atomic import write_atomic, write_json_atomic
+from ..checklist import catalogue
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID
 from ..results import Result
@@ -94,7 +95,7 @@ def writable(result: Result) -> Result:
         result.to_json()
     except (TypeError, ValueError) as exc:
         return Result.failed(f"the grader returned a result that is not valid JSON: {exc}", Side.GRADER,
-                             notes=result.notes, timings=result.timings)
+                             checks=catalogue(), notes=result.notes, timings=result.timings)
     return result
 
 

@@ -29,11 +29,12 @@ def synthetic_results(n: int, *, seed: int = 0, fail_rate: float = 0.15, named_r
         draw = rng.random()
         if draw < student_error_rate:
             results[student] = Result.failed("the notebook is not valid JSON (truncated or corrupted?): "
-                                             f"Expecting value: line 1 column {rng.randint(1, 3)}", Side.STUDENT)
+                                             f"Expecting value: line 1 column {rng.randint(1, 3)}", Side.STUDENT,
+                                             checks=checks)
             continue
         if draw < student_error_rate + grader_error_rate:
             results[student] = Result.failed("the sandboxed worker could not start on the grading machine",
-                                             Side.GRADER)
+                                             Side.GRADER, checks=checks)
             continue
         rows = []
         for check in checks:

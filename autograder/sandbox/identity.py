@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# Outside every range systemd hands out or reserves (docs/UIDS-GIDS.md: system and regular users
-# below 60000, DynamicUser= 61184-65519, containers 524288-1879048191) and below 2**31, which some
-# tools still read as a signed number.
-DEFAULT_FIRST_UID = 1_900_000_000
-DEFAULT_UID_COUNT = 1024
+from .limits import Limits
+
+# The range's defaults are the Limits' (limits.py says why these numbers).
+DEFAULT_FIRST_UID = Limits.uid_first
+DEFAULT_UID_COUNT = Limits.uid_count
 DEFAULT_LOCK_DIR = "/run/bn-autograder/uids"      # /run: on tmpfs, emptied at boot
 LOCK_DIR_MODE = 0o700
 SCRATCH_PREFIX = "bn-worker-"

@@ -18,5 +18,9 @@ class Limits:
     grace_seconds: float = 5.0       # past a soft limit, how long the grader waits before it kills
     threads: int = 1                 # the worker's NumPy/BLAS threads (grade-class: each process's share)
     cpus: float = 1.0                # CPUs the worker's cgroup may use together (cpu.max / CFS quota)
-    uid_first: int = 1_900_000_000   # as root, each worker runs as its own uid from this range
-    uid_count: int = 1024            # (identity.py: outside every range systemd hands out)
+    # As root, each worker runs as its own uid from this range (identity.py). Outside every range
+    # systemd hands out or reserves (docs/UIDS-GIDS.md: system and regular users below 60000,
+    # DynamicUser= 61184-65519, containers 524288-1879048191) and below 2**31, which some tools
+    # still read as a signed number.
+    uid_first: int = 1_900_000_000
+    uid_count: int = 1024

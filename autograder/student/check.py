@@ -606,7 +606,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebook", type=Path, help=f"the saved notebook, e.g. {NOTEBOOK_NAME}")
     parser.add_argument("--output", type=Path, help="also write the report as JSON here (e.g. check.json)")
     args = parser.parse_args(argv)
-    report = check(args.notebook, settings.limits_from_environ(), echo=lambda line: print(line, flush=True))
+    report = check(args.notebook, settings.from_environ().limits, echo=lambda line: print(line, flush=True))
     for line in report.lines():
         print(line)
     if args.output:

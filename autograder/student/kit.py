@@ -43,9 +43,7 @@ PACKAGES = {"sandbox": None, "student": ("__init__.py", "check.py", "contract.py
 CONTRACT_PATH = "student/contract.json"
 
 # Imports inside functions that the kit never reaches, and that may not resolve in it.
-LAZY_IMPORTS_LEFT_OUT = {("autograder.settings", "autograder.training"),   # settings: only from_environ(),
-                         #   a limit setting's default and the cache folder's need it; the check reads the limits without it.
-                         ("autograder.submission", "autograder.models.vet")}  # only model_config, which the check never calls
+LAZY_IMPORTS_LEFT_OUT = {("autograder.submission", "autograder.models.vet")}  # only model_config, which the check never calls
 
 INIT = '''"""The student kit of the Batch Normalization assignment's grader: ``python -m autograder check``.
 
