@@ -16,8 +16,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Files whose change can change a score or a message (globs, relative to the package).
 SCORING = (
-    "exercises.py", "errors.py", "notebook.py", "reference.py", "results.py", "grade.py", "checklist.py",
-    "submission.py", "channel.py", "training.py", "data.py",
+    "exercises.py", "errors.py", "notebook.py", "reference.py", "known_mistakes.py", "reference_models.py",
+    "results.py", "grade.py", "checklist.py", "submission.py", "channel.py", "training.py", "trainingcache.py",
+    "data.py",
     "models/*.py", "checks/*.py", "sandbox/*.py",
 )
 # Files that present, schedule or store results, or that build the course: no score depends on them.

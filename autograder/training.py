@@ -1,7 +1,7 @@
 """The ``training_improvement`` check: does the student's BN model train faster than the baseline?
 
 The student's ``build_model_with_bn()`` (rebuilt from its Keras config elsewhere) and the reference
-model without BN (``reference.model_without_bn()``) are each trained for the same short, seeded
+model without BN (``reference_models.model_without_bn()``) are each trained for the same short, seeded
 budget on the same Fashion-MNIST subset. The check passes when BN's *training* accuracy (the
 running accuracy ``fit`` reports over the epoch, which is what shows the speed-up) leads the
 baseline's by at least ``REQUIRED_LEAD``. The baseline is the same for every submission, so it is
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import data, reference
+from autograder import data, reference_models
 from autograder.atomic import write_atomic
 from autograder.errors import ModelRefused, TrainingRefused
 from autograder.models import architecture, cost, vet
@@ -357,7 +357,7 @@ def baseline_key(schedule: Schedule = SCHEDULE) -> dict:
         "keras": _installed_version("keras"),
         "data_sha256": _training_files_sha256(),
         # The baseline model and the training procedure, so editing either cannot serve a stale number.
-        "code": _source_hash(reference.model_without_bn, _train),
+        "code": _source_hash(reference_models.model_without_bn, _train),
     }
 
 
@@ -404,7 +404,7 @@ def baseline_accuracy(cache_dir: Path | None = None, schedule: Schedule = SCHEDU
     accuracy = _read_cache(path, key)
     if accuracy is None:
         with _silenced():
-            model = reference.model_without_bn()
+            model = reference_models.model_without_bn()
         accuracy = train_accuracy(model, schedule, budget)
         _write_cache(path, key, accuracy)
     return accuracy

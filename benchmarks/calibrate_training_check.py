@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autograder import reference, training  # noqa: E402
+from autograder import reference_models, training  # noqa: E402
 
 ALTERNATIVE_SCHEDULES = [
     training.Schedule(n_images=1024, epochs=1, batch_size=32, seed=0),
@@ -117,13 +117,13 @@ def softmax_regression():
 CORRECT = ("reference Conv-BN-ReLU", "Conv(no bias)-BN-ReLU")
 NO_BN = "no-BN model as the BN model"
 MODELS = {
-    CORRECT[0]: reference.model_with_bn,
+    CORRECT[0]: reference_models.model_with_bn,
     CORRECT[1]: conv_without_bias,
     "old placement Conv(relu)-BN": old_placement,
     "BN on the input only": bn_on_input_only,
     "BN before the classifier only": bn_before_classifier_only,
     "softmax regression (no conv)": softmax_regression,
-    NO_BN: reference.model_without_bn,
+    NO_BN: reference_models.model_without_bn,
 }
 
 
@@ -151,7 +151,7 @@ def calibrate(budget, seeds):
     print("seed  no-BN   " + "  ".join(f"{short[n]:>13}" for n in MODELS) + "   (accuracy / lead)")
     for seed in seeds:
         b = dataclasses.replace(budget, seed=seed)
-        base, base_s = timed(reference.model_without_bn, b)
+        base, base_s = timed(reference_models.model_without_bn, b)
         baseline.append((seed, base, base_s))
         cells = []
         for name, build in MODELS.items():
@@ -184,13 +184,13 @@ def suggest(rows):
 
 FRESH_PROCESS = """
 import json, sys, time
-from autograder import reference, training
+from autograder import reference_models, training
 start = time.perf_counter()
-model = reference.model_with_bn()           # the first TF work in the process: cold, as in grading
+model = reference_models.model_with_bn()           # the first TF work in the process: cold, as in grading
 built = time.perf_counter()
 bn = training.train_accuracy(model)
 trained = time.perf_counter()
-base = training.train_accuracy(reference.model_without_bn())
+base = training.train_accuracy(reference_models.model_without_bn())
 print(json.dumps({"bn": bn, "base": base, "import_and_build": built - start,
                   "cold_bn_seconds": trained - built}))
 """
@@ -198,8 +198,8 @@ print(json.dumps({"bn": bn, "base": base, "import_and_build": built - start,
 
 def repeatability():
     print(f"\n== repeatability at BUDGET ({describe(training.SCHEDULE)}, seed {training.SCHEDULE.seed})")
-    here = [(training.train_accuracy(reference.model_with_bn()),
-             training.train_accuracy(reference.model_without_bn())) for _ in range(2)]
+    here = [(training.train_accuracy(reference_models.model_with_bn()),
+             training.train_accuracy(reference_models.model_without_bn())) for _ in range(2)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     fresh = []
     for _ in range(2):
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     with training._silenced():  # TensorFlow's start-up chatter on stderr
         import keras  # noqa: F401, PLC0415
-    timed(reference.model_with_bn, training.SCHEDULE)  # warm-up: TF's one-time start-up, not counted
+    timed(reference_models.model_with_bn, training.SCHEDULE)  # warm-up: TF's one-time start-up, not counted
 
     budgets = [training.SCHEDULE] + ([] if args.only_chosen else ALTERNATIVE_SCHEDULES)
     results = {}

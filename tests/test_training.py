@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import reference, training
+from autograder import reference_models, training
 from autograder.errors import TrainingRefused
 from autograder.training import Schedule, TrainingBudget
 
@@ -86,7 +86,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference_comparison(cache_dir):
-    return training.compare(reference.model_with_bn(), cache_dir=cache_dir)
+    return training.compare(reference_models.model_with_bn(), cache_dir=cache_dir)
 
 
 @pytest.mark.slow
@@ -101,7 +101,7 @@ def test_the_reference_bn_model_passes(reference_comparison):
 
 @pytest.mark.slow
 def test_the_no_bn_model_submitted_as_the_bn_model_fails(cache_dir, reference_comparison):
-    result = training.compare(reference.model_without_bn(), cache_dir=cache_dir)
+    result = training.compare(reference_models.model_without_bn(), cache_dir=cache_dir)
     assert not result.passed
     assert result.lead == 0.0  # the very same training as the baseline's
     assert result.baseline_accuracy == reference_comparison.baseline_accuracy
@@ -109,7 +109,7 @@ def test_the_no_bn_model_submitted_as_the_bn_model_fails(cache_dir, reference_co
 
 @pytest.mark.slow
 def test_training_twice_in_one_process_gives_the_same_accuracy(reference_comparison):
-    model = reference.model_with_bn()
+    model = reference_models.model_with_bn()
     assert training.train_accuracy(model) == reference_comparison.bn_accuracy
     # The check trains a seeded copy, so the given model is untouched and a second call repeats too.
     assert training.train_accuracy(model) == reference_comparison.bn_accuracy
@@ -117,13 +117,13 @@ def test_training_twice_in_one_process_gives_the_same_accuracy(reference_compari
 
 @pytest.mark.slow
 def test_a_fresh_process_gives_the_same_accuracies_and_prints_nothing(tmp_path):
-    here = (training.train_accuracy(reference.model_without_bn(), SMALL),
-            training.train_accuracy(reference.model_with_bn(), SMALL))
+    here = (training.train_accuracy(reference_models.model_without_bn(), SMALL),
+            training.train_accuracy(reference_models.model_with_bn(), SMALL))
     # The baseline first, so TensorFlow is imported inside the check, whose start-up chatter
     # on stderr must be swallowed too.
-    code = ("from autograder import reference, training\n"
+    code = ("from autograder import reference_models, training\n"
             f"print(repr(training.baseline_accuracy({str(tmp_path)!r}, training.{SMALL!r})))\n"
-            f"print(repr(training.train_accuracy(reference.model_with_bn(), training.{SMALL!r})))")
+            f"print(repr(training.train_accuracy(reference_models.model_with_bn(), training.{SMALL!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stderr == ""
@@ -132,7 +132,7 @@ def test_a_fresh_process_gives_the_same_accuracies_and_prints_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_training_prints_nothing(capfd):
-    model = reference.model_without_bn()  # may import TensorFlow, which talks on stderr
+    model = reference_models.model_without_bn()  # may import TensorFlow, which talks on stderr
     capfd.readouterr()
     training.train_accuracy(model, SMALL)
     assert capfd.readouterr() == ("", "")
@@ -206,7 +206,7 @@ def test_a_model_above_the_training_cap_is_refused_before_training():
 @pytest.mark.slow
 def test_training_past_the_wall_clock_budget_is_stopped():
     with pytest.raises(TrainingRefused, match=r"stopped after \d+ s, past the grader's 0.001 s budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(seconds=0.001))
+        training.train_accuracy(reference_models.model_without_bn(), SMALL, TrainingBudget(seconds=0.001))
 
 
 @pytest.mark.slow
@@ -214,7 +214,7 @@ def test_training_past_the_memory_budget_is_stopped(monkeypatch):
     readings = iter(range(1 << 30, 1 << 40, 64 << 20))     # the process grows by 64 MiB a batch
     monkeypatch.setattr(training, "_rss_bytes", lambda: next(readings))
     with pytest.raises(TrainingRefused, match=r"taken 128 MiB more memory, past the grader's 100 MiB budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(memory_bytes=100 << 20))
+        training.train_accuracy(reference_models.model_without_bn(), SMALL, TrainingBudget(memory_bytes=100 << 20))
 
 
 @pytest.mark.slow
@@ -243,5 +243,5 @@ def test_a_wrong_input_shape_is_explained():
 def test_a_diverging_training_is_reported():
     exploding = Schedule(n_images=256, epochs=1, batch_size=64, seed=0, learning_rate=1e12)
     with pytest.raises(TrainingRefused, match="NaN"):
-        training.train_accuracy(reference.model_without_bn(), exploding)
-    assert not math.isnan(training.train_accuracy(reference.model_without_bn(), SMALL))
+        training.train_accuracy(reference_models.model_without_bn(), exploding)
+    assert not math.isnan(training.train_accuracy(reference_models.model_without_bn(), SMALL))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from autograder import reference, training
+from autograder import reference_models, training
 from autograder.models import architecture
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
         return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name=names and f"{names}_d")(x))
 
     def without_bn(names=None):
-        model = reference.model_without_bn()
+        model = reference_models.model_without_bn()
         if names:      # the same model, every layer renamed through its config
             config = _config(model)
             renamed = json.loads(json.dumps(config).replace('"without_bn"', f'"{names}"')

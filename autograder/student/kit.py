@@ -5,8 +5,8 @@ notebook reader and the registry, the runner (submission.py, channel.py), the sa
 settings, ``student/`` (without this builder) and a ``__main__`` whose only verb is ``check``, plus
 the released notebook's contract (``student/contract.json``: its cell ids and the sources of its
 locked cells, all of which the students' own copy of the release holds). Files are taken by an
-allow-list, so nothing of ``checks/``, ``reference.py``, ``students.py``, ``training.py``,
-``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
+allow-list, so nothing of ``checks/``, ``reference.py``, ``known_mistakes.py``, ``students.py``,
+``training.py``, ``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
 of the package inside the kit is checked to resolve inside the kit.
 
 The wheel is written here directly (a zip with its ``.dist-info``: PEP 427), not by ``pip wheel``:
