@@ -48,7 +48,7 @@ def _switch(text: str) -> bool:
 
 
 def _default_cache_dir() -> Path:
-    from autograder.training import default_cache_dir    # noqa: PLC0415 (training is heavy to import)
+    from autograder.trainingcache import default_cache_dir    # noqa: PLC0415 (not in the student kit)
     return default_cache_dir()
 
 

@@ -68,7 +68,7 @@ def _remote_settings(settings):
     """The settings as the workers get them: a cache folder that is only this machine's default is
     left to each worker's own default (another machine, maybe another user's home)."""
     doc = server.encode_settings(settings, threads=1)      # each worker sets its own share (_take)
-    from ..training import default_cache_dir
+    from ..trainingcache import default_cache_dir
     if doc["cache_dir"] == str(default_cache_dir()):
         doc["cache_dir"] = None
     return doc

@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from .. import notebook as notebooks
+from .. import provenance
 from . import contract as contracts
 
 PACKAGE = "autograder"
@@ -43,7 +44,8 @@ PACKAGES = {"sandbox": None, "student": ("__init__.py", "check.py", "contract.py
 CONTRACT_PATH = "student/contract.json"
 
 # Imports inside functions that the kit never reaches, and that may not resolve in it.
-LAZY_IMPORTS_LEFT_OUT = {("autograder.settings", "autograder.training"),   # settings: only from_environ(),
+LAZY_IMPORTS_LEFT_OUT = {("autograder.settings", "autograder.training"),
+                         ("autograder.settings", "autograder.trainingcache"),   # settings: only from_environ(),
                          #   a limit setting's default and the cache folder's need it; the check reads the limits without it.
                          ("autograder.submission", "autograder.models.vet")}  # only model_config, which the check never calls
 
@@ -85,12 +87,11 @@ class KitError(RuntimeError):
 
 def version() -> str:
     """The grader's version (the project's), which the kit carries."""
-    try:
-        from importlib.metadata import version as installed  # noqa: PLC0415
-        return installed("batchnorm-assignment")
-    except Exception:  # noqa: BLE001 - not installed: read it from the project
-        text = (PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")
-        return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    installed = provenance.installed_version("batchnorm-assignment")
+    if installed is not None:
+        return installed
+    text = (PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")   # not installed: the project's
+    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
 
 
 def kit_files(contract: contracts.Contract, package_dir: Path = PACKAGE_DIR) -> dict:
