@@ -5,9 +5,9 @@ Everything else is derived from these (the notebook's cell ids, the check module
 columns, the README's table) or checked against them by one test (tests/test_registry.py: the
 notebook's points, each check module's total, the README table, the demo class's rows).
 
-Adding an exercise: an entry here, a reference with its mistakes (reference.py), a check module
-(checks/test_<id>.py), the notebook's cells (source/), and one synthetic student per mistake
-(students.py).
+Adding an exercise: an entry here, a reference (reference.py) with its mistakes (known_mistakes.py),
+a check module (checks/test_<id>.py), the notebook's cells (source/), and one synthetic student per
+mistake (students.py).
 """
 
 from dataclasses import dataclass

@@ -7,6 +7,8 @@ list of the package's files, ``SCORING``; every other file is listed in ``NOT_SC
 not an accident. Editing a README, the feedback page or the class report regrades nothing.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import platform
@@ -16,8 +18,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Files whose change can change a score or a message (globs, relative to the package).
 SCORING = (
-    "exercises.py", "errors.py", "notebook.py", "reference.py", "results.py", "grade.py", "checklist.py",
-    "submission.py", "channel.py", "training.py", "data.py",
+    "exercises.py", "errors.py", "notebook.py", "reference.py", "known_mistakes.py", "reference_models.py",
+    "results.py", "grade.py", "checklist.py", "submission.py", "channel.py", "training.py", "trainingcache.py",
+    "keras_runtime.py", "data.py",
     "models/*.py", "checks/*.py", "sandbox/*.py",
 )
 # Files that present, schedule or store results, or that build the course: no score depends on them.
@@ -34,19 +37,37 @@ VERSIONED_PACKAGES = ("batchnorm-assignment", "tensorflow-cpu", "tensorflow", "k
 _versions = None
 
 
+def installed_version(*distributions) -> str | None:
+    """The version of the first of these distributions that is installed, or None (read from its
+    metadata: the package itself is not imported). The one reader of installed versions."""
+    from importlib.metadata import PackageNotFoundError, version
+    for name in distributions:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
 def versions() -> dict:
     """{"python": ..., package: version} of what grades here (read from metadata once per process)."""
     global _versions
     if _versions is None:
-        from importlib.metadata import PackageNotFoundError, version
         found = {"python": platform.python_version()}
         for package in VERSIONED_PACKAGES:
-            try:
-                found[package] = version(package)
-            except PackageNotFoundError:
-                pass
+            if (installed := installed_version(package)) is not None:
+                found[package] = installed
         _versions = found
     return dict(_versions)
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks of 1 MiB. The one file hash."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def scoring_files(package=PACKAGE_DIR) -> list:

@@ -12,7 +12,7 @@ once the cause is fixed. An error that is the student's (a notebook that cannot 
 ``isolation`` is the sandbox mode the student's code ran in (sandbox.Isolation), null when no
 worker ran; "none" means it was graded without isolation (``--allow-unsandboxed``).
 A check row's ``mistake`` is the code of the known mistake its failure names
-(reference.mistake_codes: "manual_batch_norm.ddof1"), null otherwise. ``architectures`` holds,
+(known_mistakes.mistake_codes: "manual_batch_norm.ddof1"), null otherwise. ``architectures`` holds,
 per model builder the checks called with its defaults, the fingerprint of the model's canonical
 architecture (models/architecture.py), which the similarity report groups students by.
 Text that may quote the student (a check's message, the error, the notes) is bounded and its control

@@ -1,40 +1,14 @@
 """The ``training_improvement`` check: does the student's BN model train faster than the baseline?
 
 The student's ``build_model_with_bn()`` (rebuilt from its Keras config elsewhere) and the reference
-model without BN (``reference.model_without_bn()``) are each trained for the same short, seeded
+model without BN (``reference_models.model_without_bn()``) are each trained for the same short, seeded
 budget on the same Fashion-MNIST subset. The check passes when BN's *training* accuracy (the
 running accuracy ``fit`` reports over the epoch, which is what shows the speed-up) leads the
 baseline's by at least ``REQUIRED_LEAD``. The baseline is the same for every submission, so it is
-cached on disk and a class pays for it once.
+cached on disk and a class pays for it once; so is a whole comparison, by architecture (the memo).
 
-Calibration, reproduced by ``.venv/bin/python benchmarks/calibrate_training_check.py`` (~10 min).
-Leads over the baseline for seeds 0-7 (TF 2.21.0, Keras 3.15.1, 2 cores), at SCHEDULE = 2,048 images,
-1 epoch, batch 64 (32 steps), Adam 1e-3:
-
-    model                              lead min   mean    max   passes at 0.075
-    reference Conv-BN-ReLU               +0.155  +0.178  +0.191    8/8
-    Conv(use_bias=False)-BN-ReLU         +0.154  +0.178  +0.193    8/8
-    old placement Conv(relu)-BN          +0.173  +0.206  +0.231    8/8   (placement is another check's job)
-    BN on the input only                 +0.049  +0.089  +0.117    7/8
-    BN after Flatten only                +0.155  +0.206  +0.224    8/8
-    softmax regression (no conv, no BN)  -0.056  -0.010  +0.012    0/8
-    no-BN model submitted as BN           0.000   0.000   0.000    0/8   (same training as the baseline)
-    baseline accuracy 0.455-0.501 (mean 0.470); at the grading seed 0: BN 0.659, no BN 0.472, lead +0.187
-
-REQUIRED_LEAD is halfway between the worst correct lead (+0.154) and the best lead of the no-BN
-model submitted as the BN model (0 by construction), +0.077, rounded down to 0.075.
-
-Alternatives measured: 1,024 images / batch 32 (32 steps): correct leads +0.152 to +0.229, wider
-spread, no faster. 6,016 images / batch 128 (47 steps, the setting first measured): correct leads
-+0.109 to +0.176 and ~2x slower per run (batch 128 steps cost ~4x batch 64 steps here).
-
-Time (wall clock on a machine shared with other jobs, load ~2): a run is ~1 s of fixed cost
-(tracing the train step) plus ~18 ms a step, so ~1.5-2.2 s for the BN model once TensorFlow is
-warm and ~2.3 s for the first run in a fresh process (~2.5 s of CPU time); the baseline ~0.9-1.3 s,
-paid once per cache. Under heavy load (5+) expect 3-5 s. Repeatability:
-the same seed gives bit-identical accuracies (and weights) twice in one process and in fresh
-processes; op determinism is not needed on CPU. A different thread count changes the last bits
-(weights differ, accuracy by ~0.0005), so numbers can differ slightly between machines.
+SCHEDULE and REQUIRED_LEAD are calibrated in benchmarks/calibrate_training_check.py (its docstring
+holds the measured leads, times and repeatability). The cache is trainingcache.py.
 """
 
 from __future__ import annotations
@@ -42,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import inspect
 import json
 import math
 import os
@@ -56,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder import data, reference
-from autograder.atomic import write_atomic
+from autograder import data, keras_runtime, provenance, reference_models, trainingcache
 from autograder.errors import ModelRefused, TrainingRefused
 from autograder.models import architecture, cost, vet
 from autograder.settings import TrainingBudget, default_cache_dir  # noqa: F401 (their home is settings.py)
@@ -78,10 +49,10 @@ class Schedule:
 
 
 # 32 steps of 64 images: early enough that BN's head start shows (+0.15 to +0.19 over 8 seeds),
-# and cheap, since ~1 s of a run is the fixed cost of tracing the train step (see above).
+# and cheap, since ~1 s of a run is the fixed cost of tracing the train step (see the calibration).
 # n_images is a multiple of batch_size: every step sees a full batch.
 SCHEDULE = Schedule(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
-# Halfway between the worst correct lead and the no-BN model's 0 (see above).
+# Halfway between the worst correct lead and the no-BN model's 0 (see the calibration).
 REQUIRED_LEAD = 0.075
 
 
@@ -237,7 +208,7 @@ def _run_budget(keras, budget: TrainingBudget, started: float):
 
 
 def _train(model, schedule: Schedule, budget: TrainingBudget) -> float:
-    import keras  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
+    keras = keras_runtime.keras()   # lazy: importing TensorFlow takes ~3.5 s
 
     started = time.monotonic()
     try:   # bounded before anything is built or trained: the cost follows from the config alone
@@ -292,51 +263,7 @@ def train_accuracy(model, schedule: Schedule = SCHEDULE, budget: TrainingBudget 
 
 
 # ---------------------------------------------------------------------------------------------
-# The baseline and its cache
-
-
-def _source_hash(*objects) -> str:
-    digest = hashlib.sha256()
-    for obj in objects:
-        try:
-            digest.update(inspect.getsource(obj).encode())
-        except (OSError, TypeError):  # no source shipped: the versions in the key still apply
-            digest.update(getattr(obj, "__qualname__", repr(obj)).encode())
-    return digest.hexdigest()[:16]
-
-
-def _installed_version(*distributions) -> str | None:
-    """The version of the first of these distributions that is installed (read from its metadata,
-    as provenance.versions() does: no import of the package itself)."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-    for name in distributions:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file's bytes, once per (path, size, mtime) in a process; ~0.1 s for the images."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _training_files_sha256() -> str:
-    """One hash of the raw (compressed) files the training subset is decoded from: the same files
-    decode to the same subset, and hashing the bytes costs far less than decoding them."""
-    folder = data.find_dataset_dir()
-    digest = hashlib.sha256()
-    for name in ("train_images", "train_labels"):
-        path = (folder / data.FILES[name]).resolve()
-        stat = path.stat()
-        digest.update(f"{data.FILES[name]}:{_file_sha256(str(path), stat.st_size, stat.st_mtime_ns)};".encode())
-    return digest.hexdigest()
+# The baseline (cached in trainingcache.py)
 
 
 def baseline_key(schedule: Schedule = SCHEDULE) -> dict:
@@ -344,54 +271,34 @@ def baseline_key(schedule: Schedule = SCHEDULE) -> dict:
     Read without importing TensorFlow or Keras, so that a memoized comparison needs neither."""
     return {
         "budget": dataclasses.asdict(schedule),     # "budget": the name cached entries have
-        "tensorflow": _installed_version("tensorflow-cpu", "tensorflow"),
-        "keras": _installed_version("keras"),
-        "data_sha256": _training_files_sha256(),
-        # The baseline model and the training procedure, so editing either cannot serve a stale number.
-        "code": _source_hash(reference.model_without_bn, _train),
+        "tensorflow": provenance.installed_version("tensorflow-cpu", "tensorflow"),
+        "keras": provenance.installed_version("keras"),
+        "data_sha256": trainingcache.training_files_sha256(),
+        # The baseline model, the training procedure and TensorFlow's set-up, so editing any of them
+        # cannot serve a stale number.
+        "code": trainingcache.source_hash(reference_models.model_without_bn, _train, keras_runtime),
     }
 
 
-def _cache_path(cache_dir: Path, key: dict) -> Path:
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir / f"baseline-{name}.json"
-
-
-def _read_cache(path: Path, key: dict):
-    """The cached accuracy, or None when the file is missing, corrupt or for another key."""
-    try:
-        entry = json.loads(path.read_text())
-        accuracy = entry["accuracy"]
-        if entry["key"] == key and isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0:
-            return accuracy
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def _write_cache(path: Path, key: dict, accuracy: float) -> None:
-    # Atomic: a grader running in parallel reads the old file or the new one, never half; 0644 so
-    # that a class's other graders can read it.
-    try:
-        write_atomic(json.dumps({"key": key, "accuracy": accuracy}, sort_keys=True, indent=1),
-                             path, mode=0o644)
-    except OSError:
-        pass  # an unwritable cache only costs time: the next grading recomputes
+def _read_baseline(path: Path, key: dict):
+    """The cached accuracy, or None when the entry is missing, corrupt, for another key or not an accuracy."""
+    accuracy = trainingcache.read(path, key)
+    return accuracy if isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0 else None
 
 
 def baseline_accuracy(cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
                       budget: TrainingBudget = TrainingBudget()) -> float:
     """The reference model without BN's training accuracy for ``schedule``, computed once per cache
-    dir (None: default_cache_dir(); BN_AUTOGRADER_CACHE is read by the caller)."""
+    dir (None: settings.default_cache_dir(); BN_AUTOGRADER_CACHE is read by the caller)."""
     with _silenced():
         key = baseline_key(schedule)
-    path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
-    accuracy = _read_cache(path, key)
+    path = trainingcache.entry_path(cache_dir, trainingcache.BASELINE, key)
+    accuracy = _read_baseline(path, key)
     if accuracy is None:
         with _silenced():
-            model = reference.model_without_bn()
+            model = reference_models.model_without_bn()
         accuracy = train_accuracy(model, schedule, budget)
-        _write_cache(path, key, accuracy)
+        trainingcache.write(path, key, accuracy)
     return accuracy
 
 
@@ -404,9 +311,6 @@ def baseline_accuracy(cache_dir: Path | None = None, schedule: Schedule = SCHEDU
 # that could not be trained is judged again each time (cheap, and a bound that stopped training
 # may depend on the machine's load).
 
-MEMO_DIR = "training-memo"                  # inside the cache dir, one file per key
-
-
 def memo_key(config: dict, schedule: Schedule = SCHEDULE, required_lead: float = REQUIRED_LEAD) -> dict:
     """Everything a comparison depends on: the architecture, the schedule and the margin, everything the
     baseline depends on (versions, data, code), and the source of this module, of the vetting and
@@ -416,13 +320,8 @@ def memo_key(config: dict, schedule: Schedule = SCHEDULE, required_lead: float =
         "architecture": architecture.fingerprint(config),
         "required_lead": required_lead,
         "baseline": baseline_key(schedule),
-        "grader_code": _source_hash(sys.modules[__name__], vet, cost, architecture),
+        "grader_code": trainingcache.source_hash(sys.modules[__name__], trainingcache, vet, cost, architecture),
     }
-
-
-def _memo_path(cache_dir: Path, key: dict) -> Path:
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    return cache_dir / MEMO_DIR / f"{name}.json"
 
 
 _MEMO_FIELDS = ("bn_accuracy", "baseline_accuracy", "lead", "required_lead", "passed")
@@ -430,26 +329,20 @@ _MEMO_FIELDS = ("bn_accuracy", "baseline_accuracy", "lead", "required_lead", "pa
 
 def _read_memo(path: Path, key: dict):
     """The memoized Comparison (seconds 0), or None when missing, corrupt or for another key."""
+    stored = trainingcache.read(path, key)
     try:
-        entry = json.loads(path.read_text())
-        stored = entry["comparison"]
-        if entry["key"] != key or set(stored) != set(_MEMO_FIELDS):
+        if set(stored) != set(_MEMO_FIELDS):
             return None
         if not all(isinstance(stored[f], float) and math.isfinite(stored[f]) for f in _MEMO_FIELDS[:4]) \
                 or not isinstance(stored["passed"], bool):
             return None
         return Comparison(**stored, seconds=0.0)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def _write_memo(path: Path, key: dict, result: Comparison) -> None:
-    stored = {f: getattr(result, f) for f in _MEMO_FIELDS}
-    try:   # atomic and content-addressed: graders writing the same entry at once write the same bytes
-        write_atomic(json.dumps({"key": key, "comparison": stored}, sort_keys=True, indent=1),
-                             path, mode=0o644)
-    except (OSError, ValueError):
-        pass  # an unwritable memo only costs time
+    trainingcache.write(path, key, {f: getattr(result, f) for f in _MEMO_FIELDS})
 
 
 def memoized_compare(config: dict, compute, cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
@@ -462,7 +355,7 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, sched
     start = time.perf_counter()
     with _silenced():
         key = memo_key(config, schedule, required_lead)
-    path = _memo_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
+    path = trainingcache.entry_path(cache_dir, trainingcache.MEMO, key)
     found = _read_memo(path, key)
     if found is not None:
         return dataclasses.replace(found, seconds=time.perf_counter() - start)

@@ -11,6 +11,37 @@ bit for bit in the same process and in a fresh one.
 
 Grading uses one seed (SCHEDULE.seed); the spread over seeds shows how much the lead depends on
 initialisation luck, i.e. how robust the margin is.
+
+The calibration behind autograder/training.py's SCHEDULE and REQUIRED_LEAD (this script, ~10 min).
+Leads over the baseline for seeds 0-7 (TF 2.21.0, Keras 3.15.1, 2 cores), at SCHEDULE = 2,048 images,
+1 epoch, batch 64 (32 steps), Adam 1e-3:
+
+    model                              lead min   mean    max   passes at 0.075
+    reference Conv-BN-ReLU               +0.155  +0.178  +0.191    8/8
+    Conv(use_bias=False)-BN-ReLU         +0.154  +0.178  +0.193    8/8
+    old placement Conv(relu)-BN          +0.173  +0.206  +0.231    8/8   (placement is another check's job)
+    BN on the input only                 +0.049  +0.089  +0.117    7/8
+    BN after Flatten only                +0.155  +0.206  +0.224    8/8
+    softmax regression (no conv, no BN)  -0.056  -0.010  +0.012    0/8
+    no-BN model submitted as BN           0.000   0.000   0.000    0/8   (same training as the baseline)
+    baseline accuracy 0.455-0.501 (mean 0.470); at the grading seed 0: BN 0.659, no BN 0.472, lead +0.187
+
+REQUIRED_LEAD is halfway between the worst correct lead (+0.154) and the best lead of the no-BN
+model submitted as the BN model (0 by construction), +0.077, rounded down to 0.075.
+
+Alternatives measured: 1,024 images / batch 32 (32 steps): correct leads +0.152 to +0.229, wider
+spread, no faster. 6,016 images / batch 128 (47 steps, the setting first measured): correct leads
++0.109 to +0.176 and ~2x slower per run (batch 128 steps cost ~4x batch 64 steps here).
+
+Time (wall clock on a machine shared with other jobs, load ~2): a run is ~1 s of fixed cost
+(tracing the train step) plus ~18 ms a step, so ~1.5-2.2 s for the BN model once TensorFlow is
+warm and ~2.3 s for the first run in a fresh process (~2.5 s of CPU time); the baseline ~0.9-1.3 s,
+paid once per cache. Under heavy load (5+) expect 3-5 s. Repeatability:
+the same seed gives bit-identical accuracies (and weights) twice in one process and in fresh
+processes. A different thread count changes the last bits (weights differ, accuracy by ~0.0005),
+and so, under load, could the executor's choice of thread for an op: since issue 22 the grader's
+TensorFlow runs one thread per op, one op at a time, with deterministic kernels
+(autograder/keras_runtime.py). Numbers can still differ slightly between machines (CPU, versions).
 """
 
 from __future__ import annotations
@@ -28,7 +59,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autograder import reference, training  # noqa: E402
+from autograder import reference_models, training  # noqa: E402
 
 ALTERNATIVE_SCHEDULES = [
     training.Schedule(n_images=1024, epochs=1, batch_size=32, seed=0),
@@ -117,13 +148,13 @@ def softmax_regression():
 CORRECT = ("reference Conv-BN-ReLU", "Conv(no bias)-BN-ReLU")
 NO_BN = "no-BN model as the BN model"
 MODELS = {
-    CORRECT[0]: reference.model_with_bn,
+    CORRECT[0]: reference_models.model_with_bn,
     CORRECT[1]: conv_without_bias,
     "old placement Conv(relu)-BN": old_placement,
     "BN on the input only": bn_on_input_only,
     "BN before the classifier only": bn_before_classifier_only,
     "softmax regression (no conv)": softmax_regression,
-    NO_BN: reference.model_without_bn,
+    NO_BN: reference_models.model_without_bn,
 }
 
 
@@ -151,7 +182,7 @@ def calibrate(budget, seeds):
     print("seed  no-BN   " + "  ".join(f"{short[n]:>13}" for n in MODELS) + "   (accuracy / lead)")
     for seed in seeds:
         b = dataclasses.replace(budget, seed=seed)
-        base, base_s = timed(reference.model_without_bn, b)
+        base, base_s = timed(reference_models.model_without_bn, b)
         baseline.append((seed, base, base_s))
         cells = []
         for name, build in MODELS.items():
@@ -184,13 +215,13 @@ def suggest(rows):
 
 FRESH_PROCESS = """
 import json, sys, time
-from autograder import reference, training
+from autograder import reference_models, training
 start = time.perf_counter()
-model = reference.model_with_bn()           # the first TF work in the process: cold, as in grading
+model = reference_models.model_with_bn()           # the first TF work in the process: cold, as in grading
 built = time.perf_counter()
 bn = training.train_accuracy(model)
 trained = time.perf_counter()
-base = training.train_accuracy(reference.model_without_bn())
+base = training.train_accuracy(reference_models.model_without_bn())
 print(json.dumps({"bn": bn, "base": base, "import_and_build": built - start,
                   "cold_bn_seconds": trained - built}))
 """
@@ -198,8 +229,8 @@ print(json.dumps({"bn": bn, "base": base, "import_and_build": built - start,
 
 def repeatability():
     print(f"\n== repeatability at BUDGET ({describe(training.SCHEDULE)}, seed {training.SCHEDULE.seed})")
-    here = [(training.train_accuracy(reference.model_with_bn()),
-             training.train_accuracy(reference.model_without_bn())) for _ in range(2)]
+    here = [(training.train_accuracy(reference_models.model_with_bn()),
+             training.train_accuracy(reference_models.model_without_bn())) for _ in range(2)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     fresh = []
     for _ in range(2):
@@ -226,7 +257,7 @@ def main(argv=None) -> int:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     with training._silenced():  # TensorFlow's start-up chatter on stderr
         import keras  # noqa: F401, PLC0415
-    timed(reference.model_with_bn, training.SCHEDULE)  # warm-up: TF's one-time start-up, not counted
+    timed(reference_models.model_with_bn, training.SCHEDULE)  # warm-up: TF's one-time start-up, not counted
 
     budgets = [training.SCHEDULE] + ([] if args.only_chosen else ALTERNATIVE_SCHEDULES)
     results = {}

@@ -17,6 +17,12 @@ import pytest
 
 from autograder.exercises import EXERCISES
 
+# The grader pins TensorFlow to one thread per op and one op at a time when it first imports Keras
+# (autograder/keras_runtime.py); a test that builds a Keras model before that would start TensorFlow
+# with its defaults. TensorFlow reads these when its runtime starts, whoever starts it.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _tensorflow_only_in_slow_tests(request):

@@ -1492,9 +1492,9 @@ def test_the_caps_are_the_stated_multiples_of_the_reference_models():
 
 @pytest.mark.slow
 def test_parameter_counts_from_the_config_match_keras():
-    from autograder import reference
+    from autograder import reference_models
     for (name, input_shape, num_classes), found in cost.reference_costs().items():
-        model = getattr(reference, name)(input_shape, num_classes)
+        model = getattr(reference_models, name)(input_shape, num_classes)
         assert found.parameters == model.count_params(), name
         assert found.output_shape == tuple(model.output_shape[1:]), name
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from autograder import reference, students
+from autograder import reference_models, students
 from autograder.errors import ModelRefused
 from autograder.models import architecture, cost, rebuild, vet, view
 
@@ -46,7 +46,7 @@ def _configs_of_students() -> dict:
 def _build(code, function, kwargs, keras, np):
     """The vetted config of ``function(**kwargs)`` defined by ``code``, or None: an answer that does not
     define the function (students.crashing), raises, or is refused (a Lambda layer)."""
-    namespace = {"keras": keras, "np": np, "build_model_without_bn": reference.model_without_bn}
+    namespace = {"keras": keras, "np": np, "build_model_without_bn": reference_models.model_without_bn}
     try:
         exec(code, namespace)
         config = json.loads(namespace[function](**kwargs).to_json())
@@ -60,7 +60,7 @@ def _reference_configs() -> dict:
     found = {}
     for name, shapes in cost.REFERENCE_SHAPES.items():
         for input_shape, num_classes in shapes:
-            model = getattr(reference, name)(input_shape, num_classes)
+            model = getattr(reference_models, name)(input_shape, num_classes)
             found[(name, input_shape, num_classes)] = json.loads(model.to_json())
     return found
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import check_cells
 
-from autograder import reference, students
+from autograder import known_mistakes, reference, students
 from autograder.checks import answers
 from autograder.checklist import CHECKS_DIR
 from autograder.exercises import Kind, of_kind
@@ -62,7 +62,7 @@ def test_a_non_answer_earns_nothing_and_every_check_says_so(tmp_path, kind, expr
         assert "not an answer" in row["message"], row
 
 
-# The synthetic student who makes each exercise's central mistake (reference.CENTRAL_MISTAKES).
+# The synthetic student who makes each exercise's central mistake (known_mistakes.CENTRAL_MISTAKES).
 CENTRAL_STUDENTS = {
     "manual_batch_norm": "bn_per_sample",
     "batch_norm_backward": "backward_constant_statistics",
@@ -75,7 +75,7 @@ CENTRAL_STUDENTS = {
 
 
 def test_every_numpy_exercise_has_a_central_mistake_and_a_student_who_makes_it():
-    assert set(reference.CENTRAL_MISTAKES) == set(CENTRAL_STUDENTS) == set(NUMPY_EXERCISES)
+    assert set(known_mistakes.CENTRAL_MISTAKES) == set(CENTRAL_STUDENTS) == set(NUMPY_EXERCISES)
 
 
 @pytest.mark.parametrize("exercise", NUMPY_EXERCISES)
@@ -84,7 +84,7 @@ def test_the_central_mistake_costs_at_least_half_of_its_exercise(tmp_path, exerc
     rows = grade_numpy(tmp_path, student.answers, exercises=(exercise,))
     lost = POINTS[exercise] - scores(rows)[exercise]
     assert lost >= POINTS[exercise] / 2, [(r["id"], r["points"]) for r in rows]
-    code = reference.mistake_code(exercise, reference.CENTRAL_MISTAKES[exercise])
+    code = known_mistakes.mistake_code(exercise, known_mistakes.CENTRAL_MISTAKES[exercise])
     assert {r["mistake"] for r in rows if not r["passed"]} == {code}, [(r["id"], r["message"]) for r in rows]
 
 
@@ -149,7 +149,7 @@ def test_known_parts_accepts_a_mistake_in_one_part_and_the_reference_in_another(
     x = np.random.default_rng(0).normal(size=(6, 3))
     dout = x ** 2
     right = reference.batch_norm_backward(dout, x, 1.0)
-    mistakes = reference.batch_norm_backward_mistakes(dout, x, 1.0, 1e-5)
+    mistakes = known_mistakes.batch_norm_backward_mistakes(dout, x, 1.0, 1e-5)
     constant = mistakes["constant_statistics"][1]
     no_x_hat = mistakes["dgamma_without_x_hat"][1]
     assert answers.known_parts(_answer(constant[0], no_x_hat[1], right[2]), right, mistakes)

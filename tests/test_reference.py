@@ -5,7 +5,7 @@ The tests that import Keras (TensorFlow) are marked slow."""
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference, reference_models
 
 
 def test_reference_normalizes_each_feature_to_zero_mean_unit_variance():
@@ -39,12 +39,12 @@ def test_every_known_mistake_differs_from_the_reference_on_the_check_inputs():
     x = np.random.default_rng(3).normal(size=(6, 5, 5, 3)) * [1, 5, 0.5] + [0, 2, -1]
     gamma, beta = np.array([0.5, 2.0, 3.0]), np.array([0.0, 1.0, -1.0])
     expected = reference.batch_norm(x, gamma, beta)
-    mistakes = reference.batch_norm_mistakes(x, gamma, beta, 1e-5)
+    mistakes = known_mistakes.batch_norm_mistakes(x, gamma, beta, 1e-5)
     for key, (_, wrong) in mistakes.items():
         if key in ("no_epsilon", "eps_outside_sqrt"):
             continue   # only a large epsilon shows these; their check uses epsilon=1
         assert not np.allclose(wrong, expected, rtol=1e-5, atol=1e-5), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 # --- the backward pass ----------------------------------------------------------------------
@@ -91,11 +91,11 @@ def test_backward_dgamma_and_dbeta_match_centred_differences(shape):
 def test_backward_mistakes_each_differ_from_the_reference():
     x, gamma, _, dout = _backward_case((3, 2, 2, 2), (2,))
     right = reference.batch_norm_backward(dout, x, gamma)
-    mistakes = reference.batch_norm_backward_mistakes(dout, x, gamma, 1e-5)
+    mistakes = known_mistakes.batch_norm_backward_mistakes(dout, x, gamma, 1e-5)
     assert set(mistakes) == {"constant_statistics", "no_variance_path", "dgamma_without_x_hat", "batch_axis_only"}
     for key, (_, wrong) in mistakes.items():
-        assert not reference.close(wrong, right), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 # --- moving statistics, inference, population statistics --------------------------------------
@@ -115,7 +115,7 @@ def test_moving_update_weighs_the_old_value_by_momentum():
     new_mean, new_var = reference.update_moving_statistics(np.array([1.0]), np.array([4.0]), np.array([11.0]),
                                                            np.array([24.0]), momentum=0.9)
     np.testing.assert_allclose([new_mean[0], new_var[0]], [0.9 * 1.0 + 0.1 * 11.0, 0.9 * 4.0 + 0.1 * 24.0])
-    swapped = reference.update_moving_statistics_mistakes(np.array([1.0]), np.array([4.0]), np.array([11.0]),
+    swapped = known_mistakes.update_moving_statistics_mistakes(np.array([1.0]), np.array([4.0]), np.array([11.0]),
                                                           np.array([24.0]), 0.9)["swapped_momentum"][1]
     np.testing.assert_allclose([swapped[0][0], swapped[1][0]], [0.1 * 1.0 + 0.9 * 11.0, 0.1 * 4.0 + 0.9 * 24.0])
 
@@ -139,10 +139,10 @@ def test_inference_mistakes_each_differ_from_the_reference():
     x = np.random.default_rng(10).normal(size=(6, 2)) * 3.0 + 5.0
     moving_mean, moving_var = np.array([0.0, 1.0]), np.array([4.0, 1e-3])
     right = reference.batch_norm_inference(x, moving_mean, moving_var)
-    mistakes = reference.batch_norm_inference_mistakes(x, moving_mean, moving_var, 1.0, 0.0, 1e-3)
+    mistakes = known_mistakes.batch_norm_inference_mistakes(x, moving_mean, moving_var, 1.0, 0.0, 1e-3)
     for key, (_, wrong) in mistakes.items():
-        assert not reference.close(wrong, right), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 def _batches():
@@ -164,19 +164,19 @@ def test_population_mistakes_each_differ_from_the_reference():
     batches = _batches()
     args = ([b.mean(axis=0) for b in batches], [b.var(axis=0) for b in batches], [len(b) for b in batches])
     right = reference.population_statistics(*args)
-    mistakes = reference.population_statistics_mistakes(*args)
+    mistakes = known_mistakes.population_statistics_mistakes(*args)
     for key, (_, wrong) in mistakes.items():
-        assert not reference.close(wrong, right), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 @pytest.mark.slow   # builds Keras models
 @pytest.mark.parametrize("builder, kwargs, total, non_trainable", [
-    (reference.model_without_bn, {}, 34_826, 0),
-    (reference.model_with_bn, {}, 35_210, 192),
-    (reference.modern_cnn, {}, 141_994, 640),
-    (reference.modern_cnn, {"input_shape": (28, 28, 1)}, 141_418, 640),
-    (reference.modern_cnn, {"input_shape": (64, 64, 3), "num_classes": 5}, 141_349, 640),
+    (reference_models.model_without_bn, {}, 34_826, 0),
+    (reference_models.model_with_bn, {}, 35_210, 192),
+    (reference_models.modern_cnn, {}, 141_994, 640),
+    (reference_models.modern_cnn, {"input_shape": (28, 28, 1)}, 141_418, 640),
+    (reference_models.modern_cnn, {"input_shape": (64, 64, 3), "num_classes": 5}, 141_349, 640),
 ])
 def test_reference_models_have_the_specified_parameter_counts(builder, kwargs, total, non_trainable):
     from autograder.models.view import parameter_counts
@@ -203,18 +203,18 @@ def test_debiasing_recovers_the_weighted_average_of_the_batch_statistics():
 def test_debiasing_with_initial_zero_is_adams_bias_correction():
     moving = np.array([0.3, -0.2])
     np.testing.assert_allclose(reference.debiased_moving_statistic(moving, 0.0, 0.9, 4), moving / (1 - 0.9 ** 4))
-    mistakes = reference.debiased_moving_statistic_mistakes(moving, 0.0, 0.9, 4)
-    assert reference.close(mistakes["adam_only"][1], reference.debiased_moving_statistic(moving, 0.0, 0.9, 4))
+    mistakes = known_mistakes.debiased_moving_statistic_mistakes(moving, 0.0, 0.9, 4)
+    assert known_mistakes.close(mistakes["adam_only"][1], reference.debiased_moving_statistic(moving, 0.0, 0.9, 4))
 
 
 def test_debiasing_mistakes_each_differ_from_the_reference():
     moving, initial = np.array([0.05, 0.2, 1.3]), np.array([1.0, 1.0, 0.5])
     right = reference.debiased_moving_statistic(moving, initial, 0.9, 6)
-    mistakes = reference.debiased_moving_statistic_mistakes(moving, initial, 0.9, 6)
+    mistakes = known_mistakes.debiased_moving_statistic_mistakes(moving, initial, 0.9, 6)
     assert set(mistakes) == {"adam_only", "not_renormalized", "steps_minus_one"}
     for key, (_, wrong) in mistakes.items():
-        assert not reference.close(wrong, right), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 # --- group normalization -----------------------------------------------------------------------
@@ -266,19 +266,19 @@ def test_group_norm_mistakes_each_differ_from_the_reference():
     x = _feature_maps((4, 2, 2, 6))
     gamma, beta = np.linspace(0.5, 2.0, 6), np.linspace(-1.0, 1.0, 6)
     right = reference.group_norm(x, 3, gamma, beta, 0.1)
-    mistakes = reference.group_norm_mistakes(x, 3, gamma, beta, 0.1)
+    mistakes = known_mistakes.group_norm_mistakes(x, 3, gamma, beta, 0.1)
     assert set(mistakes) == {"batch_statistics", "ddof1", "interleaved_groups", "ignored_groups", "fixed_epsilon"}
     for key, (_, wrong) in mistakes.items():
-        assert not reference.close(wrong, right), key
-        assert reference.matching_mistake(wrong, mistakes) == key
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
 def test_epsilon_mistakes_appear_only_for_a_non_default_epsilon():
     x = _feature_maps((4, 3)) * 0.1
-    assert "fixed_epsilon" not in reference.batch_norm_mistakes(x, 1.0, 0.0, reference.PAPER_BN_EPSILON)
-    assert "fixed_epsilon" in reference.batch_norm_mistakes(x, 1.0, 0.0, 0.1)
-    assert "fixed_epsilon" not in reference.batch_norm_backward_mistakes(x, x, 1.0, reference.PAPER_BN_EPSILON)
-    assert "fixed_epsilon" in reference.batch_norm_backward_mistakes(x, x, 1.0, 0.1)
+    assert "fixed_epsilon" not in known_mistakes.batch_norm_mistakes(x, 1.0, 0.0, reference.PAPER_BN_EPSILON)
+    assert "fixed_epsilon" in known_mistakes.batch_norm_mistakes(x, 1.0, 0.0, 0.1)
+    assert "fixed_epsilon" not in known_mistakes.batch_norm_backward_mistakes(x, x, 1.0, reference.PAPER_BN_EPSILON)
+    assert "fixed_epsilon" in known_mistakes.batch_norm_backward_mistakes(x, x, 1.0, 0.1)
     args = (x, np.zeros(3), np.full(3, 0.01), 1.0, 0.0)
-    assert "fixed_epsilon" not in reference.batch_norm_inference_mistakes(*args, reference.KERAS_BN_EPSILON)
-    assert "fixed_epsilon" in reference.batch_norm_inference_mistakes(*args, 0.1)
+    assert "fixed_epsilon" not in known_mistakes.batch_norm_inference_mistakes(*args, reference.KERAS_BN_EPSILON)
+    assert "fixed_epsilon" in known_mistakes.batch_norm_inference_mistakes(*args, 0.1)

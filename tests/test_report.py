@@ -1,6 +1,6 @@
 """Mistakes as data and the class report (issue 16, parts 1 and 2).
 
-Every mistake code the reference's tables can produce is listed (reference.mistake_codes) and in
+Every mistake code the reference's tables can produce is listed (known_mistakes.mistake_codes) and in
 the README; each synthetic student with a known mistake is graded by the real NumPy checks and its
 result carries that mistake's code. A class assembled from those graded rows gets a report whose
 mistakes.csv counts each mistake exactly, and a real browser (headless Chromium) finds the same
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import check_cells
 
-from autograder import reference, students
+from autograder import known_mistakes, students
 from autograder.classroom import grades, report, store, synthetic
 from autograder.errors import Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, Kind
@@ -53,9 +53,9 @@ def _expected_code(student) -> str | None:
     if not student.answers or not set(student.answers) <= set(NUMPY) or len(student.answers) != 1:
         return None
     (exercise,) = student.answers
-    keys = [code.split(".", 1)[1] for code in reference.mistake_codes() if code.startswith(exercise + ".")]
+    keys = [code.split(".", 1)[1] for code in known_mistakes.mistake_codes() if code.startswith(exercise + ".")]
     matching = [k for k in keys if student.name.endswith("_" + k)]
-    return reference.mistake_code(exercise, max(matching, key=len)) if matching else None
+    return known_mistakes.mistake_code(exercise, max(matching, key=len)) if matching else None
 
 
 def _cases() -> list:
@@ -113,20 +113,20 @@ def _student_result(graded, name) -> Result:
 # --- 1. mistakes as data ---------------------------------------------------------------------------
 
 def test_every_mistake_code_comes_from_a_table_key_and_the_readme_lists_them():
-    codes = reference.mistake_codes()
+    codes = known_mistakes.mistake_codes()
     assert len(codes) >= 21
     for code, description in codes.items():
         exercise, key = code.split(".", 1)
         assert exercise in EXERCISE_IDS and re.fullmatch(r"[a-z0-9_]+", key), code
         assert description.strip(), code
-    for exercise, tables in reference.MISTAKE_TABLES.items():
+    for exercise, tables in known_mistakes.MISTAKE_TABLES.items():
         for table in tables():
-            assert {reference.mistake_code(exercise, key) for key in table} <= set(codes)
+            assert {known_mistakes.mistake_code(exercise, key) for key in table} <= set(codes)
     text = README.read_text(encoding="utf-8")
     listed = re.search(r"<!-- mistake codes -->(.*?)<!-- /mistake codes -->", text, re.S)
     assert listed, "the README's list of mistake codes (between <!-- mistake codes --> markers) is missing"
     assert re.findall(r"`([a-z_]+\.[a-z0-9_]+)`", listed.group(1)) == list(codes), (
-        "the README's list of mistake codes differs from reference.mistake_codes(): "
+        "the README's list of mistake codes differs from known_mistakes.mistake_codes(): "
         "print(autograder.classroom.report.readme_codes()) gives it")
 
 
@@ -142,7 +142,7 @@ def test_each_synthetic_student_carries_the_code_of_its_mistake(graded):
         assert code in carried, (name, code, [(r.id, r.mistake, r.message) for r in rows if not r.passed])
         for row in rows:
             if row.mistake:
-                assert not row.passed and row.mistake in reference.mistake_codes()
+                assert not row.passed and row.mistake in known_mistakes.mistake_codes()
                 assert row.message, row
     assert not any(r.mistake for r in graded["full_marks"][1])
 
@@ -213,7 +213,7 @@ def test_mistakes_csv_counts_each_mistake_exactly(class_report):
     assert counts == sorted(counts, reverse=True)                 # ranked by how many made it
     for r in rows:
         assert r["exercise"] == r["mistake"].split(".")[0]
-        assert r["description"] == reference.mistake_codes()[r["mistake"]]
+        assert r["description"] == known_mistakes.mistake_codes()[r["mistake"]]
         assert len(r["students"].split("; ")) == int(r["count"])
     ddof1 = next(r for r in rows if r["mistake"] == "manual_batch_norm.ddof1")
     assert ddof1["students"].startswith("'+cmd; ")        # a cell a spreadsheet shows as text
@@ -325,7 +325,7 @@ def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_stud
         if n == 300:
             assert seconds <= 10, f"the report of 300 students took {seconds:.1f} s"
         sizes[n] = written.report.stat().st_size
-        assert len(written.data.mistakes) <= len(reference.mistake_codes())
+        assert len(written.data.mistakes) <= len(known_mistakes.mistake_codes())
     assert sizes[1200] < 1.25 * sizes[300], sizes         # 4x the students, about the same page
 
 

@@ -2,8 +2,8 @@
 
 The hidden material is collected from the grader itself, independently of the kit builder's
 allow-list: every hidden check's name (``def test_...`` in ``autograder/checks/test_*.py``), every
-reference function (``autograder/reference.py``'s top-level defs) and every known-mistake
-description (the ``*_mistakes`` tables). A reference function whose name students already have
+reference function (the top-level defs of ``autograder/reference.py``, ``known_mistakes.py`` and
+``reference_models.py``) and every known-mistake description (the ``*_mistakes`` tables). A reference function whose name students already have
 (an exercise's function, or a word of the released notebook, such as ``numerical_gradient``,
 which the notebook gives them) may be named in the kit but not defined there (no module-level
 ``def``); any other may not appear at all.
@@ -28,9 +28,12 @@ from autograder.student import kit
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "autograder"
 RELEASE = ROOT / "release" / "batchnorm" / "batchnorm.ipynb"
-NEVER_IN_THE_KIT = ("autograder/checks/", "autograder/reference.py", "autograder/students.py",
+NEVER_IN_THE_KIT = ("autograder/checks/", "autograder/reference.py", "autograder/known_mistakes.py",
+                    "autograder/reference_models.py", "autograder/trainingcache.py", "autograder/students.py",
                     "autograder/training.py", "autograder/models/", "autograder/grade.py", "autograder/classroom/",
                     "autograder/student/kit.py", "autograder/nbgrader_bridge.py", "autograder/feedback.py")
+
+REFERENCE_MODULES = ("reference.py", "known_mistakes.py", "reference_models.py")
 
 
 def _text_pieces(node) -> list:
@@ -48,7 +51,8 @@ def hidden_material() -> dict:
     checks = {node.name for path in (PACKAGE / "checks").glob("test_*.py")
               for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
               and node.name.startswith("test_")}
-    reference = ast.parse((PACKAGE / "reference.py").read_text())
+    reference = ast.Module(body=[node for name in REFERENCE_MODULES
+                                 for node in ast.parse((PACKAGE / name).read_text()).body], type_ignores=[])
     functions = {node.name for node in reference.body if isinstance(node, ast.FunctionDef)}
     release_words = set(re.findall(r"\w+", RELEASE.read_text()))
     public = functions & (release_words | {e.function for e in EXERCISES})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import reference, training
+from autograder import reference_models, training, trainingcache
 from autograder.errors import TrainingRefused
 from autograder.training import Schedule, TrainingBudget
 
@@ -51,28 +51,35 @@ def test_the_training_budget_cannot_be_changed_in_place():
 
 def test_training_reads_no_environment_variable():
     # Its settings come from the caller (settings.from_environ at the edges): no os.environ here.
-    source = Path(training.__file__).read_text()
-    assert "os.environ" not in source and "getenv" not in source
+    for module in (training, trainingcache):
+        source = Path(module.__file__).read_text()
+        assert "os.environ" not in source and "getenv" not in source
 
 
-@pytest.mark.parametrize("content", ["", "{not json", "[]", '{"key": {}, "accuracy": 0.5}',
-                                     '{"key": {"a": 1}, "accuracy": "0.5"}', '{"key": {"a": 1}, "accuracy": 7.0}'])
+@pytest.mark.parametrize("content", ["", "{not json", "[]", '{"key": {}, "value": 0.5}',
+                                     '{"key": {"a": 1}, "value": "0.5"}', '{"key": {"a": 1}, "value": 7.0}'])
 def test_a_bad_cache_entry_reads_as_missing(tmp_path, content):
     path = tmp_path / "entry.json"
     path.write_text(content)
-    assert training._read_cache(path, {"a": 1}) is None
+    assert training._read_baseline(path, {"a": 1}) is None
 
 
 def test_a_cache_entry_written_over_a_bad_one_reads_back(tmp_path):
     path = tmp_path / "entry.json"
     path.write_text("{not json")
-    training._write_cache(path, {"a": 1}, 0.5)
-    assert training._read_cache(path, {"a": 1}) == 0.5
+    trainingcache.write(path, {"a": 1}, 0.5)
+    assert training._read_baseline(path, {"a": 1}) == 0.5
 
 
 def test_writing_a_cache_entry_leaves_no_temporary_file(tmp_path):
-    training._write_cache(tmp_path / "entry.json", {"a": 1}, 0.5)
+    trainingcache.write(tmp_path / "entry.json", {"a": 1}, 0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.json"]
+
+
+def test_the_baseline_and_the_memo_are_kept_apart_by_key_and_kind(tmp_path):
+    paths = {trainingcache.entry_path(tmp_path, kind, key) for kind in (trainingcache.BASELINE, trainingcache.MEMO)
+             for key in ({"a": 1}, {"a": 2})}
+    assert len(paths) == 4 and all(p.parent.parent == tmp_path for p in paths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +93,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference_comparison(cache_dir):
-    return training.compare(reference.model_with_bn(), cache_dir=cache_dir)
+    return training.compare(reference_models.model_with_bn(), cache_dir=cache_dir)
 
 
 @pytest.mark.slow
@@ -101,7 +108,7 @@ def test_the_reference_bn_model_passes(reference_comparison):
 
 @pytest.mark.slow
 def test_the_no_bn_model_submitted_as_the_bn_model_fails(cache_dir, reference_comparison):
-    result = training.compare(reference.model_without_bn(), cache_dir=cache_dir)
+    result = training.compare(reference_models.model_without_bn(), cache_dir=cache_dir)
     assert not result.passed
     assert result.lead == 0.0  # the very same training as the baseline's
     assert result.baseline_accuracy == reference_comparison.baseline_accuracy
@@ -109,7 +116,7 @@ def test_the_no_bn_model_submitted_as_the_bn_model_fails(cache_dir, reference_co
 
 @pytest.mark.slow
 def test_training_twice_in_one_process_gives_the_same_accuracy(reference_comparison):
-    model = reference.model_with_bn()
+    model = reference_models.model_with_bn()
     assert training.train_accuracy(model) == reference_comparison.bn_accuracy
     # The check trains a seeded copy, so the given model is untouched and a second call repeats too.
     assert training.train_accuracy(model) == reference_comparison.bn_accuracy
@@ -117,22 +124,57 @@ def test_training_twice_in_one_process_gives_the_same_accuracy(reference_compari
 
 @pytest.mark.slow
 def test_a_fresh_process_gives_the_same_accuracies_and_prints_nothing(tmp_path):
-    here = (training.train_accuracy(reference.model_without_bn(), SMALL),
-            training.train_accuracy(reference.model_with_bn(), SMALL))
+    here = (training.train_accuracy(reference_models.model_without_bn(), SMALL),
+            training.train_accuracy(reference_models.model_with_bn(), SMALL))
     # The baseline first, so TensorFlow is imported inside the check, whose start-up chatter
     # on stderr must be swallowed too.
-    code = ("from autograder import reference, training\n"
+    code = ("from autograder import reference_models, training\n"
             f"print(repr(training.baseline_accuracy({str(tmp_path)!r}, training.{SMALL!r})))\n"
-            f"print(repr(training.train_accuracy(reference.model_with_bn(), training.{SMALL!r})))")
+            f"print(repr(training.train_accuracy(reference_models.model_with_bn(), training.{SMALL!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stderr == ""
     assert tuple(float(line) for line in out.stdout.split()) == here
 
 
+# Two steps: the second one's accuracy and the final weights depend on the first update's bits.
+TWO_STEPS = Schedule(n_images=128, epochs=1, batch_size=64, seed=5)
+FINGERPRINT = f"""
+from autograder.keras_runtime import keras
+keras = keras()
+import hashlib, tensorflow as tf
+from autograder import reference_models, training
+fit = keras.Model.fit
+def recording(self, *args, **kwargs):
+    history = fit(self, *args, **kwargs)
+    print(hashlib.sha256(b"".join(w.numpy().tobytes() for w in self.weights)).hexdigest(),
+          repr(history.history["loss"]))
+    return history
+keras.Model.fit = recording
+print(repr(training.train_accuracy(reference_models.model_with_bn(), training.{TWO_STEPS!r})))
+print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())
+"""
+
+
+@pytest.mark.slow
+def test_a_training_repeats_bit_for_bit_in_a_fresh_process_under_load():
+    def fingerprint():
+        return subprocess.run([sys.executable, "-c", FINGERPRINT], cwd=ROOT, capture_output=True, text=True,
+                              check=True, env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    at_rest = fingerprint()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])     # the other core, taken
+    try:
+        loaded = fingerprint()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert at_rest == loaded
+    assert at_rest.splitlines()[-1] == "1 1"          # one thread per op, one op at a time
+
+
 @pytest.mark.slow
 def test_training_prints_nothing(capfd):
-    model = reference.model_without_bn()  # may import TensorFlow, which talks on stderr
+    model = reference_models.model_without_bn()  # may import TensorFlow, which talks on stderr
     capfd.readouterr()
     training.train_accuracy(model, SMALL)
     assert capfd.readouterr() == ("", "")
@@ -155,9 +197,9 @@ def trainings(monkeypatch):
 @pytest.mark.slow
 def test_the_baseline_is_trained_once_and_written_to_the_cache(tmp_path, trainings):
     first = training.baseline_accuracy(tmp_path, SMALL)
-    [entry] = tmp_path.glob("baseline-*.json")
+    [entry] = (tmp_path / trainingcache.BASELINE).glob("*.json")
     stored = json.loads(entry.read_text())
-    assert stored["accuracy"] == first and stored["key"]["budget"]["n_images"] == SMALL.n_images
+    assert stored["value"] == first and stored["key"]["budget"]["n_images"] == SMALL.n_images
     assert {"tensorflow", "keras", "data_sha256"} <= set(stored["key"])
     assert trainings == ["without_bn"]
 
@@ -172,11 +214,11 @@ def test_a_cached_baseline_is_reused(tmp_path, trainings):
 @pytest.mark.slow
 def test_a_corrupt_cache_entry_is_recomputed_and_rewritten(tmp_path, trainings):
     first = training.baseline_accuracy(tmp_path, SMALL)
-    [entry] = tmp_path.glob("baseline-*.json")
-    entry.write_text('{"accuracy": 0.4')  # e.g. a grader killed mid-write by hand
+    [entry] = (tmp_path / trainingcache.BASELINE).glob("*.json")
+    entry.write_text('{"value": 0.4')  # e.g. a grader killed mid-write by hand
     assert training.baseline_accuracy(tmp_path, SMALL) == first
     assert trainings == ["without_bn", "without_bn"]
-    assert json.loads(entry.read_text())["accuracy"] == first
+    assert json.loads(entry.read_text())["value"] == first
 
 
 @pytest.mark.slow
@@ -206,7 +248,7 @@ def test_a_model_above_the_training_cap_is_refused_before_training():
 @pytest.mark.slow
 def test_training_past_the_wall_clock_budget_is_stopped():
     with pytest.raises(TrainingRefused, match=r"stopped after \d+ s, past the grader's 0.001 s budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(seconds=0.001))
+        training.train_accuracy(reference_models.model_without_bn(), SMALL, TrainingBudget(seconds=0.001))
 
 
 @pytest.mark.slow
@@ -214,7 +256,7 @@ def test_training_past_the_memory_budget_is_stopped(monkeypatch):
     readings = iter(range(1 << 30, 1 << 40, 64 << 20))     # the process grows by 64 MiB a batch
     monkeypatch.setattr(training, "_rss_bytes", lambda: next(readings))
     with pytest.raises(TrainingRefused, match=r"taken 128 MiB more memory, past the grader's 100 MiB budget"):
-        training.train_accuracy(reference.model_without_bn(), SMALL, TrainingBudget(memory_bytes=100 << 20))
+        training.train_accuracy(reference_models.model_without_bn(), SMALL, TrainingBudget(memory_bytes=100 << 20))
 
 
 @pytest.mark.slow
@@ -243,5 +285,5 @@ def test_a_wrong_input_shape_is_explained():
 def test_a_diverging_training_is_reported():
     exploding = Schedule(n_images=256, epochs=1, batch_size=64, seed=0, learning_rate=1e12)
     with pytest.raises(TrainingRefused, match="NaN"):
-        training.train_accuracy(reference.model_without_bn(), exploding)
-    assert not math.isnan(training.train_accuracy(reference.model_without_bn(), SMALL))
+        training.train_accuracy(reference_models.model_without_bn(), exploding)
+    assert not math.isnan(training.train_accuracy(reference_models.model_without_bn(), SMALL))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from autograder import reference, training
+from autograder import provenance, reference_models, training, trainingcache
 from autograder.models import architecture
 
 # ---------------------------------------------------------------------------------------------
@@ -24,12 +24,12 @@ def _comparison(bn=0.65, base=0.47):
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "[]", '{"key": {"a": 1}}',
-                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": 0.6}}',
-                                     '{"key": {"a": 2}, "comparison": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
+                                     '{"key": {"a": 1}, "value": {"bn_accuracy": 0.6}}',
+                                     '{"key": {"a": 2}, "value": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
                                      ' "lead": 0.2, "required_lead": 0.075, "passed": true}}',
-                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": NaN, "baseline_accuracy": 0.4,'
+                                     '{"key": {"a": 1}, "value": {"bn_accuracy": NaN, "baseline_accuracy": 0.4,'
                                      ' "lead": 0.2, "required_lead": 0.075, "passed": true}}',
-                                     '{"key": {"a": 1}, "comparison": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
+                                     '{"key": {"a": 1}, "value": {"bn_accuracy": 0.6, "baseline_accuracy": 0.4,'
                                      ' "lead": 0.2, "required_lead": 0.075, "passed": 1}}'])
 def test_a_bad_or_foreign_memo_entry_reads_as_missing(tmp_path, content):
     path = tmp_path / "entry.json"
@@ -207,7 +207,7 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
         return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name=names and f"{names}_d")(x))
 
     def without_bn(names=None):
-        model = reference.model_without_bn()
+        model = reference_models.model_without_bn()
         if names:      # the same model, every layer renamed through its config
             config = _config(model)
             renamed = json.loads(json.dumps(config).replace('"without_bn"', f'"{names}"')
@@ -232,7 +232,7 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
         assert len(outcomes) == 1, (label, outcomes)
         verdicts[label] = plain.passed
     assert verdicts == {"with BN": True, "old placement": True, "no BN": False}
-    assert len(list((cache / training.MEMO_DIR).glob("*.json"))) == 3
+    assert len(list((cache / trainingcache.MEMO).glob("*.json"))) == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_the_key_follows_the_tensorflow_and_keras_versions(monkeypatch):
     config = {"class_name": "Sequential", "config": {"layers": []}}
     before = training.memo_key(config)
     for package in ("tensorflow-cpu", "keras"):
-        monkeypatch.setattr(training, "_installed_version",
+        monkeypatch.setattr(provenance, "installed_version",
                             lambda *names, bumped=package: "99.0" if bumped in names else "1.0")
         assert training.memo_key(config) != before, package
     assert before["baseline"]["tensorflow"] and before["baseline"]["keras"]

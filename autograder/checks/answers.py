@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes
 from autograder.exercises import EXERCISES
 
 RTOL = ATOL = 1e-5     # float64 reference vs the student's float64 (or float32) answer
@@ -26,7 +26,7 @@ RTOL = ATOL = 1e-5     # float64 reference vs the student's float64 (or float32)
 
 class MistakeMade(AssertionError):
     """A check's failure that names a known mistake: the message is the mistake's description and
-    ``code`` its machine-readable code (reference.mistake_code: "<exercise>.<key>"), which grading
+    ``code`` its machine-readable code (known_mistakes.mistake_code: "<exercise>.<key>"), which grading
     records as the row's "mistake"."""
 
     def __init__(self, message: str, code: str):
@@ -37,7 +37,7 @@ class MistakeMade(AssertionError):
 def fail_with_mistake(function, key, mistakes):
     """Fail the check with the named mistake ``key`` of ``function``'s table ``mistakes``."""
     exercise = next((e.id for e in EXERCISES if e.function == function and e.solution_cell), function)
-    raise MistakeMade(mistakes[key][0], reference.mistake_code(exercise, key))
+    raise MistakeMade(mistakes[key][0], known_mistakes.mistake_code(exercise, key))
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Answer:
 
 
 def _matches(part, want) -> bool:
-    return reference.close(part, want, RTOL, ATOL)
+    return known_mistakes.close(part, want, RTOL, ATOL)
 
 
 def not_an_answer(answer: Answer, inputs) -> str | None:
@@ -85,8 +85,8 @@ def _fail_not_an_answer(function, why):
 
 def known_parts(answer: Answer, expected, mistakes) -> bool:
     """Each part of ``answer`` equals the reference's or that part of a named mistake."""
-    want = reference.as_parts(expected)
-    wrong = [reference.as_parts(out) for _, out in mistakes.values()]
+    want = known_mistakes.as_parts(expected)
+    wrong = [known_mistakes.as_parts(out) for _, out in mistakes.values()]
     return len(answer.parts) == len(want) and all(
         _matches(part, right) or any(_matches(part, w[i]) for w in wrong)
         for i, (part, right) in enumerate(zip(answer.parts, want)))
@@ -114,7 +114,7 @@ def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus
     """Pass when ``answer`` equals ``expected`` part by part, or where a part differs, equals that
     part of a mistake outside ``focus``. Fail naming the mistake of ``focus`` it makes, saying it
     is not an answer, or with the largest difference."""
-    want = reference.as_parts(expected)
+    want = known_mistakes.as_parts(expected)
     parts = answer.parts
     if len(parts) != len(want):
         _fail_shape(function, answer, inputs, f"it returned {len(parts)} arrays; it must return "
@@ -126,7 +126,7 @@ def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus
     if why:
         _fail_not_an_answer(function, why)
     for i in differ:
-        made = [key for key, (_, out) in mistakes.items() if _matches(parts[i], reference.as_parts(out)[i])]
+        made = [key for key, (_, out) in mistakes.items() if _matches(parts[i], known_mistakes.as_parts(out)[i])]
         if any(key not in focus for key in made):
             continue       # another check's mistake
         if made:

@@ -7,7 +7,7 @@ gamma is a scalar or per-feature; dx has x's shape, dgamma and dbeta have shape 
 Each of the three is compared with the float64 reference (reference.batch_norm_backward, itself
 tested against centred differences) with rtol = atol = 1e-5.
 
-One property per check. The known mistakes (reference.batch_norm_backward_mistakes) are each
+One property per check. The known mistakes (known_mistakes.batch_norm_backward_mistakes) are each
 named by the checks whose property they break and accepted by the others: the batch mean and
 variance treated as constants (both dx checks: the mean-path check, whose dout is chosen so that
 the variance path carries nothing, and the variance-path check), the variance path dropped,
@@ -25,7 +25,7 @@ epsilon ignored 0.5; not float arrays 0.25; inputs modified 0.25.
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "batch_norm_backward"
@@ -48,7 +48,7 @@ def _judged(call_arrays, dout, x, gamma, **kwargs):
     epsilon = kwargs.get("epsilon", reference.PAPER_BN_EPSILON)
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma, **kwargs))
     return (answer, reference.batch_norm_backward(dout, x, gamma, epsilon),
-            reference.batch_norm_backward_mistakes(dout, x, gamma, epsilon), [dout, x, gamma])
+            known_mistakes.batch_norm_backward_mistakes(dout, x, gamma, epsilon), [dout, x, gamma])
 
 
 def assert_backward(call_arrays, dout, x, gamma, *, focus, **kwargs):

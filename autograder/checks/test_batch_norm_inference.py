@@ -7,7 +7,7 @@ Keras' (1e-3); x is left unmodified. Compared with the float64 reference
 (reference.batch_norm_inference) with rtol = atol = 1e-5, on batches whose own statistics are
 far from the moving ones.
 
-The known mistakes (reference.batch_norm_inference_mistakes), each named by the checks whose
+The known mistakes (known_mistakes.batch_norm_inference_mistakes), each named by the checks whose
 property it breaks and accepted by the others: the batch's own statistics (the moving-statistics
 check and the conv check); epsilon outside the square root, or the given epsilon ignored (the
 epsilon check, which calls with the default and with epsilon=0.1 on moving variances near it);
@@ -24,7 +24,7 @@ epsilon outside the square root, the paper's 1e-5 as the default or the given ep
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "batch_norm_inference"
@@ -40,7 +40,7 @@ def _judged(call_array, x, moving_mean, moving_var, **kwargs):
     args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.KERAS_BN_EPSILON, **kwargs}
     answer = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, **kwargs))
     return (answer, reference.batch_norm_inference(x, moving_mean, moving_var, **args),
-            reference.batch_norm_inference_mistakes(x, moving_mean, moving_var, **args),
+            known_mistakes.batch_norm_inference_mistakes(x, moving_mean, moving_var, **args),
             [x, moving_mean, moving_var, *kwargs.values()])
 
 
@@ -62,7 +62,7 @@ def test_adds_epsilon_inside_the_square_root(call_array):
     x = _rng().normal(size=(8, 3)) * 0.05
     answer, expected, mistakes, inputs = _judged(call_array, x, moving_mean, moving_var)
     paper_epsilon = reference.batch_norm_inference(x, moving_mean, moving_var, epsilon=reference.PAPER_BN_EPSILON)
-    if reference.close(answer.parts, paper_epsilon):
+    if known_mistakes.close(answer.parts, paper_epsilon):
         pytest.fail("the default epsilon is 1e-5; batch_norm_inference's default is Keras' 1e-3")
     answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"eps_outside_sqrt"})
     moving_var = np.array([0.05, 0.1, 0.2])       # variances of the order of the epsilon given

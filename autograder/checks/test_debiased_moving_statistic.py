@@ -9,7 +9,7 @@ the weighted average of the batch statistics alone. steps >= 1; the arguments br
 the float64 reference (reference.debiased_moving_statistic, itself tested against Keras' update
 step by step) with rtol = atol = 1e-5.
 
-The known mistakes (reference.debiased_moving_statistic_mistakes), each named by one check and
+The known mistakes (known_mistakes.debiased_moving_statistic_mistakes), each named by one check and
 accepted by the others: Adam's bias correction alone, moving / (1 - momentum**steps), which is
 right only for an initial value of 0 (the check on a moving variance that started at 1.0);
 subtracting what is left of the initial value without dividing by 1 - momentum**steps;
@@ -24,7 +24,7 @@ modified 0.25.
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "debiased_moving_statistic"
@@ -35,7 +35,7 @@ def _judged(call_array, moving, initial, momentum, steps):
     """debiased_moving_statistic(...) as an Answer, with the reference and the known mistakes for the same call."""
     answer = answers.Answer.of(call_array(FUNCTION, moving, initial, momentum, steps))
     return (answer, reference.debiased_moving_statistic(moving, initial, momentum, steps),
-            reference.debiased_moving_statistic_mistakes(moving, initial, momentum, steps),
+            known_mistakes.debiased_moving_statistic_mistakes(moving, initial, momentum, steps),
             [moving, initial, momentum, steps])
 
 

@@ -8,7 +8,7 @@ beta with gamma and beta scalars or per channel. groups=1 is layer norm, groups=
 Outputs are compared with the float64 reference (reference.group_norm, itself tested against
 keras.layers.GroupNormalization) with rtol = atol = 1e-5.
 
-The known mistakes (reference.group_norm_mistakes), each named by one check and accepted by the
+The known mistakes (known_mistakes.group_norm_mistakes), each named by one check and accepted by the
 others: statistics shared by the whole batch (the per-sample check, whose samples differ in
 scale and offset); channels grouped by c mod G (the consecutive-groups check); the groups
 ignored, i.e. statistics over all channels of a sample (the groups check, with groups=C and
@@ -24,7 +24,7 @@ groups ignored 0.25; ddof=1 0.25; epsilon ignored 0.25; not a float array 0.25.
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "group_norm"
@@ -38,7 +38,7 @@ def _judged(call_array, x, groups, **kwargs):
     """group_norm(x, groups, **kwargs) as an Answer, with the reference and the known mistakes for the same call."""
     args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.KERAS_BN_EPSILON, **kwargs}
     answer = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs))
-    return (answer, reference.group_norm(x, groups, **args), reference.group_norm_mistakes(x, groups, **args),
+    return (answer, reference.group_norm(x, groups, **args), known_mistakes.group_norm_mistakes(x, groups, **args),
             [x, groups, *kwargs.values()])
 
 

@@ -6,7 +6,7 @@ of the input's shape out. Outputs are compared with the float64 reference (refer
 with rtol = atol = 1e-5.
 
 Each check is about one property. A wrong answer fails the check whose property it breaks and
-is named when it matches a known mistake (reference.batch_norm_mistakes); the other checks accept
+is named when it matches a known mistake (known_mistakes.batch_norm_mistakes); the other checks accept
 the known mistakes that are not theirs, so one mistake costs the points of one check. The side
 checks (input unmodified, a float array) score only when the output is batch normalization or a
 known mistake of it: None, zeros, x itself or a constant earns nothing (answers.py).
@@ -21,7 +21,7 @@ or left out 0.5; ddof=1 0.25; epsilon outside the square root, left out or ignor
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "manual_batch_norm"
@@ -35,7 +35,7 @@ def _judged(call_array, x, **kwargs):
     """manual_batch_norm(x, **kwargs) as an Answer, with the reference and the known mistakes for the same call."""
     args = {"gamma": 1.0, "beta": 0.0, "epsilon": 1e-5, **kwargs}
     answer = answers.Answer.of(call_array(FUNCTION, x, **kwargs))
-    return (answer, reference.batch_norm(x, **args), reference.batch_norm_mistakes(x, **args),
+    return (answer, reference.batch_norm(x, **args), known_mistakes.batch_norm_mistakes(x, **args),
             [x, *kwargs.values()])
 
 
@@ -46,7 +46,7 @@ def assert_batch_norm(call_array, x, *, focus, **kwargs):
     if value.shape == x.shape and not np.all(np.isfinite(value)) and "no_epsilon" in focus \
             and np.any(x.std(axis=reference.feature_axes(x)) == 0):
         raise answers.MistakeMade("the output contains NaN for a feature with variance 0: epsilon left out; "
-                                  "divide by sqrt(var + epsilon)", reference.mistake_code(FUNCTION, "no_epsilon"))
+                                  "divide by sqrt(var + epsilon)", known_mistakes.mistake_code(FUNCTION, "no_epsilon"))
     answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus=focus)
 
 

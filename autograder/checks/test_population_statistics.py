@@ -6,7 +6,7 @@ Specification: from B batches' per-channel means and biased variances (B, C) and
 Inputs are left unmodified. Compared with the float64 reference (reference.population_statistics,
 itself tested against np.mean / np.var of the concatenated batches) with rtol = atol = 1e-5.
 
-The known mistakes (reference.population_statistics_mistakes): averaging the batch variances
+The known mistakes (known_mistakes.population_statistics_mistakes): averaging the batch variances
 (the between-batch term dropped) is named by the equal-sizes check, whose batch means differ;
 equal weights for batches of different sizes is named by the unequal-sizes check; the two at
 once (np.mean over the batches) is named by both. The side checks (float arrays, inputs
@@ -26,7 +26,7 @@ at once cost both, 1.5); not float arrays 0.25; inputs modified 0.25.
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "population_statistics"
@@ -45,7 +45,7 @@ def _batches(sizes, seed):
 def _judged(call_arrays, batches):
     answer = answers.Answer.of(call_arrays(FUNCTION, *batches))
     return (answer, reference.population_statistics(*batches),
-            reference.population_statistics_mistakes(*batches), list(batches))
+            known_mistakes.population_statistics_mistakes(*batches), list(batches))
 
 
 @pytest.mark.points(1.0)

@@ -6,7 +6,7 @@ momentum is Keras' (0.99); the inputs are left unmodified. Compared with the flo
 (reference.update_moving_statistics) with rtol = atol = 1e-5, on batch statistics far from the
 moving ones so that every weighting shows.
 
-The known mistakes (reference.update_moving_statistics_mistakes), each named by one check and
+The known mistakes (known_mistakes.update_moving_statistics_mistakes), each named by one check and
 accepted by the others: momentum on the batch instead of the moving value (PyTorch's convention;
 the default-momentum check, and the momentum=0.9 check too) and momentum fixed at 0.99 whatever
 it is given (the momentum=0.9 check). The side check (inputs unmodified) scores only when the
@@ -20,7 +20,7 @@ checks: 0.5 + 0.25 = 0.75. Momentum fixed at 0.99 costs 0.25, inputs modified 0.
 import numpy as np
 import pytest
 
-from autograder import reference
+from autograder import known_mistakes, reference
 from autograder.checks import answers
 
 FUNCTION = "update_moving_statistics"
@@ -39,7 +39,7 @@ def _judged(call_arrays, statistics, **kwargs):
     momentum = kwargs.get("momentum", reference.KERAS_BN_MOMENTUM)
     answer = answers.Answer.of(call_arrays(FUNCTION, *statistics, **kwargs))
     return (answer, reference.update_moving_statistics(*statistics, momentum),
-            reference.update_moving_statistics_mistakes(*statistics, momentum), list(statistics))
+            known_mistakes.update_moving_statistics_mistakes(*statistics, momentum), list(statistics))
 
 
 @pytest.mark.points(0.5)

@@ -10,7 +10,7 @@
   mistakes ranked by how many students made them (each with its description and its students),
   the error rows split into the students' and the grader's, and the grading time per submission;
 * ``mistakes.csv`` -- ``mistake, exercise, description, students, count``: one row per mistake
-  code (results.json's ``"mistake"``, reference.mistake_codes), students joined by "; ";
+  code (results.json's ``"mistake"``, known_mistakes.mistake_codes), students joined by "; ";
 * ``checks.csv`` -- ``check, exercise, points, pass_rate``.
 
 What counts: a result on the grader's side (``Result.grader_fault``) is not a grade and appears
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import reference
+from .. import known_mistakes
 from ..atomic import write_atomic
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS
@@ -57,7 +57,7 @@ def readme_codes() -> str:
     """The README's list of mistake codes (between its <!-- mistake codes --> markers): one line per
     exercise, its codes in the tables' order (their descriptions are in mistakes.csv and the report)."""
     by_exercise = {}
-    for code in reference.mistake_codes():
+    for code in known_mistakes.mistake_codes():
         by_exercise.setdefault(code.split(".", 1)[0], []).append(f"`{code}`")
     return "\n".join(f"- {', '.join(codes)}" for codes in by_exercise.values())
 
@@ -139,7 +139,7 @@ def read_results(course, assignment: str = ASSIGNMENT_ID, students=None):
 def analyse(results: dict, unreadable=None) -> ClassData:
     """The report's tables from {student: Result}."""
     data = ClassData(dict(sorted(results.items())), dict(unreadable or {}))
-    descriptions = reference.mistake_codes()
+    descriptions = known_mistakes.mistake_codes()
     mistakes, checks = {}, {}
     for student, result in data.graded.items():
         for row in result.checks:
@@ -317,7 +317,7 @@ def render(data: ClassData, *, assignment: str = ASSIGNMENT_ID) -> str:
     return template("report.html").render(
         assignment=assignment, summary=summary, figures=_figures(data), exercises=_exercise_means(data),
         mistakes=mistakes, checks=checks, errors=errors, timing=timing, max_names=MAX_NAMES,
-        codes=len(reference.mistake_codes()))
+        codes=len(known_mistakes.mistake_codes()))
 
 
 @dataclass

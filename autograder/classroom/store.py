@@ -13,7 +13,6 @@ notebook's name -- and it is a grade: a result on the grader's side (``Result.gr
 never kept. The nbgrader bridge takes its results from here too.
 """
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..atomic import write_atomic, write_json_atomic
 from ..checklist import catalogue
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID
+from ..provenance import sha256_file
 from ..results import Result
 
 OUTPUT_DIR = "grade-class"
@@ -39,15 +39,6 @@ def folder(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
 def result_path(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
     """Where grade-class keeps ``student``'s results document."""
     return folder(course, student, assignment) / RESULTS_NAME
-
-
-def sha256_file(path) -> str:
-    """The sha256 of a file's bytes (a kept result must have been graded from the same file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resume_key(notebook, grader_hash: str) -> dict:

@@ -2,13 +2,13 @@
 
 ``synthetic_results(n)`` makes ``n`` results as grade-class would store them, without grading
 anything: every check of the real check list (checklist.collect_checks), each passed or failed, a
-failure naming one of its exercise's mistake codes (reference.mistake_codes) or none, plus a few
+failure naming one of its exercise's mistake codes (known_mistakes.mistake_codes) or none, plus a few
 error results on both sides. Seeded, so the same ``n`` and seed give the same class.
 """
 
 import random
 
-from .. import reference
+from .. import known_mistakes
 from ..checklist import collect_checks
 from ..errors import Side
 from ..results import CheckResult, Result
@@ -18,7 +18,7 @@ def synthetic_results(n: int, *, seed: int = 0, fail_rate: float = 0.15, named_r
                       student_error_rate: float = 0.02, grader_error_rate: float = 0.01) -> dict:
     """{student: Result} for ``n`` synthetic students (see the module's docstring)."""
     rng = random.Random(seed)
-    codes = reference.mistake_codes()
+    codes = known_mistakes.mistake_codes()
     by_exercise = {}
     for code in codes:
         by_exercise.setdefault(code.split(".", 1)[0], []).append(code)

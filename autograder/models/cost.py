@@ -16,7 +16,7 @@ from autograder.errors import ModelRefused
 from autograder.models.vet import ALLOWED_MODELS, vet_config
 
 
-# Caps = headroom x the largest reference model (autograder/reference.py) at the input shapes the
+# Caps = headroom x the largest reference model (autograder/reference_models.py) at the input shapes the
 # checks use. ``reference_costs()`` measures them with the same formulas, and
 # tests/test_hostile.py checks the figures below against it, so a changed reference model cannot
 # leave a stale cap behind.
@@ -462,10 +462,10 @@ def reference_costs() -> dict:
     the caps above are derived from these figures (needs Keras)."""
     import json
 
-    from autograder import reference
+    from autograder import reference_models
     found = {}
     for name, shapes in REFERENCE_SHAPES.items():
         for input_shape, num_classes in shapes:
-            model = getattr(reference, name)(input_shape, num_classes)
+            model = getattr(reference_models, name)(input_shape, num_classes)
             found[(name, input_shape, num_classes)] = cost(json.loads(model.to_json()))
     return found

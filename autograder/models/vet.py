@@ -19,7 +19,7 @@ from autograder.errors import ModelRefused
 # The bounds of a config's JSON, checked by parse_config before anything walks it.
 #   text:  the worker already caps a model's JSON at 4,000,000 characters; the same cap here, so
 #          that a config from elsewhere is bounded too (the largest reference model's is 19,339).
-#   depth: the deepest to_json() of the reference models (autograder/reference.py, every model at
+#   depth: the deepest to_json() of the reference models (autograder/reference_models.py, every model at
 #          every shape of cost.REFERENCE_SHAPES, Keras 3.15) is 11 levels, the top object counting
 #          as 1 (a layer's dtype policy or initializer config inside the model's layer list). Each
 #          nested Sequential or Functional model adds 3 or 4 levels, so 64 (about 6x) leaves room

@@ -8,6 +8,6 @@
   (the locked cells' sources, the cell ids, the points). In this project it is read from the
   release; in the student kit it ships as ``contract.json``, generated when the kit is built.
 - ``kit.py``: ``python -m autograder student-kit --output DIR`` builds the wheel students install
-  (the runner, the sandbox and the contract; nothing of ``checks/`` or ``reference.py``). It is
+  (the runner, the sandbox and the contract; nothing of ``checks/``, ``reference.py`` or ``known_mistakes.py``). It is
   not part of the kit.
 """

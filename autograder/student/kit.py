@@ -5,8 +5,8 @@ notebook reader and the registry, the runner (submission.py, channel.py), the sa
 settings, ``student/`` (without this builder) and a ``__main__`` whose only verb is ``check``, plus
 the released notebook's contract (``student/contract.json``: its cell ids and the sources of its
 locked cells, all of which the students' own copy of the release holds). Files are taken by an
-allow-list, so nothing of ``checks/``, ``reference.py``, ``students.py``, ``training.py``,
-``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
+allow-list, so nothing of ``checks/``, ``reference.py``, ``known_mistakes.py``, ``students.py``,
+``training.py``, ``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
 of the package inside the kit is checked to resolve inside the kit.
 
 The wheel is written here directly (a zip with its ``.dist-info``: PEP 427), not by ``pip wheel``:
@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from .. import notebook as notebooks
+from .. import provenance
 from . import contract as contracts
 
 PACKAGE = "autograder"
@@ -83,12 +84,11 @@ class KitError(RuntimeError):
 
 def version() -> str:
     """The grader's version (the project's), which the kit carries."""
-    try:
-        from importlib.metadata import version as installed  # noqa: PLC0415
-        return installed("batchnorm-assignment")
-    except Exception:  # noqa: BLE001 - not installed: read it from the project
-        text = (PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")
-        return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    installed = provenance.installed_version("batchnorm-assignment")
+    if installed is not None:
+        return installed
+    text = (PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")   # not installed: the project's
+    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
 
 
 def kit_files(contract: contracts.Contract, package_dir: Path = PACKAGE_DIR) -> dict:
