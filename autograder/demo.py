@@ -3,8 +3,8 @@
 1. makes a fresh course folder (default ``demo-course/`` in the repository, gitignored; ``--course-dir``),
 2. copies nbgrader_config.py and source/ into it and regenerates the release with
    ``nbgrader generate_assignment batchnorm --force`` (which also creates the gradebook),
-3. hands in one notebook per student of the demo class, ``autograder.students.DEMO_CLASS`` (full
-   marks, the common mistakes of each exercise, answers that earn nothing, unanswered, crashing,
+3. hands in one notebook per student of the demo class, ``autograder.synthetic_students.DEMO_CLASS``
+   (full marks, the common mistakes of each exercise, answers that earn nothing, unanswered, crashing,
    an endless loop, a corrupt file) under ``submitted/``,
 4. grades the class with ``grade-class --jobs 2`` and prints the score table and where the CSV,
    results and feedback pages are.
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import students
+from . import synthetic_students
 from .classroom import cli as grade_class_cli
 from .exercises import ASSIGNMENT_ID
 
@@ -61,17 +61,10 @@ def make_course(course: Path, *, config: Path | None = None) -> Path:
 
 def hand_in(course: Path, names=None) -> list:
     """Write each named synthetic student's submission (default: the demo class) into ``submitted/``."""
-    names = list(names or students.DEMO_CLASS)
-    release = course / "release" / ASSIGNMENT_ID / "batchnorm.ipynb"
-    committed = students.RELEASE_NOTEBOOK
-    if release.is_file():                 # build on the release nbgrader just made for this course
-        students.RELEASE_NOTEBOOK = release
-    try:
-        for name in names:
-            path = course / "submitted" / name / ASSIGNMENT_ID / "batchnorm.ipynb"
-            students.write_submission(students.STUDENTS[name], path)
-    finally:
-        students.RELEASE_NOTEBOOK = committed
+    names = list(names or synthetic_students.DEMO_CLASS)
+    for name in names:                    # built on the release nbgrader just made for this course
+        path = course / "submitted" / name / ASSIGNMENT_ID / "batchnorm.ipynb"
+        synthetic_students.write_submission(synthetic_students.STUDENTS[name], path, course)
     return names
 
 

@@ -593,8 +593,9 @@ def test_score_table_csv_and_thread_limits(monkeypatch):
 
 @pytest.mark.slow
 def test_real_grader_on_synthetic_students(tmp_path):
-    from autograder import students
-    if not students.RELEASE_NOTEBOOK.exists():
+    from autograder import synthetic_students as students
+    from autograder.notebook import released_notebook
+    if released_notebook() is None:
         pytest.skip("release/batchnorm/batchnorm.ipynb is not there yet")
     course = tmp_path / "course"
     for name in ("full_marks", "unanswered", "corrupt"):

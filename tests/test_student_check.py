@@ -16,7 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import settings, students
+from autograder import settings
+from autograder import synthetic_students as students
 from autograder.exercises import BY_ID, EXERCISES, Kind
 from autograder.notebook import read
 from autograder.sandbox import Limits
@@ -367,7 +368,7 @@ def test_the_check_imports_no_hidden_check_reference_or_tensorflow():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('autograder', 'tensorflow', 'keras')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(eval(done.stdout))  # noqa: S307 - our own printout
-    hidden = {"autograder.checks", "autograder.reference", "autograder.training", "autograder.students",
+    hidden = {"autograder.checks", "autograder.reference", "autograder.training", "autograder.synthetic_students",
               "autograder.grade", "autograder.models", "autograder.classroom", "tensorflow", "keras"}
     assert not {m for m in loaded if m in hidden or m.rsplit(".", 1)[0] in hidden}, loaded
 

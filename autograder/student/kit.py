@@ -2,12 +2,12 @@
 
 The kit is the package ``autograder`` cut down to what ``python -m autograder check`` needs: the
 notebook reader and the registry, the runner (submission.py, channel.py), the sandbox, the
-settings, the atomic writer, ``student/`` (without this builder) and a ``__main__`` whose only verb is ``check``, plus
-the released notebook's contract (``student/contract.json``: its cell ids and the sources of its
-locked cells, all of which the students' own copy of the release holds). Files are taken by an
-allow-list, so nothing of ``checks/``, ``reference.py``, ``students.py``, ``training.py``,
-``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
-of the package inside the kit is checked to resolve inside the kit.
+settings, the atomic writer, ``student/`` (without this builder) and a ``__main__`` whose only verb
+is ``check``, plus the released notebook's contract (``student/contract.json``: its cell ids and
+the sources of its locked cells, all of which the students' own copy of the release holds). Files
+are taken by an allow-list, so nothing of ``checks/``, ``reference.py``, ``synthetic_students.py``,
+``training.py``, ``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is
+written every import of the package inside the kit is checked to resolve inside the kit.
 
 The wheel is written here directly (a zip with its ``.dist-info``: PEP 427), not by ``pip wheel``:
 building a generated project with setuptools needs setuptools and wheel in the instructor's
