@@ -14,31 +14,19 @@ into the gradebook (see autograder/nbgrader_bridge.py).
 """
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from . import synthetic_students
+from .assign import nbgrader
 from .classroom import cli as grade_class_cli
+from .errors import ReleaseFailed
 from .exercises import ASSIGNMENT_ID
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COURSE = REPO / "demo-course"
 MARKER = ".autograder-demo"          # only a folder holding this file is ever deleted by the demo
-
-
-def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``nbgrader <args>`` in ``course`` with this Python; raise with its output when it fails."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-               # nbgrader's gradebook runs the `alembic` script by name, from this Python's bin folder
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-4000:]}")
-    return done
 
 
 def make_course(course: Path, *, config: Path | None = None) -> Path:
@@ -84,7 +72,7 @@ def main(argv=None) -> int:
     try:
         print(f"Making a fresh course in {args.course_dir} and releasing {ASSIGNMENT_ID} with nbgrader ...")
         course = make_course(args.course_dir)
-    except (FileExistsError, RuntimeError, OSError) as e:
+    except (FileExistsError, ReleaseFailed, OSError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     names = hand_in(course)
