@@ -43,11 +43,12 @@ from .. import notebook as notebooks
 from ..atomic import write_atomic
 from ..errors import NotebookUnreadable
 from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind
+from ..templates import template
 from ..text import bounded
 from . import store
 from .collect import discover
 from .grades import csv_text
-from .report import read_results, template
+from .report import read_results
 
 log = logging.getLogger(__name__)
 
