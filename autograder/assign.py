@@ -27,10 +27,11 @@ import nbformat
 
 from .errors import ReleaseFailed
 from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
+from .notebook import release_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = Path("source") / ASSIGNMENT_ID / NOTEBOOK_NAME
-RELEASE = Path("release") / ASSIGNMENT_ID / NOTEBOOK_NAME
+RELEASE = release_path(".")          # relative to a course folder: release/batchnorm/batchnorm.ipynb
 SOLUTIONS = Path("solutions") / ASSIGNMENT_ID / NOTEBOOK_NAME
 
 FAST_ENV = "BN_ASSIGNMENT_FAST"
@@ -115,18 +116,27 @@ def write_solutions(repo_root=REPO_ROOT, fast=False) -> Path:
 # --------------------------------------------------------------------------------------------
 # Release
 
+def nbgrader(course, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nbgrader <args>`` in the course folder ``course`` with this Python, its output captured
+    (stdout and stderr as one); ReleaseFailed with the end of its output when it fails."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+               # nbgrader's gradebook runs the `alembic` script by name, from this Python's bin folder
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        raise ReleaseFailed(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-4000:]}")
+    return done
+
+
 def generate_release(course_dir=REPO_ROOT) -> Path:
     """Run ``nbgrader generate_assignment`` in ``course_dir``; return the released notebook."""
     course_dir = Path(course_dir)
-    command = [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT_ID, "--force"]
-    # nbgrader runs `alembic` from PATH; make it find the one next to this Python (the venv's).
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    done = subprocess.run(command, cwd=course_dir, capture_output=True, text=True,
-                          env=dict(os.environ, PATH=path, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = nbgrader(course_dir, "generate_assignment", ASSIGNMENT_ID, "--force")
     released = course_dir / RELEASE
-    if done.returncode != 0 or not released.is_file():
-        raise ReleaseFailed(f"{' '.join(command[1:])} failed (exit {done.returncode}):\n"
-                          f"{done.stdout}{done.stderr}")
+    if not released.is_file():
+        raise ReleaseFailed(f"nbgrader generate_assignment {ASSIGNMENT_ID} --force wrote no {released}:\n"
+                            f"{done.stdout[-4000:]}")
     # Only the notebook belongs in release/ (nbgrader copies whatever else is in source/).
     for leftover in released.parent.iterdir():
         if leftover != released:

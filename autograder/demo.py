@@ -3,8 +3,8 @@
 1. makes a fresh course folder (default ``demo-course/`` in the repository, gitignored; ``--course-dir``),
 2. copies nbgrader_config.py and source/ into it and regenerates the release with
    ``nbgrader generate_assignment batchnorm --force`` (which also creates the gradebook),
-3. hands in one notebook per student of the demo class, ``autograder.students.DEMO_CLASS`` (full
-   marks, the common mistakes of each exercise, answers that earn nothing, unanswered, crashing,
+3. hands in one notebook per student of the demo class, ``autograder.synthetic_students.DEMO_CLASS``
+   (full marks, the common mistakes of each exercise, answers that earn nothing, unanswered, crashing,
    an endless loop, a corrupt file) under ``submitted/``,
 4. grades the class with ``grade-class --jobs 2`` and prints the score table and where the CSV,
    results and feedback pages are.
@@ -14,31 +14,19 @@ into the gradebook (see autograder/nbgrader_bridge.py).
 """
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from . import students
+from . import synthetic_students
+from .assign import nbgrader
 from .classroom import cli as grade_class_cli
+from .errors import ReleaseFailed
 from .exercises import ASSIGNMENT_ID
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COURSE = REPO / "demo-course"
 MARKER = ".autograder-demo"          # only a folder holding this file is ever deleted by the demo
-
-
-def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``nbgrader <args>`` in ``course`` with this Python; raise with its output when it fails."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-               # nbgrader's gradebook runs the `alembic` script by name, from this Python's bin folder
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-4000:]}")
-    return done
 
 
 def make_course(course: Path, *, config: Path | None = None) -> Path:
@@ -61,17 +49,10 @@ def make_course(course: Path, *, config: Path | None = None) -> Path:
 
 def hand_in(course: Path, names=None) -> list:
     """Write each named synthetic student's submission (default: the demo class) into ``submitted/``."""
-    names = list(names or students.DEMO_CLASS)
-    release = course / "release" / ASSIGNMENT_ID / "batchnorm.ipynb"
-    committed = students.RELEASE_NOTEBOOK
-    if release.is_file():                 # build on the release nbgrader just made for this course
-        students.RELEASE_NOTEBOOK = release
-    try:
-        for name in names:
-            path = course / "submitted" / name / ASSIGNMENT_ID / "batchnorm.ipynb"
-            students.write_submission(students.STUDENTS[name], path)
-    finally:
-        students.RELEASE_NOTEBOOK = committed
+    names = list(names or synthetic_students.DEMO_CLASS)
+    for name in names:                    # built on the release nbgrader just made for this course
+        path = course / "submitted" / name / ASSIGNMENT_ID / "batchnorm.ipynb"
+        synthetic_students.write_submission(synthetic_students.STUDENTS[name], path, course)
     return names
 
 
@@ -91,7 +72,7 @@ def main(argv=None) -> int:
     try:
         print(f"Making a fresh course in {args.course_dir} and releasing {ASSIGNMENT_ID} with nbgrader ...")
         course = make_course(args.course_dir)
-    except (FileExistsError, RuntimeError, OSError) as e:
+    except (FileExistsError, ReleaseFailed, OSError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     names = hand_in(course)

@@ -7,7 +7,7 @@ notebook's points, each check module's total, the README table, the demo class's
 
 Adding an exercise: an entry here, a reference (reference.py) with its mistakes (known_mistakes.py),
 a check module (checks/test_<id>.py), the notebook's cells (source/), and one synthetic student per
-mistake (students.py).
+mistake (synthetic_students.py).
 """
 
 from dataclasses import dataclass

@@ -7,23 +7,15 @@ rows' ``message``. Everything a student can influence (their id, the messages, w
 their output or exception text) is escaped by the template engine.
 """
 
-import functools
 from pathlib import Path
 
 from .atomic import write_atomic
 from .exercises import EXERCISES
 from .results import Result, format_points
+from .templates import template
 from .text import bounded
 
 HEADING = "<h1>Batch Normalization: feedback</h1>"
-
-
-@functools.lru_cache(maxsize=1)
-def _template():
-    import jinja2
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("autograder", "templates"),
-                                     autoescape=True, keep_trailing_newline=True)
-    return environment.get_template("feedback.html")
 
 
 def _one_line_per_check(rows) -> list:
@@ -66,7 +58,7 @@ def render(result: Result, *, student: str = "", message: str = "") -> str:
     already (results.py); the notes on the hand-in (``message``: file names) and the student's id
     are bounded here, their control characters escaped."""
     student, message = bounded(student, 300), bounded(message)
-    return _template().render(student=student, total=format_points(result.total),
+    return template("feedback.html").render(student=student, total=format_points(result.total),
                               max_total=format_points(result.max_total),
                               error=(result.error or "unknown reason") if result.status.value == "error" else "",
                               grader_fault=result.grader_fault, message=message, groups=_groups(result))

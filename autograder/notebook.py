@@ -28,6 +28,7 @@ from .exercises import ASSIGNMENT_ID, BY_TEST_CELL, NOTEBOOK_NAME
 MAX_NOTEBOOK_BYTES = 100 << 20     # the largest notebook read; with many plots one is a few MB
 BIG_NOTEBOOK_NOTE = 5 << 20        # say that outputs were removed above this size
 DEMO_CELL_PREFIX = "demo_"         # locked demonstrations (plots, the training race): never run
+PROJECT_DIR = Path(__file__).resolve().parent.parent    # this project, whose release/ ships with the grader
 
 
 class Role(str, Enum):
@@ -213,24 +214,36 @@ def setup_sources(notebook: Notebook) -> dict:
     return {grade_id(c): source(c) for c in notebook.cells if role(c) is Role.SETUP}
 
 
-def released_paths(package_dir: Path) -> list:
-    """Where the released (student) notebook may be, first found first used: the course's own
-    release (nbgrader's layout, the course folder being the working directory) and the one that
-    ships with the grader (this project's release/)."""
-    relative = Path("release") / ASSIGNMENT_ID / NOTEBOOK_NAME
-    return [Path.cwd() / relative, package_dir.parent / relative]
+def release_path(course) -> Path:
+    """release/batchnorm/batchnorm.ipynb of the course folder ``course``: where nbgrader's
+    ``generate_assignment`` writes the released (student) notebook."""
+    return Path(course) / "release" / ASSIGNMENT_ID / NOTEBOOK_NAME
+
+
+def released_paths(course=None) -> list:
+    """Where the released notebook may be, first found first used: the release of the course folder
+    ``course`` when given, then the working directory's (the course folder grade-class and nbgrader
+    run in), then the one that ships with the grader (this project's release/)."""
+    folders = ([Path(course)] if course is not None else []) + [Path.cwd(), PROJECT_DIR]
+    paths = [release_path(folder) for folder in folders]
+    return [path for n, path in enumerate(paths) if path not in paths[:n]]
+
+
+def released_notebook(course=None) -> Path | None:
+    """The released notebook's path (``released_paths``: the course's, else this project's), or None."""
+    return next((path for path in released_paths(course) if path.is_file()), None)
 
 
 _released_setup = {}
 
 
-def instructor_setup_cells(package_dir: Path) -> dict:
+def instructor_setup_cells() -> dict:
     """{grade_id: code} of the released notebook's set-up cells ({} when none is found).
 
     A student's copy of a locked cell is only as locked as their editor: the grader runs these
     sources in place of the submission's (nbgrader autograde restores locked cells the same way,
     from its database), so that a set-up cell's failure can be told apart from the student's own."""
-    for path in released_paths(package_dir):
+    for path in released_paths():
         key = str(path)
         if key not in _released_setup:
             try:

@@ -26,7 +26,7 @@ SCORING = (
 # Files that present, schedule or store results, or that build the course: no score depends on them.
 NOT_SCORING = (
     "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py", "text.py",
-    "nbgrader_bridge.py", "assign.py", "demo.py", "students.py",
+    "nbgrader_bridge.py", "assign.py", "demo.py", "synthetic_students.py",
     "classroom/*.py", "student/*.py", "templates/*",
 )
 

@@ -31,7 +31,7 @@ from . import notebook as notebooks
 from .channel import (ANSWER_BYTES, Kind, LineReader, Outcome, Silence, answer_prefix, decode_array,
                       encode_argument, parse_answer, parse_ready, send)
 from .errors import ModelRefused, SandboxUnavailable, SetupCellFailed, StudentCodeError
-from .sandbox import PACKAGE_DIR, Limits, SandboxedProcess
+from .sandbox import Limits, SandboxedProcess
 from .sandbox.process import CONFINE_FAILED_EXIT
 
 STARTUP_SECONDS = 60.0             # Python and NumPy starting in the sandbox; more means it is broken
@@ -77,7 +77,7 @@ class Submission:
         self.requested_isolation = isolation
         self.isolation = None                  # the mode a worker of this submission ran in ("none"...)
         self.setup_sources = (dict(setup_sources) if setup_sources is not None
-                              else notebooks.instructor_setup_cells(PACKAGE_DIR))
+                              else notebooks.instructor_setup_cells())
         self.cells = notebooks.cells_to_run(notebook, self.setup_sources)
         # cell index -> grade_id of the cells that run the instructor's set-up source
         self.setup_cells = {index: notebooks.grade_id(notebook.cells[index]) for index, _ in self.cells

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo, settings, students  # noqa: E402
+from autograder import demo, settings  # noqa: E402
+from autograder import synthetic_students as students  # noqa: E402
 from autograder.classroom import classrun, pool, store  # noqa: E402
 from autograder.exercises import ASSIGNMENT_ID  # noqa: E402
 
@@ -50,7 +51,7 @@ def hand_in(course: Path, submissions: dict) -> None:
     """{student id: synthetic student name} -> submitted/<id>/batchnorm/batchnorm.ipynb"""
     for student, name in submissions.items():
         students.write_submission(students.STUDENTS[name],
-                                  course / "submitted" / student / ASSIGNMENT_ID / "batchnorm.ipynb")
+                                  course / "submitted" / student / ASSIGNMENT_ID / "batchnorm.ipynb", course)
 
 
 def grade(course: Path, jobs: int):
@@ -133,7 +134,6 @@ def main(argv=None) -> int:
         print(f"TensorFlow import: {tf_import:.2f} s")
 
         course = demo.make_course(work / "copies")
-        students.RELEASE_NOTEBOOK = course / "release" / ASSIGNMENT_ID / "batchnorm.ipynb"
         copies = {f"copy{i:03d}": "full_marks" for i in range(1, args.copies + 1)}
         hand_in(course, copies)
         outcome, wall, timings = grade(course, args.jobs)

@@ -9,7 +9,7 @@
     .venv/bin/python benchmarks/bench_goals.py all        # class, nbgrader, dask and memo in one run
 
 The class: 20 students, 12 correct (the solution) and 8 with different mistakes taken from
-autograder/students.py (round robin over the exercises their mistakes are in; no endless loop, no
+autograder/synthetic_students.py (round robin over the exercises their mistakes are in; no endless loop, no
 corrupt file). Every command is the real one (``python -m autograder grade-class``, ``nbgrader
 autograde``, ``dask scheduler``/``dask worker``, ``python -m autograder grade``), run as a
 subprocess from a fresh course folder with a fresh grader cache (so the memo starts empty). T is
@@ -33,7 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo, students  # noqa: E402
+from autograder import demo  # noqa: E402
+from autograder import synthetic_students as students  # noqa: E402
 from autograder.exercises import ASSIGNMENT_ID, NOTEBOOK_NAME  # noqa: E402
 
 CORRECT, MISTAKES = 12, 8
@@ -101,13 +102,9 @@ def class_members() -> dict:
 
 def make_class(folder: Path, members: dict) -> Path:
     course = demo.make_course(folder)
-    committed = students.RELEASE_NOTEBOOK
-    students.RELEASE_NOTEBOOK = course / "release" / ASSIGNMENT_ID / NOTEBOOK_NAME
-    try:
-        for student, name in members.items():
-            students.write_submission(students.STUDENTS[name], course / "submitted" / student / ASSIGNMENT_ID / NOTEBOOK_NAME)
-    finally:
-        students.RELEASE_NOTEBOOK = committed
+    for student, name in members.items():
+        students.write_submission(students.STUDENTS[name], course / "submitted" / student / ASSIGNMENT_ID / NOTEBOOK_NAME,
+                                  course)
     return course
 
 

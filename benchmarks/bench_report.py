@@ -4,7 +4,7 @@ report in at most 10 s, its size growing with the distinct mistakes, not the stu
     .venv/bin/python benchmarks/bench_report.py                   # 30, 300 and 3000 students
     .venv/bin/python benchmarks/bench_report.py --students 300 --screenshot docs/report.png
 
-Each class is synthetic (autograder/classroom/synthetic.py: the real check list, failures naming
+Each class is synthetic (autograder/classroom/synthetic_results.py: the real check list, failures naming
 the reference's mistake codes, a few error rows of both sides), written as results.json files the
 way grade-class stores them; the time is ``python -m autograder report``'s work: reading every
 results.json, the tables, the plots and writing report.html, mistakes.csv and checks.csv.
@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autograder.classroom import report, store, synthetic  # noqa: E402
+from autograder.classroom import report, store, synthetic_results  # noqa: E402
 
 
 def build(n: int, folder: Path) -> dict:
-    results = synthetic.synthetic_results(n, seed=1)
+    results = synthetic_results.synthetic_results(n, seed=1)
     for student, result in results.items():
         path = store.result_path(folder, student)
         path.parent.mkdir(parents=True, exist_ok=True)

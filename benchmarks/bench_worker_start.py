@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import students  # noqa: E402
+from autograder import synthetic_students as students  # noqa: E402
 from autograder.sandbox import process  # noqa: E402
 from autograder.submission import Submission  # noqa: E402
 

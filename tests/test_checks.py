@@ -12,7 +12,8 @@ import sys
 import nbformat
 import pytest
 
-from autograder import settings, students
+from autograder import settings
+from autograder import synthetic_students as students
 from autograder.checklist import collect_checks
 from autograder.classroom.pool import run_pool
 from autograder.classroom.server import Task

@@ -579,8 +579,12 @@ def test_score_table_csv_and_thread_limits(monkeypatch):
     full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
     rows = [grades.Row.of("ann", full), grades.Row.of("bob, \"the\"", full, "two\nlines  of   notes")]
     table = grades.format_table(rows).splitlines()
-    assert table[0].split() == ["student", *(f"{e.id}/{pts(e.points)}" for e in EXERCISES), "total", "status"]
-    assert table[2].split() == ["ann", *(pts(e.points) for e in EXERCISES), f"{pts(FULL)}/{pts(FULL)}", "graded"]
+    header = next(n for n, line in enumerate(table) if line.startswith("student"))
+    assert table[header].split() == ["student", *(str(n) for n in range(1, len(EXERCISES) + 1)), "total", "status"]
+    assert table[header + 2].split() == ["ann", *(pts(e.points) for e in EXERCISES), f"{pts(FULL)}/{pts(FULL)}",
+                                         "graded"]
+    legend = " ".join(table[:header])
+    assert all(f"{n} {e.id} ({pts(e.points)})" in legend for n, e in enumerate(EXERCISES, start=1))
     text = grades.grades_csv_text(reversed(rows))
     assert text.splitlines()[0] == ",".join(grades.CSV_COLUMNS)
     assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), pts(FULL), pts(FULL),
@@ -592,12 +596,26 @@ def test_score_table_csv_and_thread_limits(monkeypatch):
     assert Settings().with_threads(pool.cpu_count() // 4).limits.threads == 1
 
 
+def test_the_score_table_of_a_class_fits_a_100_column_terminal():
+    """Ten exercises, points in sevenths, an error row and a student id of 100 characters (the longest
+    collect gives): no line of the table is longer than 100 characters, and the long id is cut."""
+    sevenths = Result.graded([CheckResult(e.id, e.id, e.points * 5 / 7, e.points, False, "") for e in EXERCISES])
+    full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
+    rows = [grades.Row.of("ann", full), grades.Row.of("b" * 100, sevenths), grades.Row("eve"),
+            grades.Row.of("carol", sevenths)]
+    table = grades.format_table(rows).splitlines()
+    assert max(len(line) for line in table) <= 100, table
+    assert any(line.startswith("b" * 20) and "..." in line for line in table)
+    assert any(line.startswith("carol") and "15.71/22" in line for line in table)
+
+
 # --- the real grader -------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_real_grader_on_synthetic_students(tmp_path):
-    from autograder import students
-    if not students.RELEASE_NOTEBOOK.exists():
+    from autograder import synthetic_students as students
+    from autograder.notebook import released_notebook
+    if released_notebook() is None:
         pytest.skip("release/batchnorm/batchnorm.ipynb is not there yet")
     course = tmp_path / "course"
     for name in ("full_marks", "unanswered", "corrupt"):

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from autograder import sandbox, students
+from autograder import sandbox
+from autograder import synthetic_students as students
 
 needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
 

@@ -37,7 +37,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from autograder import grade, sandbox, settings, students, training
+from autograder import grade, sandbox, settings, training
+from autograder import synthetic_students as students
 from autograder import submission as submission_module
 from autograder.errors import ModelRefused
 from autograder.models import cost, vet, view

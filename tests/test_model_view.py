@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from autograder import reference_models, students
+from autograder import reference_models
+from autograder import synthetic_students as students
 from autograder.errors import ModelRefused
 from autograder.models import architecture, cost, rebuild, vet, view
 

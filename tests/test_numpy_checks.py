@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import check_cells
 
-from autograder import known_mistakes, reference, students
+from autograder import known_mistakes, reference
+from autograder import synthetic_students as students
 from autograder.checks import answers
 from autograder.checklist import CHECKS_DIR
 from autograder.exercises import Kind, of_kind

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from conftest import check_cells
 
-from autograder import known_mistakes, students
-from autograder.classroom import grades, report, store, synthetic
+from autograder import known_mistakes
+from autograder import synthetic_students as students
+from autograder.classroom import grades, report, store, synthetic_results
 from autograder.errors import Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, Kind
 from autograder.results import Result
@@ -318,7 +319,7 @@ def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_stud
     sizes = {}
     for n in (300, 1200):
         course = tmp_path / str(n)
-        results = synthetic.synthetic_results(n, seed=n)
+        results = synthetic_results.synthetic_results(n, seed=n)
         started = time.monotonic()
         written = report.write_report(course, results=results)
         seconds = time.monotonic() - started

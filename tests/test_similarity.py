@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 from conftest import check_cells
 
-from autograder import known_mistakes, reference, students
+from autograder import known_mistakes, reference
+from autograder import synthetic_students as students
 from autograder.classroom import similarity, store
+from autograder.notebook import released_notebook
 from autograder.results import CheckResult, Result
 
 VARIANTS = {
@@ -262,7 +264,7 @@ CODE = tuple(e.id for e in similarity.CODE_EXERCISES)           # every exercise
 def release_stubs() -> dict:
     """{grade_id: source} of the released notebook's solution cells (what an unanswered one holds)."""
     import nbformat
-    release = nbformat.read(students.RELEASE_NOTEBOOK, as_version=4)
+    release = nbformat.read(released_notebook(), as_version=4)
     return {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in release.cells
             if c.metadata.get("nbgrader", {}).get("solution")}
 
@@ -273,7 +275,7 @@ MODEL_CELLS = {e.solution_cell for e in similarity.MODEL_EXERCISES}
 def independent(answers: dict) -> dict:
     """An independent student's answers: ``answers``, and the stub (unanswered) for every other solution
     cell but the model builders', so that no two independent students share an answer this test did
-    not plan (the master's solutions, which students.py fills in, are one shared answer)."""
+    not plan (the master's solutions, which synthetic_students.py fills in, are one shared answer)."""
     stubs = release_stubs()
     return {**{g: stub for g, stub in stubs.items() if g not in answers and g not in MODEL_CELLS}, **answers}
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import settings, students
+from autograder import settings
+from autograder import synthetic_students as students
 from autograder.exercises import BY_ID, EXERCISES, Kind
 from autograder.notebook import read
 from autograder.sandbox import Limits
 from autograder.student import check as checking
 from autograder.student import contract as contracts
+from autograder.student import source as sources
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_EXERCISE = {"id", "found", "ran", "visible_tests", "message"}
@@ -51,9 +53,9 @@ def _write(nb, folder: Path) -> Path:
 def _static(nb, tmp_path):
     """The static problems of ``nb`` (no worker): locked cells against the release, and loading."""
     notebook = read(_write(nb, tmp_path))
-    cells = checking.Cells(notebook)
-    problems = checking.locked_cell_problems(notebook, contracts.load(), cells)
-    return problems + list(checking.loading_problems(cells).values())
+    cells = sources.Cells(notebook)
+    problems = contracts.locked_cell_problems(notebook, contracts.load(), cells)
+    return problems + list(sources.loading_problems(cells).values())
 
 
 def _of_kind(problems, kind):
@@ -172,16 +174,16 @@ def test_answer_and_added_cells_that_load_data_or_train_are_reported(tmp_path):
 
 
 def test_loading_calls_follow_what_a_cell_runs():
-    assert checking.loading_calls(HELPER_CELL, everywhere=False) == []
-    assert checking.loading_calls(HELPER_CELL, everywhere=True) == [("fit", 2)]
+    assert sources.loading_calls(HELPER_CELL, everywhere=False) == []
+    assert sources.loading_calls(HELPER_CELL, everywhere=True) == [("fit", 2)]
     called = HELPER_CELL + "train_later(m, x, y)\n"
-    assert checking.loading_calls(called, everywhere=False) == [("fit", 2)]
-    assert checking.loading_calls("data = load_data()\nnp.polyfit(x, y, 1)\nfit(x)", everywhere=False) == \
+    assert sources.loading_calls(called, everywhere=False) == [("fit", 2)]
+    assert sources.loading_calls("data = load_data()\nnp.polyfit(x, y, 1)\nfit(x)", everywhere=False) == \
         [("load_data", 1)]
-    assert checking.loading_calls("%time model.fit(x)\n", everywhere=False) == []   # a magic is not run
-    assert checking.trains(next(c for c in nbformat.read(ROOT / "release/batchnorm/batchnorm.ipynb", 4).cells
+    assert sources.loading_calls("%time model.fit(x)\n", everywhere=False) == []   # a magic is not run
+    assert sources.trains(next(c for c in nbformat.read(ROOT / "release/batchnorm/batchnorm.ipynb", 4).cells
                                 if _grade_id(c) == "demo_train_with_bn").source) is False
-    test_cell = checking.trains("history = model.fit(x, y, epochs=1)\nassert history")
+    test_cell = sources.trains("history = model.fit(x, y, epochs=1)\nassert history")
     assert test_cell is True
 
 
@@ -367,7 +369,7 @@ def test_the_check_imports_no_hidden_check_reference_or_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(eval(done.stdout))  # noqa: S307 - our own printout
     hidden = {"autograder.checks", "autograder.reference", "autograder.known_mistakes", "autograder.reference_models",
-              "autograder.training", "autograder.trainingcache", "autograder.students",
+              "autograder.training", "autograder.trainingcache", "autograder.synthetic_students",
               "autograder.grade", "autograder.models", "autograder.classroom", "tensorflow", "keras"}
     assert not {m for m in loaded if m in hidden or m.rsplit(".", 1)[0] in hidden}, loaded
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "autograder"
 RELEASE = ROOT / "release" / "batchnorm" / "batchnorm.ipynb"
 NEVER_IN_THE_KIT = ("autograder/checks/", "autograder/reference.py", "autograder/known_mistakes.py",
-                    "autograder/reference_models.py", "autograder/trainingcache.py", "autograder/students.py",
+                    "autograder/reference_models.py", "autograder/trainingcache.py", "autograder/synthetic_students.py",
                     "autograder/training.py", "autograder/models/", "autograder/grade.py", "autograder/classroom/",
                     "autograder/student/kit.py", "autograder/nbgrader_bridge.py", "autograder/feedback.py")
 
@@ -132,7 +132,7 @@ def test_the_installed_kit_checks_the_solution_without_the_grader(wheel, tmp_pat
     """A fresh venv (no system site-packages) with only the kit installed (--no-deps); NumPy, Keras
     and Matplotlib, which the notebook needs, come from this project's venv through a .pth file, so
     that the sandboxed worker finds them too (it gets no PYTHONPATH)."""
-    from autograder import students
+    from autograder import synthetic_students as students
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 
-from autograder import students
+from autograder import synthetic_students as students
 from autograder.sandbox import process
 from autograder.models import architecture
 from autograder.submission import Submission

@@ -2,6 +2,8 @@
 
 ``grades.csv``: student, one column per exercise of the registry (exercises.py), total, max_total,
 status and message; points as people write them (results.format_points), the message on one line.
+The table grade-class prints (``format_table``) fits a 100-column terminal: exercises by number,
+with a legend, and points to two decimals.
 """
 
 import csv
@@ -14,6 +16,7 @@ from ..results import Result, format_points
 from ..text import bounded, escaped
 
 CSV_COLUMNS = ("student",) + EXERCISE_IDS + ("total", "max_total", "status", "message")
+TABLE_WIDTH = 100          # the terminal the end-of-run table fits
 
 
 @dataclass(frozen=True)
@@ -70,15 +73,34 @@ def write_csv(rows, path) -> None:
     write_atomic(grades_csv_text(rows), path)
 
 
-def format_table(rows) -> str:
-    """The end-of-run score table: student, points per exercise, total, status."""
-    headers = ["student", *(f"{e.id}/{format_points(e.points)}" for e in EXERCISES), "total", "status"]
-    body = [[r.student, *(format_points(r.scores.get(e, 0.0)) for e in EXERCISE_IDS),
-             f"{format_points(r.total)}/{format_points(r.max_total)}", r.status]
+def _table_points(points) -> str:
+    """Points in the table: at most two decimals (grades.csv keeps them whole)."""
+    return format_points(round(float(points), 2))
+
+
+def format_table(rows, width: int = TABLE_WIDTH) -> str:
+    """The end-of-run score table, no line longer than ``width``: a legend naming the exercises by
+    number, then student, points per exercise (headed 1, 2, ...), total, status. A student id too
+    long for the line is cut, ending in "..."."""
+    legend = ["exercises (points):"]
+    for n, exercise in enumerate(EXERCISES, start=1):
+        item = f" {n} {exercise.id} ({format_points(exercise.points)})" + ("," if n < len(EXERCISES) else "")
+        if len(legend[-1]) + len(item) > width:
+            legend.append(" ")
+        legend[-1] += item
+    headers = ["student", *(str(n) for n in range(1, len(EXERCISES) + 1)), "total", "status"]
+    body = [[r.student, *(_table_points(r.scores.get(e, 0.0)) for e in EXERCISE_IDS),
+             f"{_table_points(r.total)}/{_table_points(r.max_total)}", r.status]
             for r in sorted(rows, key=lambda r: r.student)]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
+    gaps = ["  ", *[" "] * (len(EXERCISES) - 1), "  ", "  "]      # before each column after the first
+    room = width - sum(widths[1:]) - sum(map(len, gaps))
+    widths[0] = max(len(headers[0]), min(widths[0], room))
 
     def line(cells):
-        return "  ".join(str(c).ljust(w) if i in (0, len(cells) - 1) else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(b) for b in body])
+        name = str(cells[0])
+        text = (name if len(name) <= widths[0] else name[:widths[0] - 3] + "...").ljust(widths[0])
+        for i, (gap, cell) in enumerate(zip(gaps, cells[1:]), start=1):
+            text += gap + (str(cell).ljust(widths[i]) if i == len(cells) - 1 else str(cell).rjust(widths[i]))
+        return text.rstrip()
+    return "\n".join(legend + [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body])

@@ -25,7 +25,6 @@ messages) is escaped by jinja2 in the page, and made inert in the CSVs (``inert`
 
 import argparse
 import base64
-import functools
 import io
 import logging
 import statistics
@@ -39,6 +38,7 @@ from ..atomic import write_atomic
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS
 from ..results import Status, format_points
+from ..templates import template
 from . import store
 from .grades import csv_text
 
@@ -275,14 +275,6 @@ def _quantile(values, q):
 
 
 # --- the page -----------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=4)
-def template(name: str):
-    import jinja2
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("autograder", "templates"),
-                                     autoescape=True, keep_trailing_newline=True)
-    return environment.get_template(name)
-
 
 def _named(students) -> dict:
     return {"shown": students[:MAX_NAMES], "more": max(0, len(students) - MAX_NAMES)}

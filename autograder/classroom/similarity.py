@@ -42,12 +42,13 @@ from pathlib import Path
 from .. import notebook as notebooks
 from ..atomic import write_atomic
 from ..errors import NotebookUnreadable
-from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind, NOTEBOOK_NAME
+from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind
+from ..templates import template
 from ..text import bounded
 from . import store
 from .collect import discover
 from .grades import csv_text
-from .report import read_results, template
+from .report import read_results
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,7 @@ def answers_of(student: str, notebook: notebooks.Notebook, strip=()) -> Answers:
 
 def released_notebook(course=None):
     """The released notebook (the course's, else this project's), or None."""
-    candidates = []
-    if course is not None:
-        candidates.append(Path(course) / "release" / ASSIGNMENT_ID / NOTEBOOK_NAME)
-    candidates += notebooks.released_paths(Path(__file__).resolve().parent.parent)
-    for path in candidates:
+    for path in notebooks.released_paths(course):
         if path.is_file():
             try:
                 return notebooks.read(path)

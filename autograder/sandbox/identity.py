@@ -14,6 +14,9 @@ what separates the workers from each other and from the grader.
 Inside bwrap's user namespace the leased uid (and the gid, the same number) is mapped with root:
 "0 0 1\\n{uid} {uid} 1\\n" (bwrap.user_namespace_fd). When the worker is killed, ``end_processes``
 ends every process of its uid, then the lease is released.
+
+``processes`` is the package's one reader of /proc's process list (pid, state, parent, uids): the
+uids here, and process.py's PID-namespace lookups.
 """
 
 import ctypes
@@ -25,6 +28,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .limits import Limits
 
@@ -72,19 +76,33 @@ class Lease:
         return f"Lease(uid={self.uid}, shared={self.shared})"
 
 
+class ProcessEntry(NamedTuple):
+    pid: int
+    state: str           # "R", "S", "Z" (a zombie)...
+    parent: int          # its parent's pid
+    uids: tuple          # its real, effective, saved and file-system uids (as text); () unless asked for
+
+
+def processes(*, uids: bool = False):
+    """Each process in /proc, as a ProcessEntry read from its stat file (and its status file, for
+    ``uids``); a process that ends while it is read is left out."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            found = ()
+            if uids:
+                with open(f"/proc/{name}/status") as status:
+                    found = tuple(next((line.split()[1:] for line in status if line.startswith("Uid:")), ()))
+            yield ProcessEntry(int(name), fields[0], int(fields[1]), found)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
 def _uid_runs_a_process(uid: int) -> bool:
     """Some process has ``uid`` as its real, effective, saved or file-system uid."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("Uid:"):
-                        if str(uid) in line.split()[1:]:
-                            return True
-                        break
-        except OSError:
-            continue
-    return False
+    return any(str(uid) in entry.uids for entry in processes(uids=True))
 
 
 def end_processes(uid: int, rounds: int = 200) -> None:
@@ -92,18 +110,13 @@ def end_processes(uid: int, rounds: int = 200) -> None:
     alone, so this ends whatever it started, in whatever session or process group). As root only."""
     for _ in range(rounds):
         found = False
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/status") as status:
-                    uids = next((line.split()[1:] for line in status if line.startswith("Uid:")), [])
-                if str(uid) in uids:
-                    with open(f"/proc/{pid}/stat") as stat:
-                        state = stat.read().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
-                        found = True
-                        os.kill(int(pid), signal.SIGKILL)
-            except (OSError, IndexError, ValueError):
-                continue
+        for entry in processes(uids=True):
+            if str(uid) in entry.uids and entry.state != "Z":
+                found = True
+                try:
+                    os.kill(entry.pid, signal.SIGKILL)
+                except OSError:
+                    continue
         if not found:
             return
         time.sleep(0.005)

@@ -240,12 +240,6 @@ def _deleted_open_bytes(pids, folder, max_entries: int) -> int:
     return used
 
 
-def _parent_pid(pid):
-    """A live (not zombie) process's parent pid, or None for a zombie; OSError when it is gone."""
-    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return None if fields_[0] == "Z" else int(fields_[1])
-
-
 _swept = False
 
 
@@ -393,12 +387,12 @@ class SandboxedProcess:
 
     def _pid_namespace(self):
         """The PID namespace bwrap made, read through its first child (the namespace's init)."""
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if _parent_pid(pid) == self.process.pid:
-                    return os.readlink(f"/proc/{pid}/ns/pid")
-            except (OSError, ValueError, IndexError):
-                continue
+        for entry in identity.processes():
+            if entry.state != "Z" and entry.parent == self.process.pid:
+                try:
+                    return os.readlink(f"/proc/{entry.pid}/ns/pid")
+                except OSError:
+                    continue
         return None
 
     @staticmethod
@@ -408,9 +402,9 @@ class SandboxedProcess:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             alive = False
-            for pid in filter(str.isdigit, os.listdir("/proc")):
+            for entry in identity.processes():
                 try:
-                    alive = os.readlink(f"/proc/{pid}/ns/pid") == namespace and _parent_pid(pid) is not None
+                    alive = entry.state != "Z" and os.readlink(f"/proc/{entry.pid}/ns/pid") == namespace
                 except OSError:
                     continue
                 if alive:

@@ -25,326 +25,29 @@ notebook, text cells included) and saying what to do:
 - ``missing_function``: after the run, an exercise's function is not defined (renamed, deleted).
 - ``visible_test_failed``: a visible test cell fails against the fresh run (its own message).
 - ``not_checked``: the check could not start its worker here (exit code 2; not the notebook's fault).
+
+The report's types are in ``report.py``, the reading of the notebook's code (and the cells' names in
+the messages) in ``source.py``, the comparison with the release in ``contract.py``; this module runs
+the notebook and is the command.
 """
 
 import argparse
-import ast
-import os
 import sys
-import tempfile
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import notebook as notebooks
 from .. import settings
+from ..atomic import write_atomic
 from ..channel import Kind as OutcomeKind
 from ..text import bounded
 from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
 from ..sandbox import Limits, SandboxWarning
-from ..sandbox.worker import python_source
 from ..submission import Submission
 from . import contract as contracts
-
-KINDS = ("not_a_notebook", "changed_locked_cell", "loads_data_or_trains", "cell_timeout", "undefined_name",
-         "cell_error", "missing_function", "visible_test_failed", "not_checked")
-PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
-
-# Calls that load a dataset or train, which an answer cell must not make: the grader has no copy of
-# the data, and training runs into the cell limit. load_data may be called by name or attribute;
-# the others only as methods (model.fit), so that a student's own function named fit is not taken.
-LOADING_FUNCTIONS = {"load_data"}
-TRAINING_METHODS = {"fit", "fit_generator", "train_on_batch"}
-
-
-
-@dataclass
-class Problem:
-    kind: str
-    cell: int | None        # 1-based position in the notebook, or None
-    message: str            # may quote the student's own error text: bounded and escaped when set
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, bounded(value) if name == "message" else value)
-
-
-@dataclass
-class ExerciseReport:
-    id: str
-    found: bool             # its function is defined after the fresh run
-    ran: bool               # its answer cell ran without an error or a time-out
-    visible_tests: str      # "passed" | "failed" | "not run"
-    message: str
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, bounded(value) if name == "message" else value)
-
-
-@dataclass
-class Report:
-    ready: bool
-    exercises: list
-    problems: list
-    isolation: str = ""
-    could_not_run: bool = False      # the check itself could not run the notebook here (exit 2)
-
-    def to_dict(self) -> dict:
-        return {"ready": self.ready, "exercises": [asdict(e) for e in self.exercises],
-                "problems": [asdict(p) for p in self.problems]}
-
-    def to_json(self) -> str:
-        import json  # noqa: PLC0415
-        return json.dumps(self.to_dict(), indent=1) + "\n"
-
-    def lines(self) -> list:
-        """What the command prints after its first line: one line per exercise, then the problems."""
-        out = []
-        for number, (exercise, found) in enumerate(zip(EXERCISES, self.exercises), start=1):
-            out.append(f"  {number}. {exercise.id:<26} {found.message}")
-        if self.problems:
-            out.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")
-            out += [f"  [{p.kind}] {p.message}" for p in self.problems]
-        if self.ready:
-            out.append("READY: the notebook runs from a fresh start as the grader runs it, and the visible tests "
-                       "pass. (The hidden checks test more cases.)")
-        elif self.could_not_run:
-            out.append("NOT CHECKED: the check could not run the notebook on this computer (see above).")
-        else:
-            out.append("NOT READY: fix the problems above, save the notebook, and run the check again.")
-        return out
-
-
-# --- reading the notebook's code -------------------------------------------------------------------
-
-def _parse(code: str):
-    try:
-        return ast.parse(python_source(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
-def bindings(code: str) -> set:
-    """The global names a cell's code binds when it runs (assignments, defs, imports, loop and with
-    targets...), not those bound inside its functions."""
-    tree = _parse(code)
-    names = set()
-
-    def visit(node):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-            return
-        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    if tree is not None:
-        visit(tree)
-    return names
-
-
-def defined_functions(code: str) -> list:
-    tree = _parse(code)
-    return [] if tree is None else [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-
-
-def _called_name(call: ast.Call) -> str | None:
-    function = call.func
-    if isinstance(function, ast.Name) and function.id in LOADING_FUNCTIONS:
-        return function.id
-    if isinstance(function, ast.Attribute) and function.attr in LOADING_FUNCTIONS | TRAINING_METHODS:
-        return function.attr
-    return None
-
-
-def loading_calls(code: str, *, everywhere: bool) -> list:
-    """[(name, line)] of the calls that load data or train. ``everywhere``: also inside function
-    bodies (an answer cell's function runs when the grader calls it); otherwise only what runs when
-    the cell runs: its top level and the bodies of its own functions that it calls there."""
-    tree = _parse(code)
-    if tree is None:
-        return []
-    if everywhere:
-        nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    else:
-        functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        nodes, stack, called = [], list(tree.body), set()
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) \
-                    and not getattr(node, "_runs", False):
-                continue
-            if isinstance(node, ast.Call):
-                nodes.append(node)
-                name = node.func.id if isinstance(node.func, ast.Name) else None
-                if name in functions and name not in called:
-                    called.add(name)
-                    functions[name]._runs = True
-                    stack.append(functions[name])
-            stack.extend(ast.iter_child_nodes(node))
-    found = sorted({(name, node.lineno) for node in nodes if (name := _called_name(node))}, key=lambda f: f[1])
-    return found
-
-
-def trains(code: str) -> bool:
-    return bool(loading_calls(code, everywhere=True))
-
-
-# --- the notebook's cells, as the messages name them -------------------------------------------------
-
-_ANSWERS = {e.function: (n, e) for n, e in enumerate(EXERCISES, start=1) if e.kind is not Kind.TRAINING}
-_TESTS = {e.test_cell: (n, e) for n, e in enumerate(EXERCISES, start=1)}
-
-
-class Cells:
-    """A notebook's cells with their roles, ids and the globals each binds."""
-
-    def __init__(self, notebook: notebooks.Notebook):
-        self.cells = notebook.cells
-        self.roles = [notebooks.role(c) for c in self.cells]
-        self.ids = [notebooks.grade_id(c) if isinstance(c, dict) else "" for c in self.cells]
-        self.codes = [notebooks.source(c) if role is not notebooks.Role.TEXT else ""
-                      for c, role in zip(self.cells, self.roles)]
-        self.bound = [bindings(code) if code else set() for code in self.codes]
-
-    def describe(self, index: int) -> str:
-        """'cell 9 (the answer cell of Exercise 1)'."""
-        return f"cell {index + 1} ({self.what(index)})"
-
-    def what(self, index: int) -> str:
-        role, cell_id = self.roles[index], self.ids[index]
-        if role is notebooks.Role.SOLUTION:
-            return f"the answer cell of Exercise {_ANSWERS[cell_id][0]}" if cell_id in _ANSWERS \
-                else f"the answer cell {cell_id!r}"
-        if role is notebooks.Role.TEST:
-            return f"the visible test of Exercise {_TESTS[cell_id][0]}" if cell_id in _TESTS \
-                else f"the test cell {cell_id!r}"
-        if role is notebooks.Role.SETUP:
-            return f"the locked set-up cell {cell_id!r}"
-        if role is notebooks.Role.DEMO:
-            return f"the demonstration cell {cell_id!r}"
-        if role is notebooks.Role.ADDED:
-            first = next((line.strip() for line in self.codes[index].splitlines() if line.strip()), "")
-            first = first if len(first) <= 40 else first[:37] + "..."
-            return f"a cell you added, starting {first!r}" if first else "a cell you added"
-        return f"the text cell {cell_id!r}" if cell_id else "a text cell"
-
-    def last(self, grade_id: str, role: notebooks.Role) -> int | None:
-        """The last cell with this id and role (nbgrader keeps the last of duplicated ids)."""
-        found = [i for i, (r, g) in enumerate(zip(self.roles, self.ids)) if r is role and g == grade_id]
-        return found[-1] if found else None
-
-    def answer_cell(self, exercise) -> int | None:
-        return self.last(exercise.function, notebooks.Role.SOLUTION)
-
-    def test_cell(self, exercise) -> int | None:
-        return self.last(exercise.test_cell, notebooks.Role.TEST)
-
-    def binders(self, name: str) -> list:
-        return [i for i, names in enumerate(self.bound) if name in names]
-
-
-# --- the static checks: the release's contract, and data loading or training in answer cells ---------
-
-def locked_cell_problems(notebook: notebooks.Notebook, contract, cells: Cells) -> list:
-    """What nbgrader's autograde would overwrite or refuse, compared with the release's cells."""
-    if contract is None:
-        return []
-    released = contract.by_id
-    problems, seen = [], {}
-    for index, cell in enumerate(notebook.cells):
-        meta = notebooks.nbgrader_metadata(cell) if isinstance(cell, dict) else {}
-        if not meta:
-            continue
-        cell_id = cells.ids[index]
-        if not cell_id:
-            if any(meta.get(flag) for flag in ("solution", "grade", "locked")):
-                problems.append(Problem("changed_locked_cell", index + 1, (
-                    f"cell {index + 1} has nbgrader metadata without a grade_id, so nbgrader cannot tell which "
-                    "cell it is; its metadata is damaged: copy the cell's code into a fresh copy of the release")))
-            continue
-        seen.setdefault(cell_id, []).append(index)
-        if cell_id not in released:
-            problems.append(Problem("changed_locked_cell", index + 1, (
-                f"{cells.describe(index)} has the cell id {cell_id!r}, which the released notebook does not have "
-                "(copied from another notebook, or its metadata edited); nbgrader drops that id: if it is your "
-                "answer, move its code into the answer cell it belongs to")))
-            continue
-        original = released[cell_id]
-        changes = []
-        if str(cell.get("cell_type")) != original.cell_type:
-            changes.append(f"its type is {cell.get('cell_type')}, not {original.cell_type}")
-        for flag in ("locked", "solution", "grade"):
-            if bool(meta.get(flag)) != getattr(original, flag):
-                changes.append(f"its nbgrader flag {flag!r} is {bool(meta.get(flag))}, not {getattr(original, flag)}")
-        if original.grade and _points(meta.get("points")) != original.points:
-            changes.append(f"its points are {meta.get('points')!r}, not {original.points:g}")
-        if original.checksum and meta.get("checksum") not in (None, original.checksum):
-            changes.append("its nbgrader checksum was changed")
-        if original.locked and notebooks.source(cell) != original.source:
-            what = "a visible test" if original.grade else "a locked cell"
-            problems.append(Problem("changed_locked_cell", index + 1, (
-                f"{cells.describe(index)} was edited, but it is {what}: the grader uses the release's version, "
-                "so your change is lost (and an answer written there is not graded); undo the edit: copy the "
-                "cell back from a fresh copy of the release")))
-        if changes:
-            problems.append(Problem("changed_locked_cell", index + 1, (
-                f"{cells.describe(index)}: {'; '.join(changes)}; nbgrader restores or refuses such a cell: "
-                "undo it (copy the cell back from a fresh copy of the release, then your code into it)")))
-    for cell_id, indices in seen.items():
-        if len(indices) > 1 and cell_id in released:
-            numbers = ", ".join(str(i + 1) for i in indices)
-            problems.append(Problem("changed_locked_cell", indices[0] + 1, (
-                f"cells {numbers} all have the cell id {cell_id!r} (a cell copied with its metadata); nbgrader "
-                f"keeps the id on the last one only: keep one cell with this id, and make the copy a plain "
-                "cell (delete it and add a new cell, then paste its code)")))
-    present = {cells.ids[i] for i in range(len(cells.ids))}
-    if released and not present & set(released):
-        problems.append(Problem("changed_locked_cell", None, (
-            "the notebook has none of the released notebook's cell ids: it is not the released "
-            f"{NOTEBOOK_NAME}, or a program removed its nbgrader metadata; start from a fresh copy of the "
-            "release and paste your answers into its answer cells")))
-        return problems
-    for cell_id, original in released.items():
-        if cell_id not in present:
-            kind = {notebooks.Role.SOLUTION: "answer cell", notebooks.Role.TEST: "visible test cell"}.get(
-                original.role, "locked cell" if original.locked else "cell")
-            problems.append(Problem("changed_locked_cell", None, (
-                f"the {kind} {cell_id!r} (cell {original.position} of the release) was deleted; nbgrader "
-                "grades by cell id: copy it back from a fresh copy of the release, in the same place")))
-    return problems
-
-
-def _points(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def loading_problems(cells: Cells) -> dict:
-    """{cell index: Problem} for the answer cells and added cells that load data or train."""
-    found = {}
-    for index, role in enumerate(cells.roles):
-        if role not in (notebooks.Role.SOLUTION, notebooks.Role.ADDED):
-            continue
-        calls = loading_calls(cells.codes[index], everywhere=role is notebooks.Role.SOLUTION)
-        if not calls:
-            continue
-        named = ", ".join(f"{name}() on line {line}" for name, line in calls)
-        found[index] = Problem("loads_data_or_trains", index + 1, (
-            f"{cells.describe(index)} calls {named}: the grader runs this cell with no dataset and "
-            "a time limit, so it fails or runs out of time there; keep loading data and training in the "
-            "notebook's demonstration cells: answer cells, and cells you add, should only define functions"))
-    return found
-
+from .report import FAILED, KINDS, NOT_RUN, PASSED, ExerciseReport, Problem, Report, unreadable_report
+from .source import Cells, defined_functions, loading_problems, trains
 
 # --- running it ----------------------------------------------------------------------------------
 
@@ -513,15 +216,6 @@ class _Checker:
         return FAILED, f"visible tests failed: {message.splitlines()[0][:120] if message else text}"
 
 
-def unreadable_report(why: str) -> Report:
-    problem = Problem("not_a_notebook", None, (
-        f"{why}; the grader cannot read it either: open the notebook in Jupyter, save it (File > Save), and "
-        f"hand in the .ipynb file"))
-    exercises = [ExerciseReport(e.id, False, False, NOT_RUN, "not run: the file is not a readable notebook")
-                 for e in EXERCISES]
-    return Report(False, exercises, [problem])
-
-
 def check(path, limits: Limits | None = None, *, contract="release", hide=(), echo=None) -> Report:
     """The report on the notebook at ``path``, run with ``limits`` (default the grader's). ``contract``:
     the release's (default: the kit's contract.json or the release grading finds), or a Contract, or
@@ -537,7 +231,7 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
         contract = contracts.load()
     cells = Cells(notebook)
     checker = _Checker(notebook, contract, limits, cells)
-    checker.problems += locked_cell_problems(notebook, contract, cells)
+    checker.problems += contracts.locked_cell_problems(notebook, contract, cells)
     loading = loading_problems(cells)
 
     chosen, isolation = isolation_choice()
@@ -588,15 +282,6 @@ def _exercise(checker: _Checker, run: Submission, exercise, number: int, missing
     return ExerciseReport(exercise.id, True, ran, visible, message)
 
 
-def _write(text: str, path: Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False,
-                                     prefix=f".{path.name}.", suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def main(argv=None) -> int:
     """Exit 0 when the notebook is ready, 1 when problems were found, 2 when it could not be checked."""
     parser = argparse.ArgumentParser(
@@ -610,7 +295,7 @@ def main(argv=None) -> int:
     for line in report.lines():
         print(line)
     if args.output:
-        _write(report.to_json(), args.output)
+        write_atomic(report.to_json(), args.output)
     sys.stdout.flush()
     return 2 if report.could_not_run else 0 if report.ready else 1
 

@@ -7,8 +7,11 @@ instructions, which nbgrader's autograde restores). Answer cells keep no source.
 the notebook students already have: nothing here comes from the hidden checks.
 
 In this project the contract is read from the released notebook, found as grading finds it
-(``notebook.released_paths``). The student kit ships it as ``contract.json`` next to this module,
+(``notebook.released_notebook``). The student kit ships it as ``contract.json`` next to this module,
 written when the kit is built (``kit.py``); that file, when present, wins.
+
+``locked_cell_problems`` compares a student's notebook with the contract: what nbgrader's autograde
+would overwrite or refuse (``changed_locked_cell``).
 """
 
 import hashlib
@@ -19,7 +22,8 @@ from pathlib import Path
 from .. import notebook as notebooks
 from ..errors import NotebookUnreadable
 from ..exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
-from ..sandbox import PACKAGE_DIR
+from .report import Problem
+from .source import Cells
 
 CONTRACT_FILE = Path(__file__).with_name("contract.json")
 FORMAT = 1
@@ -99,19 +103,92 @@ def from_release(notebook: notebooks.Notebook, origin: str = "release") -> Contr
     return Contract(tuple(cells), origin, digest)
 
 
-def release_path() -> Path | None:
-    """The released notebook grading would use, or None."""
-    return next((path for path in notebooks.released_paths(PACKAGE_DIR) if path.is_file()), None)
-
-
 def load() -> Contract | None:
     """The kit's contract.json when there is one, else the release's; None when neither is found."""
     if CONTRACT_FILE.is_file():
         return Contract.from_json(CONTRACT_FILE.read_text(encoding="utf-8"))
-    path = release_path()
+    path = notebooks.released_notebook()
     if path is None:
         return None
     try:
         return from_release(notebooks.read(path), origin=str(path))
     except NotebookUnreadable:
+        return None
+
+
+# --- a student's notebook against the contract ------------------------------------------------------
+
+def locked_cell_problems(notebook: notebooks.Notebook, contract, cells: Cells) -> list:
+    """What nbgrader's autograde would overwrite or refuse, compared with the release's cells."""
+    if contract is None:
+        return []
+    released = contract.by_id
+    problems, seen = [], {}
+    for index, cell in enumerate(notebook.cells):
+        meta = notebooks.nbgrader_metadata(cell) if isinstance(cell, dict) else {}
+        if not meta:
+            continue
+        cell_id = cells.ids[index]
+        if not cell_id:
+            if any(meta.get(flag) for flag in ("solution", "grade", "locked")):
+                problems.append(Problem("changed_locked_cell", index + 1, (
+                    f"cell {index + 1} has nbgrader metadata without a grade_id, so nbgrader cannot tell which "
+                    "cell it is; its metadata is damaged: copy the cell's code into a fresh copy of the release")))
+            continue
+        seen.setdefault(cell_id, []).append(index)
+        if cell_id not in released:
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)} has the cell id {cell_id!r}, which the released notebook does not have "
+                "(copied from another notebook, or its metadata edited); nbgrader drops that id: if it is your "
+                "answer, move its code into the answer cell it belongs to")))
+            continue
+        original = released[cell_id]
+        changes = []
+        if str(cell.get("cell_type")) != original.cell_type:
+            changes.append(f"its type is {cell.get('cell_type')}, not {original.cell_type}")
+        for flag in ("locked", "solution", "grade"):
+            if bool(meta.get(flag)) != getattr(original, flag):
+                changes.append(f"its nbgrader flag {flag!r} is {bool(meta.get(flag))}, not {getattr(original, flag)}")
+        if original.grade and _points(meta.get("points")) != original.points:
+            changes.append(f"its points are {meta.get('points')!r}, not {original.points:g}")
+        if original.checksum and meta.get("checksum") not in (None, original.checksum):
+            changes.append("its nbgrader checksum was changed")
+        if original.locked and notebooks.source(cell) != original.source:
+            what = "a visible test" if original.grade else "a locked cell"
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)} was edited, but it is {what}: the grader uses the release's version, "
+                "so your change is lost (and an answer written there is not graded); undo the edit: copy the "
+                "cell back from a fresh copy of the release")))
+        if changes:
+            problems.append(Problem("changed_locked_cell", index + 1, (
+                f"{cells.describe(index)}: {'; '.join(changes)}; nbgrader restores or refuses such a cell: "
+                "undo it (copy the cell back from a fresh copy of the release, then your code into it)")))
+    for cell_id, indices in seen.items():
+        if len(indices) > 1 and cell_id in released:
+            numbers = ", ".join(str(i + 1) for i in indices)
+            problems.append(Problem("changed_locked_cell", indices[0] + 1, (
+                f"cells {numbers} all have the cell id {cell_id!r} (a cell copied with its metadata); nbgrader "
+                f"keeps the id on the last one only: keep one cell with this id, and make the copy a plain "
+                "cell (delete it and add a new cell, then paste its code)")))
+    present = {cells.ids[i] for i in range(len(cells.ids))}
+    if released and not present & set(released):
+        problems.append(Problem("changed_locked_cell", None, (
+            "the notebook has none of the released notebook's cell ids: it is not the released "
+            f"{NOTEBOOK_NAME}, or a program removed its nbgrader metadata; start from a fresh copy of the "
+            "release and paste your answers into its answer cells")))
+        return problems
+    for cell_id, original in released.items():
+        if cell_id not in present:
+            kind = {notebooks.Role.SOLUTION: "answer cell", notebooks.Role.TEST: "visible test cell"}.get(
+                original.role, "locked cell" if original.locked else "cell")
+            problems.append(Problem("changed_locked_cell", None, (
+                f"the {kind} {cell_id!r} (cell {original.position} of the release) was deleted; nbgrader "
+                "grades by cell id: copy it back from a fresh copy of the release, in the same place")))
+    return problems
+
+
+def _points(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
         return None

@@ -2,12 +2,12 @@
 
 The kit is the package ``autograder`` cut down to what ``python -m autograder check`` needs: the
 notebook reader and the registry, the runner (submission.py, channel.py), the sandbox, the
-settings, ``student/`` (without this builder) and a ``__main__`` whose only verb is ``check``, plus
-the released notebook's contract (``student/contract.json``: its cell ids and the sources of its
-locked cells, all of which the students' own copy of the release holds). Files are taken by an
-allow-list, so nothing of ``checks/``, ``reference.py``, ``known_mistakes.py``, ``students.py``,
-``training.py``, ``models/``, ``grade.py`` or ``classroom/`` can be in it; before the wheel is written every import
-of the package inside the kit is checked to resolve inside the kit.
+settings, the atomic writer, ``student/`` (without this builder) and a ``__main__`` whose only verb
+is ``check``, plus the released notebook's contract (``student/contract.json``: its cell ids and
+the sources of its locked cells, all of which the students' own copy of the release holds). Files
+are taken by an allow-list, so nothing of ``checks/``, ``reference.py``, ``known_mistakes.py``,
+``synthetic_students.py``, ``training.py``, ``models/``, ``grade.py`` or ``classroom/`` can be in it;
+before the wheel is written every import of the package inside the kit is checked to resolve inside the kit.
 
 The wheel is written here directly (a zip with its ``.dist-info``: PEP 427), not by ``pip wheel``:
 building a generated project with setuptools needs setuptools and wheel in the instructor's
@@ -39,8 +39,10 @@ DISTRIBUTION = "batchnorm-check"
 REQUIRES = ("numpy",)
 
 # The kit's files, by allow-list (paths inside the package).
-MODULES = ("exercises.py", "notebook.py", "errors.py", "submission.py", "channel.py", "text.py", "settings.py")
-PACKAGES = {"sandbox": None, "student": ("__init__.py", "check.py", "contract.py")}   # None: every .py
+MODULES = ("exercises.py", "notebook.py", "errors.py", "submission.py", "channel.py", "text.py", "settings.py",
+           "atomic.py")
+PACKAGES = {"sandbox": None,                                                          # None: every .py
+            "student": ("__init__.py", "check.py", "contract.py", "report.py", "source.py")}
 CONTRACT_PATH = "student/contract.json"
 
 # Imports inside functions that the kit never reaches, and that may not resolve in it.
@@ -232,7 +234,7 @@ def write_wheel(files: dict, output_dir: Path, version_: str, contract: contract
 def build(output_dir, release=None) -> Path:
     """Build the kit from the released notebook ``release`` (default: the one grading finds) into
     ``output_dir``; the wheel's path. KitError when it cannot be built."""
-    release = Path(release) if release else contracts.release_path()
+    release = Path(release) if release else notebooks.released_notebook()
     if release is None or not release.is_file():
         raise KitError("no released notebook found (release/batchnorm/batchnorm.ipynb): run "
                        "`python -m autograder assign` first, or pass --release")

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import nbformat
 
-from .assign import REPO_ROOT, RELEASE, solutions_notebook
+from .assign import solutions_notebook
 from .exercises import BY_ID, Kind, of_kind
-from .notebook import grade_id, nbgrader_metadata
-
-RELEASE_NOTEBOOK = REPO_ROOT / RELEASE
+from .notebook import grade_id, nbgrader_metadata, released_notebook
 
 
 def solution_code() -> dict:
@@ -323,9 +321,15 @@ DEMO_CLASS = (
 )
 
 
-def build_notebook(student: Student):
-    """The notebook ``student`` hands in, built from the committed release and the master's solutions."""
-    release = nbformat.read(RELEASE_NOTEBOOK, as_version=4)
+def build_notebook(student: Student, course=None):
+    """The notebook ``student`` hands in, built from the master's solutions and the release the grader
+    uses (notebook.released_notebook: the course folder's ``course`` when given, or the working
+    directory's, else this project's committed one)."""
+    path = released_notebook(course)
+    if path is None:
+        raise FileNotFoundError("no released notebook (release/batchnorm/batchnorm.ipynb): run "
+                                "`python -m autograder assign` first")
+    release = nbformat.read(path, as_version=4)
     if student.unanswered:
         return release
     answers = {**solution_code(), **student.answers}
@@ -341,11 +345,12 @@ def build_notebook(student: Student):
     return release
 
 
-def write_submission(student: Student, path: Path) -> Path:
-    """Write what ``student`` hands in to ``path`` (a notebook, or the raw bytes)."""
+def write_submission(student: Student, path: Path, course=None) -> Path:
+    """Write what ``student`` hands in to ``path`` (a notebook, or the raw bytes), built on the release
+    of the course folder ``course`` when it has one (build_notebook)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if student.raw:
         path.write_bytes(student.raw)
     else:
-        path.write_text(json.dumps(build_notebook(student), indent=1), encoding="utf-8")
+        path.write_text(json.dumps(build_notebook(student, course), indent=1), encoding="utf-8")
     return path
