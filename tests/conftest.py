@@ -274,3 +274,162 @@ def leftovers(first_uid: int, tag: str, scratch: Path) -> list:
     has its own uid) or tagged ``tag``, and worker scratch folders in ``scratch`` (its TMPDIR)."""
     uids = range(first_uid, first_uid + UID_COUNT) if os.geteuid() == 0 else range(0)
     return processes(uids=uids, tag=tag) + scratch_left(scratch)
+
+
+# --- hostile notebooks graded in this process (test_hostile_resources, test_escapes, test_model_bounds,
+# test_protocol_forgery, test_fault_side, test_damaged_notebooks) ---------------------------------------
+
+def _bubblewrap_runs() -> bool:
+    from autograder import sandbox
+    return sandbox.bubblewrap_available()
+
+
+needs_bwrap = pytest.mark.skipif(not _bubblewrap_runs(), reason="bubblewrap cannot run here")
+
+# The exercises these notebooks answer (the other exercises' checks are deselected, see ``graded``).
+GRADED = ("manual_batch_norm", "build_model_with_bn", "build_modern_cnn")
+FULL_MARKS = {e.id: e.points for e in EXERCISES if e.id in GRADED}
+
+SETUP_KERAS = "import numpy as np\nimport keras\n"
+
+# The model builders import keras themselves, so that a NumPy-only set-up cell can stay fast.
+BUILD_WITH_BN = '''\
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    import keras
+    L = keras.layers
+    return keras.Sequential([keras.Input(shape=input_shape),
+        L.Conv2D(32, 3), L.BatchNormalization(), L.Activation("relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(num_classes, activation="softmax")])
+'''
+
+
+def write_notebook(folder: Path, *cells, name="submission.ipynb") -> Path:
+    """A notebook of code cells (strings) and ready-made cells (dicts), written to folder/name."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) if isinstance(c, str) else c for c in cells]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def nbgrader_cell(source, grade_id, *, grade=False, solution=False, locked=False, points=None):
+    """A code cell with nbgrader's metadata."""
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": grade, "grade_id": grade_id, "locked": locked,
+                                 "schema_version": 3, "solution": solution,
+                                 **({"points": points} if points is not None else {})}
+    return cell
+
+
+def grade_from_environ(path, **kwargs) -> dict:
+    """grade_notebook under the settings the environment gives (the tests set short limits there,
+    as an instructor would at the command line), as the results.json document."""
+    import json
+
+    from autograder import grade, settings
+    found = settings.from_environ()
+    result = grade.grade_notebook(path, limits=found.limits, training_budget=found.training_budget, memo=found.memo,
+                                  **kwargs)
+    return json.loads(result.to_json())      # what results.json holds (no NaN, plain JSON)
+
+
+@pytest.fixture
+def limits(monkeypatch):
+    """set(cell=..., call=..., total=..., grace=..., memory_mb=...): short limits for this test."""
+    from autograder import settings
+
+    def set_limits(cell=3, call=30, total=150, grace=2, memory_mb=None):
+        for name, value in (("CELL_SECONDS", cell), ("CALL_SECONDS", call), ("TOTAL_SECONDS", total),
+                            ("GRACE_SECONDS", grace), ("MEMORY_MB", memory_mb)):
+            if value is None:
+                monkeypatch.delenv(f"BN_AUTOGRADER_{name}", raising=False)
+            else:
+                monkeypatch.setenv(f"BN_AUTOGRADER_{name}", str(value))
+        return settings.from_environ().limits
+    return set_limits
+
+
+def select(monkeypatch, *exercises):
+    """Grade only the checks of ``exercises`` (their modules' names hold them)."""
+    from autograder import grade
+    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k", " or ".join(exercises)])
+
+
+@pytest.fixture
+def graded(monkeypatch):
+    """graded(path, **kwargs) -> (results, the Submission the checks used), without the training check."""
+    from autograder import submission as submission_module
+    from autograder.submission import Submission
+    select(monkeypatch, *GRADED)
+    opened = []
+
+    class Recording(Submission):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(submission_module, "Submission", Recording)   # GradingRun.new_submission makes them all
+
+    def run(path, **kwargs):
+        opened.clear()
+        results = grade_from_environ(path, **kwargs)
+        return results, (opened[0] if opened else None)     # the first: grader_failure may open a probe
+    return run
+
+
+@pytest.fixture
+def cgroups(monkeypatch):
+    """The cgroups the test's workers made, each as {"dirs": [...], "events": what its counters said
+    just before it was removed}; every one of them must be gone when the test ends. (The hostile
+    test modules use it in every test: ``pytestmark = pytest.mark.usefixtures("cgroups")``.)"""
+    from autograder.sandbox.cgroup import ResourceGroup
+    made = []
+    original_init, original_remove = ResourceGroup.__init__, ResourceGroup.remove
+
+    def tracking(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.record = {"dirs": list(self.dirs), "events": {}}
+        made.append(self.record)
+
+    def removing(self):
+        for path in self.dirs:
+            for name in ("pids.events", "memory.oom_control", "memory.events"):
+                if (path / name).exists():
+                    self.record["events"][name] = (path / name).read_text()
+        original_remove(self)
+
+    monkeypatch.setattr(ResourceGroup, "__init__", tracking)
+    monkeypatch.setattr(ResourceGroup, "remove", removing)
+    yield made
+    left = [str(d) for group in made for d in group["dirs"] if d.exists()]
+    assert not left, f"cgroups left behind: {left}"
+
+
+def checks(results) -> list:
+    return [c for c in results["checks"] if c["exercise"] in GRADED]
+
+
+def scores(results) -> dict:
+    found = {}
+    for check in checks(results):
+        found[check["exercise"]] = found.get(check["exercise"], 0.0) + check["points"]
+    return found
+
+
+def messages(results, exercise) -> list:
+    return [c["message"] for c in checks(results) if c["exercise"] == exercise]
+
+
+def outcome(submission, index) -> str | None:
+    """The final message of the notebook's cell ``index`` (None when it ran cleanly)."""
+    found = [o.error for o in submission.outcomes if o.index == index]
+    assert found, f"cell {index} was not run"
+    return found[0]
+
+
+def unique_digits() -> str:
+    """Digits no other process on this machine has in its command line (a sleep duration)."""
+    import uuid
+    return "98" + str(uuid.uuid4().int)[:8]

@@ -95,3 +95,20 @@ def test_the_threads_reach_the_workers_limits(monkeypatch):
     monkeypatch.setenv("BN_AUTOGRADER_THREADS", "none")
     with pytest.warns(settings.SettingWarning):
         assert settings.from_environ().limits.threads == 1
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    for name in settings.BY_VARIABLE:
+        monkeypatch.delenv(name, raising=False)
+    default = settings.from_environ().limits
+    assert (default.cell_seconds, default.call_seconds, default.total_seconds) == (30.0, 20.0, 240.0)
+    monkeypatch.setenv("BN_AUTOGRADER_CELL_SECONDS", "2.5")
+    monkeypatch.setenv("BN_AUTOGRADER_TOTAL_SECONDS", "60")
+    monkeypatch.setenv("BN_AUTOGRADER_MEMORY_MB", "1024")
+    monkeypatch.setenv("BN_AUTOGRADER_CALL_SECONDS", "soon")
+    with pytest.warns(settings.SettingWarning, match="BN_AUTOGRADER_CALL_SECONDS"):
+        limits = settings.from_environ().limits
+    assert limits.cell_seconds == 2.5 and limits.total_seconds == 60.0
+    assert limits.memory_bytes == 1 << 30 and isinstance(limits.memory_bytes, int)
+    assert limits.call_seconds == default.call_seconds
+
