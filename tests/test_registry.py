@@ -50,13 +50,30 @@ def test_every_package_file_is_listed_as_scoring_or_not():
     assert files <= scoring | other, f"decide whether these decide a score: {sorted(files - scoring - other)}"
 
 
-def test_editing_a_file_that_does_not_score_keeps_the_grader_hash(tmp_path):
+@pytest.fixture
+def package_copy(tmp_path):
+    """A copy of the grader's package, to edit."""
     import shutil
     copy = tmp_path / "autograder"
     shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = provenance.grader_hash(copy)
-    (copy / "feedback.py").write_text("# edited\n")
-    (copy / "checks" / "README.md").write_text("edited\n")
-    assert provenance.grader_hash(copy) == before
-    (copy / "checks" / "answers.py").write_text("# edited\n")
-    assert provenance.grader_hash(copy) != before
+    return copy
+
+
+def test_editing_a_file_that_does_not_score_keeps_the_grader_hash(package_copy):
+    before = provenance.grader_hash(package_copy)
+    assert provenance.grader_hash(package_copy) == before
+    (package_copy / "feedback.py").write_text("# presentation only: no regrade\n")
+    (package_copy / "classroom" / "pool.py").write_text("# scheduling only: no regrade\n")
+    (package_copy / "checks" / "README.md").write_text("edited\n")
+    assert provenance.grader_hash(package_copy) == before
+
+
+@pytest.mark.parametrize("scoring", ["checks/answers.py", "a check module"])
+def test_editing_a_file_that_scores_changes_the_grader_hash(package_copy, scoring):
+    before = provenance.grader_hash(package_copy)
+    if scoring == "checks/answers.py":
+        (package_copy / "checks" / "answers.py").write_text("# edited\n")
+    else:
+        check = next((package_copy / "checks").glob("test_*.py"))
+        check.write_text(check.read_text() + "\n# a changed check\n")
+    assert provenance.grader_hash(package_copy) != before
