@@ -433,3 +433,125 @@ def unique_digits() -> str:
     """Digits no other process on this machine has in its command line (a sleep duration)."""
     import uuid
     return "98" + str(uuid.uuid4().int)[:8]
+
+
+# --- a Dask cluster on loopback running the fake grader (test_cluster.py, test_grade_class.py's backend) ---
+
+DASK = [str(Path(sys.executable).parent / "dask")]
+
+
+def start_dask(args, log: Path, env: dict):
+    """``dask <args>`` in a session of its own (killed with its children), its output in ``log``."""
+    import subprocess
+    with open(log, "ab") as out:
+        return subprocess.Popen(DASK + args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)       # its own group: killed with its children
+
+
+def kill_group(proc) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+class Cluster:
+    """A scheduler on loopback and the workers a test starts on it."""
+
+    def __init__(self, root: Path):
+        import json
+        import time
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.file = root / "scheduler.json"
+        self.workers = []
+        self.env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="True", TF_CPP_MIN_LOG_LEVEL="3")
+        self.scheduler = start_dask(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(self.file)], root / "scheduler.log", self.env)
+        deadline = time.monotonic() + 60
+        while not self.file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def start_workers(self, n: int, env: dict) -> list:
+        started = [start_dask(["worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                           "--no-dashboard", "--local-directory", str(self.root / "workers")],
+                          self.root / f"worker-{len(self.workers) + i}.log", dict(self.env, **env))
+                   for i in range(n)]
+        self.workers += started
+        from distributed import Client
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(sum(p.poll() is None for p in self.workers), timeout=90)
+        return started
+
+    def close(self) -> None:
+        for proc in self.workers + [self.scheduler]:
+            kill_group(proc)
+
+
+@pytest.fixture(scope="session")
+def scheduler(tmp_path_factory):
+    """A Dask scheduler on loopback, shared by the modules that grade on it (skips without distributed)."""
+    pytest.importorskip("distributed")
+    cluster_ = Cluster(tmp_path_factory.mktemp("dask"))
+    yield cluster_
+    cluster_.close()
+
+
+@pytest.fixture(scope="module")
+def fake_workers(scheduler, tmp_path_factory):
+    """Two workers for the fast tests, running the fake grader and a copy of the package, as on
+    another machine (their grader hash is the copy's). The killing test is the last to use them."""
+    import shutil
+
+    from autograder import provenance
+    root = tmp_path_factory.mktemp("fake-workers")
+    (root / "fakemod").mkdir()
+    (root / "fakemod" / "fake_isolated_grader.py").write_text(FAKE_GRADER)
+    shutil.copytree(Path(provenance.__file__).parent, root / "installed" / "autograder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    log = root / "calls.jsonl"
+    workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log), "PYTHONPATH": os.pathsep.join(
+        [str(root / "fakemod"), str(root / "installed")])})
+    yield root, log, workers
+    for proc in workers:
+        kill_group(proc)
+
+
+@pytest.fixture
+def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
+    """A course folder, the fake grader here and on the two workers, and the cluster's address."""
+    import io
+    import json
+
+    from autograder import checklist, provenance
+    from autograder.classroom import classrun, server
+    root, log, workers = fake_workers
+    log.write_text("")
+    monkeypatch.syspath_prepend(str(root / "fakemod"))
+    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", str(root / "fakemod"))          # for the local pool's grader processes
+    monkeypatch.setattr(server, "GRADER", "fake_isolated_grader:grade_notebook")
+    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
+    real_hash = provenance.grader_hash
+    monkeypatch.setattr(provenance, "grader_hash", lambda package=None: real_hash(root / "installed" / "autograder"))
+    course = tmp_path / "course"
+    (course / "submitted").mkdir(parents=True)
+
+    class Fake:
+        address = scheduler.address
+        worker_processes = workers
+
+        @staticmethod
+        def calls():
+            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+        @staticmethod
+        def run(**kwargs):
+            kwargs.setdefault("progress_stream", io.StringIO())
+            return classrun.run(course, **kwargs)
+
+    Fake.root = course
+    return Fake
