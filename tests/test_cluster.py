@@ -51,7 +51,7 @@ def test_a_class_on_the_cluster_gets_the_local_pools_results(fake_class):
     assert not list(course.rglob("*.tmp"))
 
 
-def test_an_oversize_notebook_is_the_students_error_and_is_never_sent(fake_class, monkeypatch):
+def test_an_oversize_notebook_is_refused_as_the_students_error_before_sending(fake_class, monkeypatch):
     course = fake_class.root
     hand_in(course, "ann")
     hand_in(course, "big", notebook("ok:all", outputs=["x" * 1000] * 20))

@@ -39,7 +39,7 @@ def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_p
 
 # --- "neither": grading refuses, unless the instructor accepts the risk -----------------------------
 
-def test_without_any_isolation_grade_refuses_and_says_what_to_install(tmp_path, limits, graded, in_mode, capsys):
+def test_without_any_isolation_grade_refuses_saying_what_to_install(tmp_path, limits, graded, in_mode, capsys):
     in_mode("none")
     limits(cell=5, call=10)
     path = write_notebook(tmp_path, SETUP, MANUAL_BN)
@@ -62,7 +62,7 @@ def test_without_any_isolation_grade_class_refuses_before_grading_anything(tmp_p
     assert not (course / "grade-class").exists() and not (course / "grades.csv").exists()
 
 
-def test_allow_unsandboxed_grades_and_records_it(tmp_path, limits, graded, in_mode):
+def test_allow_unsandboxed_grading_is_recorded(tmp_path, limits, graded, in_mode):
     in_mode("none")
     limits(cell=5, call=10)
     results, _ = graded(write_notebook(tmp_path, SETUP, MANUAL_BN), allow_unsandboxed=True)

@@ -84,7 +84,7 @@ def feedback_page(course, student):
 
 # --- discovery -------------------------------------------------------------------------------------
 
-def test_choose_notebook_renamed_several_and_missing(tmp_path):
+def test_choose_notebook_explains_its_choice(tmp_path):
     folder = tmp_path / "submitted" / "ann" / "batchnorm"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("hi")
@@ -135,7 +135,7 @@ def test_discover_rows_for_every_student_folder(tmp_path):
 
 # --- a class through the pool ----------------------------------------------------------------------
 
-def test_class_run_writes_results_csv_and_feedback(fake):
+def test_a_class_run_writes_its_files(fake):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "bob", notebook("ok:manual_batch_norm"), name="batchnorm-Copy1.ipynb")
@@ -230,7 +230,7 @@ def test_a_crash_a_time_out_or_a_grader_bug_is_an_error_row_tried_again(backend)
 
 
 @pytest.mark.slow
-def test_grader_side_errors_are_graded_again_and_student_errors_are_kept(fake):
+def test_only_grader_side_errors_are_graded_again(fake):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "gus", notebook("GRADER_SIDE"))
@@ -249,7 +249,7 @@ def test_grader_side_errors_are_graded_again_and_student_errors_are_kept(fake):
 
 
 @pytest.mark.slow
-def test_exit_status_names_the_students_not_graded_and_how_to_grade_them(fake, capsys):
+def test_the_exit_message_says_how_to_grade_the_students_not_graded(fake, capsys):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "gus", notebook("GRADER_SIDE"))
@@ -309,7 +309,7 @@ def test_a_grader_process_that_answers_garbage_is_a_grader_side_error(fake, monk
 
 
 @pytest.mark.slow
-def test_grader_processes_are_reused_and_recycled(fake):
+def test_grader_processes_serve_several_submissions_then_are_recycled(fake):
     course = fake.root
     for i in range(5):
         hand_in(course, f"s{i}")
@@ -420,7 +420,7 @@ def test_huge_outputs_are_stripped(fake):
     assert call["outputs"] == 0
 
 
-def test_a_file_that_is_not_a_notebook_is_the_students_error_and_never_graded(tmp_path, monkeypatch):
+def test_a_file_that_is_not_a_notebook_is_refused_as_the_students_error(tmp_path, monkeypatch):
     monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
 
     def grader(*args, **kwargs):
@@ -647,7 +647,7 @@ def test_a_parametrised_check_is_one_line_of_the_feedback_page():
     assert "0.5 / 0.5" in section
 
 
-def test_a_parametrised_check_that_fails_once_shows_its_points_and_each_distinct_failure():
+def test_a_failing_parametrised_check_shows_its_points_with_each_distinct_failure():
     fixed = ("build_modern_cnn(input_shape=(64, 64, 3), num_classes=5) has input shape (None, 32, 32, 3); "
              "pass input_shape to keras.Input")
     page = feedback.render(Result.graded(_modern_rows(first_passed=False, second_passed=False, second_message=fixed)))

@@ -308,7 +308,7 @@ def test_autograde_grades_the_changed_submissions_in_one_parallel_pass(mini_cour
 
 
 @pytest.mark.slow
-def test_a_grader_side_error_is_never_recorded_and_is_graded_next_time(mini_course):
+def test_a_grader_side_error_is_left_for_the_next_autograde(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
     submit(course, "gus", answered(course, {**mini_course.full, "manual_batch_norm":

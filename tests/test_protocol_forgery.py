@@ -104,7 +104,7 @@ def test_lying_return_values_decode_to_plain_numbers(tmp_path, limits):
 
 
 @needs_bwrap
-def test_monkeypatching_and_fake_modules_forge_no_point(tmp_path, limits, graded):
+def test_patched_or_faked_modules_forge_no_point(tmp_path, limits, graded):
     limits(cell=5, call=20)
     honest = "def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):\n    return np.zeros_like(x)\n"
     hostile_setup = '''\

@@ -78,7 +78,7 @@ def test_backward_dx_matches_centred_differences(shape, gamma_shape):
 
 
 @pytest.mark.parametrize("shape", [(8, 3), (3, 2, 2, 2)], ids=["NF", "NHWC"])
-def test_backward_dgamma_and_dbeta_match_centred_differences(shape):
+def test_backward_parameter_gradients_match_centred_differences(shape):
     x, gamma, beta, dout = _backward_case(shape, (shape[-1],))
     _, dgamma, dbeta = reference.batch_norm_backward(dout, x, gamma)
     numeric_gamma = reference.numerical_gradient(lambda g: reference.batch_norm(x, g, beta), gamma.copy(), dout)
@@ -224,7 +224,7 @@ def _feature_maps(shape=(3, 4, 5, 6), seed=14):
     return rng.normal(size=shape) * rng.uniform(0.5, 4.0, size=shape[-1]) + rng.normal(size=shape[-1]) * 3
 
 
-def test_group_norm_normalizes_each_sample_and_group_of_consecutive_channels():
+def test_group_norm_normalizes_each_group_of_consecutive_channels_per_sample():
     x = _feature_maps()
     y = reference.group_norm(x, 3, epsilon=0.0)            # 6 channels: groups {0, 1}, {2, 3}, {4, 5}
     for n in range(x.shape[0]):

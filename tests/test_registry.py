@@ -25,7 +25,7 @@ def test_each_exercise_has_a_check_module_whose_points_add_up():
     assert totals == pytest.approx({e.id: e.points for e in EXERCISES})
 
 
-def test_the_release_states_each_function_by_the_registrys_signature_and_points():
+def test_the_release_states_each_exercise_as_the_registry_does():
     released = notebook.read(ROOT / "release" / exercises.ASSIGNMENT_ID / exercises.NOTEBOOK_NAME)
     by_id = {notebook.grade_id(c): c for c in released.cells}
     for exercise in EXERCISES:

@@ -223,7 +223,7 @@ def test_mistakes_csv_counts_each_mistake_exactly(class_report):
         assert not any(cell.startswith(grades.FORMULA_LEADING) for cell in r.values()), r
 
 
-def test_checks_csv_has_every_check_and_its_pass_rate(class_report, graded):
+def test_checks_csv_gives_every_checks_pass_rate(class_report, graded):
     _, _, written = class_report
     rows = _csv(written.checks)
     assert list(rows[0]) == list(report.CHECKS_COLUMNS)
@@ -295,7 +295,7 @@ class _Counts(HTMLParser):
 @pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="headless Chromium is not installed (Debian package `chromium`; "
                                                "`make setup` installs it where it runs as root with apt)")
-def test_the_report_renders_in_chromium_with_the_csv_counts_and_a_quiet_console(class_report, tmp_path):
+def test_the_report_renders_in_chromium_as_the_csv_counts(class_report, tmp_path):
     _, expected, written = class_report
     shown = open_in_chromium(written.report, tmp_path, "--dump-dom")
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -314,7 +314,7 @@ def test_the_report_renders_in_chromium_with_the_csv_counts_and_a_quiet_console(
 # --- scale --------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_students(tmp_path):
+def test_a_300_student_report_scales_with_mistakes_not_students(tmp_path):
     sizes = {}
     for n in (300, 1200):
         course = tmp_path / str(n)
@@ -329,7 +329,7 @@ def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_stud
     assert sizes[1200] < 1.25 * sizes[300], sizes         # 4x the students, about the same page
 
 
-def test_inert_makes_formula_leading_text_plain_and_leaves_numbers():
+def test_inert_makes_only_formula_leading_text_plain():
     assert grades.inert("=1+1") == "'=1+1" and grades.inert("@x") == "'@x" and grades.inert("-x") == "'-x"
     assert grades.inert("+x") == "'+x" and grades.inert("\tx") == "'\tx"
     assert grades.inert("ann") == "ann" and grades.inert(3) == 3 and grades.inert(0.5) == 0.5

@@ -21,7 +21,7 @@ def test_the_readme_holds_exactly_the_settings_table():
     assert table == settings.markdown_table()
 
 
-def test_every_setting_is_declared_once_with_a_unit_and_help():
+def test_every_setting_is_declared_once_fully_documented():
     variables = [s.variable for s in settings.SETTINGS]
     assert len(variables) == len(set(variables)) == len(settings.BY_VARIABLE)
     assert all(s.unit and s.help and s.default_text() for s in settings.SETTINGS)
@@ -40,7 +40,7 @@ def test_no_variable_gives_the_defaults():
     ("BN_AUTOGRADER_MEMORY_MB", "lots"), ("BN_AUTOGRADER_TRAINING_SECONDS", "nan"),
     ("BN_AUTOGRADER_TRAINING_MEMORY_MB", "2G"), ("BN_AUTOGRADER_TRAINING_MEMO", "maybe"),
     ("BN_AUTOGRADER_THREADS", "0"), ("BN_AUTOGRADER_THREADS", "2.5")])
-def test_a_bad_value_warns_and_the_default_is_used(variable, value):
+def test_a_bad_value_falls_back_to_the_default_with_a_warning(variable, value):
     with pytest.warns(settings.SettingWarning, match=re.escape(f"{variable}={value!r}")):
         found = settings.from_environ({variable: value})
     assert found == settings.from_environ({})
@@ -70,7 +70,7 @@ def test_megabytes_become_bytes_as_whole_numbers():
     ("BN_AUTOGRADER_TRAINING_MEMO", "0", "memo", False),
     ("BN_AUTOGRADER_TRAINING_MEMO", "1", "memo", True),
     ("BN_AUTOGRADER_THREADS", "3", "limits.threads", 3)])
-def test_each_setting_reaches_its_place_and_only_it(variable, text, where, value):
+def test_each_setting_reaches_only_its_place(variable, text, where, value):
     found, default = settings.from_environ({variable: text}), settings.from_environ({})
     group, _, name = where.partition(".")
     assert (getattr(getattr(found, group), name) if name else getattr(found, group)) == value

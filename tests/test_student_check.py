@@ -90,7 +90,7 @@ def test_a_file_that_is_not_a_notebook_is_reported_with_the_schema(tmp_path, cap
 
 # --- changed_locked_cell: compared with the release -------------------------------------------------
 
-def test_an_edited_locked_cell_and_an_edited_visible_test_are_reported(tmp_path):
+def test_every_edited_locked_cell_is_reported(tmp_path):
     nb = _solution()
     for cell in nb.cells:
         if _grade_id(cell) == "gradient_checker":
@@ -106,7 +106,7 @@ def test_an_edited_locked_cell_and_an_edited_visible_test_are_reported(tmp_path)
     assert "a visible test" in by_cell[test] and "release" in by_cell[test]
 
 
-def test_a_duplicated_a_deleted_and_a_damaged_cell_id_are_reported(tmp_path):
+def test_every_broken_cell_id_is_reported(tmp_path):
     nb = _solution()
     answer = next(c for c in nb.cells if _grade_id(c) == "manual_batch_norm")
     copy = nbformat.from_dict(json.loads(json.dumps(answer)))
@@ -157,7 +157,7 @@ TRAINING_CELL = ("model = build_model_with_bn()\nmodel.compile('adam', 'sparse_c
 HELPER_CELL = "def train_later(model, x, y):\n    return model.fit(x, y)\n"     # defined, never called here
 
 
-def test_answer_and_added_cells_that_load_data_or_train_are_reported(tmp_path):
+def test_student_cells_that_load_data_or_train_are_reported(tmp_path):
     nb = students.build_notebook(students.Student(
         "loads", "loads data in an answer, trains in an added cell", {"build_model_with_bn": LOADING_ANSWER},
         extra_cells=(("build_model_with_bn", TRAINING_CELL), ("batch_norm_backward", HELPER_CELL))))
