@@ -550,7 +550,7 @@ def test_a_refused_notebook_member_is_named_with_its_reason(tmp_path, member, wh
     assert hand_in.notebook is None and hand_in.error == problems["ann"]
 
 
-def test_a_zip_in_a_zip_reports_its_refused_member_and_an_empty_zip_says_no_notebook(tmp_path):
+def test_a_zip_in_a_zip_reports_its_refused_member(tmp_path):
     archive = _course(tmp_path)
     import io
     inner = io.BytesIO()
@@ -558,11 +558,16 @@ def test_a_zip_in_a_zip_reports_its_refused_member_and_an_empty_zip_says_no_note
         _link_member(z, "hw/batchnorm.ipynb", "../../secret")
     with zipfile.ZipFile(archive / "bob.zip", "w") as z:
         z.writestr("submission.zip", inner.getvalue())
-    with zipfile.ZipFile(archive / "cy.zip", "w") as z:
-        z.writestr("readme.txt", "nothing here")
     problems = collect.collect_archives(tmp_path)
     assert problems["bob"] == ("the archive bob.zip's member hw/batchnorm.ipynb was refused: a symbolic link; "
                                "re-zip the notebook itself")
+
+
+def test_a_zip_without_a_notebook_says_so(tmp_path):
+    archive = _course(tmp_path)
+    with zipfile.ZipFile(archive / "cy.zip", "w") as z:
+        z.writestr("readme.txt", "nothing here")
+    problems = collect.collect_archives(tmp_path)
     assert problems["cy"] == "the archive cy.zip holds no notebook (.ipynb)"
 
 
@@ -661,7 +666,7 @@ def test_a_failing_parametrised_check_shows_its_points_with_each_distinct_failur
 
 
 
-def test_progress_bar_and_lines():
+def test_progress_is_a_line_per_student_in_a_log():
     lines = io.StringIO()
     progress = classrun.Progress(2, lines)
     row = grades.Row("ann", total=FULL, max_total=FULL, status="graded")
@@ -669,6 +674,10 @@ def test_progress_bar_and_lines():
     progress.update(grades.Row("eve", total=0.0, max_total=FULL, status="error"))
     assert lines.getvalue().splitlines()[0].startswith(f"[1/2] ann: {pts(FULL)}/{pts(FULL)}")
     assert "(error)" in lines.getvalue().splitlines()[1]
+
+
+def test_progress_is_a_bar_on_a_terminal():
+    row = grades.Row("ann", total=FULL, max_total=FULL, status="graded")
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -680,17 +689,28 @@ def test_progress_bar_and_lines():
     assert "\r" in term.getvalue() and "[############............] 1/2" in term.getvalue()
 
 
-def test_score_table_csv_and_thread_limits(monkeypatch):
+def _full_marks_rows():
     full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
-    rows = [grades.Row.of("ann", full), grades.Row.of("bob, \"the\"", full, "two\nlines  of   notes")]
+    return [grades.Row.of("ann", full), grades.Row.of("bob, \"the\"", full, "two\nlines  of   notes")]
+
+
+def test_the_score_table_has_a_column_per_exercise():
+    rows = _full_marks_rows()
     table = grades.format_table(rows).splitlines()
     assert table[0].split() == ["student", *(f"{e.id}/{pts(e.points)}" for e in EXERCISES), "total", "status"]
     assert table[2].split() == ["ann", *(pts(e.points) for e in EXERCISES), f"{pts(FULL)}/{pts(FULL)}", "graded"]
+
+
+def test_grades_csv_is_quoted_plain_text():
+    rows = _full_marks_rows()
     text = grades.grades_csv_text(reversed(rows))
     assert text.splitlines()[0] == ",".join(grades.CSV_COLUMNS)
     assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), pts(FULL), pts(FULL),
                                               "graded", ""])
     assert text.splitlines()[2].startswith('"bob, ""the""",') and text.endswith(",graded,two lines of notes\n")
+
+
+def test_grader_processes_share_the_cpus_threads(monkeypatch):
     monkeypatch.setattr(pool, "cpu_count", lambda: 2)
     assert pool.worker_env(2)["OMP_NUM_THREADS"] == "1"
     assert pool.worker_env(1)["TF_NUM_INTRAOP_THREADS"] == "2"

@@ -112,7 +112,7 @@ def _student_result(graded, name) -> Result:
 
 # --- 1. mistakes as data ---------------------------------------------------------------------------
 
-def test_every_mistake_code_comes_from_a_table_key_and_the_readme_lists_them():
+def test_every_mistake_code_comes_from_a_table_key():
     codes = reference.mistake_codes()
     assert len(codes) >= 21
     for code, description in codes.items():
@@ -122,6 +122,10 @@ def test_every_mistake_code_comes_from_a_table_key_and_the_readme_lists_them():
     for exercise, tables in reference.MISTAKE_TABLES.items():
         for table in tables():
             assert {reference.mistake_code(exercise, key) for key in table} <= set(codes)
+
+
+def test_the_readme_lists_every_mistake_code():
+    codes = reference.mistake_codes()
     text = README.read_text(encoding="utf-8")
     listed = re.search(r"<!-- mistake codes -->(.*?)<!-- /mistake codes -->", text, re.S)
     assert listed, "the README's list of mistake codes (between <!-- mistake codes --> markers) is missing"
@@ -147,11 +151,15 @@ def test_each_synthetic_student_carries_the_code_of_its_mistake(graded):
     assert not any(r.mistake for r in graded["full_marks"][1])
 
 
-def test_the_code_survives_results_json_and_old_rows_have_none(graded):
+def test_the_code_survives_results_json(graded):
     result = _student_result(graded, "bn_ddof1")
     doc = json.loads(result.to_json())
     assert {row["mistake"] for row in doc["checks"]} == {None, "manual_batch_norm.ddof1"}
     assert Result.from_json(result.to_json()).checks == result.checks
+
+
+def test_old_rows_without_the_code_read_as_none(graded):
+    doc = json.loads(_student_result(graded, "bn_ddof1").to_json())
     for row in doc["checks"]:
         del row["mistake"]                                       # written before the field existed
     assert all(c.mistake is None for c in Result.from_dict(doc).checks)
@@ -237,14 +245,24 @@ def test_checks_csv_gives_every_checks_pass_rate(class_report, graded):
     assert all(0.0 <= float(r["pass_rate"]) <= 1.0 for r in rows)
 
 
-def test_the_page_escapes_student_markup_and_splits_errors(class_report):
+def test_the_page_escapes_student_markup(class_report):
     _, _, written = class_report
     page = written.report.read_text(encoding="utf-8")
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "<script" not in page
+
+
+def test_the_page_splits_errors_by_side(class_report):
+    _, _, written = class_report
+    page = written.report.read_text(encoding="utf-8")
     assert 'data-side="student"' in page and 'data-side="grader"' in page
     assert "the sandboxed worker could not start" in page
+
+
+def test_the_page_needs_nothing_from_the_network(class_report):
+    _, _, written = class_report
+    page = written.report.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 4          # the plots, embedded
     assert "http://" not in page and "https://" not in page     # nothing to fetch
 

@@ -61,8 +61,11 @@ def test_an_answer_longer_than_its_kind_allows_is_too_long():
     assert reader.line(time.monotonic() + 30, ANSWER_BYTES["cell"], answer_prefix(3)) is Silence.TOO_LONG
 
 
-def test_a_closed_pipe_is_eof_and_a_silent_one_times_out():
+def test_a_closed_pipe_is_eof():
     assert _pipe_with(b"no newline").line(time.monotonic() + 30, 1024) is Silence.EOF
+
+
+def test_a_silent_pipe_times_out():
     read_end, write_end = os.pipe()
     try:
         assert LineReader(read_end).line(time.monotonic() + 0.2, 1024) is Silence.TIMEOUT
