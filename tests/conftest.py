@@ -295,3 +295,284 @@ def leftovers(first_uid: int, tag: str, scratch: Path) -> list:
     has its own uid) or tagged ``tag``, and worker scratch folders in ``scratch`` (its TMPDIR)."""
     uids = range(first_uid, first_uid + UID_COUNT) if os.geteuid() == 0 else range(0)
     return processes(uids=uids, tag=tag) + scratch_left(scratch)
+
+
+# --- hostile notebooks graded in this process (test_hostile_resources, test_escapes, test_model_bounds,
+# test_protocol_forgery, test_fault_side, test_damaged_notebooks) ---------------------------------------
+
+def _bubblewrap_runs() -> bool:
+    from autograder import sandbox
+    return sandbox.bubblewrap_available()
+
+
+needs_bwrap = pytest.mark.skipif(not _bubblewrap_runs(), reason="bubblewrap cannot run here")
+
+# The exercises these notebooks answer (the other exercises' checks are deselected, see ``graded``).
+GRADED = ("manual_batch_norm", "build_model_with_bn", "build_modern_cnn")
+FULL_MARKS = {e.id: e.points for e in EXERCISES if e.id in GRADED}
+
+SETUP_KERAS = "import numpy as np\nimport keras\n"
+
+# The model builders import keras themselves, so that a NumPy-only set-up cell can stay fast.
+BUILD_WITH_BN = '''\
+def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    import keras
+    L = keras.layers
+    return keras.Sequential([keras.Input(shape=input_shape),
+        L.Conv2D(32, 3), L.BatchNormalization(), L.Activation("relu"), L.MaxPooling2D(2),
+        L.Conv2D(64, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(num_classes, activation="softmax")])
+'''
+
+
+def write_notebook(folder: Path, *cells, name="submission.ipynb") -> Path:
+    """A notebook of code cells (strings) and ready-made cells (dicts), written to folder/name."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) if isinstance(c, str) else c for c in cells]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def nbgrader_cell(source, grade_id, *, grade=False, solution=False, locked=False, points=None):
+    """A code cell with nbgrader's metadata."""
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": grade, "grade_id": grade_id, "locked": locked,
+                                 "schema_version": 3, "solution": solution,
+                                 **({"points": points} if points is not None else {})}
+    return cell
+
+
+def grade_from_environ(path, **kwargs) -> dict:
+    """grade_notebook under the settings the environment gives (the tests set short limits there,
+    as an instructor would at the command line), as the results.json document."""
+    import json
+
+    import dataclasses
+
+    from autograder import grade, settings
+    result = grade.grade_notebook(path, dataclasses.replace(settings.from_environ(), **kwargs))
+    return json.loads(result.to_json())      # what results.json holds (no NaN, plain JSON)
+
+
+@pytest.fixture
+def limits(monkeypatch):
+    """set(cell=..., call=..., total=..., grace=..., memory_mb=...): short limits for this test."""
+    from autograder import settings
+
+    def set_limits(cell=3, call=30, total=150, grace=2, memory_mb=None):
+        for name, value in (("CELL_SECONDS", cell), ("CALL_SECONDS", call), ("TOTAL_SECONDS", total),
+                            ("GRACE_SECONDS", grace), ("MEMORY_MB", memory_mb)):
+            if value is None:
+                monkeypatch.delenv(f"BN_AUTOGRADER_{name}", raising=False)
+            else:
+                monkeypatch.setenv(f"BN_AUTOGRADER_{name}", str(value))
+        return settings.from_environ().limits
+    return set_limits
+
+
+def select(monkeypatch, *exercises):
+    """Grade only the checks of ``exercises`` (their modules' names hold them)."""
+    from autograder import grade
+    monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k", " or ".join(exercises)])
+
+
+@pytest.fixture
+def graded(monkeypatch):
+    """graded(path, **kwargs) -> (results, the Submission the checks used), without the training check."""
+    from autograder import submission as submission_module
+    from autograder.submission import Submission
+    select(monkeypatch, *GRADED)
+    opened = []
+
+    class Recording(Submission):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(submission_module, "Submission", Recording)   # GradingRun.new_submission makes them all
+
+    def run(path, **kwargs):
+        opened.clear()
+        results = grade_from_environ(path, **kwargs)
+        return results, (opened[0] if opened else None)     # the first: grader_failure may open a probe
+    return run
+
+
+@pytest.fixture
+def cgroups(monkeypatch):
+    """The cgroups the test's workers made, each as {"dirs": [...], "events": what its counters said
+    just before it was removed}; every one of them must be gone when the test ends. (The hostile
+    test modules use it in every test: ``pytestmark = pytest.mark.usefixtures("cgroups")``.)"""
+    from autograder.sandbox.cgroup import ResourceGroup
+    made = []
+    original_init, original_remove = ResourceGroup.__init__, ResourceGroup.remove
+
+    def tracking(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.record = {"dirs": list(self.dirs), "events": {}}
+        made.append(self.record)
+
+    def removing(self):
+        for path in self.dirs:
+            for name in ("pids.events", "memory.oom_control", "memory.events"):
+                if (path / name).exists():
+                    self.record["events"][name] = (path / name).read_text()
+        original_remove(self)
+
+    monkeypatch.setattr(ResourceGroup, "__init__", tracking)
+    monkeypatch.setattr(ResourceGroup, "remove", removing)
+    yield made
+    left = [str(d) for group in made for d in group["dirs"] if d.exists()]
+    assert not left, f"cgroups left behind: {left}"
+
+
+def checks(results) -> list:
+    return [c for c in results["checks"] if c["exercise"] in GRADED]
+
+
+def scores(results) -> dict:
+    found = {}
+    for check in checks(results):
+        found[check["exercise"]] = found.get(check["exercise"], 0.0) + check["points"]
+    return found
+
+
+def messages(results, exercise) -> list:
+    return [c["message"] for c in checks(results) if c["exercise"] == exercise]
+
+
+def outcome(submission, index) -> str | None:
+    """The final message of the notebook's cell ``index`` (None when it ran cleanly)."""
+    found = [o.error for o in submission.outcomes if o.index == index]
+    assert found, f"cell {index} was not run"
+    return found[0]
+
+
+def unique_digits() -> str:
+    """Digits no other process on this machine has in its command line (a sleep duration)."""
+    import uuid
+    return "98" + str(uuid.uuid4().int)[:8]
+
+
+# --- a Dask cluster on loopback running the fake grader (test_cluster.py, test_grade_class.py's backend) ---
+
+DASK = [str(Path(sys.executable).parent / "dask")]
+
+
+def start_dask(args, log: Path, env: dict):
+    """``dask <args>`` in a session of its own (killed with its children), its output in ``log``."""
+    import subprocess
+    with open(log, "ab") as out:
+        return subprocess.Popen(DASK + args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)       # its own group: killed with its children
+
+
+def kill_group(proc) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+class Cluster:
+    """A scheduler on loopback and the workers a test starts on it."""
+
+    def __init__(self, root: Path):
+        import json
+        import time
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.file = root / "scheduler.json"
+        self.workers = []
+        self.env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="True", TF_CPP_MIN_LOG_LEVEL="3")
+        self.scheduler = start_dask(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(self.file)], root / "scheduler.log", self.env)
+        deadline = time.monotonic() + 60
+        while not self.file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def start_workers(self, n: int, env: dict) -> list:
+        started = [start_dask(["worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                           "--no-dashboard", "--local-directory", str(self.root / "workers")],
+                          self.root / f"worker-{len(self.workers) + i}.log", dict(self.env, **env))
+                   for i in range(n)]
+        self.workers += started
+        from distributed import Client
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(sum(p.poll() is None for p in self.workers), timeout=90)
+        return started
+
+    def close(self) -> None:
+        for proc in self.workers + [self.scheduler]:
+            kill_group(proc)
+
+
+@pytest.fixture(scope="session")
+def scheduler(tmp_path_factory):
+    """A Dask scheduler on loopback, shared by the modules that grade on it (skips without distributed)."""
+    pytest.importorskip("distributed")
+    cluster_ = Cluster(tmp_path_factory.mktemp("dask"))
+    yield cluster_
+    cluster_.close()
+
+
+@pytest.fixture(scope="module")
+def fake_workers(scheduler, tmp_path_factory):
+    """Two workers for the fast tests, running the fake grader and a copy of the package, as on
+    another machine (their grader hash is the copy's). The killing test is the last to use them."""
+    import shutil
+
+    from autograder import provenance
+    root = tmp_path_factory.mktemp("fake-workers")
+    (root / "fakemod").mkdir()
+    (root / "fakemod" / "fake_isolated_grader.py").write_text(FAKE_GRADER)
+    shutil.copytree(Path(provenance.__file__).parent, root / "installed" / "autograder",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    log = root / "calls.jsonl"
+    workers = scheduler.start_workers(2, {"FAKE_GRADER_LOG": str(log), "PYTHONPATH": os.pathsep.join(
+        [str(root / "fakemod"), str(root / "installed")])})
+    yield root, log, workers
+    for proc in workers:
+        kill_group(proc)
+
+
+@pytest.fixture
+def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
+    """A course folder, the fake grader here and on the two workers, and the cluster's address."""
+    import io
+    import json
+
+    from autograder import checklist, provenance
+    from autograder.classroom import classrun, server
+    root, log, workers = fake_workers
+    log.write_text("")
+    monkeypatch.syspath_prepend(str(root / "fakemod"))
+    monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", str(root / "fakemod"))          # for the local pool's grader processes
+    monkeypatch.setattr(server, "GRADER", "fake_isolated_grader:grade_notebook")
+    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
+    real_hash = provenance.grader_hash
+    monkeypatch.setattr(provenance, "grader_hash", lambda package=None: real_hash(root / "installed" / "autograder"))
+    course = tmp_path / "course"
+    (course / "submitted").mkdir(parents=True)
+
+    class Fake:
+        address = scheduler.address
+        worker_processes = workers
+
+        @staticmethod
+        def calls():
+            return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+        @staticmethod
+        def run(**kwargs):
+            kwargs.setdefault("progress_stream", io.StringIO())
+            return classrun.run(course, **kwargs)
+
+    Fake.root = course
+    return Fake

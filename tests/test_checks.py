@@ -175,7 +175,7 @@ def test_the_unanswered_release_scores_zero_saying_not_implemented(graded):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_mistake_loses_exactly_its_checks_and_is_named(graded, name):
+def test_each_mistake_is_named_by_exactly_its_checks(graded, name):
     should_fail, words = EXPECTED[name]
     should_fail = should_fail.resolve() if isinstance(should_fail, Every) else should_fail
     result = graded(name)
@@ -185,14 +185,14 @@ def test_each_mistake_loses_exactly_its_checks_and_is_named(graded, name):
         assert any(words in message for message in messages), messages
 
 
-def test_a_function_that_raises_loses_only_its_exercise_and_says_what_it_raised(graded):
+def test_a_function_that_raises_costs_only_its_exercise_naming_the_exception(graded):
     result = graded("crashing")
     assert {c["exercise"] for c in result["checks"] if not c["passed"]} == {"build_modern_cnn"}
     assert all("raised ValueError: shapes do not match" in c["message"]
                for c in result["checks"] if c["exercise"] == "build_modern_cnn")
 
 
-def test_a_corrupt_notebook_is_an_error_with_zero_points_and_the_reason(graded):
+def test_a_corrupt_notebook_is_a_zero_point_error_with_its_reason(graded):
     result = graded("corrupt")
     assert result["status"] == "error" and result["total"] == 0.0
     assert "not valid JSON" in result["error"]

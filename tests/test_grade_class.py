@@ -1,5 +1,7 @@
 """grade-class: discovery, zips, old formats, resume, atomic writes, crashes, CSV, feedback.
 
+Resume and crashes are tested on both backends, the local pool and a Dask cluster (``backend``).
+
 The fast tests swap the grader for a fake (``server.GRADER`` points each grader process at a
 module written into tmp_path: conftest.FAKE_GRADER), so they run the real grader processes, pool and
 writers in seconds. The slow test grades synthetic students with the real isolated grader.
@@ -9,9 +11,10 @@ import csv
 import io
 import json
 import os
-import shutil
+import stat
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import markupsafe
 import nbformat
@@ -53,6 +56,20 @@ def fake(tmp_path, monkeypatch):
     return Fake
 
 
+@pytest.fixture(params=["pool", "cluster"])
+def backend(request):
+    """The fake grader's class graded by the local pool (``fake``, --jobs 2) or on a Dask cluster
+    (conftest's ``fake_class``, --scheduler; skipped where distributed is not installed): ``name``,
+    ``root``, ``calls()``, ``run(**kwargs)`` and ``goes_on()`` (whether every Dask worker still runs)."""
+    if request.param == "pool":
+        fake = request.getfixturevalue("fake")
+        return SimpleNamespace(name="pool", root=fake.root, calls=fake.calls, run=fake.run, goes_on=lambda: True)
+    on_cluster = request.getfixturevalue("fake_class")
+    return SimpleNamespace(name="cluster", root=on_cluster.root, calls=on_cluster.calls,
+                           run=lambda **kwargs: on_cluster.run(scheduler=on_cluster.address, **kwargs),
+                           goes_on=lambda: all(p.poll() is None for p in on_cluster.worker_processes))
+
+
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -68,7 +85,7 @@ def feedback_page(course, student):
 
 # --- discovery -------------------------------------------------------------------------------------
 
-def test_choose_notebook_renamed_several_and_missing(tmp_path):
+def test_choose_notebook_explains_its_choice(tmp_path):
     folder = tmp_path / "submitted" / "ann" / "batchnorm"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("hi")
@@ -119,7 +136,7 @@ def test_discover_rows_for_every_student_folder(tmp_path):
 
 # --- a class through the pool ----------------------------------------------------------------------
 
-def test_class_run_writes_results_csv_and_feedback(fake):
+def test_a_class_run_writes_its_files(fake):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "bob", notebook("ok:manual_batch_norm"), name="batchnorm-Copy1.ipynb")
@@ -164,52 +181,41 @@ def test_class_run_writes_results_csv_and_feedback(fake):
 
 
 @pytest.mark.slow
-def test_resume_skips_unchanged_and_regrades_changed(fake, monkeypatch):
-    course = fake.root
+def test_resume_regrades_only_what_changed(backend, monkeypatch):
+    course = backend.root
     for student in ("ann", "bob", "cat"):
         hand_in(course, student)
-    assert fake.run().graded == 3
-    assert len(fake.calls()) == 3
+    assert backend.run().graded == 3
+    assert len(backend.calls()) == 3
 
-    again = fake.run()
-    assert again.graded == 0 and again.resumed == 3 and len(fake.calls()) == 3
+    again = backend.run()
+    assert again.graded == 0 and again.resumed == 3 and len(backend.calls()) == 3
     assert [r.total for r in again.rows] == [FULL, FULL, FULL]
 
     hand_in(course, "bob", notebook("ok:build_modern_cnn  # changed"))
-    third = fake.run()
-    assert third.graded == 1 and len(fake.calls()) == 4
-    assert "changed" in fake.calls()[-1]["code"]
+    third = backend.run()
+    assert third.graded == 1 and len(backend.calls()) == 4
+    assert "changed" in backend.calls()[-1]["code"]
     assert {r["student"]: r["total"] for r in read_csv(course / "grades.csv")}["bob"] == \
         pts(BY_ID["build_modern_cnn"].points)
+    if backend.name == "cluster":
+        return      # its workers report their own grader's hash: a changed one here is not a regrade there
 
     monkeypatch.setattr(provenance, "grader_hash", lambda package=None: "checks-changed")
-    assert fake.run().graded == 3 and len(fake.calls()) == 7
+    assert backend.run().graded == 3 and len(backend.calls()) == 7
 
-    assert fake.run(force=True).graded == 3 and len(fake.calls()) == 10
-
-
-def test_grader_hash_follows_the_checks(tmp_path):
-    package = tmp_path / "autograder"
-    shutil.copytree(Path(provenance.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-    first = provenance.grader_hash(package)
-    assert first == provenance.grader_hash(package)
-    (package / "feedback.py").write_text("# presentation only: no regrade")
-    (package / "classroom" / "pool.py").write_text("# scheduling only: no regrade")
-    assert provenance.grader_hash(package) == first
-    check = next((package / "checks").glob("test_*.py"))
-    check.write_text(check.read_text() + "\n# a changed check\n")
-    assert provenance.grader_hash(package) != first
+    assert backend.run(force=True).graded == 3 and len(backend.calls()) == 10
 
 
 @pytest.mark.slow
-def test_crash_timeout_and_grader_bug_become_error_rows(fake):
-    course = fake.root
+def test_a_crash_a_time_out_or_a_grader_bug_is_an_error_row_tried_again(backend):
+    course = backend.root
     hand_in(course, "ann")
     hand_in(course, "crash", notebook("CRASH"))
     hand_in(course, "hang", notebook("HANG"))
     hand_in(course, "bug", notebook("RAISE"))
     hand_in(course, "zed")
-    outcome = fake.run(timeout=1)
+    outcome = backend.run(timeout=1)
     rows = {r.student: r for r in outcome.rows}
     assert rows["ann"].total == rows["zed"].total == FULL, rows
     assert rows["crash"].status == "error" and "crashed" in rows["crash"].message
@@ -217,14 +223,15 @@ def test_crash_timeout_and_grader_bug_become_error_rows(fake):
     assert rows["hang"].status == "error" and "longer than 1 s" in rows["hang"].message
     assert rows["bug"].status == "error" and "a bug in the grader" in rows["bug"].message
     assert outcome.grader_errors == ["bug", "crash", "hang"]
+    assert backend.goes_on()        # on the cluster: every worker is still there
     # errors of the grader (not of the notebook) are tried again on the next run
-    before = len(fake.calls())
-    fake.run(timeout=1)
-    assert sorted(c["code"] for c in fake.calls()[before:]) == ["CRASH", "HANG", "RAISE"]
+    before = len(backend.calls())
+    backend.run(timeout=1)
+    assert sorted(c["code"] for c in backend.calls()[before:]) == ["CRASH", "HANG", "RAISE"]
 
 
 @pytest.mark.slow
-def test_grader_side_errors_are_graded_again_and_student_errors_are_kept(fake):
+def test_only_grader_side_errors_are_graded_again(fake):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "gus", notebook("GRADER_SIDE"))
@@ -243,7 +250,7 @@ def test_grader_side_errors_are_graded_again_and_student_errors_are_kept(fake):
 
 
 @pytest.mark.slow
-def test_exit_status_names_the_students_not_graded_and_how_to_grade_them(fake, capsys):
+def test_the_exit_message_says_how_to_grade_the_students_not_graded(fake, capsys):
     course = fake.root
     hand_in(course, "ann")
     hand_in(course, "gus", notebook("GRADER_SIDE"))
@@ -305,7 +312,7 @@ def test_a_grader_process_that_answers_garbage_is_a_grader_side_error(fake, monk
 
 
 @pytest.mark.slow
-def test_grader_processes_are_reused_and_recycled(fake):
+def test_grader_processes_serve_several_submissions_then_are_recycled(fake):
     course = fake.root
     for i in range(5):
         hand_in(course, f"s{i}")
@@ -416,7 +423,7 @@ def test_huge_outputs_are_stripped(fake):
     assert call["outputs"] == 0
 
 
-def test_a_file_that_is_not_a_notebook_is_the_students_error_and_never_graded(tmp_path, monkeypatch):
+def test_a_file_that_is_not_a_notebook_is_refused_as_the_students_error(tmp_path, monkeypatch):
     monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
 
     def grader(*args, **kwargs):
@@ -510,6 +517,72 @@ def test_student_ids_from_file_names_are_made_safe():
     assert collect.safe_student_id("") == "unknown"
 
 
+def _course(tmp_path):
+    archive = tmp_path / "downloaded" / "batchnorm" / "archive"
+    archive.mkdir(parents=True)
+    return archive
+
+
+def _link_member(z, name, target):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    z.writestr(info, target)
+
+
+@pytest.mark.parametrize("member, why", [
+    ("../../outside/batchnorm.ipynb", "path traversal (..)"),
+    ("work/../../batchnorm.ipynb", "path traversal (..)"),
+    ("/home/ann/batchnorm.ipynb", "an absolute path"),
+    ("C:/Users/ann/batchnorm.ipynb", "an absolute path"),
+    ("batchnorm.ipynb", "a symbolic link"),
+])
+def test_a_refused_notebook_member_is_named_with_its_reason(tmp_path, member, why):
+    archive = _course(tmp_path)
+    with zipfile.ZipFile(archive / "ann.zip", "w") as z:
+        if why == "a symbolic link":
+            _link_member(z, member, "/etc/passwd")
+        else:
+            z.writestr(member, "{}")
+        z.writestr("notes.txt", "my notes")
+    problems = collect.collect_archives(tmp_path)
+    assert problems == {"ann": f"the archive ann.zip's member {member} was refused: {why}; "
+                               "re-zip the notebook itself"}
+    assert "holds no notebook" not in problems["ann"]
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "submitted" / "ann").exists()
+    (hand_in,) = collect.discover(tmp_path, problems=problems)
+    assert hand_in.notebook is None and hand_in.error == problems["ann"]
+
+
+def test_a_zip_in_a_zip_reports_its_refused_member(tmp_path):
+    archive = _course(tmp_path)
+    import io
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        _link_member(z, "hw/batchnorm.ipynb", "../../secret")
+    with zipfile.ZipFile(archive / "bob.zip", "w") as z:
+        z.writestr("submission.zip", inner.getvalue())
+    problems = collect.collect_archives(tmp_path)
+    assert problems["bob"] == ("the archive bob.zip's member hw/batchnorm.ipynb was refused: a symbolic link; "
+                               "re-zip the notebook itself")
+
+
+def test_a_zip_without_a_notebook_says_so(tmp_path):
+    archive = _course(tmp_path)
+    with zipfile.ZipFile(archive / "cy.zip", "w") as z:
+        z.writestr("readme.txt", "nothing here")
+    problems = collect.collect_archives(tmp_path)
+    assert problems["cy"] == "the archive cy.zip holds no notebook (.ipynb)"
+
+
+def test_a_refused_member_beside_a_good_notebook_costs_nothing(tmp_path):
+    archive = _course(tmp_path)
+    with zipfile.ZipFile(archive / "dee.zip", "w") as z:
+        z.writestr("../evil.ipynb", "{}")
+        z.writestr("batchnorm.ipynb", '{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}')
+    assert collect.collect_archives(tmp_path) == {}
+    assert (tmp_path / "submitted" / "dee" / "batchnorm" / "batchnorm.ipynb").is_file()
+
+
 # --- presentation ----------------------------------------------------------------------------------
 
 def check_source_lines() -> list:
@@ -556,7 +629,47 @@ def test_feedback_of_an_error_says_it_was_not_graded():
     assert "grader's side" in feedback.render(Result.failed("the sandbox could not start", Side.GRADER))
 
 
-def test_progress_bar_and_lines():
+def _modern_rows(first_passed=True, second_passed=True, second_message=None):
+    name = "build_modern_cnn::test_honours_input_shape_and_num_classes"
+    passed = "passed: Builds for any input_shape and num_classes (checked at (28, 28, 1)/10 and (64, 64, 3)/5)."
+    return [
+        CheckResult("build_modern_cnn::test_uses_conv_bn_relu_blocks", "build_modern_cnn", 0.5, 0.5, True, "passed: blocks"),
+        CheckResult(f"{name}[28x28x1-10]", "build_modern_cnn", 0.25 if first_passed else 0.0, 0.25, first_passed,
+                    passed if first_passed else "build_modern_cnn(input_shape=(28, 28, 1), num_classes=10) has "
+                                                "input shape (None, 32, 32, 3); pass input_shape to keras.Input"),
+        CheckResult(f"{name}[64x64x3-5]", "build_modern_cnn", 0.25 if second_passed else 0.0, 0.25, second_passed,
+                    passed if second_passed else second_message),
+    ]
+
+
+def _modern_section(page):
+    section = page.split("Modern CNN builder")[1].split("</section>")[0]
+    return section.count("<li "), section
+
+
+def test_a_parametrised_check_is_one_line_of_the_feedback_page():
+    page = feedback.render(Result.graded(_modern_rows()))
+    lines, section = _modern_section(page)
+    assert lines == 2                                        # the blocks check and the shapes check
+    assert section.count("Builds for any input_shape and num_classes") == 1
+    assert "0.5 / 0.5" in section
+
+
+def test_a_failing_parametrised_check_shows_its_points_with_each_distinct_failure():
+    fixed = ("build_modern_cnn(input_shape=(64, 64, 3), num_classes=5) has input shape (None, 32, 32, 3); "
+             "pass input_shape to keras.Input")
+    page = feedback.render(Result.graded(_modern_rows(first_passed=False, second_passed=False, second_message=fixed)))
+    lines, section = _modern_section(page)
+    assert lines == 2 and "0 / 0.5" in section
+    assert "(28, 28, 1), num_classes=10)" in section and "(64, 64, 3), num_classes=5)" in section
+    page = feedback.render(Result.graded(_modern_rows(second_passed=False, second_message=fixed)))
+    lines, section = _modern_section(page)
+    assert lines == 2 and "0.25 / 0.5" in section and "&#10007;" in section
+    assert "Builds for any input_shape" not in section     # the failure is said, not the passing half
+
+
+
+def test_progress_is_a_line_per_student_in_a_log():
     lines = io.StringIO()
     progress = classrun.Progress(2, lines)
     row = grades.Row("ann", total=FULL, max_total=FULL, status="graded")
@@ -564,6 +677,10 @@ def test_progress_bar_and_lines():
     progress.update(grades.Row("eve", total=0.0, max_total=FULL, status="error"))
     assert lines.getvalue().splitlines()[0].startswith(f"[1/2] ann: {pts(FULL)}/{pts(FULL)}")
     assert "(error)" in lines.getvalue().splitlines()[1]
+
+
+def test_progress_is_a_bar_on_a_terminal():
+    row = grades.Row("ann", total=FULL, max_total=FULL, status="graded")
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -575,9 +692,13 @@ def test_progress_bar_and_lines():
     assert "\r" in term.getvalue() and "[############............] 1/2" in term.getvalue()
 
 
-def test_score_table_csv_and_thread_limits(monkeypatch):
+def _full_marks_rows():
     full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
-    rows = [grades.Row.of("ann", full), grades.Row.of("bob, \"the\"", full, "two\nlines  of   notes")]
+    return [grades.Row.of("ann", full), grades.Row.of("bob, \"the\"", full, "two\nlines  of   notes")]
+
+
+def test_the_score_table_has_a_column_per_exercise():
+    rows = _full_marks_rows()
     table = grades.format_table(rows).splitlines()
     header = next(n for n, line in enumerate(table) if line.startswith("student"))
     assert table[header].split() == ["student", *(str(n) for n in range(1, len(EXERCISES) + 1)), "total", "status"]
@@ -585,11 +706,18 @@ def test_score_table_csv_and_thread_limits(monkeypatch):
                                          "graded"]
     legend = " ".join(table[:header])
     assert all(f"{n} {e.id} ({pts(e.points)})" in legend for n, e in enumerate(EXERCISES, start=1))
+
+
+def test_grades_csv_is_quoted_plain_text():
+    rows = _full_marks_rows()
     text = grades.grades_csv_text(reversed(rows))
     assert text.splitlines()[0] == ",".join(grades.CSV_COLUMNS)
     assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), pts(FULL), pts(FULL),
                                               "graded", ""])
     assert text.splitlines()[2].startswith('"bob, ""the""",') and text.endswith(",graded,two lines of notes\n")
+
+
+def test_grader_processes_share_the_cpus_threads(monkeypatch):
     monkeypatch.setattr(pool, "cpu_count", lambda: 2)
     assert pool.worker_env(2)["OMP_NUM_THREADS"] == "1"
     assert pool.worker_env(1)["TF_NUM_INTRAOP_THREADS"] == "2"

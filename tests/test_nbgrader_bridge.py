@@ -94,12 +94,14 @@ def test_test_cell_outputs_become_partial_credit():
             assert f"{BY_TEST_CELL[grade_id].id}: <detail>" in cell.outputs[0].text
 
 
-def test_points_never_exceed_the_cell_and_errors_score_zero():
+def test_points_never_exceed_the_cell():
     nb = scored_notebook()
     nb.cells[2].metadata.nbgrader.points = 1.0              # a cell worth less than the exercise
     nbgrader_bridge.apply_scores(nb, result_with({e.id: e.points for e in EXERCISES}))
     assert utils.determine_grade(nb.cells[2]) == (1.0, 1.0)
 
+
+def test_an_error_scores_zero_in_every_cell():
     nb = scored_notebook()
     error = Result([dataclasses.replace(c, points=0.0) for c in result_with({}).checks], Status.ERROR,
                    "corrupt <file>", Side.STUDENT)
@@ -308,7 +310,7 @@ def test_autograde_grades_the_changed_submissions_in_one_parallel_pass(mini_cour
 
 
 @pytest.mark.slow
-def test_a_grader_side_error_is_never_recorded_and_is_graded_next_time(mini_course):
+def test_a_grader_side_error_is_left_for_the_next_autograde(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
     submit(course, "gus", answered(course, {**mini_course.full, "manual_batch_norm":

@@ -93,7 +93,7 @@ def _label(cell):
 # --------------------------------------------------------------------------------------------
 # structure: points, cell roles, what survives in the release
 
-def test_test_cells_carry_the_contract_points_and_hidden_block():
+def test_each_test_cell_carries_its_contract():
     nb = _read(assign.SOURCE)
     graded = {_grade_id(c): _meta(c) for c in nb.cells if _meta(c).get("grade")}
     assert set(graded) == set(BY_TEST_CELL), "the graded cells must be exactly the contract's test cells"
@@ -140,7 +140,7 @@ def test_cell_roles_follow_the_contract():
     assert "tensorflow.keras" not in every_code
 
 
-def test_release_keeps_def_lines_and_docstrings_and_hides_solutions():
+def test_release_hides_only_the_solution_bodies():
     source, release = _read(assign.SOURCE), _read(assign.RELEASE)
     assert [_grade_id(c) for c in source.cells] == [_grade_id(c) for c in release.cells]
     for function in {exercise.function for exercise in EXERCISES}:
@@ -154,7 +154,7 @@ def test_release_keeps_def_lines_and_docstrings_and_hides_solutions():
     assert sorted(p.name for p in (ROOT / assign.RELEASE).parent.iterdir()) == [assign.RELEASE.name]
 
 
-def test_exercise_2_asks_for_a_derivation_and_gives_no_closed_form():
+def test_exercise_2_asks_for_a_derivation_not_a_closed_form():
     """The release's Exercise 2 (instructions, answer cell, visible test, optional cells) gives the staged
     forward pass and the method, not the gradients through mu, sigma^2 or x."""
     release = _read(assign.RELEASE)
@@ -394,7 +394,7 @@ def test_committed_solutions_print_no_log_lines_or_automatic_layer_names():
 # staleness of the generated notebooks
 
 @pytest.mark.slow
-def test_committed_release_and_solutions_are_up_to_date():
+def test_the_committed_generated_notebooks_are_up_to_date():
     assert assign.stale_outputs(ROOT) == []
 
 
@@ -425,7 +425,7 @@ def test_stale_outputs_name_what_changed(tmp_path):
     assert assign.stale_outputs(tmp_path) == [assign.RELEASE.as_posix(), assign.SOLUTIONS.as_posix()]
 
 
-def test_strip_cell_source_keeps_solution_code_and_drops_hidden_tests():
+def test_strip_cell_source_keeps_solution_code_but_drops_hidden_tests():
     source = ("def f(x):\n    \"\"\"Doc.\"\"\"\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n"
               "assert f(1) == 1\n\n### BEGIN HIDDEN TESTS\nassert f(2) == 2\n### END HIDDEN TESTS\n")
     assert assign.strip_cell_source(source) == "def f(x):\n    \"\"\"Doc.\"\"\"\n    return x\nassert f(1) == 1"

@@ -55,7 +55,7 @@ def test_the_right_numpy_answers_score_every_point(tmp_path):
                   "population_statistics": "np.full(3, 0.5), np.full(3, 0.5)",
                   "group_norm": "np.full_like(x, 0.5)"}, "returns a constant"),
 ])
-def test_a_non_answer_earns_nothing_and_every_check_says_so(tmp_path, kind, expressions, words):
+def test_a_non_answer_fails_every_check_with_a_message(tmp_path, kind, expressions, words):
     rows = grade_numpy(tmp_path, students.returning(expressions))
     assert scores(rows) == dict.fromkeys(NUMPY_EXERCISES, 0.0)
     for row in rows:
@@ -75,7 +75,7 @@ CENTRAL_STUDENTS = {
 }
 
 
-def test_every_numpy_exercise_has_a_central_mistake_and_a_student_who_makes_it():
+def test_every_numpy_exercises_central_mistake_has_a_student_who_makes_it():
     assert set(known_mistakes.CENTRAL_MISTAKES) == set(CENTRAL_STUDENTS) == set(NUMPY_EXERCISES)
 
 
@@ -107,7 +107,7 @@ def test_two_mistakes_in_different_outputs_cost_their_checks(tmp_path):
     assert "as constants" in messages and "dgamma = sum(dout) leaves out x_hat" in messages
 
 
-def test_averaging_means_and_variances_names_both_population_mistakes(tmp_path):
+def test_naive_averaging_of_batch_statistics_names_both_population_mistakes(tmp_path):
     naive = ("def population_statistics(batch_means, batch_vars, batch_sizes):\n"
              "    return batch_means.mean(axis=0), batch_vars.mean(axis=0)\n")
     rows = grade_numpy(tmp_path, {"population_statistics": naive}, exercises=("population_statistics",))
@@ -146,7 +146,7 @@ def test_an_answer_with_one_real_part_is_an_answer():
     assert answers.not_an_answer(_answer(np.zeros_like(x), np.array([1.0, 2.0, 3.0])), [x]) is None
 
 
-def test_known_parts_accepts_a_mistake_in_one_part_and_the_reference_in_another():
+def test_known_parts_accepts_a_mistake_beside_a_correct_part():
     x = np.random.default_rng(0).normal(size=(6, 3))
     dout = x ** 2
     right = reference.batch_norm_backward(dout, x, 1.0)

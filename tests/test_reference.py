@@ -78,7 +78,7 @@ def test_backward_dx_matches_centred_differences(shape, gamma_shape):
 
 
 @pytest.mark.parametrize("shape", [(8, 3), (3, 2, 2, 2)], ids=["NF", "NHWC"])
-def test_backward_dgamma_and_dbeta_match_centred_differences(shape):
+def test_backward_parameter_gradients_match_centred_differences(shape):
     x, gamma, beta, dout = _backward_case(shape, (shape[-1],))
     _, dgamma, dbeta = reference.batch_norm_backward(dout, x, gamma)
     numeric_gamma = reference.numerical_gradient(lambda g: reference.batch_norm(x, g, beta), gamma.copy(), dout)
@@ -120,15 +120,25 @@ def test_moving_update_weighs_the_old_value_by_momentum():
     np.testing.assert_allclose([swapped[0][0], swapped[1][0]], [0.1 * 1.0 + 0.9 * 11.0, 0.1 * 4.0 + 0.9 * 24.0])
 
 
-@pytest.mark.slow   # imports Keras (TensorFlow)
-def test_inference_matches_the_formula_and_keras_with_training_false():
-    import keras
+def _inference_inputs():
     rng = np.random.default_rng(9)
     x = rng.normal(size=(4, 3, 3, 2)).astype("float32") * 2.0 + 1.0
     moving_mean, moving_var = np.array([0.5, -1.0]), np.array([3.0, 0.2])
     gamma, beta = np.array([1.5, 0.5]), np.array([0.1, -0.2])
+    return x, moving_mean, moving_var, gamma, beta
+
+
+def test_inference_matches_the_formula():
+    x, moving_mean, moving_var, gamma, beta = _inference_inputs()
     ours = reference.batch_norm_inference(x, moving_mean, moving_var, gamma, beta)
     np.testing.assert_allclose(ours, gamma * (x - moving_mean) / np.sqrt(moving_var + 1e-3) + beta, rtol=1e-12)
+
+
+@pytest.mark.slow   # imports Keras (TensorFlow)
+def test_inference_matches_keras_with_training_false():
+    import keras
+    x, moving_mean, moving_var, gamma, beta = _inference_inputs()
+    ours = reference.batch_norm_inference(x, moving_mean, moving_var, gamma, beta)
     layer = keras.layers.BatchNormalization()
     layer.build(x.shape)
     layer.set_weights([gamma, beta, moving_mean, moving_var])   # gamma, beta, moving mean, moving variance
@@ -224,7 +234,7 @@ def _feature_maps(shape=(3, 4, 5, 6), seed=14):
     return rng.normal(size=shape) * rng.uniform(0.5, 4.0, size=shape[-1]) + rng.normal(size=shape[-1]) * 3
 
 
-def test_group_norm_normalizes_each_sample_and_group_of_consecutive_channels():
+def test_group_norm_normalizes_each_group_of_consecutive_channels_per_sample():
     x = _feature_maps()
     y = reference.group_norm(x, 3, epsilon=0.0)            # 6 channels: groups {0, 1}, {2, 3}, {4, 5}
     for n in range(x.shape[0]):
@@ -233,10 +243,14 @@ def test_group_norm_normalizes_each_sample_and_group_of_consecutive_channels():
             np.testing.assert_allclose([block.mean(), block.var()], [0.0, 1.0], atol=1e-12)
 
 
-def test_group_norm_with_one_group_is_layer_norm_and_with_c_groups_instance_norm():
+def test_group_norm_with_one_group_is_layer_norm():
     x = _feature_maps()
     per_sample = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(1, 2, 3), keepdims=True) + 1e-3)
     np.testing.assert_allclose(reference.group_norm(x, 1), per_sample, rtol=1e-12)
+
+
+def test_group_norm_with_a_group_per_channel_is_instance_norm():
+    x = _feature_maps()
     per_channel = (x - x.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + 1e-3)
     np.testing.assert_allclose(reference.group_norm(x, 6), per_channel, rtol=1e-12)
 

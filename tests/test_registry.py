@@ -25,7 +25,7 @@ def test_each_exercise_has_a_check_module_whose_points_add_up():
     assert totals == pytest.approx({e.id: e.points for e in EXERCISES})
 
 
-def test_the_release_states_each_function_by_the_registrys_signature_and_points():
+def test_the_release_states_each_exercise_as_the_registry_does():
     released = notebook.read(ROOT / "release" / exercises.ASSIGNMENT_ID / exercises.NOTEBOOK_NAME)
     by_id = {notebook.grade_id(c): c for c in released.cells}
     for exercise in EXERCISES:
@@ -50,13 +50,30 @@ def test_every_package_file_is_listed_as_scoring_or_not():
     assert files <= scoring | other, f"decide whether these decide a score: {sorted(files - scoring - other)}"
 
 
-def test_editing_a_file_that_does_not_score_keeps_the_grader_hash(tmp_path):
+@pytest.fixture
+def package_copy(tmp_path):
+    """A copy of the grader's package, to edit."""
     import shutil
     copy = tmp_path / "autograder"
     shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = provenance.grader_hash(copy)
-    (copy / "feedback.py").write_text("# edited\n")
-    (copy / "checks" / "README.md").write_text("edited\n")
-    assert provenance.grader_hash(copy) == before
-    (copy / "checks" / "answers.py").write_text("# edited\n")
-    assert provenance.grader_hash(copy) != before
+    return copy
+
+
+def test_editing_a_file_that_does_not_score_keeps_the_grader_hash(package_copy):
+    before = provenance.grader_hash(package_copy)
+    assert provenance.grader_hash(package_copy) == before
+    (package_copy / "feedback.py").write_text("# presentation only: no regrade\n")
+    (package_copy / "classroom" / "pool.py").write_text("# scheduling only: no regrade\n")
+    (package_copy / "checks" / "README.md").write_text("edited\n")
+    assert provenance.grader_hash(package_copy) == before
+
+
+@pytest.mark.parametrize("scoring", ["checks/answers.py", "a check module"])
+def test_editing_a_file_that_scores_changes_the_grader_hash(package_copy, scoring):
+    before = provenance.grader_hash(package_copy)
+    if scoring == "checks/answers.py":
+        (package_copy / "checks" / "answers.py").write_text("# edited\n")
+    else:
+        check = next((package_copy / "checks").glob("test_*.py"))
+        check.write_text(check.read_text() + "\n# a changed check\n")
+    assert provenance.grader_hash(package_copy) != before

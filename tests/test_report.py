@@ -113,7 +113,7 @@ def _student_result(graded, name) -> Result:
 
 # --- 1. mistakes as data ---------------------------------------------------------------------------
 
-def test_every_mistake_code_comes_from_a_table_key_and_the_readme_lists_them():
+def test_every_mistake_code_comes_from_a_table_key():
     codes = known_mistakes.mistake_codes()
     assert len(codes) >= 21
     for code, description in codes.items():
@@ -123,6 +123,10 @@ def test_every_mistake_code_comes_from_a_table_key_and_the_readme_lists_them():
     for exercise, tables in known_mistakes.MISTAKE_TABLES.items():
         for table in tables():
             assert {known_mistakes.mistake_code(exercise, key) for key in table} <= set(codes)
+
+
+def test_the_readme_lists_every_mistake_code():
+    codes = known_mistakes.mistake_codes()
     text = README.read_text(encoding="utf-8")
     listed = re.search(r"<!-- mistake codes -->(.*?)<!-- /mistake codes -->", text, re.S)
     assert listed, "the README's list of mistake codes (between <!-- mistake codes --> markers) is missing"
@@ -148,11 +152,15 @@ def test_each_synthetic_student_carries_the_code_of_its_mistake(graded):
     assert not any(r.mistake for r in graded["full_marks"][1])
 
 
-def test_the_code_survives_results_json_and_old_rows_have_none(graded):
+def test_the_code_survives_results_json(graded):
     result = _student_result(graded, "bn_ddof1")
     doc = json.loads(result.to_json())
     assert {row["mistake"] for row in doc["checks"]} == {None, "manual_batch_norm.ddof1"}
     assert Result.from_json(result.to_json()).checks == result.checks
+
+
+def test_old_rows_without_the_code_read_as_none(graded):
+    doc = json.loads(_student_result(graded, "bn_ddof1").to_json())
     for row in doc["checks"]:
         del row["mistake"]                                       # written before the field existed
     assert all(c.mistake is None for c in Result.from_dict(doc).checks)
@@ -224,7 +232,7 @@ def test_mistakes_csv_counts_each_mistake_exactly(class_report):
         assert not any(cell.startswith(grades.FORMULA_LEADING) for cell in r.values()), r
 
 
-def test_checks_csv_has_every_check_and_its_pass_rate(class_report, graded):
+def test_checks_csv_gives_every_checks_pass_rate(class_report, graded):
     _, _, written = class_report
     rows = _csv(written.checks)
     assert list(rows[0]) == list(report.CHECKS_COLUMNS)
@@ -238,14 +246,24 @@ def test_checks_csv_has_every_check_and_its_pass_rate(class_report, graded):
     assert all(0.0 <= float(r["pass_rate"]) <= 1.0 for r in rows)
 
 
-def test_the_page_escapes_student_markup_and_splits_errors(class_report):
+def test_the_page_escapes_student_markup(class_report):
     _, _, written = class_report
     page = written.report.read_text(encoding="utf-8")
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "<script" not in page
+
+
+def test_the_page_splits_errors_by_side(class_report):
+    _, _, written = class_report
+    page = written.report.read_text(encoding="utf-8")
     assert 'data-side="student"' in page and 'data-side="grader"' in page
     assert "the sandboxed worker could not start" in page
+
+
+def test_the_page_needs_nothing_from_the_network(class_report):
+    _, _, written = class_report
+    page = written.report.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 4          # the plots, embedded
     assert "http://" not in page and "https://" not in page     # nothing to fetch
 
@@ -296,7 +314,7 @@ class _Counts(HTMLParser):
 @pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="headless Chromium is not installed (Debian package `chromium`; "
                                                "`make setup` installs it where it runs as root with apt)")
-def test_the_report_renders_in_chromium_with_the_csv_counts_and_a_quiet_console(class_report, tmp_path):
+def test_the_report_renders_in_chromium_as_the_csv_counts(class_report, tmp_path):
     _, expected, written = class_report
     shown = open_in_chromium(written.report, tmp_path, "--dump-dom")
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -315,7 +333,7 @@ def test_the_report_renders_in_chromium_with_the_csv_counts_and_a_quiet_console(
 # --- scale --------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_students(tmp_path):
+def test_a_300_student_report_scales_with_mistakes_not_students(tmp_path):
     sizes = {}
     for n in (300, 1200):
         course = tmp_path / str(n)
@@ -330,7 +348,7 @@ def test_a_300_student_report_builds_in_seconds_and_grows_with_mistakes_not_stud
     assert sizes[1200] < 1.25 * sizes[300], sizes         # 4x the students, about the same page
 
 
-def test_inert_makes_formula_leading_text_plain_and_leaves_numbers():
+def test_inert_makes_only_formula_leading_text_plain():
     assert grades.inert("=1+1") == "'=1+1" and grades.inert("@x") == "'@x" and grades.inert("-x") == "'-x"
     assert grades.inert("+x") == "'+x" and grades.inert("\tx") == "'\tx"
     assert grades.inert("ann") == "ann" and grades.inert(3) == 3 and grades.inert(0.5) == 0.5

@@ -24,7 +24,7 @@ def test_the_readme_holds_exactly_the_settings_table():
     assert table == settings.markdown_table()
 
 
-def test_every_setting_is_declared_once_with_a_unit_and_help():
+def test_every_setting_is_declared_once_fully_documented():
     variables = [s.variable for s in settings.SETTINGS if s.variable]
     assert len(variables) == len(set(variables)) == len(settings.BY_VARIABLE)
     assert all(s.unit and s.help and s.default_text() for s in settings.SETTINGS)
@@ -120,8 +120,8 @@ def test_settings_imports_nothing_of_the_grading_path():
 
 def test_the_uid_range_has_one_home():
     from autograder.sandbox import identity
-    assert (identity.DEFAULT_FIRST_UID, identity.DEFAULT_UID_COUNT) == (Limits().uid_first, Limits().uid_count)
-    assert "1_900_000_000" not in Path(identity.__file__).read_text()
+    assert not hasattr(identity, "DEFAULT_FIRST_UID") and not hasattr(identity, "DEFAULT_UID_COUNT")
+    assert "1_900_000_000" not in Path(identity.__file__).read_text() and Limits().uid_first == 1_900_000_000
 
 
 def test_no_variable_gives_the_defaults():
@@ -137,7 +137,7 @@ def test_no_variable_gives_the_defaults():
     ("BN_AUTOGRADER_MEMORY_MB", "lots"), ("BN_AUTOGRADER_TRAINING_SECONDS", "nan"),
     ("BN_AUTOGRADER_TRAINING_MEMORY_MB", "2G"), ("BN_AUTOGRADER_TRAINING_MEMO", "maybe"),
     ("BN_AUTOGRADER_THREADS", "0"), ("BN_AUTOGRADER_THREADS", "2.5")])
-def test_a_bad_value_warns_and_the_default_is_used(variable, value):
+def test_a_bad_value_falls_back_to_the_default_with_a_warning(variable, value):
     with pytest.warns(settings.SettingWarning, match=re.escape(f"{variable}={value!r}")):
         found = settings.from_environ({variable: value})
     assert found == settings.from_environ({})
@@ -167,7 +167,7 @@ def test_megabytes_become_bytes_as_whole_numbers():
     ("BN_AUTOGRADER_TRAINING_MEMO", "0", "memo", False),
     ("BN_AUTOGRADER_TRAINING_MEMO", "1", "memo", True),
     ("BN_AUTOGRADER_THREADS", "3", "limits.threads", 3)])
-def test_each_setting_reaches_its_place_and_only_it(variable, text, where, value):
+def test_each_setting_reaches_only_its_place(variable, text, where, value):
     found, default = settings.from_environ({variable: text}), settings.from_environ({})
     group, _, name = where.partition(".")
     assert (getattr(getattr(found, group), name) if name else getattr(found, group)) == value
@@ -192,3 +192,20 @@ def test_the_threads_reach_the_workers_limits(monkeypatch):
     monkeypatch.setenv("BN_AUTOGRADER_THREADS", "none")
     with pytest.warns(settings.SettingWarning):
         assert settings.from_environ().limits.threads == 1
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    for name in settings.BY_VARIABLE:
+        monkeypatch.delenv(name, raising=False)
+    default = settings.from_environ().limits
+    assert (default.cell_seconds, default.call_seconds, default.total_seconds) == (30.0, 20.0, 240.0)
+    monkeypatch.setenv("BN_AUTOGRADER_CELL_SECONDS", "2.5")
+    monkeypatch.setenv("BN_AUTOGRADER_TOTAL_SECONDS", "60")
+    monkeypatch.setenv("BN_AUTOGRADER_MEMORY_MB", "1024")
+    monkeypatch.setenv("BN_AUTOGRADER_CALL_SECONDS", "soon")
+    with pytest.warns(settings.SettingWarning, match="BN_AUTOGRADER_CALL_SECONDS"):
+        limits = settings.from_environ().limits
+    assert limits.cell_seconds == 2.5 and limits.total_seconds == 60.0
+    assert limits.memory_bytes == 1 << 30 and isinstance(limits.memory_bytes, int)
+    assert limits.call_seconds == default.call_seconds
+

@@ -312,7 +312,7 @@ def test_every_variant_is_a_correct_answer(exercise):
                 assert known_mistakes.close(f(bm, bv, bs), reference.population_statistics(bm, bv, bs))
 
 
-def test_the_disguise_renames_rewrites_and_reorders_yet_computes_the_same():
+def test_the_disguise_changes_the_text_but_not_the_computation():
     solution = students.solution_code()
     for exercise in EXERCISES:
         original, copied = solution[exercise], disguise(solution[exercise])
@@ -430,7 +430,7 @@ def test_past_terms_are_references_compared_with_every_student(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_builders_are_grouped_by_architecture_and_never_flagged(tmp_path):
+def test_model_builders_are_grouped_by_architecture_instead_of_flagged(tmp_path):
     course = tmp_path / "course"
     for name in ("ann", "bob", "cy", "dee"):
         hand_in(course, name)
@@ -449,7 +449,7 @@ def test_model_builders_are_grouped_by_architecture_and_never_flagged(tmp_path):
     assert {r["exercise"] for r in read_csv(csv_path)} <= {"notebook", *CODE}         # no model rows
 
 
-def test_student_markup_stays_text_in_the_page_and_the_csv(tmp_path):
+def test_student_markup_stays_text_in_every_output(tmp_path):
     course = tmp_path / "course"
     solution = students.solution_code()
     for name in ("<b onmouseover=alert(1)>x", "=cmd|calc"):

@@ -124,7 +124,7 @@ def test_json_that_is_not_an_object_or_too_long_is_refused_when_parsed():
             vet.parse_config(text)
 
 
-def test_a_keras_sequential_config_still_parses_and_reads_as_before():
+def test_a_keras_sequential_config_still_reads_as_before():
     config = vet.parse_config(KERAS_SEQUENTIAL_JSON)
     vet.vet_config(config)
     read = view.view(config)
@@ -135,7 +135,7 @@ def test_a_keras_sequential_config_still_parses_and_reads_as_before():
     assert architecture.fingerprint(config) == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
 
 
-def test_the_fixtures_read_a_keras_config_and_record_its_architecture():
+def test_the_fixtures_record_the_architecture_of_a_keras_config():
     model_config, student_model, run = _fixtures(KERAS_SEQUENTIAL_JSON)
     assert student_model("build_model_with_bn").parameters == 54_194
     assert run.findings.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
@@ -249,7 +249,7 @@ def _huge(n=2_000_000) -> str:
     return (ESCAPES * (n // len(ESCAPES) + 1))[:n]
 
 
-def test_a_check_message_of_2_mb_with_escape_sequences_is_bounded_and_escaped():
+def test_a_check_message_of_2_mb_with_escape_sequences_is_made_safe():
     row = CheckResult("manual_batch_norm::test_x", "manual_batch_norm", 0.0, 3.0, False, _huge())
     assert len(row.message) <= 4000
     assert not any(c in row.message for c in NO_RAW)
@@ -262,7 +262,7 @@ def test_a_message_set_after_the_row_is_built_is_bounded_too():
     assert len(row.message) <= 4000 and "\x1b" not in row.message
 
 
-def test_a_result_error_and_notes_are_bounded_and_escaped():
+def test_every_text_of_a_result_is_made_safe():
     result = Result([], Status.ERROR, _huge(), Side.STUDENT, notes=[_huge()])
     assert len(result.error) <= 4000 and len(result.notes[0]) <= 4000
     assert not any(c in result.error + result.notes[0] for c in NO_RAW)

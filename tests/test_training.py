@@ -123,7 +123,7 @@ def test_training_twice_in_one_process_gives_the_same_accuracy(reference_compari
 
 
 @pytest.mark.slow
-def test_a_fresh_process_gives_the_same_accuracies_and_prints_nothing(tmp_path):
+def test_a_fresh_process_reproduces_the_accuracies_silently(tmp_path):
     here = (training.train_accuracy(reference_models.model_without_bn(), SMALL),
             training.train_accuracy(reference_models.model_with_bn(), SMALL))
     # The baseline first, so TensorFlow is imported inside the check, whose start-up chatter
@@ -195,7 +195,7 @@ def trainings(monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_baseline_is_trained_once_and_written_to_the_cache(tmp_path, trainings):
+def test_the_baseline_is_trained_once_into_the_cache(tmp_path, trainings):
     first = training.baseline_accuracy(tmp_path, SMALL)
     [entry] = (tmp_path / trainingcache.BASELINE).glob("*.json")
     stored = json.loads(entry.read_text())
@@ -212,7 +212,7 @@ def test_a_cached_baseline_is_reused(tmp_path, trainings):
 
 
 @pytest.mark.slow
-def test_a_corrupt_cache_entry_is_recomputed_and_rewritten(tmp_path, trainings):
+def test_a_corrupt_cache_entry_is_replaced_by_a_recomputed_one(tmp_path, trainings):
     first = training.baseline_accuracy(tmp_path, SMALL)
     [entry] = (tmp_path / trainingcache.BASELINE).glob("*.json")
     entry.write_text('{"value": 0.4')  # e.g. a grader killed mid-write by hand

@@ -181,7 +181,7 @@ def test_a_different_connection_between_the_same_layers_gives_a_different_key():
 
 
 @pytest.mark.slow
-def test_the_key_follows_the_budget_and_the_margin():
+def test_the_key_follows_what_decides_the_verdict():
     config = _config(_functional())
     small = training.Schedule(n_images=256, epochs=1, batch_size=64, seed=3)
     keys = [training.memo_key(config), training.memo_key(config, small),
@@ -238,7 +238,7 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # The key is read without TensorFlow, and still follows the versions and the data
 
-def test_the_key_follows_the_tensorflow_and_keras_versions(monkeypatch):
+def test_the_key_follows_the_library_versions(monkeypatch):
     config = {"class_name": "Sequential", "config": {"layers": []}}
     before = training.memo_key(config)
     for package in ("tensorflow-cpu", "keras"):

@@ -369,7 +369,7 @@ def verdicts(tmp_path_factory):
         return hidden, visible.result()
 
 
-def test_the_variants_cover_every_graded_function_and_both_decisions():
+def test_the_variants_cover_every_graded_function_both_ways():
     covered = {v.exercise for v in VARIANTS}
     assert covered == {e.id for e in BY_ID.values() if e.kind is not Kind.TRAINING}
     for exercise in covered:
@@ -379,7 +379,7 @@ def test_the_variants_cover_every_graded_function_and_both_decisions():
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
-def test_the_grader_and_the_visible_test_agree(verdicts, variant):
+def test_the_visible_test_agrees_with_the_grader(verdicts, variant):
     hidden, visible = verdicts
     full_marks, failures = hidden[variant.name]
     passed, message = visible[variant.name]

@@ -43,9 +43,12 @@ def worker(tmp_path_factory):
         yield submission
 
 
-def test_the_worker_uses_the_numpy_backend_and_the_set_up_cell_does_not_import_tensorflow(worker):
+def test_the_worker_uses_the_numpy_backend(worker):
     assert process.WORKER_KERAS_BACKEND == "numpy"
     assert worker.call_array("keras_backend_is_numpy").value.tolist() == [1.0]
+
+
+def test_the_set_up_cell_does_not_import_tensorflow(worker):
     assert worker.call_array("tensorflow_loaded").value.tolist() == [0.0]
 
 

@@ -142,7 +142,7 @@ def test_inotify_add_watch_on_a_descriptor_made_before_confine_is_refused(scratc
 
 
 @needs_seccomp
-def test_inotify_init_and_fanotify_mark_are_refused_by_number(scratch):
+def test_file_watch_syscalls_are_refused_by_number(scratch):
     """inotify_init (x86_64 only) and fanotify_mark, called by number: EPERM from the filter before
     the kernel could say EBADF or EINVAL about the arguments."""
     snippet = """
@@ -222,7 +222,7 @@ result = [attempt(lambda: send(kind, pair)) for kind in (socket.SOCK_STREAM, soc
 # --- what the worker needs still works under the filter ---------------------------------------------
 
 @fully_confined
-def test_numpy_and_matplotlib_still_work_under_confine(scratch):
+def test_the_students_libraries_still_work_under_confine(scratch):
     snippet = """
 import numpy, matplotlib
 matplotlib.use('Agg')
@@ -323,7 +323,7 @@ def test_a_workers_processes_together_get_at_most_its_cpu_share():
     assert not any(path.exists() for path in group.dirs)
 
 
-def test_without_a_cpu_controller_the_memory_and_pids_group_still_holds(monkeypatch, tmp_path):
+def test_without_a_cpu_controller_the_other_controllers_still_hold(monkeypatch, tmp_path):
     probe = ResourceGroup(Limits())
     probe.remove()
     if not probe.active:
@@ -421,7 +421,7 @@ THREE_FILES = {"files": 3, "mib": 30}
 
 
 @needs_landlock_mode
-def test_a_mounted_scratch_refuses_writes_past_its_cap_and_leaves_nothing(stand_in):
+def test_a_mounted_scratch_refuses_writes_past_its_cap_without_leftovers(stand_in):
     sandboxed, said = stand_in(THREE_FILES, SMALL)
     if sandboxed.scratch_capped != process.SCRATCH_TMPFS:
         pytest.skip(f"no tmpfs could be mounted on the scratch here (not root?): {sandboxed.scratch_capped}")
@@ -434,7 +434,7 @@ def test_a_mounted_scratch_refuses_writes_past_its_cap_and_leaves_nothing(stand_
 
 
 @needs_landlock_mode
-def test_an_unmounted_scratch_past_its_cap_is_reported_and_then_removed(stand_in, monkeypatch):
+def test_an_unmounted_scratch_past_its_cap_is_reported_before_removal(stand_in, monkeypatch):
     monkeypatch.setattr(identity, "mount_scratch_tmpfs", lambda *args: False)      # as where mount is refused
     sandboxed, said = stand_in(THREE_FILES, SMALL)
     assert sandboxed.scratch_capped == process.SCRATCH_CHECKED
@@ -467,7 +467,7 @@ def test_too_many_entries_count_as_past_the_cap(tmp_path):
     assert process._folder_usage(tmp_path, 100) == (0, True)
 
 
-def test_symlinks_are_not_followed_and_hard_links_count_once(tmp_path):
+def test_folder_usage_counts_each_file_inside_once(tmp_path):
     inside, outside = tmp_path / "scratch", tmp_path / "outside"
     inside.mkdir()
     outside.mkdir()
@@ -485,7 +485,7 @@ def test_a_failing_unmount_does_not_raise(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts")
-def test_a_mounted_scratch_that_is_full_is_still_unmounted_and_removed(tmp_path):
+def test_a_full_mounted_scratch_is_still_cleaned_up(tmp_path):
     folder = tmp_path / "scratch"
     folder.mkdir()
     if not identity.mount_scratch_tmpfs(folder, 4 * MiB, os.getuid(), os.getgid()):
@@ -501,7 +501,7 @@ def test_a_mounted_scratch_that_is_full_is_still_unmounted_and_removed(tmp_path)
 
 
 @pytest.mark.skipif(not process.bwrap.bubblewrap_available(), reason="bubblewrap cannot run here")
-def test_under_bubblewrap_the_scratch_is_bwraps_tmpfs_and_never_measured():
+def test_under_bubblewrap_the_scratch_is_bwraps_unmeasured_tmpfs():
     sandboxed = process.SandboxedProcess(Limits(), isolation=Isolation.BWRAP)
     try:
         assert sandboxed.scratch_capped == process.SCRATCH_BWRAP_TMPFS

@@ -30,11 +30,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .limits import Limits
-
-# The range's defaults are the Limits' (limits.py says why these numbers).
-DEFAULT_FIRST_UID = Limits.uid_first
-DEFAULT_UID_COUNT = Limits.uid_count
+# The range comes from the caller (Limits.uid_first, Limits.uid_count: limits.py says why those
+# numbers); this module stands alone, loadable by path, so it states no range of its own.
 DEFAULT_LOCK_DIR = "/run/bn-autograder/uids"      # /run: on tmpfs, emptied at boot
 LOCK_DIR_MODE = 0o700
 SCRATCH_PREFIX = "bn-worker-"
@@ -136,8 +133,7 @@ def _try_lock(path: Path):
     return fd
 
 
-def lease_uid(first: int = DEFAULT_FIRST_UID, count: int = DEFAULT_UID_COUNT,
-              lock_dir=DEFAULT_LOCK_DIR) -> Lease:
+def lease_uid(first: int, count: int, lock_dir=DEFAULT_LOCK_DIR) -> Lease:
     """The first free uid of [first, first + count), held until the lease is closed or this process
     ends. Not root: the caller's own uid, shared (see the module's docstring)."""
     if os.geteuid() != 0:
