@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 JOBS   ?= 2
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup system data release check-release test test-fast demo grade-class bench calibrate clean
+.PHONY: setup system data release check-release lint test test-fast demo grade-class bench calibrate clean
 
 setup: $(VENV)/.installed data
 
@@ -22,7 +22,7 @@ system:
 $(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cluster]'
+	$(PY) -m pip install -q -e '.[cluster,dev]'
 	touch $@
 
 # Link Fashion-MNIST into Keras' cache; prints how to get it when it is missing.
@@ -36,11 +36,15 @@ release: setup
 check-release: setup
 	$(PY) -m autograder assign --check
 
-test: setup
+# ruff, configured in pyproject.toml ([tool.ruff]); fails on any finding.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	$(PY) -m pytest tests -q -rs
 
-# The same without the slow, TensorFlow-training tests.
-test-fast: setup
+# The linter, then the tests without the slow, TensorFlow-training ones.
+test-fast: setup lint
 	$(PY) -m pytest tests -q -rs -m "not slow"
 
 # The main job: release the assignment and grade the bundled demo class end to end.
