@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import GRADER_SIDE_PREFIX, Side, side_of
-from .text import bounded
 from .exercises import EXERCISE_IDS, EXERCISES
+from .text import bounded
 
 # A check's message: the grader's own are at most 236 characters (2,535 check rows of a graded
 # class of synthetic students), and one quoting a student's error or output needs a few hundred more. 2,000 keeps a

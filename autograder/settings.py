@@ -115,7 +115,7 @@ class Setting:
 def _dataclass(group: str):
     """The dataclass a group of settings fills (the sandbox's imported when first needed)."""
     if group == "limits":
-        from autograder.sandbox import Limits          # noqa: PLC0415
+        from autograder.sandbox import Limits  # noqa: PLC0415
         return Limits
     return TrainingBudget
 

@@ -28,8 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from . import notebook as notebooks
-from .channel import (ANSWER_BYTES, Kind, LineReader, Outcome, Silence, answer_prefix, decode_array,
-                      encode_argument, parse_answer, parse_ready, send)
+from .channel import (
+    ANSWER_BYTES,
+    Kind,
+    LineReader,
+    Outcome,
+    Silence,
+    answer_prefix,
+    decode_array,
+    encode_argument,
+    parse_answer,
+    parse_ready,
+    send,
+)
 from .errors import ModelRefused, SandboxUnavailable, SetupCellFailed, StudentCodeError
 from .sandbox import Limits, SandboxedProcess
 from .sandbox.process import CONFINE_FAILED_EXIT

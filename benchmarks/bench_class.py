@@ -23,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo, settings  # noqa: E402
-from autograder import synthetic_students as students  # noqa: E402
-from autograder.classroom import classrun, pool, store  # noqa: E402
-from autograder.exercises import ASSIGNMENT_ID  # noqa: E402
+from autograder import demo, settings
+from autograder import synthetic_students as students
+from autograder.classroom import classrun, pool, store
+from autograder.exercises import ASSIGNMENT_ID
 
 STOCK_AUTOGRADE = """
 # --- benchmark baseline: nbgrader's own default pipeline (Execute runs the whole notebook in a kernel) ---

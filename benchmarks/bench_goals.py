@@ -33,9 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import demo  # noqa: E402
-from autograder import synthetic_students as students  # noqa: E402
-from autograder.exercises import ASSIGNMENT_ID, NOTEBOOK_NAME  # noqa: E402
+from autograder import demo
+from autograder import synthetic_students as students
+from autograder.exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
 
 CORRECT, MISTAKES = 12, 8
 NOT_A_MISTAKE = {"full_marks", "unanswered", "corrupt", "endless_loop"}   # not mistakes in an answer

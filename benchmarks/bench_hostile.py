@@ -26,8 +26,18 @@ import nbformat
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import (CHANNEL_TOOLS, ESCAPES, FLOOD, FORGED_CRASHES, HUGE_ANSWER, LONG_ERROR, MANUAL_BN,  # noqa: E402
-                      REAL_CRASH, SETUP, stray_processes)
+from conftest import (
+    CHANNEL_TOOLS,
+    ESCAPES,
+    FLOOD,
+    FORGED_CRASHES,
+    HUGE_ANSWER,
+    LONG_ERROR,
+    MANUAL_BN,
+    REAL_CRASH,
+    SETUP,
+    stray_processes,
+)
 
 # Runs `python -m autograder grade ...` and prints the process's own peak memory on stderr.
 MEASURED = ("import runpy, sys\n"

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autograder.classroom import report, store, synthetic_results  # noqa: E402
+from autograder.classroom import report, store, synthetic_results
 
 
 def build(n: int, folder: Path) -> dict:

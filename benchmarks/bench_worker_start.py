@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from autograder import synthetic_students as students  # noqa: E402
-from autograder.sandbox import process  # noqa: E402
-from autograder.submission import Submission  # noqa: E402
+from autograder import synthetic_students as students
+from autograder.sandbox import process
+from autograder.submission import Submission
 
 # Every model the hidden checks ask the worker for (function, keyword arguments).
 MODEL_CALLS = [("build_model_with_bn", {}), ("build_model_with_bn", {"input_shape": (32, 32, 3), "num_classes": 5}),

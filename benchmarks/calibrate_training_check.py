@@ -59,7 +59,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autograder import reference_models, training  # noqa: E402
+from autograder import reference_models, training
 
 ALTERNATIVE_SCHEDULES = [
     training.Schedule(n_images=1024, epochs=1, batch_size=32, seed=0),

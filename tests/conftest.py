@@ -347,9 +347,8 @@ def nbgrader_cell(source, grade_id, *, grade=False, solution=False, locked=False
 def grade_from_environ(path, **kwargs) -> dict:
     """grade_notebook under the settings the environment gives (the tests set short limits there,
     as an instructor would at the command line), as the results.json document."""
-    import json
-
     import dataclasses
+    import json
 
     from autograder import grade, settings
     result = grade.grade_notebook(path, dataclasses.replace(settings.from_environ(), **kwargs))

@@ -15,12 +15,11 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from conftest import (UID_COUNT, Cluster, forger_cells, hand_in, kill_group, leftovers,  # noqa: E402
-                      notebook, uid_range, unique_tag)
+from autograder import notebook as notebooks
+from autograder.classroom import classrun, cli, cluster, store
+from autograder.exercises import EXERCISES
 
-from autograder import notebook as notebooks  # noqa: E402
-from autograder.classroom import classrun, cli, cluster, store  # noqa: E402
-from autograder.exercises import EXERCISES  # noqa: E402
+from conftest import UID_COUNT, Cluster, forger_cells, hand_in, kill_group, leftovers, notebook, uid_range, unique_tag
 
 FULL = sum(e.points for e in EXERCISES)
 

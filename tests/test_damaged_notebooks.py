@@ -7,7 +7,15 @@ import nbformat
 import pytest
 
 from conftest import (
-    FULL_MARKS, MANUAL_BN, SETUP, checks, messages, needs_bwrap, nbgrader_cell, scores, write_notebook,
+    FULL_MARKS,
+    MANUAL_BN,
+    SETUP,
+    checks,
+    messages,
+    nbgrader_cell,
+    needs_bwrap,
+    scores,
+    write_notebook,
 )
 
 # every cgroup a worker made is gone when the test ends

@@ -24,9 +24,20 @@ import pytest
 
 from autograder.sandbox.isolation import Isolation
 from autograder.submission import Submission
+
 from conftest import (
-    FULL_MARKS, GRADING_MODES, MANUAL_BN, SETUP, failing_bwrap, messages, needs_bwrap, offer_for, scores,
-    select, unique_digits, write_notebook,
+    FULL_MARKS,
+    GRADING_MODES,
+    MANUAL_BN,
+    SETUP,
+    failing_bwrap,
+    messages,
+    needs_bwrap,
+    offer_for,
+    scores,
+    select,
+    unique_digits,
+    write_notebook,
 )
 
 # every cgroup a worker made is gone when the test ends

@@ -10,15 +10,27 @@ import pytest
 
 from autograder import grade, settings, training
 from autograder import synthetic_students as students
-from autograder.models import view
 from autograder.errors import SandboxUnavailable
+from autograder.models import view
+from autograder.results import Result
 from autograder.sandbox import process as sandbox_process
 from autograder.sandbox.isolation import Isolation
-from autograder.results import Result
 from autograder.submission import Submission
+
 from conftest import (
-    BUILD_WITH_BN, FULL_MARKS, MANUAL_BN, OFFERED, SETUP, grade_from_environ, needs_bwrap, nbgrader_cell,
-    outcome, scores, select, unique_digits, write_notebook,
+    BUILD_WITH_BN,
+    FULL_MARKS,
+    MANUAL_BN,
+    OFFERED,
+    SETUP,
+    grade_from_environ,
+    nbgrader_cell,
+    needs_bwrap,
+    outcome,
+    scores,
+    select,
+    unique_digits,
+    write_notebook,
 )
 
 # every cgroup a worker made is gone when the test ends

@@ -20,9 +20,6 @@ import markupsafe
 import nbformat
 import pytest
 
-import fake_grader
-from conftest import FAKE_GRADER, fake_catalogue, hand_in, notebook
-
 from autograder import checklist, feedback, provenance
 from autograder.atomic import write_atomic
 from autograder.classroom import classrun, cli, collect, grades, pool, server, store
@@ -30,6 +27,9 @@ from autograder.errors import ArchiveUnusable, Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES
 from autograder.results import CheckResult, Result, format_points
 from autograder.settings import Settings
+
+import fake_grader
+from conftest import FAKE_GRADER, fake_catalogue, hand_in, notebook
 
 FULL = sum(e.points for e in EXERCISES)          # a full-marks total
 pts = format_points                               # points as the CSV and the table write them

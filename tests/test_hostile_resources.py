@@ -17,12 +17,24 @@ from pathlib import Path
 import pytest
 
 from autograder import settings
-from autograder.sandbox import Limits, process as sandbox_process
+from autograder.sandbox import Limits
+from autograder.sandbox import process as sandbox_process
 from autograder.sandbox.cgroup import ResourceGroup
 from autograder.submission import Submission
+
 from conftest import (
-    BUILD_WITH_BN, FULL_MARKS, MANUAL_BN, SETUP, SETUP_KERAS, checks, messages, needs_bwrap, outcome, scores,
-    unique_digits, write_notebook,
+    BUILD_WITH_BN,
+    FULL_MARKS,
+    MANUAL_BN,
+    SETUP,
+    SETUP_KERAS,
+    checks,
+    messages,
+    needs_bwrap,
+    outcome,
+    scores,
+    unique_digits,
+    write_notebook,
 )
 
 # every cgroup a worker made is gone when the test ends

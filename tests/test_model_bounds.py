@@ -10,9 +10,19 @@ import pytest
 from autograder import training
 from autograder.errors import ModelRefused
 from autograder.models import cost, vet
+
 from conftest import (
-    FULL_MARKS, GRADED, MANUAL_BN, SETUP, SETUP_KERAS, grade_from_environ, messages, needs_bwrap, scores,
-    select, write_notebook,
+    FULL_MARKS,
+    GRADED,
+    MANUAL_BN,
+    SETUP,
+    SETUP_KERAS,
+    grade_from_environ,
+    messages,
+    needs_bwrap,
+    scores,
+    select,
+    write_notebook,
 )
 
 # every cgroup a worker made is gone when the test ends

@@ -20,14 +20,14 @@ import pytest
 from nbgrader import utils
 from nbgrader.api import Gradebook
 
-import fake_grader
-from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_tag
-
 from autograder import grade, nbgrader_bridge
 from autograder.classroom import classrun, store
 from autograder.errors import Side
 from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
 from autograder.results import CheckResult, Result, Status, format_points
+
+import fake_grader
+from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_tag
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_ID = "dl-batchnorm"

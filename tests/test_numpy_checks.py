@@ -7,13 +7,14 @@ the NumPy check modules run. The whole assignment, end to end, is tests/test_che
 
 import numpy as np
 import pytest
-from conftest import check_cells
 
 from autograder import known_mistakes, reference
 from autograder import synthetic_students as students
-from autograder.checks import answers
 from autograder.checklist import CHECKS_DIR
+from autograder.checks import answers
 from autograder.exercises import Kind, of_kind
+
+from conftest import check_cells
 
 NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
 POINTS = {e.id: e.points for e in of_kind(Kind.NUMPY)}

@@ -6,6 +6,7 @@ import pytest
 
 from autograder.channel import Kind
 from autograder.submission import StudentCodeError, Submission
+
 from conftest import CHANNEL_TOOLS, MANUAL_BN, SETUP, checks, needs_bwrap, scores, write_notebook
 
 # every cgroup a worker made is gone when the test ends

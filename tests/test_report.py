@@ -20,7 +20,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import check_cells
 
 from autograder import known_mistakes
 from autograder import synthetic_students as students
@@ -28,6 +27,8 @@ from autograder.classroom import grades, report, store, synthetic_results
 from autograder.errors import Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, Kind
 from autograder.results import Result
+
+from conftest import check_cells
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NUMPY = tuple(e for e in students.NUMPY_RIGHT if e in BY_ID and BY_ID[e].kind is Kind.NUMPY)

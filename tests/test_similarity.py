@@ -17,13 +17,14 @@ import tokenize
 
 import numpy as np
 import pytest
-from conftest import check_cells
 
 from autograder import known_mistakes, reference
 from autograder import synthetic_students as students
 from autograder.classroom import similarity, store
 from autograder.notebook import released_notebook
 from autograder.results import CheckResult, Result
+
+from conftest import check_cells
 
 VARIANTS = {
 "manual_batch_norm": [

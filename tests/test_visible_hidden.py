@@ -19,11 +19,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from conftest import check_cells
 
 from autograder import assign
 from autograder import synthetic_students as students
 from autograder.exercises import BY_ID, Kind
+
+from conftest import check_cells
 
 pytestmark = pytest.mark.slow      # the visible tests import Keras (TensorFlow)
 

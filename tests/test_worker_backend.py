@@ -10,8 +10,8 @@ import nbformat
 import pytest
 
 from autograder import synthetic_students as students
-from autograder.sandbox import process
 from autograder.models import architecture
+from autograder.sandbox import process
 from autograder.submission import Submission
 
 pytestmark = pytest.mark.slow

@@ -28,9 +28,27 @@ from autograder.sandbox import Limits
 from autograder.sandbox import process as sandbox_process
 from autograder.settings import Settings
 from autograder.text import MESSAGE_CHARS, bounded
-from conftest import (CHANNEL_TOOLS, ESCAPES, FLOOD, FORGED_CRASHES, GRADING_MODES, HUGE_ANSWER, LONG_ERROR, MANUAL_BN,
-                      REAL_CRASH, SETUP, SURROGATES, UID_COUNT, failing_bwrap, forger_cells, leftovers,
-                      stray_processes, uid_range, unique_tag)
+
+from conftest import (
+    CHANNEL_TOOLS,
+    ESCAPES,
+    FLOOD,
+    FORGED_CRASHES,
+    GRADING_MODES,
+    HUGE_ANSWER,
+    LONG_ERROR,
+    MANUAL_BN,
+    REAL_CRASH,
+    SETUP,
+    SURROGATES,
+    UID_COUNT,
+    failing_bwrap,
+    forger_cells,
+    leftovers,
+    stray_processes,
+    uid_range,
+    unique_tag,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
@@ -436,9 +454,10 @@ submission.cell_errors()          # the last cell sleeps: the test kills this pr
 
 @pytest.mark.parametrize("mode", ["bwrap+landlock", "landlock"])
 def test_a_grader_process_killed_mid_grading_leaves_nothing_once_the_next_one_starts(tmp_path, mode):
-    from conftest import offer_for
     from autograder.sandbox import identity
     from autograder.sandbox.cgroup import ResourceGroup
+
+    from conftest import offer_for
     offer_for(mode)
     first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
     scratch.mkdir()

@@ -22,8 +22,8 @@ ReLU, a missing BN or a ReLU variant cost it); parameter counts 0.5; shapes hono
 
 import pytest
 
-from autograder.models import view
 from autograder.checks import answers
+from autograder.models import view
 
 FUNCTION = "build_model_with_bn"
 EXPECTED_TOTAL = 35_210   # with conv biases

@@ -20,8 +20,8 @@ two other shapes 0.25 each.
 
 import pytest
 
-from autograder.models import view
 from autograder.checks import answers
+from autograder.models import view
 
 FUNCTION = "build_modern_cnn"
 EXPECTED_TOTALS = {   # (input_shape, num_classes): parameters with conv biases

@@ -172,7 +172,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
                      "(--force regrades all)", outcome.resumed, len(hand_ins) - len(tasks) - outcome.resumed,
                      len(tasks))
         if tasks and scheduler:
-            from .cluster import run_cluster          # Dask only when asked for: one machine needs none
+            from .cluster import run_cluster  # Dask only when asked for: one machine needs none
             run_cluster(tasks, scheduler=scheduler, on_result=on_result, timeout=timeout, settings=settings,
                         grader_hash=graded_hash)
         elif tasks:
@@ -192,7 +192,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
 def write_class_report(course: Path, assignment: str, outcome: ClassRun) -> None:
     """The class report (report.py: report.html, mistakes.csv, checks.csv) of this run's students.
     A report that cannot be written is a write failure; a bug in it never costs the grades."""
-    from . import report       # matplotlib is imported only here, once the grading is done
+    from . import report  # matplotlib is imported only here, once the grading is done
     try:
         outcome.report = report.write_report(course, assignment, students=[r.student for r in outcome.rows]).report
     except OSError as e:

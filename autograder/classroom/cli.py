@@ -52,8 +52,8 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ClusterUnavailable, SandboxUnavailable
-from ..sandbox import choose_isolation
 from ..exercises import ASSIGNMENT_ID
+from ..sandbox import choose_isolation
 from . import grades, store
 from .classrun import run
 from .pool import cpu_count

@@ -45,7 +45,7 @@ def worker_env(jobs: int) -> dict:
     """Thread caps for each of ``jobs`` grader processes, so that they share the cores instead of each
     starting one thread per core (set in each process's environment: they must be there before
     NumPy or TensorFlow is imported)."""
-    from ..sandbox import thread_environment     # the one source of thread settings (the worker's too)
+    from ..sandbox import thread_environment  # the one source of thread settings (the worker's too)
     return {**thread_environment(cpu_count() // max(1, jobs)),
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 

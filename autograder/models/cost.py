@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from autograder.errors import ModelRefused
 from autograder.models.vet import ALLOWED_MODELS, vet_config
 
-
 # Caps = headroom x the largest reference model (autograder/reference_models.py) at the input shapes the
 # checks use. ``reference_costs()`` measures them with the same formulas, and
 # tests/test_hostile.py checks the figures below against it, so a changed reference model cannot

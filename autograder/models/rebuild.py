@@ -15,7 +15,7 @@ def rebuild(config: dict, *, schedule=None):
     config is bounded first (check_bounds), so a model too large for the grader is never built."""
     with reading_student_config():     # a config it cannot read is the student's
         cost.check_bounds(config, schedule=schedule)
-    from autograder.keras_runtime import keras as pinned   # after the bounds: a refused model costs no Keras at all
+    from autograder.keras_runtime import keras as pinned  # after the bounds: a refused model costs no Keras at all
     keras = pinned()
     try:
         # Keras consumes the dict it deserializes; the caller's copy is reused by other checks.

@@ -37,8 +37,8 @@ make one, otherwise memory and processes by rlimits and the CPU is not capped.
 A sandbox that cannot start raises ``autograder.errors.SandboxUnavailable`` (submission.py).
 """
 
-from .bwrap import bubblewrap_available
 from .allowlist import PACKAGE_DIR
+from .bwrap import bubblewrap_available
 from .isolation import Isolation, choose_isolation
 from .limits import Limits
 from .process import SandboxedProcess, SandboxWarning, thread_environment

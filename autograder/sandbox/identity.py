@@ -23,8 +23,8 @@ import ctypes
 import fcntl
 import os
 import shutil
-import subprocess
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path

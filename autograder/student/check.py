@@ -40,11 +40,11 @@ from .. import notebook as notebooks
 from .. import settings
 from ..atomic import write_atomic
 from ..channel import Kind as OutcomeKind
-from ..text import bounded
 from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
 from ..sandbox import Limits, SandboxWarning
 from ..submission import Submission
+from ..text import bounded
 from . import contract as contracts
 from .report import FAILED, KINDS, NOT_RUN, PASSED, ExerciseReport, Problem, Report, unreadable_report
 from .source import Cells, defined_functions, loading_problems, trains
