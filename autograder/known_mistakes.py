@@ -219,7 +219,7 @@ def close(output, expected, rtol=1e-5, atol=1e-5) -> bool:
     got, want = as_parts(output), as_parts(expected)
     return len(got) == len(want) and all(
         g.shape == w.shape and np.all(np.isfinite(w)) and np.allclose(g, w, rtol=rtol, atol=atol)
-        for g, w in zip(got, want))
+        for g, w in zip(got, want, strict=True))
 
 
 def matching_mistake(output, mistakes, among=None, rtol=1e-5, atol=1e-5):

@@ -136,7 +136,7 @@ def _check_declared_shapes(model) -> None:
         raise TrainingRefused(f"the model has {len(outputs)} outputs; it must have one, "
                               f"Dense({NUM_CLASSES}, activation='softmax')")
     in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
-    if len(in_shape) != 4 or any(d not in (None, want) for d, want in zip(in_shape[1:], INPUT_SHAPE)):
+    if len(in_shape) != 4 or any(d not in (None, want) for d, want in zip(in_shape[1:], INPUT_SHAPE, strict=True)):
         raise TrainingRefused(f"the model's input has shape {_shape_text(in_shape)}; it must take "
                               f"Fashion-MNIST images of shape (None, 28, 28, 1)")
     if len(out_shape) != 2 or out_shape[1] != NUM_CLASSES:

@@ -85,7 +85,7 @@ def assert_view_matches_keras(config, label):
     model = rebuild.rebuild(config)
     keras_layers = view.flat_layers(model)
     assert [layer.kind for layer in view.flat_layers(read)] == [layer.kind for layer in keras_layers], label
-    for mine, theirs in zip(view.flat_layers(read), keras_layers):
+    for mine, theirs in zip(view.flat_layers(read), keras_layers, strict=True):
         assert _plain(mine.config) == _plain(theirs.config), (label, mine.kind)
     assert read.input_shape == tuple(model.input_shape), label
     assert read.output_shape == tuple(model.output_shape), label

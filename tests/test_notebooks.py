@@ -221,7 +221,7 @@ def test_solution_passes_the_visible_tests(tmp_path):
         assert not [o for o in cell.outputs if o.output_type == "execute_result"], _label(cell)
 
     race_runs = [c for c in executed[len(_graded_code_cells(nb)):] if _grade_id(c) == TRAINING_TEST_CELL]
-    for cell, (_, expected) in zip(race_runs, scenarios):
+    for cell, (_, expected) in zip(race_runs, scenarios, strict=False):
         if expected is None:
             assert _error(cell) is None and "visible test passed" in _stream(cell, "stdout")
         else:
@@ -333,10 +333,10 @@ def test_visible_tests_name_common_mistakes(tmp_path):
     for cell in executed[:len(setup)]:
         assert _error(cell) is None, f"{_label(cell)} failed: {_error(cell)}"
     results = executed[len(setup) + 1::2]
-    for variant, cell in zip(accepted, results):
+    for variant, cell in zip(accepted, results, strict=False):
         assert _error(cell) is None, f"the visible tests reject an allowed variant ({_error(cell)}):\n{variant.source}"
     results = results[len(accepted):]
-    for (mutant, words), cell in zip(mutants, results):
+    for (mutant, words), cell in zip(mutants, results, strict=False):
         error = _error(cell)
         assert error is not None and error[0] == "AssertionError", \
             f"the visible tests let this through or crashed ({error}):\n{mutant.source}"
@@ -505,7 +505,7 @@ def test_the_introductions_grading_table_is_the_registrys():
     intro = _cell(_read(assign.SOURCE), "intro").source
     rows = re.findall(r"^\| (\d+) \| (.+?) \| ([\d.]+) \|$", intro, re.M)
     assert [int(number) for number, _, _ in rows] == list(range(1, len(EXERCISES) + 1))
-    for (_, what, points), exercise in zip(rows, EXERCISES):
+    for (_, what, points), exercise in zip(rows, EXERCISES, strict=True):
         assert float(points) == exercise.points, (what, exercise.id)
         if exercise.kind.value != "training":
             assert what.startswith(f"`{exercise.function}`"), (what, exercise.id)

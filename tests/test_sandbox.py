@@ -80,7 +80,7 @@ def test_folders_hidden_under_tmp_do_not_reappear_as_mount_points(monkeypatch):
 
 def test_bubblewrap_mounts_only_the_allow_list():
     argv = process.bubblewrap_argv()
-    pairs = list(zip(argv, argv[1:]))
+    pairs = list(zip(argv, argv[1:], strict=False))
     assert ("--ro-bind", "/") not in pairs and ("--bind", "/") not in pairs
     bound = {path for how, path in _mounts(argv) if how == "--ro-bind"}
     allowed = set(process.allowed().read_only) | {str(bwrap.WORKER_SCRIPT), str(bwrap.CONFINE_SCRIPT), "/dev/null"}
@@ -121,7 +121,7 @@ def test_the_grader_inside_site_packages_is_hidden_from_both_layers(tmp_path):
     assert str(prefix / "lib64") not in read_only
     assert list(list_only) == [str(site_packages)]        # Python lists it to import; names only
     mounts = bwrap.mount_arguments(allow, sandbox.Limits())
-    pairs = list(zip(mounts, mounts[1:]))
+    pairs = list(zip(mounts, mounts[1:], strict=False))
     assert ("--tmpfs", str(site_packages / "autograder")) in pairs
     assert ("--ro-bind", "/dev/null") in pairs
     assert str(site_packages / "__editable__.batchnorm_assignment-1.0.0.pth") in mounts

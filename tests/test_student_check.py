@@ -364,7 +364,7 @@ def test_the_solution_notebook_is_ready(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(output.read_text())
     assert report["ready"] is True and report["problems"] == []
-    for exercise, found in zip(EXERCISES, report["exercises"]):
+    for exercise, found in zip(EXERCISES, report["exercises"], strict=False):
         assert found["found"] and found["ran"], found
         expected = "not run" if exercise.kind is Kind.TRAINING else "passed"
         assert found["visible_tests"] == expected, found

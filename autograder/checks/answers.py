@@ -64,7 +64,7 @@ def not_an_answer(answer: Answer, inputs) -> str | None:
     something. Every part must be empty for it to be none: a tuple with one real part is an answer."""
     inputs = [np.asarray(a, np.float64) for a in inputs if isinstance(a, np.ndarray)]
     reasons = []
-    for part, dtype in zip(answer.parts, answer.dtypes):
+    for part, dtype in zip(answer.parts, answer.dtypes, strict=False):
         if dtype == "NoneType":
             reasons.append("returns None")
         elif any(part.shape == a.shape and np.array_equal(part, a) for a in inputs):
@@ -89,7 +89,7 @@ def known_parts(answer: Answer, expected, mistakes) -> bool:
     wrong = [known_mistakes.as_parts(out) for _, out in mistakes.values()]
     return len(answer.parts) == len(want) and all(
         _matches(part, right) or any(_matches(part, w[i]) for w in wrong)
-        for i, (part, right) in enumerate(zip(answer.parts, want)))
+        for i, (part, right) in enumerate(zip(answer.parts, want, strict=True)))
 
 
 def require_the_work(function, answer: Answer, expected, mistakes, inputs):
@@ -119,7 +119,7 @@ def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus
     if len(parts) != len(want):
         _fail_shape(function, answer, inputs, f"it returned {len(parts)} arrays; it must return "
                                               f"{len(want)}: {', '.join(names)}")
-    differ = [i for i, (p, w) in enumerate(zip(parts, want)) if not _matches(p, w)]
+    differ = [i for i, (p, w) in enumerate(zip(parts, want, strict=True)) if not _matches(p, w)]
     if not differ:
         return
     why = not_an_answer(answer, inputs)
@@ -150,7 +150,7 @@ def _fail_shape(function, answer, inputs, message):
 
 def assert_inputs_unmodified(function, answer: Answer, inputs, names):
     """Each array argument is as it was before the call."""
-    for name, before, after in zip(names, inputs, answer.args_after):
+    for name, before, after in zip(names, inputs, answer.args_after, strict=False):
         if isinstance(before, np.ndarray):
             assert after is not None and after.shape == before.shape and np.array_equal(after, before), (
                 f"{function} changed its input {name} in place (e.g. {name} -= ...); compute on a copy "
@@ -159,7 +159,7 @@ def assert_inputs_unmodified(function, answer: Answer, inputs, names):
 
 def assert_float_arrays(function, answer: Answer, names):
     """Each returned part is a floating-point NumPy array (not a list, not integers)."""
-    for name, dtype in zip(names, answer.dtypes):
+    for name, dtype in zip(names, answer.dtypes, strict=False):
         assert dtype.startswith("float"), (
             f"{function} returned {name} as a {dtype}, not a floating-point NumPy array")
 

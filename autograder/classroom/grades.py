@@ -92,7 +92,7 @@ def format_table(rows, width: int = TABLE_WIDTH) -> str:
     body = [[r.student, *(_table_points(r.scores.get(e, 0.0)) for e in EXERCISE_IDS),
              f"{_table_points(r.total)}/{_table_points(r.max_total)}", r.status]
             for r in sorted(rows, key=lambda r: r.student)]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body, strict=True)]
     gaps = ["  ", *[" "] * (len(EXERCISES) - 1), "  ", "  "]      # before each column after the first
     room = width - sum(widths[1:]) - sum(map(len, gaps))
     widths[0] = max(len(headers[0]), min(widths[0], room))
@@ -100,7 +100,7 @@ def format_table(rows, width: int = TABLE_WIDTH) -> str:
     def line(cells):
         name = str(cells[0])
         text = (name if len(name) <= widths[0] else name[:widths[0] - 3] + "...").ljust(widths[0])
-        for i, (gap, cell) in enumerate(zip(gaps, cells[1:]), start=1):
+        for i, (gap, cell) in enumerate(zip(gaps, cells[1:], strict=True), start=1):
             text += gap + (str(cell).ljust(widths[i]) if i == len(cells) - 1 else str(cell).rjust(widths[i]))
         return text.rstrip()
     return "\n".join(legend + [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body])

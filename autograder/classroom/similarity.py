@@ -375,7 +375,7 @@ def _segments(text: str, spans) -> list:
     if spans is None or len(spans) == 0 or len(spans[0]) == 0:
         return [(text, False)]
     out, at = [], 0
-    for start, end in sorted(zip(map(int, spans[0]), map(int, spans[1]))):
+    for start, end in sorted(zip(map(int, spans[0]), map(int, spans[1]), strict=False)):
         start, end = max(start, at), min(end, len(text))
         if start > at:
             out.append((text[at:start], False))

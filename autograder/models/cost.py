@@ -133,7 +133,7 @@ def _layer_cost(kind, config, shapes):
                 raise ModelRefused(f"the Add layer gets inputs of different shapes {[_text(s) for s in shapes]}")
             return shape, 0, 0, size * (len(shapes) - 1)
         axis = _axes(config.get("axis", -1), len(shape), kind)[0]
-        if any(len(s) != len(shape) or any(a != b for i, (a, b) in enumerate(zip(s, shape)) if i != axis)
+        if any(len(s) != len(shape) or any(a != b for i, (a, b) in enumerate(zip(s, shape, strict=True)) if i != axis)
                for s in shapes):
             raise ModelRefused(f"the Concatenate layer gets inputs that do not fit together "
                                f"{[_text(s) for s in shapes]}")

@@ -55,7 +55,7 @@ class Report:
     def lines(self) -> list:
         """What the command prints after its first line: one line per exercise, then the problems."""
         out = []
-        for number, (exercise, found) in enumerate(zip(EXERCISES, self.exercises), start=1):
+        for number, (exercise, found) in enumerate(zip(EXERCISES, self.exercises, strict=False), start=1):
             out.append(f"  {number}. {exercise.id:<26} {found.message}")
         if self.problems:
             out.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")

@@ -120,7 +120,7 @@ class Cells:
         self.roles = [notebooks.role(c) for c in self.cells]
         self.ids = [notebooks.grade_id(c) if isinstance(c, dict) else "" for c in self.cells]
         self.codes = [notebooks.source(c) if role is not notebooks.Role.TEXT else ""
-                      for c, role in zip(self.cells, self.roles)]
+                      for c, role in zip(self.cells, self.roles, strict=True)]
         self.bound = [bindings(code) if code else set() for code in self.codes]
 
     def describe(self, index: int) -> str:
@@ -147,7 +147,7 @@ class Cells:
 
     def last(self, grade_id: str, role: notebooks.Role) -> int | None:
         """The last cell with this id and role (nbgrader keeps the last of duplicated ids)."""
-        found = [i for i, (r, g) in enumerate(zip(self.roles, self.ids)) if r is role and g == grade_id]
+        found = [i for i, (r, g) in enumerate(zip(self.roles, self.ids, strict=True)) if r is role and g == grade_id]
         return found[-1] if found else None
 
     def answer_cell(self, exercise) -> int | None:
