@@ -132,7 +132,7 @@ def _v4_cells(data: dict) -> list:
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
             raise NotebookUnreadable(f"a damaged notebook: cell {number} is not a notebook cell")
         text = cell.get("source", "")
-        if not (isinstance(text, str) or (isinstance(text, list) and all(isinstance(l, str) for l in text))):
+        if not (isinstance(text, str) or (isinstance(text, list) and all(isinstance(line, str) for line in text))):
             raise NotebookUnreadable(f"a damaged notebook: cell {number}'s source is not text")
         if not isinstance(cell.get("metadata", {}), dict):
             raise NotebookUnreadable(f"a damaged notebook: cell {number}'s metadata is not a mapping")

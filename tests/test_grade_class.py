@@ -454,7 +454,10 @@ def _zip(path, members):
 def test_zip_collect_layout(fake):
     course = fake.root
     archive = course / "downloaded" / "batchnorm" / "archive"
-    nb = lambda code: nbformat.writes(notebook(code))  # noqa: E731
+
+    def nb(code):
+        return nbformat.writes(notebook(code))
+
     # one LMS download holding everybody, named the way nbgrader's documented regexp expects
     _zip(archive / "all_submissions.zip", {
         "batchnorm_alice_attempt_2024-03-01-10-00-00_batchnorm.ipynb": nb("ok:build_modern_cnn # old"),

@@ -315,10 +315,13 @@ def test_every_variant_is_a_correct_answer(exercise):
 
 def test_the_disguise_changes_the_text_but_not_the_computation():
     solution = students.solution_code()
+
+    def body(code):
+        return [line.strip() for line in code.split('"""')[-1].splitlines() if line.strip()]
+
     for exercise in EXERCISES:
         original, copied = solution[exercise], disguise(solution[exercise])
         assert copied != original
-        body = lambda code: [l.strip() for l in code.split('"""')[-1].splitlines() if l.strip()]  # noqa: E731
         assert sorted(body(copied)) != sorted(body(original))             # renamed, not only moved
         x = np.random.default_rng(1).normal(size=(8, 3))
         if exercise == "manual_batch_norm":
@@ -326,7 +329,7 @@ def test_the_disguise_changes_the_text_but_not_the_computation():
     copied = disguise(solution["manual_batch_norm"])
     assert "# my own working" in copied and "mean = " not in copied
     lines = solution["manual_batch_norm"].split('"""')[-1].splitlines()
-    assert [l for l in copied.split('"""')[-1].splitlines()] != [l for l in lines]
+    assert [line for line in copied.split('"""')[-1].splitlines()] != [line for line in lines]
 
 
 def hand_in(course, name, answers=None, unanswered=False):

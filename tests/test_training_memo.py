@@ -176,7 +176,8 @@ def test_a_different_connection_between_the_same_layers_gives_a_different_key():
         b = layers.Dense(8)(a if second_from_first else flat)
         return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Add()([a, b])))
     chain, parallel = _config(wired(True)), _config(wired(False))
-    assert [l["class_name"] for l in chain["config"]["layers"]] == [l["class_name"] for l in parallel["config"]["layers"]]
+    assert ([layer["class_name"] for layer in chain["config"]["layers"]]
+            == [layer["class_name"] for layer in parallel["config"]["layers"]])
     assert architecture.fingerprint(chain) != architecture.fingerprint(parallel)
 
 

@@ -349,7 +349,7 @@ def visible_passes(variants) -> dict:
         jobs[variant.name] = (variant.code, by_id[BY_ID[variant.exercise].test_cell])
     done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(jobs), capture_output=True, text=True,
                           timeout=1200, env=assign.kernel_env(fast=True))
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULTS ")), None)
+    line = next((printed for printed in done.stdout.splitlines() if printed.startswith("RESULTS ")), None)
     assert line, f"the visible tests did not run:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return {name: tuple(result) for name, result in json.loads(line[len("RESULTS "):]).items()}
 

@@ -272,7 +272,10 @@ def choose_notebook(folder: Path, assignment: str = ASSIGNMENT_ID):
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         return None, [], (f"no notebook (.ipynb) in {where}"
                           + (f" (found: {shown})" if others else " (the folder is empty)"))
-    rel = lambda p: p.relative_to(folder).as_posix()  # noqa: E731
+
+    def rel(p):
+        return p.relative_to(folder).as_posix()
+
     if len(candidates) == 1:
         chosen = candidates[0]
         if chosen.name != NOTEBOOK_NAME:

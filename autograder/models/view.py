@@ -99,7 +99,7 @@ def placement_errors(layers) -> list:
         if layer.kind != "Conv2D":
             continue
         following = layers[i + 1:i + 3]
-        name = f"Conv2D #{sum(1 for l in layers[:i + 1] if l.kind == 'Conv2D')} ({layer.config['filters']} filters)"
+        name = f"Conv2D #{sum(1 for earlier in layers[:i + 1] if earlier.kind == 'Conv2D')} ({layer.config['filters']} filters)"
         if layer.activation not in (None, "linear"):
             if following and following[0].kind == "BatchNormalization":
                 errors.append(f"{name} has activation={layer.activation!r} and BN comes after it: that is "
@@ -109,7 +109,7 @@ def placement_errors(layers) -> list:
                 errors.append(f"{name} has activation={layer.activation!r}; the activation belongs after "
                               "BatchNormalization")
             continue
-        kinds = [l.kind for l in following]
+        kinds = [after.kind for after in following]
         if not kinds or kinds[0] != "BatchNormalization":
             errors.append(f"{name} is followed by {describe(following[0]) if following else 'nothing'}, "
                           "not by BatchNormalization")
@@ -122,7 +122,8 @@ def placement_errors(layers) -> list:
 def bias_free_savings(layers) -> int:
     """Parameters saved by Conv2D(use_bias=False): one per filter of each bias-free convolution.
     Right before BN a bias is redundant (BN's beta shifts), so either choice is correct."""
-    return sum(l.config["filters"] for l in layers if l.kind == "Conv2D" and not l.config.get("use_bias", True))
+    return sum(layer.config["filters"] for layer in layers
+               if layer.kind == "Conv2D" and not layer.config.get("use_bias", True))
 
 
 def parameter_counts(model) -> tuple:
