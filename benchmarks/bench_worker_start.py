@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         for backend in ("tensorflow", "numpy"):
             process.WORKER_KERAS_BACKEND = backend
             times = []
-            for i in range(args.repeat):
+            for _ in range(args.repeat):
                 seconds, got, errors = start_and_ask(notebooks["full_marks"])
                 times.append(seconds)
                 if errors:

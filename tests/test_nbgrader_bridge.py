@@ -128,7 +128,7 @@ def run_nbgrader_here(course: Path, *args, retcode: int = 0) -> str:
         return run_nbgrader(list(args), retcode=retcode)
     finally:
         os.chdir(cwd)
-        os.environ = environ     # run_nbgrader leaves a plain dict there, which child processes never see
+        os.environ = environ  # noqa: B003 - run_nbgrader leaves a plain dict, which child processes never see
 
 
 def submit(course: Path, student: str, nb) -> None:

@@ -142,7 +142,7 @@ def test_each_synthetic_student_carries_the_code_of_its_mistake(graded):
     assert len(cases) >= 22          # every student with a named NumPy mistake, and EXTRA
     named = {code for _, _, _, code in cases}
     assert named >= set(EXTRA) and "manual_batch_norm.ddof1" in named
-    for name, exercise, _, code in cases:
+    for name, _exercise, _, code in cases:
         _, rows = graded[name]
         carried = {r.mistake for r in rows if r.mistake}
         assert code in carried, (name, code, [(r.id, r.mistake, r.message) for r in rows if not r.passed])
@@ -194,7 +194,7 @@ def class_report(graded, tmp_path_factory):
             results[f"{name}-{copy}"] = _student_result(graded, name)
         for code in {r.mistake for r in graded[name][1] if r.mistake}:
             expected[code] = expected.get(code, 0) + 1 + i % 3
-    for j, nasty in enumerate(NASTY):
+    for nasty in NASTY:
         results[nasty] = _student_result(graded, "bn_ddof1")
         expected["manual_batch_norm.ddof1"] += 1
     results["zz-full"] = _student_result(graded, "full_marks")

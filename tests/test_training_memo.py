@@ -223,9 +223,9 @@ def test_the_memo_changes_no_verdict(tmp_path, monkeypatch):
         config = _config(model)
         runs = []
 
-        def compute():
-            runs.append(1)
-            return training.compare(model, cache_dir=cache)
+        def compute():      # called by memoized_compare in this iteration, so runs and model are this one's
+            runs.append(1)  # noqa: B023
+            return training.compare(model, cache_dir=cache)  # noqa: B023
         cold = training.memoized_compare(config, compute, cache_dir=cache)
         warm = training.memoized_compare(config, compute, cache_dir=cache)
         assert len(runs) == 1, label                     # the warm one came from the memo

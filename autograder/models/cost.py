@@ -384,7 +384,7 @@ def _functional_shapes(config, given, tally) -> tuple:
     nodes = [(name, node, entry, _node_inputs(inbound)) for name, entry in layers.items() if name != input_name
              for node, inbound in enumerate(entry.get("inbound_nodes") or [])]
     unknown, needed_by, ready = [], {}, collections.deque()
-    for index, (name, node, entry, sources) in enumerate(nodes):
+    for index, (name, _node, _entry, sources) in enumerate(nodes):
         if not sources:
             raise ModelRefused(f"the {name!s:.60} layer has no input")
         needs = {(source, source_node) for source, source_node, _ in sources} - done.keys()

@@ -119,7 +119,7 @@ def _layer_entries(config):
 
 def vet_config(config: dict) -> None:
     """Raise ModelRefused unless every layer is a built-in Keras layer this assignment allows."""
-    for class_name, module, registered, entry in _layer_entries(config):
+    for class_name, module, registered, _entry in _layer_entries(config):
         if class_name == "Lambda":
             raise ModelRefused("the model contains a Lambda layer; the grader does not run code from "
                                "Lambda or custom layers, use built-in Keras layers only")
