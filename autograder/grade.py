@@ -73,7 +73,8 @@ class Collector:
         if found is None:
             return
         if report.when == "call" and report.passed:
-            said = [value for key, value in item.user_properties if key == "message"]   # record_property("message", ...)
+            # record_property("message", ...)
+            said = [value for key, value in item.user_properties if key == "message"]
             found.points, found.passed, found.message = (found.max_points, True,
                                                          f"passed: {said[-1] if said else description(item)}")
         elif report.failed and call.excinfo is not None and report.when in ("setup", "call"):

@@ -246,7 +246,8 @@ MISTAKE_TABLES = {   # a non-default epsilon, so that the "fixed_epsilon" keys a
                                   for shape in ((6, 3), (4, 3, 3, 2))],
     "batch_norm_backward": lambda: [batch_norm_backward_mistakes(_sample(*shape, seed=1), _sample(*shape), 1.5, 0.1)
                                     for shape in ((6, 3), (4, 3, 3, 2))],
-    "update_moving_statistics": lambda: [update_moving_statistics_mistakes(_sample(3), _sample(3) ** 2, _sample(3, seed=1),
+    "update_moving_statistics": lambda: [update_moving_statistics_mistakes(_sample(3), _sample(3) ** 2,
+                                                                           _sample(3, seed=1),
                                                                            _sample(3, seed=1) ** 2, 0.9)],
     "batch_norm_inference": lambda: [batch_norm_inference_mistakes(_sample(6, 3), _sample(3, seed=1),
                                                                    _sample(3, seed=2) ** 2, 1.5, 0.5, 0.1)],

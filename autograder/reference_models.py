@@ -47,7 +47,8 @@ def model_with_bn(input_shape=(28, 28, 1), num_classes=10):
 
 
 def modern_cnn(input_shape=(32, 32, 3), num_classes=10):
-    """[Conv32-BN-ReLU]x2 - pool - drop .2, [Conv64-BN-ReLU]x2 - pool - drop .3, Conv128-BN-ReLU - GAP - drop .5 - softmax."""
+    """[Conv32-BN-ReLU]x2 - pool - drop .2, [Conv64-BN-ReLU]x2 - pool - drop .3, Conv128-BN-ReLU - GAP - drop .5
+    - softmax."""
     keras = _keras()
     layers = keras.layers
     inputs = keras.Input(shape=input_shape)

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_goals.py class      # grade-class --jobs 2, 20 students   <= 0.5 x 20 T
     .venv/bin/python benchmarks/bench_goals.py nbgrader   # then nbgrader autograde               <= 0.3 x grade-class
     .venv/bin/python benchmarks/bench_goals.py dask       # --scheduler, 2 local Dask workers     every total identical
-    .venv/bin/python benchmarks/bench_goals.py memo       # one notebook, architecture memoized   <= 1.0 T above worker start
+    .venv/bin/python benchmarks/bench_goals.py memo       # one notebook, architecture memoized
+                                                          #   <= 1.0 T above worker start
     .venv/bin/python benchmarks/bench_goals.py verdicts   # the demo class with the memo off and on: identical rows
     .venv/bin/python benchmarks/bench_goals.py all        # class, nbgrader, dask and memo in one run
 
@@ -103,7 +104,8 @@ def class_members() -> dict:
 def make_class(folder: Path, members: dict) -> Path:
     course = demo.make_course(folder)
     for student, name in members.items():
-        students.write_submission(students.STUDENTS[name], course / "submitted" / student / ASSIGNMENT_ID / NOTEBOOK_NAME,
+        students.write_submission(students.STUDENTS[name],
+                                  course / "submitted" / student / ASSIGNMENT_ID / NOTEBOOK_NAME,
                                   course)
     return course
 
@@ -130,7 +132,8 @@ def read_totals(csv_path: Path) -> dict:
     """{student: (total, status, every exercise's score)} from a grades CSV."""
     with open(csv_path, newline="") as f:
         return {row["student"]: (row["total"], row["status"],
-                                 tuple(v for k, v in row.items() if k not in ("student", "total", "status", "message", "max_total")))
+                                 tuple(v for k, v in row.items()
+                                       if k not in ("student", "total", "status", "message", "max_total")))
                 for row in csv.DictReader(f)}
 
 

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     for name, found in runs.items():
         last = found[-1]
         print(f"{name:7} wall {statistics.median(r['wall'] for r in found):6.2f} s (median)   "
-              f"grader peak {max(r['peak'] for r in found) / 2**20:7.1f} MiB   results.json {last['size'] / 1024:6.1f} KiB   "
+              f"grader peak {max(r['peak'] for r in found) / 2**20:7.1f} MiB   "
+              f"results.json {last['size'] / 1024:6.1f} KiB   "
               f"{last['status']} ({last['side'] or 'no error'}), {last['total']:g} points, exit {last['exit']}")
     ratios = [f["wall"] / h["wall"] for f, h in zip(runs["forger"], runs["honest"], strict=True)]
     print(f"forger / honest wall time: median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, "

@@ -226,7 +226,7 @@ _say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "E" * 
 LONG_ERROR = '''\
 _say(json.dumps({"id": _request_id(), "kind": "raised", "error": {"text": "\\x1b[1A\\rPASS " + "E" * 20000,
                                                                    "exception": "Forged", "message": "E" * 20000}}) + "\\n")
-'''
+'''  # noqa: E501 - an attack cell's code, run as written
 
 FLOOD = '''\
 line = '{"x":' + '[],' * (32 << 20) + '[]}\\n'      # 96 MiB of JSON that answers nothing

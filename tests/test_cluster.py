@@ -45,7 +45,8 @@ def test_a_class_on_the_cluster_gets_the_local_pools_results(fake_class):
     assert {r.student: r.message for r in on_cluster.rows} == {r.student: r.message for r in local.rows}
     remote = [c for c in fake_class.calls() if any("autograder-dask-" in h for h in c["hide"])]
     assert len(remote) == 4                                # eve is read, and refused, on a worker
-    assert all(c["given"] == "Notebook" and sorted(c["settings"]) == ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
+    settings = ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
+    assert all(c["given"] == "Notebook" and sorted(c["settings"]) == settings
                for c in remote)
     assert not list(course.rglob("*.tmp"))
 

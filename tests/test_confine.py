@@ -494,7 +494,8 @@ result = attempt(send)
     ("AF_PACKET", "SOCK_RAW", 0x0300),         # htons(ETH_P_ALL)
 ])
 def test_non_unix_socket_families_fail(scratch, family, kind, protocol):
-    snippet = "import socket\nresult = attempt(lambda: socket.socket(getattr(socket, v['family']), getattr(socket, v['kind']), v['protocol']).close())"
+    snippet = ("import socket\nresult = attempt(lambda: socket.socket(getattr(socket, v['family']), "
+               "getattr(socket, v['kind']), v['protocol']).close())")
     _, result = run_confined(snippet, scratch, layers="seccomp", family=family, kind=kind, protocol=protocol)
     assert denied(result, "EPERM"), result
 

@@ -40,7 +40,8 @@ pytestmark = pytest.mark.usefixtures("cgroups")
 @needs_bwrap
 def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_path, limits, monkeypatch):
     original = sandbox_process.bubblewrap_argv
-    monkeypatch.setattr(sandbox_process, "bubblewrap_argv", lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
+    monkeypatch.setattr(sandbox_process, "bubblewrap_argv",
+                        lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
     with Submission.open(write_notebook(tmp_path, SETUP, MANUAL_BN), limits()) as s:
         with pytest.raises(SandboxUnavailable, match="did not start.*/nowhere/worker.py"):
             s.call_array("manual_batch_norm", np.ones((2, 2)))
@@ -168,7 +169,8 @@ def test_a_set_up_cell_that_fails_for_lack_of_memory_is_the_graders_error(tmp_pa
 @needs_bwrap
 def test_the_instructors_set_up_source_runs_in_place_of_an_edited_copy(tmp_path, limits, graded):
     limits(cell=10, call=20)
-    uses_setup = MANUAL_BN.replace("    x = np.asarray", "    assert layer_out_early.shape == (32, 10)\n    x = np.asarray")
+    uses_setup = MANUAL_BN.replace("    x = np.asarray",
+                                   "    assert layer_out_early.shape == (32, 10)\n    x = np.asarray")
     edited = _setup_cell("covariate_shift_data", "raise RuntimeError('the student edited a locked cell')\n")
     results, submission = graded(write_notebook(tmp_path, SETUP, edited, uses_setup))
     assert results["status"] == "graded", results["error"]

@@ -168,7 +168,8 @@ def test_a_class_run_writes_its_files(fake):
     assert len(calls) == 3                             # dan and eve never reach the grader
     for call in calls:                                 # read once, by the grader process, and hidden
         # the pool always sends the settings: each grader process's share of the cores is in its limits
-        assert call["given"] == "Notebook" and sorted(call["settings"]) == ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
+        settings = ["allow_unsandboxed", "cache_dir", "limits", "memo", "training_budget"]
+        assert call["given"] == "Notebook" and sorted(call["settings"]) == settings
         assert call["hide"][0] == str(course.resolve()) and Path(call["hide"][1]).parent.parent.name == "submitted"
     for student in rows:
         stored = store.read_result(course, student)
@@ -636,7 +637,8 @@ def _modern_rows(first_passed=True, second_passed=True, second_message=None):
     name = "build_modern_cnn::test_honours_input_shape_and_num_classes"
     passed = "passed: Builds for any input_shape and num_classes (checked at (28, 28, 1)/10 and (64, 64, 3)/5)."
     return [
-        CheckResult("build_modern_cnn::test_uses_conv_bn_relu_blocks", "build_modern_cnn", 0.5, 0.5, True, "passed: blocks"),
+        CheckResult("build_modern_cnn::test_uses_conv_bn_relu_blocks", "build_modern_cnn", 0.5, 0.5, True,
+                    "passed: blocks"),
         CheckResult(f"{name}[28x28x1-10]", "build_modern_cnn", 0.25 if first_passed else 0.0, 0.25, first_passed,
                     passed if first_passed else "build_modern_cnn(input_shape=(28, 28, 1), num_classes=10) has "
                                                 "input shape (None, 32, 32, 3); pass input_shape to keras.Input"),

@@ -314,7 +314,8 @@ def test_a_grader_side_error_is_left_for_the_next_autograde(mini_course):
     course = mini_course.root
     submit(course, "ann", answered(course, mini_course.full))
     submit(course, "gus", answered(course, {**mini_course.full, "manual_batch_norm":
-                                            "def manual_batch_norm():\n    return 'ok:manual_batch_norm'  # GRADER_SIDE"}))
+                                            "def manual_batch_norm():\n"
+                                            "    return 'ok:manual_batch_norm'  # GRADER_SIDE"}))
 
     log = run_nbgrader_here(course, "autograde", "batchnorm", retcode=1)      # nbgrader reports a failure
 

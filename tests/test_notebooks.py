@@ -255,7 +255,8 @@ def test_visible_tests_name_common_mistakes(tmp_path):
                  'x = keras.layers.Activation("relu")(x)\n        x = keras.layers.MaxPooling2D(2)(x)',
                  'x = keras.layers.MaxPooling2D(2)(x)\n        x = keras.layers.Activation("relu")(x)'),
          "not by a ReLU"),
-        (_mutant(nb, "build_model_with_bn", 'keras.layers.Activation("relu")(x)', "keras.layers.ReLU(max_value=6.0)(x)"),
+        (_mutant(nb, "build_model_with_bn", 'keras.layers.Activation("relu")(x)',
+                 "keras.layers.ReLU(max_value=6.0)(x)"),
          "not a plain ReLU"),
         (_mutant(nb, "build_model_with_bn", 'outputs = keras.layers.Dense(num_classes, activation="softmax")(x)',
                  "outputs = keras.layers.Dense(num_classes)(x)"), "class probabilities"),
@@ -274,7 +275,8 @@ def test_visible_tests_name_common_mistakes(tmp_path):
          "misses the path through the variance"),
         (_mutant(nb, "batch_norm_backward", "dgamma = (dout * x_hat).sum(axis=axes)", "dgamma = dout.sum(axis=axes)"),
          "dgamma is sum(dout)"),
-        (_mutant(nb, "batch_norm_backward", "axes = tuple(range(x.ndim - 1))  # every axis but the feature (channel) axis",
+        (_mutant(nb, "batch_norm_backward",
+                 "axes = tuple(range(x.ndim - 1))  # every axis but the feature (channel) axis",
                  "axes = (0,)"), "sum over every axis but the last"),
         (_mutant(nb, "batch_norm_backward", "s = np.sqrt(var + epsilon)", "s = np.sqrt(var + 1e-5)"),
          "use the epsilon argument"),
@@ -301,7 +303,8 @@ def test_visible_tests_name_common_mistakes(tmp_path):
                  "weights = np.ones_like(weights) / len(weights)"), "weight each batch by its size"),
         (_mutant(nb, "group_norm", "axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)",
                  "axes = tuple(range(0, grouped.ndim - 2)) + (grouped.ndim - 1,)"), "shared across the batch"),
-        (_mutant(nb, "group_norm", "grouped = x.reshape(*x.shape[:-1], groups, channels // groups)   # (N, ..., G, C/G)\n"
+        (_mutant(nb, "group_norm",
+                 "grouped = x.reshape(*x.shape[:-1], groups, channels // groups)   # (N, ..., G, C/G)\n"
                  "    axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)",
                  "grouped = x.reshape(*x.shape[:-1], channels // groups, groups)\n"
                  "    axes = tuple(range(1, grouped.ndim - 1))"), "interleaved"),

@@ -378,7 +378,8 @@ def test_grade_class_writes_the_report_with_exact_counts(tmp_path):
               "inference_var_as_std", "population_unweighted", "corrupt")
     course = tmp_path / "course"
     for name in chosen:
-        students.write_submission(students.STUDENTS[name], course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
+        students.write_submission(students.STUDENTS[name],
+                                  course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
     outcome = classrun.run(course, jobs=2, progress_stream=io.StringIO())
     assert not outcome.grader_errors, [r.message for r in outcome.rows if r.grader_fault]
     assert outcome.report == course / store.OUTPUT_DIR / report.REPORT_NAME

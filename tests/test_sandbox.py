@@ -142,7 +142,8 @@ def test_the_distribution_name_is_the_projects():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not isolation.probe().confinement, reason=f"no Landlock + seccomp: {isolation.probe().confinement_reason}")
+@pytest.mark.skipif(not isolation.probe().confinement,
+                    reason=f"no Landlock + seccomp: {isolation.probe().confinement_reason}")
 def test_without_bubblewrap_a_students_libraries_still_run(tmp_path):
     import nbformat
     import numpy as np

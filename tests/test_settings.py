@@ -110,11 +110,13 @@ def test_the_commands_the_checks_and_nbgrader_take_the_same_flags():
 def test_settings_imports_nothing_of_the_grading_path():
     import subprocess
     import sys
-    code = "import sys, autograder.settings as s; s.from_environ(); print(sorted(m for m in sys.modules if m.startswith('autograder')))"
+    code = ("import sys, autograder.settings as s; s.from_environ(); "
+            "print(sorted(m for m in sys.modules if m.startswith('autograder')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(eval(done.stdout))  # noqa: S307 - our own printout
-    assert not {m for m in loaded if (m + ".").split(".")[1] in ("training", "grade", "checklist", "checks", "classroom",
-                                                         "reference", "models", "submission")}, loaded
+    assert not {m for m in loaded if (m + ".").split(".")[1] in ("training", "grade", "checklist", "checks",
+                                                                "classroom", "reference", "models",
+                                                                "submission")}, loaded
     assert {"autograder.settings", "autograder.sandbox.limits"} <= loaded
 
 

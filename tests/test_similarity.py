@@ -457,7 +457,8 @@ def test_student_markup_stays_text_in_every_output(tmp_path):
     course = tmp_path / "course"
     solution = students.solution_code()
     for name in ("<b onmouseover=alert(1)>x", "=cmd|calc"):
-        hand_in(course, name, {"manual_batch_norm": solution["manual_batch_norm"] + "\n# </pre><script>alert(1)</script>\n"})
+        hand_in(course, name, {"manual_batch_norm": solution["manual_batch_norm"]
+                                                    + "\n# </pre><script>alert(1)</script>\n"})
     html, csv_path, _ = similarity.write_similarity(course)
     page = html.read_text(encoding="utf-8")
     assert "<b onmouseover" not in page and "&lt;b onmouseover=alert(1)&gt;x" in page

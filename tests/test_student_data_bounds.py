@@ -138,7 +138,8 @@ def test_a_keras_sequential_config_still_reads_as_before():
 def test_the_fixtures_record_the_architecture_of_a_keras_config():
     model_config, student_model, run = _fixtures(KERAS_SEQUENTIAL_JSON)
     assert student_model("build_model_with_bn").parameters == 54_194
-    assert run.findings.architectures["build_model_with_bn"] == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON))
+    assert (run.findings.architectures["build_model_with_bn"]
+            == architecture.fingerprint(json.loads(KERAS_SEQUENTIAL_JSON)))
 
 
 def test_a_list_nested_800_deep_is_a_refused_model_in_the_checks_fixture():

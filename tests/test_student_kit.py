@@ -3,7 +3,8 @@
 The hidden material is collected from the grader itself, independently of the kit builder's
 allow-list: every hidden check's name (``def test_...`` in ``autograder/checks/test_*.py``), every
 reference function (the top-level defs of ``autograder/reference.py``, ``known_mistakes.py`` and
-``reference_models.py``) and every known-mistake description (the ``*_mistakes`` tables). A reference function whose name students already have
+``reference_models.py``) and every known-mistake description (the ``*_mistakes`` tables). A reference
+function whose name students already have
 (an exercise's function, or a word of the released notebook, such as ``numerical_gradient``,
 which the notebook gives them) may be named in the kit but not defined there (no module-level
 ``def``); any other may not appear at all.

@@ -130,7 +130,8 @@ def _functional(filters=(32, 64), activation="relu", bn_first=True, names=None, 
     for f in filters:
         x = layers.Conv2D(f, 3, padding=padding, name=name(), dtype=dtype,
                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
-        steps = [layers.BatchNormalization(name=name(), dtype=dtype), layers.Activation(activation, name=name(), dtype=dtype)]
+        steps = [layers.BatchNormalization(name=name(), dtype=dtype),
+                 layers.Activation(activation, name=name(), dtype=dtype)]
         for step in (steps if bn_first else steps[::-1]):
             x = step(x)
         x = layers.MaxPooling2D(2, name=name(), dtype=dtype)(x)
@@ -151,7 +152,8 @@ def test_differently_named_identical_architectures_share_an_entry():
     keys = {architecture.fingerprint(_config(m)) for m in (auto, again, chosen)}
     assert len(keys) == 1
     sequential = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    renamed = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="d")],
+    renamed = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(name="f"),
+                                keras.layers.Dense(10, name="d")],
                                name="mine")
     assert architecture.fingerprint(_config(sequential)) == architecture.fingerprint(_config(renamed))
 

@@ -123,10 +123,13 @@ NUMPY_VARIANTS = [
     reject("inference: epsilon fixed at 1e-3", "batch_norm_inference",
            changed("batch_norm_inference", "dtype=np.float64) + epsilon)", "dtype=np.float64) + 1e-3)")),
     reject("inference: the batch's own statistics", "batch_norm_inference",
-           students._inference(statistics="x.mean(axis=tuple(range(x.ndim - 1))), x.var(axis=tuple(range(x.ndim - 1)))")),
+           students._inference(statistics="x.mean(axis=tuple(range(x.ndim - 1))), "
+                                          "x.var(axis=tuple(range(x.ndim - 1)))")),
     reject("inference: a list, not an array", "batch_norm_inference",
-           changed("batch_norm_inference", "return np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)",
-                   "return (np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)).tolist()")),
+           changed("batch_norm_inference",
+                   "return np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)",
+                   "return (np.asarray(gamma, dtype=np.float64) * x_hat "
+                   "+ np.asarray(beta, dtype=np.float64)).tolist()")),
 
     accept("debiased: prints", "debiased_moving_statistic",
            printing("debiased_moving_statistic", "moving = np.asarray(moving, dtype=np.float64)", "steps")),
@@ -160,7 +163,8 @@ NUMPY_VARIANTS = [
            "    for n in range(x.shape[0]):\n"
            "        for k in range(groups):\n"
            "            block = x[n, ..., k * size:(k + 1) * size]\n"
-           "            out[n, ..., k * size:(k + 1) * size] = (block - block.mean()) / np.sqrt(block.var() + epsilon)\n"
+           "            out[n, ..., k * size:(k + 1) * size] = "
+           "(block - block.mean()) / np.sqrt(block.var() + epsilon)\n"
            "    return gamma * out + beta\n"),
     reject("group: epsilon fixed at 1e-3", "group_norm",
            changed("group_norm", "np.sqrt(var + epsilon)", "np.sqrt(var + 1e-3)")),
@@ -170,7 +174,8 @@ NUMPY_VARIANTS = [
         shape="*x.shape[:-1], c // groups, groups", axes="tuple(range(1, grouped.ndim - 1))")),
     reject("group: the groups ignored", "group_norm", students._group(shape="*x.shape[:-1], 1, c")),
     reject("group: gamma and beta ignored", "group_norm",
-           changed("group_norm", "return np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)",
+           changed("group_norm",
+                   "return np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)",
                    "return x_hat")),
 ]
 
@@ -199,7 +204,8 @@ def with_bn(conv="keras.layers.Conv2D(filters, 3)", relu='keras.layers.Activatio
 
 
 def modern(conv='keras.layers.Conv2D(filters, 3, padding="same")', relu='keras.layers.Activation("relu")',
-           head=None, after_block="", between="", sequential_blocks=False, pooling="keras.layers.GlobalAveragePooling2D()",
+           head=None, after_block="", between="", sequential_blocks=False,
+           pooling="keras.layers.GlobalAveragePooling2D()",
            rates=(0.2, 0.3)):
     """build_modern_cnn written out, with one part replaced."""
     head = head or 'outputs = keras.layers.Dense(num_classes, activation="softmax")(x)'
@@ -242,7 +248,8 @@ MODEL_VARIANTS = [
     accept("with_bn: a separate Softmax layer", "build_model_with_bn", with_bn(head=SEPARATE_SOFTMAX)),
     accept("with_bn: Activation('softmax')", "build_model_with_bn", with_bn(head=SOFTMAX_ACTIVATION)),
     accept("with_bn: prints", "build_model_with_bn",
-           with_bn().replace("    inputs = keras.Input", "    print('building', input_shape)\n    inputs = keras.Input")),
+           with_bn().replace("    inputs = keras.Input",
+                             "    print('building', input_shape)\n    inputs = keras.Input")),
     accept("with_bn: a Sequential model", "build_model_with_bn",
            "def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):\n"
            "    layers = keras.layers\n"
@@ -272,7 +279,8 @@ MODEL_VARIANTS = [
            modern(after_block="        x = keras.layers.Dropout(0.1)(x)\n")),
     accept("modern: a separate Softmax layer", "build_modern_cnn", modern(head=SEPARATE_SOFTMAX)),
     accept("modern: prints", "build_modern_cnn",
-           modern().replace("    inputs = keras.Input", "    print('building', input_shape)\n    inputs = keras.Input")),
+           modern().replace("    inputs = keras.Input",
+                            "    print('building', input_shape)\n    inputs = keras.Input")),
     reject("modern: ReLU(max_value=6)", "build_modern_cnn", modern(relu="keras.layers.ReLU(max_value=6.0)")),
     reject("modern: Flatten instead of global average pooling", "build_modern_cnn",
            modern(pooling="keras.layers.Flatten()")),

@@ -107,7 +107,8 @@ FORGED = [
     b'{"id": 5, "kind": "done"' + b"\xff\xfe",
     b'{"id": 5, "kind": "done", "id": 6}',
     b'{"id": 5, ' + b"[" * 100000,
-    b'{"id": 5, "kind": "done", "value": 1, "junk": [' + b'{"":{}},' * 200000 + b'{}]}',   # 1.6 MB that parses to 400 MB
+    # 1.6 MB that parses to 400 MB
+    b'{"id": 5, "kind": "done", "value": 1, "junk": [' + b'{"":{}},' * 200000 + b'{}]}',
 ]
 
 

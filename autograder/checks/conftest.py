@@ -189,7 +189,8 @@ def pytest_sessionfinish(session, exitstatus):
     """Plain ``pytest autograder/checks --submission``: a failure on the grader's side is not a test
     result, so the run ends as pytest's internal error, not as "some checks failed"."""
     run = session.config.stash.get(run_key(), None)
-    if run is not None and run.findings.fault is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    if (run is not None and run.findings.fault is not None
+            and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)):
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 

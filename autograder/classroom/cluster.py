@@ -93,7 +93,8 @@ def _answer(done, grader_hash: str | None) -> Result:
                              f"result ({exc})", Side.GRADER, checks=catalogue())
 
 
-def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_TIMEOUT, settings: Settings | None = None,
+def run_cluster(tasks: list, *, scheduler, on_result, timeout: float = DEFAULT_TIMEOUT,
+                settings: Settings | None = None,
                 grader_hash: str | None = None) -> None:
     """Grade ``tasks`` (server.Task) on the Dask cluster at ``scheduler`` (an address, or a connected
     ``distributed.Client``), calling ``on_result(task, result)`` as each comes back, as pool.run_pool

@@ -99,7 +99,8 @@ def placement_errors(layers) -> list:
         if layer.kind != "Conv2D":
             continue
         following = layers[i + 1:i + 3]
-        name = f"Conv2D #{sum(1 for earlier in layers[:i + 1] if earlier.kind == 'Conv2D')} ({layer.config['filters']} filters)"
+        convolutions = sum(1 for earlier in layers[:i + 1] if earlier.kind == 'Conv2D')
+        name = f"Conv2D #{convolutions} ({layer.config['filters']} filters)"
         if layer.activation not in (None, "linear"):
             if following and following[0].kind == "BatchNormalization":
                 errors.append(f"{name} has activation={layer.activation!r} and BN comes after it: that is "

@@ -320,7 +320,8 @@ class Worker:
                 after.append(encode_array(a, np) if _is_ndarray(a, np) else None)
                 returned += len(after[-1]["ndarray"]) if after[-1] else 0
                 if returned > MAX_ELEMENTS * 32 // 3:       # base64 of 8 bytes a number
-                    raise ValueError(f"the answer and the arguments hold more than the {MAX_ELEMENTS:,} numbers allowed")
+                    raise ValueError(f"the answer and the arguments hold more than the {MAX_ELEMENTS:,} "
+                                     "numbers allowed")
         except BaseException as exc:  # noqa: BLE001 - e.g. an argument resized in place past the cap
             return {"kind": "bad_return", "error": _describe(exc, f"{name} left its arguments unusable: ")}
         return {"kind": "done", "value": encoded, "args_after": after}

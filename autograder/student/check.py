@@ -236,7 +236,8 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
 
     chosen, isolation = isolation_choice()
     if echo:
-        echo(f"Checking {bounded(Path(path).name, 200)} as the grader runs it: from a fresh start, only answer, added and "
+        echo(f"Checking {bounded(Path(path).name, 200)} as the grader runs it: from a fresh start, only answer, "
+             "added and "
              f"set-up cells, {limits.cell_seconds:g} s per cell, {limits.total_seconds:g} s in all. "
              f"Isolation: {isolation}.")
     run = Submission(notebook, limits, hide=(*hide, str(Path(path).resolve().parent)),

@@ -46,7 +46,8 @@ PACKAGES = {"sandbox": None,                                                    
 CONTRACT_PATH = "student/contract.json"
 
 # Imports inside functions that the kit never reaches, and that may not resolve in it.
-LAZY_IMPORTS_LEFT_OUT = {("autograder.submission", "autograder.models.vet")}  # only model_config, which the check never calls
+# only model_config, which the check never calls
+LAZY_IMPORTS_LEFT_OUT = {("autograder.submission", "autograder.models.vet")}
 
 INIT = '''"""The student kit of the Batch Normalization assignment's grader: ``python -m autograder check``.
 
