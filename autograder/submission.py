@@ -384,6 +384,10 @@ class Submission:
             if outcome.kind is Kind.TIMEOUT:
                 self._remember_timeout(function, outcome.text)
             raise StudentCodeError(outcome.kind, outcome.text)
+        if len(outcome.args_after) != len(args):     # each argument's state after the call, or the check of it is void
+            raise StudentCodeError(Kind.MALFORMED, f"calling {function}: the answer did not report each of its "
+                                                   f"{len(args)} arguments (the notebook's code wrote to the "
+                                                   "grader's channel)")
         return outcome
 
     def run_code(self, code: str, number: int) -> Outcome:

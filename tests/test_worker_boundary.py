@@ -503,3 +503,22 @@ def test_a_time_out_is_the_graders_finding_not_the_workers_word(tmp_path):
         assert claimed.value.kind is Kind.RAISED          # not a time-out: the grader's clock said 0 s
         assert np.array_equal(submission.call_array("claims_a_timeout", np.ones(2)).value, np.ones(2))
         assert not submission.timed_out
+
+
+FORGES_ITS_ARGUMENTS = '''\
+def forgets_its_arguments(x):
+    x[...] = 0                # changes its input, then answers as if it had been given none
+    _say(json.dumps({"id": _request_id(), "kind": "done", "value": {"ndarray": "AAAAAAAA8D8=", "shape": [1],
+                                                                   "dtype": "float64"}, "args_after": []}) + "\\n")
+    return x
+'''
+
+
+def test_an_answer_that_leaves_out_its_arguments_is_refused(tmp_path):
+    from autograder.errors import StudentCodeError
+    from autograder.submission import Submission
+    path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, FORGES_ITS_ARGUMENTS)
+    with Submission.open(path, Limits(call_seconds=20)) as submission:
+        with pytest.raises(StudentCodeError, match="did not report each of its 1 arguments") as refused:
+            submission.call_array("forgets_its_arguments", np.ones(2))
+    assert refused.value.kind is Kind.MALFORMED

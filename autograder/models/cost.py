@@ -17,7 +17,7 @@ from autograder.models.vet import ALLOWED_MODELS, vet_config
 
 # Caps = headroom x the largest reference model (autograder/reference_models.py) at the input shapes the
 # checks use. ``reference_costs()`` measures them with the same formulas, and
-# tests/test_hostile.py checks the figures below against it, so a changed reference model cannot
+# tests/test_model_bounds.py checks the figures below against it, so a changed reference model cannot
 # leave a stale cap behind.
 #   parameters:        modern_cnn at (32, 32, 3)/10                 141,994  x50 = 7,099,700
 #   activation memory: modern_cnn at (64, 64, 3)/5, every layer's
