@@ -13,8 +13,18 @@ mistake (synthetic_students.py).
 from dataclasses import dataclass
 from enum import Enum
 
-ASSIGNMENT_ID = "batchnorm"
+ASSIGNMENT_ID = "batchnorm"          # the one assignment: its folder in submitted/, grade-class/, release/
 NOTEBOOK_NAME = "batchnorm.ipynb"
+
+
+def unknown_assignment(name: str) -> str | None:
+    """The usage error for the assignment name a command line was given (``grade-class batchnorm``,
+    ``report``, ``similarity``, nbgrader's ``autograde batchnorm``), or None for ASSIGNMENT_ID. Those
+    command lines take the name for compatibility and check it here, once, at the edge; nothing
+    behind them takes an assignment: every folder is ASSIGNMENT_ID's."""
+    if name == ASSIGNMENT_ID:
+        return None
+    return f"unknown assignment {name!r}; this course has {ASSIGNMENT_ID!r}"
 
 
 class Kind(str, Enum):

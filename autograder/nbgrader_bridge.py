@@ -65,7 +65,7 @@ from .checklist import catalogue
 from .classroom import classrun, pool, store
 from .classroom.server import DEFAULT_TIMEOUT, Task
 from .errors import GraderFault, Side
-from .exercises import ASSIGNMENT_ID, BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME
+from .exercises import ASSIGNMENT_ID, BY_ID, BY_TEST_CELL, EXERCISE_IDS, NOTEBOOK_NAME, unknown_assignment
 from .notebook import grade_id
 from .results import Result, Status, format_points
 
@@ -192,6 +192,10 @@ class IsolatedGrade(NbGraderPreprocessor):
     allow_unsandboxed = _trait(settings.ALLOW_UNSANDBOXED)
 
     def preprocess(self, nb, resources):
+        assignment = resources.get("nbgrader", {}).get("assignment", ASSIGNMENT_ID)
+        wrong = unknown_assignment(assignment)       # nbgrader's edge: the one place the name is read
+        if wrong:
+            raise GraderSideError(f"nbgrader autograde: {wrong}; the isolated grader records nothing for it")
         student = resources.get("nbgrader", {}).get("student", "?")
         started = time.monotonic()
         result, how = self._result(nb, resources)
@@ -234,7 +238,7 @@ class IsolatedGrade(NbGraderPreprocessor):
                                 timeout=self.timeout, settings=self._settings(), scheduler=self.scheduler or None,
                                 progress_stream=_LogStream(self.log))
 
-    def _prepass(self, converter, course: Path, assignment: str, current: str) -> set:
+    def _prepass(self, converter, course: Path, current: str) -> set:
         """Once per ``nbgrader autograde``: grade every submission nbgrader is about to import that
         grade-class has no result for, in parallel (classroom.run: the pool or the cluster); results
         land in grade-class/, where each notebook then finds its own. Returns the students whose
@@ -249,10 +253,10 @@ class IsolatedGrade(NbGraderPreprocessor):
         students = []
         for folder in sorted(converter.assignments):
             m = re.match(regexp, folder)
-            if m is None or m.group("assignment_id") != assignment or m.group("student_id") in excluded:
+            if m is None or m.group("assignment_id") != ASSIGNMENT_ID or m.group("student_id") in excluded:
                 continue
             student = m.group("student_id")
-            dest = Path(converter._format_dest(assignment, student))
+            dest = Path(converter._format_dest(ASSIGNMENT_ID, student))
             # nbgrader skips a student whose autograded folder exists, unless --force (this one's
             # folder is being written now)
             if converter.force or student == current or not dest.exists():
@@ -268,29 +272,29 @@ class IsolatedGrade(NbGraderPreprocessor):
         """(Result, how it was obtained): "reused" (grade-class's result for the same file and
         grader), "graded", or "not graded" (a grader-side error: nothing may be recorded)."""
         info = resources.get("nbgrader", {})
-        student, assignment = info.get("student"), info.get("assignment", ASSIGNMENT_ID)
+        student = info.get("student")
         converter = self._converter()
         if converter is not None and student:
             course = Path(converter.coursedir.root).resolve()
             submitted = Path(converter.coursedir.format_path(converter.coursedir.submitted_directory,
-                                                             student, assignment)) / f"{info.get('notebook')}.ipynb"
+                                                             student, ASSIGNMENT_ID)) / f"{info.get('notebook')}.ipynb"
             if submitted.is_file():
-                failed = self._prepass(converter, course, assignment, student)
+                failed = self._prepass(converter, course, student)
                 if student in failed:
-                    return self._stored(course, student, assignment), "not graded"
+                    return self._stored(course, student), "not graded"
                 key = store.resume_key(submitted, provenance.grader_hash())
-                stored = store.stored_result(course, student, key, assignment)
+                stored = store.stored_result(course, student, key)
                 if stored is not None:
                     return stored[0], "reused"
                 outcome = self._class_run(course, [student])        # changed since the pre-pass
                 how = "not graded" if student in outcome.grader_errors else "graded"
-                return self._stored(course, student, assignment), how
+                return self._stored(course, student), how
         return self._grade_here(nb, resources)
 
     @staticmethod
-    def _stored(course: Path, student: str, assignment: str) -> Result:
+    def _stored(course: Path, student: str) -> Result:
         try:
-            return store.read_result(course, student, assignment)
+            return store.read_result(course, student)
         except (OSError, ValueError) as e:
             return Result.failed(f"grade-class wrote no readable result: {e}", Side.GRADER, checks=catalogue())
 

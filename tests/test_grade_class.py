@@ -322,6 +322,15 @@ def test_grader_processes_serve_several_submissions_then_are_recycled(fake):
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
 
 
+@pytest.mark.parametrize("verb", ["grade-class", "report", "similarity"])
+def test_another_assignment_is_a_usage_error(verb, tmp_path, capsys):
+    from autograder.__main__ import main
+    (tmp_path / "submitted").mkdir()
+    (tmp_path / store.OUTPUT_DIR).mkdir()
+    assert main([verb, "nosuch", "--course-dir", str(tmp_path)]) == 2
+    assert f"{verb}: unknown assignment 'nosuch'; this course has 'batchnorm'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_exit_codes(fake, monkeypatch, capsys):
     course = fake.root

@@ -101,6 +101,15 @@ def test_points_never_exceed_the_cell():
     assert utils.determine_grade(nb.cells[2]) == (1.0, 1.0)
 
 
+def test_another_assignment_is_refused_before_anything_is_graded(tmp_path):
+    nb = scored_notebook()
+    resources = {"nbgrader": {"student": "ann", "assignment": "nosuch"}, "metadata": {"path": str(tmp_path)}}
+    with pytest.raises(nbgrader_bridge.GraderSideError,
+                       match="nbgrader autograde: unknown assignment 'nosuch'; this course has 'batchnorm'"):
+        nbgrader_bridge.IsolatedGrade().preprocess(nb, resources)
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_an_error_scores_zero_in_every_cell():
     nb = scored_notebook()
     error = Result([dataclasses.replace(c, points=0.0) for c in result_with({}).checks], Status.ERROR,

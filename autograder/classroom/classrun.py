@@ -22,7 +22,6 @@ from pathlib import Path
 from .. import provenance
 from ..checklist import catalogue
 from ..errors import Side
-from ..exercises import ASSIGNMENT_ID
 from ..results import Result, format_points
 from ..settings import Settings
 from . import grades, store
@@ -93,12 +92,12 @@ class ClassRun:
     report: Path | None = None                              # grade-class/report.html, when written
 
 
-def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bool = False,
+def run(course_dir, *, jobs: int = 2, force: bool = False,
         collect: bool = True, regexp: str | None = None, timeout: float = DEFAULT_TIMEOUT,
         settings: Settings | None = None, csv_path=None, progress_stream=None, on_row=None,
         max_tasks_per_worker: int = MAX_TASKS_PER_WORKER, scheduler: str | None = None,
         students=None, write_class_csv: bool = True) -> ClassRun:
-    """Grade every submission of ``assignment`` in ``course_dir`` (see the module's docstring), in
+    """Grade every submission in ``course_dir`` (see the module's docstring), in
     ``jobs`` local grader processes or on the Dask cluster at ``scheduler``.
 
     ``settings`` (settings.Settings, read at the command line or the nbgrader config; None for the
@@ -112,8 +111,8 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
     rows = {}
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
-    problems = collect_archives(course, assignment, regexp) if collect else {}
-    hand_ins = discover(course, assignment, problems)
+    problems = collect_archives(course, regexp) if collect else {}
+    hand_ins = discover(course, problems)
     if students is not None:
         wanted = set(students)
         hand_ins = [h for h in hand_ins if h.student in wanted]
@@ -129,7 +128,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
     def record(student, result: Result, notes, key) -> grades.Row:
         result = store.writable(result)
         try:
-            message = store.write_result(course, student, result, notes=notes, key=key, assignment=assignment)
+            message = store.write_result(course, student, result, notes=notes, key=key)
         except Exception as e:  # noqa: BLE001 - one student's files not written never stops the class
             message = store.message_for([*notes, *result.notes], result)
             outcome.write_failures.append(f"{student}: {e}")
@@ -149,7 +148,7 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
             continue
         key = store.resume_key(hand_in.notebook, graded_hash)
         keys[hand_in.student], notes_of[hand_in.student] = key, hand_in.notes
-        stored = None if force else store.stored_result(course, hand_in.student, key, assignment)
+        stored = None if force else store.stored_result(course, hand_in.student, key)
         if stored is not None:
             rows[hand_in.student] = grades.Row.of(hand_in.student, *stored)
             outcome.resumed += 1
@@ -185,16 +184,16 @@ def run(course_dir, *, assignment: str = ASSIGNMENT_ID, jobs: int = 2, force: bo
         outcome.seconds = time.monotonic() - started
         save_csv()
     if write_class_csv and outcome.rows:
-        write_class_report(course, assignment, outcome)
+        write_class_report(course, outcome)
     return outcome
 
 
-def write_class_report(course: Path, assignment: str, outcome: ClassRun) -> None:
+def write_class_report(course: Path, outcome: ClassRun) -> None:
     """The class report (report.py: report.html, mistakes.csv, checks.csv) of this run's students.
     A report that cannot be written is a write failure; a bug in it never costs the grades."""
     from . import report  # matplotlib is imported only here, once the grading is done
     try:
-        outcome.report = report.write_report(course, assignment, students=[r.student for r in outcome.rows]).report
+        outcome.report = report.write_report(course, students=[r.student for r in outcome.rows]).report
     except OSError as e:
         outcome.write_failures.append(f"the class report: {e}")
         log.error("could not write the class report: %s", e)

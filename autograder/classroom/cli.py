@@ -52,7 +52,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import ClusterUnavailable, SandboxUnavailable
-from ..exercises import ASSIGNMENT_ID
+from ..exercises import ASSIGNMENT_ID, unknown_assignment
 from ..sandbox import choose_isolation
 from . import grades, store
 from .classrun import run
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) instead "
                         "of local grader processes; needs the package's [cluster] extra (see the README)")
     p.add_argument("--no-collect", action="store_true",
-                   help="do not extract downloaded/<assignment>/archive (e.g. after nbgrader zip_collect)")
+                   help=f"do not extract downloaded/{ASSIGNMENT_ID}/archive (e.g. after nbgrader zip_collect)")
     p.add_argument("--collect-regexp",
                    help="named regexp for student_id/file_id in downloaded file names "
                         "(default: c.FileNameCollectorPlugin.named_regexp, else nbgrader's documented example)")
@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _usage_error(args) -> str | None:
     """What is wrong with the command line, or None."""
-    if args.assignment != ASSIGNMENT_ID:
-        return f"unknown assignment {args.assignment!r}; this course has {ASSIGNMENT_ID!r}"
+    wrong = unknown_assignment(args.assignment)       # the one place the argument is read
+    if wrong:
+        return wrong
     if args.jobs < 1 or args.timeout <= 0:
         return "--jobs and --timeout must be positive"
     if args.collect_regexp:
@@ -98,7 +99,7 @@ def _usage_error(args) -> str | None:
         except re.error as e:
             return f"bad --collect-regexp: {e}"
     course = Path(args.course_dir).resolve()
-    archive = course / "downloaded" / args.assignment / "archive"
+    archive = course / "downloaded" / ASSIGNMENT_ID / "archive"
     if not course.is_dir():
         return f"no such course folder: {course}"
     if not (course / "submitted").is_dir() and not (archive.is_dir() and not args.no_collect):
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
             print(f"grade-class: {e}", file=sys.stderr)
             return 2
     try:
-        outcome = run(course, assignment=args.assignment, jobs=args.jobs, force=args.force,
+        outcome = run(course, jobs=args.jobs, force=args.force,
                       collect=not args.no_collect, regexp=args.collect_regexp, timeout=args.timeout,
                       settings=found, csv_path=args.csv, scheduler=args.scheduler)
     except KeyboardInterrupt:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         print(f"grade-class: {e}", file=sys.stderr)
         return 2
     if not outcome.rows:
-        print(f"no submissions found in {course / 'submitted'}/<student>/{args.assignment}/")
+        print(f"no submissions found in {course / 'submitted'}/<student>/{ASSIGNMENT_ID}/")
         return 0
     print(grades.format_table(outcome.rows))
     unsandboxed = [r.student for r in outcome.rows if store.UNSANDBOXED_MARK in r.message]
@@ -148,8 +149,8 @@ def main(argv=None) -> int:
     print(f"\n{len(outcome.rows)} submissions ({outcome.graded} graded now, {outcome.resumed} unchanged, "
           f"{errors} with status error) in {outcome.seconds:.0f} s")
     print(f"grades:   {outcome.csv_path}")
-    print(f"results:  {course / store.OUTPUT_DIR}/<student>/{args.assignment}/{store.RESULTS_NAME}")
-    print(f"feedback: {course / store.OUTPUT_DIR}/<student>/{args.assignment}/{store.FEEDBACK_NAME}")
+    print(f"results:  {course / store.OUTPUT_DIR}/<student>/{ASSIGNMENT_ID}/{store.RESULTS_NAME}")
+    print(f"feedback: {course / store.OUTPUT_DIR}/<student>/{ASSIGNMENT_ID}/{store.FEEDBACK_NAME}")
     if outcome.report is not None:
         print(f"report:   {outcome.report} (mistakes.csv and checks.csv beside it)")
     if outcome.write_failures:

@@ -3,13 +3,13 @@
 Two steps, each usable on its own:
 
 * ``collect_archives`` -- LMS downloads in ``nbgrader zip_collect``'s layout. The files in
-  ``downloaded/<assignment>/archive/`` are extracted safely (no absolute or ``..`` paths, no links,
-  size and member caps) into ``downloaded/<assignment>/extracted/<zip name>/`` and every notebook is
-  copied to ``submitted/<student_id>/<assignment>/<file_id>.ipynb``. The student id and file id come
+  ``downloaded/batchnorm/archive/`` are extracted safely (no absolute or ``..`` paths, no links,
+  size and member caps) into ``downloaded/batchnorm/extracted/<zip name>/`` and every notebook is
+  copied to ``submitted/<student_id>/batchnorm/<file_id>.ipynb``. The student id and file id come
   from ``c.FileNameCollectorPlugin.named_regexp`` in the course's nbgrader_config.py (nbgrader's
   documented pattern ``.*_(?P<student_id>\\w+)_attempt_(?P<timestamp>[0-9\\-]+)_(?P<file_id>.*)``
   when unset), else from the zip's name (one zip per student), else from the file name.
-* ``discover`` -- one ``HandIn`` per ``submitted/<student>/<assignment>/`` folder: the notebook to
+* ``discover`` -- one ``HandIn`` per ``submitted/<student>/batchnorm/`` folder: the notebook to
   grade (a renamed one is graded; with several, ``batchnorm.ipynb`` wins, else the newest) and notes
   saying which, or the reason there is none.
 
@@ -177,10 +177,10 @@ def _copy_if_changed(src: Path, dest: Path) -> None:
     write_atomic(data, dest)
 
 
-def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str | None = None) -> dict:
-    """Extract ``downloaded/<assignment>/archive`` into ``extracted/`` and copy each notebook into
-    ``submitted/<student>/<assignment>/``. Returns {student: reason} for archives that could not be used."""
-    base = course / "downloaded" / assignment
+def collect_archives(course: Path, regexp: str | None = None) -> dict:
+    """Extract ``downloaded/batchnorm/archive`` into ``extracted/`` and copy each notebook into
+    ``submitted/<student>/batchnorm/``. Returns {student: reason} for archives that could not be used."""
+    base = course / "downloaded" / ASSIGNMENT_ID
     archive_dir, extracted_dir = base / "archive", base / "extracted"
     if not archive_dir.is_dir():
         return {}
@@ -230,7 +230,7 @@ def collect_archives(course: Path, assignment: str = ASSIGNMENT_ID, regexp: str 
         if key not in chosen or timestamp >= chosen[key][0]:
             chosen[key] = (timestamp, nb)
     for (student, name), (timestamp, nb) in sorted(chosen.items()):
-        folder = course / "submitted" / student / assignment
+        folder = course / "submitted" / student / ASSIGNMENT_ID
         _copy_if_changed(nb, folder / name)
         if timestamp:
             stamp = folder / "timestamp.txt"
@@ -258,9 +258,9 @@ def _visible(path: Path, folder: Path) -> bool:
             and not any(p.startswith(".") or p == ".ipynb_checkpoints" for p in rel))
 
 
-def choose_notebook(folder: Path, assignment: str = ASSIGNMENT_ID):
-    """(notebook, notes, error) for one student's ``submitted/<student>/<assignment>/`` folder."""
-    where = f"submitted/{folder.parent.name}/{assignment}/"
+def choose_notebook(folder: Path):
+    """(notebook, notes, error) for one student's ``submitted/<student>/batchnorm/`` folder."""
+    where = f"submitted/{folder.parent.name}/{ASSIGNMENT_ID}/"
     notes = []
     candidates = sorted(p for p in folder.iterdir() if _visible(p, folder))
     if not candidates:
@@ -293,17 +293,17 @@ def choose_notebook(folder: Path, assignment: str = ASSIGNMENT_ID):
     return chosen, notes, None
 
 
-def discover(course: Path, assignment: str = ASSIGNMENT_ID, problems: dict | None = None) -> list:
-    """One HandIn per student folder in ``submitted/`` that has an ``<assignment>/`` folder,
+def discover(course: Path, problems: dict | None = None) -> list:
+    """One HandIn per student folder in ``submitted/`` that has a ``batchnorm/`` folder,
     plus one per unusable archive whose student has nothing else."""
     found = {}
     submitted = course / "submitted"
     if submitted.is_dir():
         for student_dir in sorted(submitted.iterdir()):
-            folder = student_dir / assignment
+            folder = student_dir / ASSIGNMENT_ID
             if student_dir.name.startswith(".") or not folder.is_dir():
                 continue
-            notebook, notes, error = choose_notebook(folder, assignment)
+            notebook, notes, error = choose_notebook(folder)
             found[student_dir.name] = HandIn(student_dir.name, notebook, notes, error)
     for student, reason in (problems or {}).items():
         if student in found and found[student].notebook is not None:

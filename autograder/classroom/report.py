@@ -3,7 +3,7 @@
     python -m autograder report batchnorm [--course-dir DIR]
 
 (``grade-class`` writes the same at the end of every run.) From every student's
-``grade-class/<student>/<assignment>/results.json`` (store.py) it writes, in ``grade-class/``:
+``grade-class/<student>/batchnorm/results.json`` (store.py) it writes, in ``grade-class/``:
 
 * ``report.html`` -- one self-contained page (plots embedded as PNG, no script, no network) with
   the score distribution, the mean score per exercise, the pass rate of every check, the named
@@ -36,7 +36,7 @@ from pathlib import Path
 from .. import known_mistakes
 from ..atomic import write_atomic
 from ..errors import Side
-from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS
+from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS, unknown_assignment
 from ..results import Status, format_points
 from ..templates import template
 from . import store
@@ -116,7 +116,7 @@ class ClassData:
         return {s: r for s, r in self.results.items() if r.status is Status.GRADED}
 
 
-def read_results(course, assignment: str = ASSIGNMENT_ID, students=None):
+def read_results(course, students=None):
     """({student: Result}, {student: why unreadable}) of every stored result in ``grade-class/``
     (only ``students``' when given)."""
     root = Path(course) / store.OUTPUT_DIR
@@ -127,10 +127,10 @@ def read_results(course, assignment: str = ASSIGNMENT_ID, students=None):
     for folder in sorted(root.iterdir()):
         student = folder.name
         if not folder.is_dir() or (wanted is not None and student not in wanted) \
-                or not store.result_path(course, student, assignment).is_file():
+                or not store.result_path(course, student).is_file():
             continue
         try:
-            found[student] = store.read_result(course, student, assignment)
+            found[student] = store.read_result(course, student)
         except (OSError, ValueError) as exc:
             unreadable[student] = str(exc)
     return found, unreadable
@@ -280,7 +280,7 @@ def _named(students) -> dict:
     return {"shown": students[:MAX_NAMES], "more": max(0, len(students) - MAX_NAMES)}
 
 
-def render(data: ClassData, *, assignment: str = ASSIGNMENT_ID) -> str:
+def render(data: ClassData) -> str:
     grades = data.grades
     totals = [r.total for r in grades.values()]
     seconds = _grading_seconds(data)
@@ -307,7 +307,7 @@ def render(data: ClassData, *, assignment: str = ASSIGNMENT_ID) -> str:
                      "more": max(0, len(reasons) - MAX_ERROR_REASONS)}
               for side, reasons in data.errors.items()}
     return template("report.html").render(
-        assignment=assignment, summary=summary, figures=_figures(data), exercises=_exercise_means(data),
+        assignment=ASSIGNMENT_ID, summary=summary, figures=_figures(data), exercises=_exercise_means(data),
         mistakes=mistakes, checks=checks, errors=errors, timing=timing, max_names=MAX_NAMES,
         codes=len(known_mistakes.mistake_codes()))
 
@@ -321,20 +321,20 @@ class Written:
     data: ClassData
 
 
-def write_report(course, assignment: str = ASSIGNMENT_ID, *, students=None, results=None) -> Written:
+def write_report(course, *, students=None, results=None) -> Written:
     """Write report.html, mistakes.csv and checks.csv into ``course``/grade-class/ (each atomically)
     from the stored results (or from ``results``, {student: Result}). Raises OSError when a file
     cannot be written."""
     started = time.monotonic()
     unreadable = {}
     if results is None:
-        results, unreadable = read_results(course, assignment, students)
+        results, unreadable = read_results(course, students)
     data = analyse(results, unreadable)
     out = Path(course) / store.OUTPUT_DIR
     paths = (out / REPORT_NAME, out / MISTAKES_CSV, out / CHECKS_CSV)
     write_atomic(mistakes_csv(data), paths[1], mode=0o644)
     write_atomic(checks_csv(data), paths[2], mode=0o644)
-    write_atomic(render(data, assignment=assignment), paths[0], mode=0o644)
+    write_atomic(render(data), paths[0], mode=0o644)
     return Written(*paths, time.monotonic() - started, data)
 
 
@@ -349,15 +349,16 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    if args.assignment != ASSIGNMENT_ID:
-        print(f"report: unknown assignment {args.assignment!r}; this course has {ASSIGNMENT_ID!r}", file=sys.stderr)
+    wrong = unknown_assignment(args.assignment)       # the one place the argument is read
+    if wrong:
+        print(f"report: {wrong}", file=sys.stderr)
         return 2
     course = Path(args.course_dir).resolve()
     if not (course / store.OUTPUT_DIR).is_dir():
         print(f"report: no results in {course / store.OUTPUT_DIR}; run grade-class first", file=sys.stderr)
         return 2
     try:
-        written = write_report(course, args.assignment)
+        written = write_report(course)
     except OSError as e:
         print(f"report: could not write the report: {e}", file=sys.stderr)
         return 1

@@ -42,7 +42,7 @@ from pathlib import Path
 from .. import notebook as notebooks
 from ..atomic import write_atomic
 from ..errors import NotebookUnreadable
-from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind
+from ..exercises import ASSIGNMENT_ID, EXERCISES, Kind, unknown_assignment
 from ..templates import template
 from ..text import bounded
 from . import store
@@ -322,7 +322,7 @@ def _read_answers(student, path, missing, strip, release):
         return None
 
 
-def analyse(course, assignment: str = ASSIGNMENT_ID, *, references=None, top: int = TOP) -> Similarity:
+def analyse(course, *, references=None, top: int = TOP) -> Similarity:
     """Compare every submission in ``course``/submitted/ (and the notebooks under ``references``)."""
     started = time.monotonic()
     course = Path(course)
@@ -332,7 +332,7 @@ def analyse(course, assignment: str = ASSIGNMENT_ID, *, references=None, top: in
     release_answers = answers_of("release", release, strip) if release is not None else Answers("release")
     boilerplate = boilerplate_hashes([without_strings(code, strip) for code in released])
     missing, answers = {}, []
-    for hand_in in discover(course, assignment):
+    for hand_in in discover(course):
         if hand_in.notebook is None:
             missing[hand_in.student] = hand_in.error or "no notebook"
             continue
@@ -354,7 +354,7 @@ def analyse(course, assignment: str = ASSIGNMENT_ID, *, references=None, top: in
         if NOTEBOOK not in f.docs or not f.docs[NOTEBOOK].hashes:
             missing.setdefault(f.student, "no answer beyond the released stubs")
     pairs, compared = rank(prints, top)
-    results, _ = read_results(course, assignment)
+    results, _ = read_results(course)
     texts = {a.student: a.documents().get(NOTEBOOK, "") for a in [*answers, *refs]}
     return Similarity(pairs, compared, [a.student for a in answers], [r.student for r in refs],
                       model_groups(results), missing, texts, time.monotonic() - started)
@@ -387,7 +387,7 @@ def _segments(text: str, spans) -> list:
     return out
 
 
-def render(found: Similarity, *, assignment: str = ASSIGNMENT_ID) -> str:
+def render(found: Similarity) -> str:
     pairs = []
     for rank_, pair in enumerate(found.pairs, start=1):
         row = {"rank": rank_, "a": pair.a, "b": pair.b, "score": f"{pair.score:.2f}", "flag": pair.score >= FLAG,
@@ -405,19 +405,19 @@ def render(found: Similarity, *, assignment: str = ASSIGNMENT_ID) -> str:
                                    "more": max(0, len(students) - 40)} for fp, students in listed],
                        "recorded": sum(len(s) for _, s in listed)})
     return template("similarity.html").render(
-        assignment=assignment, pairs=pairs, flag=f"{FLAG:.2f}", compared=found.compared,
+        assignment=ASSIGNMENT_ID, pairs=pairs, flag=f"{FLAG:.2f}", compared=found.compared,
         students=len(found.students), references=found.references, exercises=[e.id for e in CODE_EXERCISES],
         median=f"{statistics.median(scores):.2f}" if scores else "-", noise=NOISE, groups=groups,
         missing=sorted(found.missing.items()), top=len(found.pairs))
 
 
-def write_similarity(course, assignment: str = ASSIGNMENT_ID, *, references=None, top: int = TOP) -> tuple:
+def write_similarity(course, *, references=None, top: int = TOP) -> tuple:
     """Write similarity.html and similarity.csv into ``course``/grade-class/; (html, csv, Similarity)."""
-    found = analyse(course, assignment, references=references, top=top)
+    found = analyse(course, references=references, top=top)
     out = Path(course) / store.OUTPUT_DIR
     html, csv_path = out / HTML_NAME, out / CSV_NAME
     write_atomic(csv_document(found), csv_path, mode=0o644)
-    write_atomic(render(found, assignment=assignment), html, mode=0o644)
+    write_atomic(render(found), html, mode=0o644)
     return html, csv_path, found
 
 
@@ -436,9 +436,9 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    if args.assignment != ASSIGNMENT_ID:
-        print(f"similarity: unknown assignment {args.assignment!r}; this course has {ASSIGNMENT_ID!r}",
-              file=sys.stderr)
+    wrong = unknown_assignment(args.assignment)       # the one place the argument is read
+    if wrong:
+        print(f"similarity: {wrong}", file=sys.stderr)
         return 2
     course = Path(args.course_dir).resolve()
     if not (course / "submitted").is_dir():
@@ -448,8 +448,7 @@ def main(argv=None) -> int:
         print(f"similarity: no such folder: {args.reference}", file=sys.stderr)
         return 2
     try:
-        html, csv_path, found = write_similarity(course, args.assignment, references=args.reference,
-                                                 top=max(1, args.top))
+        html, csv_path, found = write_similarity(course, references=args.reference, top=max(1, args.top))
     except OSError as e:
         print(f"similarity: could not write: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 Per student, in grade-class's own folder of the course (nbgrader never reads or writes it: it skips
 a student whose ``autograded/`` folder exists, so grade-class stays out of nbgrader's folders):
 
-* ``grade-class/<student>/<assignment>/results.json`` -- the Result (results.py's document);
+* ``grade-class/<student>/batchnorm/results.json`` -- the Result (results.py's document);
 * ``grade_class.json`` beside it -- the resume key it was graded from and the row's message;
 * ``feedback.html`` beside it -- the student's feedback page (feedback.py).
 
@@ -31,14 +31,14 @@ SIDECAR = "grade_class.json"
 FEEDBACK_NAME = "feedback.html"
 
 
-def folder(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
+def folder(course, student: str) -> Path:
     """The folder of one student's results, feedback page and sidecar."""
-    return Path(course) / OUTPUT_DIR / student / assignment
+    return Path(course) / OUTPUT_DIR / student / ASSIGNMENT_ID
 
 
-def result_path(course, student: str, assignment: str = ASSIGNMENT_ID) -> Path:
+def result_path(course, student: str) -> Path:
     """Where grade-class keeps ``student``'s results document."""
-    return folder(course, student, assignment) / RESULTS_NAME
+    return folder(course, student) / RESULTS_NAME
 
 
 def resume_key(notebook, grader_hash: str) -> dict:
@@ -47,18 +47,18 @@ def resume_key(notebook, grader_hash: str) -> dict:
     return {"submission_sha256": sha256_file(notebook), "grader": grader_hash, "notebook": notebook.name}
 
 
-def read_result(course, student: str, assignment: str = ASSIGNMENT_ID) -> Result:
+def read_result(course, student: str) -> Result:
     """The stored Result of ``student``; OSError or ValueError when there is none that can be read."""
-    return Result.from_json(result_path(course, student, assignment).read_text(encoding="utf-8"))
+    return Result.from_json(result_path(course, student).read_text(encoding="utf-8"))
 
 
-def stored_result(course, student: str, key: dict, assignment: str = ASSIGNMENT_ID):
+def stored_result(course, student: str, key: dict):
     """(Result, the row's message) of a stored grade graded from ``key``; None when the submission
     must be graded (again): changed, graded by another grader, or not graded because of the grader."""
-    where = folder(course, student, assignment)
+    where = folder(course, student)
     try:
         sidecar = json.loads((where / SIDECAR).read_text(encoding="utf-8"))
-        result = read_result(course, student, assignment)
+        result = read_result(course, student)
     except (OSError, ValueError):
         return None
     if not isinstance(sidecar, dict) or sidecar.get("key") != key or result.grader_fault:
@@ -90,13 +90,13 @@ def writable(result: Result) -> Result:
     return result
 
 
-def write_result(course, student: str, result: Result, *, notes, key, assignment: str = ASSIGNMENT_ID) -> str:
+def write_result(course, student: str, result: Result, *, notes, key) -> str:
     """Write results.json, its sidecar and the feedback page of one student (each atomically), and
     return the row's message. ``result`` must be ``writable``; ``notes`` are the hand-in's notes
     (the file's own are in the result). Raises OSError when a file cannot be written."""
     notes = [*notes, *result.notes]
     message = message_for(notes, result)
-    where = folder(course, student, assignment)
+    where = folder(course, student)
     write_atomic(result.to_json(), where / RESULTS_NAME)
     write_json_atomic({"student": student, "key": key, "message": message,
                        "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, where / SIDECAR)
