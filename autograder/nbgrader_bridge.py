@@ -29,7 +29,9 @@ could not start, a check crashed, a grader process crashed or timed out) is neve
 zeros: the preprocessor raises ``GraderSideError``, so nbgrader reports that student's notebook as
 failed, records no grades for it, removes its autograded folder and exits non-zero; the next
 ``nbgrader autograde batchnorm`` grades it again. An error that is the student's (a notebook that
-cannot be read) is recorded as 0 points with the reason.
+cannot be read) is recorded as 0 points with the reason. The course has one assignment
+(exercises.ASSIGNMENT_ID): a notebook of any other is refused the same way, with the usage error
+grade-class gives for another name, and nothing is recorded for it.
 
 Two ways to grade a class, with the same isolated grader and the same stored results:
 
