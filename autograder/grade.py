@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from . import notebook as notebooks
-from .checklist import CHECKS_DIR, PYTEST_ARGS, GradingRun, catalogue, check_id, description, row, run_key
+from .check_catalogue import CHECKS_DIR, PYTEST_ARGS, catalogue, check_id, description, row
 from .errors import DatasetMissing, GraderFault, SandboxUnavailable, Side, StudentFault, side_of
+from .grading_run import GradingRun, run_key
 from .results import CheckResult, Result
 from .settings import Settings
 

@@ -63,7 +63,7 @@ from traitlets import Bool, Float, Integer, Unicode
 
 from . import provenance, settings
 from .atomic import write_atomic
-from .checklist import catalogue
+from .check_catalogue import catalogue
 from .classroom import classrun, pool, store
 from .classroom.server import DEFAULT_TIMEOUT, Task
 from .errors import GraderFault, Side

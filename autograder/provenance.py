@@ -19,8 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # Files whose change can change a score or a message (globs, relative to the package).
 SCORING = (
     "exercises.py", "errors.py", "notebook.py", "reference.py", "known_mistakes.py", "reference_models.py",
-    "results.py", "grade.py", "checklist.py", "submission.py", "channel.py", "training.py", "trainingcache.py",
-    "keras_runtime.py", "data.py",
+    "results.py", "grade.py", "check_catalogue.py", "grading_run.py", "submission.py", "channel.py", "training.py",
+    "trainingcache.py", "keras_runtime.py", "data.py",
     "models/*.py", "checks/*.py", "sandbox/*.py",
 )
 # Files that present, schedule or store results, or that build the course: no score depends on them.

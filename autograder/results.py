@@ -141,7 +141,7 @@ class Result:
                isolation=None) -> "Result":
         """Every check at 0 points with the reason: ``reason`` is an exception (whose type decides
         the side) or a message with an explicit ``side``. ``checks`` is the check catalogue, rows
-        {"id", "exercise", "max_points"} (``checklist.catalogue()``); without it (the checks cannot
+        {"id", "exercise", "max_points"} (``check_catalogue.catalogue()``); without it (the checks cannot
         be listed: the grader itself is broken), one row per exercise stands in for them."""
         if isinstance(reason, BaseException):
             side = side or side_of(reason)

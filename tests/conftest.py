@@ -38,14 +38,14 @@ def _tensorflow_only_in_slow_tests(request):
 # GRADER_SIDE and STUDENT_SIDE, and logs each call to $FAKE_GRADER_LOG.
 FAKE_GRADER = '''
 import json, os, time
-from autograder import checklist, notebook
+from autograder import check_catalogue, notebook
 from autograder.errors import Side
 from autograder.exercises import EXERCISES
 from autograder.results import CheckResult, Result
 
 # the grader processes must not collect the real checks for error results either
 CATALOGUE = tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
-checklist.collect_checks = lambda: CATALOGUE
+check_catalogue.collect_checks = lambda: CATALOGUE
 
 
 def grade_notebook(source, settings=None, *, hide=()):
@@ -79,7 +79,7 @@ def grade_notebook(source, settings=None, *, hide=()):
 
 
 def fake_catalogue() -> tuple:
-    """The fake grader's checks, as checklist.collect_checks lists them: one per exercise."""
+    """The fake grader's checks, as check_catalogue.collect_checks lists them: one per exercise."""
     return tuple({"id": f"{e.id}::check", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
 
 
@@ -107,9 +107,10 @@ def check_cells(tmp_path, cells, exercises):
     the checks in this process), with ``tmp_path`` hidden from the student's code."""
     import json
 
-    from autograder.checklist import CHECKS_DIR, GradingRun
+    from autograder.check_catalogue import CHECKS_DIR
     from autograder.exercises import BY_ID
     from autograder.grade import run_checks
+    from autograder.grading_run import GradingRun
     from autograder.notebook import Notebook
     from autograder.settings import Settings
     code_cells = [nbformat.v4.new_code_cell(code) for code in cells]
@@ -546,7 +547,7 @@ def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
     import io
     import json
 
-    from autograder import checklist, provenance
+    from autograder import check_catalogue, provenance
     from autograder.classroom import classrun, server
     root, log, workers = fake_workers
     log.write_text("")
@@ -554,7 +555,7 @@ def fake_class(tmp_path, monkeypatch, scheduler, fake_workers):
     monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
     monkeypatch.setenv("PYTHONPATH", str(root / "fakemod"))          # for the local pool's grader processes
     monkeypatch.setattr(server, "GRADER", "fake_isolated_grader:grade_notebook")
-    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
+    monkeypatch.setattr(check_catalogue, "collect_checks", fake_catalogue)
     real_hash = provenance.grader_hash
     monkeypatch.setattr(provenance, "grader_hash", lambda package=None: real_hash(root / "installed" / "autograder"))
     course = tmp_path / "course"

@@ -3,7 +3,7 @@
 import json
 import os
 
-from autograder import checklist, provenance
+from autograder import check_catalogue, provenance
 from autograder.classroom import server
 
 
@@ -20,7 +20,7 @@ def install(tmp_path, monkeypatch, source: str, module: str, catalogue):
     log.touch()
     monkeypatch.setenv("FAKE_GRADER_LOG", str(log))
     monkeypatch.setattr(server, "GRADER", f"{module}:grade_notebook")
-    monkeypatch.setattr(checklist, "collect_checks", catalogue)     # the error results made here
+    monkeypatch.setattr(check_catalogue, "collect_checks", catalogue)     # the error results made here
     # the real hash follows the package's files, which may change while the tests run
     monkeypatch.setattr(provenance, "grader_hash", lambda package=None: "fake-grader-1")
 

@@ -14,7 +14,7 @@ import pytest
 
 from autograder import settings
 from autograder import synthetic_students as students
-from autograder.checklist import collect_checks
+from autograder.check_catalogue import collect_checks
 from autograder.classroom.pool import run_pool
 from autograder.classroom.server import Task
 from autograder.exercises import EXERCISE_IDS, TOTAL_POINTS, Kind, of_kind

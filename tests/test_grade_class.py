@@ -20,7 +20,7 @@ import markupsafe
 import nbformat
 import pytest
 
-from autograder import checklist, feedback, provenance
+from autograder import check_catalogue, feedback, provenance
 from autograder.atomic import write_atomic
 from autograder.classroom import classrun, cli, collect, grades, pool, server, store
 from autograder.errors import ArchiveUnusable, Side
@@ -434,7 +434,7 @@ def test_huge_outputs_are_stripped(fake):
 
 
 def test_a_file_that_is_not_a_notebook_is_refused_as_the_students_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(checklist, "collect_checks", fake_catalogue)
+    monkeypatch.setattr(check_catalogue, "collect_checks", fake_catalogue)
 
     def grader(*args, **kwargs):
         raise AssertionError("the grader was called")

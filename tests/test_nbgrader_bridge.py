@@ -170,13 +170,13 @@ print(4.0)
 # mini notebook's answers, and logs each call with its process id.
 FAKE_GRADER = '''
 import json, os
-from autograder import checklist, notebook
+from autograder import check_catalogue, notebook
 from autograder.errors import Side
 from autograder.exercises import EXERCISES
 from autograder.results import CheckResult, Result
 
 CATALOGUE = tuple({"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES)
-checklist.collect_checks = lambda: CATALOGUE
+check_catalogue.collect_checks = lambda: CATALOGUE
 
 
 def grade_notebook(source, settings=None, *, hide=()):

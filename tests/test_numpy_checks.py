@@ -10,7 +10,7 @@ import pytest
 
 from autograder import known_mistakes, reference
 from autograder import synthetic_students as students
-from autograder.checklist import CHECKS_DIR
+from autograder.check_catalogue import CHECKS_DIR
 from autograder.checks import answers
 from autograder.exercises import Kind, of_kind
 

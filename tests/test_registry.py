@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from autograder import exercises, notebook, provenance
-from autograder.checklist import CHECKS_DIR, collect_checks
+from autograder.check_catalogue import CHECKS_DIR, collect_checks
 from autograder.exercises import EXERCISES, Kind
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -114,8 +114,8 @@ def test_settings_imports_nothing_of_the_grading_path():
             "print(sorted(m for m in sys.modules if m.startswith('autograder')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(eval(done.stdout))  # noqa: S307 - our own printout
-    assert not {m for m in loaded if (m + ".").split(".")[1] in ("training", "grade", "checklist", "checks",
-                                                                "classroom", "reference", "models",
+    assert not {m for m in loaded if (m + ".").split(".")[1] in ("training", "grade", "check_catalogue", "grading_run",
+                                                                "checks", "classroom", "reference", "models",
                                                                 "submission")}, loaded
     assert {"autograder.settings", "autograder.sandbox.limits"} <= loaded
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from autograder import grade
-from autograder.checklist import RunFindings
 from autograder.checks import conftest as checks_conftest
 from autograder.classroom import grades, store
 from autograder.errors import ModelRefused, Side, StudentCodeError
+from autograder.grading_run import RunFindings
 from autograder.models import architecture, cost, vet, view
 from autograder.results import CheckResult, Result, Status
 from autograder.text import bounded

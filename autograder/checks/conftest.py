@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from autograder import notebook as notebooks
-from autograder.checklist import GradingRun, run_key
 from autograder.errors import GRADER_SIDE_PREFIX, ModelRefused, StudentCodeError
+from autograder.grading_run import GradingRun, run_key
 from autograder.models import architecture, vet, view
 
 
@@ -58,7 +58,7 @@ def _run_from_the_command_line(config) -> GradingRun:
 
 @pytest.fixture(scope="session")
 def grading_run(request) -> GradingRun:
-    """This grading's notebook, settings and findings (checklist.GradingRun)."""
+    """This grading's notebook, settings and findings (grading_run.GradingRun)."""
     run = request.config.stash.get(run_key(), None)
     return run if run is not None else _run_from_the_command_line(request.config)
 

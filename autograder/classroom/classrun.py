@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import provenance
-from ..checklist import catalogue
+from ..check_catalogue import catalogue
 from ..errors import Side
 from ..results import Result, format_points
 from ..settings import Settings

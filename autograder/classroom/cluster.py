@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .. import notebook as notebooks
 from .. import provenance
-from ..checklist import catalogue
+from ..check_catalogue import catalogue
 from ..errors import ClusterUnavailable, Side, StudentFault
 from ..exercises import NOTEBOOK_NAME
 from ..results import Result

@@ -17,7 +17,7 @@ import queue
 import threading
 from pathlib import Path
 
-from ..checklist import catalogue
+from ..check_catalogue import catalogue
 from ..errors import Side
 from ..results import Result
 from ..settings import Settings

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from .. import notebook as notebooks
 from ..channel import LineReader, Silence
-from ..checklist import catalogue
+from ..check_catalogue import catalogue
 from ..errors import Side, StudentFault
 from ..results import Result
 from ..settings import Settings

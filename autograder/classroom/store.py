@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import feedback
 from ..atomic import write_atomic, write_json_atomic
-from ..checklist import catalogue
+from ..check_catalogue import catalogue
 from ..errors import Side
 from ..exercises import ASSIGNMENT_ID
 from ..provenance import sha256_file

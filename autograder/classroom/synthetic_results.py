@@ -1,7 +1,7 @@
 """Synthetic class results, for the class report's tests and benchmark (benchmarks/bench_report.py).
 
 ``synthetic_results(n)`` makes ``n`` results as grade-class would store them, without grading
-anything: every check of the real check list (checklist.collect_checks), each passed or failed, a
+anything: every check of the real check list (check_catalogue.collect_checks), each passed or failed, a
 failure naming one of its exercise's mistake codes (known_mistakes.mistake_codes) or none, plus a few
 error results on both sides. Seeded, so the same ``n`` and seed give the same class.
 """
@@ -9,7 +9,7 @@ error results on both sides. Seeded, so the same ``n`` and seed give the same cl
 import random
 
 from .. import known_mistakes
-from ..checklist import collect_checks
+from ..check_catalogue import collect_checks
 from ..errors import Side
 from ..results import CheckResult, Result
 
