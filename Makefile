@@ -34,7 +34,7 @@ release: setup
 	$(PY) -m autograder assign
 
 check-release: setup
-	$(PY) -m autograder assign --check
+	$(PY) -m autograder assign --verify
 
 # ruff, configured in pyproject.toml ([tool.ruff]); fails on any finding.
 lint: $(VENV)/.installed

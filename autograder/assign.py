@@ -7,10 +7,11 @@
   with the solution markers and hidden-test blocks removed (the solution code stays), without
   nbgrader metadata, executed top to bottom so it keeps its plots and measured numbers.
 
-``--check`` regenerates nothing and exits 1 naming the generated files that no longer match
-source/ (outputs are not compared). ``--fast`` executes the solutions with BN_ASSIGNMENT_FAST=1;
-such a notebook is for trying things out, never for committing: the committed one is executed with
-the full training budget (its metadata records which budget was used).
+``--verify`` regenerates nothing and exits 1 naming the generated files that no longer match
+source/ (outputs are not compared); ``--check``, its old name, is a hidden alias. ``--fast``
+executes the solutions with BN_ASSIGNMENT_FAST=1; such a notebook is for trying things out, never
+for committing: the committed one is executed with the full training budget (its metadata records
+which budget was used).
 """
 
 import argparse
@@ -204,22 +205,28 @@ def stale_outputs(repo_root=REPO_ROOT) -> list:
 
 # --------------------------------------------------------------------------------------------
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograder assign",
         description="Regenerate release/ (nbgrader generate_assignment) and solutions/ (executed) "
                     "from source/.")
-    parser.add_argument("--check", action="store_true",
+    parser.add_argument("--verify", action="store_true",
                         help="regenerate nothing; exit 1 and name the generated files that are stale")
+    # the flag's old name (make check-release used it; so may habits), kept working but not shown
+    parser.add_argument("--check", dest="verify", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--release-only", action="store_true",
                         help="regenerate release/ only (no notebook execution)")
     parser.add_argument("--fast", action="store_true",
                         help=f"execute the solutions with {FAST_ENV}=1 (a few seconds of training); "
                              "do not commit the result")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
 
     try:
-        if args.check:
+        if args.verify:
             stale = stale_outputs(REPO_ROOT)
             for path in stale:
                 print(f"stale: {path}")

@@ -396,6 +396,16 @@ def test_committed_solutions_print_no_log_lines_or_automatic_layer_names():
 # --------------------------------------------------------------------------------------------
 # staleness of the generated notebooks
 
+@pytest.mark.parametrize("flag", ["--verify", "--check"])
+def test_assign_verifies_with_verify_or_its_hidden_old_name(flag):
+    assert assign._parser().parse_args([flag]).verify is True
+
+
+def test_assign_help_shows_verify_not_check():
+    shown = assign._parser().format_help()
+    assert "--verify" in shown and "--check" not in shown
+
+
 @pytest.mark.slow
 def test_the_committed_generated_notebooks_are_up_to_date():
     assert assign.stale_outputs(ROOT) == []
