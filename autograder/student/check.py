@@ -69,7 +69,11 @@ def isolation_choice():
     return chosen, ISOLATION_TEXT.get(chosen.value, chosen.value)
 
 
-class _Checker:
+class _Review:
+    """One notebook under review by ``check``: the problems found so far (each a Problem) and the
+    cells that failed in the fresh run, as the cells' outcomes, the missing functions and the visible
+    tests are read."""
+
     def __init__(self, notebook, contract, limits, cells: Cells):
         self.notebook, self.contract, self.limits, self.cells = notebook, contract, limits, cells
         self.problems = []
@@ -230,8 +234,8 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
     if contract == "release":
         contract = contracts.load()
     cells = Cells(notebook)
-    checker = _Checker(notebook, contract, limits, cells)
-    checker.problems += contracts.locked_cell_problems(notebook, contract, cells)
+    review = _Review(notebook, contract, limits, cells)
+    review.problems += contracts.locked_cell_problems(notebook, contract, cells)
     loading = loading_problems(cells)
 
     chosen, isolation = isolation_choice()
@@ -248,38 +252,38 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
         warnings.simplefilter("ignore", SandboxWarning)     # the first line already says which isolation
         try:
             run.cell_errors()
-            checker.cell_outcomes(run, loading)
-            missing = checker.missing_functions(run)
+            review.cell_outcomes(run, loading)
+            missing = review.missing_functions(run)
             for number, exercise in enumerate(EXERCISES, start=1):
-                exercises.append(_exercise(checker, run, exercise, number, missing))
+                exercises.append(_exercise(review, run, exercise, number, missing))
         except SandboxUnavailable as exc:
             problem = Problem("not_checked", None, (
                 f"the check could not start a worker on this computer to run the notebook: {exc}; this is not "
                 "a fault of the notebook: run the check again, or where the notebook runs"))
             return Report(False, [ExerciseReport(e.id, False, False, NOT_RUN, "not run: the check could not run")
                                   for e in EXERCISES], [problem], isolation, could_not_run=True)
-    problems = checker.problems + list(loading.values())
+    problems = review.problems + list(loading.values())
     problems.sort(key=lambda p: (p.cell is None, p.cell or 0, KINDS.index(p.kind)))
     return Report(not problems, exercises, problems, isolation)
 
 
-def _exercise(checker: _Checker, run: Submission, exercise, number: int, missing: set) -> ExerciseReport:
-    cells = checker.cells
+def _exercise(review: _Review, run: Submission, exercise, number: int, missing: set) -> ExerciseReport:
+    cells = review.cells
     answer_index = cells.answer_cell(exercise)
     found = exercise.function not in missing
-    ran = answer_index is not None and answer_index not in checker.failed
+    ran = answer_index is not None and answer_index not in review.failed
     if exercise.kind is not Kind.TRAINING and not found:
-        checker.missing_function_problem(exercise, number)
-        why = (f"cell {answer_index + 1} fails" if answer_index in checker.failed
+        review.missing_function_problem(exercise, number)
+        why = (f"cell {answer_index + 1} fails" if answer_index in review.failed
                else f"{exercise.function} is not defined")
         return ExerciseReport(exercise.id, False, ran, NOT_RUN, f"not run: {why} (see the problems)")
-    code = checker.contract.test_source(exercise.test_cell) if checker.contract is not None else None
+    code = review.contract.test_source(exercise.test_cell) if review.contract is not None else None
     if exercise.kind is Kind.TRAINING or (code is not None and trains(code)):
         state = "" if found else f" ({exercise.function} is not defined: see the problems)"
         return ExerciseReport(exercise.id, found, ran, NOT_RUN, (
             f"not run: the grader trains your {exercise.function}() itself, on its own seeded budget; the check "
             f"trains nothing{state}"))
-    visible, message = checker.visible_test(run, exercise, number)
+    visible, message = review.visible_test(run, exercise, number)
     return ExerciseReport(exercise.id, True, ran, visible, message)
 
 
