@@ -97,7 +97,7 @@ def execute_notebook(nb, cwd, fast=False, timeout=CELL_TIMEOUT, allow_errors=Fal
 
 
 def write_solutions(repo_root=REPO_ROOT, fast=False) -> Path:
-    """Build, execute and write solutions/<assignment>/<notebook>; ReleaseFailed if a cell fails."""
+    """Build, execute and write solutions/batchnorm/batchnorm.ipynb; ReleaseFailed if a cell fails."""
     from nbclient.exceptions import CellExecutionError  # noqa: PLC0415
 
     repo_root = Path(repo_root)
