@@ -88,6 +88,13 @@ def provision(source: Path = DEBIAN_DIR) -> str:
 
 def main(argv=None) -> int:
     """``python -m autograder data``: provision the Keras cache; exit 1 with the how-to when data is missing."""
+    import argparse
+    argparse.ArgumentParser(
+        prog="python -m autograder data",
+        description="Find Fashion-MNIST's four files (FASHION_MNIST_DIR, Keras' cache, or Debian's "
+                    f"dataset-fashion-mnist in {DEBIAN_DIR}) and link them into Keras' cache, so that "
+                    "keras.datasets.fashion_mnist.load_data() works offline. Exits 1, saying how to get "
+                    "the data, when it is not on this machine.").parse_args(argv)
     try:
         print(provision())
     except DatasetMissing as missing:

@@ -24,6 +24,15 @@ def escaped(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word's end, "..." marking the cut (a line
+    of a report; the whole text is said elsewhere)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:max(0, limit - 3)]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:") + "..."
+
+
 def bounded(text, limit: int = MESSAGE_CHARS) -> str:
     """``text`` as a string of at most ``limit`` characters, its control characters (ESC,
     carriage return, bidirectional overrides...) written as visible escapes, never interpreted.

@@ -527,3 +527,10 @@ def test_the_introductions_grading_table_is_the_registrys():
         number = EXERCISES.index(exercise) + 1
         heading = f"### Exercise {number} ({exercise.points:g} point{'s' if exercise.points != 1 else ''})"
         assert heading in "\n".join(c.source for c in _read(assign.SOURCE).cells), heading
+
+
+def test_data_help_prints_its_usage_and_links_nothing(monkeypatch, capsys):
+    monkeypatch.setattr(data, "provision", lambda: pytest.fail("--help linked the data"))
+    with pytest.raises(SystemExit) as done:
+        data.main(["--help"])
+    assert done.value.code == 0 and "usage: python -m autograder data" in capsys.readouterr().out

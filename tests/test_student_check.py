@@ -388,3 +388,11 @@ def test_limits_come_from_the_grader_settings():
     assert limits.total_seconds == Limits().total_seconds
     with pytest.warns(UserWarning, match="BN_AUTOGRADER_TOTAL_SECONDS"):
         assert settings.from_environ({"BN_AUTOGRADER_TOTAL_SECONDS": "soon"}).limits == Limits()
+
+
+def test_a_report_line_is_cut_at_a_words_end():
+    from autograder.text import shortened
+    line = "the mean over the batch axis is wrong for every feature " * 4
+    cut = shortened(line, 120)
+    assert len(cut) <= 120 and cut.endswith("...") and line.startswith(cut[:-3]) and line[len(cut) - 3] == " "
+    assert shortened("short", 120) == "short"

@@ -44,7 +44,7 @@ from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
 from ..sandbox import Limits, SandboxWarning
 from ..submission import Submission
-from ..text import bounded
+from ..text import bounded, shortened
 from . import contract as contracts
 from .report import FAILED, KINDS, NOT_RUN, PASSED, ExerciseReport, Problem, Report, unreadable_report
 from .source import Cells, defined_functions, loading_problems, trains
@@ -217,7 +217,7 @@ class _Review:
         message = outcome.message if outcome.exception == "AssertionError" else text
         fix = f"; fix {exercise.function} in {self.cells.describe(answer_index)}" if answer_index is not None else ""
         self.add("visible_test_failed", fix_at, f"{test_where} fails: {message}{fix}")
-        return FAILED, f"visible tests failed: {message.splitlines()[0][:120] if message else text}"
+        return FAILED, f"visible tests failed: {shortened(message.splitlines()[0], 120) if message else text}"
 
 
 def check(path, limits: Limits | None = None, *, contract="release", hide=(), echo=None) -> Report:
