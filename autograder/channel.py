@@ -308,12 +308,13 @@ def _model_answer(text: str, start: int) -> Outcome:
 def parse_answer(line: bytes, request_id: int, op: str, returns: str | None = None) -> Outcome:
     """The worker's answer line to request ``request_id`` (``op`` "run_cell" or "call", returning
     ``returns``) as an Outcome; MALFORMED when it is not a well-formed answer of that request."""
-    if not line.startswith(answer_prefix(request_id)):
+    prefix = answer_prefix(request_id)
+    if not line.startswith(prefix):
         return _malformed("not an answer to this request")
     try:
         text = line.decode("utf-8")
-        if returns == "model" and op == "call" and text.startswith(_MODEL_DONE, len(answer_prefix(request_id))):
-            return _model_answer(text, len(answer_prefix(request_id)) + len(_MODEL_DONE))
+        if returns == "model" and op == "call" and text.startswith(_MODEL_DONE, len(prefix)):
+            return _model_answer(text, len(prefix) + len(_MODEL_DONE))
         if line.count(b"{") + line.count(b"[") > MAX_BRACKETS:
             return _malformed("more nested objects than any answer has")
         doc = json.loads(text)

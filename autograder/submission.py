@@ -129,6 +129,9 @@ class Submission:
         if starting is not None:     # start_early's thread still waits on it: end it, and let that thread reap it
             starting.stop()
         self._join_early()
+        self._retire_all()
+
+    def _retire_all(self):
         for process in list(self._workers):
             self._retire(process)
 
@@ -285,7 +288,8 @@ class Submission:
         limit = max(seconds, 0.1) + self.limits.grace_seconds
         process, reader = self._process, self._reader
         reader.drain()
-        deadline = time.monotonic() + limit
+        asked = time.monotonic()
+        deadline = asked + limit
         if send(process.process.stdin.fileno(), (json.dumps(request) + "\n").encode(), limit):
             line = reader.line(deadline, ANSWER_BYTES[answer_kind], answer_prefix(request_id))
         else:
@@ -294,7 +298,7 @@ class Submission:
             overflow = process.scratch_overflow()
             if overflow is None:
                 return self._timed_by_our_clock(parse_answer(line, request_id, request["op"], request.get("returns")),
-                                                deadline - limit, seconds)
+                                                asked, seconds)
             why = overflow
         elif line is Silence.EOF:
             why = self._death_reason(process)
@@ -307,10 +311,10 @@ class Submission:
         return Outcome.killed(why, by_clock=line is Silence.TIMEOUT)
 
     @staticmethod
-    def _timed_by_our_clock(outcome: Outcome, sent: float, seconds: float) -> Outcome:
+    def _timed_by_our_clock(outcome: Outcome, asked: float, seconds: float) -> Outcome:
         """A TIMEOUT the worker reports stands only when the grader's own clock agrees that the time
         ran out; earlier, it is the student's code raising TimeoutError (or writing it on the channel)."""
-        if outcome.kind is not Kind.TIMEOUT or time.monotonic() - sent >= 0.9 * seconds:
+        if outcome.kind is not Kind.TIMEOUT or time.monotonic() - asked >= 0.9 * seconds:
             return outcome
         return replace(outcome, kind=Kind.RAISED)
 
@@ -340,8 +344,7 @@ class Submission:
         failed = [o for o in self.outcomes if o.error and o.index in self.setup_cells]
         if not failed:
             return None
-        for process in list(self._workers):      # the student's worker gives the probe back its memory
-            self._retire(process)
+        self._retire_all()                     # the student's worker gives the probe back its memory
         released = list(self.setup_sources.items())
         upto = [cell_id for cell_id, _ in released].index(self.setup_cells[failed[0].index]) + 1
         probe = Submission(self.notebook, self.limits, hide=self.hide, isolation=self.requested_isolation)

@@ -197,7 +197,6 @@ def _mounts_under(folder: Path) -> list:
     return sorted((p for p in points if p == str(folder) or p.startswith(f"{folder}/")), key=len, reverse=True)
 
 
-
 def remove_folder(path) -> None:
     """Remove a worker's folder, also what its code made unwritable (chmod 0) and trees nested
     deeper than Python's recursion allows (shutil.rmtree recurses: then ``rm -rf``, which does not).
