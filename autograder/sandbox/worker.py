@@ -39,6 +39,7 @@ worker's own process writes to the grader.
 import base64
 import builtins
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -230,12 +231,12 @@ def _is_ndarray(value, np) -> bool:
     return issubclass(type(value), np.ndarray)
 
 
-def encode_array(value, np):
-    """A returned value as float64 numbers. The size is checked before anything is copied (a
-    broadcast view can claim 10**12 elements), and the dtype reported is that of a real ndarray,
-    never an attribute the value supplies."""
+def encode_array(value, np, room=MAX_ELEMENTS):
+    """A returned value as float64 numbers. The size is checked against the ``room`` left in the
+    answer before anything is copied (a broadcast view can claim 10**12 elements), and the dtype
+    reported is that of a real ndarray, never an attribute the value supplies."""
     array = np.asarray(value)      # an ndarray subclass becomes a plain view of its data
-    if array.size > MAX_ELEMENTS:
+    if array.size > room:
         raise ValueError(f"returned {array.size:,} numbers, more than the {MAX_ELEMENTS:,} allowed")
     data = array.astype("<f8")
     dtype = str(array.dtype) if _is_ndarray(value, np) else type(value).__name__
@@ -312,16 +313,13 @@ class Worker:
             encoded = _limited(request["seconds"], self.encode, value, request["returns"], np)
         except BaseException as exc:  # noqa: BLE001
             return {"kind": "bad_return", "error": _describe(exc, f"{name} returned something the grader cannot use: ")}
-        try:
-            returned = sum(len(part["ndarray"]) for part in (encoded if isinstance(encoded, list) else [encoded])
-                           if isinstance(part, dict))
+        try:        # the arguments share the answer's MAX_ELEMENTS with the value
+            parts = encoded if isinstance(encoded, list) else [encoded] if isinstance(encoded, dict) else []
+            room = MAX_ELEMENTS - sum(math.prod(part["shape"]) for part in parts)
             after = []
             for a in args:
-                after.append(encode_array(a, np) if _is_ndarray(a, np) else None)
-                returned += len(after[-1]["ndarray"]) if after[-1] else 0
-                if returned > MAX_ELEMENTS * 32 // 3:       # base64 of 8 bytes a number
-                    raise ValueError(f"the answer and the arguments hold more than the {MAX_ELEMENTS:,} "
-                                     "numbers allowed")
+                after.append(encode_array(a, np, room) if _is_ndarray(a, np) else None)
+                room -= math.prod(after[-1]["shape"]) if after[-1] else 0
         except BaseException as exc:  # noqa: BLE001 - e.g. an argument resized in place past the cap
             return {"kind": "bad_return", "error": _describe(exc, f"{name} left its arguments unusable: ")}
         return {"kind": "done", "value": encoded, "args_after": after}
