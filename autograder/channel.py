@@ -343,11 +343,13 @@ def parse_answer(line: bytes, request_id: int, op: str, returns: str | None = No
         message = error.get("message", "")
         if not isinstance(message, str):
             raise ValueError("an error message that is not text")
+        exception = _optional(error.get("exception"), str, "the exception's type")
+        name = _optional(error.get("name"), str, "the name")
         return Outcome(kind, _students_words(error["text"]),
-                       exception=_optional(error.get("exception"), str, "the exception's type"),
+                       exception=None if exception is None else _students_words(exception),
                        message=_students_words(message), cell=_optional(error.get("cell"), int, "the cell"),
                        line=_optional(error.get("line"), int, "the line"),
-                       name=_optional(error.get("name"), str, "the name"))
+                       name=None if name is None else _students_words(name))
     except ValueError as exc:
         return _malformed(str(exc))
 

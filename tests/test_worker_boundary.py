@@ -522,3 +522,12 @@ def test_an_answer_that_leaves_out_its_arguments_is_refused(tmp_path):
         with pytest.raises(StudentCodeError, match="did not report each of its 1 arguments") as refused:
             submission.call_array("forgets_its_arguments", np.ones(2))
     assert refused.value.kind is Kind.MALFORMED
+
+
+def test_every_text_field_of_an_answer_arrives_bounded_and_escaped():
+    long = "\x1b[2J" + "N" * 50000
+    line = json.dumps({"id": 5, "kind": "raised", "error": {"text": "x", "exception": long, "message": "y",
+                                                             "name": long}}).encode()
+    outcome = parse_answer(line, 5, "run_cell")
+    for field in (outcome.exception, outcome.name):
+        assert len(field) < 1000 and "\x1b" not in field
