@@ -262,28 +262,27 @@ def forger_cells(tag: str) -> tuple:
 UID_COUNT = 64
 
 
-def unique_tag() -> str:
-    return "97" + str(random.randrange(10**7, 10**8))
-
-
 def uid_range() -> int:
     """The first uid of a range of UID_COUNT that no other test uses (this test's workers' alone)."""
     return random.randrange(1_800_000_000, 1_899_000_000, UID_COUNT)
 
 
-def processes(*, uids=range(0), tag=None) -> list:
-    """Live (not zombie) processes on this machine run by one of ``uids`` or whose command line holds ``tag``."""
+def processes(*, uids=range(0), tags=()) -> list:
+    """Live (not zombie) processes on this machine run by one of ``uids`` (their real uid) or whose
+    command line holds one of ``tags``, as "pid (uid N): command" (read with the package's own /proc
+    reader, sandbox.identity.processes)."""
+    from autograder.sandbox import identity
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for entry in identity.processes(uids=True):
+        if entry.state == "Z" or not entry.uids:
+            continue
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            command = Path(f"/proc/{entry.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
-        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
-        if state != "Z" and (uid in uids or (tag and tag in command)):
-            found.append(f"{pid} (uid {uid}): {command}")
+        uid = int(entry.uids[0])
+        if uid in uids or any(tag in command for tag in tags):
+            found.append(f"{entry.pid} (uid {uid}): {command}")
     return found
 
 
@@ -295,7 +294,7 @@ def leftovers(first_uid: int, tag: str, scratch: Path) -> list:
     """What a graded submission left: live processes of its uid range (as root, where each worker
     has its own uid) or tagged ``tag``, and worker scratch folders in ``scratch`` (its TMPDIR)."""
     uids = range(first_uid, first_uid + UID_COUNT) if os.geteuid() == 0 else range(0)
-    return processes(uids=uids, tag=tag) + scratch_left(scratch)
+    return processes(uids=uids, tags=(tag,)) + scratch_left(scratch)
 
 
 # --- hostile notebooks graded in this process (test_hostile_resources, test_escapes, test_model_bounds,

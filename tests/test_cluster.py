@@ -19,7 +19,17 @@ from autograder import notebook as notebooks
 from autograder.classroom import classrun, cli, cluster, store
 from autograder.exercises import EXERCISES
 
-from conftest import UID_COUNT, Cluster, forger_cells, hand_in, kill_group, leftovers, notebook, uid_range, unique_tag
+from conftest import (
+    UID_COUNT,
+    Cluster,
+    forger_cells,
+    hand_in,
+    kill_group,
+    leftovers,
+    notebook,
+    uid_range,
+    unique_digits,
+)
 
 FULL = sum(e.points for e in EXERCISES)
 
@@ -107,7 +117,7 @@ def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, monkeypatc
     for name in ("full_marks", "bn_ddof1"):
         students.write_submission(students.STUDENTS[name],
                                   course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
-    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    first_uid, tag, scratch = uid_range(), unique_digits(), tmp_path / "tmp"
     scratch.mkdir()
     forger = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in forger_cells(tag)])
     hand_in(course, "forger", forger)

@@ -10,9 +10,7 @@ Hostile cells that do not interfere share a notebook. Cells that get the worker 
 cells that only hit the soft time limit, because after a kill every remaining cell runs again.
 """
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,6 +30,7 @@ from conftest import (
     messages,
     needs_bwrap,
     outcome,
+    processes,
     scores,
     unique_digits,
     write_notebook,
@@ -127,20 +126,6 @@ def contained(message) -> bool:
                                       "ran out of memory", "MemoryError"))
 
 
-def running_commands(*needles) -> list:
-    """Command lines of live processes on this machine that contain any of ``needles``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(n in command for n in needles):
-            found.append(f"{pid}: {command}")
-    return found
-
-
 # --- runaway code ---------------------------------------------------------------------------------
 
 @needs_bwrap
@@ -208,7 +193,7 @@ def test_a_memory_bomb_is_contained_by_the_memory_cgroup(
     assert "ran out of memory (limit 512 MiB)" in outcome(submission, 4)
     assert cgroup_counter(cgroups, "memory.oom_control", "oom_kill") >= 1
     assert "exit code 3" in outcome(submission, 5)
-    assert not running_commands(tag), "a student's process outlived its grading"
+    assert not processes(tags=(tag,)), "a student's process outlived its grading"
 
 
 @needs_bwrap
@@ -237,7 +222,7 @@ def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, grade
     assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert "MemoryError" in outcome(submission, 3)               # RLIMIT_AS
     assert contained(outcome(submission, 4))                     # RLIMIT_NPROC: the worker is nobody
-    assert not running_commands(tag)
+    assert not processes(tags=(tag,))
 
 
 @pytest.mark.slow
@@ -251,7 +236,7 @@ def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits
     assert scores(results)["manual_batch_norm"] == FULL_MARKS["manual_batch_norm"]
     assert contained(outcome(submission, 3))
     assert cgroup_counter(cgroups, "pids.events", "max") >= 1
-    assert not running_commands(tag)
+    assert not processes(tags=(tag,))
 
 
 @needs_bwrap
@@ -261,7 +246,7 @@ def test_processes_end_with_their_request_or_at_the_latest_with_the_sandbox(tmp_
     path = write_notebook(tmp_path, SETUP, strays(tag), MANUAL_BN)
     with Submission.open(path, limits_) as s:
         assert not s.cell_errors()
-        assert not running_commands(tag), "the worker did not end the cell's processes"
+        assert not processes(tags=(tag,)), "the worker did not end the cell's processes"
     # Without the worker's help and without a cgroup, the PID namespace alone still ends them.
     monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
     monkeypatch.setattr(ResourceGroup, "ROOT_V2", "/nonexistent")
@@ -275,8 +260,8 @@ def test_processes_end_with_their_request_or_at_the_latest_with_the_sandbox(tmp_
     monkeypatch.setattr(sandbox_process, "bubblewrap_argv", without_ending_strays)
     with Submission.open(path, limits_) as s:
         assert not s.cell_errors()
-        assert len(running_commands(tag)) >= 4, running_commands(tag)
-    assert not running_commands(tag), "a student's process outlived its sandbox"
+        assert len(processes(tags=(tag,))) >= 4, processes(tags=(tag,))
+    assert not processes(tags=(tag,)), "a student's process outlived its sandbox"
 
 
 # --- stability ---------------------------------------------------------------------------------------------
@@ -296,7 +281,7 @@ def test_the_same_submission_gets_the_same_result_ten_times(tmp_path, graded, li
     points = dict((check, p) for check, p, _ in seen[0])
     assert 0 < sum(points.values()) < FULL_MARKS["manual_batch_norm"]   # the ddof=1 mistake costs its check, no more
     assert points["manual_batch_norm::test_uses_the_biased_variance"] == 0
-    assert not running_commands(tag)
+    assert not processes(tags=(tag,))
 
 
 @needs_bwrap
@@ -310,10 +295,10 @@ def test_closing_a_submission_while_its_worker_starts_ends_the_worker_at_once(tm
     submission = Submission.open(write_notebook(tmp_path, SETUP, blocks), settings.from_environ().limits)
     submission.start_early()
     deadline = time.monotonic() + 30
-    while not running_commands(tag) and time.monotonic() < deadline:     # the cell is running
+    while not processes(tags=(tag,)) and time.monotonic() < deadline:     # the cell is running
         time.sleep(0.05)
-    assert running_commands(tag), "the worker never ran the blocking cell"
+    assert processes(tags=(tag,)), "the worker never ran the blocking cell"
     started = time.monotonic()
     submission.close()
     assert time.monotonic() - started < 10, "close() waited for the blocking cell"
-    assert not running_commands(tag)
+    assert not processes(tags=(tag,))

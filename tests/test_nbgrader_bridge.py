@@ -27,7 +27,7 @@ from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
 from autograder.results import CheckResult, Result, Status, format_points
 
 import fake_grader
-from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_tag
+from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_digits
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_ID = "dl-batchnorm"
@@ -393,7 +393,7 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         "print(12.0)\n12.0"))
     submit(course, "faker", faker)
     # a forger (issue 21): kills its worker, forges "crashed" answers, leaves processes behind
-    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    first_uid, tag, scratch = uid_range(), unique_digits(), tmp_path / "tmp"
     scratch.mkdir()
     forger = students.build_notebook(students.STUDENTS["unanswered"])
     forger.cells += [nbformat.v4.new_code_cell(c) for c in forger_cells(tag)]

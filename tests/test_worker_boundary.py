@@ -47,7 +47,7 @@ from conftest import (
     leftovers,
     stray_processes,
     uid_range,
-    unique_tag,
+    unique_digits,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,7 +287,7 @@ def test_forged_answers_floods_or_kills_cost_only_the_students_points(
         tmp_path, in_mode, workers, monkeypatch, mode):
     mode = in_mode(mode)
     started, scratch = workers
-    first_uid, tag = uid_range(), unique_tag()
+    first_uid, tag = uid_range(), unique_digits()
     limits = Limits(cell_seconds=15, call_seconds=15, total_seconds=200, grace_seconds=3, scratch_bytes=64 << 20,
                     uid_first=first_uid, uid_count=UID_COUNT)
     monkeypatch.setattr(grade, "PYTEST_ARGS", [*grade.PYTEST_ARGS, "-k",
@@ -339,7 +339,7 @@ def grade_command(tmp_path, mode: str, path: Path, first_uid: int) -> tuple:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bwrap+landlock", "landlock"])
 def test_the_grade_commands_output_is_bounded_plain_text(tmp_path, mode):
-    first_uid, tag = uid_range(), unique_tag()
+    first_uid, tag = uid_range(), unique_digits()
     path = write_notebook(tmp_path / "hand-in" / "submission.ipynb", SETUP, CHANNEL_TOOLS, FLOOD, LONG_ERROR,
                           ESCAPES, SURROGATES, REAL_CRASH, FORGED_CRASHES, stray_processes(tag))
     done, results, peak, scratch = grade_command(tmp_path, mode, path, first_uid)
@@ -374,7 +374,7 @@ def test_a_class_with_hostile_students_grades_the_honest_one_in_full(tmp_path, m
     offer_for(mode)                       # skips a mode this machine cannot run
     course, scratch = tmp_path / "course", tmp_path / "tmp"
     scratch.mkdir()
-    first_uid, tag = uid_range(), unique_tag()
+    first_uid, tag = uid_range(), unique_digits()
     hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN), "c-forger": forger_cells(tag),
                 "d-surrogates": (SETUP, SURROGATES)}         # its error, quoted in every message, is written too
     for student, cells in hand_ins.items():
@@ -394,7 +394,7 @@ def test_a_class_with_hostile_students_grades_the_honest_one_in_full(tmp_path, m
 
 @pytest.mark.slow
 def test_the_students_check_reports_a_forger_cleanly(tmp_path):
-    first_uid, tag = uid_range(), unique_tag()
+    first_uid, tag = uid_range(), unique_digits()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     path = write_notebook(tmp_path / "batchnorm.ipynb", SETUP, CHANNEL_TOOLS, REAL_CRASH, FORGED_CRASHES, HUGE_ANSWER,
@@ -460,7 +460,7 @@ def test_a_grader_process_killed_mid_grading_leaves_nothing_once_the_next_one_st
 
     from conftest import offer_for
     offer_for(mode)
-    first_uid, tag, scratch = uid_range(), unique_tag(), tmp_path / "tmp"
+    first_uid, tag, scratch = uid_range(), unique_digits(), tmp_path / "tmp"
     scratch.mkdir()
     cells = tmp_path / "cells.json"       # not on the command line: the tag must name only the student's processes
     cells.write_text(json.dumps([SETUP, "import os\n", stray_processes(tag) + "import time\ntime.sleep(100)\n"]))
