@@ -28,8 +28,6 @@ BASELINE = "training-baseline"      # the kinds of entries: one folder each insi
 MEMO = "training-memo"
 
 
-
-
 def entry_path(cache_dir: Path | None, kind: str, key: dict) -> Path:
     """The file of ``key``'s entry of ``kind`` in ``cache_dir`` (None: default_cache_dir())."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

@@ -119,7 +119,7 @@ def check_cells(tmp_path, cells, exercises):
     return run, list(collector.rows.values())
 
 
-# --- the isolation modes and hostile notebooks' parts (test_hostile.py, test_worker_boundary.py) ------
+# --- the isolation modes and hostile notebooks' parts (the hostile test files, test_worker_boundary.py) --
 
 GRADING_MODES = ("bwrap+landlock", "bwrap", "landlock")
 

@@ -3,8 +3,9 @@
 A seccomp filter makes Landlock's three syscalls fail with ENOSYS, which is what a kernel before
 5.13 (or one built without CONFIG_SECURITY_LANDLOCK) answers; every other call is allowed. The
 filter binds this process and everything it starts (a grader process, its workers), so
-``confine.probe()`` finds no Landlock anywhere below it. Used by tests/test_hostile.py for the
-"neither" mode, with a failing ``bwrap`` first on PATH.
+``confine.probe()`` finds no Landlock anywhere below it. Used by tests/test_escapes.py for the
+"neither" mode, with a failing ``bwrap`` first on PATH, and by tests/test_worker_boundary.py for the
+"bwrap" mode (bubblewrap alone).
 """
 
 import ctypes

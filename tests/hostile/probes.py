@@ -1,5 +1,5 @@
 # A notebook cell (not imported by the tests): functions that try to get out of the sandbox and
-# report what happened. tests/test_hostile.py calls them in the worker through
+# report what happened. tests/test_escapes.py calls them in the worker through
 # Submission.call_array, which brings back numbers; the report is JSON text as bytes.
 import json
 import os
