@@ -77,6 +77,10 @@ def batch_norm_backward_mistakes(dout, x, gamma, epsilon):
             "from x, so the gradient also flows through them: dx needs the path through mu and the path "
             "through sigma^2",
             batch_norm_backward(dout, x, gamma, epsilon, mean_path=False, variance_path=False)),
+        "no_mean_path": (
+            "dx leaves out the path through the batch mean: it subtracts x_hat * mean(dx_hat * x_hat) but "
+            "not mean(dx_hat)",
+            batch_norm_backward(dout, x, gamma, epsilon, mean_path=False)),
         "no_variance_path": (
             "dx leaves out the path through the batch variance: it subtracts mean(dx_hat) but not "
             "x_hat * mean(dx_hat * x_hat)",

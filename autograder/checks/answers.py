@@ -1,16 +1,22 @@
-"""Judging an answer: the reference, a named mistake, or no answer at all. Used by every check module.
+"""Judging an answer by property. Used by every NumPy check module.
 
-No free points (the rule every check follows; README.md in this folder says how to apply it):
-a check of a side property (shape, dtype, inputs left unmodified, honours its arguments) awards
-its points only when the answer does the exercise's work: on that check's own input it equals
-the float64 reference or one of the exercise's named mistakes (``require_the_work``), and for a
-model builder the model has BatchNormalization (``require_batch_norm``). None, zeros, an input
-returned unchanged or a constant array is not an answer: every check of the exercise fails,
-saying so.
+One property per check (README.md in this folder): a check calls the student's function on inputs
+chosen for its property, computes from what came back the one quantity the property is about
+(each feature's output once its multiple of the centred feature is removed, the sum of dx over
+the batch, the weight left on the initial value...), and compares it with the same quantity of the
+float64 reference (``compare``). A slip in another property leaves that quantity as it is, so it
+costs only its own property's check, whether or not any table names it. When the quantity fails,
+the message names the property, the input, what was expected and what came back; when it equals
+the same quantity of a named mistake the check is about, the message is that mistake's
+description (``MistakeMade``, whose code results.json records).
 
-The property checks use ``assert_answer``: one check, one property. An answer passes when it
-equals the reference, part by part, or where a part differs, when it equals the part of a named
-mistake that another check is about (that mistake costs that check, not this one).
+No free points: a side property (a float array, inputs left unmodified) scores only when the
+answer earns at least one of the exercise's main checks (``require_a_main_check``). None, zeros,
+an input returned unchanged or a constant array is not an answer: every check fails, saying so.
+
+Tolerance: |got - want| <= RTOL * max(|want|, scale, 1) elementwise, where ``scale`` is the size of
+what the quantity is made of (for a sum, the sum of its terms' magnitudes). A correct answer
+computed in float32 meets it.
 """
 
 from dataclasses import dataclass
@@ -21,7 +27,7 @@ import pytest
 from autograder import known_mistakes
 from autograder.exercises import EXERCISES
 
-RTOL = ATOL = 1e-5     # float64 reference vs the student's float64 (or float32) answer
+RTOL = 1e-5     # relative to the larger of the quantity, the size of its terms, and 1
 
 
 class MistakeMade(AssertionError):
@@ -36,8 +42,7 @@ class MistakeMade(AssertionError):
 
 def fail_with_mistake(function, key, mistakes):
     """Fail the check with the named mistake ``key`` of ``function``'s table ``mistakes``."""
-    exercise = next((e.id for e in EXERCISES if e.function == function and e.solution_cell), function)
-    raise MistakeMade(mistakes[key][0], known_mistakes.mistake_code(exercise, key))
+    raise MistakeMade(mistakes[key][0], known_mistakes.mistake_code(_exercise(function), key))
 
 
 @dataclass
@@ -53,10 +58,6 @@ class Answer:
         if hasattr(answer, "values"):
             return cls(tuple(answer.values), tuple(answer.dtypes), answer.args_after)
         return cls((answer.value,), (answer.dtype,), answer.args_after)
-
-
-def _matches(part, want) -> bool:
-    return known_mistakes.close(part, want, RTOL, ATOL)
 
 
 def not_an_answer(answer: Answer, inputs) -> str | None:
@@ -83,69 +84,82 @@ def _fail_not_an_answer(function, why):
                 "(not even shape, dtype or inputs left unmodified)")
 
 
-def known_parts(answer: Answer, expected, mistakes) -> bool:
-    """Each part of ``answer`` equals the reference's or that part of a named mistake."""
-    want = known_mistakes.as_parts(expected)
-    wrong = [known_mistakes.as_parts(out) for _, out in mistakes.values()]
-    return len(answer.parts) == len(want) and all(
-        _matches(part, right) or any(_matches(part, w[i]) for w in wrong)
-        for i, (part, right) in enumerate(zip(answer.parts, want, strict=True)))
+def tolerance(want, scale=0.0):
+    """The largest difference allowed from ``want``, elementwise (see the module's docstring)."""
+    return RTOL * np.maximum(np.maximum(np.abs(want), np.abs(scale)), 1.0)
 
 
-def require_the_work(function, answer: Answer, expected, mistakes, inputs):
-    """The gate of a side-property check: fail unless the answer does the exercise's work, i.e. each
-    part is the reference's or a named mistake's on this check's input."""
-    if known_parts(answer, expected, mistakes):
+def within(got, want, scale=0.0) -> bool:
+    """``got`` has ``want``'s shape, is finite, and is within tolerance of it everywhere."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return got.shape == want.shape and bool(np.all(np.isfinite(got))) and bool(
+        np.all(np.abs(got - want) <= tolerance(want, scale)))
+
+
+def show(values, limit=4) -> str:
+    """A small slice of an array for a message: its first few values, rounded."""
+    flat = np.asarray(values, np.float64).ravel()
+    shown = ", ".join(f"{v:.4g}" for v in flat[:limit])
+    return f"[{shown}{', ...' if flat.size > limit else ''}]"
+
+
+def require_an_answer(function, answer: Answer, inputs):
+    """Fail the check, saying so, when ``answer`` is no answer at all (``not_an_answer``)."""
+    why = not_an_answer(answer, inputs)
+    if why:
+        _fail_not_an_answer(function, why)
+
+
+def require_shapes(function, answer: Answer, shapes, names=("the output",)):
+    """Fail naming the part whose shape differs (or the count of parts) before any quantity is read."""
+    if len(answer.parts) != len(shapes):
+        pytest.fail(f"{function} returned {len(answer.parts)} arrays; it must return {len(shapes)}: "
+                    + ", ".join(names))
+    for name, part, shape in zip(names, answer.parts, shapes, strict=True):
+        if part.shape != tuple(shape):
+            pytest.fail(f"{function}'s {name} has shape {part.shape}; it must have shape {tuple(shape)}")
+
+
+def compare(function, got, want, *, prop, on, scale=0.0, named=None, focus=()):
+    """Pass when the quantity ``got`` equals ``want`` within tolerance. Otherwise fail with the named
+    mistake of ``focus`` whose same quantity ``got`` equals (``named``: {key: (description, quantity)}),
+    or with ``prop`` (what the property requires, e.g. "each feature's output is a multiple of the
+    centred feature"), the input ``on``, and a slice of what was expected and what came back."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if within(got, want, scale):
         return
-    nothing = not_an_answer(answer, inputs)
+    for key, (description, quantity) in (named or {}).items():
+        if key in focus and within(got, quantity, scale):
+            raise MistakeMade(description, known_mistakes.mistake_code(_exercise(function), key))
+    if got.shape != want.shape:
+        pytest.fail(f"{prop}: on {on} this quantity has shape {got.shape}, expected {want.shape}")
+    if not np.all(np.isfinite(got)):
+        pytest.fail(f"{prop}: on {on} it contains NaN or inf ({show(got)})")
+    worst = float(np.max(np.abs(got - want)))
+    pytest.fail(f"{prop}: on {on} expected {show(want)}, got {show(got)} (largest difference {worst:.3g}, "
+                f"allowed {float(np.max(tolerance(want, scale))):.2g})")
+
+
+def require_a_main_check(function, main_checks):
+    """The gate of a side-property check: pass when the answer earns at least one of the exercise's
+    main checks (each a callable that raises when its property fails). Otherwise fail: with the
+    not-an-answer message when that is why, else saying that the side property earns nothing."""
+    failures = []
+    for check in main_checks:
+        try:
+            check()
+            return
+        except (Exception, pytest.fail.Exception) as exc:    # pytest.fail's is a BaseException
+            failures.append(str(exc))
+    nothing = next((message for message in failures if "not an answer" in message), None)
     if nothing:
-        _fail_not_an_answer(function, nothing)
-    pytest.fail(f"on this check's input {function} returns neither the right result nor a known mistake, so "
-                "this side property earns nothing; the exercise's other checks say what differs")
+        pytest.fail(nothing)
+    pytest.fail(f"{function} earns none of its main checks, so this side property earns nothing; "
+                "the main checks' messages say what differs")
 
 
-def require_batch_norm(function, layers):
-    """The gate for a model builder: a model without BatchNormalization is not an answer."""
-    if not any(layer.kind == "BatchNormalization" for layer in layers):
-        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer")
-
-
-def assert_answer(function, answer: Answer, expected, mistakes, inputs, *, focus, names=("the output",)):
-    """Pass when ``answer`` equals ``expected`` part by part, or where a part differs, equals that
-    part of a mistake outside ``focus``. Fail naming the mistake of ``focus`` it makes, saying it
-    is not an answer, or with the largest difference."""
-    want = known_mistakes.as_parts(expected)
-    parts = answer.parts
-    if len(parts) != len(want):
-        _fail_shape(function, answer, inputs, f"it returned {len(parts)} arrays; it must return "
-                                              f"{len(want)}: {', '.join(names)}")
-    differ = [i for i, (p, w) in enumerate(zip(parts, want, strict=True)) if not _matches(p, w)]
-    if not differ:
-        return
-    why = not_an_answer(answer, inputs)
-    if why:
-        _fail_not_an_answer(function, why)
-    for i in differ:
-        made = [key for key, (_, out) in mistakes.items() if _matches(parts[i], known_mistakes.as_parts(out)[i])]
-        if any(key not in focus for key in made):
-            continue       # another check's mistake
-        if made:
-            fail_with_mistake(function, made[0], mistakes)
-        name, part, right = names[i] if i < len(names) else f"part {i + 1}", parts[i], want[i]
-        if part.shape != right.shape:
-            pytest.fail(f"{name} has shape {part.shape}; it must have shape {right.shape}")
-        if not np.all(np.isfinite(part)):
-            pytest.fail(f"{name} contains NaN or inf")
-        worst = np.max(np.abs(part - right))
-        pytest.fail(f"{name} differs from the right result (largest difference {worst:.3g}, "
-                    f"tolerance rtol = atol = {RTOL:g})")
-
-
-def _fail_shape(function, answer, inputs, message):
-    why = not_an_answer(answer, inputs)
-    if why:
-        _fail_not_an_answer(function, why)
-    pytest.fail(message)
+def _exercise(function) -> str:
+    return next((e.id for e in EXERCISES if e.function == function and e.solution_cell), function)
 
 
 def assert_inputs_unmodified(function, answer: Answer, inputs, names):

@@ -7,6 +7,7 @@ Writing a check module: README.md in this folder (one property per check, named 
 free points: side properties score only when the answer does the exercise's work, see answers.py).
 """
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -161,14 +162,22 @@ def student_model(model_config):
 
 
 def _naming_cell_errors(submission, method):
-    """``method`` of the submission, with the cell that failed named when the function is missing."""
+    """``method`` of the submission, with the cell that failed named when the function is missing,
+    and each distinct call made once: a side check's gate re-runs the main checks, which read
+    their answers from here (a failure is remembered and raised again, like model_config's)."""
+    answers = {}
+
     def call(function, *args, **kwargs):
-        try:
-            return method(function, *args, **kwargs)
-        except StudentCodeError as exc:
-            if exc.kind == "missing":
-                raise StudentCodeError(exc.kind, _with_cell_errors(str(exc), submission)) from None
-            raise
+        key = pickle.dumps((function, args, sorted(kwargs.items())))
+        if key not in answers:
+            try:
+                answers[key] = method(function, *args, **kwargs)
+            except StudentCodeError as exc:
+                message = _with_cell_errors(str(exc), submission) if exc.kind == "missing" else str(exc)
+                answers[key] = StudentCodeError(exc.kind, message)
+        if isinstance(answers[key], Exception):
+            raise answers[key].with_traceback(None)
+        return answers[key]
     return call
 
 

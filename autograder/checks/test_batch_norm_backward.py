@@ -4,22 +4,29 @@ Specification: the gradients of manual_batch_norm's output (training mode: batch
 biased variance, epsilon inside the square root) with respect to x, gamma and beta, given the
 upstream gradient dout. x and dout are (N, F), or (N, H, W, C) with statistics per channel;
 gamma is a scalar or per-feature; dx has x's shape, dgamma and dbeta have shape (F,) or (C,).
-Each of the three is compared with the float64 reference (reference.batch_norm_backward, itself
-tested against centred differences) with rtol = atol = 1e-5.
+The float64 reference is reference.batch_norm_backward, itself tested against centred differences.
 
-One property per check. The known mistakes (known_mistakes.batch_norm_backward_mistakes) are each
-named by the checks whose property they break and accepted by the others: the batch mean and
-variance treated as constants (both dx checks: the mean-path check, whose dout is chosen so that
-the variance path carries nothing, and the variance-path check), the variance path dropped,
-dgamma without x_hat, sums over the batch axis only for conv activations, and epsilon ignored
-(the check passes epsilon=0.01 on features whose variance is 0.005 to 0.06). The side checks
-(float arrays, inputs unmodified) score only when the answer is the reference or a known mistake
-(answers.py).
+One property per check, each read from the quantity it is about (answers.py), so that a slip costs
+the checks of its property and no other:
+- the path through the batch mean: BN's output does not change when a constant is added to a
+  feature, so dx sums to 0 over the batch, per feature, whatever the divisor (the message names
+  the statistics treated as constants when the variance's path is missing too);
+- the path through the batch variance: with epsilon=0 the output does not change when a feature is
+  scaled, so sum(dx * (x - mean)) = 0 per feature;
+- dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature (epsilon=0);
+- the sums per channel for (N, H, W, C) activations: dgamma and dbeta of shape (C,);
+- the divisor and epsilon: for a dout with no part along 1 or along x - mean (per feature), both
+  paths carry nothing and dx = gamma * dout / sqrt(var + epsilon) (epsilon=0.01 on variances of
+  0.005 to 0.06; the unbiased variance is the forward pass's slip, not this check's).
+Sums are compared within 1e-5 of the sum of their terms' magnitudes, so a correct answer computed
+in float32 passes. Named mistakes (known_mistakes.batch_norm_backward_mistakes) are recognised on
+the same quantities.
 
 Weights (4 points). The central mistake, the batch statistics treated as constants (dx = dout *
-gamma / s), fails both dx checks: 1.0 + 1.0 = 2.0, half of the exercise. The others cost one
-check each: the variance path dropped 1.0; dgamma without x_hat 0.5; sums over axis 0 only 0.5;
-epsilon ignored 0.5; not float arrays 0.25; inputs modified 0.25.
+gamma / s), fails both dx-path checks: 1.0 + 1.0 = 2.0, half of the exercise. The variance path
+dropped costs 1.0; dgamma without x_hat 0.5; sums over axis 0 only 0.5; epsilon ignored or outside
+the square root 0.5; not float arrays 0.25; inputs modified 0.25. The side checks score when at
+least one main check does.
 """
 
 import numpy as np
@@ -32,91 +39,172 @@ FUNCTION = "batch_norm_backward"
 NAMES = ("dx", "dgamma", "dbeta")
 
 
-def _rng():
-    return np.random.default_rng(7)
+def _noise(shape, seed=8):
+    """An upstream gradient's random part (drawn apart from the activations' own noise)."""
+    return np.random.default_rng(seed).normal(size=shape)
 
 
-def _activations(shape):
-    """Features of different scales and offsets, so that a per-sample or unscaled formula shows."""
-    rng = _rng()
-    return rng.normal(size=shape) * np.linspace(0.5, 4.0, shape[-1]) + np.linspace(-2.0, 3.0, shape[-1])
+def _activations(shape, spread=10.0):
+    """Features of different scales and offsets, so that a per-sample or unscaled formula shows. Their
+    standard deviations (``spread`` to 8 * ``spread``) make an epsilon of 1e-5 negligible where a
+    check passes epsilon=0: ignoring the epsilon argument is one check's slip, not every check's."""
+    rng = np.random.default_rng(7)
+    return (rng.normal(size=shape) * np.linspace(spread, 8 * spread, shape[-1])
+            + np.linspace(-2.0, 3.0, shape[-1]) * spread)
 
 
-def _judged(call_arrays, dout, x, gamma, **kwargs):
-    """batch_norm_backward(dout, x, gamma, **kwargs) as an Answer, with the reference and the known
-    mistakes for the same call."""
-    epsilon = kwargs.get("epsilon", reference.PAPER_BN_EPSILON)
+def _call(call_arrays, dout, x, gamma, reads, **kwargs) -> answers.Answer:
+    """The answer, checked to be one and to have the right shape for the parts ``reads`` (indices)."""
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma, **kwargs))
-    return (answer, reference.batch_norm_backward(dout, x, gamma, epsilon),
-            known_mistakes.batch_norm_backward_mistakes(dout, x, gamma, epsilon), [dout, x, gamma])
+    answers.require_an_answer(FUNCTION, answer, [dout, x, gamma])
+    if len(answer.parts) != 3:
+        pytest.fail(f"{FUNCTION} returned {len(answer.parts)} arrays; it must return 3: dx, dgamma, dbeta")
+    shapes = (x.shape, x.shape[-1:], x.shape[-1:])
+    for i in reads:
+        if answer.parts[i].shape != shapes[i]:
+            pytest.fail(f"{FUNCTION}'s {NAMES[i]} has shape {answer.parts[i].shape}; it must have shape {shapes[i]}")
+    return answer
 
 
-def assert_backward(call_arrays, dout, x, gamma, *, focus, **kwargs):
-    """(dx, dgamma, dbeta) equal the reference's, or a known mistake's that is not among ``focus``."""
-    answer, expected, mistakes, inputs = _judged(call_arrays, dout, x, gamma, **kwargs)
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus=focus, names=NAMES)
+def _named(quantity, dout, x, gamma, epsilon):
+    """{key: (description, quantity of that mistake's (dx, dgamma, dbeta))} for this call."""
+    return {key: (description, quantity(*out))
+            for key, (description, out) in known_mistakes.batch_norm_backward_mistakes(dout, x, gamma, epsilon).items()}
 
 
-def _orthogonal_to_x_hat(dout, x):
-    """dout with its component along x_hat removed per feature: then sum(dout * x_hat) = 0, so the
-    path through the variance carries nothing, while mean(dout) != 0 keeps the mean path."""
+def _centred(x):
+    return x - x.mean(axis=reference.feature_axes(x), keepdims=True)
+
+
+def _without_statistics_paths(dout, x):
+    """dout with its parts along 1 and along x - mean removed, per feature: then both statistics'
+    paths carry nothing."""
     axes = reference.feature_axes(x)
-    x_hat = reference.batch_norm(x)
-    along = (dout * x_hat).sum(axis=axes, keepdims=True) / (x_hat * x_hat).sum(axis=axes, keepdims=True)
-    return dout - along * x_hat
+    dout = dout - dout.mean(axis=axes, keepdims=True)
+    centred = _centred(x)
+    return dout - centred * (dout * centred).sum(axis=axes, keepdims=True) / (centred * centred).sum(
+        axis=axes, keepdims=True)
+
+
+def flows_through_the_batch_mean(call_arrays):
+    x = _activations((32, 4))
+    dout, gamma = _noise(x.shape) + 1.5, np.array([1.0, 2.0, 0.5, 3.0])
+    dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
+    right = reference.batch_norm_backward(dout, x, gamma, 0.0)[0]
+    both = not answers.within((dx * _centred(x)).sum(axis=0), np.zeros(4), np.abs(right * _centred(x)).sum(axis=0))
+    answers.compare(FUNCTION, dx.sum(axis=0), np.zeros(4),
+                    prop="adding a constant to a feature does not change BN's output, so dx must sum to 0 over "
+                         "the batch, per feature (the path through the batch mean)",
+                    on="a (32, 4) batch with a dout of mean 1.5, epsilon=0", scale=np.abs(right).sum(axis=0),
+                    named=_named(lambda dx, *_: dx.sum(axis=0), dout, x, gamma, 0.0),
+                    focus={"constant_statistics"} if both else {"no_mean_path"})
+
+
+def flows_through_the_batch_variance(call_arrays):
+    x = _activations((32, 4))
+    dout, gamma = _noise(x.shape) * 2.0 + x / 10.0, np.array([1.0, 2.0, 0.5, 3.0])
+    dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
+    right = reference.batch_norm_backward(dout, x, gamma, 0.0)[0]
+    both = not answers.within(dx.sum(axis=0), np.zeros(4), np.abs(right).sum(axis=0))
+    answers.compare(FUNCTION, (dx * _centred(x)).sum(axis=0), np.zeros(4),
+                    prop="with epsilon=0, scaling a feature does not change BN's output, so sum(dx * (x - mean)) "
+                         "must be 0 per feature (the path through the batch variance)",
+                    on="a (32, 4) batch with a dout that grows with x", scale=np.abs(right * _centred(x)).sum(axis=0),
+                    named=_named(lambda dx, *_: (dx * _centred(x)).sum(axis=0), dout, x, gamma, 0.0),
+                    focus={"constant_statistics"} if both else {"no_variance_path"})
+
+
+def sums_dgamma_and_dbeta(call_arrays):
+    x = _activations((16, 3))
+    dout = _noise(x.shape) + 1.0
+    answer = _call(call_arrays, dout, x, 2.0, reads=(1, 2), epsilon=0.0)
+    x_hat = reference.batch_norm(x, epsilon=0.0)
+    scale = np.concatenate([np.abs(dout * x_hat).sum(axis=0), np.abs(dout).sum(axis=0)])
+    answers.compare(FUNCTION, np.concatenate(answer.parts[1:]), np.concatenate([(dout * x_hat).sum(axis=0),
+                                                                              dout.sum(axis=0)]),
+                    prop="dgamma must be sum(dout * x_hat) and dbeta sum(dout), per feature "
+                         "(shown: dgamma, then dbeta)",
+                    on="a (16, 3) batch with gamma=2.0, epsilon=0", scale=scale,
+                    named=_named(lambda dx, dgamma, dbeta: np.concatenate([dgamma, dbeta]), dout, x, 2.0, 0.0),
+                    focus={"dgamma_without_x_hat"})
+
+
+def sums_conv_activations_per_channel(call_arrays):
+    x = _activations((4, 3, 3, 2))
+    dout, gamma = _noise(x.shape) + x / 10.0, np.array([1.5, 0.5])
+    answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma, epsilon=0.0))
+    answers.require_an_answer(FUNCTION, answer, [dout, x, gamma])
+    mistakes = known_mistakes.batch_norm_backward_mistakes(dout, x, gamma, 0.0)
+    if len(answer.parts) == 3 and answer.parts[1].shape == x.shape[1:]:
+        answers.fail_with_mistake(FUNCTION, "batch_axis_only", mistakes)   # whatever dx is: dgamma over axis 0 only
+    answer = _call(call_arrays, dout, x, gamma, reads=(1, 2), epsilon=0.0)
+    axes = (0, 1, 2)
+    x_hat = reference.batch_norm(x, epsilon=0.0)
+    scale = np.concatenate([np.abs(dout * x_hat).sum(axis=axes), np.abs(dout).sum(axis=axes)])
+    answers.compare(FUNCTION, np.concatenate(answer.parts[1:]),
+                    np.concatenate([(dout * x_hat).sum(axis=axes), dout.sum(axis=axes)]),
+                    prop="for (N, H, W, C) activations dgamma and dbeta must sum over N, H and W, one value per "
+                         "channel (shown: dgamma, then dbeta)", on="(4, 3, 3, 2) activations, epsilon=0", scale=scale)
+
+
+def uses_the_epsilon_it_is_given(call_arrays):
+    x = _activations((12, 3), spread=0.1) * np.array([1.0, 0.45, 0.375])      # std about 0.07 to 0.25
+    dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.array([1.5, 0.5, 2.0])
+    dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.01).parts[0]
+    if answers.within(dx, gamma * dout / np.sqrt(x.var(axis=0, ddof=1) + 0.01)):
+        return      # the unbiased variance: the forward pass's slip, not epsilon's
+    answers.compare(FUNCTION, dx, gamma * dout / np.sqrt(x.var(axis=0) + 0.01),
+                    prop="for a dout with no part along 1 or x - mean both statistics' paths carry nothing, so dx "
+                         "must be gamma * dout / sqrt(var + epsilon), epsilon inside the square root and the value "
+                         "given", on="a (12, 3) batch of variances 0.005 to 0.06 with epsilon=0.01",
+                    scale=np.abs(gamma * dout / np.sqrt(x.var(axis=0) + 0.01)),
+                    named=_named(lambda dx, *_: dx, dout, x, gamma, 0.01), focus={"fixed_epsilon"})
+
+
+MAIN_CHECKS = (flows_through_the_batch_mean, flows_through_the_batch_variance, sums_dgamma_and_dbeta,
+               sums_conv_activations_per_channel, uses_the_epsilon_it_is_given)
+
+
+def _earns_a_main_check(call_arrays):
+    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
 
 
 @pytest.mark.points(1.0)
 def test_dx_flows_through_the_batch_mean(call_arrays):
-    """dx includes the path through the batch mean (with a dout that the variance path ignores)."""
-    x = _activations((32, 4))
-    dout = _orthogonal_to_x_hat(_rng().normal(size=x.shape) + 1.5, x)
-    assert_backward(call_arrays, dout, x, np.array([1.0, 2.0, 0.5, 3.0]), focus={"constant_statistics"})
+    """dx sums to 0 over the batch, per feature: the path through the batch mean."""
+    flows_through_the_batch_mean(call_arrays)
 
 
 @pytest.mark.points(1.0)
 def test_dx_flows_through_the_batch_variance(call_arrays):
-    """dx includes the path through the batch variance."""
-    x = _activations((32, 4))
-    dout = _rng().normal(size=x.shape) * 2.0 + x
-    assert_backward(call_arrays, dout, x, np.array([1.0, 2.0, 0.5, 3.0]),
-                    focus={"no_variance_path", "constant_statistics"})
+    """sum(dx * (x - mean)) = 0 per feature with epsilon=0: the path through the batch variance."""
+    flows_through_the_batch_variance(call_arrays)
 
 
 @pytest.mark.points(0.5)
 def test_dgamma_sums_dout_times_x_hat(call_arrays):
     """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature; a scalar gamma is accepted."""
-    x = _activations((16, 3))
-    dout = _rng().normal(size=x.shape) + 1.0
-    assert_backward(call_arrays, dout, x, 2.0, focus={"dgamma_without_x_hat"})
+    sums_dgamma_and_dbeta(call_arrays)
 
 
 @pytest.mark.points(0.5)
 def test_conv_activations_sum_per_channel(call_arrays):
-    """For (N, H, W, C) activations the statistics and sums are per channel, over axes (0, 1, 2)."""
-    x = _activations((4, 3, 3, 2))
-    dout = _rng().normal(size=x.shape) + x
-    answer, expected, mistakes, inputs = _judged(call_arrays, dout, x, np.array([1.5, 0.5]))
-    if len(answer.parts) == 3 and answer.parts[1].shape == x.shape[1:] and not answers.not_an_answer(answer, inputs):
-        answers.fail_with_mistake(FUNCTION, "batch_axis_only", mistakes)   # whatever dx is: dgamma over axis 0 only
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus={"batch_axis_only"}, names=NAMES)
+    """For (N, H, W, C) activations dgamma and dbeta sum over axes (0, 1, 2), one per channel."""
+    sums_conv_activations_per_channel(call_arrays)
 
 
 @pytest.mark.points(0.5)
 def test_uses_the_epsilon_it_is_given(call_arrays):
-    """With epsilon=0.01 on features whose variance is 0.005 to 0.06, the gradients use that epsilon."""
-    x = _activations((12, 3)) * np.array([0.1, 0.2, 0.3]) / np.array([0.5, 2.25, 4.0])   # std 0.1 to 0.3
-    dout = _rng().normal(size=x.shape) + x * 10.0
-    assert_backward(call_arrays, dout, x, np.array([1.5, 0.5, 2.0]), epsilon=0.01, focus={"fixed_epsilon"})
+    """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
+    uses_the_epsilon_it_is_given(call_arrays)
 
 
 @pytest.mark.points(0.25)
 def test_returns_float_arrays(call_arrays):
-    """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays (the other checks compare their shapes)."""
+    """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays."""
     x = _activations((8, 5))
-    dout = _rng().normal(size=x.shape)
-    answer, expected, mistakes, inputs = _judged(call_arrays, dout, x, np.linspace(0.5, 1.5, 5))
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answer = answers.Answer.of(call_arrays(FUNCTION, _noise(x.shape), x, np.linspace(0.5, 1.5, 5)))
+    _earns_a_main_check(call_arrays)
     answers.assert_float_arrays(FUNCTION, answer, NAMES)
 
 
@@ -124,7 +212,7 @@ def test_returns_float_arrays(call_arrays):
 def test_leaves_its_inputs_unmodified(call_arrays):
     """Leaves dout, x and gamma as they were."""
     x = _activations((8, 3))
-    dout, gamma = _rng().normal(size=x.shape), np.array([1.0, 2.0, 3.0])
-    answer, expected, mistakes, inputs = _judged(call_arrays, dout, x, gamma)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
-    answers.assert_inputs_unmodified(FUNCTION, answer, inputs, ["dout", "x", "gamma"])
+    dout, gamma = _noise(x.shape), np.array([1.0, 2.0, 3.0])
+    answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma))
+    _earns_a_main_check(call_arrays)
+    answers.assert_inputs_unmodified(FUNCTION, answer, [dout, x, gamma], ["dout", "x", "gamma"])

@@ -1,21 +1,30 @@
 """manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5): batch normalization in NumPy.
 
-Specification: statistics over every axis but the last, biased variance, epsilon inside the
-square root, gamma and beta scalars or per-feature arrays, the input left unmodified, an array
-of the input's shape out. Outputs are compared with the float64 reference (reference.batch_norm)
-with rtol = atol = 1e-5.
+Specification: y = gamma * (x - mean) / sqrt(var + epsilon) + beta, with the mean and the biased
+variance over every axis but the last, gamma and beta scalars or per feature, x left unmodified,
+an array of x's shape out.
 
-Each check is about one property. A wrong answer fails the check whose property it breaks and
-is named when it matches a known mistake (known_mistakes.batch_norm_mistakes); the other checks accept
-the known mistakes that are not theirs, so one mistake costs the points of one check. The side
-checks (input unmodified, a float array) score only when the output is batch normalization or a
-known mistake of it: None, zeros, x itself or a constant earns nothing (answers.py).
+One property per check, each read from the quantity it is about (answers.py), so that a slip costs
+the checks of its property and no other:
+- which values the statistics come from: with gamma=1, beta=0 and epsilon=0, each feature's output
+  must be one multiple of its centred values, x - mean, with the mean over the batch (over N, H, W
+  for conv activations). The quantity is what is left of the output once that best multiple is
+  removed, so the divisor (its variance, epsilon) does not enter;
+- how the spread becomes the divisor: the factor that multiplies x - mean, read on batches whose
+  features share one mean and one variance (so that the statistics' axes do not enter): 1 / std
+  (the biased or the unbiased variance, which the next check tells apart), the biased variance's,
+  and with epsilon=1.0, 1 / sqrt(var + epsilon);
+- gamma and beta: the output with gamma and beta against gamma * (the answer's own output without
+  them) + beta, so a wrong normalization does not enter.
+Named mistakes (known_mistakes.batch_norm_mistakes) are recognised on the same quantities.
 
 Weights (3 points). The central mistake, statistics per sample instead of per feature over the
-batch, fails the two normalization checks: 1.0 + 0.5 = 1.5, half of the exercise. The others cost
-one check each: all elements at once 1.0; per position or NCHW axes 0.5; gamma and beta swapped
-or left out 0.5; ddof=1 0.25; epsilon outside the square root, left out or ignored when given
-(the check passes epsilon=1.0) 0.25; x modified in place 0.25; not a float array 0.25.
+batch, fails the two checks of the statistics' axes, 1.0 + 0.5 = 1.5, half of the exercise (and,
+since its output is then no multiple of x - mean, the divisor's checks too). All elements at once
+costs 1.5 as well; per position or NCHW axes 0.5; the divisor wrong (no division, the variance as a
+standard deviation) 0.75; ddof=1 0.25; epsilon outside the square root, left out or ignored 0.25;
+gamma and beta swapped or left out 0.25; x modified in place 0.25; not a float array 0.25. The two
+side checks score when at least one main check does.
 """
 
 import numpy as np
@@ -31,72 +40,189 @@ def _rng():
     return np.random.default_rng(2024)
 
 
-def _judged(call_array, x, **kwargs):
-    """manual_batch_norm(x, **kwargs) as an Answer, with the reference and the known mistakes for the same call."""
-    args = {"gamma": 1.0, "beta": 0.0, "epsilon": 1e-5, **kwargs}
+def _call(call_array, x, **kwargs) -> answers.Answer:
     answer = answers.Answer.of(call_array(FUNCTION, x, **kwargs))
-    return (answer, reference.batch_norm(x, **args), known_mistakes.batch_norm_mistakes(x, **args),
-            [x, *kwargs.values()])
+    answers.require_an_answer(FUNCTION, answer, [x, *kwargs.values()])
+    answers.require_shapes(FUNCTION, answer, [x.shape])
+    return answer
 
 
-def assert_batch_norm(call_array, x, *, focus, **kwargs):
-    """The answer equals the reference, or a known mistake that is not among ``focus``."""
-    answer, expected, mistakes, inputs = _judged(call_array, x, **kwargs)
+def normalized(call_array, x, **kwargs):
+    """The answer's output with gamma=1 and beta=0 (the defaults). An answer that swaps gamma and
+    beta returns a constant then; its normalized values are those it gives for gamma=0, beta=1
+    (whether gamma and beta are applied right is the gamma-and-beta check's property)."""
+    answer = answers.Answer.of(call_array(FUNCTION, x, **kwargs))
     value = answer.parts[0]
-    if value.shape == x.shape and not np.all(np.isfinite(value)) and "no_epsilon" in focus \
-            and np.any(x.std(axis=reference.feature_axes(x)) == 0):
-        raise answers.MistakeMade("the output contains NaN for a feature with variance 0: epsilon left out; "
-                                  "divide by sqrt(var + epsilon)", known_mistakes.mistake_code(FUNCTION, "no_epsilon"))
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus=focus)
+    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
+        swapped = answers.Answer.of(call_array(FUNCTION, x, gamma=0.0, beta=1.0, **kwargs))
+        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
+            return swapped.parts[0]
+    answer = _call(call_array, x, **kwargs)
+    return answer.parts[0]
+
+
+def _per_feature(a):
+    """``a`` as (values, features): one column per feature (channel), its values over every other axis."""
+    return np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1).T
+
+
+def off_the_centred_line(x, y):
+    """What is left of each feature's output ``y`` once its best multiple of (x - mean) is removed,
+    the mean over every axis but the last: zero for batch normalization whatever the divisor."""
+    xs, ys = _per_feature(x), _per_feature(y)
+    centred = xs - xs.mean(axis=0)
+    factor = (ys * centred).sum(axis=0) / (centred * centred).sum(axis=0)
+    return ys - factor * centred
+
+
+def factor(x, y):
+    """The factor that multiplies each feature's x - mean in the output (least squares, per feature)."""
+    xs, ys = _per_feature(x), _per_feature(y)
+    centred = xs - xs.mean(axis=0)
+    return (ys * centred).sum(axis=0) / (centred * centred).sum(axis=0)
+
+
+def _named(quantity, x, **kwargs):
+    """{key: (description, quantity of that mistake's output)} for this call."""
+    args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.PAPER_BN_EPSILON, **kwargs}
+    with np.errstate(all="ignore"):
+        return {key: (description, quantity(x, out))
+                for key, (description, out) in known_mistakes.batch_norm_mistakes(x, **args).items()}
+
+
+def _shared_statistics(n, features=3, mean=5.0, std=2.0):
+    """An (n, features) batch whose features all have exactly this mean and (biased) std."""
+    z = _rng().normal(size=(n, features))
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    return z * std + mean
+
+
+def _centred_statistics(call_array, x, focus, on):
+    y = normalized(call_array, x, epsilon=0.0)
+    answers.compare(FUNCTION, off_the_centred_line(x, y), np.zeros(_per_feature(x).shape),
+                    prop="with gamma=1, beta=0 and epsilon=0 each feature's output must be one multiple of "
+                         "x - mean, the mean taken per feature over " + on[1],
+                    on=on[0], scale=np.abs(y).max(), named=_named(off_the_centred_line, x, epsilon=0.0), focus=focus)
+
+
+def centres_each_feature_over_the_batch(call_array):
+    scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
+    x = _rng().normal(size=(64, 5)) * scales + np.array([0.0, -5.0, 50.0, 3.0, 1000.0])
+    _centred_statistics(call_array, x, {"per_sample", "all_elements"},
+                        ("a (64, 5) batch of features with different means and scales", "the batch (axis 0)"))
+
+
+def centres_conv_activations_per_channel(call_array):
+    rng = _rng()
+    trend = np.linspace(-3.0, 3.0, 5)[None, :, None, None] + np.linspace(0.0, 2.0, 5)[None, None, :, None]
+    x = rng.normal(size=(6, 5, 5, 3)) * np.array([1.0, 5.0, 0.5]) + trend * np.array([1.0, 2.0, -1.0])
+    _centred_statistics(call_array, x, {"per_position", "nchw", "per_sample", "all_elements"},
+                        ("(6, 5, 5, 3) conv activations whose channels vary with the position",
+                         "N, H and W (axes 0, 1, 2)"))
+
+
+def divides_by_the_standard_deviation(call_array):
+    x = _shared_statistics(8)
+    y = normalized(call_array, x, epsilon=0.0)
+    got = factor(x, y)
+    want = 1.0 / x.std(axis=0)
+    unbiased = 1.0 / x.std(axis=0, ddof=1)
+    if answers.within(got, unbiased):
+        return      # the unbiased variance: the next check's property
+    answers.compare(FUNCTION, got, want, prop="with epsilon=0 each feature's x - mean must be divided by its "
+                    "standard deviation, so the factor on it is 1 / std", on="an (8, 3) batch whose features all "
+                    "have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=set())
+
+
+def uses_the_biased_variance(call_array):
+    x = _shared_statistics(4)
+    y = normalized(call_array, x, epsilon=0.0)
+    answers.compare(FUNCTION, factor(x, y), 1.0 / x.std(axis=0),
+                    prop="the variance must be the biased one (divide by m, np.var's default), so with "
+                         "epsilon=0 the factor on x - mean is 1 / np.std(x, axis=0)",
+                    on="a (4, 3) batch whose features all have mean 5 and std 2",
+                    named=_named(factor, x, epsilon=0.0), focus={"ddof1"})
+
+
+def adds_epsilon_inside_the_square_root(call_array):
+    x = _shared_statistics(8, mean=-1.0, std=1.0)
+    y = normalized(call_array, x, epsilon=1.0)
+    got = factor(x, y)
+    if answers.within(got, 1.0 / np.sqrt(x.var(axis=0, ddof=1) + 1.0)):
+        return      # epsilon right, on the unbiased variance: the biased-variance check's property
+    answers.compare(FUNCTION, got, 1.0 / np.sqrt(x.var(axis=0) + 1.0),
+                    prop="with epsilon=1.0 the factor on x - mean must be 1 / sqrt(var + epsilon), epsilon "
+                         "inside the square root and the value given",
+                    on="an (8, 3) batch whose features all have variance 1", named=_named(factor, x, epsilon=1.0),
+                    focus={"eps_outside_sqrt", "no_epsilon", "fixed_epsilon"})
+
+
+def applies_gamma_and_beta(call_array):
+    x = _rng().normal(size=(16, 3)) * 3.0 + 2.0
+    gamma, beta = np.array([1.0, 2.0, 3.0]), np.array([11.0, 12.0, 13.0])
+    z = normalized(call_array, x)
+    y = _call(call_array, x, gamma=gamma, beta=beta).parts[0]
+    args = {"gamma": gamma, "beta": beta, "epsilon": reference.PAPER_BN_EPSILON}
+    right_z = reference.batch_norm(x)
+    named = {key: (description, out - (gamma * right_z + beta))
+             for key, (description, out) in known_mistakes.batch_norm_mistakes(x, **args).items()}
+    answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
+                    prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
+                         "per feature", on="a (16, 3) batch with gamma=[1, 2, 3] and beta=[11, 12, 13]",
+                    scale=np.abs(y).max(), named=named, focus={"gamma_beta_swapped", "no_scale_shift"})
+
+
+MAIN_CHECKS = (centres_each_feature_over_the_batch, centres_conv_activations_per_channel,
+               divides_by_the_standard_deviation, uses_the_biased_variance, adds_epsilon_inside_the_square_root,
+               applies_gamma_and_beta)
+
+
+def _earns_a_main_check(call_array):
+    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
 
 
 @pytest.mark.points(1.0)
 def test_normalizes_each_feature_over_the_batch(call_array):
-    """Normalizes each feature of an (N, F) batch with that feature's own mean and variance."""
-    scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
-    x = _rng().normal(size=(64, 5)) * scales + np.array([0.0, -5.0, 50.0, 3.0, 1000.0])
-    assert_batch_norm(call_array, x, focus={"per_sample", "all_elements"})
+    """Centres each feature of an (N, F) batch on its own mean over the batch."""
+    centres_each_feature_over_the_batch(call_array)
 
 
 @pytest.mark.points(0.5)
-def test_applies_per_feature_gamma_and_beta(call_array):
-    """Scales by gamma and shifts by beta, per feature."""
-    x = _rng().normal(size=(16, 3)) * 3.0 + 2.0
-    gamma, beta = np.array([1.0, 2.0, 3.0]), np.array([11.0, 12.0, 13.0])
-    assert_batch_norm(call_array, x, gamma=gamma, beta=beta, focus={"gamma_beta_swapped", "no_scale_shift"})
+def test_normalizes_conv_activations_per_channel(call_array):
+    """Centres each channel of (N, H, W, C) conv activations over N, H and W."""
+    centres_conv_activations_per_channel(call_array)
+
+
+@pytest.mark.points(0.25)
+def test_divides_by_the_standard_deviation(call_array):
+    """Divides x - mean by the standard deviation (epsilon=0)."""
+    divides_by_the_standard_deviation(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_biased_variance(call_array):
     """Uses the biased variance (ddof=0), which a batch of 4 tells apart from ddof=1."""
-    x = _rng().normal(size=(4, 3)) * np.array([1.0, 2.0, 4.0])
-    assert_batch_norm(call_array, x, gamma=2.0, beta=-1.0, focus={"ddof1"})
+    uses_the_biased_variance(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_adds_epsilon_inside_the_square_root(call_array):
-    """Divides by sqrt(var + epsilon) with the epsilon it is given: epsilon=1.0 and constant features tell."""
-    rng = _rng()
-    x = np.stack([rng.normal(size=8) * 2.0, np.full(8, 7.0), 3.0 + 0.01 * rng.normal(size=8)], axis=1)
-    assert_batch_norm(call_array, x, epsilon=1.0, focus={"eps_outside_sqrt", "no_epsilon", "fixed_epsilon"})
+    """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=1.0 on variances of 1)."""
+    adds_epsilon_inside_the_square_root(call_array)
 
 
-@pytest.mark.points(0.5)
-def test_normalizes_conv_activations_per_channel(call_array):
-    """Normalizes (N, H, W, C) conv activations per channel, over batch and both spatial axes."""
-    rng = _rng()
-    trend = np.linspace(-3.0, 3.0, 5)[None, :, None, None] + np.linspace(0.0, 2.0, 5)[None, None, :, None]
-    x = rng.normal(size=(6, 5, 5, 3)) * np.array([1.0, 5.0, 0.5]) + trend * np.array([1.0, 2.0, -1.0])
-    gamma, beta = np.array([0.5, 2.0, 3.0]), np.array([0.0, 1.0, -1.0])
-    assert_batch_norm(call_array, x, gamma=gamma, beta=beta, focus={"per_position", "nchw", "per_sample"})
+@pytest.mark.points(0.25)
+def test_applies_per_feature_gamma_and_beta(call_array):
+    """Scales by gamma and shifts by beta, per feature."""
+    applies_gamma_and_beta(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_leaves_its_input_unmodified(call_array):
     """Leaves the caller's array as it was."""
     x = _rng().normal(size=(10, 4)) * 5.0 + 3.0
-    answer, expected, mistakes, inputs = _judged(call_array, x)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answer = answers.Answer.of(call_array(FUNCTION, x))
+    _earns_a_main_check(call_array)
     answers.assert_inputs_unmodified(FUNCTION, answer, [x], ["x"])
 
 
@@ -104,6 +230,6 @@ def test_leaves_its_input_unmodified(call_array):
 def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is the input's: the other checks compare it)."""
     x = _rng().normal(size=(7, 4)) * 2.0 - 1.0
-    answer, expected, mistakes, inputs = _judged(call_array, x)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answer = answers.Answer.of(call_array(FUNCTION, x))
+    _earns_a_main_check(call_array)
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])
