@@ -36,19 +36,6 @@ EXPECTED_LAYERS = (
 )
 
 
-def layer_signatures(layers) -> list:
-    """One signature per layer, a Dense followed by a softmax layer counted as Dense(softmax)."""
-    found = []
-    for layer in layers:
-        is_softmax = layer.kind == "Softmax" or (layer.kind == "Activation"
-                                                 and layer.config.get("activation") == "softmax")
-        if is_softmax and found and found[-1] in ("Dense(None)", "Dense(linear)"):
-            found[-1] = "Dense(softmax)"
-        else:
-            found.append(layer_signature(layer))
-    return found
-
-
 def aligned(expected, found) -> list:
     """``found`` with the Dropout layers that the table does not have left out (extra ones are allowed)."""
     kept, i = [], 0
@@ -60,18 +47,6 @@ def aligned(expected, found) -> list:
             kept.append(signature)
             i += 1
     return kept
-
-
-def layer_signature(layer) -> str:
-    if layer.kind == "Conv2D":
-        return f"Conv2D({layer.config['filters']})"
-    if layer.kind in ("Activation", "ReLU") and layer.activation == "relu":
-        return "ReLU"
-    if layer.kind == "Dropout":
-        return f"Dropout({round(float(layer.config['rate']), 3):g})"
-    if layer.kind == "Dense":
-        return f"Dense({layer.config.get('activation')})"
-    return layer.kind
 
 
 @pytest.mark.points(0.5)
@@ -89,7 +64,7 @@ def test_uses_conv_bn_relu_blocks(student_model):
 @pytest.mark.points(0.5)
 def test_has_the_filters_pooling_dropout_and_head(student_model):
     """Filters 32, 32, 64, 64, 128; pooling; dropout 0.2, 0.3, 0.5; global average pooling; softmax head."""
-    every = layer_signatures(view.flat_layers(student_model(FUNCTION)))
+    every = view.layer_signatures(view.flat_layers(student_model(FUNCTION)))
     found = aligned(EXPECTED_LAYERS, every)
     for position, (want, got) in enumerate(zip(EXPECTED_LAYERS, found, strict=False), start=1):
         assert want == got, (f"layer {position} should be {want}, found {got}; the layers are: "

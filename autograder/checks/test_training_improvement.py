@@ -5,7 +5,10 @@ student's code runs), trains it and the reference model without BN for the same 
 seeded budget on the same Fashion-MNIST subset, and compares their training accuracy. The
 budget, the required lead and the seed-to-seed distribution they were calibrated on are in
 autograder/training.py. Its message, passed or not, and also when the result comes from the memo,
-gives both measured accuracies, the lead and the required margin.
+gives both measured accuracies, the lead and the required margin. A lead below the margin is then
+explained from the model's structure, read by Exercise 3's rules (model_with_bn.shortfall): what its
+checks find about the placement, then what lowers the lead (BN misplaced, Dropout, a changed
+architecture), or, when they find nothing, that the structure is not the cause.
 
 Weight (1 point): one check.
 """
@@ -13,15 +16,14 @@ Weight (1 point): one check.
 import pytest
 
 from autograder import training
+from autograder.checks.model_with_bn import FUNCTION, shortfall
 from autograder.errors import TrainingRefused
 from autograder.models import cost, rebuild, vet
 
-FUNCTION = "build_model_with_bn"
-
 
 @pytest.mark.points(1.0)
-def test_bn_model_trains_faster_than_the_baseline(model_config, cache_dir, training_budget, training_memo,
-                                                   record_timing, record_property):
+def test_bn_model_trains_faster_than_the_baseline(model_config, student_model, cache_dir, training_budget,
+                                                   training_memo, record_timing, record_property):
     """With BN, training accuracy after the short budget leads the model without BN by the calibrated margin."""
     config = model_config(FUNCTION)
     # refused when it costs too much to train, memoized or not (from the config: no Keras)
@@ -44,6 +46,7 @@ def test_bn_model_trains_faster_than_the_baseline(model_config, cache_dir, train
                 f"seed {schedule.seed}) your BN model reached a training accuracy of {result.bn_accuracy:.3f}, the "
                 f"model without BN {result.baseline_accuracy:.3f}: a lead of {result.lead:+.3f}")
     record_property("message", f"{measured}, at least the required {result.required_lead:.3f}")
+    # on a shortfall, what the structure checks find comes before what lowers the lead
     assert result.passed, (
-        f"{measured}, below the required {result.required_lead:.3f} that a Conv -> BN -> ReLU model reaches; "
-        "check that BatchNormalization sits between each Conv2D and its ReLU")
+        f"{measured}, below the required {result.required_lead:.3f} that a Conv -> BN -> ReLU model reaches. "
+        f"{shortfall(student_model(FUNCTION))}")

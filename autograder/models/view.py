@@ -92,6 +92,33 @@ def describe(layer: Layer) -> str:
     return layer.kind
 
 
+def layer_signature(layer: Layer) -> str:
+    """A layer as the checks compare it: Conv2D(filters), ReLU (Activation("relu") or ReLU()),
+    Dropout(rate), Dense(activation), otherwise its kind."""
+    if layer.kind == "Conv2D":
+        return f"Conv2D({layer.config['filters']})"
+    if layer.kind in ("Activation", "ReLU") and layer.activation == "relu":
+        return "ReLU"
+    if layer.kind == "Dropout":
+        return f"Dropout({round(float(layer.config['rate']), 3):g})"
+    if layer.kind == "Dense":
+        return f"Dense({layer.config.get('activation')})"
+    return layer.kind
+
+
+def layer_signatures(layers) -> list:
+    """One signature per layer, a Dense followed by a softmax layer counted as Dense(softmax)."""
+    found = []
+    for layer in layers:
+        is_softmax = layer.kind == "Softmax" or (layer.kind == "Activation"
+                                                 and layer.config.get("activation") == "softmax")
+        if is_softmax and found and found[-1] in ("Dense(None)", "Dense(linear)"):
+            found[-1] = "Dense(softmax)"
+        else:
+            found.append(layer_signature(layer))
+    return found
+
+
 def placement_errors(layers) -> list:
     """Where a Conv2D is not 'Conv2D (linear) -> BatchNormalization -> ReLU'; one message each."""
     errors = []
