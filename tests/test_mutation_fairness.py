@@ -331,6 +331,7 @@ def op_in_place(src):
                  f"{indent}        break\n"
                  f"{indent}return _result")
         start, end = src.span(ret)
+        end = src.offset(ret.end_lineno + 1, 0) - 1          # the line's comment too: the block computes nothing new
         yield f"L{ret.lineno - src.function.lineno} first array argument += 1 before `return`", \
             src.replace(start, end, block), None
 
