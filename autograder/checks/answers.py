@@ -162,6 +162,12 @@ def require_a_main_check(function, main_checks):
                 "side property earns nothing; the main checks' messages say what differs")
 
 
+def require_batch_norm(function, layers):
+    """The gate for a model builder: a model without BatchNormalization is not an answer."""
+    if not any(layer.kind == "BatchNormalization" for layer in layers):
+        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer")
+
+
 def _exercise(function) -> str:
     return next((e.id for e in EXERCISES if e.function == function and e.solution_cell), function)
 
