@@ -154,7 +154,30 @@ def population_statistics_mistakes(batch_means, batch_vars, batch_sizes):
             "the batch means and variances are averaged with equal weights (np.mean over the batches): "
             "weigh each batch by its size, and add the between-batch term (mean_b - mean)**2 to the variance",
             population_statistics(batch_means, batch_vars, batch_sizes, weighted=False, between_batches=False)),
+        "algorithm_2": (
+            "this is the paper's Algorithm 2: the average of the batch means, and m / (m - 1) times the average of "
+            "the batch variances. For batches drawn at random that estimates the population's variance without "
+            "bias; the exercise asks for the exact mean and biased variance of the union of the batches given, "
+            "whose variance also counts how far each batch mean is from the overall mean (the between-batch "
+            "term), weighs each batch by its size, and divides by the total count",
+            _algorithm_2(batch_means, batch_vars, batch_sizes)),
+        "unbiased_union": (
+            "the union's variance is the unbiased one (it divides by n - 1 for n values in all); the exercise asks "
+            "for the biased variance of the union, as BN uses: divide by n",
+            _unbiased_union(batch_means, batch_vars, batch_sizes)),
     }
+
+
+def _algorithm_2(batch_means, batch_vars, batch_sizes):
+    """Ioffe and Szegedy's Algorithm 2, step 10, for batches of m values each (m: the mean size)."""
+    m = float(np.mean(batch_sizes))
+    return np.mean(batch_means, axis=0), m / (m - 1.0) * np.mean(batch_vars, axis=0)
+
+
+def _unbiased_union(batch_means, batch_vars, batch_sizes):
+    mean, var = population_statistics(batch_means, batch_vars, batch_sizes)
+    n = float(np.sum(batch_sizes))
+    return mean, var * n / (n - 1.0)
 
 
 def debiased_moving_statistic_mistakes(moving, initial, momentum, steps):

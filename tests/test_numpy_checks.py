@@ -8,7 +8,7 @@ the NumPy check modules run. The whole assignment, end to end, is tests/test_che
 import numpy as np
 import pytest
 
-from autograder import known_mistakes, reference
+from autograder import known_mistakes
 from autograder import synthetic_students as students
 from autograder.check_catalogue import CHECKS_DIR
 from autograder.checks import answers
@@ -87,15 +87,28 @@ def test_the_central_mistake_costs_at_least_half_of_its_exercise(tmp_path, exerc
     lost = POINTS[exercise] - scores(rows)[exercise]
     assert lost >= POINTS[exercise] / 2, [(r["id"], r["points"]) for r in rows]
     code = known_mistakes.mistake_code(exercise, known_mistakes.CENTRAL_MISTAKES[exercise])
-    assert {r["mistake"] for r in rows if not r["passed"]} == {code}, [(r["id"], r["message"]) for r in rows]
+    named = {r["mistake"] for r in rows if not r["passed"]} - {None}
+    assert named == {code}, [(r["id"], r["message"]) for r in rows]
 
 
-def test_a_wrong_answer_that_is_no_known_mistake_earns_no_side_points(tmp_path):
+def test_a_slip_no_table_names_keeps_the_side_points(tmp_path):
     halved = students.NUMPY_RIGHT["population_statistics"].replace("return mean, var", "return mean / 2, var")
     rows = grade_numpy(tmp_path, {"population_statistics": halved}, exercises=("population_statistics",))
+    assert failed(rows) == {"population_statistics::test_averages_the_batch_means",
+                            "population_statistics::test_weighs_each_batch_by_its_size"}
+    assert scores(rows) == {"population_statistics": 1.5}
+    message = next(r["message"] for r in rows if r["id"].endswith("test_averages_the_batch_means"))
+    assert message.startswith("the mean of batches of equal size must be the average of their means: on 3 batches")
+    assert "expected [" in message and "got [" in message
+
+
+def test_an_answer_that_earns_no_main_check_earns_no_side_points(tmp_path):
+    wrong = students.NUMPY_RIGHT["population_statistics"].replace("return mean, var",
+                                                                  "return mean + 1.0, var * 2 + 1.0")
+    rows = grade_numpy(tmp_path, {"population_statistics": wrong}, exercises=("population_statistics",))
     assert scores(rows) == {"population_statistics": 0.0}
-    side = [r for r in rows if r["id"].endswith(("test_returns_float_arrays", "test_leaves_its_inputs_unmodified"))]
-    assert len(side) == 2 and all("neither the right result nor a known mistake" in r["message"] for r in side)
+    side = next(r for r in rows if r["id"].endswith("test_returns_float_arrays_and_leaves_its_inputs_unmodified"))
+    assert "earns none of its main checks and makes none of its named mistakes" in side["message"]
 
 
 def test_two_mistakes_in_different_outputs_cost_their_checks(tmp_path):
@@ -103,7 +116,8 @@ def test_two_mistakes_in_different_outputs_cost_their_checks(tmp_path):
     rows = grade_numpy(tmp_path, {"batch_norm_backward": naive}, exercises=("batch_norm_backward",))
     assert failed(rows) == {"batch_norm_backward::test_dx_flows_through_the_batch_mean",
                             "batch_norm_backward::test_dx_flows_through_the_batch_variance",
-                            "batch_norm_backward::test_dgamma_sums_dout_times_x_hat"}
+                            "batch_norm_backward::test_dgamma_sums_dout_times_x_hat",
+                            "batch_norm_backward::test_conv_activations_sum_per_channel"}
     messages = " ".join(r["message"] for r in rows)
     assert "as constants" in messages and "dgamma = sum(dout) leaves out x_hat" in messages
 
@@ -112,10 +126,19 @@ def test_naive_averaging_of_batch_statistics_names_both_population_mistakes(tmp_
     naive = ("def population_statistics(batch_means, batch_vars, batch_sizes):\n"
              "    return batch_means.mean(axis=0), batch_vars.mean(axis=0)\n")
     rows = grade_numpy(tmp_path, {"population_statistics": naive}, exercises=("population_statistics",))
-    assert scores(rows) == {"population_statistics": 0.5}   # the two side checks only
+    assert scores(rows) == {"population_statistics": 0.75}   # the mean, the biased variance, the side check
     messages = {r["id"].split("::")[1]: r["message"] for r in rows if not r["passed"]}
     assert "between-batch term" in messages["test_adds_the_spread_of_the_batch_means_to_the_variance"]
     assert "equal weights" in messages["test_weighs_each_batch_by_its_size"]
+
+
+def test_the_papers_algorithm_2_is_named_and_keeps_the_mean(tmp_path):
+    paper = ("def population_statistics(batch_means, batch_vars, batch_sizes):\n"
+             "    m = batch_sizes.mean()\n"
+             "    return batch_means.mean(axis=0), m / (m - 1) * batch_vars.mean(axis=0)\n")
+    rows = grade_numpy(tmp_path, {"population_statistics": paper}, exercises=("population_statistics",))
+    assert scores(rows) == {"population_statistics": 0.5}
+    assert "population_statistics.algorithm_2" in {r["mistake"] for r in rows}
 
 
 def test_ignoring_the_momentum_argument_is_said(tmp_path):
@@ -147,15 +170,20 @@ def test_an_answer_with_one_real_part_is_an_answer():
     assert answers.not_an_answer(_answer(np.zeros_like(x), np.array([1.0, 2.0, 3.0])), [x]) is None
 
 
-def test_known_parts_accepts_a_mistake_beside_a_correct_part():
-    x = np.random.default_rng(0).normal(size=(6, 3))
-    dout = x ** 2
-    right = reference.batch_norm_backward(dout, x, 1.0)
-    mistakes = known_mistakes.batch_norm_backward_mistakes(dout, x, 1.0, 1e-5)
-    constant = mistakes["constant_statistics"][1]
-    no_x_hat = mistakes["dgamma_without_x_hat"][1]
-    assert answers.known_parts(_answer(constant[0], no_x_hat[1], right[2]), right, mistakes)
-    assert not answers.known_parts(_answer(constant[0] * 2, right[1], right[2]), right, mistakes)
+def test_a_sum_is_compared_within_the_size_of_its_terms():
+    terms = np.full(32, 3.0) * np.array([1, -1] * 16)          # they sum to 0, each of size 3
+    assert answers.within(terms.sum() + 5e-4, 0.0, scale=np.abs(terms).sum())          # 96 * 1e-5 allowed
+    assert not answers.within(terms.sum() + 5e-3, 0.0, scale=np.abs(terms).sum())
+    assert not answers.within(5e-4, 0.0)                                                # 1e-5 without a scale
+
+
+def test_compare_names_a_mistake_of_its_focus_only():
+    named = {"slip": ("the slip's description", np.array([2.0]))}
+    with pytest.raises(answers.MistakeMade, match="the slip's description"):
+        answers.compare("manual_batch_norm", np.array([2.0]), np.array([1.0]), prop="p", on="o", named=named,
+                        focus={"slip"})
+    with pytest.raises(pytest.fail.Exception, match=r"^p: on o expected \[1\], got \[2\]"):
+        answers.compare("manual_batch_norm", np.array([2.0]), np.array([1.0]), prop="p", on="o", named=named)
 
 
 def test_a_model_without_batch_norm_is_not_an_answer():

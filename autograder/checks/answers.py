@@ -11,7 +11,8 @@ the same quantity of a named mistake the check is about, the message is that mis
 description (``MistakeMade``, whose code results.json records).
 
 No free points: a side property (a float array, inputs left unmodified) scores only when the
-answer earns at least one of the exercise's main checks (``require_a_main_check``). None, zeros,
+answer is substantive: it earns at least one of the exercise's main checks, or a main check
+recognises one of the exercise's named mistakes in it (``require_a_main_check``). None, zeros,
 an input returned unchanged or a constant array is not an answer: every check fails, saying so.
 
 Tolerance: |got - want| <= RTOL * max(|want|, scale, 1) elementwise, where ``scale`` is the size of
@@ -141,21 +142,30 @@ def compare(function, got, want, *, prop, on, scale=0.0, named=None, focus=()):
 
 
 def require_a_main_check(function, main_checks):
-    """The gate of a side-property check: pass when the answer earns at least one of the exercise's
-    main checks (each a callable that raises when its property fails). Otherwise fail: with the
-    not-an-answer message when that is why, else saying that the side property earns nothing."""
+    """The gate of a side-property check: pass when the answer is substantive, i.e. it earns at least
+    one of the exercise's main checks (each a callable that raises when its property fails) or one
+    of them recognises a named mistake in it. Otherwise fail: with the not-an-answer message when
+    that is why, else saying that the side property earns nothing."""
     failures = []
     for check in main_checks:
         try:
             check()
+            return
+        except MistakeMade:
             return
         except (Exception, pytest.fail.Exception) as exc:    # pytest.fail's is a BaseException
             failures.append(str(exc))
     nothing = next((message for message in failures if "not an answer" in message), None)
     if nothing:
         pytest.fail(nothing)
-    pytest.fail(f"{function} earns none of its main checks, so this side property earns nothing; "
-                "the main checks' messages say what differs")
+    pytest.fail(f"{function} earns none of its main checks and makes none of its named mistakes, so this "
+                "side property earns nothing; the main checks' messages say what differs")
+
+
+def require_batch_norm(function, layers):
+    """The gate for a model builder: a model without BatchNormalization is not an answer."""
+    if not any(layer.kind == "BatchNormalization" for layer in layers):
+        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer")
 
 
 def _exercise(function) -> str:

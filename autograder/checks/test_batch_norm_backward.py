@@ -25,8 +25,8 @@ the same quantities.
 Weights (4 points). The central mistake, the batch statistics treated as constants (dx = dout *
 gamma / s), fails both dx-path checks: 1.0 + 1.0 = 2.0, half of the exercise. The variance path
 dropped costs 1.0; dgamma without x_hat 0.5; sums over axis 0 only 0.5; epsilon ignored or outside
-the square root 0.5; not float arrays 0.25; inputs modified 0.25. The side checks score when at
-least one main check does.
+the square root 0.5; not float arrays 0.25; inputs modified 0.25. The side checks score when
+the answer is substantive (answers.py).
 """
 
 import numpy as np

@@ -5,20 +5,26 @@ Specification: x is (N, H, W, C) or (N, F); its C channels (the last axis) are s
 channels k*C/G to (k+1)*C/G - 1. The mean and the biased variance are taken per sample and per
 group, over H, W and the group's channels; then y = gamma * (x - mean) / sqrt(var + epsilon) +
 beta with gamma and beta scalars or per channel. groups=1 is layer norm, groups=C instance norm.
-Outputs are compared with the float64 reference (reference.group_norm, itself tested against
-keras.layers.GroupNormalization) with rtol = atol = 1e-5.
+The float64 reference is reference.group_norm, itself tested against keras.layers.GroupNormalization.
 
-The known mistakes (known_mistakes.group_norm_mistakes), each named by one check and accepted by the
-others: statistics shared by the whole batch (the per-sample check, whose samples differ in
-scale and offset); channels grouped by c mod G (the consecutive-groups check); the groups
-ignored, i.e. statistics over all channels of a sample (the groups check, with groups=C and
-groups=2); the unbiased variance (the (N, F) check, whose groups hold 2 values); the given
-epsilon ignored (the epsilon check, epsilon=0.1 on groups whose variance is 0.02 to 0.06). The
-side check (a float array) scores only when the answer is the reference or a known mistake.
+One property per check, each read from the quantity it is about (answers.py):
+- each sample on its own: a sample's output is the same alone as in its batch, and has mean 0
+  over its values (gamma=1, beta=0), on samples of very different scales and offsets;
+- the groups: within each sample and each group of consecutive channels (6 channels in 3
+  groups, and groups=C), the output must be one multiple of x - the group's mean. The quantity is
+  what is left once that best multiple is removed, so the divisor does not enter;
+- the biased variance: with groups=1 (so the grouping does not enter) and epsilon=0, the multiple
+  is 1 / std over the sample's values, on (N, F) input of 4 features;
+- epsilon: with groups=1 and epsilon=0.1 on samples whose variance is 0.01 to 0.04, the multiple is
+  1 / sqrt(var + 0.1) (the unbiased variance is the previous check's property);
+- gamma and beta: the output with them against gamma * (the answer's own output without them) + beta.
+Named mistakes (known_mistakes.group_norm_mistakes) are recognised on the same quantities.
 
 Weights (3 points). The central mistake, statistics shared across the batch, fails the per-sample
-check: 1.5, half of the exercise. The others cost one check each: interleaved groups 0.5; the
-groups ignored 0.25; ddof=1 0.25; epsilon ignored 0.25; not a float array 0.25.
+check: 1.5, half of the exercise (and the groups check). Channels grouped by c mod G, the groups
+ignored or a reshape that mixes channels across groups cost the groups check, 0.5; ddof=1 0.25;
+epsilon ignored or outside the square root 0.25; gamma and beta wrong 0.25; not a float array
+0.25. The side check scores when the answer is substantive (answers.py).
 """
 
 import numpy as np
@@ -34,69 +40,165 @@ def _rng():
     return np.random.default_rng(31)
 
 
-def _judged(call_array, x, groups, **kwargs):
-    """group_norm(x, groups, **kwargs) as an Answer, with the reference and the known mistakes for the same call."""
-    args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.KERAS_BN_EPSILON, **kwargs}
-    answer = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs))
-    return (answer, reference.group_norm(x, groups, **args), known_mistakes.group_norm_mistakes(x, groups, **args),
-            [x, groups, *kwargs.values()])
-
-
-def assert_group_norm(call_array, x, groups, *, focus, **kwargs):
-    """The answer equals the reference, or a known mistake that is not among ``focus``."""
-    answer, expected, mistakes, inputs = _judged(call_array, x, groups, **kwargs)
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs, focus=focus)
-
-
 def _feature_maps(shape, rng):
     """Channels with different scales and offsets, so that which channels share a group shows."""
     channels = shape[-1]
     return rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
 
 
-@pytest.mark.points(1.5)
-def test_normalizes_each_sample_on_its_own(call_array):
-    """Statistics per sample and group: samples of very different scale and offset do not share them."""
+def _call(call_array, x, groups, **kwargs) -> answers.Answer:
+    answer = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs))
+    answers.require_an_answer(FUNCTION, answer, [x, *kwargs.values()])
+    answers.require_shapes(FUNCTION, answer, [x.shape])
+    return answer
+
+
+def normalized(call_array, x, groups, **kwargs):
+    """The answer's output with gamma=1 and beta=0; for an answer that swaps them (a constant then),
+    the output for gamma=0, beta=1 (gamma and beta are their own check's property)."""
+    value = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs)).parts[0]
+    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
+        swapped = answers.Answer.of(call_array(FUNCTION, x, groups, gamma=0.0, beta=1.0, **kwargs))
+        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
+            return swapped.parts[0]
+    return _call(call_array, x, groups, **kwargs).parts[0]
+
+
+def _grouped(a, groups):
+    """``a`` as (N, groups, values): each sample's groups of consecutive channels, their values over H and W."""
+    n, channels = a.shape[0], a.shape[-1]
+    return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
+
+
+def _factor(x, y, groups):
+    xs, ys = _grouped(x, groups), _grouped(y, groups)
+    centred = xs - xs.mean(axis=-1, keepdims=True)
+    return (ys * centred).sum(axis=-1) / (centred * centred).sum(axis=-1)
+
+
+def _off_the_line(x, y, groups):
+    xs, ys = _grouped(x, groups), _grouped(y, groups)
+    centred = xs - xs.mean(axis=-1, keepdims=True)
+    return ys - _factor(x, y, groups)[..., None] * centred
+
+
+def _named(quantity, x, groups, **kwargs):
+    args = {"gamma": 1.0, "beta": 0.0, "epsilon": reference.KERAS_BN_EPSILON, **kwargs}
+    with np.errstate(all="ignore"):
+        return {key: (description, quantity(out)) for key, (description, out) in
+                known_mistakes.group_norm_mistakes(x, groups, **args).items()}
+
+
+def normalizes_each_sample_on_its_own(call_array):
     rng = _rng()
     x = _feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None] \
         + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None]
-    assert_group_norm(call_array, x, 2, focus={"batch_statistics"})
+    together = normalized(call_array, x, 2)
+    alone = [normalized(call_array, x[i:i + 1], 2)[0] for i in (0, 2)]
+
+    def quantity(out, singles):
+        return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), out.reshape(4, -1).mean(axis=1)])
+    named = {key: (description, quantity(out, [known_mistakes.group_norm_mistakes(x[i:i + 1], 2, 1.0, 0.0,
+                                                                               reference.KERAS_BN_EPSILON)[key][1][0]
+                                               if key in known_mistakes.group_norm_mistakes(
+                                                   x[i:i + 1], 2, 1.0, 0.0, reference.KERAS_BN_EPSILON)
+                                               else reference.group_norm(x[i:i + 1], 2)[0] for i in (0, 2)]))
+             for key, (description, out) in known_mistakes.group_norm_mistakes(x, 2, 1.0, 0.0,
+                                                                               reference.KERAS_BN_EPSILON).items()}
+    answers.compare(FUNCTION, quantity(together, alone), np.zeros(2 * x[0].size + 4),
+                    prop="each sample must be normalized on its own: samples 0 and 2 must get the same output alone "
+                         "as in the batch, and each sample's output must have mean 0 (shown: the differences, then "
+                         "the 4 samples' means)",
+                    on="4 samples of very different scales and offsets, groups=2", scale=np.abs(together).max(),
+                    named=named, focus={"batch_statistics"})
+
+
+def groups_consecutive_channels(call_array):
+    rng = _rng()
+    for shape, groups, on in (((2, 3, 3, 6), 3, "6 channels in 3 groups"), ((3, 2, 2, 4), 4, "groups=C=4")):
+        x = _feature_maps(shape, rng)
+        y = normalized(call_array, x, groups)
+        answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(_grouped(x, groups).shape),
+                        prop="within each sample and each group of consecutive channels (group k: channels k*C/G to "
+                             "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
+                        on=f"{shape} conv activations, {on}", scale=np.abs(y).max(),
+                        named=_named(lambda out, x=x, groups=groups: _off_the_line(x, out, groups), x, groups),
+                        focus={"interleaved_groups", "ignored_groups"})
+
+
+def uses_the_biased_variance(call_array):
+    x = _feature_maps((5, 4), _rng()) * 10.0     # an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
+    y = normalized(call_array, x, 1, epsilon=0.0)
+    answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / _grouped(x, 1).std(axis=-1),
+                    prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
+                         "variance (divide by the number of values, np.var's default)",
+                    on="a (5, 4) batch of dense features", named=_named(lambda out: _factor(x, out, 1), x, 1,
+                                                                        epsilon=0.0), focus={"ddof1"})
+
+
+def uses_the_epsilon_it_is_given(call_array):
+    x = _feature_maps((3, 2, 2, 4), _rng()) * 0.05
+    y = normalized(call_array, x, 1, epsilon=0.1)
+    got = _factor(x, y, 1)
+    if answers.within(got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
+        return      # epsilon right, on the unbiased variance: the previous check's property
+    answers.compare(FUNCTION, got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1) + 0.1),
+                    prop="with groups=1 and epsilon=0.1 the multiple of x - mean must be 1 / sqrt(var + 0.1), "
+                         "epsilon inside the square root and the value given",
+                    on="samples whose variance is 0.01 to 0.04", named=_named(lambda out: _factor(x, out, 1), x, 1,
+                                                                               epsilon=0.1),
+                    focus={"fixed_epsilon", "eps_outside_sqrt"})
+
+
+def applies_gamma_and_beta(call_array):
+    x = _feature_maps((2, 3, 3, 6), _rng())
+    gamma, beta = np.linspace(0.5, 3.0, 6), np.linspace(-1.0, 1.0, 6)
+    z = normalized(call_array, x, 3)
+    y = _call(call_array, x, 3, gamma=gamma, beta=beta).parts[0]
+    answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
+                    prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
+                         "per channel", on="(2, 3, 3, 6) activations, 3 groups, gamma and beta per channel",
+                    scale=np.abs(y).max())
+
+
+MAIN_CHECKS = (normalizes_each_sample_on_its_own, groups_consecutive_channels, uses_the_biased_variance,
+               uses_the_epsilon_it_is_given, applies_gamma_and_beta)
+
+
+@pytest.mark.points(1.5)
+def test_normalizes_each_sample_on_its_own(call_array):
+    """A sample's output is the same alone as in its batch, and has mean 0: no statistics shared by the batch."""
+    normalizes_each_sample_on_its_own(call_array)
 
 
 @pytest.mark.points(0.5)
 def test_groups_consecutive_channels(call_array):
-    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels, 3 groups), then per-channel gamma and beta."""
-    x = _feature_maps((2, 3, 3, 6), _rng())
-    gamma, beta = np.linspace(0.5, 3.0, 6), np.linspace(-1.0, 1.0, 6)
-    assert_group_norm(call_array, x, 3, gamma=gamma, beta=beta, focus={"interleaved_groups"})
+    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, and groups=C)."""
+    groups_consecutive_channels(call_array)
 
 
 @pytest.mark.points(0.25)
-def test_uses_the_groups_it_is_given(call_array):
-    """groups=C is instance norm (each channel of each sample on its own), and groups=2 splits 4 channels in two."""
-    x = _feature_maps((3, 2, 2, 4), _rng())
-    assert_group_norm(call_array, x, 4, focus={"ignored_groups"})
-    assert_group_norm(call_array, x, 2, focus={"ignored_groups"})
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_biased_variance_on_dense_features(call_array):
-    """An (N, F) input with groups of 2 features: the biased variance (ddof=0) tells apart from ddof=1."""
-    x = _feature_maps((5, 8), _rng())
-    assert_group_norm(call_array, x, 4, gamma=2.0, beta=-1.0, focus={"ddof1"})
+def test_uses_the_biased_variance(call_array):
+    """An (N, F) input with groups=1: the biased variance (ddof=0)."""
+    uses_the_biased_variance(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_epsilon_it_is_given(call_array):
-    """With epsilon=0.1 on groups whose variance is 0.02 to 0.06, the output uses that epsilon."""
-    x = _feature_maps((3, 2, 2, 4), _rng()) * 0.1
-    assert_group_norm(call_array, x, 2, epsilon=0.1, focus={"fixed_epsilon"})
+    """With epsilon=0.1 on samples whose variance is 0.01 to 0.04, the output uses that epsilon."""
+    uses_the_epsilon_it_is_given(call_array)
+
+
+@pytest.mark.points(0.25)
+def test_applies_per_channel_gamma_and_beta(call_array):
+    """Scales by gamma and shifts by beta, per channel."""
+    applies_gamma_and_beta(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is x's: the other checks compare it)."""
     x = _feature_maps((2, 2, 2, 4), _rng())
-    answer, expected, mistakes, inputs = _judged(call_array, x, 2)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answer = answers.Answer.of(call_array(FUNCTION, x, 2))
+    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])

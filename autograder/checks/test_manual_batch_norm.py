@@ -24,7 +24,7 @@ since its output is then no multiple of x - mean, the divisor's checks too). All
 costs 1.5 as well; per position or NCHW axes 0.5; the divisor wrong (no division, the variance as a
 standard deviation) 0.75; ddof=1 0.25; epsilon outside the square root, left out or ignored 0.25;
 gamma and beta swapped or left out 0.25; x modified in place 0.25; not a float array 0.25. The two
-side checks score when at least one main check does.
+side checks score when the answer is substantive (answers.py).
 """
 
 import numpy as np

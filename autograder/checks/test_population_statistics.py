@@ -3,24 +3,35 @@
 Specification: from B batches' per-channel means and biased variances (B, C) and their sizes
 (B,), the exact mean and biased variance (C,) of the union of the batches:
     mean = sum_b w_b * mean_b,   var = sum_b w_b * (var_b + (mean_b - mean)**2),   w_b = n_b / sum(n).
-Inputs are left unmodified. Compared with the float64 reference (reference.population_statistics,
-itself tested against np.mean / np.var of the concatenated batches) with rtol = atol = 1e-5.
-
-The known mistakes (known_mistakes.population_statistics_mistakes): averaging the batch variances
-(the between-batch term dropped) is named by the equal-sizes check, whose batch means differ;
-equal weights for batches of different sizes is named by the unequal-sizes check; the two at
-once (np.mean over the batches) is named by both. The side checks (float arrays, inputs
-unmodified) score only when the answer is the reference or a known mistake (answers.py).
+Inputs are left unmodified. The float64 reference is reference.population_statistics, itself
+tested against np.mean / np.var of the concatenated batches.
 
 The batches of the checks have means that differ systematically, as the batches of a network's
 layer do when the data are not shuffled, or come from different sources: only the exact formula
 gives the variance of their union. (Ioffe and Szegedy's Algorithm 2 averages the batch variances
 on purpose, times m / (m - 1): for batches drawn at random that estimates the population's
-variance without bias. The exercise asks for the exact statistics of the batches given.)
+variance without bias. The exercise asks for the exact statistics of the batches given; Algorithm
+2 is a named mistake.)
+
+One property per check, each read from the quantity it is about (answers.py):
+- the between-batch term: batches of equal size; the quantity is how much the variance rises
+  when the batch means spread out (the answer on these batches minus the answer on the same
+  batches with every mean moved to the overall mean), which must be sum_b w_b * (mean_b - mean)**2
+  (or that times n / (n - 1): the unbiased variance is the last check's property);
+- the mean: batches of equal size, the mean of the batch means;
+- the weights: batches of different sizes (the last one short, as at the end of an epoch): the
+  mean and the variance weigh each batch by its size (the variance is also accepted times
+  n / (n - 1), or without its between-batch term: those are the other checks' properties);
+- the biased variance of the union: batches of equal size and equal means, whose union's biased
+  variance is the average of their variances;
+- a side check: float arrays, inputs unmodified.
+Named mistakes (known_mistakes.population_statistics_mistakes) are recognised on the same quantities.
 
 Weights (2 points). The central mistake, averaging the batch variances (no between-batch term),
-fails the spread check: 1.0, half of the exercise. Equal weights cost the size check, 0.5 (both
-at once cost both, 1.5); not float arrays 0.25; inputs modified 0.25.
+fails the spread check: 1.0, half of the exercise. Equal weights cost the weights check, 0.25
+(with the variances also averaged, np.mean over the batches, 1.25); the unbiased variance of the union 0.25; the paper's
+Algorithm 2 1.5 (the spread, the weights and the biased variance: it keeps the mean and the side
+check); the side check 0.25. The side check scores when the answer is substantive (answers.py).
 """
 
 import numpy as np
@@ -42,41 +53,116 @@ def _batches(sizes, seed):
     return means, variances, np.asarray(sizes, dtype=np.int64)   # counts, as a student passes them
 
 
-def _judged(call_arrays, batches):
+def _collapsed(batches):
+    """The same batches with every batch mean moved to the overall mean."""
+    means, variances, sizes = batches
+    overall = reference.population_statistics(*batches)[0]
+    return np.broadcast_to(overall, means.shape).copy(), variances, sizes
+
+
+def _answer(call_arrays, batches) -> answers.Answer:
     answer = answers.Answer.of(call_arrays(FUNCTION, *batches))
-    return (answer, reference.population_statistics(*batches),
-            known_mistakes.population_statistics_mistakes(*batches), list(batches))
+    answers.require_an_answer(FUNCTION, answer, list(batches))
+    answers.require_shapes(FUNCTION, answer, [(3,), (3,)], NAMES)
+    return answer
+
+
+def _named(quantity, *batch_sets):
+    """{key: (description, quantity of that mistake's answers on ``batch_sets``)}."""
+    tables = [known_mistakes.population_statistics_mistakes(*batches) for batches in batch_sets]
+    return {key: (description, quantity(*(table[key][1] for table in tables)))
+            for key, (description, _) in tables[0].items()}
+
+
+def _total(batches) -> float:
+    return float(np.sum(batches[2]))
+
+
+def adds_the_between_batch_term(call_arrays):
+    spread = _batches([32, 32, 32, 32], seed=1)
+    collapsed = _collapsed(spread)
+    on_spread = _answer(call_arrays, spread)
+    if answers.within(on_spread.parts[1], known_mistakes.population_statistics_mistakes(*spread)["algorithm_2"][1][1]):
+        answers.fail_with_mistake(FUNCTION, "algorithm_2", known_mistakes.population_statistics_mistakes(*spread))
+    rise = on_spread.parts[1] - _answer(call_arrays, collapsed).parts[1]
+    right = reference.population_statistics(*spread)[1] - reference.population_statistics(*collapsed)[1]
+    n = _total(spread)
+    if answers.within(rise, right * n / (n - 1)):
+        return      # the unbiased variance of the union: the last check's property
+    answers.compare(FUNCTION, rise, right,
+                    prop="the variance must rise by sum_b w_b * (mean_b - mean)**2 when the batch means spread out "
+                         "(shown: the answer's variance minus its variance when every batch mean is moved to the "
+                         "overall mean)", on="4 batches of 32 with different means",
+                    named=_named(lambda a, b: a[1] - b[1], spread, collapsed),
+                    focus={"averaged_variances", "unweighted_averaged_variances"})
+
+
+def averages_the_batch_means(call_arrays):
+    batches = _batches([16, 16, 16], seed=5)
+    answer = _answer(call_arrays, batches)
+    answers.compare(FUNCTION, answer.parts[0], reference.population_statistics(*batches)[0],
+                    prop="the mean of batches of equal size must be the average of their means",
+                    on="3 batches of 16")
+
+
+def weighs_each_batch_by_its_size(call_arrays):
+    batches = _batches([64, 64, 64, 7], seed=2)
+    answer = _answer(call_arrays, batches)
+    mean, var = reference.population_statistics(*batches)
+    n = _total(batches)
+    within_only = reference.population_statistics(*batches, between_batches=False)[1]
+    for other in (var * n / (n - 1), within_only):    # the biased-variance check's and the spread check's
+        if answers.within(answer.parts[1], other):
+            var = other
+    answers.compare(FUNCTION, np.concatenate(answer.parts), np.concatenate([mean, var]),
+                    prop="each batch must weigh n_b / sum(n) in the mean and in the variance (shown: mean, then var)",
+                    on="batches of 64, 64, 64 and 7", named=_named(np.concatenate, batches),
+                    focus={"unweighted", "unweighted_averaged_variances"})
+
+
+def uses_the_biased_variance_of_the_union(call_arrays):
+    batches = _collapsed(_batches([8, 8, 8, 8], seed=6))
+    answer = _answer(call_arrays, batches)
+    answers.compare(FUNCTION, answer.parts[1], reference.population_statistics(*batches)[1],
+                    prop="the union's variance must be the biased one (divide by the total count n): for batches of "
+                         "equal size and equal means, the average of their variances",
+                    on="4 batches of 8 with equal means", named=_named(lambda out: out[1], batches),
+                    focus={"unbiased_union", "algorithm_2"})
+
+
+MAIN_CHECKS = (adds_the_between_batch_term, averages_the_batch_means, weighs_each_batch_by_its_size,
+               uses_the_biased_variance_of_the_union)
 
 
 @pytest.mark.points(1.0)
 def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
     """Batches of equal size with different means: the union's variance includes the between-batch term."""
-    answer, expected, mistakes, inputs = _judged(call_arrays, _batches([32, 32, 32, 32], seed=1))
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs,
-                          focus={"averaged_variances", "unweighted_averaged_variances"}, names=NAMES)
+    adds_the_between_batch_term(call_arrays)
 
 
-@pytest.mark.points(0.5)
+@pytest.mark.points(0.25)
+def test_averages_the_batch_means(call_arrays):
+    """Batches of equal size: the mean is the average of the batch means."""
+    averages_the_batch_means(call_arrays)
+
+
+@pytest.mark.points(0.25)
 def test_weighs_each_batch_by_its_size(call_arrays):
     """Batches of different sizes (the last one short, as at the end of an epoch) weigh by their size."""
-    answer, expected, mistakes, inputs = _judged(call_arrays, _batches([64, 64, 64, 7], seed=2))
-    answers.assert_answer(FUNCTION, answer, expected, mistakes, inputs,
-                          focus={"unweighted", "unweighted_averaged_variances"}, names=NAMES)
+    weighs_each_batch_by_its_size(call_arrays)
 
 
 @pytest.mark.points(0.25)
-def test_returns_float_arrays(call_arrays):
-    """Returns (mean, var) as floating-point NumPy arrays (the other checks compare their shapes, (C,))."""
-    batches = _batches([10, 20, 30], seed=3)
-    answer, expected, mistakes, inputs = _judged(call_arrays, batches)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
-    answers.assert_float_arrays(FUNCTION, answer, NAMES)
+def test_uses_the_biased_variance_of_the_union(call_arrays):
+    """The union's variance divides by the total count (biased), not by n - 1, nor m / (m - 1) per batch."""
+    uses_the_biased_variance_of_the_union(call_arrays)
 
 
 @pytest.mark.points(0.25)
-def test_leaves_its_inputs_unmodified(call_arrays):
-    """Leaves batch_means, batch_vars and batch_sizes as they were."""
+def test_returns_float_arrays_and_leaves_its_inputs_unmodified(call_arrays):
+    """Returns (mean, var) as floating-point NumPy arrays and leaves its three arguments as they were."""
     batches = _batches([16, 48, 8], seed=4)
-    answer, expected, mistakes, inputs = _judged(call_arrays, batches)
-    answers.require_the_work(FUNCTION, answer, expected, mistakes, inputs)
+    answer = answers.Answer.of(call_arrays(FUNCTION, *batches))
+    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
+    answers.assert_float_arrays(FUNCTION, answer, NAMES)
     answers.assert_inputs_unmodified(FUNCTION, answer, batches, ARGUMENTS)
