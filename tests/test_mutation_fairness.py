@@ -304,7 +304,7 @@ def op_keepdims(src):
                 yield _site(src, call, new_call), src.replace(start, end, ""), call.lineno
 
 
-def _body_indent(src) -> str:
+def _body_indent(src) -> tuple:
     first = src.function.body[0]
     return " " * first.col_offset, src.offset(first.lineno, 0)
 
