@@ -123,15 +123,16 @@ def require_shapes(function, answer: Answer, shapes, names=("the output",)):
 
 def compare(function, got, want, *, prop, on, scale=0.0, named=None, focus=()):
     """Pass when the quantity ``got`` equals ``want`` within tolerance. Otherwise fail with the named
-    mistake of ``focus`` whose same quantity ``got`` equals (``named``: {key: (description, quantity)}),
-    or with ``prop`` (what the property requires, e.g. "each feature's output is a multiple of the
-    centred feature"), the input ``on``, and a slice of what was expected and what came back."""
+    mistake of ``focus`` whose same quantity ``got`` equals (``named``: {key: (description, quantity)};
+    ``focus`` is a tuple, the first that matches names it), or with ``prop`` (what the property
+    requires, e.g. "each feature's output is a multiple of the centred feature"), the input ``on``,
+    and a slice of what was expected and what came back."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if within(got, want, scale):
         return
-    for key, (description, quantity) in (named or {}).items():
-        if key in focus and within(got, quantity, scale):
-            raise MistakeMade(description, known_mistakes.mistake_code(_exercise(function), key))
+    for key in focus:        # in the order given: the first that matches names the mistake
+        if key in (named or {}) and within(got, named[key][1], scale):
+            raise MistakeMade(named[key][0], known_mistakes.mistake_code(_exercise(function), key))
     if got.shape != want.shape:
         pytest.fail(f"{prop}: on {on} this quantity has shape {got.shape}, expected {want.shape}")
     if not np.all(np.isfinite(got)):

@@ -97,7 +97,7 @@ def flows_through_the_batch_mean(call_arrays):
                          "the batch, per feature (the path through the batch mean)",
                     on="a (32, 4) batch with a dout of mean 1.5, epsilon=0", scale=np.abs(right).sum(axis=0),
                     named=_named(lambda dx, *_: dx.sum(axis=0), dout, x, gamma, 0.0),
-                    focus={"constant_statistics"} if both else {"no_mean_path"})
+                    focus=("constant_statistics",) if both else ("no_mean_path",))
 
 
 def flows_through_the_batch_variance(call_arrays):
@@ -111,7 +111,7 @@ def flows_through_the_batch_variance(call_arrays):
                          "must be 0 per feature (the path through the batch variance)",
                     on="a (32, 4) batch with a dout that grows with x", scale=np.abs(right * _centred(x)).sum(axis=0),
                     named=_named(lambda dx, *_: (dx * _centred(x)).sum(axis=0), dout, x, gamma, 0.0),
-                    focus={"constant_statistics"} if both else {"no_variance_path"})
+                    focus=("constant_statistics",) if both else ("no_variance_path",))
 
 
 def sums_dgamma_and_dbeta(call_arrays):
@@ -126,7 +126,7 @@ def sums_dgamma_and_dbeta(call_arrays):
                          "(shown: dgamma, then dbeta)",
                     on="a (16, 3) batch with gamma=2.0, epsilon=0", scale=scale,
                     named=_named(lambda dx, dgamma, dbeta: np.concatenate([dgamma, dbeta]), dout, x, 2.0, 0.0),
-                    focus={"dgamma_without_x_hat"})
+                    focus=("dgamma_without_x_hat",))
 
 
 def sums_conv_activations_per_channel(call_arrays):
@@ -158,7 +158,7 @@ def uses_the_epsilon_it_is_given(call_arrays):
                          "must be gamma * dout / sqrt(var + epsilon), epsilon inside the square root and the value "
                          "given", on="a (12, 3) batch of variances 0.005 to 0.06 with epsilon=0.01",
                     scale=np.abs(gamma * dout / np.sqrt(x.var(axis=0) + 0.01)),
-                    named=_named(lambda dx, *_: dx, dout, x, gamma, 0.01), focus={"fixed_epsilon"})
+                    named=_named(lambda dx, *_: dx, dout, x, gamma, 0.01), focus=("fixed_epsilon",))
 
 
 MAIN_CHECKS = (flows_through_the_batch_mean, flows_through_the_batch_variance, sums_dgamma_and_dbeta,

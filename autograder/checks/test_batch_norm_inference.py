@@ -82,7 +82,7 @@ def centres_on_the_moving_mean(call_array):
                     on="a (10, 3) batch whose own means and variances are far from the moving ones",
                     scale=np.abs(y).max(),
                     named=_named(lambda out: _off_the_line(x, moving_mean, out), x, moving_mean, moving_var,
-                                 epsilon=0.0), focus={"batch_statistics"})
+                                 epsilon=0.0), focus=("batch_statistics",))
 
 
 def divides_by_the_standard_deviation(call_array):
@@ -94,7 +94,7 @@ def divides_by_the_standard_deviation(call_array):
                     prop="with epsilon=0 the multiple of x - moving_mean must be 1 / sqrt(moving_var), per channel",
                     on="(2, 3, 3, 2) activations with moving variances 400 and 100",
                     named=_named(lambda out: _factor(x, moving_mean, out), x, moving_mean, moving_var, epsilon=0.0),
-                    focus={"var_as_std", "batch_statistics"})
+                    focus=("var_as_std", "batch_statistics"))
 
 
 def adds_epsilon_inside_the_square_root(call_array):
@@ -107,15 +107,15 @@ def adds_epsilon_inside_the_square_root(call_array):
     answers.compare(FUNCTION, got, 1.0 / np.sqrt(moving_var + reference.KERAS_BN_EPSILON),
                     prop="with the default epsilon the multiple of x - moving_mean must be "
                          "1 / sqrt(moving_var + 1e-3), epsilon inside the square root",
-                    on="moving variances 1e-4 to 4e-3", focus={"eps_outside_sqrt"},
+                    on="moving variances 1e-4 to 4e-3", focus=("eps_outside_sqrt",),
                     named=_named(lambda out: _factor(x, moving_mean, out), x, moving_mean, moving_var))
     moving_var = np.array([0.05, 0.1, 0.2])       # variances of the order of the epsilon given
     x = _rng().normal(size=(8, 3)) * np.sqrt(moving_var) + moving_mean
     y = normalized(call_array, x, moving_mean, moving_var, epsilon=0.1)
     answers.compare(FUNCTION, _factor(x, moving_mean, y), 1.0 / np.sqrt(moving_var + 0.1),
                     prop="with epsilon=0.1 the multiple of x - moving_mean must be 1 / sqrt(moving_var + 0.1), "
-                         "the epsilon given", on="moving variances 0.05 to 0.2", focus={"eps_outside_sqrt",
-                                                                                       "fixed_epsilon"},
+                         "the epsilon given", on="moving variances 0.05 to 0.2", focus=("eps_outside_sqrt",
+                                                                                       "fixed_epsilon"),
                     named=_named(lambda out: _factor(x, moving_mean, out), x, moving_mean, moving_var, epsilon=0.1))
 
 

@@ -81,7 +81,7 @@ def removes_what_is_left_of_the_initial_value(call_array):
                          "value, i.e. remove what is left of it (shown: the share of the initial value removed, "
                          "relative to the weight on moving)",
                     on="a moving variance that started at 1.0, after 47 updates at momentum 0.99",
-                    named=_named_shares(moving, 1.0, momentum, steps), focus={"adam_only"})
+                    named=_named_shares(moving, 1.0, momentum, steps), focus=("adam_only",))
 
 
 def renormalizes(call_array):
@@ -98,7 +98,7 @@ def renormalizes(call_array):
                          "weights, 1 - momentum**steps, and the initial value's add up to 1, so the result is "
                          "an average (shown: the rise)",
                     on="moving [0.8, -0.3, 2.1], initial [0.5, 0, 1], momentum 0.9, 5 steps", named=named,
-                    focus={"not_renormalized"})
+                    focus=("not_renormalized",))
 
 
 def counts_one_factor_per_update(call_array):
@@ -108,7 +108,7 @@ def counts_one_factor_per_update(call_array):
                     prop="after 3 updates at momentum 0.8 the initial value weighs 0.8**3 (shown: the share of "
                          "the initial value removed, relative to the weight on moving)",
                     on="moving [1.5, 2.5], initial 2.0, momentum 0.8, 3 steps",
-                    named=_named_shares(moving, 2.0, 0.8, 3), focus={"steps_minus_one"})
+                    named=_named_shares(moving, 2.0, 0.8, 3), focus=("steps_minus_one",))
 
 
 MAIN_CHECKS = (removes_what_is_left_of_the_initial_value, renormalizes, counts_one_factor_per_update)

@@ -110,7 +110,7 @@ def normalizes_each_sample_on_its_own(call_array):
                          "as in the batch, and each sample's output must have mean 0 (shown: the differences, then "
                          "the 4 samples' means)",
                     on="4 samples of very different scales and offsets, groups=2", scale=np.abs(together).max(),
-                    named=named, focus={"batch_statistics"})
+                    named=named, focus=("batch_statistics",))
 
 
 def groups_consecutive_channels(call_array):
@@ -123,7 +123,7 @@ def groups_consecutive_channels(call_array):
                              "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
                         on=f"{shape} conv activations, {on}", scale=np.abs(y).max(),
                         named=_named(lambda out, x=x, groups=groups: _off_the_line(x, out, groups), x, groups),
-                        focus={"interleaved_groups", "ignored_groups"})
+                        focus=("interleaved_groups", "ignored_groups"))
 
 
 def uses_the_biased_variance(call_array):
@@ -133,7 +133,7 @@ def uses_the_biased_variance(call_array):
                     prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
                          "variance (divide by the number of values, np.var's default)",
                     on="a (5, 4) batch of dense features", named=_named(lambda out: _factor(x, out, 1), x, 1,
-                                                                        epsilon=0.0), focus={"ddof1"})
+                                                                        epsilon=0.0), focus=("ddof1",))
 
 
 def uses_the_epsilon_it_is_given(call_array):
@@ -147,7 +147,7 @@ def uses_the_epsilon_it_is_given(call_array):
                          "epsilon inside the square root and the value given",
                     on="samples whose variance is 0.01 to 0.04", named=_named(lambda out: _factor(x, out, 1), x, 1,
                                                                                epsilon=0.1),
-                    focus={"fixed_epsilon", "eps_outside_sqrt"})
+                    focus=("fixed_epsilon", "eps_outside_sqrt"))
 
 
 def applies_gamma_and_beta(call_array):

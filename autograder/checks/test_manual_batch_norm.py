@@ -13,7 +13,7 @@ the checks of its property and no other:
 - how the spread becomes the divisor: the factor that multiplies x - mean, read on batches whose
   features share one mean and one variance (so that the statistics' axes do not enter): 1 / std
   (the biased or the unbiased variance, which the next check tells apart), the biased variance's,
-  and with epsilon=1.0, 1 / sqrt(var + epsilon);
+  and with epsilon=0.01 on variances of 0.01, 1 / sqrt(var + epsilon);
 - gamma and beta: the output with gamma and beta against gamma * (the answer's own output without
   them) + beta, so a wrong normalization does not enter.
 Named mistakes (known_mistakes.batch_norm_mistakes) are recognised on the same quantities.
@@ -108,7 +108,7 @@ def _centred_statistics(call_array, x, focus, on):
 def centres_each_feature_over_the_batch(call_array):
     scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
     x = _rng().normal(size=(64, 5)) * scales + np.array([0.0, -5.0, 50.0, 3.0, 1000.0])
-    _centred_statistics(call_array, x, {"per_sample", "all_elements"},
+    _centred_statistics(call_array, x, ("per_sample", "all_elements"),
                         ("a (64, 5) batch of features with different means and scales", "the batch (axis 0)"))
 
 
@@ -116,7 +116,7 @@ def centres_conv_activations_per_channel(call_array):
     rng = _rng()
     trend = np.linspace(-3.0, 3.0, 5)[None, :, None, None] + np.linspace(0.0, 2.0, 5)[None, None, :, None]
     x = rng.normal(size=(6, 5, 5, 3)) * np.array([1.0, 5.0, 0.5]) + trend * np.array([1.0, 2.0, -1.0])
-    _centred_statistics(call_array, x, {"per_position", "nchw", "per_sample", "all_elements"},
+    _centred_statistics(call_array, x, ("per_sample", "per_position", "nchw", "all_elements"),
                         ("(6, 5, 5, 3) conv activations whose channels vary with the position",
                          "N, H and W (axes 0, 1, 2)"))
 
@@ -131,7 +131,7 @@ def divides_by_the_standard_deviation(call_array):
         return      # the unbiased variance: the next check's property
     answers.compare(FUNCTION, got, want, prop="with epsilon=0 each feature's x - mean must be divided by its "
                     "standard deviation, so the factor on it is 1 / std", on="an (8, 3) batch whose features all "
-                    "have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=set())
+                    "have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=())
 
 
 def uses_the_biased_variance(call_array):
@@ -141,20 +141,20 @@ def uses_the_biased_variance(call_array):
                     prop="the variance must be the biased one (divide by m, np.var's default), so with "
                          "epsilon=0 the factor on x - mean is 1 / np.std(x, axis=0)",
                     on="a (4, 3) batch whose features all have mean 5 and std 2",
-                    named=_named(factor, x, epsilon=0.0), focus={"ddof1"})
+                    named=_named(factor, x, epsilon=0.0), focus=("ddof1",))
 
 
 def adds_epsilon_inside_the_square_root(call_array):
-    x = _shared_statistics(8, mean=-1.0, std=1.0)
-    y = normalized(call_array, x, epsilon=1.0)
+    x = _shared_statistics(8, mean=-1.0, std=0.1)
+    y = normalized(call_array, x, epsilon=0.01)
     got = factor(x, y)
-    if answers.within(got, 1.0 / np.sqrt(x.var(axis=0, ddof=1) + 1.0)):
+    if answers.within(got, 1.0 / np.sqrt(x.var(axis=0, ddof=1) + 0.01)):
         return      # epsilon right, on the unbiased variance: the biased-variance check's property
-    answers.compare(FUNCTION, got, 1.0 / np.sqrt(x.var(axis=0) + 1.0),
-                    prop="with epsilon=1.0 the factor on x - mean must be 1 / sqrt(var + epsilon), epsilon "
+    answers.compare(FUNCTION, got, 1.0 / np.sqrt(x.var(axis=0) + 0.01),
+                    prop="with epsilon=0.01 the factor on x - mean must be 1 / sqrt(var + epsilon), epsilon "
                          "inside the square root and the value given",
-                    on="an (8, 3) batch whose features all have variance 1", named=_named(factor, x, epsilon=1.0),
-                    focus={"eps_outside_sqrt", "no_epsilon", "fixed_epsilon"})
+                    on="an (8, 3) batch whose features all have variance 0.01", named=_named(factor, x, epsilon=0.01),
+                    focus=("eps_outside_sqrt", "fixed_epsilon", "no_epsilon"))
 
 
 def applies_gamma_and_beta(call_array):
@@ -169,7 +169,7 @@ def applies_gamma_and_beta(call_array):
     answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
                     prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
                          "per feature", on="a (16, 3) batch with gamma=[1, 2, 3] and beta=[11, 12, 13]",
-                    scale=np.abs(y).max(), named=named, focus={"gamma_beta_swapped", "no_scale_shift"})
+                    scale=np.abs(y).max(), named=named, focus=("gamma_beta_swapped", "no_scale_shift"))
 
 
 MAIN_CHECKS = (centres_each_feature_over_the_batch, centres_conv_activations_per_channel,
@@ -207,7 +207,7 @@ def test_uses_the_biased_variance(call_array):
 
 @pytest.mark.points(0.25)
 def test_adds_epsilon_inside_the_square_root(call_array):
-    """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=1.0 on variances of 1)."""
+    """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=0.01 on variances of 0.01)."""
     adds_epsilon_inside_the_square_root(call_array)
 
 

@@ -94,7 +94,7 @@ def adds_the_between_batch_term(call_arrays):
                          "(shown: the answer's variance minus its variance when every batch mean is moved to the "
                          "overall mean)", on="4 batches of 32 with different means",
                     named=_named(lambda a, b: a[1] - b[1], spread, collapsed),
-                    focus={"averaged_variances", "unweighted_averaged_variances"})
+                    focus=("averaged_variances", "unweighted_averaged_variances"))
 
 
 def averages_the_batch_means(call_arrays):
@@ -117,7 +117,7 @@ def weighs_each_batch_by_its_size(call_arrays):
     answers.compare(FUNCTION, np.concatenate(answer.parts), np.concatenate([mean, var]),
                     prop="each batch must weigh n_b / sum(n) in the mean and in the variance (shown: mean, then var)",
                     on="batches of 64, 64, 64 and 7", named=_named(np.concatenate, batches),
-                    focus={"unweighted", "unweighted_averaged_variances"})
+                    focus=("unweighted", "unweighted_averaged_variances"))
 
 
 def uses_the_biased_variance_of_the_union(call_arrays):
@@ -127,7 +127,7 @@ def uses_the_biased_variance_of_the_union(call_arrays):
                     prop="the union's variance must be the biased one (divide by the total count n): for batches of "
                          "equal size and equal means, the average of their variances",
                     on="4 batches of 8 with equal means", named=_named(lambda out: out[1], batches),
-                    focus={"unbiased_union", "algorithm_2"})
+                    focus=("unbiased_union", "algorithm_2"))
 
 
 MAIN_CHECKS = (adds_the_between_batch_term, averages_the_batch_means, weighs_each_batch_by_its_size,

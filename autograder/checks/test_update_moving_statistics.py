@@ -51,7 +51,7 @@ def _one_part(call_arrays, part, prop):
     answer, right, mistakes = _updated(call_arrays)
     answers.compare(FUNCTION, answer.parts[part], right[part], prop=prop, on=ON + " (momentum 0.99)",
                     named={key: (description, out[part]) for key, (description, out) in mistakes.items()},
-                    focus={"swapped_momentum"})
+                    focus=("swapped_momentum",))
 
 
 def updates_the_mean(call_arrays):
@@ -67,7 +67,7 @@ def uses_the_momentum_it_is_given(call_arrays):
     answers.compare(FUNCTION, np.concatenate(answer.parts), np.concatenate(right),
                     prop="with momentum=0.9, new = 0.9 * moving + 0.1 * batch (shown: new_mean, then new_var)",
                     on=ON, named={key: (description, np.concatenate(out)) for key, (description, out) in
-                                  mistakes.items()}, focus={"fixed_momentum", "swapped_momentum"})
+                                  mistakes.items()}, focus=("fixed_momentum", "swapped_momentum"))
 
 
 MAIN_CHECKS = (updates_the_mean, updates_the_variance, uses_the_momentum_it_is_given)
