@@ -44,9 +44,9 @@ EXTRA = {
                                                         .replace("+ beta\n", "+ 0.0\n")),
     "update_moving_statistics.fixed_momentum": (
         "update_moving_statistics", _RIGHT["update_moving_statistics"].replace("keep = momentum", "keep = 0.99")),
-    "population_statistics.unweighted_averaged_variances": (   # the right mean, the variances averaged
+    "population_statistics.unweighted_averaged_variances": (   # np.mean over the batches, for both
         "population_statistics", _RIGHT["population_statistics"].replace(
-            "var = weights @ (batch_vars + (batch_means - mean) ** 2)", "var = batch_vars.mean(axis=0)")),
+            "return mean, var", "return batch_means.mean(axis=0), batch_vars.mean(axis=0)")),
 }
 
 
