@@ -264,6 +264,9 @@ STUDENTS = {s.name: s for s in (
             {"batch_norm_backward": _backward(dx="dx_hat / std")}),
     Student("backward_no_variance_path", "backward pass without the path through the variance",
             {"batch_norm_backward": _backward(dx="(dx_hat - dx_hat.mean(axis=axes, keepdims=True)) / std")}),
+    Student("backward_no_mean_path", "backward pass without the path through the mean",
+            {"batch_norm_backward": _backward(dx="(dx_hat - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)) "
+                                                 "/ std")}),
     Student("backward_dgamma_without_x_hat", "dgamma = sum(dout)",
             {"batch_norm_backward": _backward(dgamma="dout.sum(axis=axes)")}),
     Student("backward_batch_axis_only", "backward pass over axis 0 only for conv activations",
@@ -281,6 +284,14 @@ STUDENTS = {s.name: s for s in (
             {"population_statistics": _population(within="batch_vars")}),
     Student("population_unweighted", "batches averaged with equal weights",
             {"population_statistics": _population(weights="np.full(len(batch_sizes), 1 / len(batch_sizes))")}),
+    Student("population_algorithm_2", "the paper's Algorithm 2: averages, and m / (m - 1) on the variances",
+            {"population_statistics": BY_ID["population_statistics"].def_line + """
+    m = batch_sizes.mean()
+    return batch_means.mean(axis=0), m / (m - 1) * batch_vars.mean(axis=0)
+"""}),
+    Student("population_unbiased_union", "the union's variance divided by n - 1",
+            {"population_statistics": _population().replace("    return mean, var", "    n = batch_sizes.sum()\n"
+                                                            "    return mean, var * n / (n - 1)")}),
     Student("bn_fixed_epsilon", "epsilon 1e-5 whatever epsilon is given",
             {"manual_batch_norm": _bn(denominator="np.sqrt(var + 1e-5)")}),
     Student("backward_fixed_epsilon", "backward pass with epsilon 1e-5 whatever epsilon is given",

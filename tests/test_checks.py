@@ -97,6 +97,11 @@ EXPECTED = {
     "population_averaged_variances": ({POPULATION + "test_adds_the_spread_of_the_batch_means_to_the_variance"},
                                       "between-batch term"),
     "population_unweighted": ({POPULATION + "test_weighs_each_batch_by_its_size"}, "equal weights"),
+    "population_algorithm_2": ({POPULATION + "test_adds_the_spread_of_the_batch_means_to_the_variance",
+                                POPULATION + "test_weighs_each_batch_by_its_size",
+                                POPULATION + "test_uses_the_biased_variance_of_the_union"}, "Algorithm 2"),
+    "population_unbiased_union": ({POPULATION + "test_uses_the_biased_variance_of_the_union"}, "n - 1"),
+    "backward_no_mean_path": ({BACKWARD + "test_dx_flows_through_the_batch_mean"}, "path through the batch mean"),
     "bn_fixed_epsilon": ({BN + "test_adds_epsilon_inside_the_square_root"}, "whatever epsilon it is given"),
     "backward_fixed_epsilon": ({BACKWARD + "test_uses_the_epsilon_it_is_given"}, "whatever epsilon it is given"),
     "inference_fixed_epsilon": ({INFERENCE + "test_adds_epsilon_inside_the_square_root"},
@@ -268,7 +273,7 @@ def test_plain_pytest_runs_the_same_checks(tmp_path):
                            "--cache-dir", str(tmp_path / "cache"), "-q", "-p", "no:cacheprovider",
                            "-k", "manual_batch_norm"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
-    assert "1 failed, 6 passed" in done.stdout and "ddof=1" in done.stdout
+    assert "1 failed, 7 passed" in done.stdout and "ddof=1" in done.stdout
 
 
 def test_the_training_check_gives_its_measurements_also_from_the_memo(tmp_path):

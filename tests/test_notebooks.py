@@ -534,3 +534,17 @@ def test_data_help_prints_its_usage_and_links_nothing(monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         data.main(["--help"])
     assert done.value.code == 0 and "usage: python -m autograder data" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise", [e for e in EXERCISES if e.kind.value == "numpy"], ids=lambda e: e.id)
+def test_each_exercises_table_lists_its_hidden_checks_points_in_order(exercise):
+    """The "What the grader checks" table has one row per hidden check, in the check module's order,
+    with its points (the check modules are the source of truth; the table states them)."""
+    from autograder.check_catalogue import CHECKS_DIR
+    number = EXERCISES.index(exercise) + 1
+    instructions = _cell(_read(assign.SOURCE), f"exercise_{number}_instructions").source
+    table = instructions[instructions.index("**What the grader checks"):]
+    points = [float(p) for p in re.findall(r"^\|.*\| ([\d.]+) \|$", table, re.M)]
+    module = (CHECKS_DIR / exercise.check_module).read_text(encoding="utf-8")
+    markers = [float(p) for p in re.findall(r"^@pytest\.mark\.points\(([\d.]+)\)$", module, re.M)]
+    assert points == markers, (exercise.id, points, markers)
