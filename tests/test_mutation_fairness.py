@@ -650,7 +650,11 @@ def summary(g: Grading) -> str:
     for kind in kinds:
         counts = [sum(1 for m in g.mutants[e] if m.kind == kind) for e in EXERCISES]
         out.append(f"| *{kind}* | " + " | ".join(str(c) for c in counts) + f" | {sum(counts)} |")
-    out += ["", exercise_table(g)]
+    broken = {op: ", ".join(f"({r}) {n}" for r in RULES
+                            if (n := sum(RULES[r][1](m) for m in g.all() if m.operator == op)))
+              for op in OPERATORS}
+    out += ["", exercise_table(g), "", "Mutants breaking each rule, per operator: "
+            + ("; ".join(f"{op} {text}" for op, text in broken.items() if text) or "none")]
     answers = [m for m in g.all() if m.kind in ("ordinary", "equivalent")]
     worst = min(answers, key=_share, default=None)
     out += ["", f"{len(g.all())} mutants graded in {g.gradings} gradings (one mutant of each exercise per notebook, "
