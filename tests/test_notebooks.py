@@ -499,6 +499,14 @@ def test_missing_data_says_both_ways_to_get_it(tmp_path, monkeypatch):
         data.load_fashion_mnist()
 
 
+def test_the_data_command_prints_its_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        data.main(["--help"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: python -m autograder data") and "fashion_mnist.load_data()" in printed
+
+
 def test_notebook_loader_explains_how_to_get_missing_data():
     source = _cell(_read(assign.SOURCE), "demo_load_data").source
 
