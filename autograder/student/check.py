@@ -190,11 +190,11 @@ class _Review:
             if top in WORKER_BACKEND_MODULES:
                 absent = absent_backend_modules() or [top]
                 message = (
-                    f"{head}. It is not your code: the check builds your models on Keras' NumPy backend, as the "
-                    f"grader does, and that backend needs SciPy and JAX, of which this Python environment lacks "
-                    f"{' and '.join(absent)}. The check kit (batchnorm-check) requires them, so pip installs them "
-                    "with it unless told --no-deps: install them where the notebook runs (python -m pip install "
-                    f"{' '.join(absent)}) and run the check again")
+                    f"{head}.{' It is not your code:' if setup else ''} The check builds your models on Keras' "
+                    "NumPy backend, as the grader does, and that backend needs SciPy and JAX, of which this Python "
+                    f"environment lacks {' and '.join(absent)}. The check kit (batchnorm-check) requires them, so pip "
+                    "installs them with it unless told --no-deps: install them where the notebook runs (python -m pip "
+                    f"install {' '.join(absent)}) and run the check again")
             elif setup:
                 message = (f"{head}. It is the course's code, not yours: this Python environment lacks {top}, which "
                            f"the notebook needs: install it where the notebook runs (python -m pip install "
