@@ -353,6 +353,125 @@ def test_a_cell_past_the_cell_limit_is_a_cell_timeout(tmp_path):
     assert _exercise(report, "manual_batch_norm").visible_tests == "passed"   # the loop cost only itself
 
 
+# --- missing_module: one problem per module, and what it stops is not checked -----------------------
+
+ABSENT = "bn_check_module_that_is_not_installed"
+
+
+def _with_setup(nb, tmp_path, source):
+    """``nb`` and the release's contract, both with the set-up cell ``setup`` replaced by ``source``
+    (the check runs the release's set-up source, not the student's copy of it)."""
+    for cell in nb.cells:
+        if _grade_id(cell) == "setup":
+            cell.source = source
+    path = _write(nb, tmp_path)
+    release = nbformat.read(ROOT / "release/batchnorm/batchnorm.ipynb", as_version=4)
+    for cell in release.cells:
+        if _grade_id(cell) == "setup":
+            cell.source = source
+    return path, contracts.from_release(read(_write(release, tmp_path / "release")))
+
+
+def _setup_source():
+    release = nbformat.read(ROOT / "release/batchnorm/batchnorm.ipynb", as_version=4)
+    return next(c.source for c in release.cells if _grade_id(c) == "setup")
+
+
+def _stopped_setup(line_before: str, import_line: str) -> tuple:
+    """The release's set-up source with ``import_line`` inserted before the line ``line_before``; the
+    number of the line it is on."""
+    lines = _setup_source().splitlines()
+    at = lines.index(line_before)
+    return "\n".join([*lines[:at], import_line, *lines[at:]]), at + 1
+
+
+def test_a_module_missing_in_the_set_up_cell_is_one_problem_and_nothing_is_blamed(tmp_path):
+    """As a student's environment without the kit's dependencies: the set-up cell stops before
+    NumPy and Keras are imported, so every visible test fails on 'np' or 'keras'; none of that is
+    the answers' fault."""
+    source, line = _stopped_setup("import matplotlib.pyplot as plt", f"import {ABSENT}")
+    nb = _solution()
+    path, contract = _with_setup(nb, tmp_path, source)
+    report = checking.check(path, Limits(total_seconds=120), contract=contract)
+    setup = _number(nb, "setup")
+    [problem] = report.problems
+    assert (problem.kind, problem.cell) == ("missing_module", setup), report.problems
+    assert problem.message.startswith(f"cell {setup} (the locked set-up cell 'setup') stops on line {line}: "
+                                      f"ModuleNotFoundError: No module named '{ABSENT}'")
+    assert "It is the course's code, not yours" in problem.message
+    assert f"python -m pip install {ABSENT}" in problem.message
+    unchecked = [n for n, e in enumerate(EXERCISES, start=1) if e.kind is not Kind.TRAINING]
+    assert f"Exercises {', '.join(map(str, unchecked))}, which need what it stops, are not checked" in problem.message
+    for exercise in EXERCISES:
+        found = _exercise(report, exercise.id)
+        if exercise.kind is Kind.TRAINING:
+            assert found.visible_tests == "not run" and "the grader trains" in found.message
+        else:
+            assert found.visible_tests == "not run", found
+            assert found.message == f"not checked: {ABSENT} is not installed here (see the problems)"
+    assert not report.ready and report.could_not_run                 # exit code 2: not the notebook's fault
+    assert report.lines()[-1].startswith("NOT CHECKED")
+
+
+def test_a_missing_dependency_of_keras_numpy_backend_names_the_kit_and_all_that_is_absent(tmp_path, monkeypatch):
+    """The student's case: Keras imports, but not on its NumPy backend, which needs SciPy and JAX.
+    The check names every one of them that this Python lacks, not one per run."""
+    raise_it = "raise ModuleNotFoundError(\"No module named 'scipy'\", name='scipy')   # as keras does without it"
+    source, line = _stopped_setup("import keras", raise_it)
+    monkeypatch.setattr(checking, "absent_backend_modules", lambda: ["scipy", "jax", "jaxlib"])
+    nb = _solution()
+    path, contract = _with_setup(nb, tmp_path, source)
+    report = checking.check(path, Limits(total_seconds=120), contract=contract)
+    [problem] = report.problems
+    assert problem.kind == "missing_module" and problem.cell == _number(nb, "setup")
+    assert f"stops on line {line}: ModuleNotFoundError: No module named 'scipy'" in problem.message
+    assert "Keras' NumPy backend, as the grader does" in problem.message
+    assert "lacks scipy and jax and jaxlib" in problem.message
+    assert "python -m pip install scipy jax jaxlib" in problem.message and "batchnorm-check" in problem.message
+    # NumPy was imported before the line that stopped: what needs only NumPy is checked, what needs Keras is not
+    for exercise_id in ("manual_batch_norm", "batch_norm_backward", "population_statistics"):
+        assert _exercise(report, exercise_id).visible_tests == "passed"
+    for exercise_id in ("build_model_with_bn", "batch_norm_inference", "group_norm", "build_modern_cnn"):
+        assert _exercise(report, exercise_id).message == "not checked: scipy is not installed here (see the problems)"
+    assert report.could_not_run
+
+
+IMPORTS_ABSENT = f"import {ABSENT} as helper"
+USES_HELPER = BY_ID["manual_batch_norm"].def_line + "\n    return helper.normalize(x, gamma, beta, epsilon)\n"
+
+
+def test_a_module_missing_in_a_students_cell_is_one_problem_however_many_cells_import_it(tmp_path):
+    nb = students.build_notebook(students.Student(
+        "imports_absent", "imports a module the environment lacks, in two added cells",
+        {"manual_batch_norm": USES_HELPER},
+        extra_cells=(("manual_batch_norm", IMPORTS_ABSENT), ("batch_norm_backward", IMPORTS_ABSENT))))
+    path, contract = _with_setup(nb, tmp_path, _setup_source())
+    report = checking.check(path, Limits(total_seconds=120), contract=contract)
+    first, second = [n for n, c in enumerate(nb.cells, start=1) if c.source == IMPORTS_ABSENT]
+    [problem] = report.problems
+    assert (problem.kind, problem.cell) == ("missing_module", first), report.problems
+    assert problem.message.startswith(f"cell {first} (a cell you added, starting 'import bn_check_module_")
+    stops = f"') stops on line 1: ModuleNotFoundError: No module named '{ABSENT}' (so do cell {second})"
+    assert stops in problem.message
+    assert "only if the course allows it" in problem.message
+    assert f"Exercise {_n('manual_batch_norm')}, which needs what it stops, is not checked" in problem.message
+    found = _exercise(report, "manual_batch_norm")
+    assert (found.found, found.visible_tests) == (True, "not run") and found.message.startswith("not checked: ")
+    assert _exercise(report, "batch_norm_backward").visible_tests == "passed"
+    assert not report.could_not_run                      # the student's own import: exit code 1
+
+
+def test_only_a_missing_module_is_read_from_an_import_error():
+    from autograder.channel import Kind as OutcomeKind
+    from autograder.channel import Outcome
+    def raised(exception, message):
+        return Outcome(OutcomeKind.RAISED, f"{exception}: {message}", exception=exception, message=message)
+    assert checking.missing_module(raised("ModuleNotFoundError", "No module named 'scipy'")) == "scipy"
+    assert checking.missing_module(raised("ModuleNotFoundError", "No module named 'scipy.special'")) == "scipy.special"
+    assert checking.missing_module(raised("ImportError", "cannot import name 'x' from 'numpy'")) is None
+    assert checking.missing_module(raised("ValueError", "No module named 'scipy'")) is None
+
+
 # --- the solution, and what the check never touches -----------------------------------------------
 
 @pytest.mark.slow

@@ -13,16 +13,23 @@ which the notebook gives them) may be named in the kit but not defined there (no
 import ast
 import base64
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from autograder.exercises import EXERCISES
+from autograder.sandbox.process import WORKER_BACKEND_MODULES
 from autograder.student import contract as contracts
 from autograder.student import kit
 
@@ -111,12 +118,71 @@ def test_the_kit_is_a_valid_wheel_with_the_release_contract(wheel):
         data = files[name]
         assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         assert int(size) == len(data)
-    assert "Requires-Dist: numpy" in next(d for n, d in files.items() if n.endswith("/METADATA")).decode()
+    assert "Requires-Dist: numpy" in _metadata(wheel)
     shipped = contracts.Contract.from_json(files["autograder/student/contract.json"].decode())
     assert shipped.digest == contracts.load().digest
     answers = [c for c in shipped.cells if c.solution]
     assert {c.grade_id for c in answers} == {e.function for e in EXERCISES} and all(c.source is None for c in answers)
     assert kit.unresolved_imports(kit.kit_files(shipped)) == []
+
+
+# --- what the kit needs to run the notebook: Keras' NumPy backend's imports -------------------------
+
+def _metadata(wheel) -> str:
+    return next(d for n, d in kit.contents(wheel).items() if n.endswith(".dist-info/METADATA")).decode()
+
+
+def _requires_dist(wheel) -> dict:
+    """{canonical name: Requirement} of the wheel's Requires-Dist."""
+    found = [Requirement(line.split(":", 1)[1].strip()) for line in _metadata(wheel).splitlines()
+             if line.startswith("Requires-Dist:")]
+    return {canonicalize_name(r.name): r for r in found}
+
+
+def _backend_imports() -> set:
+    """The top-level modules, outside the standard library and Keras, that Keras' NumPy backend imports:
+    read from the installed Keras's source (keras/src/backend/numpy/), without importing it."""
+    folder = Path(importlib.util.find_spec("keras").origin).parent / "src" / "backend" / "numpy"
+    modules = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and m != "keras"}
+
+
+def _project_pins() -> dict:
+    """{canonical name: Requirement} of pyproject.toml's dependencies (the grader's environment)."""
+    tomllib = pytest.importorskip("tomllib")             # Python 3.11 and later
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(d) for d in project["dependencies"]]
+    return {canonicalize_name(r.name): r for r in requirements if r.marker is None or r.marker.evaluate()}
+
+
+def test_the_kit_requires_what_keras_numpy_backend_imports(wheel):
+    """The worker runs the set-up cell's `import keras` on Keras' NumPy backend (as the grader does):
+    whatever that backend imports beyond what Keras itself installs must come with the kit, or the
+    set-up cell fails in a student's environment that has only TensorFlow, Keras and Matplotlib."""
+    required = _requires_dist(wheel)
+    imported = _backend_imports()
+    assert {"numpy", "scipy", "jax"} <= imported, imported           # the reading finds what it looks for
+    distributions = importlib.metadata.packages_distributions()
+    keras_installs = {canonicalize_name(Requirement(r).name) for r in importlib.metadata.requires("keras")
+                      if "extra ==" not in r}
+    needed = {canonicalize_name(d) for module in imported for d in distributions[module]} - keras_installs
+    assert needed and needed <= set(required), (needed, sorted(required))
+    assert {"numpy", "scipy", "jax", "jaxlib"} <= set(required)      # numpy: the kit's own code uses it
+    assert {canonicalize_name(m) for m in WORKER_BACKEND_MODULES} <= set(required)
+
+
+def test_the_graders_pinned_versions_satisfy_the_kits_requirements(wheel):
+    pins = _project_pins()
+    for name, requirement in _requires_dist(wheel).items():
+        assert name in pins, f"the kit requires {name}, which the grader's environment (pyproject.toml) has not"
+        [pin] = pins[name].specifier
+        assert pin.operator == "==" and requirement.specifier.contains(pin.version), (requirement, pins[name])
 
 
 def test_a_module_the_kit_leaves_out_stops_the_build():
@@ -131,8 +197,9 @@ def test_a_module_the_kit_leaves_out_stops_the_build():
 @pytest.mark.slow
 def test_the_installed_kit_checks_the_solution_without_the_grader(wheel, tmp_path):
     """A fresh venv (no system site-packages) with only the kit installed (--no-deps); NumPy, Keras
-    and Matplotlib, which the notebook needs, come from this project's venv through a .pth file, so
-    that the sandboxed worker finds them too (it gets no PYTHONPATH)."""
+    and Matplotlib, which the notebook needs, and SciPy and JAX, which the kit requires, come from
+    this project's venv through a .pth file, so that the sandboxed worker finds them too (it gets no
+    PYTHONPATH). The test below installs the kit as students do, with its requirements."""
     from autograder import synthetic_students as students
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -159,3 +226,126 @@ def test_the_installed_kit_checks_the_solution_without_the_grader(wheel, tmp_pat
     grade = subprocess.run([str(python), "-m", "autograder", "grade", str(notebook)], cwd=tmp_path, env=env,
                            capture_output=True, text=True)
     assert grade.returncode == 2 and "it checks a notebook" in grade.stderr
+
+
+# --- the kit in a student's environment --------------------------------------------------------------
+
+# What the notebook asks students to install. The worker never imports TensorFlow (Keras' NumPy
+# backend; sandbox/worker.py tells Keras it is absent), so the slow test below leaves it out: TensorFlow
+# adds 20 to 40 s and 1.3 GB of disk to every run and changes nothing the check sees, and the next
+# test shows it brings neither SciPy nor JAX. benchmarks/bench_student_environment.py runs the same
+# with TensorFlow (not in CI).
+STUDENT_PACKAGES = ("tensorflow", "keras", "matplotlib")
+
+
+def _distributions_installed_with(names) -> set:
+    """The canonical names of ``names`` and of everything their Requires-Dist bring (without extras),
+    as far as this environment has them installed."""
+    seen, todo = set(), [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return seen
+
+
+def test_what_students_install_for_the_notebook_brings_neither_scipy_nor_jax(wheel):
+    """Why the kit must require them: TensorFlow, Keras and Matplotlib (at the grader's versions,
+    installed here) install neither, whatever they depend on."""
+    pins = _project_pins()
+    tensorflow = "tensorflow-cpu" if "tensorflow-cpu" in pins else "tensorflow"
+    brought = _distributions_installed_with([tensorflow, "keras", "matplotlib"])
+    assert {"numpy", "keras", "matplotlib", "h5py"} <= brought         # the walk follows the requirements
+    assert not {"scipy", "jax", "jaxlib"} & brought
+    assert {"scipy", "jax", "jaxlib"} <= set(_requires_dist(wheel))
+
+
+class CannotInstall(RuntimeError):
+    """pip cannot install the notebook's packages on this machine (no index or cache it may use)."""
+
+
+def _pip_install(python: Path, *args) -> subprocess.CompletedProcess:
+    """pip (this venv's) installing into the venv of ``python``, as configured on this machine (its
+    index, mirror or wheel cache: nothing here is downloaded by hand)."""
+    return subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", *args],
+                          capture_output=True, text=True)
+
+
+def student_environment(wheel: Path, folder: Path, packages=STUDENT_PACKAGES) -> dict:
+    """In a fresh venv under ``folder`` (no system site-packages): ``packages`` at the grader's
+    versions (pyproject.toml; "tensorflow" is its TensorFlow pin for this platform), then the kit,
+    first --no-deps (the check must report SciPy and JAX missing as one problem and exit 2, blaming
+    no answer), then as students install it, with its requirements (the solution must be ready).
+    AssertionError when the kit falls short, CannotInstall when pip cannot install ``packages``;
+    {step: seconds}. The venv (about 0.5 GB, 1.8 GB with TensorFlow) is removed at the end."""
+    from autograder import synthetic_students as students
+    pins = _project_pins()
+    names = [("tensorflow-cpu" if "tensorflow-cpu" in pins else "tensorflow") if p == "tensorflow" else p
+             for p in packages]
+    venv, timings, started = folder / "venv", {}, time.monotonic()
+
+    def lap(step):
+        nonlocal started
+        timings[step] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        python = venv / "bin" / "python"
+        done = _pip_install(python, *(str(pins[canonicalize_name(name)]) for name in names))
+        if done.returncode != 0:
+            raise CannotInstall(f"pip cannot install {', '.join(names)} here: {done.stderr.strip()[-300:]}")
+        lap("the notebook's packages")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        absent = "import importlib.util as u; print([m for m in ('scipy', 'jax') if u.find_spec(m) is None])"
+        assert subprocess.run([str(python), "-c", absent], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip() == "['scipy', 'jax']"
+
+        notebook = students.write_submission(students.STUDENTS["full_marks"], folder / "work" / "batchnorm.ipynb")
+        report_path = folder / "check.json"
+        check = [str(python), "-m", "autograder", "check", str(notebook), "--output", str(report_path)]
+        done = _pip_install(python, "--no-deps", str(wheel))
+        assert done.returncode == 0, done.stderr
+        lap("the kit --no-deps")
+        without = subprocess.run(check, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        report = json.loads(report_path.read_text())
+        assert without.returncode == 2 and "NOT CHECKED" in without.stdout, without.stdout + without.stderr
+        [problem] = report["problems"]
+        assert problem["kind"] == "missing_module" and "No module named 'scipy'" in problem["message"]
+        assert "lacks scipy and jax and jaxlib" in problem["message"], problem
+        assert not [e for e in report["exercises"] if e["visible_tests"] == "failed"], report["exercises"]
+        lap("check without SciPy and JAX")
+
+        done = _pip_install(python, str(wheel))              # as students do: with its requirements
+        assert done.returncode == 0, done.stderr
+        lap("the kit's requirements")
+        ready = subprocess.run(check, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        assert json.loads(report_path.read_text())["ready"] is True
+        lap("check")
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)       # not left to pytest's kept temporary folders
+        lap("removing the venv")
+    return timings
+
+
+@pytest.mark.slow
+def test_the_kit_runs_in_an_environment_with_only_what_students_install(wheel, tmp_path):
+    """Keras and Matplotlib (what the worker imports from the student's environment; TensorFlow is
+    left out, see STUDENT_PACKAGES) in a fresh venv, then the kit as students install it. About
+    30 s here from the local package index (50 s while the disk was busy); skipped where pip cannot
+    install them."""
+    try:
+        timings = student_environment(wheel, tmp_path, packages=("keras", "matplotlib"))
+    except CannotInstall as exc:
+        pytest.skip(str(exc))
+    print(timings)

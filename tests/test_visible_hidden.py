@@ -73,6 +73,20 @@ ONE_LINE_BACKWARD = """def batch_norm_backward(dout, x, gamma, epsilon=1e-5):
     return dx, (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
 """
 
+MOVING_IN_PLACE = """def update_moving_statistics(moving_mean, moving_var, batch_mean, batch_var, momentum=0.99):
+    moving_mean *= momentum
+    moving_mean += (1 - momentum) * batch_mean
+    moving_var *= momentum
+    moving_var += (1 - momentum) * batch_var
+    return moving_mean, moving_var
+"""
+
+INFERENCE_IN_PLACE = """def batch_norm_inference(x, moving_mean, moving_var, gamma=1.0, beta=0.0, epsilon=1e-3):
+    x -= moving_mean
+    x /= np.sqrt(moving_var + epsilon)
+    return gamma * x + beta
+"""
+
 NUMPY_VARIANTS = [
     accept("manual: prints", "manual_batch_norm",
            printing("manual_batch_norm", "x = np.asarray(x, dtype=np.float64)", "x.shape")),
@@ -99,6 +113,11 @@ NUMPY_VARIANTS = [
     accept("backward: prints", "batch_norm_backward",
            printing("batch_norm_backward", "x = np.asarray(x, dtype=np.float64)", "x.shape")),
     accept("backward: the one-line version", "batch_norm_backward", ONE_LINE_BACKWARD),
+    accept("backward: float32", "batch_norm_backward",
+           changed("batch_norm_backward", "dout = np.asarray(dout, dtype=np.float64)\n"
+                   "    x = np.asarray(x, dtype=np.float64)\n    gamma = np.asarray(gamma, dtype=np.float64)",
+                   "dout = np.asarray(dout, dtype=np.float32)\n"
+                   "    x = np.asarray(x, dtype=np.float32)\n    gamma = np.asarray(gamma, dtype=np.float32)")),
     reject("backward: epsilon fixed at 1e-5", "batch_norm_backward",
            changed("batch_norm_backward", "s = np.sqrt(var + epsilon)", "s = np.sqrt(var + 1e-5)")),
     reject("backward: constant statistics", "batch_norm_backward",
@@ -117,6 +136,7 @@ NUMPY_VARIANTS = [
            students._MOVING_TEMPLATE.format(keep="1 - momentum")),
     reject("moving: momentum fixed at 0.99", "update_moving_statistics",
            students._MOVING_TEMPLATE.format(keep="0.99")),
+    reject("moving: the moving statistics updated in place", "update_moving_statistics", MOVING_IN_PLACE),
 
     accept("inference: prints", "batch_norm_inference",
            printing("batch_norm_inference", "x = np.asarray(x, dtype=np.float64)", "x.shape")),
@@ -125,6 +145,7 @@ NUMPY_VARIANTS = [
     reject("inference: the batch's own statistics", "batch_norm_inference",
            students._inference(statistics="x.mean(axis=tuple(range(x.ndim - 1))), "
                                           "x.var(axis=tuple(range(x.ndim - 1)))")),
+    reject("inference: x changed in place", "batch_norm_inference", INFERENCE_IN_PLACE),
     reject("inference: a list, not an array", "batch_norm_inference",
            changed("batch_norm_inference",
                    "return np.asarray(gamma, dtype=np.float64) * x_hat + np.asarray(beta, dtype=np.float64)",
@@ -150,6 +171,8 @@ NUMPY_VARIANTS = [
            changed("population_statistics", "return mean, var", "print('debugging:', mean)\n    return mean, var")),
     reject("population: averaged variances", "population_statistics",
            changed("population_statistics", "(variances + (means - mean) ** 2)", "variances")),
+    reject("population: the paper's Algorithm 2", "population_statistics",
+           students.STUDENTS["population_algorithm_2"].answers["population_statistics"]),
     reject("population: lists, not arrays", "population_statistics",
            changed("population_statistics", "return mean, var", "return mean.tolist(), var.tolist()")),
 
@@ -166,6 +189,9 @@ NUMPY_VARIANTS = [
            "            out[n, ..., k * size:(k + 1) * size] = "
            "(block - block.mean()) / np.sqrt(block.var() + epsilon)\n"
            "    return gamma * out + beta\n"),
+    accept("group: the epsilon given, in float32", "group_norm",      # the tests' epsilons differ from 1e-3
+           changed("group_norm", "x_hat = ((grouped - mean) / np.sqrt(var + epsilon))",
+                   "x_hat = ((grouped - mean).astype(np.float32) * (var + epsilon).astype(np.float32) ** -0.5)")),
     reject("group: epsilon fixed at 1e-3", "group_norm",
            changed("group_norm", "np.sqrt(var + epsilon)", "np.sqrt(var + 1e-3)")),
     reject("group: statistics shared across the batch", "group_norm", students._group(

@@ -103,6 +103,10 @@ def _python_dirs() -> set:
 # Keras' NumPy backend builds the same configs (benchmarks/bench_worker_start.py compares them) and
 # imports in about half the time of TensorFlow, the largest part of a worker's start.
 WORKER_KERAS_BACKEND = "numpy"
+# What that backend imports besides NumPy and what Keras itself installs (keras/src/backend/numpy/:
+# scipy, jax, and jax's jaxlib): none of them comes with TensorFlow or Keras. The grader has them
+# (pyproject.toml), and the student kit requires them (student/kit.py REQUIRES).
+WORKER_BACKEND_MODULES = ("scipy", "jax", "jaxlib")
 
 
 

@@ -18,6 +18,13 @@ notebook, text cells included) and saying what to do:
   ``.fit``, ``.fit_generator`` or ``.train_on_batch``, found by reading its code (reported even
   when it ran in time); when it also failed or ran out of time, the same problem says so.
 - ``cell_timeout``: a cell past the per-cell limit, or not run because the total was used up.
+- ``missing_module``: a cell stops on ``import`` because this Python environment lacks a module
+  ("No module named 'scipy'"): one problem per module, however many cells it stops, naming what to
+  install. In a set-up cell it is the environment's fault, not the notebook's: the report is then
+  "not checked" (exit code 2). What the cells it stopped would have defined is missing downstream:
+  a cell or visible test that fails only for that (a ``NameError`` for one of those names) is no
+  problem of its own, and its exercise is "not checked" (``visible_tests`` "not run"), not wrong. A
+  set-up cell that fails for another reason (``cell_error``) is followed the same way.
 - ``undefined_name``: a ``NameError`` in a student's cell, when the cell runs or when a visible test
   calls its function: the global exists only in the student's kernel. The message names the global,
   the cell, and where the notebook does define it, if anywhere (below, or in a cell never run).
@@ -32,6 +39,8 @@ the notebook and is the command.
 """
 
 import argparse
+import importlib.util
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -43,6 +52,7 @@ from ..channel import Kind as OutcomeKind
 from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
 from ..sandbox import Limits, SandboxWarning
+from ..sandbox.process import WORKER_BACKEND_MODULES
 from ..submission import Submission
 from ..text import bounded, shortened
 from . import contract as contracts
@@ -69,6 +79,26 @@ def isolation_choice():
     return chosen, ISOLATION_TEXT.get(chosen.value, chosen.value)
 
 
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+# What pip installs a module as, where the names differ (the message tells the student what to install).
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "cv2": "opencv-python", "PIL": "pillow", "yaml": "pyyaml",
+                 "skimage": "scikit-image"}
+
+
+def missing_module(outcome) -> str | None:
+    """The module an import error says this environment lacks ("No module named 'scipy'"), or None."""
+    if outcome.exception not in ("ModuleNotFoundError", "ImportError"):
+        return None
+    found = _NO_MODULE.search(outcome.message or "")
+    return found.group(1) if found else None
+
+
+def absent_backend_modules() -> list:
+    """Which of the modules Keras' NumPy backend needs (and the student kit requires) this Python
+    lacks: the worker runs this same interpreter, so all of them can be named at once, not one per run."""
+    return [m for m in WORKER_BACKEND_MODULES if importlib.util.find_spec(m) is None]
+
+
 class _Review:
     """One notebook under review by ``check``: the problems found so far (each a Problem) and the
     cells that failed in the fresh run, as the cells' outcomes, the missing functions and the visible
@@ -78,6 +108,11 @@ class _Review:
         self.notebook, self.contract, self.limits, self.cells = notebook, contract, limits, cells
         self.problems = []
         self.failed = {}             # cell index -> error of the fresh run
+        # cell index -> the cell whose own problem explains why it failed here: a set-up cell that failed, a
+        # cell stopped by a missing module, and the cells that failed only for lack of what those define
+        self.blocked = {}
+        self.missing = {}            # missing module -> [(cell index or None, where, " on line n", error)]
+        self.unchecked = {}          # index of a blocked cell's cause -> numbers of the exercises not checked
 
     def add(self, kind, index, message):
         self.problems.append(Problem(kind, None if index is None else index + 1, message))
@@ -107,7 +142,13 @@ class _Review:
                     f"{where} ran past the {limit} limit for one cell (stopped{at or ' there'}); the grader skips "
                     "such a cell, so whatever it defines is missing: look for an endless loop or slow work, and keep "
                     "only definitions in answer cells"))
+            elif (module := missing_module(outcome)) is not None:
+                self.missing.setdefault(module, []).append((index, where, at, text))
+                self.blocked[index] = index
+            elif (cause := self.blocked_by(outcome)) is not None:
+                self.blocked[index] = cause         # no problem of its own: the cause's problem says it
             elif index in run.setup_cells:
+                self.blocked[index] = index
                 self.add("cell_error", index, (
                     f"{where} fails on this computer: {text}{at}. It is the course's code, not yours: this "
                     "Python environment lacks something the notebook needs (install what the error names, "
@@ -118,6 +159,59 @@ class _Review:
                 self.add("cell_error", index, (
                     f"{where} raises {text}{at} when the notebook runs from a fresh start; the grader "
                     "skips a failing cell, and whatever it defines is then missing: fix it, or delete it"))
+
+    # -- what a cell the notebook needs, failing on this computer, leaves unchecked
+    def blocked_by(self, outcome) -> int | None:
+        """The cause (a blocked cell's) of a NameError for a global that a blocked cell binds, or None."""
+        if outcome.exception != "NameError" or not outcome.name:
+            return None
+        binders = [i for i in self.cells.binders(outcome.name) if i in self.blocked]
+        return self.blocked[binders[0]] if binders else None
+
+    def not_checked(self, cause: int, number: int) -> str:
+        """Exercise ``number``'s line when it could not be checked because of the cell ``cause``."""
+        self.unchecked.setdefault(cause, []).append(number)
+        modules = [m for m, places in self.missing.items() if any(place[0] == cause for place in places)]
+        why = (f"{modules[0]} is not installed here" if modules
+               else f"{self.cells.describe(cause)} fails on this computer")
+        return f"not checked: {why} (see the problems)"
+
+    def missing_module_problems(self) -> bool:
+        """One problem per missing module (with every cell it stopped); True when one stopped a set-up
+        cell, so that the check could not run the notebook as the grader does (not the notebook's fault)."""
+        environment = False
+        for module, places in self.missing.items():
+            index, where, at, text = places[0]
+            top = module.split(".")[0]
+            others = [p[1].split(" (")[0] for p in places[1:]]
+            head = f"{where} stops{at}: {text}" + (f" (so do {', '.join(others)})" if others else "")
+            setup = any(i is not None and self.cells.roles[i] is notebooks.Role.SETUP for i, *_ in places)
+            environment |= setup
+            if top in WORKER_BACKEND_MODULES:
+                absent = absent_backend_modules() or [top]
+                message = (
+                    f"{head}.{' It is not your code:' if setup else ''} The check builds your models on Keras' "
+                    "NumPy backend, as the grader does, and that backend needs SciPy and JAX, of which this Python "
+                    f"environment lacks {' and '.join(absent)}. The check kit (batchnorm-check) requires them, so pip "
+                    "installs them with it unless told --no-deps: install them where the notebook runs (python -m pip "
+                    f"install {' '.join(absent)}) and run the check again")
+            elif setup:
+                message = (f"{head}. It is the course's code, not yours: this Python environment lacks {top}, which "
+                           f"the notebook needs: install it where the notebook runs (python -m pip install "
+                           f"{DISTRIBUTIONS.get(top, top)}) and run the check again")
+            else:
+                message = (f"{head}: this Python environment has no {top}. Install it (python -m pip install "
+                           f"{DISTRIBUTIONS.get(top, top)}) only if the course allows it: the grader has only the "
+                           "course's libraries (what the set-up cell imports, and what they need), and a cell "
+                           "that fails there is skipped: use NumPy and Keras instead")
+            unchecked = sorted({n for i, *_ in places for n in self.unchecked.get(i, ())})
+            if unchecked:
+                names = ", ".join(str(n) for n in unchecked)
+                message += (f"; until then Exercise{'s' if len(unchecked) > 1 else ''} {names}, which "
+                            f"need{'' if len(unchecked) > 1 else 's'} what it stops, "
+                            f"{'are' if len(unchecked) > 1 else 'is'} not checked")
+            self.add("missing_module", index, message)
+        return environment
 
     def undefined(self, name: str, index: int, at: str, *, when_called: bool, function=None) -> str:
         where = self.cells.describe(index)
@@ -200,6 +294,14 @@ class _Review:
                 f"{test_where} did not finish within {self.limits.cell_seconds:g} s ({text}); {exercise.function} "
                 f"loops or is very slow, and the grader gives each call of it less time: make it faster"))
             return FAILED, "visible tests did not finish in time"
+        module = missing_module(outcome)
+        if module is not None:
+            self.missing.setdefault(module, []).append((test_index, test_where, f" on line {line}" if line else "",
+                                                        text))
+            return NOT_RUN, self.not_checked(self.missing[module][0][0], number)
+        cause = self.blocked_by(outcome)
+        if cause is not None:
+            return NOT_RUN, self.not_checked(cause, number)
         name = outcome.name if outcome.exception == "NameError" else None
         student_cell = cell_number is not None and 0 < cell_number <= len(self.cells.roles) and \
             self.cells.roles[cell_number - 1] in (notebooks.Role.SOLUTION, notebooks.Role.ADDED)
@@ -262,9 +364,10 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
                 "a fault of the notebook: run the check again, or where the notebook runs"))
             return Report(False, [ExerciseReport(e.id, False, False, NOT_RUN, "not run: the check could not run")
                                   for e in EXERCISES], [problem], isolation, could_not_run=True)
+    environment = review.missing_module_problems()
     problems = review.problems + list(loading.values())
     problems.sort(key=lambda p: (p.cell is None, p.cell or 0, KINDS.index(p.kind)))
-    return Report(not problems, exercises, problems, isolation)
+    return Report(not problems, exercises, problems, isolation, could_not_run=environment)
 
 
 def _exercise(review: _Review, run: Submission, exercise, number: int, missing: set) -> ExerciseReport:
@@ -272,6 +375,9 @@ def _exercise(review: _Review, run: Submission, exercise, number: int, missing: 
     answer_index = cells.answer_cell(exercise)
     found = exercise.function not in missing
     ran = answer_index is not None and answer_index not in review.failed
+    if exercise.kind is not Kind.TRAINING and not found and answer_index in review.blocked:
+        return ExerciseReport(exercise.id, False, False, NOT_RUN,
+                              review.not_checked(review.blocked[answer_index], number))
     if exercise.kind is not Kind.TRAINING and not found:
         review.missing_function_problem(exercise, number)
         why = (f"cell {answer_index + 1} fails" if answer_index in review.failed

@@ -13,8 +13,10 @@ The wheel is written here directly (a zip with its ``.dist-info``: PEP 427), not
 building a generated project with setuptools needs setuptools and wheel in the instructor's
 environment (a Python 3.12 venv has neither) or network access for build isolation, and takes
 seconds; this takes milliseconds, needs nothing, and gives the same bytes for the same sources.
-Its one dependency is NumPy; the worker imports whatever the notebook's set-up cell imports (Keras,
-Matplotlib) from the environment the student runs the notebook in.
+Its dependencies (``REQUIRES``, the wheel's Requires-Dist) are NumPy and what Keras' NumPy backend,
+on which the worker builds the student's models as the grader does, imports besides: SciPy and JAX
+(with jaxlib). The rest the worker imports because the notebook's set-up cell does (Keras,
+Matplotlib) comes from the environment the student runs the notebook in, which has them already.
 
 Do not install the kit into the grader's environment: it is also called ``autograder``.
 """
@@ -36,7 +38,15 @@ from . import contract as contracts
 PACKAGE = "autograder"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "batchnorm-check"
-REQUIRES = ("numpy",)
+# The worker runs the set-up cell's `import keras` on Keras' NumPy backend, as the grader does
+# (sandbox/process.py WORKER_KERAS_BACKEND), and that backend imports scipy and jax, which neither
+# TensorFlow nor Keras installs (WORKER_BACKEND_MODULES): without them the set-up cell fails. They are
+# required rather than the check falling back to the student's TensorFlow backend, because the check
+# promises the grader's run (a model only the NumPy backend refuses must fail here too) and a worker
+# that imports TensorFlow starts in about twice the time. Lower bounds: jax's own for NumPy and SciPy,
+# and the jax release the grader runs (older ones are untested); tests/test_student_kit.py checks that
+# pyproject.toml's pins satisfy them and that they cover what the backend imports.
+REQUIRES = ("numpy>=2.0", "scipy>=1.14", "jax>=0.10", "jaxlib>=0.10")
 
 # The kit's files, by allow-list (paths inside the package).
 MODULES = ("exercises.py", "notebook.py", "errors.py", "submission.py", "channel.py", "text.py", "settings.py",
@@ -201,8 +211,11 @@ def _metadata(version_: str, contract: contracts.Contract) -> str:
             "Run your saved notebook exactly as the course's grader does (fresh, sandboxed, with the grader's\n"
             "time limits), then its visible tests:\n\n"
             "    python -m autograder check batchnorm.ipynb [--output check.json]\n\n"
-            "Exit code 0: ready to submit; 1: problems found (each says what to do). The hidden checks\n"
-            f"are not in this package. Released notebook: contract {contract.digest[:12]}.\n")
+            "Exit code 0: ready to submit; 1: problems found (each says what to do); 2: it could not run\n"
+            "the notebook here. The hidden checks are not in this package. Install it into the environment\n"
+            "the notebook runs in (which has Keras and Matplotlib); it brings SciPy and JAX, which Keras'\n"
+            "NumPy backend needs: the check builds your models on that backend, as the grader does.\n"
+            f"Released notebook: contract {contract.digest[:12]}.\n")
 
 
 def write_wheel(files: dict, output_dir: Path, version_: str, contract: contracts.Contract) -> Path:
@@ -270,7 +283,8 @@ def main(argv=None) -> int:
         return 1
     files = [name for name in contents(wheel) if not name.endswith("/")]
     print(f"wrote {wheel} ({len(files)} files, {wheel.stat().st_size / 1024:.0f} KiB)")
-    print(f"students install it into the environment their notebook runs in:\n"
+    print(f"students install it into the environment their notebook runs in (pip installs its dependencies "
+          f"with it: {', '.join(REQUIRES)}):\n"
           f"  python -m pip install {wheel.name}\n"
           f"and then check their saved notebook:\n  python -m autograder check batchnorm.ipynb")
     return 0

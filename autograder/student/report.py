@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from ..exercises import EXERCISES
 from ..text import bounded
 
-KINDS = ("not_a_notebook", "changed_locked_cell", "loads_data_or_trains", "cell_timeout", "undefined_name",
-         "cell_error", "missing_function", "visible_test_failed", "not_checked")
+KINDS = ("not_a_notebook", "changed_locked_cell", "loads_data_or_trains", "cell_timeout", "missing_module",
+         "undefined_name", "cell_error", "missing_function", "visible_test_failed", "not_checked")
 PASSED, FAILED, NOT_RUN = "passed", "failed", "not run"
 
 
