@@ -12,6 +12,7 @@ One property per check, each read from the quantity it is about (answers.py):
 - the divisor: that multiple is 1 / sqrt(moving_var), per channel of (N, H, W, C) activations;
 - epsilon: the multiple is 1 / sqrt(moving_var + epsilon) with Keras' default 1e-3 and with
   epsilon=0.1 given, on moving variances of the order of epsilon;
+  (these two with moving_mean = 0, so that how x is centred does not enter)
 - gamma and beta: the output with them against gamma * (the answer's own output without them) + beta.
 Named mistakes (known_mistakes.batch_norm_inference_mistakes) are recognised on the same quantities.
 
@@ -87,8 +88,8 @@ def centres_on_the_moving_mean(call_array):
 
 def divides_by_the_standard_deviation(call_array):
     # variances large enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays within tolerance
-    moving_mean, moving_var = np.array([3.0, -1.0]), np.array([400.0, 100.0])
-    x = _rng().normal(size=(2, 3, 3, 2)) * np.array([20.0, 3.0]) + moving_mean
+    moving_mean, moving_var = np.zeros(2), np.array([400.0, 100.0])     # x - moving_mean is x: the centre's slips
+    x = _rng().normal(size=(2, 3, 3, 2)) * np.array([20.0, 3.0]) + np.array([3.0, -1.0])   # do not enter
     y = normalized(call_array, x, moving_mean, moving_var, epsilon=0.0)
     answers.compare(FUNCTION, _factor(x, moving_mean, y), 1.0 / np.sqrt(moving_var),
                     prop="with epsilon=0 the multiple of x - moving_mean must be 1 / sqrt(moving_var), per channel",
@@ -98,8 +99,8 @@ def divides_by_the_standard_deviation(call_array):
 
 
 def adds_epsilon_inside_the_square_root(call_array):
-    moving_mean, moving_var = np.array([0.0, 0.1, -0.1]), np.array([1e-4, 1e-3, 4e-3])
-    x = _rng().normal(size=(8, 3)) * 0.05
+    moving_mean, moving_var = np.zeros(3), np.array([1e-4, 1e-3, 4e-3])
+    x = _rng().normal(size=(8, 3)) * 0.05 + np.array([0.0, 0.1, -0.1])
     y = normalized(call_array, x, moving_mean, moving_var)
     got = _factor(x, moving_mean, y)
     if answers.within(got, 1.0 / np.sqrt(moving_var + reference.PAPER_BN_EPSILON)):

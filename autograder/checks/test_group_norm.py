@@ -8,8 +8,9 @@ beta with gamma and beta scalars or per channel. groups=1 is layer norm, groups=
 The float64 reference is reference.group_norm, itself tested against keras.layers.GroupNormalization.
 
 One property per check, each read from the quantity it is about (answers.py):
-- each sample on its own: a sample's output is the same alone as in its batch, and has mean 0
-  over its values (gamma=1, beta=0), on samples of very different scales and offsets;
+- each sample on its own: a sample's output is the same alone as in its batch, and (with
+  epsilon=0) the output does not change when the batch is scaled, on samples of very different
+  scales and offsets (the scaling tells a normalization from, say, x returned times 2);
 - the groups: within each sample and each group of consecutive channels (6 channels in 3
   groups, and groups=C), the output must be one multiple of x - the group's mean. The quantity is
   what is left once that best multiple is removed, so the divisor does not enter;
@@ -91,26 +92,28 @@ def _named(quantity, x, groups, **kwargs):
 
 def normalizes_each_sample_on_its_own(call_array):
     rng = _rng()
-    x = _feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None] \
-        + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None]
-    together = normalized(call_array, x, 2)
-    alone = [normalized(call_array, x[i:i + 1], 2)[0] for i in (0, 2)]
+    # samples of very different scales and offsets; all variances large, so that an epsilon of 1e-3
+    # ignored (epsilon=0 is passed) stays negligible
+    x = 100.0 * (_feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None]
+                 + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None])
+    together = normalized(call_array, x, 2, epsilon=0.0)
+    alone = [normalized(call_array, x[i:i + 1], 2, epsilon=0.0)[0] for i in (0, 2)]
+    scaled = normalized(call_array, 3.0 * x, 2, epsilon=0.0)
 
-    def quantity(out, singles):
-        return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), out.reshape(4, -1).mean(axis=1)])
-    named = {key: (description, quantity(out, [known_mistakes.group_norm_mistakes(x[i:i + 1], 2, 1.0, 0.0,
-                                                                               reference.KERAS_BN_EPSILON)[key][1][0]
-                                               if key in known_mistakes.group_norm_mistakes(
-                                                   x[i:i + 1], 2, 1.0, 0.0, reference.KERAS_BN_EPSILON)
-                                               else reference.group_norm(x[i:i + 1], 2)[0] for i in (0, 2)]))
-             for key, (description, out) in known_mistakes.group_norm_mistakes(x, 2, 1.0, 0.0,
-                                                                               reference.KERAS_BN_EPSILON).items()}
-    answers.compare(FUNCTION, quantity(together, alone), np.zeros(2 * x[0].size + 4),
+    def quantity(out, singles, out_scaled):
+        return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), (out_scaled - out).ravel()])
+
+    def table(data):
+        return known_mistakes.group_norm_mistakes(data, 2, 1.0, 0.0, 0.0)
+    named = {key: (description, quantity(out, [table(x[i:i + 1]).get(key, (None, reference.group_norm(
+        x[i:i + 1], 2, epsilon=0.0)))[1][0] for i in (0, 2)], table(3.0 * x)[key][1]))
+        for key, (description, out) in table(x).items()}
+    answers.compare(FUNCTION, quantity(together, alone, scaled), np.zeros(2 * x[0].size + x.size),
                     prop="each sample must be normalized on its own: samples 0 and 2 must get the same output alone "
-                         "as in the batch, and each sample's output must have mean 0 (shown: the differences, then "
-                         "the 4 samples' means)",
-                    on="4 samples of very different scales and offsets, groups=2", scale=np.abs(together).max(),
-                    named=named, focus=("batch_statistics",))
+                         "as in the batch, and with epsilon=0 the output must not change when the batch is scaled "
+                         "by 3 (shown: the differences)",
+                    on="4 samples of very different scales and offsets, groups=2, epsilon=0",
+                    scale=np.abs(together).max(), named=named, focus=("batch_statistics",))
 
 
 def groups_consecutive_channels(call_array):
@@ -167,7 +170,7 @@ MAIN_CHECKS = (normalizes_each_sample_on_its_own, groups_consecutive_channels, u
 
 @pytest.mark.points(1.5)
 def test_normalizes_each_sample_on_its_own(call_array):
-    """A sample's output is the same alone as in its batch, and has mean 0: no statistics shared by the batch."""
+    """A sample's output is the same alone as in its batch, and does not change when the batch is scaled."""
     normalizes_each_sample_on_its_own(call_array)
 
 
