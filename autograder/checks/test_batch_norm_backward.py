@@ -167,7 +167,8 @@ def sums_conv_activations_per_channel(call_arrays):
 
 def uses_the_epsilon_it_is_given(call_arrays):
     x = _latin_square(8, std=0.1)                                # variance 0.01, of the order of epsilon
-    dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.linspace(0.5, 2.0, 8)
+    # one gamma for all features, so that dout * gamma keeps dout's zero means along both axes
+    dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.full(8, 1.5)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.01).parts[0]
     if answers.within(dx, gamma * dout / np.sqrt(x.var(axis=0, ddof=1) + 0.01)):
         return      # the unbiased variance: the forward pass's slip, not epsilon's

@@ -12,12 +12,14 @@ One property per check, each read from the quantity it is about (answers.py):
   epsilon=0) the output does not change when the batch is scaled, on samples of very different
   scales and offsets (the scaling tells a normalization from, say, x returned times 2);
 - the groups: within each sample and each group of consecutive channels (6 channels in 3
-  groups, and groups=C), the output must be one multiple of x - the group's mean. The quantity is
-  what is left once that best multiple is removed, so the divisor does not enter;
-- the biased variance: with groups=1 (so the grouping does not enter) and epsilon=0, the multiple
-  is 1 / std over the sample's values, on (N, F) input of 4 features;
-- epsilon: with groups=1 and epsilon=0.1 on samples whose variance is 0.01 to 0.04, the multiple is
-  1 / sqrt(var + 0.1) (the unbiased variance is the previous check's property);
+  groups, groups=C, and (N, F) features in groups of 2), the output must be one multiple of x - the
+  group's mean. The quantity is what is left once that best multiple is removed, so the divisor
+  does not enter;
+- the biased variance: on activations of one channel with groups=1 (so that no way of grouping
+  channels enters) and epsilon=0, the multiple is 1 / std over the sample's 4 values;
+- epsilon: on one channel with groups=1 and epsilon=0.1, on samples whose variance is 0.02
+  to 0.05, the multiple is 1 / sqrt(var + 0.1) (the unbiased variance is the previous check's
+  property);
 - gamma and beta: the output with them against gamma * (the answer's own output without them) + beta.
 Named mistakes (known_mistakes.group_norm_mistakes) are recognised on the same quantities.
 
@@ -118,29 +120,33 @@ def normalizes_each_sample_on_its_own(call_array):
 
 def groups_consecutive_channels(call_array):
     rng = _rng()
-    for shape, groups, on in (((2, 3, 3, 6), 3, "6 channels in 3 groups"), ((3, 2, 2, 4), 4, "groups=C=4")):
+    for shape, groups, on in (((2, 3, 3, 6), 3, "conv activations, 6 channels in 3 groups"),
+                              ((3, 2, 2, 4), 4, "conv activations, groups=C=4"),
+                              ((5, 8), 4, "dense features, 4 groups of 2")):
         x = _feature_maps(shape, rng)
         y = normalized(call_array, x, groups)
         answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(_grouped(x, groups).shape),
                         prop="within each sample and each group of consecutive channels (group k: channels k*C/G to "
                              "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
-                        on=f"{shape} conv activations, {on}", scale=np.abs(y).max(),
+                        on=f"{shape} {on}", scale=np.abs(y).max(),
                         named=_named(lambda out, x=x, groups=groups: _off_the_line(x, out, groups), x, groups),
                         focus=("interleaved_groups", "ignored_groups"))
 
 
 def uses_the_biased_variance(call_array):
-    x = _feature_maps((5, 4), _rng()) * 10.0     # an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
+    # one channel, so that every way of grouping channels gives the same groups; a variance large
+    # enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
+    x = _rng().normal(size=(5, 2, 2, 1)) * 100.0 + 3.0
     y = normalized(call_array, x, 1, epsilon=0.0)
     answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / _grouped(x, 1).std(axis=-1),
                     prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
                          "variance (divide by the number of values, np.var's default)",
-                    on="a (5, 4) batch of dense features", named=_named(lambda out: _factor(x, out, 1), x, 1,
-                                                                        epsilon=0.0), focus=("ddof1",))
+                    on="(5, 2, 2, 1) activations: 4 values per sample",
+                    named=_named(lambda out: _factor(x, out, 1), x, 1, epsilon=0.0), focus=("ddof1",))
 
 
 def uses_the_epsilon_it_is_given(call_array):
-    x = _feature_maps((3, 2, 2, 4), _rng()) * 0.05
+    x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
     y = normalized(call_array, x, 1, epsilon=0.1)
     got = _factor(x, y, 1)
     if answers.within(got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
@@ -148,8 +154,8 @@ def uses_the_epsilon_it_is_given(call_array):
     answers.compare(FUNCTION, got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1) + 0.1),
                     prop="with groups=1 and epsilon=0.1 the multiple of x - mean must be 1 / sqrt(var + 0.1), "
                          "epsilon inside the square root and the value given",
-                    on="samples whose variance is 0.01 to 0.04", named=_named(lambda out: _factor(x, out, 1), x, 1,
-                                                                               epsilon=0.1),
+                    on="one channel, samples whose variance is 0.02 to 0.05",
+                    named=_named(lambda out: _factor(x, out, 1), x, 1, epsilon=0.1),
                     focus=("fixed_epsilon", "eps_outside_sqrt"))
 
 
@@ -176,19 +182,19 @@ def test_normalizes_each_sample_on_its_own(call_array):
 
 @pytest.mark.points(0.5)
 def test_groups_consecutive_channels(call_array):
-    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, and groups=C)."""
+    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, groups=C, dense features)."""
     groups_consecutive_channels(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_biased_variance(call_array):
-    """An (N, F) input with groups=1: the biased variance (ddof=0)."""
+    """One channel, groups=1, epsilon=0: the biased variance (ddof=0) over each sample's 4 values."""
     uses_the_biased_variance(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_epsilon_it_is_given(call_array):
-    """With epsilon=0.1 on samples whose variance is 0.01 to 0.04, the output uses that epsilon."""
+    """With epsilon=0.1 on samples whose variance is 0.02 to 0.05, the output uses that epsilon."""
     uses_the_epsilon_it_is_given(call_array)
 
 
