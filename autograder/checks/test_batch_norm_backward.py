@@ -184,10 +184,6 @@ MAIN_CHECKS = (flows_through_the_batch_mean, flows_through_the_batch_variance, s
                sums_conv_activations_per_channel, uses_the_epsilon_it_is_given)
 
 
-def _earns_a_main_check(call_arrays):
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
-
-
 @pytest.mark.points(1.0)
 def test_dx_flows_through_the_batch_mean(call_arrays):
     """dx sums to 0 over the batch, per feature: the path through the batch mean."""
@@ -223,7 +219,7 @@ def test_returns_float_arrays(call_arrays):
     """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays."""
     x = _activations((8, 5))
     answer = answers.Answer.of(call_arrays(FUNCTION, _noise(x.shape), x, np.linspace(0.5, 1.5, 5)))
-    _earns_a_main_check(call_arrays)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_float_arrays(FUNCTION, answer, NAMES)
 
 
@@ -233,5 +229,5 @@ def test_leaves_its_inputs_unmodified(call_arrays):
     x = _activations((8, 3))
     dout, gamma = _noise(x.shape), np.array([1.0, 2.0, 3.0])
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma))
-    _earns_a_main_check(call_arrays)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_inputs_unmodified(FUNCTION, answer, [dout, x, gamma], ["dout", "x", "gamma"])

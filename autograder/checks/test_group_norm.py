@@ -49,40 +49,24 @@ def _feature_maps(shape, rng):
     return rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
 
 
-def _call(call_array, x, groups, **kwargs) -> answers.Answer:
-    answer = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs))
-    answers.require_an_answer(FUNCTION, answer, [x, *kwargs.values()])
-    answers.require_shapes(FUNCTION, answer, [x.shape])
-    return answer
-
-
-def normalized(call_array, x, groups, **kwargs):
-    """The answer's output with gamma=1 and beta=0; for an answer that swaps them (a constant then),
-    the output for gamma=0, beta=1 (gamma and beta are their own check's property)."""
-    value = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs)).parts[0]
-    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
-        swapped = answers.Answer.of(call_array(FUNCTION, x, groups, gamma=0.0, beta=1.0, **kwargs))
-        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
-            return swapped.parts[0]
-    return _call(call_array, x, groups, **kwargs).parts[0]
-
-
 def _grouped(a, groups):
     """``a`` as (N, groups, values): each sample's groups of consecutive channels, their values over H and W."""
     n, channels = a.shape[0], a.shape[-1]
     return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
 
 
+def _centred_groups(x, groups):
+    xs = _grouped(x, groups)
+    return xs - xs.mean(axis=-1, keepdims=True)
+
+
 def _factor(x, y, groups):
-    xs, ys = _grouped(x, groups), _grouped(y, groups)
-    centred = xs - xs.mean(axis=-1, keepdims=True)
-    return (ys * centred).sum(axis=-1) / (centred * centred).sum(axis=-1)
+    """The least-squares multiple of (x - the group's mean) in each sample's and group's output."""
+    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[0]
 
 
 def _off_the_line(x, y, groups):
-    xs, ys = _grouped(x, groups), _grouped(y, groups)
-    centred = xs - xs.mean(axis=-1, keepdims=True)
-    return ys - _factor(x, y, groups)[..., None] * centred
+    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[1]
 
 
 def _named(quantity, x, groups, **kwargs):
@@ -98,9 +82,9 @@ def normalizes_each_sample_on_its_own(call_array):
     # ignored (epsilon=0 is passed) stays negligible
     x = 100.0 * (_feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None]
                  + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None])
-    together = normalized(call_array, x, 2, epsilon=0.0)
-    alone = [normalized(call_array, x[i:i + 1], 2, epsilon=0.0)[0] for i in (0, 2)]
-    scaled = normalized(call_array, 3.0 * x, 2, epsilon=0.0)
+    together = answers.normalized_values(call_array, FUNCTION, x, 2, epsilon=0.0)
+    alone = [answers.normalized_values(call_array, FUNCTION, x[i:i + 1], 2, epsilon=0.0)[0] for i in (0, 2)]
+    scaled = answers.normalized_values(call_array, FUNCTION, 3.0 * x, 2, epsilon=0.0)
 
     def quantity(out, singles, out_scaled):
         return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), (out_scaled - out).ravel()])
@@ -124,7 +108,7 @@ def groups_consecutive_channels(call_array):
                               ((3, 2, 2, 4), 4, "conv activations, groups=C=4"),
                               ((5, 8), 4, "dense features, 4 groups of 2")):
         x = _feature_maps(shape, rng)
-        y = normalized(call_array, x, groups)
+        y = answers.normalized_values(call_array, FUNCTION, x, groups)
         answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(_grouped(x, groups).shape),
                         prop="within each sample and each group of consecutive channels (group k: channels k*C/G to "
                              "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
@@ -137,7 +121,7 @@ def uses_the_biased_variance(call_array):
     # one channel, so that every way of grouping channels gives the same groups; a variance large
     # enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
     x = _rng().normal(size=(5, 2, 2, 1)) * 100.0 + 3.0
-    y = normalized(call_array, x, 1, epsilon=0.0)
+    y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.0)
     answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / _grouped(x, 1).std(axis=-1),
                     prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
                          "variance (divide by the number of values, np.var's default)",
@@ -147,7 +131,7 @@ def uses_the_biased_variance(call_array):
 
 def uses_the_epsilon_it_is_given(call_array):
     x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
-    y = normalized(call_array, x, 1, epsilon=0.1)
+    y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.1)
     got = _factor(x, y, 1)
     if answers.within(got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
         return      # epsilon right, on the unbiased variance: the previous check's property
@@ -162,8 +146,8 @@ def uses_the_epsilon_it_is_given(call_array):
 def applies_gamma_and_beta(call_array):
     x = _feature_maps((2, 3, 3, 6), _rng())
     gamma, beta = np.linspace(0.5, 3.0, 6), np.linspace(-1.0, 1.0, 6)
-    z = normalized(call_array, x, 3)
-    y = _call(call_array, x, 3, gamma=gamma, beta=beta).parts[0]
+    z = answers.normalized_values(call_array, FUNCTION, x, 3)
+    y = answers.output_like_x(call_array, FUNCTION, x, 3, gamma=gamma, beta=beta)
     answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
                     prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
                          "per channel", on="(2, 3, 3, 6) activations, 3 groups, gamma and beta per channel",
@@ -209,5 +193,5 @@ def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is x's: the other checks compare it)."""
     x = _feature_maps((2, 2, 2, 4), _rng())
     answer = answers.Answer.of(call_array(FUNCTION, x, 2))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])

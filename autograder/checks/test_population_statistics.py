@@ -168,6 +168,6 @@ def test_returns_float_arrays_and_leaves_its_inputs_unmodified(call_arrays):
     """Returns (mean, var) as floating-point NumPy arrays and leaves its three arguments as they were."""
     batches = _batches([16, 48, 8], seed=4)
     answer = answers.Answer.of(call_arrays(FUNCTION, *batches))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_float_arrays(FUNCTION, answer, NAMES)
     answers.assert_inputs_unmodified(FUNCTION, answer, batches, ARGUMENTS)
