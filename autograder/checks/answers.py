@@ -121,6 +121,41 @@ def require_shapes(function, answer: Answer, shapes, names=("the output",)):
             pytest.fail(f"{function}'s {name} has shape {part.shape}; it must have shape {tuple(shape)}")
 
 
+def output_like_x(call_array, function, x, *args, **kwargs) -> np.ndarray:
+    """``function(x, *args, **kwargs)``'s output, checked to be an answer of x's shape (a
+    normalization: manual_batch_norm, batch_norm_inference, group_norm)."""
+    answer = Answer.of(call_array(function, x, *args, **kwargs))
+    require_an_answer(function, answer, [x, *args, *kwargs.values()])
+    require_shapes(function, answer, [x.shape])
+    return answer.parts[0]
+
+
+def per_feature(a) -> np.ndarray:
+    """``a`` as (values, features): one column per feature (the last axis), its values over every other axis."""
+    return np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1).T
+
+
+def best_multiple(centred, y, axis=0):
+    """(factor, rest): the least-squares multiple of ``centred`` in ``y`` along ``axis`` (one factor
+    per feature, per group...), and what is left of ``y`` once it is removed. A normalization's
+    output is such a multiple of its centred input, whatever it divides by: ``rest`` is 0 then,
+    and ``factor`` is what it divides by, inverted."""
+    factor = (y * centred).sum(axis=axis, keepdims=True) / (centred * centred).sum(axis=axis, keepdims=True)
+    return np.squeeze(factor, axis=axis), y - factor * centred
+
+
+def normalized_values(call_array, function, x, *args, **kwargs) -> np.ndarray:
+    """A normalization's output with gamma=1 and beta=0 (the defaults), its normalized values. An
+    answer that swaps gamma and beta returns a constant then: its normalized values are those it
+    gives for gamma=0, beta=1 (whether gamma and beta are applied right is their own check's property)."""
+    value = Answer.of(call_array(function, x, *args, **kwargs)).parts[0]
+    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
+        swapped = Answer.of(call_array(function, x, *args, gamma=0.0, beta=1.0, **kwargs))
+        if not not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
+            return swapped.parts[0]
+    return output_like_x(call_array, function, x, *args, **kwargs)
+
+
 def compare(function, got, want, *, prop, on, scale=0.0, named=None, focus=()):
     """Pass when the quantity ``got`` equals ``want`` within tolerance. Otherwise fail with the named
     mistake of ``focus`` whose same quantity ``got`` equals (``named``: {key: (description, quantity)};
@@ -142,15 +177,15 @@ def compare(function, got, want, *, prop, on, scale=0.0, named=None, focus=()):
                 f"allowed {float(np.max(tolerance(want, scale))):.2g})")
 
 
-def require_a_main_check(function, main_checks):
+def require_a_main_check(function, main_checks, *fixtures):
     """The gate of a side-property check: pass when the answer is substantive, i.e. it earns at least
-    one of the exercise's main checks (each a callable that raises when its property fails) or one
-    of them recognises a named mistake in it. Otherwise fail: with the not-an-answer message when
+    one of the exercise's main checks (each called with ``fixtures``, raising when its property
+    fails) or one of them recognises a named mistake in it. Otherwise fail: with the not-an-answer message when
     that is why, else saying that the side property earns nothing."""
     failures = []
     for check in main_checks:
         try:
-            check()
+            check(*fixtures)
             return
         except MistakeMade:
             return

@@ -13,11 +13,15 @@ the checks of its property and no other:
   the statistics treated as constants when the variance's path is missing too);
 - the path through the batch variance: with epsilon=0 the output does not change when a feature is
   scaled, so sum(dx * (x - mean)) = 0 per feature;
+  (these two, and the epsilon check, on a batch of mean 0 whose rows and columns are permutations
+  of one vector: how x is centred and which axes the forward statistics use do not enter there;
+  the sums' checks see those)
 - dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature (epsilon=0);
 - the sums per channel for (N, H, W, C) activations: dgamma and dbeta of shape (C,);
-- the divisor and epsilon: for a dout with no part along 1 or along x - mean (per feature), both
-  paths carry nothing and dx = gamma * dout / sqrt(var + epsilon) (epsilon=0.01 on variances of
-  0.005 to 0.06; the unbiased variance is the forward pass's slip, not this check's).
+- the divisor and epsilon: for a dout with no part along 1 or along x - mean (along the batch and
+  along the features), both paths carry nothing and dx = gamma * dout / sqrt(var + epsilon)
+  (epsilon=0.01 on a variance of 0.01; the unbiased variance is the forward pass's slip, not this
+  check's).
 Sums are compared within 1e-5 of the sum of their terms' magnitudes, so a correct answer computed
 in float32 passes. Named mistakes (known_mistakes.batch_norm_backward_mistakes) are recognised on
 the same quantities.
@@ -76,40 +80,54 @@ def _centred(x):
     return x - x.mean(axis=reference.feature_axes(x), keepdims=True)
 
 
+def _latin_square(n, std):
+    """An (n, n) batch of mean 0 whose every row and every column is a permutation of one vector of
+    this (biased) std: per-feature, per-sample and all-element statistics coincide, and a mean of 0
+    makes x - mean equal to x, so the dx checks do not depend on which axes the forward
+    statistics are taken over nor on how x is centred (the sums' checks see those)."""
+    values = np.linspace(-1.0, 1.0, n)
+    values = values / values.std() * std
+    return values[(np.arange(n)[:, None] + np.arange(n)[None, :]) % n]
+
+
 def _without_statistics_paths(dout, x):
-    """dout with its parts along 1 and along x - mean removed, per feature: then both statistics'
-    paths carry nothing."""
-    axes = reference.feature_axes(x)
-    dout = dout - dout.mean(axis=axes, keepdims=True)
-    centred = _centred(x)
-    return dout - centred * (dout * centred).sum(axis=axes, keepdims=True) / (centred * centred).sum(
-        axis=axes, keepdims=True)
+    """dout with its parts along 1 and along x - mean removed, along the batch and along the features
+    (alternating projections onto the intersection): then both statistics' paths carry nothing,
+    whichever of the two axes a reduction takes."""
+    centred = x - x.mean(axis=0, keepdims=True)
+    for _ in range(500):
+        for axis in (0, 1):
+            dout = dout - dout.mean(axis=axis, keepdims=True)
+            dout = dout - centred * (dout * centred).sum(axis=axis, keepdims=True) / (centred * centred).sum(
+                axis=axis, keepdims=True)
+    return dout
 
 
 def flows_through_the_batch_mean(call_arrays):
-    x = _activations((32, 4))
-    dout, gamma = _noise(x.shape) + 1.5, np.array([1.0, 2.0, 0.5, 3.0])
+    x = _latin_square(8, std=20.0)
+    dout, gamma = _noise(x.shape) + 1.5, np.linspace(0.5, 3.0, 8)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
     right = reference.batch_norm_backward(dout, x, gamma, 0.0)[0]
-    both = not answers.within((dx * _centred(x)).sum(axis=0), np.zeros(4), np.abs(right * _centred(x)).sum(axis=0))
-    answers.compare(FUNCTION, dx.sum(axis=0), np.zeros(4),
+    both = not answers.within((dx * _centred(x)).sum(axis=0), np.zeros(8), np.abs(right * _centred(x)).sum(axis=0))
+    answers.compare(FUNCTION, dx.sum(axis=0), np.zeros(8),
                     prop="adding a constant to a feature does not change BN's output, so dx must sum to 0 over "
                          "the batch, per feature (the path through the batch mean)",
-                    on="a (32, 4) batch with a dout of mean 1.5, epsilon=0", scale=np.abs(right).sum(axis=0),
+                    on="an (8, 8) batch of mean 0 with a dout of mean 1.5, epsilon=0", scale=np.abs(right).sum(axis=0),
                     named=_named(lambda dx, *_: dx.sum(axis=0), dout, x, gamma, 0.0),
                     focus=("constant_statistics",) if both else ("no_mean_path",))
 
 
 def flows_through_the_batch_variance(call_arrays):
-    x = _activations((32, 4))
-    dout, gamma = _noise(x.shape) * 2.0 + x / 10.0, np.array([1.0, 2.0, 0.5, 3.0])
+    x = _latin_square(8, std=20.0)
+    dout, gamma = _noise(x.shape) * 2.0 + x / 10.0, np.linspace(0.5, 3.0, 8)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
     right = reference.batch_norm_backward(dout, x, gamma, 0.0)[0]
-    both = not answers.within(dx.sum(axis=0), np.zeros(4), np.abs(right).sum(axis=0))
-    answers.compare(FUNCTION, (dx * _centred(x)).sum(axis=0), np.zeros(4),
+    both = not answers.within(dx.sum(axis=0), np.zeros(8), np.abs(right).sum(axis=0))
+    answers.compare(FUNCTION, (dx * _centred(x)).sum(axis=0), np.zeros(8),
                     prop="with epsilon=0, scaling a feature does not change BN's output, so sum(dx * (x - mean)) "
                          "must be 0 per feature (the path through the batch variance)",
-                    on="a (32, 4) batch with a dout that grows with x", scale=np.abs(right * _centred(x)).sum(axis=0),
+                    on="an (8, 8) batch of mean 0 with a dout that grows with x",
+                    scale=np.abs(right * _centred(x)).sum(axis=0),
                     named=_named(lambda dx, *_: (dx * _centred(x)).sum(axis=0), dout, x, gamma, 0.0),
                     focus=("constant_statistics",) if both else ("no_variance_path",))
 
@@ -148,25 +166,22 @@ def sums_conv_activations_per_channel(call_arrays):
 
 
 def uses_the_epsilon_it_is_given(call_arrays):
-    x = _activations((12, 3), spread=0.1) * np.array([1.0, 0.45, 0.375])      # std about 0.07 to 0.25
-    dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.array([1.5, 0.5, 2.0])
+    x = _latin_square(8, std=0.1)                                # variance 0.01, of the order of epsilon
+    # one gamma for all features, so that dout * gamma keeps dout's zero means along both axes
+    dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.full(8, 1.5)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.01).parts[0]
     if answers.within(dx, gamma * dout / np.sqrt(x.var(axis=0, ddof=1) + 0.01)):
         return      # the unbiased variance: the forward pass's slip, not epsilon's
     answers.compare(FUNCTION, dx, gamma * dout / np.sqrt(x.var(axis=0) + 0.01),
                     prop="for a dout with no part along 1 or x - mean both statistics' paths carry nothing, so dx "
                          "must be gamma * dout / sqrt(var + epsilon), epsilon inside the square root and the value "
-                         "given", on="a (12, 3) batch of variances 0.005 to 0.06 with epsilon=0.01",
+                         "given", on="an (8, 8) batch of variance 0.01 with epsilon=0.01",
                     scale=np.abs(gamma * dout / np.sqrt(x.var(axis=0) + 0.01)),
                     named=_named(lambda dx, *_: dx, dout, x, gamma, 0.01), focus=("fixed_epsilon",))
 
 
 MAIN_CHECKS = (flows_through_the_batch_mean, flows_through_the_batch_variance, sums_dgamma_and_dbeta,
                sums_conv_activations_per_channel, uses_the_epsilon_it_is_given)
-
-
-def _earns_a_main_check(call_arrays):
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
 
 
 @pytest.mark.points(1.0)
@@ -204,7 +219,7 @@ def test_returns_float_arrays(call_arrays):
     """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays."""
     x = _activations((8, 5))
     answer = answers.Answer.of(call_arrays(FUNCTION, _noise(x.shape), x, np.linspace(0.5, 1.5, 5)))
-    _earns_a_main_check(call_arrays)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_float_arrays(FUNCTION, answer, NAMES)
 
 
@@ -214,5 +229,5 @@ def test_leaves_its_inputs_unmodified(call_arrays):
     x = _activations((8, 3))
     dout, gamma = _noise(x.shape), np.array([1.0, 2.0, 3.0])
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma))
-    _earns_a_main_check(call_arrays)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_inputs_unmodified(FUNCTION, answer, [dout, x, gamma], ["dout", "x", "gamma"])

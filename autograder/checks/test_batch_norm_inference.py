@@ -12,6 +12,7 @@ One property per check, each read from the quantity it is about (answers.py):
 - the divisor: that multiple is 1 / sqrt(moving_var), per channel of (N, H, W, C) activations;
 - epsilon: the multiple is 1 / sqrt(moving_var + epsilon) with Keras' default 1e-3 and with
   epsilon=0.1 given, on moving variances of the order of epsilon;
+  (these two with moving_mean = 0, so that how x is centred does not enter)
 - gamma and beta: the output with them against gamma * (the answer's own output without them) + beta.
 Named mistakes (known_mistakes.batch_norm_inference_mistakes) are recognised on the same quantities.
 
@@ -28,7 +29,6 @@ import pytest
 
 from autograder import known_mistakes, reference
 from autograder.checks import answers
-from autograder.checks.test_manual_batch_norm import _per_feature
 
 FUNCTION = "batch_norm_inference"
 
@@ -37,32 +37,13 @@ def _rng():
     return np.random.default_rng(11)
 
 
-def _call(call_array, x, moving_mean, moving_var, **kwargs) -> answers.Answer:
-    answer = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, **kwargs))
-    answers.require_an_answer(FUNCTION, answer, [x, moving_mean, moving_var, *kwargs.values()])
-    answers.require_shapes(FUNCTION, answer, [x.shape])
-    return answer
-
-
-def normalized(call_array, x, moving_mean, moving_var, **kwargs):
-    """The answer's output with gamma=1 and beta=0; for an answer that swaps them (a constant then),
-    the output for gamma=0, beta=1 (gamma and beta are their own check's property)."""
-    value = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, **kwargs)).parts[0]
-    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
-        swapped = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, gamma=0.0, beta=1.0, **kwargs))
-        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
-            return swapped.parts[0]
-    return _call(call_array, x, moving_mean, moving_var, **kwargs).parts[0]
-
-
 def _factor(x, centre, y):
     """The least-squares multiple of (x - centre) in each channel's output."""
-    xs, ys = _per_feature(x - centre), _per_feature(y)
-    return (ys * xs).sum(axis=0) / (xs * xs).sum(axis=0)
+    return answers.best_multiple(answers.per_feature(x - centre), answers.per_feature(y))[0]
 
 
 def _off_the_line(x, centre, y):
-    return _per_feature(y) - _factor(x, centre, y) * _per_feature(x - centre)
+    return answers.best_multiple(answers.per_feature(x - centre), answers.per_feature(y))[1]
 
 
 def _named(quantity, x, moving_mean, moving_var, **kwargs):
@@ -75,7 +56,7 @@ def _named(quantity, x, moving_mean, moving_var, **kwargs):
 def centres_on_the_moving_mean(call_array):
     moving_mean, moving_var = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 9.0])
     x = _rng().normal(size=(10, 3)) * np.array([0.5, 3.0, 1.0]) + np.array([6.0, 2.0, -4.0])
-    y = normalized(call_array, x, moving_mean, moving_var, epsilon=0.0)
+    y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var, epsilon=0.0)
     answers.compare(FUNCTION, _off_the_line(x, moving_mean, y), np.zeros(x.shape),
                     prop="with gamma=1, beta=0 and epsilon=0 each channel's output must be one multiple of "
                          "x - moving_mean (nothing computed from the batch)",
@@ -87,9 +68,9 @@ def centres_on_the_moving_mean(call_array):
 
 def divides_by_the_standard_deviation(call_array):
     # variances large enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays within tolerance
-    moving_mean, moving_var = np.array([3.0, -1.0]), np.array([400.0, 100.0])
-    x = _rng().normal(size=(2, 3, 3, 2)) * np.array([20.0, 3.0]) + moving_mean
-    y = normalized(call_array, x, moving_mean, moving_var, epsilon=0.0)
+    moving_mean, moving_var = np.zeros(2), np.array([400.0, 100.0])     # x - moving_mean is x: the centre's slips
+    x = _rng().normal(size=(2, 3, 3, 2)) * np.array([20.0, 3.0]) + np.array([3.0, -1.0])   # do not enter
+    y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var, epsilon=0.0)
     answers.compare(FUNCTION, _factor(x, moving_mean, y), 1.0 / np.sqrt(moving_var),
                     prop="with epsilon=0 the multiple of x - moving_mean must be 1 / sqrt(moving_var), per channel",
                     on="(2, 3, 3, 2) activations with moving variances 400 and 100",
@@ -98,9 +79,9 @@ def divides_by_the_standard_deviation(call_array):
 
 
 def adds_epsilon_inside_the_square_root(call_array):
-    moving_mean, moving_var = np.array([0.0, 0.1, -0.1]), np.array([1e-4, 1e-3, 4e-3])
-    x = _rng().normal(size=(8, 3)) * 0.05
-    y = normalized(call_array, x, moving_mean, moving_var)
+    moving_mean, moving_var = np.zeros(3), np.array([1e-4, 1e-3, 4e-3])
+    x = _rng().normal(size=(8, 3)) * 0.05 + np.array([0.0, 0.1, -0.1])
+    y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var)
     got = _factor(x, moving_mean, y)
     if answers.within(got, 1.0 / np.sqrt(moving_var + reference.PAPER_BN_EPSILON)):
         pytest.fail("the default epsilon is 1e-5; batch_norm_inference's default is Keras' 1e-3")
@@ -111,7 +92,7 @@ def adds_epsilon_inside_the_square_root(call_array):
                     named=_named(lambda out: _factor(x, moving_mean, out), x, moving_mean, moving_var))
     moving_var = np.array([0.05, 0.1, 0.2])       # variances of the order of the epsilon given
     x = _rng().normal(size=(8, 3)) * np.sqrt(moving_var) + moving_mean
-    y = normalized(call_array, x, moving_mean, moving_var, epsilon=0.1)
+    y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var, epsilon=0.1)
     answers.compare(FUNCTION, _factor(x, moving_mean, y), 1.0 / np.sqrt(moving_var + 0.1),
                     prop="with epsilon=0.1 the multiple of x - moving_mean must be 1 / sqrt(moving_var + 0.1), "
                          "the epsilon given", on="moving variances 0.05 to 0.2", focus=("eps_outside_sqrt",
@@ -123,8 +104,8 @@ def applies_gamma_and_beta(call_array):
     moving_mean, moving_var = np.array([1.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
     x = _rng().normal(size=(6, 3)) * 2.0
     gamma, beta = np.array([2.0, 0.5, 1.5]), np.array([0.1, -1.0, 3.0])
-    z = normalized(call_array, x, moving_mean, moving_var)
-    y = _call(call_array, x, moving_mean, moving_var, gamma=gamma, beta=beta).parts[0]
+    z = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var)
+    y = answers.output_like_x(call_array, FUNCTION, x, moving_mean, moving_var, gamma=gamma, beta=beta)
     answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
                     prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
                          "per channel", on="a (6, 3) batch with gamma=[2, 0.5, 1.5] and beta=[0.1, -1, 3]",
@@ -133,10 +114,6 @@ def applies_gamma_and_beta(call_array):
 
 MAIN_CHECKS = (centres_on_the_moving_mean, divides_by_the_standard_deviation, adds_epsilon_inside_the_square_root,
                applies_gamma_and_beta)
-
-
-def _earns_a_main_check(call_array):
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
 
 
 @pytest.mark.points(0.75)
@@ -169,7 +146,7 @@ def test_returns_a_float_array(call_array):
     moving_mean, moving_var = np.array([1.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
     x = _rng().normal(size=(5, 3)) * 2.0
     answer = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, gamma=2.0, beta=1.0))
-    _earns_a_main_check(call_array)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])
 
 
@@ -179,5 +156,5 @@ def test_leaves_its_inputs_unmodified(call_array):
     moving_mean, moving_var = np.array([0.5, -0.5]), np.array([2.0, 3.0])
     x = _rng().normal(size=(6, 2)) * 2.0 + 4.0
     answer = answers.Answer.of(call_array(FUNCTION, x, moving_mean, moving_var, epsilon=1e-3))
-    _earns_a_main_check(call_array)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_inputs_unmodified(FUNCTION, answer, [x, moving_mean, moving_var], ["x", "moving_mean", "moving_var"])

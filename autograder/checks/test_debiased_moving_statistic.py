@@ -137,6 +137,6 @@ def test_broadcasts_and_leaves_its_inputs_unmodified(call_array):
     """Moving statistics of two layers (2, 3) with per-channel initial values (3,); the inputs stay as they were."""
     moving, initial = np.array([[0.4, 0.9, 1.2], [0.1, 0.6, 0.3]]), np.array([1.0, 0.0, 0.5])
     answer = answers.Answer.of(call_array(FUNCTION, moving, initial, 0.95, 10))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.require_shapes(FUNCTION, answer, [moving.shape])      # broadcast: one row per layer
     answers.assert_inputs_unmodified(FUNCTION, answer, [moving, initial], ["moving", "initial"])

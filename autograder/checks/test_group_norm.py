@@ -8,15 +8,18 @@ beta with gamma and beta scalars or per channel. groups=1 is layer norm, groups=
 The float64 reference is reference.group_norm, itself tested against keras.layers.GroupNormalization.
 
 One property per check, each read from the quantity it is about (answers.py):
-- each sample on its own: a sample's output is the same alone as in its batch, and has mean 0
-  over its values (gamma=1, beta=0), on samples of very different scales and offsets;
+- each sample on its own: a sample's output is the same alone as in its batch, and (with
+  epsilon=0) the output does not change when the batch is scaled, on samples of very different
+  scales and offsets (the scaling tells a normalization from, say, x returned times 2);
 - the groups: within each sample and each group of consecutive channels (6 channels in 3
-  groups, and groups=C), the output must be one multiple of x - the group's mean. The quantity is
-  what is left once that best multiple is removed, so the divisor does not enter;
-- the biased variance: with groups=1 (so the grouping does not enter) and epsilon=0, the multiple
-  is 1 / std over the sample's values, on (N, F) input of 4 features;
-- epsilon: with groups=1 and epsilon=0.1 on samples whose variance is 0.01 to 0.04, the multiple is
-  1 / sqrt(var + 0.1) (the unbiased variance is the previous check's property);
+  groups, groups=C, and (N, F) features in groups of 2), the output must be one multiple of x - the
+  group's mean. The quantity is what is left once that best multiple is removed, so the divisor
+  does not enter;
+- the biased variance: on activations of one channel with groups=1 (so that no way of grouping
+  channels enters) and epsilon=0, the multiple is 1 / std over the sample's 4 values;
+- epsilon: on one channel with groups=1 and epsilon=0.1, on samples whose variance is 0.02
+  to 0.05, the multiple is 1 / sqrt(var + 0.1) (the unbiased variance is the previous check's
+  property);
 - gamma and beta: the output with them against gamma * (the answer's own output without them) + beta.
 Named mistakes (known_mistakes.group_norm_mistakes) are recognised on the same quantities.
 
@@ -46,40 +49,24 @@ def _feature_maps(shape, rng):
     return rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
 
 
-def _call(call_array, x, groups, **kwargs) -> answers.Answer:
-    answer = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs))
-    answers.require_an_answer(FUNCTION, answer, [x, *kwargs.values()])
-    answers.require_shapes(FUNCTION, answer, [x.shape])
-    return answer
-
-
-def normalized(call_array, x, groups, **kwargs):
-    """The answer's output with gamma=1 and beta=0; for an answer that swaps them (a constant then),
-    the output for gamma=0, beta=1 (gamma and beta are their own check's property)."""
-    value = answers.Answer.of(call_array(FUNCTION, x, groups, **kwargs)).parts[0]
-    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
-        swapped = answers.Answer.of(call_array(FUNCTION, x, groups, gamma=0.0, beta=1.0, **kwargs))
-        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
-            return swapped.parts[0]
-    return _call(call_array, x, groups, **kwargs).parts[0]
-
-
 def _grouped(a, groups):
     """``a`` as (N, groups, values): each sample's groups of consecutive channels, their values over H and W."""
     n, channels = a.shape[0], a.shape[-1]
     return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
 
 
+def _centred_groups(x, groups):
+    xs = _grouped(x, groups)
+    return xs - xs.mean(axis=-1, keepdims=True)
+
+
 def _factor(x, y, groups):
-    xs, ys = _grouped(x, groups), _grouped(y, groups)
-    centred = xs - xs.mean(axis=-1, keepdims=True)
-    return (ys * centred).sum(axis=-1) / (centred * centred).sum(axis=-1)
+    """The least-squares multiple of (x - the group's mean) in each sample's and group's output."""
+    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[0]
 
 
 def _off_the_line(x, y, groups):
-    xs, ys = _grouped(x, groups), _grouped(y, groups)
-    centred = xs - xs.mean(axis=-1, keepdims=True)
-    return ys - _factor(x, y, groups)[..., None] * centred
+    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[1]
 
 
 def _named(quantity, x, groups, **kwargs):
@@ -91,70 +78,76 @@ def _named(quantity, x, groups, **kwargs):
 
 def normalizes_each_sample_on_its_own(call_array):
     rng = _rng()
-    x = _feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None] \
-        + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None]
-    together = normalized(call_array, x, 2)
-    alone = [normalized(call_array, x[i:i + 1], 2)[0] for i in (0, 2)]
+    # samples of very different scales and offsets; all variances large, so that an epsilon of 1e-3
+    # ignored (epsilon=0 is passed) stays negligible
+    x = 100.0 * (_feature_maps((4, 3, 3, 4), rng) * np.array([0.1, 1.0, 10.0, 3.0])[:, None, None, None]
+                 + np.array([5.0, -2.0, 0.0, 20.0])[:, None, None, None])
+    together = answers.normalized_values(call_array, FUNCTION, x, 2, epsilon=0.0)
+    alone = [answers.normalized_values(call_array, FUNCTION, x[i:i + 1], 2, epsilon=0.0)[0] for i in (0, 2)]
+    scaled = answers.normalized_values(call_array, FUNCTION, 3.0 * x, 2, epsilon=0.0)
 
-    def quantity(out, singles):
-        return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), out.reshape(4, -1).mean(axis=1)])
-    named = {key: (description, quantity(out, [known_mistakes.group_norm_mistakes(x[i:i + 1], 2, 1.0, 0.0,
-                                                                               reference.KERAS_BN_EPSILON)[key][1][0]
-                                               if key in known_mistakes.group_norm_mistakes(
-                                                   x[i:i + 1], 2, 1.0, 0.0, reference.KERAS_BN_EPSILON)
-                                               else reference.group_norm(x[i:i + 1], 2)[0] for i in (0, 2)]))
-             for key, (description, out) in known_mistakes.group_norm_mistakes(x, 2, 1.0, 0.0,
-                                                                               reference.KERAS_BN_EPSILON).items()}
-    answers.compare(FUNCTION, quantity(together, alone), np.zeros(2 * x[0].size + 4),
+    def quantity(out, singles, out_scaled):
+        return np.concatenate([(out[[0, 2]] - np.stack(singles)).ravel(), (out_scaled - out).ravel()])
+
+    def table(data):
+        return known_mistakes.group_norm_mistakes(data, 2, 1.0, 0.0, 0.0)
+    named = {key: (description, quantity(out, [table(x[i:i + 1]).get(key, (None, reference.group_norm(
+        x[i:i + 1], 2, epsilon=0.0)))[1][0] for i in (0, 2)], table(3.0 * x)[key][1]))
+        for key, (description, out) in table(x).items()}
+    answers.compare(FUNCTION, quantity(together, alone, scaled), np.zeros(2 * x[0].size + x.size),
                     prop="each sample must be normalized on its own: samples 0 and 2 must get the same output alone "
-                         "as in the batch, and each sample's output must have mean 0 (shown: the differences, then "
-                         "the 4 samples' means)",
-                    on="4 samples of very different scales and offsets, groups=2", scale=np.abs(together).max(),
-                    named=named, focus=("batch_statistics",))
+                         "as in the batch, and with epsilon=0 the output must not change when the batch is scaled "
+                         "by 3 (shown: the differences)",
+                    on="4 samples of very different scales and offsets, groups=2, epsilon=0",
+                    scale=np.abs(together).max(), named=named, focus=("batch_statistics",))
 
 
 def groups_consecutive_channels(call_array):
     rng = _rng()
-    for shape, groups, on in (((2, 3, 3, 6), 3, "6 channels in 3 groups"), ((3, 2, 2, 4), 4, "groups=C=4")):
+    for shape, groups, on in (((2, 3, 3, 6), 3, "conv activations, 6 channels in 3 groups"),
+                              ((3, 2, 2, 4), 4, "conv activations, groups=C=4"),
+                              ((5, 8), 4, "dense features, 4 groups of 2")):
         x = _feature_maps(shape, rng)
-        y = normalized(call_array, x, groups)
+        y = answers.normalized_values(call_array, FUNCTION, x, groups)
         answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(_grouped(x, groups).shape),
                         prop="within each sample and each group of consecutive channels (group k: channels k*C/G to "
                              "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
-                        on=f"{shape} conv activations, {on}", scale=np.abs(y).max(),
+                        on=f"{shape} {on}", scale=np.abs(y).max(),
                         named=_named(lambda out, x=x, groups=groups: _off_the_line(x, out, groups), x, groups),
                         focus=("interleaved_groups", "ignored_groups"))
 
 
 def uses_the_biased_variance(call_array):
-    x = _feature_maps((5, 4), _rng()) * 10.0     # an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
-    y = normalized(call_array, x, 1, epsilon=0.0)
+    # one channel, so that every way of grouping channels gives the same groups; a variance large
+    # enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
+    x = _rng().normal(size=(5, 2, 2, 1)) * 100.0 + 3.0
+    y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.0)
     answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / _grouped(x, 1).std(axis=-1),
                     prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
                          "variance (divide by the number of values, np.var's default)",
-                    on="a (5, 4) batch of dense features", named=_named(lambda out: _factor(x, out, 1), x, 1,
-                                                                        epsilon=0.0), focus=("ddof1",))
+                    on="(5, 2, 2, 1) activations: 4 values per sample",
+                    named=_named(lambda out: _factor(x, out, 1), x, 1, epsilon=0.0), focus=("ddof1",))
 
 
 def uses_the_epsilon_it_is_given(call_array):
-    x = _feature_maps((3, 2, 2, 4), _rng()) * 0.05
-    y = normalized(call_array, x, 1, epsilon=0.1)
+    x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
+    y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.1)
     got = _factor(x, y, 1)
     if answers.within(got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
         return      # epsilon right, on the unbiased variance: the previous check's property
     answers.compare(FUNCTION, got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1) + 0.1),
                     prop="with groups=1 and epsilon=0.1 the multiple of x - mean must be 1 / sqrt(var + 0.1), "
                          "epsilon inside the square root and the value given",
-                    on="samples whose variance is 0.01 to 0.04", named=_named(lambda out: _factor(x, out, 1), x, 1,
-                                                                               epsilon=0.1),
+                    on="one channel, samples whose variance is 0.02 to 0.05",
+                    named=_named(lambda out: _factor(x, out, 1), x, 1, epsilon=0.1),
                     focus=("fixed_epsilon", "eps_outside_sqrt"))
 
 
 def applies_gamma_and_beta(call_array):
     x = _feature_maps((2, 3, 3, 6), _rng())
     gamma, beta = np.linspace(0.5, 3.0, 6), np.linspace(-1.0, 1.0, 6)
-    z = normalized(call_array, x, 3)
-    y = _call(call_array, x, 3, gamma=gamma, beta=beta).parts[0]
+    z = answers.normalized_values(call_array, FUNCTION, x, 3)
+    y = answers.output_like_x(call_array, FUNCTION, x, 3, gamma=gamma, beta=beta)
     answers.compare(FUNCTION, y - (gamma * z + beta), np.zeros_like(x),
                     prop="the output with gamma and beta must be gamma * (the output without them) + beta, "
                          "per channel", on="(2, 3, 3, 6) activations, 3 groups, gamma and beta per channel",
@@ -167,25 +160,25 @@ MAIN_CHECKS = (normalizes_each_sample_on_its_own, groups_consecutive_channels, u
 
 @pytest.mark.points(1.5)
 def test_normalizes_each_sample_on_its_own(call_array):
-    """A sample's output is the same alone as in its batch, and has mean 0: no statistics shared by the batch."""
+    """A sample's output is the same alone as in its batch, and does not change when the batch is scaled."""
     normalizes_each_sample_on_its_own(call_array)
 
 
 @pytest.mark.points(0.5)
 def test_groups_consecutive_channels(call_array):
-    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, and groups=C)."""
+    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, groups=C, dense features)."""
     groups_consecutive_channels(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_biased_variance(call_array):
-    """An (N, F) input with groups=1: the biased variance (ddof=0)."""
+    """One channel, groups=1, epsilon=0: the biased variance (ddof=0) over each sample's 4 values."""
     uses_the_biased_variance(call_array)
 
 
 @pytest.mark.points(0.25)
 def test_uses_the_epsilon_it_is_given(call_array):
-    """With epsilon=0.1 on samples whose variance is 0.01 to 0.04, the output uses that epsilon."""
+    """With epsilon=0.1 on samples whose variance is 0.02 to 0.05, the output uses that epsilon."""
     uses_the_epsilon_it_is_given(call_array)
 
 
@@ -200,5 +193,5 @@ def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is x's: the other checks compare it)."""
     x = _feature_maps((2, 2, 2, 4), _rng())
     answer = answers.Answer.of(call_array(FUNCTION, x, 2))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])

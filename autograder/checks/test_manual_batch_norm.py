@@ -6,22 +6,22 @@ an array of x's shape out.
 
 One property per check, each read from the quantity it is about (answers.py), so that a slip costs
 the checks of its property and no other:
-- which values the statistics come from: with gamma=1, beta=0 and epsilon=0, each feature's output
-  must be one multiple of its centred values, x - mean, with the mean over the batch (over N, H, W
-  for conv activations). The quantity is what is left of the output once that best multiple is
-  removed, so the divisor (its variance, epsilon) does not enter;
+- which values the statistics come from: with gamma=1 and beta=0, each feature's output must be
+  one multiple of its centred values, x - mean, with the mean over the batch (over N, H, W for
+  conv activations). The quantity is what is left of the output once that best multiple is
+  removed, so the divisor (the variance, epsilon) does not enter;
 - how the spread becomes the divisor: the factor that multiplies x - mean, read on batches whose
-  features share one mean and one variance (so that the statistics' axes do not enter): 1 / std
-  (the biased or the unbiased variance, which the next check tells apart), the biased variance's,
-  and with epsilon=0.01 on variances of 0.01, 1 / sqrt(var + epsilon);
+  rows and columns are permutations of one vector (so per-feature, per-sample and all-element
+  statistics coincide and the statistics' axes do not enter): with epsilon=0, 1 / std (the biased
+  or the unbiased variance, which the next check tells apart), the biased variance's, and with
+  epsilon=0.01 on variances of 0.01, 1 / sqrt(var + epsilon);
 - gamma and beta: the output with gamma and beta against gamma * (the answer's own output without
   them) + beta, so a wrong normalization does not enter.
 Named mistakes (known_mistakes.batch_norm_mistakes) are recognised on the same quantities.
 
 Weights (3 points). The central mistake, statistics per sample instead of per feature over the
-batch, fails the two checks of the statistics' axes, 1.0 + 0.5 = 1.5, half of the exercise (and,
-since its output is then no multiple of x - mean, the divisor's checks too). All elements at once
-costs 1.5 as well; per position or NCHW axes 0.5; the divisor wrong (no division, the variance as a
+batch, fails the two checks of the statistics' axes, 1.0 + 0.5 = 1.5, half of the exercise. All
+elements at once costs 1.5 as well; per position or NCHW axes 0.5; the divisor wrong (no division, the variance as a
 standard deviation) 0.75; ddof=1 0.25; epsilon outside the square root, left out or ignored 0.25;
 gamma and beta swapped or left out 0.25; x modified in place 0.25; not a float array 0.25. The two
 side checks score when the answer is substantive (answers.py).
@@ -40,46 +40,21 @@ def _rng():
     return np.random.default_rng(2024)
 
 
-def _call(call_array, x, **kwargs) -> answers.Answer:
-    answer = answers.Answer.of(call_array(FUNCTION, x, **kwargs))
-    answers.require_an_answer(FUNCTION, answer, [x, *kwargs.values()])
-    answers.require_shapes(FUNCTION, answer, [x.shape])
-    return answer
-
-
-def normalized(call_array, x, **kwargs):
-    """The answer's output with gamma=1 and beta=0 (the defaults). An answer that swaps gamma and
-    beta returns a constant then; its normalized values are those it gives for gamma=0, beta=1
-    (whether gamma and beta are applied right is the gamma-and-beta check's property)."""
-    answer = answers.Answer.of(call_array(FUNCTION, x, **kwargs))
-    value = answer.parts[0]
-    if value.shape == x.shape and value.size > 1 and np.all(value == value.flat[0]):
-        swapped = answers.Answer.of(call_array(FUNCTION, x, gamma=0.0, beta=1.0, **kwargs))
-        if not answers.not_an_answer(swapped, [x]) and swapped.parts[0].shape == x.shape:
-            return swapped.parts[0]
-    answer = _call(call_array, x, **kwargs)
-    return answer.parts[0]
-
-
-def _per_feature(a):
-    """``a`` as (values, features): one column per feature (channel), its values over every other axis."""
-    return np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1).T
+def _centred(x):
+    """x - mean per feature (over every axis but the last), one column per feature."""
+    xs = answers.per_feature(x)
+    return xs - xs.mean(axis=0)
 
 
 def off_the_centred_line(x, y):
     """What is left of each feature's output ``y`` once its best multiple of (x - mean) is removed,
     the mean over every axis but the last: zero for batch normalization whatever the divisor."""
-    xs, ys = _per_feature(x), _per_feature(y)
-    centred = xs - xs.mean(axis=0)
-    factor = (ys * centred).sum(axis=0) / (centred * centred).sum(axis=0)
-    return ys - factor * centred
+    return answers.best_multiple(_centred(x), answers.per_feature(y))[1]
 
 
 def factor(x, y):
     """The factor that multiplies each feature's x - mean in the output (least squares, per feature)."""
-    xs, ys = _per_feature(x), _per_feature(y)
-    centred = xs - xs.mean(axis=0)
-    return (ys * centred).sum(axis=0) / (centred * centred).sum(axis=0)
+    return answers.best_multiple(_centred(x), answers.per_feature(y))[0]
 
 
 def _named(quantity, x, **kwargs):
@@ -90,19 +65,21 @@ def _named(quantity, x, **kwargs):
                 for key, (description, out) in known_mistakes.batch_norm_mistakes(x, **args).items()}
 
 
-def _shared_statistics(n, features=3, mean=5.0, std=2.0):
-    """An (n, features) batch whose features all have exactly this mean and (biased) std."""
-    z = _rng().normal(size=(n, features))
-    z = (z - z.mean(axis=0)) / z.std(axis=0)
-    return z * std + mean
+def _latin_square(n, mean=5.0, std=2.0):
+    """An (n, n) batch whose every row and every column is a permutation of one vector of this mean
+    and (biased) std: per-feature, per-sample and all-element statistics are then the same, so the
+    divisor checks do not depend on the axes the statistics are taken over."""
+    values = np.linspace(-1.0, 1.0, n)
+    values = (values - values.mean()) / values.std() * std + mean
+    return values[(np.arange(n)[:, None] + np.arange(n)[None, :]) % n]
 
 
 def _centred_statistics(call_array, x, focus, on):
-    y = normalized(call_array, x, epsilon=0.0)
-    answers.compare(FUNCTION, off_the_centred_line(x, y), np.zeros(_per_feature(x).shape),
-                    prop="with gamma=1, beta=0 and epsilon=0 each feature's output must be one multiple of "
-                         "x - mean, the mean taken per feature over " + on[1],
-                    on=on[0], scale=np.abs(y).max(), named=_named(off_the_centred_line, x, epsilon=0.0), focus=focus)
+    y = answers.normalized_values(call_array, FUNCTION, x)
+    answers.compare(FUNCTION, off_the_centred_line(x, y), np.zeros(answers.per_feature(x).shape),
+                    prop="with gamma=1 and beta=0 each feature's output must be one multiple of x - mean, the "
+                         "mean taken per feature over " + on[1],
+                    on=on[0], scale=np.abs(y).max(), named=_named(off_the_centred_line, x), focus=focus)
 
 
 def centres_each_feature_over_the_batch(call_array):
@@ -122,46 +99,47 @@ def centres_conv_activations_per_channel(call_array):
 
 
 def divides_by_the_standard_deviation(call_array):
-    x = _shared_statistics(8)
-    y = normalized(call_array, x, epsilon=0.0)
+    x = _latin_square(8)
+    y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.0)
     got = factor(x, y)
     want = 1.0 / x.std(axis=0)
     unbiased = 1.0 / x.std(axis=0, ddof=1)
     if answers.within(got, unbiased):
         return      # the unbiased variance: the next check's property
     answers.compare(FUNCTION, got, want, prop="with epsilon=0 each feature's x - mean must be divided by its "
-                    "standard deviation, so the factor on it is 1 / std", on="an (8, 3) batch whose features all "
-                    "have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=())
+                    "standard deviation, so the factor on it is 1 / std", on="an (8, 8) batch whose rows and "
+                    "columns all have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=())
 
 
 def uses_the_biased_variance(call_array):
-    x = _shared_statistics(4)
-    y = normalized(call_array, x, epsilon=0.0)
+    x = _latin_square(4)
+    y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.0)
     answers.compare(FUNCTION, factor(x, y), 1.0 / x.std(axis=0),
                     prop="the variance must be the biased one (divide by m, np.var's default), so with "
                          "epsilon=0 the factor on x - mean is 1 / np.std(x, axis=0)",
-                    on="a (4, 3) batch whose features all have mean 5 and std 2",
+                    on="a (4, 4) batch whose rows and columns all have mean 5 and std 2",
                     named=_named(factor, x, epsilon=0.0), focus=("ddof1",))
 
 
 def adds_epsilon_inside_the_square_root(call_array):
-    x = _shared_statistics(8, mean=-1.0, std=0.1)
-    y = normalized(call_array, x, epsilon=0.01)
+    x = _latin_square(8, mean=-1.0, std=0.1)
+    y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.01)
     got = factor(x, y)
     if answers.within(got, 1.0 / np.sqrt(x.var(axis=0, ddof=1) + 0.01)):
         return      # epsilon right, on the unbiased variance: the biased-variance check's property
     answers.compare(FUNCTION, got, 1.0 / np.sqrt(x.var(axis=0) + 0.01),
                     prop="with epsilon=0.01 the factor on x - mean must be 1 / sqrt(var + epsilon), epsilon "
                          "inside the square root and the value given",
-                    on="an (8, 3) batch whose features all have variance 0.01", named=_named(factor, x, epsilon=0.01),
+                    on="an (8, 8) batch whose rows and columns all have variance 0.01",
+                    named=_named(factor, x, epsilon=0.01),
                     focus=("eps_outside_sqrt", "fixed_epsilon", "no_epsilon"))
 
 
 def applies_gamma_and_beta(call_array):
     x = _rng().normal(size=(16, 3)) * 3.0 + 2.0
     gamma, beta = np.array([1.0, 2.0, 3.0]), np.array([11.0, 12.0, 13.0])
-    z = normalized(call_array, x)
-    y = _call(call_array, x, gamma=gamma, beta=beta).parts[0]
+    z = answers.normalized_values(call_array, FUNCTION, x)
+    y = answers.output_like_x(call_array, FUNCTION, x, gamma=gamma, beta=beta)
     args = {"gamma": gamma, "beta": beta, "epsilon": reference.PAPER_BN_EPSILON}
     right_z = reference.batch_norm(x)
     named = {key: (description, out - (gamma * right_z + beta))
@@ -175,10 +153,6 @@ def applies_gamma_and_beta(call_array):
 MAIN_CHECKS = (centres_each_feature_over_the_batch, centres_conv_activations_per_channel,
                divides_by_the_standard_deviation, uses_the_biased_variance, adds_epsilon_inside_the_square_root,
                applies_gamma_and_beta)
-
-
-def _earns_a_main_check(call_array):
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_array) for check in MAIN_CHECKS])
 
 
 @pytest.mark.points(1.0)
@@ -222,7 +196,7 @@ def test_leaves_its_input_unmodified(call_array):
     """Leaves the caller's array as it was."""
     x = _rng().normal(size=(10, 4)) * 5.0 + 3.0
     answer = answers.Answer.of(call_array(FUNCTION, x))
-    _earns_a_main_check(call_array)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_inputs_unmodified(FUNCTION, answer, [x], ["x"])
 
 
@@ -231,5 +205,5 @@ def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is the input's: the other checks compare it)."""
     x = _rng().normal(size=(7, 4)) * 2.0 - 1.0
     answer = answers.Answer.of(call_array(FUNCTION, x))
-    _earns_a_main_check(call_array)
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_array)
     answers.assert_float_arrays(FUNCTION, answer, ["the output"])

@@ -14,16 +14,16 @@ variance without bias. The exercise asks for the exact statistics of the batches
 2 is a named mistake.)
 
 One property per check, each read from the quantity it is about (answers.py):
-- the between-batch term: batches of equal size; the quantity is how much the variance rises
-  when the batch means spread out (the answer on these batches minus the answer on the same
-  batches with every mean moved to the overall mean), which must be sum_b w_b * (mean_b - mean)**2
-  (or that times n / (n - 1): the unbiased variance is the last check's property);
+- the between-batch term: batches of equal size (so the weights do not enter) whose means differ:
+  the variance of the union, within plus between (or that times n / (n - 1): the unbiased
+  variance is the biased-variance check's property);
 - the mean: batches of equal size, the mean of the batch means;
-- the weights: batches of different sizes (the last one short, as at the end of an epoch): the
+- the weights: batches of different sizes (the last one short, as at the end of an epoch) whose
+  size-weighted mean is 0 (so how the between-batch term subtracts the mean does not enter): the
   mean and the variance weigh each batch by its size (the variance is also accepted times
   n / (n - 1), or without its between-batch term: those are the other checks' properties);
-- the biased variance of the union: batches of equal size and equal means, whose union's biased
-  variance is the average of their variances;
+- the biased variance of the union: batches of equal size whose means are all 0, whose union's
+  biased variance is the average of their variances;
 - a side check: float arrays, inputs unmodified.
 Named mistakes (known_mistakes.population_statistics_mistakes) are recognised on the same quantities.
 
@@ -54,10 +54,10 @@ def _batches(sizes, seed):
 
 
 def _collapsed(batches):
-    """The same batches with every batch mean moved to the overall mean."""
+    """The same batches with every batch mean moved to 0: no spread between them, and no mean for
+    the between-batch term to subtract."""
     means, variances, sizes = batches
-    overall = reference.population_statistics(*batches)[0]
-    return np.broadcast_to(overall, means.shape).copy(), variances, sizes
+    return np.zeros_like(means), variances, sizes
 
 
 def _answer(call_arrays, batches) -> answers.Answer:
@@ -79,22 +79,19 @@ def _total(batches) -> float:
 
 
 def adds_the_between_batch_term(call_arrays):
-    spread = _batches([32, 32, 32, 32], seed=1)
-    collapsed = _collapsed(spread)
-    on_spread = _answer(call_arrays, spread)
-    if answers.within(on_spread.parts[1], known_mistakes.population_statistics_mistakes(*spread)["algorithm_2"][1][1]):
-        answers.fail_with_mistake(FUNCTION, "algorithm_2", known_mistakes.population_statistics_mistakes(*spread))
-    rise = on_spread.parts[1] - _answer(call_arrays, collapsed).parts[1]
-    right = reference.population_statistics(*spread)[1] - reference.population_statistics(*collapsed)[1]
-    n = _total(spread)
-    if answers.within(rise, right * n / (n - 1)):
-        return      # the unbiased variance of the union: the last check's property
-    answers.compare(FUNCTION, rise, right,
-                    prop="the variance must rise by sum_b w_b * (mean_b - mean)**2 when the batch means spread out "
-                         "(shown: the answer's variance minus its variance when every batch mean is moved to the "
-                         "overall mean)", on="4 batches of 32 with different means",
-                    named=_named(lambda a, b: a[1] - b[1], spread, collapsed),
-                    focus=("averaged_variances", "unweighted_averaged_variances"))
+    batches = _batches([32, 32, 32, 32], seed=1)
+    answer = _answer(call_arrays, batches)
+    var = reference.population_statistics(*batches)[1]
+    n = _total(batches)
+    if answers.within(answer.parts[1], var * n / (n - 1)):
+        return      # the unbiased variance of the union: the biased-variance check's property
+    mistakes = known_mistakes.population_statistics_mistakes(*batches)
+    answers.compare(FUNCTION, answer.parts[1], var,
+                    prop="the variance of the union must be the average within the batches plus the spread of the "
+                         "batch means between them, sum_b w_b * (var_b + (mean_b - mean)**2)",
+                    on="4 batches of 32 with different means",
+                    named={key: (description, out[1]) for key, (description, out) in mistakes.items()},
+                    focus=("algorithm_2", "averaged_variances", "unweighted_averaged_variances"))
 
 
 def averages_the_batch_means(call_arrays):
@@ -105,8 +102,16 @@ def averages_the_batch_means(call_arrays):
                     on="3 batches of 16")
 
 
+def _centred_on_zero(batches):
+    """The same batches with their means shifted so that the size-weighted overall mean is 0: then
+    (mean_b - mean) is mean_b, so how the between-batch term is written does not enter, while equal
+    weights still give another mean (the sizes differ)."""
+    means, variances, sizes = batches
+    return means - reference.population_statistics(*batches)[0], variances, sizes
+
+
 def weighs_each_batch_by_its_size(call_arrays):
-    batches = _batches([64, 64, 64, 7], seed=2)
+    batches = _centred_on_zero(_batches([64, 64, 64, 7], seed=2))
     answer = _answer(call_arrays, batches)
     mean, var = reference.population_statistics(*batches)
     n = _total(batches)
@@ -116,7 +121,7 @@ def weighs_each_batch_by_its_size(call_arrays):
             var = other
     answers.compare(FUNCTION, np.concatenate(answer.parts), np.concatenate([mean, var]),
                     prop="each batch must weigh n_b / sum(n) in the mean and in the variance (shown: mean, then var)",
-                    on="batches of 64, 64, 64 and 7", named=_named(np.concatenate, batches),
+                    on="batches of 64, 64, 64 and 7 whose weighted mean is 0", named=_named(np.concatenate, batches),
                     focus=("unweighted", "unweighted_averaged_variances"))
 
 
@@ -126,7 +131,7 @@ def uses_the_biased_variance_of_the_union(call_arrays):
     answers.compare(FUNCTION, answer.parts[1], reference.population_statistics(*batches)[1],
                     prop="the union's variance must be the biased one (divide by the total count n): for batches of "
                          "equal size and equal means, the average of their variances",
-                    on="4 batches of 8 with equal means", named=_named(lambda out: out[1], batches),
+                    on="4 batches of 8 whose means are all 0", named=_named(lambda out: out[1], batches),
                     focus=("unbiased_union", "algorithm_2"))
 
 
@@ -163,6 +168,6 @@ def test_returns_float_arrays_and_leaves_its_inputs_unmodified(call_arrays):
     """Returns (mean, var) as floating-point NumPy arrays and leaves its three arguments as they were."""
     batches = _batches([16, 48, 8], seed=4)
     answer = answers.Answer.of(call_arrays(FUNCTION, *batches))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_float_arrays(FUNCTION, answer, NAMES)
     answers.assert_inputs_unmodified(FUNCTION, answer, batches, ARGUMENTS)

@@ -96,5 +96,5 @@ def test_leaves_its_inputs_unmodified(call_arrays):
     """Returns new arrays and leaves the four statistics it was given as they were."""
     statistics = _statistics()
     answer = answers.Answer.of(call_arrays(FUNCTION, *statistics, momentum=0.8))
-    answers.require_a_main_check(FUNCTION, [lambda check=check: check(call_arrays) for check in MAIN_CHECKS])
+    answers.require_a_main_check(FUNCTION, MAIN_CHECKS, call_arrays)
     answers.assert_inputs_unmodified(FUNCTION, answer, statistics, ARGUMENTS)
