@@ -44,17 +44,17 @@ def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
     axes = tuple(range(x.ndim - 1))                     # spec: axes
     mean = x.mean(axis=axes, keepdims=True)             # spec: axes centre
     var = x.var(axis=axes, keepdims=True)               # spec: axes variance divisor
-    std = np.sqrt(var + epsilon)                        # spec: divisor epsilon
+    std = np.sqrt(var + epsilon)                        # spec: divisor variance epsilon
     centred = x - mean                                  # spec: centre
     x_hat = centred / std                               # spec: centre divisor
     return gamma * x_hat + beta                         # spec: affine
 
 
 def batch_norm_backward(dout, x, gamma, epsilon=1e-5):
-    axes = tuple(range(x.ndim - 1))                     # spec: axes
+    axes = tuple(range(x.ndim - 1))                     # spec: axes dx dgamma dbeta
     mean = x.mean(axis=axes, keepdims=True)             # spec: axes dx dgamma
     var = x.var(axis=axes, keepdims=True)               # spec: axes divisor dx dgamma
-    std = np.sqrt(var + epsilon)                        # spec: divisor epsilon dx dgamma
+    std = np.sqrt(var + epsilon)                        # spec: divisor variance epsilon dx dgamma
     x_hat = (x - mean) / std                            # spec: dx dgamma variance_path
     dx_hat = dout * gamma                               # spec: dx
     through_mean = dx_hat.mean(axis=axes, keepdims=True)                    # spec: dx mean_path
@@ -98,7 +98,7 @@ def group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=1e-3):
     axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)         # spec: samples groups
     mean = grouped.mean(axis=axes, keepdims=True)                          # spec: samples groups centre
     var = grouped.var(axis=axes, keepdims=True)                            # spec: samples groups variance divisor
-    std = np.sqrt(var + epsilon)                                           # spec: divisor epsilon
+    std = np.sqrt(var + epsilon)                                           # spec: divisor variance epsilon
     centred = grouped - mean                                               # spec: centre
     x_hat = (centred / std).reshape(x.shape)                               # spec: centre divisor groups
     return gamma * x_hat + beta                                            # spec: affine
@@ -158,7 +158,7 @@ CHECK_LABELS = {
     },
     "group_norm": {
         "test_normalizes_each_sample_on_its_own": {"samples", "centre"},     # normalized: centred on its own mean
-        "test_groups_consecutive_channels": {"groups"},
+        "test_groups_consecutive_channels": {"groups", "centre"},      # as manual's axes checks: x - the group mean
         "test_uses_the_biased_variance": {"variance"},
         "test_uses_the_epsilon_it_is_given": {"epsilon"},
         "test_applies_per_channel_gamma_and_beta": {"affine"},
