@@ -124,7 +124,7 @@ CHECK_LABELS = {
         "test_dx_flows_through_the_batch_mean": {"dx", "mean_path"},
         "test_dx_flows_through_the_batch_variance": {"dx", "variance_path"},
         "test_dgamma_sums_dout_times_x_hat": {"dgamma", "dbeta"},
-        "test_conv_activations_sum_per_channel": {"axes"},
+        "test_conv_activations_sum_per_channel": {"axes", "dgamma", "dbeta"},     # it reads dgamma and dbeta
         "test_uses_the_epsilon_it_is_given": {"epsilon", "divisor"},
         "test_returns_float_arrays": {"dtype"},
         "test_leaves_its_inputs_unmodified": {"inputs"},
@@ -145,8 +145,8 @@ CHECK_LABELS = {
     },
     "debiased_moving_statistic": {
         "test_removes_what_is_left_of_a_non_zero_initial_value": {"initial"},
-        "test_renormalizes_by_the_weight_of_the_batches": {"renormalize"},
-        "test_counts_one_factor_of_momentum_per_update": {"exponent"},
+        "test_renormalizes_by_the_weight_of_the_batches": {"renormalize", "initial"},   # a - b: b is initial's
+        "test_counts_one_factor_of_momentum_per_update": {"exponent", "initial"},      # b / a: initial's share
         "test_broadcasts_and_leaves_its_inputs_unmodified": {"inputs", "broadcast"},
     },
     "population_statistics": {
@@ -159,8 +159,8 @@ CHECK_LABELS = {
     "group_norm": {
         "test_normalizes_each_sample_on_its_own": {"samples", "centre"},     # normalized: centred on its own mean
         "test_groups_consecutive_channels": {"groups", "centre"},      # as manual's axes checks: x - the group mean
-        "test_uses_the_biased_variance": {"variance"},
-        "test_uses_the_epsilon_it_is_given": {"epsilon"},
+        "test_uses_the_biased_variance": {"variance", "samples"},     # 1 / std over each sample's values
+        "test_uses_the_epsilon_it_is_given": {"epsilon", "samples"},  # 1 / sqrt(var + eps), each sample's var
         "test_applies_per_channel_gamma_and_beta": {"affine"},
         "test_returns_a_float_array": {"dtype"},
     },
@@ -337,12 +337,12 @@ def op_in_place(src):
 
 
 def op_missing_term(src):
-    """One operand of a + or - dropped (A - B -> A, and -> -B)."""
+    """A term left out of a sum: A + B -> A and A - B -> A, the term added or subtracted dropped. Not the
+    first operand (dropping it flips a sign or leaves only the correction), and not a numeric constant
+    (x.ndim - 1 counts axes; it is no term of a formula)."""
     for node in src.nodes(ast.BinOp):
-        if isinstance(node.op, (ast.Add, ast.Sub)):
-            left, right = src.segment(node.left), src.segment(node.right)
-            yield _splice(src, node, f"({left})")
-            yield _splice(src, node, f"({right})" if isinstance(node.op, ast.Add) else f"(-({right}))")
+        if isinstance(node.op, (ast.Add, ast.Sub)) and not isinstance(node.right, ast.Constant):
+            yield _splice(src, node, f"({src.segment(node.left)})")
 
 
 def op_exponent(src):
@@ -486,6 +486,29 @@ def central_mistake(exercise):
     return f
 
 
+def shows_the_central_misconception(exercise, function) -> bool:
+    """Whether ``function`` shows its exercise's central misconception in any form, not only in the formula
+    central_mistake writes: statistics shared across the features of a sample (manual_batch_norm, the
+    mean's or the variance's or both), or an output for one sample that depends on the rest of its batch
+    (batch_norm_inference, group_norm). The other exercises' misconceptions have one form."""
+    rng = np.random.default_rng(5)
+    with np.errstate(all="ignore"):
+        try:
+            if exercise == "manual_batch_norm":
+                x = rng.normal(size=(6, 3)) * [1.0, 4.0, 0.5] + [0.0, 3.0, -2.0]
+                other = x.copy()
+                other[:, 1:] = other[:, 1:] * 3.0 + 7.0         # the other features change, feature 0 does not
+                return not np.allclose(function(x)[:, 0], function(other)[:, 0], rtol=1e-6, atol=1e-9)
+            if exercise in ("batch_norm_inference", "group_norm"):
+                x = rng.normal(size=(4, 2, 2, 4)) * np.array([0.5, 1.0, 3.0, 2.0])[:, None, None, None]
+                args = (np.array([0.1, -0.2, 0.3, 0.0]), np.array([1.0, 2.0, 0.5, 1.5])) \
+                    if exercise == "batch_norm_inference" else (2,)
+                return not np.allclose(function(x, *args)[:1], function(x[:1], *args), rtol=1e-6, atol=1e-9)
+        except Exception:        # noqa: BLE001 - a mutant that raises here is judged by classify's probes
+            return False
+    return False
+
+
 def _parts(out):
     return tuple(out) if isinstance(out, tuple) else (out,)
 
@@ -538,7 +561,7 @@ def classify(mutant):
     exec(compile(mutant.code, f"<{mutant.name}>", "exec"), namespace)
     function, right, central = namespace[mutant.exercise], globals()[mutant.exercise], central_mistake(mutant.exercise)
     verdicts = {"equivalent": True, "central": True}
-    failures = []
+    failures, partly = [], []
     for call in probes(mutant.exercise):
         want, want_dtypes, _ = run(right, call)
         got = run(function, call)
@@ -552,6 +575,11 @@ def classify(mutant):
             failures.append(why)
             verdicts = dict.fromkeys(verdicts, False)
             continue
+        wrong_part = next((f"part {i + 1} {'is None' if p is None else f'has shape {p.shape}'}, not {w.shape}"
+                           for i, (p, w) in enumerate(zip(parts, want, strict=True))
+                           if p is None or p.shape != w.shape), None)
+        if wrong_part:      # no answer for that part: a grader can judge none of its properties
+            partly.append(wrong_part)
         untouched = all(not isinstance(a, np.ndarray) or np.array_equal(a, b) for a, b in zip(call[0], after,
                                                                                             strict=True))
         verdicts["equivalent"] &= _same(parts, want, 1e-12, 1e-12) and dtypes == want_dtypes and untouched
@@ -559,9 +587,11 @@ def classify(mutant):
     n = len(probes(mutant.exercise))
     if failures:
         mutant.kind, mutant.why = ("no_answer" if len(failures) == n else "partial"), failures[0]
+    elif partly:
+        mutant.kind, mutant.why = "partial", partly[0]
     elif verdicts["equivalent"]:
         mutant.kind = "equivalent"
-    elif verdicts["central"]:
+    elif verdicts["central"] or shows_the_central_misconception(mutant.exercise, function):
         mutant.kind = "central"
     else:
         mutant.kind = "ordinary"
