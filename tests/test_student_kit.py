@@ -194,40 +194,6 @@ def test_a_module_the_kit_leaves_out_stops_the_build():
         "autograder.submission imports autograder.checks (inside a function)"]
 
 
-@pytest.mark.slow
-def test_the_installed_kit_checks_the_solution_without_the_grader(wheel, tmp_path):
-    """A fresh venv (no system site-packages) with only the kit installed (--no-deps); NumPy, Keras
-    and Matplotlib, which the notebook needs, and SciPy and JAX, which the kit requires, come from
-    this project's venv through a .pth file, so that the sandboxed worker finds them too (it gets no
-    PYTHONPATH). The test below installs the kit as students do, with its requirements."""
-    from autograder import synthetic_students as students
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True)
-    site_packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                        capture_output=True, text=True, check=True).stdout.strip())
-    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "numpy").is_dir())
-    (site_packages / "project-packages.pth").write_text(ours + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-
-    probe = subprocess.run([str(python), "-c", "import autograder, importlib.util as u; print(autograder.__file__); "
-                            "print([m for m in ('autograder.checks', 'autograder.reference', 'autograder.training') "
-                            "if u.find_spec(m)])"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    where, present = probe.stdout.splitlines()
-    assert where.startswith(str(site_packages)) and present == "[]"
-
-    notebook = students.write_submission(students.STUDENTS["full_marks"], tmp_path / "work" / "batchnorm.ipynb")
-    done = subprocess.run([str(python), "-m", "autograder", "check", str(notebook), "--output", "check.json"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads((tmp_path / "check.json").read_text())["ready"] is True
-    grade = subprocess.run([str(python), "-m", "autograder", "grade", str(notebook)], cwd=tmp_path, env=env,
-                           capture_output=True, text=True)
-    assert grade.returncode == 2 and "it checks a notebook" in grade.stderr
-
-
 # --- the kit in a student's environment --------------------------------------------------------------
 
 # What the notebook asks students to install. The worker never imports TensorFlow (Keras' NumPy
@@ -328,14 +294,58 @@ def student_environment(wheel: Path, folder: Path, packages=STUDENT_PACKAGES) ->
         done = _pip_install(python, str(wheel))              # as students do: with its requirements
         assert done.returncode == 0, done.stderr
         lap("the kit's requirements")
+        probe = subprocess.run([str(python), "-c", "import autograder, importlib.util as u; "
+                                "print(autograder.__file__); print([m for m in ('autograder.checks', "
+                                "'autograder.reference', 'autograder.training') if u.find_spec(m)])"],
+                               cwd=folder, env=env, capture_output=True, text=True, check=True)
+        where, present = probe.stdout.splitlines()
+        assert where.startswith(str(venv)) and present == "[]"     # the kit's own package, nothing hidden
         ready = subprocess.run(check, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
         assert ready.returncode == 0, ready.stdout + ready.stderr
         assert json.loads(report_path.read_text())["ready"] is True
+        grade = subprocess.run([str(python), "-m", "autograder", "grade", str(notebook)], cwd=folder, env=env,
+                               capture_output=True, text=True)
+        assert grade.returncode == 2 and "it checks a notebook" in grade.stderr       # the kit's one verb
         lap("check")
+        slips = _checked_slips(python, env, folder)
+        for name, (exercise, report) in slips.items():
+            assert report["ready"] is False, (name, report)
+            [problem] = report["problems"]      # one slip, one problem: its exercise's visible test
+            assert problem["kind"] == "visible_test_failed", (name, problem)
+            assert f"the visible test of Exercise {_number(exercise)})" in problem["message"], (name, problem)
+        lap(f"check {len(slips)} single-slip notebooks, two at a time")
     finally:
         shutil.rmtree(venv, ignore_errors=True)       # not left to pytest's kept temporary folders
         lap("removing the venv")
     return timings
+
+
+# One single-slip notebook per NumPy exercise: the solution with one synthetic student's mistake.
+SINGLE_SLIPS = ("bn_ddof1", "backward_no_variance_path", "moving_swapped_momentum", "inference_var_as_std",
+                "debiased_steps_minus_one", "population_unbiased_union", "group_interleaved")
+
+
+def _number(exercise_id) -> int:
+    from autograder.exercises import EXERCISE_IDS
+    return EXERCISE_IDS.index(exercise_id) + 1
+
+
+def _checked_slips(python, env, folder) -> dict:
+    """{student: (exercise, check.json)} for SINGLE_SLIPS, checked by the installed kit two at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autograder import synthetic_students as students
+
+    def one(name):
+        student = students.STUDENTS[name]
+        (exercise,) = student.answers
+        notebook = students.write_submission(student, folder / name / "batchnorm.ipynb")
+        output = folder / name / "check.json"
+        subprocess.run([str(python), "-m", "autograder", "check", str(notebook), "--output", str(output)],
+                       cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        return name, (exercise, json.loads(output.read_text()))
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, SINGLE_SLIPS))
 
 
 @pytest.mark.slow
