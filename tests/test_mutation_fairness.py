@@ -490,24 +490,22 @@ def shows_the_central_misconception(exercise, function) -> bool:
     """Whether ``function`` shows its exercise's central misconception in any form, not only in the formula
     central_mistake writes: statistics shared across the features of a sample (manual_batch_norm, the
     mean's or the variance's or both), or an output for one sample that depends on the rest of its batch
-    (batch_norm_inference, group_norm). The other exercises' misconceptions have one form. Each call gets
-    copies of its arguments: a mutant that changes its input in place must not look batch-dependent."""
+    (batch_norm_inference, group_norm). The other exercises' misconceptions have one form."""
     rng = np.random.default_rng(5)
-
-    def call(*args):
-        return function(*copy.deepcopy(args))
     with np.errstate(all="ignore"):
         try:
             if exercise == "manual_batch_norm":
                 x = rng.normal(size=(6, 3)) * [1.0, 4.0, 0.5] + [0.0, 3.0, -2.0]
                 other = x.copy()
                 other[:, 1:] = other[:, 1:] * 3.0 + 7.0         # the other features change, feature 0 does not
-                return not np.allclose(call(x)[:, 0], call(other)[:, 0], rtol=1e-6, atol=1e-9)
+                return not np.allclose(function(x.copy())[:, 0], function(other)[:, 0], rtol=1e-6, atol=1e-9)
             if exercise in ("batch_norm_inference", "group_norm"):
                 x = rng.normal(size=(4, 2, 2, 4)) * np.array([0.5, 1.0, 3.0, 2.0])[:, None, None, None]
                 args = (np.array([0.1, -0.2, 0.3, 0.0]), np.array([1.0, 2.0, 0.5, 1.5])) \
                     if exercise == "batch_norm_inference" else (2,)
-                return not np.allclose(call(x, *args)[:1], call(x[:1], *args), rtol=1e-6, atol=1e-9)
+                together = function(x.copy(), *copy.deepcopy(args))[:1]     # copies: a mutant may change its
+                alone = function(x[:1].copy(), *copy.deepcopy(args))         # inputs in place
+                return not np.allclose(together, alone, rtol=1e-6, atol=1e-9)
         except Exception:        # noqa: BLE001 - a mutant that raises here is judged by classify's probes
             return False
     return False

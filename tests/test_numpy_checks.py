@@ -199,3 +199,43 @@ def test_every_check_module_states_its_weights():
     for exercise in EXERCISES:
         doc = (CHECKS_DIR / exercise.check_module).read_text(encoding="utf-8").split('"""')[1]
         assert "Weight" in doc, f"{exercise.check_module}: the docstring does not state the weights"
+
+
+# The answers issue 23 reported, graded again: each keeps at least half of its exercise unless its loss
+# is the exercise's central mistake (Algorithm 2 drops the between-batch term), and the float32 backward
+# pass keeps every point.
+REPORTED = {
+    "group_norm with epsilon outside the square root": (
+        "group_norm", students._group().replace("np.sqrt(var + epsilon)", "(np.sqrt(var) + epsilon)"), 2.75),
+    "population_statistics with the unbiased variance of the union": (
+        "population_statistics", students.STUDENTS["population_unbiased_union"].answers["population_statistics"],
+        1.75),
+    "population_statistics with the between-batch term unweighted": (
+        "population_statistics", students._population().replace(
+            "    var = weights @ (batch_vars + (batch_means - mean) ** 2)",
+            "    var = weights @ batch_vars + ((batch_means - mean) ** 2).mean(axis=0)"), 1.75),
+    "batch_norm_backward with ddof=1": (
+        "batch_norm_backward", students._backward().replace("keepdims=True) + epsilon",
+                                                            "keepdims=True, ddof=1) + epsilon"), 2.0),
+    "batch_norm_backward with epsilon outside the square root": (
+        "batch_norm_backward", students._backward().replace(
+            "np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)",
+            "(np.sqrt(x.var(axis=axes, keepdims=True)) + epsilon)"), 3.5),
+    "group_norm reshaped as (N, groups, -1) on NHWC data": (
+        "group_norm", students._group(shape="x.shape[0], groups, -1", axes="(2,)"), 2.5),
+    "population_statistics following Algorithm 2 (central: no between-batch term)": (
+        "population_statistics", students.STUDENTS["population_algorithm_2"].answers["population_statistics"], 0.5),
+    "a correct backward pass computed in float32": (
+        "batch_norm_backward", students._backward().replace(
+            "    axes =", "    x, dout, gamma = (np.asarray(a, np.float32) for a in (x, dout, gamma))\n"
+                          "    axes =", 1), 4.0),
+}
+
+
+@pytest.mark.parametrize("answer", sorted(REPORTED))
+def test_the_answers_the_issue_reported_keep_what_they_should(tmp_path, answer):
+    exercise, code, points = REPORTED[answer]
+    rows = grade_numpy(tmp_path, {exercise: code}, exercises=(exercise,))
+    assert scores(rows)[exercise] == points, [(r["id"], r["message"][:120]) for r in rows if not r["passed"]]
+    if "central" not in answer:
+        assert points >= POINTS[exercise] / 2
