@@ -120,8 +120,9 @@ EXPECTED = {
     "group_ignored_groups": ({GROUP + "test_groups_consecutive_channels"}, "groups argument is ignored"),
     "group_fixed_epsilon": ({GROUP + "test_uses_the_epsilon_it_is_given"}, "whatever epsilon it is given"),
     "returns_none": (Every(*NUMPY_EXERCISES), "None is not an answer"),
-    "returns_zeros": (Every(*NUMPY_EXERCISES), "returns zeros: that is not an answer"),
-    "returns_input": (Every(*NUMPY_EXERCISES), "returns its input unchanged: that is not an answer"),
+    "returns_zeros": (Every(*NUMPY_EXERCISES), "returns zeros on this check's input: that is not an answer"),
+    "returns_input": (Every(*NUMPY_EXERCISES), "returns its input unchanged on this check's input: that is not an "
+                                              "answer"),
 }
 OTHERS = {"unanswered", "crashing", "corrupt"}      # graded with EXPECTED's students, for the tests below
 # students whose training check trains nothing (no model, or one refused before training): graded

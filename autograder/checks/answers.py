@@ -80,9 +80,11 @@ def not_an_answer(answer: Answer, inputs) -> str | None:
     return reasons[0] if reasons else "returns nothing"
 
 
-def _fail_not_an_answer(function, why):
-    pytest.fail(f"{function} {why}: that is not an answer, so none of {function}'s checks score "
-                "(not even shape, dtype or inputs left unmodified)")
+def _fail_not_an_answer(function, why, where=" on this check's input"):
+    # said of this check's input only: an answer that is none on one input may earn other checks
+    pytest.fail(f"{function} {why}{where}: that is not an answer, so this check earns nothing (a function "
+                "that gives no answer on any input earns nothing for the exercise, not even for a float array or "
+                "its inputs left unmodified)")
 
 
 def tolerance(want, scale=0.0):
@@ -201,7 +203,7 @@ def require_a_main_check(function, main_checks, *fixtures):
 def require_batch_norm(function, layers):
     """The gate for a model builder: a model without BatchNormalization is not an answer."""
     if not any(layer.kind == "BatchNormalization" for layer in layers):
-        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer")
+        _fail_not_an_answer(function, "returns a model without any BatchNormalization layer", where="")
 
 
 def _exercise(function) -> str:
