@@ -17,7 +17,8 @@ What a fair grader owes a single slip (the assertions):
 and a mutant that is no answer on any probe (it raises, returns the wrong shape, or returns None,
 zeros, a constant or an input unchanged) scores nothing.
 
-Run with -s for the summary (operators x exercises, gradings, every mutant's points).
+Run with -s for the summary (operators x exercises, gradings, every mutant's points). The tests that read
+the grades are slow (make test), the others fast.
 """
 
 import ast
@@ -759,6 +760,10 @@ def exercise_table(g: Grading) -> str:
 
 # --- the tests ----------------------------------------------------------------------------------------------
 
+# The tests that read the grades: 25 sandboxed gradings, 7 to 10 s, so slow (test-fast stays under its minute).
+GRADES_MUTANTS = pytest.mark.slow
+
+
 def test_every_operator_finds_a_site_and_every_mutant_is_a_single_change():
     for e in EXERCISES:
         Source(RIGHT[e])                                    # parses, every line's labels read
@@ -782,6 +787,7 @@ def test_the_implementations_are_right_here_and_not_central():
             assert not _same([np.asarray(p) for p in mine], [np.asarray(p) for p in central], 1e-6, 1e-9), e
 
 
+@GRADES_MUTANTS
 def test_the_right_implementations_score_every_point(graded):
     totals = {}
     for row in graded.right_rows:
@@ -789,6 +795,7 @@ def test_the_right_implementations_score_every_point(graded):
     assert totals == POINTS, [(r["id"], r["message"][:150]) for r in graded.right_rows if not r["passed"]]
 
 
+@GRADES_MUTANTS
 def test_every_graded_check_has_its_labels(graded):
     wrong = [f"- {e}: graded but not in CHECK_LABELS: {graded.unknown_checks[e]}; in CHECK_LABELS but not graded: "
              f"{graded.missing_checks[e]}" for e in EXERCISES if graded.unknown_checks[e] or graded.missing_checks[e]]
@@ -797,22 +804,27 @@ def test_every_graded_check_has_its_labels(graded):
                     pytrace=False)
 
 
+@GRADES_MUTANTS
 def test_a_slip_that_is_not_the_central_mistake_keeps_half_of_the_points(graded):      # (a)
     _assert_rule(graded, "a")
 
 
+@GRADES_MUTANTS
 def test_computing_in_float32_costs_nothing(graded):                                   # (b)
     _assert_rule(graded, "b")
 
 
+@GRADES_MUTANTS
 def test_every_failing_check_concerns_what_the_mutant_changed(graded):                 # (c)
     _assert_rule(graded, "c")
 
 
+@GRADES_MUTANTS
 def test_a_mutant_that_changes_nothing_keeps_every_point(graded):                      # (d)
     _assert_rule(graded, "d")
 
 
+@GRADES_MUTANTS
 def test_no_answer_scores_nothing(graded):
     _assert_rule(graded, "0")
 
