@@ -232,6 +232,7 @@ REPORTED = {
 }
 
 
+@pytest.mark.slow           # eight sandboxed gradings: test-fast stays under its minute
 @pytest.mark.parametrize("answer", sorted(REPORTED))
 def test_the_answers_the_issue_reported_keep_what_they_should(tmp_path, answer):
     exercise, code, points = REPORTED[answer]
