@@ -189,7 +189,7 @@ def test_a_model_without_batch_norm_is_not_an_answer():
     from autograder.models.view import Layer
     baseline = [Layer("Conv2D", {"filters": 32, "activation": "relu"}), Layer("MaxPooling2D", {}),
                 Layer("Flatten", {}), Layer("Dense", {"units": 10, "activation": "softmax"})]
-    with pytest.raises(pytest.fail.Exception, match="without any BatchNormalization layer: that is not an answer"):
+    with pytest.raises(answers.NotAnAnswer, match="without any BatchNormalization layer: that is not an answer"):
         answers.require_batch_norm("build_modern_cnn", baseline)
     answers.require_batch_norm("build_modern_cnn", baseline[:1] + [Layer("BatchNormalization", {})] + baseline[1:])
 

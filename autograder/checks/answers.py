@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from autograder import known_mistakes
+from autograder.errors import StudentFault
 from autograder.exercises import EXERCISES
 
 RTOL = 1e-5     # relative to the larger of the quantity, the size of its terms, and 1
@@ -80,11 +81,15 @@ def not_an_answer(answer: Answer, inputs) -> str | None:
     return reasons[0] if reasons else "returns nothing"
 
 
+class NotAnAnswer(AssertionError):
+    """A check's failure because what came back is no answer at all (None, zeros, an input, a constant)."""
+
+
 def _fail_not_an_answer(function, why, where=" on this check's input"):
     # said of this check's input only: an answer that is none on one input may earn other checks
-    pytest.fail(f"{function} {why}{where}: that is not an answer, so this check earns nothing (a function "
-                "that gives no answer on any input earns nothing for the exercise, not even for a float array or "
-                "its inputs left unmodified)")
+    raise NotAnAnswer(f"{function} {why}{where}: that is not an answer, so this check earns nothing (a function "
+                      "that gives no answer on any input earns nothing for the exercise, not even for a float array "
+                      "or its inputs left unmodified)")
 
 
 def tolerance(want, scale=0.0):
@@ -184,18 +189,19 @@ def require_a_main_check(function, main_checks, *fixtures):
     one of the exercise's main checks (each called with ``fixtures``, raising when its property
     fails) or one of them recognises a named mistake in it. Otherwise fail: with the not-an-answer message when
     that is why, else saying that the side property earns nothing."""
-    failures = []
+    nothing = None
     for check in main_checks:
         try:
             check(*fixtures)
             return
         except MistakeMade:
             return
-        except (Exception, pytest.fail.Exception) as exc:    # pytest.fail's is a BaseException
-            failures.append(str(exc))
-    nothing = next((message for message in failures if "not an answer" in message), None)
+        except NotAnAnswer as exc:
+            nothing = nothing or exc
+        except (AssertionError, pytest.fail.Exception, StudentFault):   # the student's verdicts; any other
+            continue                                                    # exception is the grader's: it propagates
     if nothing:
-        pytest.fail(nothing)
+        raise nothing.with_traceback(None)
     pytest.fail(f"{function} earns none of its main checks and makes none of its named mistakes, so this "
                 "side property earns nothing; the main checks' messages say what differs")
 
