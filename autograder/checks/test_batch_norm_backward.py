@@ -103,7 +103,9 @@ def _without_statistics_paths(dout, x):
     return dout
 
 
-def flows_through_the_batch_mean(call_arrays):
+@pytest.mark.points(1.0)
+def test_dx_flows_through_the_batch_mean(call_arrays):
+    """dx sums to 0 over the batch, per feature: the path through the batch mean."""
     x = _latin_square(8, std=20.0)
     dout, gamma = _noise(x.shape) + 1.5, np.linspace(0.5, 3.0, 8)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
@@ -117,7 +119,9 @@ def flows_through_the_batch_mean(call_arrays):
                     focus=("constant_statistics",) if both else ("no_mean_path",))
 
 
-def flows_through_the_batch_variance(call_arrays):
+@pytest.mark.points(1.0)
+def test_dx_flows_through_the_batch_variance(call_arrays):
+    """sum(dx * (x - mean)) = 0 per feature with epsilon=0: the path through the batch variance."""
     x = _latin_square(8, std=20.0)
     dout, gamma = _noise(x.shape) * 2.0 + x / 10.0, np.linspace(0.5, 3.0, 8)
     dx = _call(call_arrays, dout, x, gamma, reads=(0,), epsilon=0.0).parts[0]
@@ -132,7 +136,9 @@ def flows_through_the_batch_variance(call_arrays):
                     focus=("constant_statistics",) if both else ("no_variance_path",))
 
 
-def sums_dgamma_and_dbeta(call_arrays):
+@pytest.mark.points(0.5)
+def test_dgamma_sums_dout_times_x_hat(call_arrays):
+    """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature; a scalar gamma is accepted."""
     x = _activations((16, 3))
     dout = _noise(x.shape) + 1.0
     answer = _call(call_arrays, dout, x, 2.0, reads=(1, 2), epsilon=0.0)
@@ -147,7 +153,9 @@ def sums_dgamma_and_dbeta(call_arrays):
                     focus=("dgamma_without_x_hat",))
 
 
-def sums_conv_activations_per_channel(call_arrays):
+@pytest.mark.points(0.5)
+def test_conv_activations_sum_per_channel(call_arrays):
+    """For (N, H, W, C) activations dgamma and dbeta sum over axes (0, 1, 2), one per channel."""
     x = _activations((4, 3, 3, 2))
     dout, gamma = _noise(x.shape) + x / 10.0, np.array([1.5, 0.5])
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma, epsilon=0.0))
@@ -165,7 +173,9 @@ def sums_conv_activations_per_channel(call_arrays):
                          "channel (shown: dgamma, then dbeta)", on="(4, 3, 3, 2) activations, epsilon=0", scale=scale)
 
 
-def uses_the_epsilon_it_is_given(call_arrays):
+@pytest.mark.points(0.5)
+def test_uses_the_epsilon_it_is_given(call_arrays):
+    """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
     x = _latin_square(8, std=0.1)                                # variance 0.01, of the order of epsilon
     # one gamma for all features, so that dout * gamma keeps dout's zero means along both axes
     dout, gamma = _without_statistics_paths(_noise(x.shape) + x * 10.0, x), np.full(8, 1.5)
@@ -180,38 +190,9 @@ def uses_the_epsilon_it_is_given(call_arrays):
                     named=_named(lambda dx, *_: dx, dout, x, gamma, 0.01), focus=("fixed_epsilon",))
 
 
-MAIN_CHECKS = (flows_through_the_batch_mean, flows_through_the_batch_variance, sums_dgamma_and_dbeta,
-               sums_conv_activations_per_channel, uses_the_epsilon_it_is_given)
-
-
-@pytest.mark.points(1.0)
-def test_dx_flows_through_the_batch_mean(call_arrays):
-    """dx sums to 0 over the batch, per feature: the path through the batch mean."""
-    flows_through_the_batch_mean(call_arrays)
-
-
-@pytest.mark.points(1.0)
-def test_dx_flows_through_the_batch_variance(call_arrays):
-    """sum(dx * (x - mean)) = 0 per feature with epsilon=0: the path through the batch variance."""
-    flows_through_the_batch_variance(call_arrays)
-
-
-@pytest.mark.points(0.5)
-def test_dgamma_sums_dout_times_x_hat(call_arrays):
-    """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature; a scalar gamma is accepted."""
-    sums_dgamma_and_dbeta(call_arrays)
-
-
-@pytest.mark.points(0.5)
-def test_conv_activations_sum_per_channel(call_arrays):
-    """For (N, H, W, C) activations dgamma and dbeta sum over axes (0, 1, 2), one per channel."""
-    sums_conv_activations_per_channel(call_arrays)
-
-
-@pytest.mark.points(0.5)
-def test_uses_the_epsilon_it_is_given(call_arrays):
-    """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
-    uses_the_epsilon_it_is_given(call_arrays)
+MAIN_CHECKS = (test_dx_flows_through_the_batch_mean, test_dx_flows_through_the_batch_variance,
+               test_dgamma_sums_dout_times_x_hat, test_conv_activations_sum_per_channel,
+               test_uses_the_epsilon_it_is_given)
 
 
 @pytest.mark.points(0.25)

@@ -53,7 +53,9 @@ def _named(quantity, x, moving_mean, moving_var, **kwargs):
                 known_mistakes.batch_norm_inference_mistakes(x, moving_mean, moving_var, **args).items()}
 
 
-def centres_on_the_moving_mean(call_array):
+@pytest.mark.points(0.75)
+def test_normalizes_with_the_moving_statistics(call_array):
+    """Centres each channel on moving_mean, not on the batch's own mean (nothing computed from the batch)."""
     moving_mean, moving_var = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 9.0])
     x = _rng().normal(size=(10, 3)) * np.array([0.5, 3.0, 1.0]) + np.array([6.0, 2.0, -4.0])
     y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var, epsilon=0.0)
@@ -66,7 +68,9 @@ def centres_on_the_moving_mean(call_array):
                                  epsilon=0.0), focus=("batch_statistics",))
 
 
-def divides_by_the_standard_deviation(call_array):
+@pytest.mark.points(0.25)
+def test_divides_by_the_standard_deviation(call_array):
+    """Divides by sqrt(moving_var), per channel of (N, H, W, C) activations (epsilon=0)."""
     # variances large enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays within tolerance
     moving_mean, moving_var = np.zeros(2), np.array([400.0, 100.0])     # x - moving_mean is x: the centre's slips
     x = _rng().normal(size=(2, 3, 3, 2)) * np.array([20.0, 3.0]) + np.array([3.0, -1.0])   # do not enter
@@ -78,7 +82,9 @@ def divides_by_the_standard_deviation(call_array):
                     focus=("var_as_std", "batch_statistics"))
 
 
-def adds_epsilon_inside_the_square_root(call_array):
+@pytest.mark.points(0.25)
+def test_adds_epsilon_inside_the_square_root(call_array):
+    """Divides by sqrt(moving_var + epsilon): with Keras' default 1e-3, and with epsilon=0.1 when given it."""
     moving_mean, moving_var = np.zeros(3), np.array([1e-4, 1e-3, 4e-3])
     x = _rng().normal(size=(8, 3)) * 0.05 + np.array([0.0, 0.1, -0.1])
     y = answers.normalized_values(call_array, FUNCTION, x, moving_mean, moving_var)
@@ -100,7 +106,9 @@ def adds_epsilon_inside_the_square_root(call_array):
                     named=_named(lambda out: _factor(x, moving_mean, out), x, moving_mean, moving_var, epsilon=0.1))
 
 
-def applies_gamma_and_beta(call_array):
+@pytest.mark.points(0.25)
+def test_applies_per_channel_gamma_and_beta(call_array):
+    """Scales by gamma and shifts by beta, per channel."""
     moving_mean, moving_var = np.array([1.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
     x = _rng().normal(size=(6, 3)) * 2.0
     gamma, beta = np.array([2.0, 0.5, 1.5]), np.array([0.1, -1.0, 3.0])
@@ -112,32 +120,8 @@ def applies_gamma_and_beta(call_array):
                     scale=np.abs(y).max())
 
 
-MAIN_CHECKS = (centres_on_the_moving_mean, divides_by_the_standard_deviation, adds_epsilon_inside_the_square_root,
-               applies_gamma_and_beta)
-
-
-@pytest.mark.points(0.75)
-def test_normalizes_with_the_moving_statistics(call_array):
-    """Centres each channel on moving_mean, not on the batch's own mean (nothing computed from the batch)."""
-    centres_on_the_moving_mean(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_divides_by_the_standard_deviation(call_array):
-    """Divides by sqrt(moving_var), per channel of (N, H, W, C) activations (epsilon=0)."""
-    divides_by_the_standard_deviation(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_adds_epsilon_inside_the_square_root(call_array):
-    """Divides by sqrt(moving_var + epsilon): with Keras' default 1e-3, and with epsilon=0.1 when given it."""
-    adds_epsilon_inside_the_square_root(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_applies_per_channel_gamma_and_beta(call_array):
-    """Scales by gamma and shifts by beta, per channel."""
-    applies_gamma_and_beta(call_array)
+MAIN_CHECKS = (test_normalizes_with_the_moving_statistics, test_divides_by_the_standard_deviation,
+               test_adds_epsilon_inside_the_square_root, test_applies_per_channel_gamma_and_beta)
 
 
 @pytest.mark.points(0.25)

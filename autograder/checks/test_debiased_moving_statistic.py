@@ -67,7 +67,9 @@ def _named_shares(moving, initial, momentum, steps):
             for key, (description, _) in table.items()}
 
 
-def removes_what_is_left_of_the_initial_value(call_array):
+@pytest.mark.points(1.0)
+def test_removes_what_is_left_of_a_non_zero_initial_value(call_array):
+    """A moving variance that started at 1.0, after 47 updates at momentum 0.99: 0.99**47 = 62% of it is left."""
     steps, momentum = 47, 0.99
     batch_average = np.array([0.002, 0.004, 0.01, 0.05])        # what the batches' variances average to
     left = momentum ** steps
@@ -84,7 +86,9 @@ def removes_what_is_left_of_the_initial_value(call_array):
                     named=_named_shares(moving, 1.0, momentum, steps), focus=("adam_only",))
 
 
-def renormalizes(call_array):
+@pytest.mark.points(0.5)
+def test_renormalizes_by_the_weight_of_the_batches(call_array):
+    """Divides by 1 - momentum**steps: raising moving and initial together by 1 raises the result by 1."""
     moving, initial = np.array([0.8, -0.3, 2.1]), np.array([0.5, 0.0, 1.0])
     rise = _value(call_array, moving + 1.0, initial + 1.0, 0.9, 5) - _value(call_array, moving, initial, 0.9, 5)
 
@@ -101,7 +105,9 @@ def renormalizes(call_array):
                     focus=("not_renormalized",))
 
 
-def counts_one_factor_per_update(call_array):
+@pytest.mark.points(0.25)
+def test_counts_one_factor_of_momentum_per_update(call_array):
+    """After 3 updates at momentum 0.8 the initial value weighs 0.8**3."""
     moving = np.array([1.5, 2.5])
     share = _share_removed(lambda *args: _value(call_array, *args), moving, 2.0, 0.8, 3)
     answers.compare(FUNCTION, share, np.full(2, 0.8 ** 3),
@@ -111,25 +117,8 @@ def counts_one_factor_per_update(call_array):
                     named=_named_shares(moving, 2.0, 0.8, 3), focus=("steps_minus_one",))
 
 
-MAIN_CHECKS = (removes_what_is_left_of_the_initial_value, renormalizes, counts_one_factor_per_update)
-
-
-@pytest.mark.points(1.0)
-def test_removes_what_is_left_of_a_non_zero_initial_value(call_array):
-    """A moving variance that started at 1.0, after 47 updates at momentum 0.99: 0.99**47 = 62% of it is left."""
-    removes_what_is_left_of_the_initial_value(call_array)
-
-
-@pytest.mark.points(0.5)
-def test_renormalizes_by_the_weight_of_the_batches(call_array):
-    """Divides by 1 - momentum**steps: raising moving and initial together by 1 raises the result by 1."""
-    renormalizes(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_counts_one_factor_of_momentum_per_update(call_array):
-    """After 3 updates at momentum 0.8 the initial value weighs 0.8**3."""
-    counts_one_factor_per_update(call_array)
+MAIN_CHECKS = (test_removes_what_is_left_of_a_non_zero_initial_value, test_renormalizes_by_the_weight_of_the_batches,
+               test_counts_one_factor_of_momentum_per_update)
 
 
 @pytest.mark.points(0.25)

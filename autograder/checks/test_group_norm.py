@@ -76,7 +76,9 @@ def _named(quantity, x, groups, **kwargs):
                 known_mistakes.group_norm_mistakes(x, groups, **args).items()}
 
 
-def normalizes_each_sample_on_its_own(call_array):
+@pytest.mark.points(1.5)
+def test_normalizes_each_sample_on_its_own(call_array):
+    """A sample's output is the same alone as in its batch, and does not change when the batch is scaled."""
     rng = _rng()
     # samples of very different scales and offsets; all variances large, so that an epsilon of 1e-3
     # ignored (epsilon=0 is passed) stays negligible
@@ -102,7 +104,9 @@ def normalizes_each_sample_on_its_own(call_array):
                     scale=np.abs(together).max(), named=named, focus=("batch_statistics",))
 
 
-def groups_consecutive_channels(call_array):
+@pytest.mark.points(0.5)
+def test_groups_consecutive_channels(call_array):
+    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, groups=C, dense features)."""
     rng = _rng()
     for shape, groups, on in (((2, 3, 3, 6), 3, "conv activations, 6 channels in 3 groups"),
                               ((3, 2, 2, 4), 4, "conv activations, groups=C=4"),
@@ -117,7 +121,9 @@ def groups_consecutive_channels(call_array):
                         focus=("interleaved_groups", "ignored_groups"))
 
 
-def uses_the_biased_variance(call_array):
+@pytest.mark.points(0.25)
+def test_uses_the_biased_variance(call_array):
+    """One channel, groups=1, epsilon=0: the biased variance (ddof=0) over each sample's 4 values."""
     # one channel, so that every way of grouping channels gives the same groups; a variance large
     # enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
     x = _rng().normal(size=(5, 2, 2, 1)) * 100.0 + 3.0
@@ -129,7 +135,9 @@ def uses_the_biased_variance(call_array):
                     named=_named(lambda out: _factor(x, out, 1), x, 1, epsilon=0.0), focus=("ddof1",))
 
 
-def uses_the_epsilon_it_is_given(call_array):
+@pytest.mark.points(0.25)
+def test_uses_the_epsilon_it_is_given(call_array):
+    """With epsilon=0.1 on samples whose variance is 0.02 to 0.05, the output uses that epsilon."""
     x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
     y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.1)
     got = _factor(x, y, 1)
@@ -143,7 +151,9 @@ def uses_the_epsilon_it_is_given(call_array):
                     focus=("fixed_epsilon", "eps_outside_sqrt"))
 
 
-def applies_gamma_and_beta(call_array):
+@pytest.mark.points(0.25)
+def test_applies_per_channel_gamma_and_beta(call_array):
+    """Scales by gamma and shifts by beta, per channel."""
     x = _feature_maps((2, 3, 3, 6), _rng())
     gamma, beta = np.linspace(0.5, 3.0, 6), np.linspace(-1.0, 1.0, 6)
     z = answers.normalized_values(call_array, FUNCTION, x, 3)
@@ -154,38 +164,8 @@ def applies_gamma_and_beta(call_array):
                     scale=np.abs(y).max())
 
 
-MAIN_CHECKS = (normalizes_each_sample_on_its_own, groups_consecutive_channels, uses_the_biased_variance,
-               uses_the_epsilon_it_is_given, applies_gamma_and_beta)
-
-
-@pytest.mark.points(1.5)
-def test_normalizes_each_sample_on_its_own(call_array):
-    """A sample's output is the same alone as in its batch, and does not change when the batch is scaled."""
-    normalizes_each_sample_on_its_own(call_array)
-
-
-@pytest.mark.points(0.5)
-def test_groups_consecutive_channels(call_array):
-    """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, groups=C, dense features)."""
-    groups_consecutive_channels(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_biased_variance(call_array):
-    """One channel, groups=1, epsilon=0: the biased variance (ddof=0) over each sample's 4 values."""
-    uses_the_biased_variance(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_epsilon_it_is_given(call_array):
-    """With epsilon=0.1 on samples whose variance is 0.02 to 0.05, the output uses that epsilon."""
-    uses_the_epsilon_it_is_given(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_applies_per_channel_gamma_and_beta(call_array):
-    """Scales by gamma and shifts by beta, per channel."""
-    applies_gamma_and_beta(call_array)
+MAIN_CHECKS = (test_normalizes_each_sample_on_its_own, test_groups_consecutive_channels, test_uses_the_biased_variance,
+               test_uses_the_epsilon_it_is_given, test_applies_per_channel_gamma_and_beta)
 
 
 @pytest.mark.points(0.25)

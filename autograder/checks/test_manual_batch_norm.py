@@ -82,14 +82,18 @@ def _centred_statistics(call_array, x, focus, on):
                     on=on[0], scale=np.abs(y).max(), named=_named(off_the_centred_line, x), focus=focus)
 
 
-def centres_each_feature_over_the_batch(call_array):
+@pytest.mark.points(1.0)
+def test_normalizes_each_feature_over_the_batch(call_array):
+    """Centres each feature of an (N, F) batch on its own mean over the batch."""
     scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
     x = _rng().normal(size=(64, 5)) * scales + np.array([0.0, -5.0, 50.0, 3.0, 1000.0])
     _centred_statistics(call_array, x, ("per_sample", "all_elements"),
                         ("a (64, 5) batch of features with different means and scales", "the batch (axis 0)"))
 
 
-def centres_conv_activations_per_channel(call_array):
+@pytest.mark.points(0.5)
+def test_normalizes_conv_activations_per_channel(call_array):
+    """Centres each channel of (N, H, W, C) conv activations over N, H and W."""
     rng = _rng()
     trend = np.linspace(-3.0, 3.0, 5)[None, :, None, None] + np.linspace(0.0, 2.0, 5)[None, None, :, None]
     x = rng.normal(size=(6, 5, 5, 3)) * np.array([1.0, 5.0, 0.5]) + trend * np.array([1.0, 2.0, -1.0])
@@ -98,7 +102,9 @@ def centres_conv_activations_per_channel(call_array):
                          "N, H and W (axes 0, 1, 2)"))
 
 
-def divides_by_the_standard_deviation(call_array):
+@pytest.mark.points(0.25)
+def test_divides_by_the_standard_deviation(call_array):
+    """Divides x - mean by the standard deviation (epsilon=0)."""
     x = _latin_square(8)
     y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.0)
     got = factor(x, y)
@@ -111,7 +117,9 @@ def divides_by_the_standard_deviation(call_array):
                     "columns all have mean 5 and std 2", named=_named(factor, x, epsilon=0.0), focus=())
 
 
-def uses_the_biased_variance(call_array):
+@pytest.mark.points(0.25)
+def test_uses_the_biased_variance(call_array):
+    """Uses the biased variance (ddof=0), which a batch of 4 tells apart from ddof=1."""
     x = _latin_square(4)
     y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.0)
     answers.compare(FUNCTION, factor(x, y), 1.0 / x.std(axis=0),
@@ -121,7 +129,9 @@ def uses_the_biased_variance(call_array):
                     named=_named(factor, x, epsilon=0.0), focus=("ddof1",))
 
 
-def adds_epsilon_inside_the_square_root(call_array):
+@pytest.mark.points(0.25)
+def test_adds_epsilon_inside_the_square_root(call_array):
+    """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=0.01 on variances of 0.01)."""
     x = _latin_square(8, mean=-1.0, std=0.1)
     y = answers.normalized_values(call_array, FUNCTION, x, epsilon=0.01)
     got = factor(x, y)
@@ -135,7 +145,9 @@ def adds_epsilon_inside_the_square_root(call_array):
                     focus=("eps_outside_sqrt", "fixed_epsilon", "no_epsilon"))
 
 
-def applies_gamma_and_beta(call_array):
+@pytest.mark.points(0.25)
+def test_applies_per_feature_gamma_and_beta(call_array):
+    """Scales by gamma and shifts by beta, per feature."""
     x = _rng().normal(size=(16, 3)) * 3.0 + 2.0
     gamma, beta = np.array([1.0, 2.0, 3.0]), np.array([11.0, 12.0, 13.0])
     z = answers.normalized_values(call_array, FUNCTION, x)
@@ -150,45 +162,9 @@ def applies_gamma_and_beta(call_array):
                     scale=np.abs(y).max(), named=named, focus=("gamma_beta_swapped", "no_scale_shift"))
 
 
-MAIN_CHECKS = (centres_each_feature_over_the_batch, centres_conv_activations_per_channel,
-               divides_by_the_standard_deviation, uses_the_biased_variance, adds_epsilon_inside_the_square_root,
-               applies_gamma_and_beta)
-
-
-@pytest.mark.points(1.0)
-def test_normalizes_each_feature_over_the_batch(call_array):
-    """Centres each feature of an (N, F) batch on its own mean over the batch."""
-    centres_each_feature_over_the_batch(call_array)
-
-
-@pytest.mark.points(0.5)
-def test_normalizes_conv_activations_per_channel(call_array):
-    """Centres each channel of (N, H, W, C) conv activations over N, H and W."""
-    centres_conv_activations_per_channel(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_divides_by_the_standard_deviation(call_array):
-    """Divides x - mean by the standard deviation (epsilon=0)."""
-    divides_by_the_standard_deviation(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_biased_variance(call_array):
-    """Uses the biased variance (ddof=0), which a batch of 4 tells apart from ddof=1."""
-    uses_the_biased_variance(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_adds_epsilon_inside_the_square_root(call_array):
-    """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=0.01 on variances of 0.01)."""
-    adds_epsilon_inside_the_square_root(call_array)
-
-
-@pytest.mark.points(0.25)
-def test_applies_per_feature_gamma_and_beta(call_array):
-    """Scales by gamma and shifts by beta, per feature."""
-    applies_gamma_and_beta(call_array)
+MAIN_CHECKS = (test_normalizes_each_feature_over_the_batch, test_normalizes_conv_activations_per_channel,
+               test_divides_by_the_standard_deviation, test_uses_the_biased_variance,
+               test_adds_epsilon_inside_the_square_root, test_applies_per_feature_gamma_and_beta)
 
 
 @pytest.mark.points(0.25)

@@ -78,7 +78,9 @@ def _total(batches) -> float:
     return float(np.sum(batches[2]))
 
 
-def adds_the_between_batch_term(call_arrays):
+@pytest.mark.points(1.0)
+def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
+    """Batches of equal size with different means: the union's variance includes the between-batch term."""
     batches = _batches([32, 32, 32, 32], seed=1)
     answer = _answer(call_arrays, batches)
     var = reference.population_statistics(*batches)[1]
@@ -94,7 +96,9 @@ def adds_the_between_batch_term(call_arrays):
                     focus=("algorithm_2", "averaged_variances", "unweighted_averaged_variances"))
 
 
-def averages_the_batch_means(call_arrays):
+@pytest.mark.points(0.25)
+def test_averages_the_batch_means(call_arrays):
+    """Batches of equal size: the mean is the average of the batch means."""
     batches = _batches([16, 16, 16], seed=5)
     answer = _answer(call_arrays, batches)
     answers.compare(FUNCTION, answer.parts[0], reference.population_statistics(*batches)[0],
@@ -110,7 +114,9 @@ def _centred_on_zero(batches):
     return means - reference.population_statistics(*batches)[0], variances, sizes
 
 
-def weighs_each_batch_by_its_size(call_arrays):
+@pytest.mark.points(0.25)
+def test_weighs_each_batch_by_its_size(call_arrays):
+    """Batches of different sizes (the last one short, as at the end of an epoch) weigh by their size."""
     batches = _centred_on_zero(_batches([64, 64, 64, 7], seed=2))
     answer = _answer(call_arrays, batches)
     mean, var = reference.population_statistics(*batches)
@@ -125,7 +131,9 @@ def weighs_each_batch_by_its_size(call_arrays):
                     focus=("unweighted", "unweighted_averaged_variances"))
 
 
-def uses_the_biased_variance_of_the_union(call_arrays):
+@pytest.mark.points(0.25)
+def test_uses_the_biased_variance_of_the_union(call_arrays):
+    """The union's variance divides by the total count (biased), not by n - 1, nor m / (m - 1) per batch."""
     batches = _collapsed(_batches([8, 8, 8, 8], seed=6))
     answer = _answer(call_arrays, batches)
     answers.compare(FUNCTION, answer.parts[1], reference.population_statistics(*batches)[1],
@@ -135,32 +143,8 @@ def uses_the_biased_variance_of_the_union(call_arrays):
                     focus=("unbiased_union", "algorithm_2"))
 
 
-MAIN_CHECKS = (adds_the_between_batch_term, averages_the_batch_means, weighs_each_batch_by_its_size,
-               uses_the_biased_variance_of_the_union)
-
-
-@pytest.mark.points(1.0)
-def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
-    """Batches of equal size with different means: the union's variance includes the between-batch term."""
-    adds_the_between_batch_term(call_arrays)
-
-
-@pytest.mark.points(0.25)
-def test_averages_the_batch_means(call_arrays):
-    """Batches of equal size: the mean is the average of the batch means."""
-    averages_the_batch_means(call_arrays)
-
-
-@pytest.mark.points(0.25)
-def test_weighs_each_batch_by_its_size(call_arrays):
-    """Batches of different sizes (the last one short, as at the end of an epoch) weigh by their size."""
-    weighs_each_batch_by_its_size(call_arrays)
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_biased_variance_of_the_union(call_arrays):
-    """The union's variance divides by the total count (biased), not by n - 1, nor m / (m - 1) per batch."""
-    uses_the_biased_variance_of_the_union(call_arrays)
+MAIN_CHECKS = (test_adds_the_spread_of_the_batch_means_to_the_variance, test_averages_the_batch_means,
+               test_weighs_each_batch_by_its_size, test_uses_the_biased_variance_of_the_union)
 
 
 @pytest.mark.points(0.25)

@@ -54,15 +54,21 @@ def _one_part(call_arrays, part, prop):
                     focus=("swapped_momentum",))
 
 
-def updates_the_mean(call_arrays):
+@pytest.mark.points(0.25)
+def test_updates_the_mean_with_the_default_momentum(call_arrays):
+    """With the default momentum 0.99: new_mean = 0.99 * moving_mean + 0.01 * batch_mean (Keras' convention)."""
     _one_part(call_arrays, 0, "new_mean must be momentum * moving_mean + (1 - momentum) * batch_mean")
 
 
-def updates_the_variance(call_arrays):
+@pytest.mark.points(0.25)
+def test_updates_the_variance_with_the_default_momentum(call_arrays):
+    """With the default momentum 0.99: new_var = 0.99 * moving_var + 0.01 * batch_var."""
     _one_part(call_arrays, 1, "new_var must be momentum * moving_var + (1 - momentum) * batch_var")
 
 
-def uses_the_momentum_it_is_given(call_arrays):
+@pytest.mark.points(0.25)
+def test_uses_the_momentum_it_is_given(call_arrays):
+    """With momentum=0.9 (PyTorch's momentum=0.1): new = 0.9 * moving + 0.1 * batch."""
     answer, right, mistakes = _updated(call_arrays, momentum=0.9)
     answers.compare(FUNCTION, np.concatenate(answer.parts), np.concatenate(right),
                     prop="with momentum=0.9, new = 0.9 * moving + 0.1 * batch (shown: new_mean, then new_var)",
@@ -70,25 +76,8 @@ def uses_the_momentum_it_is_given(call_arrays):
                                   mistakes.items()}, focus=("fixed_momentum", "swapped_momentum"))
 
 
-MAIN_CHECKS = (updates_the_mean, updates_the_variance, uses_the_momentum_it_is_given)
-
-
-@pytest.mark.points(0.25)
-def test_updates_the_mean_with_the_default_momentum(call_arrays):
-    """With the default momentum 0.99: new_mean = 0.99 * moving_mean + 0.01 * batch_mean (Keras' convention)."""
-    updates_the_mean(call_arrays)
-
-
-@pytest.mark.points(0.25)
-def test_updates_the_variance_with_the_default_momentum(call_arrays):
-    """With the default momentum 0.99: new_var = 0.99 * moving_var + 0.01 * batch_var."""
-    updates_the_variance(call_arrays)
-
-
-@pytest.mark.points(0.25)
-def test_uses_the_momentum_it_is_given(call_arrays):
-    """With momentum=0.9 (PyTorch's momentum=0.1): new = 0.9 * moving + 0.1 * batch."""
-    uses_the_momentum_it_is_given(call_arrays)
+MAIN_CHECKS = (test_updates_the_mean_with_the_default_momentum, test_updates_the_variance_with_the_default_momentum,
+               test_uses_the_momentum_it_is_given)
 
 
 @pytest.mark.points(0.25)
