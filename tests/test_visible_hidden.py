@@ -160,6 +160,15 @@ NUMPY_VARIANTS = [
     reject("debiased: Adam's correction alone", "debiased_moving_statistic",
            changed("debiased_moving_statistic", "return (moving - left * initial) / (1 - left)",
                    "return moving / (1 - left)")),
+    accept("debiased: what is left of the start, by a loop", "debiased_moving_statistic",
+           "def debiased_moving_statistic(moving, initial, momentum, steps):\n"
+           "    left = 1.0\n"
+           "    for _ in range(steps):\n"
+           "        left = momentum * left\n"
+           "    return (np.asarray(moving) - left * np.asarray(initial)) / (1 - left)\n"),
+    reject("debiased: not renormalized", "debiased_moving_statistic",
+           changed("debiased_moving_statistic", "return (moving - left * initial) / (1 - left)",
+                   "return moving - left * initial")),
     reject("debiased: momentum**(steps - 1)", "debiased_moving_statistic",
            changed("debiased_moving_statistic", "left = momentum ** steps", "left = momentum ** (steps - 1)")),
     reject("debiased: momentum fixed at 0.99", "debiased_moving_statistic",
@@ -173,6 +182,9 @@ NUMPY_VARIANTS = [
            changed("population_statistics", "(variances + (means - mean) ** 2)", "variances")),
     reject("population: the paper's Algorithm 2", "population_statistics",
            students.STUDENTS["population_algorithm_2"].answers["population_statistics"]),
+    reject("population: the batches not weighted by their sizes", "population_statistics",
+           changed("population_statistics", "weights = weights / weights.sum()",
+                   "weights = np.ones_like(weights) / len(weights)")),
     reject("population: lists, not arrays", "population_statistics",
            changed("population_statistics", "return mean, var", "return mean.tolist(), var.tolist()")),
 
