@@ -244,7 +244,7 @@ def test_visible_tests_name_common_mistakes(tmp_path):
         (_mutant(nb, "manual_batch_norm", "np.sqrt(var + epsilon)", "(np.sqrt(var) + epsilon)"),
          "sqrt(var + epsilon)"),
         (_mutant(nb, "manual_batch_norm", "axes = tuple(range(x.ndim - 1))", "axes = (0,)"),
-         "over axes (0, 1, 2)"),
+         "over the batch and the positions"),
         (_mutant(nb, "manual_batch_norm", "x_hat = (x - mean) / np.sqrt(var + epsilon)",
                  "x -= mean\n    x /= np.sqrt(var + epsilon)\n    x_hat = x"), "changed its input x"),
         (_mutant(nb, "manual_batch_norm", "return np.asarray(gamma) * x_hat + np.asarray(beta)",
