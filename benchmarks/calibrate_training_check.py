@@ -137,6 +137,44 @@ def conv_without_bias():
     return keras.Model(inputs, outputs, name="conv_without_bias")
 
 
+def _with_bn(dropout_after_pooling=0.0, dropout_after_flatten=0.0, separate_softmax=False, name="with_bn"):
+    """The reference Conv-BN-ReLU model, with Dropout layers added or the softmax as a layer of its own."""
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input(shape=(28, 28, 1))
+    x = inputs
+    for filters in (32, 64):
+        x = layers.Conv2D(filters, 3)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        if dropout_after_pooling:
+            x = layers.Dropout(dropout_after_pooling)(x)
+    x = layers.Flatten()(x)
+    if dropout_after_flatten:
+        x = layers.Dropout(dropout_after_flatten)(x)
+    if separate_softmax:
+        outputs = layers.Softmax()(layers.Dense(10)(x))
+    else:
+        outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def separate_softmax():
+    """A correct variant: Dense(10) followed by a Softmax layer."""
+    return _with_bn(separate_softmax=True, name="separate_softmax")
+
+
+def dropout_after_flatten():
+    """Conv-BN-ReLU with an extra Dropout(0.25) after Flatten: a layer the baseline lacks."""
+    return _with_bn(dropout_after_flatten=0.25, name="dropout_after_flatten")
+
+
+def dropout_everywhere():
+    """Conv-BN-ReLU with Dropout(0.5) after each pooling and after Flatten (the review's model)."""
+    return _with_bn(dropout_after_pooling=0.5, dropout_after_flatten=0.5, name="dropout_everywhere")
+
+
 def softmax_regression():
     """No convolution and no BN: Flatten -> Dense(10, softmax)."""
     keras = _keras()
@@ -145,11 +183,14 @@ def softmax_regression():
     return keras.Model(inputs, outputs, name="softmax_regression")
 
 
-CORRECT = ("reference Conv-BN-ReLU", "Conv(no bias)-BN-ReLU")
+CORRECT = ("reference Conv-BN-ReLU", "Conv(no bias)-BN-ReLU", "Dense -> Softmax() head")
 NO_BN = "no-BN model as the BN model"
 MODELS = {
     CORRECT[0]: reference_models.model_with_bn,
     CORRECT[1]: conv_without_bias,
+    CORRECT[2]: separate_softmax,
+    "Dropout(0.25) after Flatten": dropout_after_flatten,
+    "Dropout(0.5) x3 (pools, Flatten)": dropout_everywhere,
     "old placement Conv(relu)-BN": old_placement,
     "BN on the input only": bn_on_input_only,
     "BN before the classifier only": bn_before_classifier_only,
