@@ -18,7 +18,7 @@ FUNCTION = "build_model_with_bn"
 EXPECTED_TOTAL = 35_210   # with conv biases
 NON_TRAINABLE = 192   # moving mean and variance of 32 + 64 channels
 # The baseline, reference_models.model_without_bn(), as view.layer_signatures reads it: also the BN
-# model's layers without the BatchNormalization and ReLU of its blocks (tests/test_lead_message.py checks both).
+# model's layers without its BatchNormalization and ReLU layers (tests/test_lead_message.py checks both).
 BASELINE_LAYERS = ("Conv2D(32)", "MaxPooling2D", "Conv2D(64)", "MaxPooling2D", "Flatten", "Dense(softmax)")
 
 
