@@ -176,6 +176,19 @@ NO_BN_AT_ALL = '''def build_model_with_bn(input_shape=(28, 28, 1), num_classes=1
     return build_model_without_bn(input_shape, num_classes)
 '''
 
+EXTRA_DROPOUT = '''def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for filters in (32, 64):
+        x = keras.layers.Conv2D(filters, 3)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.25)(x)           # a layer the baseline lacks
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+'''
+
 LAMBDA_LAYER = '''def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
     inputs = keras.Input(shape=input_shape)
     x = keras.layers.Lambda(lambda t: t * 1.0)(inputs)
@@ -250,6 +263,8 @@ STUDENTS = {s.name: s for s in (
     Student("old_placement", "Conv(relu) -> BN, the old placement", {"build_model_with_bn": OLD_PLACEMENT}),
     Student("no_bn", "returns the model without BN", {"build_model_with_bn": NO_BN_AT_ALL}),
     Student("lambda_layer", "a Lambda layer in the BN model", {"build_model_with_bn": LAMBDA_LAYER}),
+    Student("extra_dropout", "an extra Dropout(0.25) after Flatten in the BN model",
+            {"build_model_with_bn": EXTRA_DROPOUT}),
     Student("modern_fixed_shape", "ignores input_shape and num_classes",
             {"build_modern_cnn": MODERN_FIXED_SHAPE}),
     Student("modern_no_dropout", "leaves out the dropout layers", {"build_modern_cnn": MODERN_NO_DROPOUT}),

@@ -221,7 +221,7 @@ NUMPY_VARIANTS = [
 # --- the model builders --------------------------------------------------------------------------
 
 def with_bn(conv="keras.layers.Conv2D(filters, 3)", relu='keras.layers.Activation("relu")', head=None,
-            between="", after_flatten="", sequential_blocks=False):
+            between="", after_pooling="", after_flatten="", sequential_blocks=False):
     """build_model_with_bn written out, with one part replaced."""
     head = head or 'outputs = keras.layers.Dense(num_classes, activation="softmax")(x)'
     if sequential_blocks:
@@ -232,6 +232,7 @@ def with_bn(conv="keras.layers.Conv2D(filters, 3)", relu='keras.layers.Activatio
                 "        x = keras.layers.BatchNormalization()(x)\n"
                 f"        x = {relu}(x)\n"
                 "        x = keras.layers.MaxPooling2D(2)(x)\n")
+    body += after_pooling
     return ("def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):\n"
             "    inputs = keras.Input(shape=input_shape)\n"
             "    x = inputs\n"
@@ -281,8 +282,6 @@ MODEL_VARIANTS = [
     accept("with_bn: use_bias=False", "build_model_with_bn",
            with_bn(conv="keras.layers.Conv2D(filters, 3, use_bias=False)")),
     accept("with_bn: nested Sequential blocks", "build_model_with_bn", with_bn(sequential_blocks=True)),
-    accept("with_bn: an extra Dropout", "build_model_with_bn",
-           with_bn(after_flatten="    x = keras.layers.Dropout(0.25)(x)\n")),
     accept("with_bn: a separate Softmax layer", "build_model_with_bn", with_bn(head=SEPARATE_SOFTMAX)),
     accept("with_bn: Activation('softmax')", "build_model_with_bn", with_bn(head=SOFTMAX_ACTIVATION)),
     accept("with_bn: prints", "build_model_with_bn",
@@ -302,6 +301,14 @@ MODEL_VARIANTS = [
     reject("with_bn: Conv(relu) -> BN", "build_model_with_bn",
            with_bn(conv='keras.layers.Conv2D(filters, 3, activation="relu")')),
     reject("with_bn: a Dropout between Conv and BN", "build_model_with_bn", with_bn(between=DROPOUT_BETWEEN)),
+    # Exercise 3 accepts no layer the baseline lacks but BN and ReLU (Exercise 4 compares BN alone)
+    reject("with_bn: an extra Dropout", "build_model_with_bn",
+           with_bn(after_flatten="    x = keras.layers.Dropout(0.25)(x)\n")),
+    reject("with_bn: Dropout(0.5) after each pooling and after Flatten", "build_model_with_bn",
+           with_bn(after_pooling="        x = keras.layers.Dropout(0.5)(x)\n",
+                   after_flatten="    x = keras.layers.Dropout(0.5)(x)\n")),
+    reject("with_bn: a Rescaling layer", "build_model_with_bn",
+           with_bn(after_flatten="    x = keras.layers.Rescaling(1.0)(x)\n")),
     reject("with_bn: logits out", "build_model_with_bn", with_bn(head="outputs = keras.layers.Dense(num_classes)(x)")),
     reject("with_bn: a Lambda layer", "build_model_with_bn",
            with_bn(after_flatten="    x = keras.layers.Lambda(lambda t: t)(x)\n")),

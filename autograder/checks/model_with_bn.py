@@ -3,8 +3,10 @@
 Exercise 3 (test_build_model_with_bn.py) checks the model's structure; Exercise 4
 (test_training_improvement.py) trains it against the baseline and, when the lead falls short of the
 margin, says what the structure shows (``shortfall``). Both read the rules here, so Exercise 4 never
-blames what Exercise 3's checks find right: a model with BN between each Conv2D and its ReLU is not
-told to check that, and an extra Dropout or a changed architecture is named as what lowers the lead.
+blames what Exercise 3's checks find right. The rule that makes Exercise 4 a comparison of BN alone:
+beside BatchNormalization and ReLU, the model has the baseline's layers and nothing else (no Dropout,
+which lowers the lead Exercise 4 measures), so every model Exercise 3 accepts is compared with the
+baseline on BN alone.
 """
 
 import difflib
@@ -16,7 +18,7 @@ FUNCTION = "build_model_with_bn"
 EXPECTED_TOTAL = 35_210   # with conv biases
 NON_TRAINABLE = 192   # moving mean and variance of 32 + 64 channels
 # The baseline, reference_models.model_without_bn(), as view.layer_signatures reads it: also the BN
-# model's layers without the BatchNormalization and ReLU of its blocks (tests/test_lead_message.py checks both).
+# model's layers without its BatchNormalization and ReLU layers (tests/test_lead_message.py checks both).
 BASELINE_LAYERS = ("Conv2D(32)", "MaxPooling2D", "Conv2D(64)", "MaxPooling2D", "Flatten", "Dense(softmax)")
 
 
@@ -30,20 +32,16 @@ def expected_parameters(layers) -> int:
     return EXPECTED_TOTAL - view.bias_free_savings(layers)
 
 
-def without_blocks(layers) -> list:
-    """The model's layer signatures without the BatchNormalization and ReLU that each Conv2D's block
-    adds: after a Conv2D, the first of each up to the next layer other than BN, ReLU or Dropout, in
-    whatever order (their placement is placement_errors' business). What is left compares with
-    BASELINE_LAYERS."""
-    kept, block = [], set()
+def beside_bn_and_relu(layers) -> list:
+    """The model's layer signatures without its BatchNormalization layers, its ReLU layers and any
+    Activation right after a BatchNormalization (a block's non-linearity, whose kind the placement check
+    reads): what the architecture check compares with BASELINE_LAYERS. Where BN and ReLU sit is the
+    placement check's business; an extra BN shows in the parameter counts."""
+    kept, previous = [], None
     for signature in view.layer_signatures(layers):
-        if signature.startswith("Conv2D("):
-            block = {"BatchNormalization", "ReLU"}
-        elif signature in block:
-            block.discard(signature)
+        after_bn, previous = previous == "BatchNormalization", signature
+        if signature in ("BatchNormalization", "ReLU") or (signature == "Activation" and after_bn):
             continue
-        elif signature not in ("BatchNormalization", "ReLU") and not _is_dropout(signature):
-            block = set()
         kept.append(signature)
     return kept
 
@@ -53,8 +51,8 @@ def _is_dropout(signature: str) -> bool:
 
 
 def baseline_differences(layers) -> tuple:
-    """(layers added to the baseline's, other differences as phrases), beside the BN blocks."""
-    ours = without_blocks(layers)
+    """(layers added to the baseline's, other differences as phrases), beside BN and ReLU."""
+    ours = beside_bn_and_relu(layers)
     added, changed = [], []
     matcher = difflib.SequenceMatcher(None, BASELINE_LAYERS, ours, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -68,40 +66,61 @@ def baseline_differences(layers) -> tuple:
     return added, changed
 
 
+def architecture_errors(model) -> list:
+    """What differs from the baseline beside BN and ReLU, as phrases after "it": layers added (Dropout
+    included), missing or changed, then parameter counts other than expected. Empty when the model is
+    the baseline with BN and ReLU added."""
+    counts = _counts_error(model)
+    return layer_errors(view.flat_layers(model)) + ([counts] if counts else [])
+
+
+def layer_errors(layers) -> list:
+    """Where the layers beside BN and ReLU are not the baseline's, as phrases after "it"."""
+    added, changed = baseline_differences(layers)
+    return ([f"adds {', '.join(added)}"] if added else []) + changed
+
+
+def _counts_error(model) -> str | None:
+    total, _, frozen = view.parameter_counts(model)
+    expected = expected_parameters(view.flat_layers(model))
+    if total == expected and frozen == NON_TRAINABLE:
+        return None
+    return (f"has {total:,} parameters ({frozen:,} non-trainable) where {expected:,} ({NON_TRAINABLE} "
+            "non-trainable) are expected")
+
+
 def shortfall(model) -> str:
     """What the structure of ``model`` (a view.ModelView) shows about a lead below the margin: first what
-    Exercise 3's checks find, then what lowers the lead (the placement, Dropout, a changed architecture),
-    or, when they find nothing, that the structure is not the cause."""
+    Exercise 3's placement check finds, then what its architecture check finds and what that does to the
+    lead (Dropout, a changed architecture), or, when they find nothing, that the structure is not the cause."""
     layers = view.flat_layers(model)
     if not any(layer.kind == "BatchNormalization" for layer in layers):
         return ("Your model has no BatchNormalization layer (Exercise 3's checks find the same), so nothing "
                 "speeds it up: put BatchNormalization between each Conv2D and its ReLU.")
     misplaced = placement_errors(layers)
-    added, changed = baseline_differences(layers)
-    total, _, frozen = view.parameter_counts(model)
-    if total != expected_parameters(layers) or frozen != NON_TRAINABLE:
-        changed.append(f"has {total:,} parameters ({frozen:,} non-trainable) where Exercise 3 expects "
-                       f"{expected_parameters(layers):,} ({NON_TRAINABLE} non-trainable)")
     if misplaced:
-        found = (f"Exercise 3's placement check finds: {'; '.join(misplaced)}. BN speeds training up between "
-                 "each Conv2D and its ReLU; placed otherwise, it lowers the lead.")
+        found = (f"Exercise 3's placement check finds: {'; '.join(misplaced)}. BatchNormalization elsewhere than "
+                 "between each Conv2D and its ReLU, or another non-linearity, trains at another pace than the "
+                 "Conv -> BN -> ReLU model the margin was set for.")
     else:
-        found = ("Exercise 3's checks find BatchNormalization between each Conv2D and its ReLU, so the placement "
-                 "is not what lowers the lead.")
-    if not (added or changed):
+        found = ("Exercise 3's placement check passes (BatchNormalization sits between each Conv2D and its ReLU), "
+                 "so the placement is not what lowers the lead.")
+    differences = architecture_errors(model)
+    if not differences:
         if misplaced:
             return found
-        return (f"{found} Nor do they find anything else that differs from the baseline beside BN and ReLU (its "
-                "layers, the expected parameter counts): your model's structure is right, and its lead was low for "
-                "this seed and budget (settings the checks do not read, such as initializers or "
-                "BatchNormalization's momentum and epsilon, can also change it).")
-    differences = ([f"adds {', '.join(added)}"] if added else []) + changed
+        return (f"{found} Nor does its architecture check find anything that differs from the baseline beside BN "
+                "and ReLU (its layers, the expected parameter counts): your model's structure is right, and its "
+                "lead was low for this seed and budget (settings the checks do not read, such as initializers, "
+                "regularizers or BatchNormalization's momentum and epsilon, can also change it).")
+    added, changed = baseline_differences(layers)
     causes = []
-    if any(_is_dropout(signature) for signature in view.layer_signatures(layers)):
+    if any(_is_dropout(signature) for signature in beside_bn_and_relu(layers)):
         causes.append("Dropout, which the baseline lacks, slows early training and lowers the lead by itself")
-    if changed or any(not _is_dropout(signature) for signature in added):
+    if changed or _counts_error(model) or any(not _is_dropout(signature) for signature in added):
         causes.append("a changed architecture trains at another pace than the baseline it is compared with")
     causes = "; ".join(causes)
-    return (f"{found} Beside BatchNormalization and ReLU, your model differs from the baseline "
-            f"(build_model_without_bn): it {'; it '.join(differences)}. {causes[0].upper()}{causes[1:]}: "
-            "keep the baseline's layers and add only BatchNormalization and ReLU to compare BN alone.")
+    return (f"{found} Exercise 3's architecture check finds that, beside BatchNormalization and ReLU, your model "
+            f"differs from the baseline (build_model_without_bn): it {'; it '.join(differences)}. "
+            f"{causes[0].upper()}{causes[1:]}: keep the baseline's layers and add only BatchNormalization and "
+            "ReLU, as Exercise 3 requires.")
