@@ -63,27 +63,32 @@ MARK_SCHEME_WORDS = ("BEGIN MARK SCHEME", "END MARK SCHEME")       # what ClearM
 # --------------------------------------------------------------------------------------------
 # Solutions
 
-def strip_cell_source(source: str) -> str:
+def strip_cell_source(source: str, keep_mark_scheme: bool = True) -> str:
     """A cell's source without solution-marker lines, mark-scheme delimiter lines and hidden-test
-    blocks (solution code, model answers and mark schemes kept)."""
-    kept, hidden = [], False
+    blocks (solution code and model answers kept; mark schemes too, unless ``keep_mark_scheme`` is
+    False: then a written answer reads as a student who answered well would write it)."""
+    kept, hidden, marking = [], False, False
     for line in source.splitlines():
         marker = line.strip()
         if marker == BEGIN_HIDDEN:
             hidden = True
         elif marker == END_HIDDEN:
             hidden = False
-        elif not hidden and marker not in (BEGIN_SOLUTION, END_SOLUTION, BEGIN_MARK_SCHEME, END_MARK_SCHEME):
+        elif MARK_SCHEME_WORDS[0] in line:
+            marking = not keep_mark_scheme
+        elif MARK_SCHEME_WORDS[1] in line:
+            marking = False
+        elif not hidden and not marking and marker not in (BEGIN_SOLUTION, END_SOLUTION):
             kept.append(line)
     return "\n".join(kept).rstrip()
 
 
-def solutions_notebook(repo_root=REPO_ROOT, keep_nbgrader_metadata=False):
+def solutions_notebook(repo_root=REPO_ROOT, keep_nbgrader_metadata=False, keep_mark_scheme=True):
     """The source notebook turned into the (not yet executed) solutions notebook."""
     nb = nbformat.read(Path(repo_root) / SOURCE, as_version=4)
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
-        cell.source = strip_cell_source(cell.source)
+        cell.source = strip_cell_source(cell.source, keep_mark_scheme)
         if not keep_nbgrader_metadata:
             cell.metadata.pop("nbgrader", None)
         if cell.cell_type == "code":
