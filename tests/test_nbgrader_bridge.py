@@ -21,7 +21,7 @@ from nbgrader import utils
 from nbgrader.api import Gradebook
 
 from autograder import grade, nbgrader_bridge
-from autograder.classroom import classrun, store, written
+from autograder.classroom import classrun, store
 from autograder.errors import Side
 from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, UNANSWERED, WRITTEN_ANSWERS
 from autograder.results import CheckResult, Result, Status, format_points
