@@ -504,16 +504,27 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
         expected = {e.test_cell: direct.exercise_scores()[e.id] for e in EXERCISES}
         recorded = gradebook_scores(course, name)
-        assert {k: v[0] for k, v in recorded.items()} == expected, name
-        assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}
-    assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == FULL
+        autograded = {k: v for k, v in recorded.items() if k in BY_TEST_CELL}
+        assert {k: v[0] for k, v in autograded.items()} == expected, name
+        assert {k: v[1] for k, v in autograded.items()} == {e.test_cell: e.points for e in EXERCISES}
+        # the written answers: left to a person when answered, nbgrader's 0 when handed in as released
+        left = {k: v for k, v in recorded.items() if k not in BY_TEST_CELL}
+        answered_ = name in ("full_marks", "bn_ddof1")
+        assert left == {w.id: (None, w.points, True) if answered_ else (0.0, w.points, False)
+                        for w in WRITTEN_ANSWERS}, name
+    assert sum(v[0] for k, v in gradebook_scores(course, "full_marks").items() if k in BY_TEST_CELL) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
     assert gradebook_scores(course, "forger")[BY_ID["manual_batch_norm"].test_cell][0] == 3.0
 
     nbgrader_cli(course, "export", "--to", "export.csv")
     with open(course / "export.csv", newline="") as f:
         exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
-    assert exported["full_marks"] == FULL and exported["faker"] == 0.0
+    assert exported["full_marks"] == FULL and exported["faker"] == 0.0       # no manual grade yet
+    formgrader_grade(course, "full_marks", {w.id: w.points for w in WRITTEN_ANSWERS})
+    nbgrader_cli(course, "export", "--to", "export.csv")
+    with open(course / "export.csv", newline="") as f:
+        exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
+    assert exported["full_marks"] == FULL + MANUAL_POINTS
 
     nbgrader_cli(course, "generate_feedback", "batchnorm")
     check_lines = [line.strip() for p in (REPO / "autograder" / "checks").glob("test_*.py")
