@@ -158,3 +158,10 @@ def markdown_table() -> str:
                 if e.kind is Kind.TRAINING else f"`{e.signature}`")
         lines.append(f"| `{e.id}` | {what} | {e.points:g} |")
     return "\n".join(lines)
+
+
+def written_markdown_table() -> str:
+    """The README's table of written answers, from this registry (tests/test_registry.py compares them)."""
+    lines = ["| written answer (answer cell) | graded by a person: | points |", "| --- | --- | --- |"]
+    lines += [f"| `{w.answer_cell}` | {w.title} | {w.points:g} |" for w in WRITTEN_ANSWERS]
+    return "\n".join(lines)

@@ -94,6 +94,20 @@ def test_test_cell_outputs_become_partial_credit():
             assert f"{BY_TEST_CELL[grade_id].id}: <detail>" in cell.outputs[0].text
 
 
+def test_written_answers_are_left_for_a_person():
+    nb = mini_source_with_written()
+    for cell in nb.cells:
+        if cell.metadata.nbgrader.get("grade_id") in BY_ANSWER:
+            cell.source = "My answer: BN goes before the ReLU because ..."
+    answers = {c.metadata.nbgrader.grade_id: c.source for c in nb.cells if c.metadata.nbgrader.grade_id in BY_ANSWER}
+    recorded = nbgrader_bridge.apply_scores(nb, result_with({e.id: e.points for e in EXERCISES}))
+    assert set(recorded) == {e.test_cell for e in EXERCISES}
+    for cell in nb.cells:
+        if cell.metadata.nbgrader.grade_id in BY_ANSWER:
+            assert cell.source == answers[cell.metadata.nbgrader.grade_id] and "outputs" not in cell
+            assert utils.determine_grade(cell) == (None, BY_ANSWER[cell.metadata.nbgrader.grade_id].points)
+
+
 def test_points_never_exceed_the_cell():
     nb = scored_notebook()
     nb.cells[2].metadata.nbgrader.points = 1.0              # a cell worth less than the exercise

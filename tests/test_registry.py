@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_readme_table_is_the_registrys():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert exercises.markdown_table() in readme, "regenerate the README's table: exercises.markdown_table()"
+    assert exercises.written_markdown_table() in readme, "regenerate the README's table: written_markdown_table()"
 
 
 def test_each_exercise_has_a_check_module_whose_points_add_up():
