@@ -7,6 +7,18 @@
   with the solution markers and hidden-test blocks removed (the solution code stays), without
   nbgrader metadata, executed top to bottom so it keeps its plots and measured numbers.
 
+Written answers (exercises.WRITTEN_ANSWERS) are nbgrader's manually graded answer cells: markdown,
+``solution`` and ``grade`` with points. Their model answer and mark scheme are both inside the
+solution region, the mark scheme between nbgrader's mark-scheme delimiters
+(``=== BEGIN MARK SCHEME ===`` / ``=== END MARK SCHEME ===``; ``ClearMarkScheme`` matches
+"BEGIN MARK SCHEME" anywhere in a line). nbgrader 0.9's ``ClearMarkScheme`` accepts a mark scheme
+only in a *task* cell (``task: true``, "Manually graded task"): in any other cell it stops
+generate_assignment ("Mark scheme region detected in a non-grade cell"). Inside the solution region,
+``ClearSolutions`` (which runs first) replaces the model answer and the mark scheme together with
+the text stub, so the release has neither; ``generate_release`` then refuses a release in which a
+mark scheme or a written answer's model text survived. The solutions notebook keeps both (for
+instructors), without the delimiter lines.
+
 ``--verify`` regenerates nothing and exits 1 naming the generated files that no longer match
 source/ (outputs are not compared); ``--check``, its old name, is a hidden alias. ``--fast``
 executes the solutions with BN_ASSIGNMENT_FAST=1; such a notebook is for trying things out, never
@@ -27,7 +39,7 @@ from pathlib import Path
 import nbformat
 
 from .errors import ReleaseFailed
-from .exercises import ASSIGNMENT_ID, NOTEBOOK_NAME
+from .exercises import ASSIGNMENT_ID, BY_ANSWER_CELL, NOTEBOOK_NAME, UNANSWERED
 from .notebook import release_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,31 +55,40 @@ METADATA_KEY = "batchnorm_assignment"
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# nbgrader's ClearMarkScheme delimiters (its defaults), in the form nbgrader's documentation uses in markdown
+BEGIN_MARK_SCHEME, END_MARK_SCHEME = "=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ==="
+MARK_SCHEME_WORDS = ("BEGIN MARK SCHEME", "END MARK SCHEME")       # what ClearMarkScheme looks for in a line
 
 
 # --------------------------------------------------------------------------------------------
 # Solutions
 
-def strip_cell_source(source: str) -> str:
-    """A cell's source without solution-marker lines and hidden-test blocks (solution code kept)."""
-    kept, hidden = [], False
+def strip_cell_source(source: str, keep_mark_scheme: bool = True) -> str:
+    """A cell's source without solution-marker lines, mark-scheme delimiter lines and hidden-test
+    blocks (solution code and model answers kept; mark schemes too, unless ``keep_mark_scheme`` is
+    False: then a written answer reads as a student who answered well would write it)."""
+    kept, hidden, marking = [], False, False
     for line in source.splitlines():
         marker = line.strip()
         if marker == BEGIN_HIDDEN:
             hidden = True
         elif marker == END_HIDDEN:
             hidden = False
-        elif not hidden and marker not in (BEGIN_SOLUTION, END_SOLUTION):
+        elif MARK_SCHEME_WORDS[0] in line:
+            marking = not keep_mark_scheme
+        elif MARK_SCHEME_WORDS[1] in line:
+            marking = False
+        elif not hidden and not marking and marker not in (BEGIN_SOLUTION, END_SOLUTION):
             kept.append(line)
     return "\n".join(kept).rstrip()
 
 
-def solutions_notebook(repo_root=REPO_ROOT, keep_nbgrader_metadata=False):
+def solutions_notebook(repo_root=REPO_ROOT, keep_nbgrader_metadata=False, keep_mark_scheme=True):
     """The source notebook turned into the (not yet executed) solutions notebook."""
     nb = nbformat.read(Path(repo_root) / SOURCE, as_version=4)
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
-        cell.source = strip_cell_source(cell.source)
+        cell.source = strip_cell_source(cell.source, keep_mark_scheme)
         if not keep_nbgrader_metadata:
             cell.metadata.pop("nbgrader", None)
         if cell.cell_type == "code":
@@ -130,8 +151,22 @@ def nbgrader(course, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+def leaked_marking(nb) -> list:
+    """The grade_ids (or positions) of the released cells that still hold marking text: a mark
+    scheme's delimiters, or a written answer's cell holding anything but nbgrader's text stub."""
+    stub = UNANSWERED.strip()
+    leaked = []
+    for number, cell in enumerate(nb.cells, start=1):
+        name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {number}"
+        if any(word in cell.source for word in MARK_SCHEME_WORDS) \
+                or (name in BY_ANSWER_CELL and cell.source.strip() != stub):
+            leaked.append(name)
+    return leaked
+
+
 def generate_release(course_dir=REPO_ROOT) -> Path:
-    """Run ``nbgrader generate_assignment`` in ``course_dir``; return the released notebook."""
+    """Run ``nbgrader generate_assignment`` in ``course_dir``; return the released notebook.
+    ReleaseFailed when marking text survived into it (``leaked_marking``)."""
     course_dir = Path(course_dir)
     done = nbgrader(course_dir, "generate_assignment", ASSIGNMENT_ID, "--force")
     released = course_dir / RELEASE
@@ -142,6 +177,11 @@ def generate_release(course_dir=REPO_ROOT) -> Path:
     for leftover in released.parent.iterdir():
         if leftover != released:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    leaked = leaked_marking(nbformat.read(released, as_version=4))
+    if leaked:
+        released.unlink()
+        raise ReleaseFailed(f"the release would show marking text (a mark scheme or a model answer) in: "
+                            f"{', '.join(leaked)}; keep each inside its cell's solution region")
     return released
 
 

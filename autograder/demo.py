@@ -9,8 +9,11 @@
 4. grades the class with ``grade-class --jobs 2`` and prints the score table and where the CSV,
    results and feedback pages are.
 
-Afterwards ``cd demo-course && nbgrader autograde batchnorm`` puts the same isolated scores
-into the gradebook (see autograder/nbgrader_bridge.py).
+The written answers are graded by a person, so every graded row is ``manual_pending`` in the table
+and in grades.csv. Afterwards ``cd demo-course && nbgrader autograde batchnorm`` puts the same
+isolated scores into the gradebook (see autograder/nbgrader_bridge.py) and leaves the written
+answers to formgrader (``nbgrader formgrader``, or nbgrader's gradebook API); running grade-class
+again then shows the grades a person gave (classroom/written.py).
 """
 
 import argparse
@@ -79,6 +82,10 @@ def main(argv=None) -> int:
     print(f"Handed in {len(names)} submissions: {', '.join(names)}")
     print(f"Grading them with the isolated grader (--jobs {args.jobs}) ...\n", flush=True)
     code = grade_class_cli.main([ASSIGNMENT_ID, "--course-dir", str(course), "--jobs", str(args.jobs)])
-    print(f"\nThe course folder is {course}. To put these scores into nbgrader's gradebook:\n"
-          f"  cd {course} && nbgrader autograde {ASSIGNMENT_ID} && nbgrader export --to gradebook.csv")
+    print(f"\nThe course folder is {course}. The written answers wait for a person (status manual_pending).\n"
+          f"To put these scores into nbgrader's gradebook and grade the written answers:\n"
+          f"  cd {course} && nbgrader autograde {ASSIGNMENT_ID}\n"
+          f"  grade them in formgrader (nbgrader formgrader), then run grade-class again to see them in grades.csv:\n"
+          f"  python -m autograder grade-class {ASSIGNMENT_ID} --course-dir {course}\n"
+          f"  nbgrader export --to gradebook.csv     (auto + manual totals)")
     return code

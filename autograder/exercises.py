@@ -5,6 +5,11 @@ Everything else is derived from these (the notebook's cell ids, the check module
 columns, the README's table) or checked against them by one test (tests/test_registry.py: the
 notebook's points, each check module's total, the README table, the demo class's rows).
 
+The written answers (``WRITTEN_ANSWERS``) are graded by a person in nbgrader's formgrader: each is a
+locked markdown question (``question_cell``) followed by a manually graded markdown answer cell
+(``answer_cell``, nbgrader's ``solution`` and ``grade`` with ``points``). Their points are reported
+apart from the autograded ones everywhere (grades.csv, the class report, the feedback page).
+
 Adding an exercise: an entry here, a reference (reference.py) with its mistakes (known_mistakes.py),
 a check module (checks/test_<id>.py), the notebook's cells (source/), and one synthetic student per
 mistake (synthetic_students.py).
@@ -97,10 +102,47 @@ EXERCISES = (
              "Modern CNN builder"),
 )
 
+
+
+@dataclass(frozen=True)
+class WrittenAnswer:
+    """A written answer, graded by a person (nbgrader's manually graded answer cell)."""
+    id: str             # the answer cell's grade_id, ``written_<topic>``
+    points: float
+    title: str          # what the feedback page, the report and the CSV's readers call it
+
+    @property
+    def answer_cell(self) -> str:
+        """nbgrader grade_id of the manually graded markdown answer cell (and the CSV's column)."""
+        return self.id
+
+    @property
+    def question_cell(self) -> str:
+        """nbgrader grade_id of the locked markdown question above it."""
+        return f"{self.id}_question"
+
+
+# What an unanswered written answer holds: nbgrader's text stub (c.ClearSolutions.text_stub in
+# nbgrader_config.py, which tests/test_registry.py compares with this).
+UNANSWERED = "YOUR ANSWER HERE"
+
+# In notebook order; 2 points each, graded by a person.
+WRITTEN_ANSWERS = (
+    WrittenAnswer("written_bn_order", 2.0, "Why Conv -> BN -> ReLU, and where the parameters are"),
+    WrittenAnswer("written_learning_rates", 2.0, "Does the learning-rate table support the paper's claim?"),
+    WrittenAnswer("written_epoch_gap", 2.0, "The gap between training and validation accuracy after epoch 1"),
+    WrittenAnswer("written_moving_variance", 2.0, "Why the initial value still weighs in the moving variance"),
+    WrittenAnswer("written_population_variance", 2.0, "The variance of a union of batches, and Algorithm 2"),
+    WrittenAnswer("written_choose_norm", 2.0, "BN, LN or GN: which, where, and why"),
+)
+
 EXERCISE_IDS = tuple(e.id for e in EXERCISES)
 BY_ID = {e.id: e for e in EXERCISES}
 BY_TEST_CELL = {e.test_cell: e for e in EXERCISES}
-TOTAL_POINTS = sum(e.points for e in EXERCISES)
+TOTAL_POINTS = sum(e.points for e in EXERCISES)      # the autograded points (the isolated grader's)
+WRITTEN_IDS = tuple(w.id for w in WRITTEN_ANSWERS)
+BY_ANSWER_CELL = {w.answer_cell: w for w in WRITTEN_ANSWERS}
+MANUAL_POINTS = sum(w.points for w in WRITTEN_ANSWERS)   # the written answers' (a person's)
 
 
 def of_kind(*kinds: Kind) -> tuple:
@@ -115,4 +157,11 @@ def markdown_table() -> str:
         what = (f"the student's `{e.function}()`, trained by the grader against the baseline"
                 if e.kind is Kind.TRAINING else f"`{e.signature}`")
         lines.append(f"| `{e.id}` | {what} | {e.points:g} |")
+    return "\n".join(lines)
+
+
+def written_markdown_table() -> str:
+    """The README's table of written answers, from this registry (tests/test_registry.py compares them)."""
+    lines = ["| written answer (answer cell) | graded by a person: | points |", "| --- | --- | --- |"]
+    lines += [f"| `{w.answer_cell}` | {w.title} | {w.points:g} |" for w in WRITTEN_ANSWERS]
     return "\n".join(lines)

@@ -3,14 +3,17 @@
 The page (templates/feedback.html, rendered by jinja2 with autoescaping on) shows, per exercise,
 each check's outcome, its points and the message the grader wrote for the student. It never shows a
 hidden check's code, its id or its expected values: the only text taken from the checks is the
-rows' ``message``. Everything a student can influence (their id, the messages, which may quote
+rows' ``message``. Below them, the written answers: graded by a person (formgrader's gradebook, read
+by classroom/written.py), each pending or with its points; the autograded and the written points
+are totalled apart. Everything a student can influence (their id, the messages, which may quote
 their output or exception text) is escaped by the template engine.
 """
 
 from pathlib import Path
 
 from .atomic import write_atomic
-from .exercises import EXERCISES
+from .classroom.written import Marked, WrittenScores
+from .exercises import EXERCISES, WRITTEN_ANSWERS
 from .results import Result, format_points
 from .templates import template
 from .text import bounded
@@ -53,18 +56,33 @@ def _groups(result: Result) -> list:
     return shown
 
 
-def render(result: Result, *, student: str = "", message: str = "") -> str:
-    """The feedback page (a complete HTML document) for one result. The result's text is bounded
-    already (results.py); the notes on the hand-in (``message``: file names) and the student's id
-    are bounded here, their control characters escaped."""
+def _written(written: WrittenScores) -> dict:
+    """The written answers' part of the page: each answer's title, points or "pending", and the total."""
+    answers = []
+    for answer in WRITTEN_ANSWERS:
+        grade = written.grades[answer.id]
+        answers.append({"title": answer.title, "out_of": format_points(answer.points),
+                        "points": None if grade.points is None else format_points(grade.points),
+                        "unanswered": grade.marked is Marked.UNANSWERED})
+    total = written.total
+    return {"answers": answers, "pending": len(written.pending), "max_total": format_points(written.max_total),
+            "total": None if total is None else format_points(total)}
+
+
+def render(result: Result, *, student: str = "", message: str = "", written: WrittenScores | None = None) -> str:
+    """The feedback page (a complete HTML document) for one result and the written answers' grades
+    (all pending when not given). The result's text is bounded already (results.py); the notes on
+    the hand-in (``message``: file names) and the student's id are bounded here, their control
+    characters escaped."""
     student, message = bounded(student, 300), bounded(message)
     return template("feedback.html").render(student=student, total=format_points(result.total),
                               max_total=format_points(result.max_total),
                               error=(result.error or "unknown reason") if result.status.value == "error" else "",
-                              grader_fault=result.grader_fault, message=message, groups=_groups(result))
+                              grader_fault=result.grader_fault, message=message, groups=_groups(result),
+                              written=_written(written or WrittenScores()))
 
 
-def write(result: Result, path, *, student: str = "", message: str = "") -> Path:
+def write(result: Result, path, *, student: str = "", message: str = "", written: WrittenScores | None = None) -> Path:
     """Render and write the feedback page for ``result`` to ``path`` (atomically)."""
-    write_atomic(render(result, student=student, message=message), path)
+    write_atomic(render(result, student=student, message=message, written=written), path)
     return Path(path)

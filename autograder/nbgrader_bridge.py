@@ -23,6 +23,11 @@ nbgrader's process or in a kernel. For each submission it
    gradebook, and ``nbgrader export`` and formgrader show them. A 0 is written as "0.0", which
    nbgrader records as 0 (an empty output would mean full marks). No stderr or error output is
    ever written.
+4. leaves the written answers (exercises.WRITTEN_ANSWERS: markdown cells, nbgrader's manually
+   graded answers) as the student wrote them: ``SaveAutoGrades`` records them as needing a manual
+   grade, which a person gives in formgrader (an answer cell left exactly as released gets
+   nbgrader's own 0 and needs none); ``nbgrader export`` then totals the autograded and the
+   manual points, and grade-class reads the manual ones back (classroom/written.py).
 
 A submission that was not graded because of the grader (``Result.grader_fault``: the worker
 could not start, a check crashed, a grader process crashed or timed out) is never recorded as

@@ -16,8 +16,9 @@ from .notebook import grade_id, nbgrader_metadata, released_notebook
 
 
 def solution_code() -> dict:
-    """{grade_id: code} of every solution cell in the master notebook, markers stripped."""
-    master = solutions_notebook(keep_nbgrader_metadata=True)
+    """{grade_id: code} of every solution cell in the master notebook, markers stripped; a written
+    answer's is its model answer without the mark scheme (what a student who answered well writes)."""
+    master = solutions_notebook(keep_nbgrader_metadata=True, keep_mark_scheme=False)
     return {grade_id(c): c.source for c in master.cells if nbgrader_metadata(c).get("solution")}
 
 

@@ -14,7 +14,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 import markupsafe
 import nbformat
@@ -23,8 +23,9 @@ import pytest
 from autograder import check_catalogue, feedback, provenance
 from autograder.atomic import write_atomic
 from autograder.classroom import classrun, cli, collect, grades, pool, server, store
+from autograder.classroom.written import Marked, WrittenGrade, WrittenScores
 from autograder.errors import ArchiveUnusable, Side
-from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES
+from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES, MANUAL_POINTS, WRITTEN_ANSWERS, WRITTEN_IDS
 from autograder.results import CheckResult, Result, format_points
 from autograder.settings import Settings
 
@@ -150,17 +151,19 @@ def test_a_class_run_writes_its_files(fake):
     rows = {r["student"]: r for r in read_csv(course / "grades.csv")}
     with open(course / "grades.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["student", *EXERCISE_IDS, "total", "max_total", "status", "message"]
+    assert header == ["student", *EXERCISE_IDS, *WRITTEN_IDS, "auto", "auto_max", "manual", "manual_max", "total",
+                      "max_total", "status", "message"]
     assert list(rows) == ["ann", "bob", "cat", "dan", "eve"]
     manual, model = pts(BY_ID["manual_batch_norm"].points), pts(BY_ID["build_model_with_bn"].points)
-    assert rows["ann"]["total"] == pts(FULL) and rows["ann"]["status"] == "graded" and rows["ann"]["message"] == ""
-    assert rows["bob"]["manual_batch_norm"] == manual and rows["bob"]["total"] == manual
+    assert rows["ann"]["auto"] == pts(FULL) and rows["ann"]["message"] == ""
+    assert rows["ann"]["status"] == "manual_pending" and rows["ann"]["manual"] == rows["ann"]["total"] == ""
+    assert rows["bob"]["manual_batch_norm"] == manual and rows["bob"]["auto"] == manual
     assert "batchnorm-Copy1.ipynb" in rows["bob"]["message"]
-    assert rows["cat"]["build_model_with_bn"] == model and rows["cat"]["total"] == model
+    assert rows["cat"]["build_model_with_bn"] == model and rows["cat"]["auto"] == model
     assert "graded batchnorm.ipynb" in rows["cat"]["message"] and "scratch.ipynb" in rows["cat"]["message"]
     for student in ("dan", "eve"):
-        assert rows[student]["status"] == "error" and rows[student]["total"] == "0"
-        assert rows[student]["max_total"] == pts(FULL)
+        assert rows[student]["status"] == "error" and rows[student]["auto"] == "0"
+        assert rows[student]["auto_max"] == pts(FULL) and rows[student]["total"] == ""
     assert "no notebook" in rows["dan"]["message"]
     assert "not valid JSON" in rows["eve"]["message"]
 
@@ -173,7 +176,8 @@ def test_a_class_run_writes_its_files(fake):
         assert call["hide"][0] == str(course.resolve()) and Path(call["hide"][1]).parent.parent.name == "submitted"
     for student in rows:
         stored = store.read_result(course, student)
-        assert stored.status.value == rows[student]["status"]
+        # no gradebook in this course: every graded row waits for a person to grade the written answers
+        assert {"graded": "manual_pending"}.get(stored.status.value, stored.status.value) == rows[student]["status"]
         assert stored.exercise_scores()["manual_batch_norm"] == float(rows[student]["manual_batch_norm"])
         page = feedback_page(course, student)
         assert "Batch normalization in NumPy" in page
@@ -197,7 +201,7 @@ def test_resume_regrades_only_what_changed(backend, monkeypatch):
     third = backend.run()
     assert third.graded == 1 and len(backend.calls()) == 4
     assert "changed" in backend.calls()[-1]["code"]
-    assert {r["student"]: r["total"] for r in read_csv(course / "grades.csv")}["bob"] == \
+    assert {r["student"]: r["auto"] for r in read_csv(course / "grades.csv")}["bob"] == \
         pts(BY_ID["build_modern_cnn"].points)
     if backend.name == "cluster":
         return      # its workers report their own grader's hash: a changed one here is not a regrade there
@@ -267,7 +271,7 @@ def test_the_exit_message_says_how_to_grade_the_students_not_graded(fake, capsys
     hand_in(course, "hal")
     assert cli.main(argv) == 0
     rows = {r["student"]: r for r in read_csv(course / "grades.csv")}
-    assert rows["gus"]["total"] == rows["hal"]["total"] == pts(FULL)
+    assert rows["gus"]["auto"] == rows["hal"]["auto"] == pts(FULL)
 
 
 def test_the_command_line_gives_the_grader_processes_its_settings(fake, monkeypatch):
@@ -715,9 +719,10 @@ def test_the_score_table_has_a_column_per_exercise():
     rows = _full_marks_rows()
     table = grades.format_table(rows).splitlines()
     header = next(n for n, line in enumerate(table) if line.startswith("student"))
-    assert table[header].split() == ["student", *(str(n) for n in range(1, len(EXERCISES) + 1)), "total", "status"]
+    assert table[header].split() == ["student", *(str(n) for n in range(1, len(EXERCISES) + 1)), "auto", "manual",
+                                     "status"]
     assert table[header + 2].split() == ["ann", *(pts(e.points) for e in EXERCISES), f"{pts(FULL)}/{pts(FULL)}",
-                                         "graded"]
+                                         "-", "manual_pending"]
     legend = " ".join(table[:header])
     assert all(f"{n} {e.id} ({pts(e.points)})" in legend for n, e in enumerate(EXERCISES, start=1))
 
@@ -726,9 +731,37 @@ def test_grades_csv_is_quoted_plain_text():
     rows = _full_marks_rows()
     text = grades.grades_csv_text(reversed(rows))
     assert text.splitlines()[0] == ",".join(grades.CSV_COLUMNS)
-    assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), pts(FULL), pts(FULL),
-                                              "graded", ""])
-    assert text.splitlines()[2].startswith('"bob, ""the""",') and text.endswith(",graded,two lines of notes\n")
+    manual = pts(MANUAL_POINTS)
+    assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), *("" for _ in WRITTEN_IDS),
+                                             pts(FULL), pts(FULL), "", manual, "", pts(FULL + MANUAL_POINTS),
+                                             "manual_pending", ""])
+    assert text.splitlines()[2].startswith('"bob, ""the""",') and \
+        text.endswith(",manual_pending,two lines of notes\n")
+
+
+def written(**points) -> WrittenScores:
+    """Written answers graded by a person as given ({answer id: points}), the others pending."""
+    return WrittenScores(MappingProxyType({w.id: WrittenGrade(Marked.PERSON, points[w.id]) if w.id in points
+                                           else WrittenGrade() for w in WRITTEN_ANSWERS}))
+
+
+def test_grades_csv_keeps_the_written_answers_apart_and_totals_them_only_once_all_are_graded():
+    full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
+    some = {w.id: 1.5 for w in WRITTEN_ANSWERS[:2]}
+    every = {w.id: 1.5 for w in WRITTEN_ANSWERS}
+    rows = [grades.Row.of("ann", full, written=written(**some)), grades.Row.of("bob", full, written=written(**every)),
+            grades.Row.of("eve", Result.failed("corrupt", Side.STUDENT), written=written(**every))]
+    parsed = {r["student"]: r for r in csv.DictReader(io.StringIO(grades.grades_csv_text(rows)))}
+    ann, bob, eve = parsed["ann"], parsed["bob"], parsed["eve"]
+    assert [ann[w] for w in WRITTEN_IDS] == ["1.5", "1.5", "", "", "", ""]
+    assert (ann["auto"], ann["manual"], ann["total"], ann["status"]) == (pts(FULL), "", "", "manual_pending")
+    assert (bob["auto"], bob["manual"], bob["total"], bob["status"]) == \
+        (pts(FULL), pts(1.5 * len(WRITTEN_ANSWERS)), pts(FULL + 1.5 * len(WRITTEN_ANSWERS)), "graded")
+    assert bob["max_total"] == pts(FULL + MANUAL_POINTS) and bob["manual_max"] == pts(MANUAL_POINTS)
+    assert eve["status"] == "error" and eve["auto"] == "0"
+    table = grades.format_table(rows)
+    assert table.splitlines()[-3].split()[-3:] == [f"{pts(FULL)}/{pts(FULL)}", "-", "manual_pending"]
+    assert table.splitlines()[-2].split()[-2:] == [f"{pts(1.5 * len(WRITTEN_ANSWERS))}/{pts(MANUAL_POINTS)}", "graded"]
 
 
 def test_grader_processes_share_the_cpus_threads(monkeypatch):
@@ -747,7 +780,7 @@ def test_the_score_table_of_a_class_fits_a_100_column_terminal():
             grades.Row.of("carol", sevenths)]
     table = grades.format_table(rows).splitlines()
     assert max(len(line) for line in table) <= 100, table
-    assert any(line.startswith("b" * 20) and "..." in line for line in table)
+    assert any(line.startswith("b" * 12) and "..." in line for line in table)
     assert any(line.startswith("carol") and "15.71/22" in line for line in table)
 
 

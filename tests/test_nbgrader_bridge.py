@@ -23,7 +23,7 @@ from nbgrader.api import Gradebook
 from autograder import grade, nbgrader_bridge
 from autograder.classroom import classrun, store
 from autograder.errors import Side
-from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES
+from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, UNANSWERED, WRITTEN_ANSWERS
 from autograder.results import CheckResult, Result, Status, format_points
 
 import fake_grader
@@ -92,6 +92,20 @@ def test_test_cell_outputs_become_partial_credit():
         assert not utils.has_failed(cell)
         if grade_id in BY_TEST_CELL:
             assert f"{BY_TEST_CELL[grade_id].id}: <detail>" in cell.outputs[0].text
+
+
+def test_written_answers_are_left_for_a_person():
+    nb = mini_source_with_written()
+    for cell in nb.cells:
+        if cell.metadata.nbgrader.get("grade_id") in BY_ANSWER:
+            cell.source = "My answer: BN goes before the ReLU because ..."
+    answers = {c.metadata.nbgrader.grade_id: c.source for c in nb.cells if c.metadata.nbgrader.grade_id in BY_ANSWER}
+    recorded = nbgrader_bridge.apply_scores(nb, result_with({e.id: e.points for e in EXERCISES}))
+    assert set(recorded) == {e.test_cell for e in EXERCISES}
+    for cell in nb.cells:
+        if cell.metadata.nbgrader.grade_id in BY_ANSWER:
+            assert cell.source == answers[cell.metadata.nbgrader.grade_id] and "outputs" not in cell
+            assert utils.determine_grade(cell) == (None, BY_ANSWER[cell.metadata.nbgrader.grade_id].points)
 
 
 def test_points_never_exceed_the_cell():
@@ -194,6 +208,7 @@ def grade_notebook(source, settings=None, *, hide=()):
 '''
 
 FULL = sum(e.points for e in EXERCISES)
+BY_ANSWER = {w.id: w for w in WRITTEN_ANSWERS}
 
 
 def gradebook_scores(course: Path, student: str) -> dict:
@@ -359,6 +374,99 @@ def test_a_notebook_without_a_submitted_file_is_graded_in_a_grader_process(mini_
         nbgrader_bridge.IsolatedGrade().preprocess(nb, resources)
 
 
+# --- the written answers: autograde leaves them to a person, formgrader grades, export totals ------
+
+MODEL_ANSWER, MARK_SCHEME = "THE MODEL ANSWER 0xBEEF", "ONE POINT FOR 0xFEED"
+
+
+def mini_source_with_written() -> nbformat.NotebookNode:
+    """The mini notebook with the registry's written answers: a locked question, then nbgrader's
+    manually graded answer cell holding a model answer and a mark scheme in its solution region."""
+    nb = mini_source()
+    for answer in WRITTEN_ANSWERS:
+        nb.cells.append(nbformat.v4.new_markdown_cell(f"Question {answer.id}? (graded by a person)",
+                                                      metadata=nbgrader_meta(answer.question_cell, locked=True)))
+        nb.cells.append(nbformat.v4.new_markdown_cell(
+            f"### BEGIN SOLUTION\n{MODEL_ANSWER}\n\n=== BEGIN MARK SCHEME ===\n{MARK_SCHEME}\n"
+            "=== END MARK SCHEME ===\n### END SOLUTION",
+            metadata=nbgrader_meta(answer.answer_cell, grade=True, solution=True, points=answer.points)))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def released_written_course(tmp_path_factory):
+    course = tmp_path_factory.mktemp("released-written") / "course"
+    (course / "source" / "batchnorm").mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
+    nbformat.write(mini_source_with_written(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = venv_path()
+    try:
+        run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
+    finally:
+        os.environ["PATH"] = path
+    return course
+
+
+def formgrader_grade(course: Path, student: str, points: dict) -> None:
+    """A person's grades, saved as formgrader saves them (its GradeHandler.put, through the gradebook API)."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        for answer_id, value in points.items():
+            grade = gb.find_grade(answer_id, "batchnorm", "batchnorm", student)
+            grade.manual_score = value
+            grade.needs_manual_grade = grade.manual_score is None and grade.auto_score is None
+        gb.db.commit()
+
+
+@pytest.mark.slow
+def test_written_answers_round_trip_autograde_formgrader_export_and_grade_class(
+        released_written_course, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", venv_path())
+    calls = fake_grader.install(tmp_path, monkeypatch, FAKE_GRADER, "fake_written_grader", lambda: tuple(
+        {"id": f"{e.id}::a", "exercise": e.id, "max_points": e.points} for e in EXERCISES))
+    course = tmp_path / "course"
+    shutil.copytree(released_written_course, course)
+    release = released(course)
+    answers = [c for c in release.cells if c.metadata.get("nbgrader", {}).get("grade_id") in BY_ANSWER]
+    assert [c.source for c in answers] == [UNANSWERED] * len(WRITTEN_ANSWERS)          # the release strips both
+    assert all(MODEL_ANSWER not in c.source and MARK_SCHEME not in c.source for c in release.cells)
+
+    full = {e.function: f"def {e.function}():\n    return 'ok:{e.function}'" for e in EXERCISES}
+    *answered_ids, unanswered_id = [w.id for w in WRITTEN_ANSWERS]
+    submit(course, "ann", answered(course, {**full, **{a: f"My answer to {a}." for a in answered_ids}}))
+
+    first = classrun.run(course, jobs=1, progress_stream=io.StringIO())              # grade-class first
+    (row,) = first.rows
+    assert row.class_status == "manual_pending" and row.written.total is None and len(calls()) == 1
+
+    run_nbgrader_here(course, "autograde", "batchnorm")
+    recorded = gradebook_scores(course, "ann")
+    assert {a: recorded[a][2] for a in answered_ids} == {a: True for a in answered_ids}   # left for formgrader
+    assert recorded[unanswered_id] == (0.0, BY_ANSWER[unanswered_id].points, False)       # nbgrader's 0
+    assert sum(recorded[e.test_cell][0] for e in EXERCISES) == FULL and len(calls()) == 1
+
+    grades_given = {a: 1.5 for a in answered_ids}
+    formgrader_grade(course, "ann", grades_given)
+    assert not any(needs for _, _, needs in gradebook_scores(course, "ann").values())
+
+    run_nbgrader_here(course, "export", "--to", str(course / "export.csv"))
+    with open(course / "export.csv", newline="") as f:
+        (exported,) = list(csv.DictReader(f))
+    manual = sum(grades_given.values())
+    assert float(exported["raw_score"]) == FULL + manual
+    assert float(exported["max_score"]) == FULL + MANUAL_POINTS
+
+    again = classrun.run(course, jobs=1, progress_stream=io.StringIO())              # nothing graded again
+    assert again.resumed == 1 and len(calls()) == 1
+    with open(course / "grades.csv", newline="") as f:
+        (line,) = list(csv.DictReader(f))
+    assert (line["auto"], line["manual"], line["total"], line["status"]) == \
+        (format_points(FULL), format_points(manual), format_points(FULL + manual), "graded")
+    page = (store.folder(course, "ann") / store.FEEDBACK_NAME).read_text()
+    assert "not graded yet" not in page and page.count(": graded by a person</span>") == len(answered_ids)
+    assert "left unanswered" in page
+
+
 # --- the real thing --------------------------------------------------------------------------------
 
 def nbgrader_cli(course: Path, *args) -> str:
@@ -410,16 +518,27 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
         expected = {e.test_cell: direct.exercise_scores()[e.id] for e in EXERCISES}
         recorded = gradebook_scores(course, name)
-        assert {k: v[0] for k, v in recorded.items()} == expected, name
-        assert {k: v[1] for k, v in recorded.items()} == {e.test_cell: e.points for e in EXERCISES}
-    assert sum(v[0] for v in gradebook_scores(course, "full_marks").values()) == FULL
+        autograded = {k: v for k, v in recorded.items() if k in BY_TEST_CELL}
+        assert {k: v[0] for k, v in autograded.items()} == expected, name
+        assert {k: v[1] for k, v in autograded.items()} == {e.test_cell: e.points for e in EXERCISES}
+        # the written answers: left to a person when answered, nbgrader's 0 when handed in as released
+        left = {k: v for k, v in recorded.items() if k not in BY_TEST_CELL}
+        answered_ = name in ("full_marks", "bn_ddof1")
+        assert left == {w.id: (None, w.points, True) if answered_ else (0.0, w.points, False)
+                        for w in WRITTEN_ANSWERS}, name
+    assert sum(v[0] for k, v in gradebook_scores(course, "full_marks").items() if k in BY_TEST_CELL) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
     assert gradebook_scores(course, "forger")[BY_ID["manual_batch_norm"].test_cell][0] == 3.0
 
     nbgrader_cli(course, "export", "--to", "export.csv")
     with open(course / "export.csv", newline="") as f:
         exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
-    assert exported["full_marks"] == FULL and exported["faker"] == 0.0
+    assert exported["full_marks"] == FULL and exported["faker"] == 0.0       # no manual grade yet
+    formgrader_grade(course, "full_marks", {w.id: w.points for w in WRITTEN_ANSWERS})
+    nbgrader_cli(course, "export", "--to", "export.csv")
+    with open(course / "export.csv", newline="") as f:
+        exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(f)}
+    assert exported["full_marks"] == FULL + MANUAL_POINTS
 
     nbgrader_cli(course, "generate_feedback", "batchnorm")
     check_lines = [line.strip() for p in (REPO / "autograder" / "checks").glob("test_*.py")

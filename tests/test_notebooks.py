@@ -19,7 +19,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import assign, data
-from autograder.exercises import BY_TEST_CELL, EXERCISES
+from autograder.exercises import BY_ANSWER_CELL, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, WRITTEN_ANSWERS
 from autograder.notebook import DEMO_CELL_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,8 @@ def _label(cell):
 def test_each_test_cell_carries_its_contract():
     nb = _read(assign.SOURCE)
     graded = {_grade_id(c): _meta(c) for c in nb.cells if _meta(c).get("grade")}
-    assert set(graded) == set(BY_TEST_CELL), "the graded cells must be exactly the contract's test cells"
+    assert set(graded) == set(BY_TEST_CELL) | set(BY_ANSWER_CELL), \
+        "the graded cells must be exactly the contract's test cells and the written answers (tests/test_registry.py)"
     for exercise in EXERCISES:
         meta = graded[exercise.test_cell]
         assert meta["points"] == exercise.points, exercise.test_cell
@@ -114,8 +115,8 @@ def test_cell_roles_follow_the_contract():
     nb = _read(assign.SOURCE)
     assert nb.metadata.kernelspec.name == "python3"
     functions = {exercise.function for exercise in EXERCISES}
-    solution_cells = [c for c in nb.cells if _meta(c).get("solution")]
-    assert {_grade_id(c) for c in solution_cells} == functions
+    solution_cells = [c for c in nb.cells if _meta(c).get("solution") and _grade_id(c) not in BY_ANSWER_CELL]
+    assert {_grade_id(c) for c in solution_cells} == functions       # the written answers: tests/test_registry.py
     for cell in solution_cells:
         meta = _meta(cell)
         assert cell.cell_type == "code" and not meta["grade"] and not meta["locked"]
@@ -535,7 +536,13 @@ def test_the_introductions_grading_table_is_the_registrys():
         assert float(points) == exercise.points, (what, exercise.id)
         if exercise.kind.value != "training":
             assert what.startswith(f"`{exercise.function}`"), (what, exercise.id)
-    assert f"**Grading ({sum(e.points for e in EXERCISES):g} points)**" in intro
+    auto = sum(e.points for e in EXERCISES)
+    assert f"**Grading ({auto + MANUAL_POINTS:g} points: {auto:g} autograded, {MANUAL_POINTS:g} for written answers " \
+           "graded by a person)**" in intro
+    written_row = re.findall(r"^\| W1–W(\d+) \| (.+?) \| ([\d.]+) \(([\d.]+) each\) \|$", intro, re.M)
+    assert written_row == [(str(len(WRITTEN_ANSWERS)), written_row[0][1], f"{MANUAL_POINTS:g}",
+                            f"{WRITTEN_ANSWERS[0].points:g}")] and "graded by a person" in written_row[0][1]
+    assert all(w.points == WRITTEN_ANSWERS[0].points for w in WRITTEN_ANSWERS)
     for exercise in EXERCISES:   # each exercise's heading gives the same number and points
         number = EXERCISES.index(exercise) + 1
         heading = f"### Exercise {number} ({exercise.points:g} point{'s' if exercise.points != 1 else ''})"

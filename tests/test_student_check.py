@@ -79,7 +79,7 @@ def test_a_file_that_is_not_a_notebook_is_reported_with_the_schema(tmp_path, cap
     output = tmp_path / "out" / "check.json"
     assert checking.main([str(path), "--output", str(output)]) == 1
     report = json.loads(output.read_text())
-    assert set(report) == {"ready", "exercises", "problems"} and report["ready"] is False
+    assert set(report) == {"ready", "exercises", "problems", "reminders"} and report["ready"] is False
     assert [e["id"] for e in report["exercises"]] == [e.id for e in EXERCISES]
     assert all(set(e) == SCHEMA_EXERCISE and e["visible_tests"] == "not run" for e in report["exercises"])
     [problem] = report["problems"]
@@ -474,7 +474,7 @@ def test_the_solution_notebook_is_ready(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(output.read_text())
-    assert report["ready"] is True and report["problems"] == []
+    assert report["ready"] is True and report["problems"] == [] and report["reminders"] == []
     for exercise, found in zip(EXERCISES, report["exercises"], strict=False):
         assert found["found"] and found["ran"], found
         expected = "not run" if exercise.kind is Kind.TRAINING else "passed"
@@ -507,3 +507,24 @@ def test_a_report_line_is_cut_at_a_words_end():
     cut = shortened(line, 120)
     assert len(cut) <= 120 and cut.endswith("...") and line.startswith(cut[:-3]) and line[len(cut) - 3] == " "
     assert shortened("short", 120) == "short"
+
+
+def test_an_empty_written_answer_is_a_reminder_not_a_problem():
+    from autograder.exercises import UNANSWERED, WRITTEN_ANSWERS
+    from autograder.notebook import Notebook
+    from autograder.student.check import empty_written_answers
+    from autograder.student.report import Report
+
+    def answer_cell(answer, text):
+        return {"cell_type": "markdown", "source": text, "metadata": {"nbgrader": {
+            "grade_id": answer.answer_cell, "solution": True, "grade": True, "points": answer.points}}}
+    first, second, *rest = WRITTEN_ANSWERS
+    cells = [{"cell_type": "markdown", "source": "# intro", "metadata": {}}, answer_cell(first, UNANSWERED),
+             answer_cell(second, "BN goes before the ReLU because ..."), *(answer_cell(a, "\n") for a in rest)]
+    reminders = empty_written_answers(Notebook(cells))
+    assert len(reminders) == 1 + len(rest) and reminders[0].startswith("cell 2: Written answer 1 (")
+    assert not any(second.title in r for r in reminders)
+    report = Report(True, [], [], reminders=reminders)
+    printed = "\n".join(report.lines())
+    assert "Reminder, not a problem" in printed and printed.splitlines()[-1].startswith("READY")
+    assert report.to_dict()["reminders"] == reminders

@@ -8,6 +8,10 @@
    (cluster.py), storing each result, its feedback page and the class CSV (grades.py) as soon as it
    is known, so that an interrupted run keeps everything finished.
 
+The class CSV's written answers come from nbgrader's gradebook (written.py), read once at the start
+of the run: after a person has graded them in formgrader, running grade-class again (nothing is
+graded again) writes them into grades.csv and the feedback pages.
+
 A result on the grader's side (``Result.grader_fault``: the sandbox could not start, a check
 crashed, a grader process crashed or ran past the timeout) is never a grade: its row says why, its
 student is listed in ``ClassRun.grader_errors``, and the next run grades it again.
@@ -24,7 +28,7 @@ from ..check_catalogue import catalogue
 from ..errors import Side
 from ..results import Result, format_points
 from ..settings import Settings
-from . import grades, store
+from . import grades, store, written
 from .collect import collect_archives, discover
 from .pool import run_pool
 from .server import DEFAULT_TIMEOUT, MAX_TASKS_PER_WORKER, Task
@@ -90,6 +94,7 @@ class ClassRun:
     csv_path: Path | None = None
     seconds: float = 0.0
     report: Path | None = None                              # grade-class/report.html, when written
+    gradebook_problem: str = ""                             # why the written answers' grades could not be read
 
 
 def run(course_dir, *, jobs: int = 2, force: bool = False,
@@ -109,6 +114,9 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     csv_path = Path(csv_path) if csv_path else course / "grades.csv"
     outcome = ClassRun(rows=[], csv_path=csv_path if write_class_csv else None)
     rows = {}
+    # the written answers' grades, a person's (formgrader's gradebook); only the class CSV shows them
+    manual = written.read_gradebook(course) if write_class_csv else written.GradebookReading()
+    outcome.gradebook_problem = manual.problem
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
     problems = collect_archives(course, regexp) if collect else {}
@@ -128,14 +136,15 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     def record(student, result: Result, notes, key) -> grades.Row:
         result = store.writable(result)
         try:
-            message = store.write_result(course, student, result, notes=notes, key=key)
+            message = store.write_result(course, student, result, notes=notes, key=key,
+                                         written=manual.of(student))
         except Exception as e:  # noqa: BLE001 - one student's files not written never stops the class
             message = store.message_for([*notes, *result.notes], result)
             outcome.write_failures.append(f"{student}: {e}")
             log.error("could not write the results of %s: %s", student, e)
         if result.grader_fault and student not in outcome.grader_errors:
             outcome.grader_errors.append(student)
-        rows[student] = row = grades.Row.of(student, result, message)
+        rows[student] = row = grades.Row.of(student, result, message, manual.of(student))
         return row
 
     # 2. what to grade: a hand-in without a notebook gets its error row now, an unchanged one keeps
@@ -150,7 +159,9 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         keys[hand_in.student], notes_of[hand_in.student] = key, hand_in.notes
         stored = None if force else store.stored_result(course, hand_in.student, key)
         if stored is not None:
-            rows[hand_in.student] = grades.Row.of(hand_in.student, *stored)
+            rows[hand_in.student] = grades.Row.of(hand_in.student, *stored, manual.of(hand_in.student))
+            if manual.of(hand_in.student) != store.stored_written(course, hand_in.student):
+                _refresh_feedback(course, hand_in.student, stored[0], manual.of(hand_in.student), outcome)
             outcome.resumed += 1
             continue
         tasks.append(Task(hand_in.student, str(hand_in.notebook), (str(course),)))
@@ -186,6 +197,16 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     if write_class_csv and outcome.rows:
         write_class_report(course, outcome)
     return outcome
+
+
+def _refresh_feedback(course: Path, student: str, result: Result, scores: written.WrittenScores,
+                      outcome: ClassRun) -> None:
+    """Rewrite a kept result's feedback page when its written answers' grades changed (a person graded
+    them since): the autograded part is the same result."""
+    try:
+        store.write_feedback(course, student, result, written=scores)
+    except OSError as e:
+        outcome.write_failures.append(f"{student}'s feedback page: {e}")
 
 
 def write_class_report(course: Path, outcome: ClassRun) -> None:

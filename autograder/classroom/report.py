@@ -6,8 +6,10 @@
 ``grade-class/<student>/batchnorm/results.json`` (store.py) it writes, in ``grade-class/``:
 
 * ``report.html`` -- one self-contained page (plots embedded as PNG, no script, no network) with
-  the score distribution, the mean score per exercise, the pass rate of every check, the named
-  mistakes ranked by how many students made them (each with its description and its students),
+  the autograded score distribution, the written answers graded by a person (from nbgrader's
+  gradebook, written.py: per answer how many are graded and their mean, and how many are still to
+  be graded), kept apart from the autograded points, the mean score per exercise, the pass rate of
+  every check, the named mistakes ranked by how many students made them (each with its description and its students),
   the error rows split into the students' and the grader's, and the grading time per submission;
 * ``mistakes.csv`` -- ``mistake, exercise, description, students, count``: one row per mistake
   code (results.json's ``"mistake"``, known_mistakes.mistake_codes), students joined by "; ";
@@ -36,11 +38,12 @@ from pathlib import Path
 from .. import known_mistakes
 from ..atomic import write_atomic
 from ..errors import Side
-from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS, unknown_assignment
+from ..exercises import ASSIGNMENT_ID, BY_ID, EXERCISE_IDS, MANUAL_POINTS, WRITTEN_ANSWERS, unknown_assignment
 from ..results import Status, format_points
 from ..templates import template
 from . import store
 from .grades import csv_text
+from .written import GradebookReading, read_gradebook
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ class ClassData:
     mistakes: list = field(default_factory=list)    # Mistake, most students first
     checks: list = field(default_factory=list)      # CheckRate, in exercise order
     errors: dict = field(default_factory=dict)      # {"student" | "grader": [ErrorReason, most first]}
+    manual: GradebookReading = field(default_factory=GradebookReading)   # the written answers: a person's grades
 
     @property
     def grades(self) -> dict:
@@ -136,9 +140,9 @@ def read_results(course, students=None):
     return found, unreadable
 
 
-def analyse(results: dict, unreadable=None) -> ClassData:
-    """The report's tables from {student: Result}."""
-    data = ClassData(dict(sorted(results.items())), dict(unreadable or {}))
+def analyse(results: dict, unreadable=None, manual: GradebookReading | None = None) -> ClassData:
+    """The report's tables from {student: Result} and the written answers' grades."""
+    data = ClassData(dict(sorted(results.items())), dict(unreadable or {}), manual=manual or GradebookReading())
     descriptions = known_mistakes.mistake_codes()
     mistakes, checks = {}, {}
     for student, result in data.graded.items():
@@ -264,6 +268,25 @@ def _exercise_means(data: ClassData) -> list:
     return rows
 
 
+def _written_answers(data: ClassData) -> dict:
+    """The written answers of the students with a grade: per answer how many a person has graded and
+    their mean, how many answers are still to be graded, and the mean written total of the students
+    whose answers are all graded."""
+    students = list(data.grades)
+    scores = [data.manual.of(s) for s in students]
+    answers = []
+    for answer in WRITTEN_ANSWERS:
+        points = [w.grades[answer.id].points for w in scores if w.grades[answer.id].points is not None]
+        answers.append({"id": answer.id, "title": answer.title, "out_of": format_points(answer.points),
+                        "graded": len(points), "pending": len(scores) - len(points),
+                        "mean": f"{statistics.fmean(points):.2f}" if points else "-"})
+    complete = [w.total for w in scores if w.total is not None]
+    return {"answers": answers, "pending": sum(len(w.pending) for w in scores),
+            "students_pending": sum(bool(w.pending) for w in scores), "complete": len(complete),
+            "mean": f"{statistics.fmean(complete):.2f}" if complete else "-", "max_total": format_points(MANUAL_POINTS),
+            "problem": data.manual.problem}
+
+
 def _grading_seconds(data: ClassData) -> list:
     return [float(r.timings["total"]) for r in data.graded.values()
             if isinstance(r.timings.get("total"), (int, float))]
@@ -309,6 +332,7 @@ def render(data: ClassData) -> str:
     return template("report.html").render(
         assignment=ASSIGNMENT_ID, summary=summary, figures=_figures(data), exercises=_exercise_means(data),
         mistakes=mistakes, checks=checks, errors=errors, timing=timing, max_names=MAX_NAMES,
+        written=_written_answers(data),
         codes=len(known_mistakes.mistake_codes()))
 
 
@@ -329,7 +353,7 @@ def write_report(course, *, students=None, results=None) -> Written:
     unreadable = {}
     if results is None:
         results, unreadable = read_results(course, students)
-    data = analyse(results, unreadable)
+    data = analyse(results, unreadable, read_gradebook(course, sorted(results)))
     out = Path(course) / store.OUTPUT_DIR
     paths = (out / REPORT_NAME, out / MISTAKES_CSV, out / CHECKS_CSV)
     write_atomic(mistakes_csv(data), paths[1], mode=0o644)
@@ -364,6 +388,10 @@ def main(argv=None) -> int:
         return 1
     data = written.data
     print(f"{len(data.results)} results, {len(data.mistakes)} distinct mistakes, built in {written.seconds:.1f} s")
+    pending = sum(len(data.manual.of(s).pending) for s in data.grades)
+    print(f"written answers still to be graded by a person (nbgrader formgrader): {pending}")
+    if data.manual.problem:
+        print(f"report: {data.manual.problem}", file=sys.stderr)
     for m in data.mistakes[:10]:
         print(f"  {m.count:>4}  {m.code}")
     print(f"report:   {written.report}\nmistakes: {written.mistakes}\nchecks:   {written.checks}")

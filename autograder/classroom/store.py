@@ -4,8 +4,10 @@ Per student, in grade-class's own folder of the course (nbgrader never reads or 
 a student whose ``autograded/`` folder exists, so grade-class stays out of nbgrader's folders):
 
 * ``grade-class/<student>/batchnorm/results.json`` -- the Result (results.py's document);
-* ``grade_class.json`` beside it -- the resume key it was graded from and the row's message;
-* ``feedback.html`` beside it -- the student's feedback page (feedback.py).
+* ``grade_class.json`` beside it -- the resume key it was graded from, the row's message, the
+  hand-in's notes and the written answers' grades the feedback page shows (written.py);
+* ``feedback.html`` beside it -- the student's feedback page (feedback.py), autograded checks and
+  written answers (rewritten when a person has graded those since).
 
 Each file is written atomically. A stored result is kept (not graded again) when it was graded from
 the same key -- the submission's sha256, the grader's hash (provenance.grader_hash) and the
@@ -24,6 +26,7 @@ from ..errors import Side
 from ..exercises import ASSIGNMENT_ID
 from ..provenance import sha256_file
 from ..results import Result
+from .written import WrittenScores
 
 OUTPUT_DIR = "grade-class"
 RESULTS_NAME = "results.json"
@@ -90,15 +93,41 @@ def writable(result: Result) -> Result:
     return result
 
 
-def write_result(course, student: str, result: Result, *, notes, key) -> str:
+def write_result(course, student: str, result: Result, *, notes, key, written: WrittenScores | None = None) -> str:
     """Write results.json, its sidecar and the feedback page of one student (each atomically), and
     return the row's message. ``result`` must be ``writable``; ``notes`` are the hand-in's notes
-    (the file's own are in the result). Raises OSError when a file cannot be written."""
+    (the file's own are in the result); ``written`` the written answers' grades (all pending by
+    default). Raises OSError when a file cannot be written."""
     notes = [*notes, *result.notes]
     message = message_for(notes, result)
+    written = written or WrittenScores()
     where = folder(course, student)
     write_atomic(result.to_json(), where / RESULTS_NAME)
-    write_json_atomic({"student": student, "key": key, "message": message,
+    write_json_atomic({"student": student, "key": key, "message": message, "notes": notes,
+                       "written": written.to_json(),
                        "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, where / SIDECAR)
-    feedback.write(result, where / FEEDBACK_NAME, student=student, message="; ".join(notes))
+    feedback.write(result, where / FEEDBACK_NAME, student=student, message="; ".join(notes), written=written)
     return message
+
+
+def _sidecar(course, student: str) -> dict:
+    try:
+        sidecar = json.loads((folder(course, student) / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return sidecar if isinstance(sidecar, dict) else {}
+
+
+def stored_written(course, student: str) -> WrittenScores:
+    """The written answers' grades that ``student``'s feedback page shows (all pending when unknown)."""
+    return WrittenScores.from_json(_sidecar(course, student).get("written"))
+
+
+def write_feedback(course, student: str, result: Result, *, written: WrittenScores) -> None:
+    """Rewrite a stored result's feedback page with these written answers' grades, and record them
+    in its sidecar (each atomically). Raises OSError when a file cannot be written."""
+    where = folder(course, student)
+    sidecar = _sidecar(course, student)
+    notes = [str(n) for n in sidecar.get("notes") or []] if isinstance(sidecar.get("notes"), list) else []
+    feedback.write(result, where / FEEDBACK_NAME, student=student, message="; ".join(notes), written=written)
+    write_json_atomic({**sidecar, "written": written.to_json()}, where / SIDECAR)

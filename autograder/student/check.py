@@ -33,6 +33,10 @@ notebook, text cells included) and saying what to do:
 - ``visible_test_failed``: a visible test cell fails against the fresh run (its own message).
 - ``not_checked``: the check could not start its worker here (exit code 2; not the notebook's fault).
 
+Written answers (exercises.WRITTEN_ANSWERS) are graded by a person, not by the check: one still
+holding nbgrader's "YOUR ANSWER HERE" (or nothing) is listed as a reminder, which never makes the
+notebook "not ready".
+
 The report's types are in ``report.py``, the reading of the notebook's code (and the cells' names in
 the messages) in ``source.py``, the comparison with the release in ``contract.py``; this module runs
 the notebook and is the command.
@@ -50,7 +54,7 @@ from .. import settings
 from ..atomic import write_atomic
 from ..channel import Kind as OutcomeKind
 from ..errors import NotebookUnreadable, SandboxUnavailable
-from ..exercises import EXERCISES, NOTEBOOK_NAME, Kind
+from ..exercises import EXERCISES, NOTEBOOK_NAME, UNANSWERED, WRITTEN_ANSWERS, Kind
 from ..sandbox import Limits, SandboxWarning
 from ..sandbox.process import WORKER_BACKEND_MODULES
 from ..submission import Submission
@@ -322,6 +326,18 @@ class _Review:
         return FAILED, f"visible tests failed: {shortened(message.splitlines()[0], 120) if message else text}"
 
 
+def empty_written_answers(notebook) -> list:
+    """A reminder for each written answer that is still empty (nbgrader's text stub, or nothing)."""
+    where = {notebooks.grade_id(cell): index for index, cell in enumerate(notebook.cells)}
+    reminders = []
+    for number, answer in enumerate(WRITTEN_ANSWERS, start=1):
+        index = where.get(answer.answer_cell)
+        if index is not None and notebooks.source(notebook.cells[index]).strip() in ("", UNANSWERED):
+            reminders.append(f"cell {index + 1}: Written answer {number} ({answer.title}, "
+                             f"{answer.points:g} points) still says {UNANSWERED}")
+    return reminders
+
+
 def check(path, limits: Limits | None = None, *, contract="release", hide=(), echo=None) -> Report:
     """The report on the notebook at ``path``, run with ``limits`` (default the grader's). ``contract``:
     the release's (default: the kit's contract.json or the release grading finds), or a Contract, or
@@ -367,7 +383,8 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
     environment = review.missing_module_problems()
     problems = review.problems + list(loading.values())
     problems.sort(key=lambda p: (p.cell is None, p.cell or 0, KINDS.index(p.kind)))
-    return Report(not problems, exercises, problems, isolation, could_not_run=environment)
+    return Report(not problems, exercises, problems, isolation, could_not_run=environment,
+                  reminders=empty_written_answers(notebook))
 
 
 def _exercise(review: _Review, run: Submission, exercise, number: int, missing: set) -> ExerciseReport:

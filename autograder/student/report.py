@@ -1,11 +1,12 @@
 """The student check's report: its problems, one line per exercise, and its text and JSON.
 
 ``Report.lines()`` is what ``python -m autograder check`` prints after its first line, and
-``Report.to_json()`` what ``--output`` writes (``{"ready", "exercises", "problems"}``).
+``Report.to_json()`` what ``--output`` writes (``{"ready", "exercises", "problems", "reminders"}``).
+A reminder (a written answer still empty) is not a problem: it never makes a notebook "not ready".
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..exercises import EXERCISES
 from ..text import bounded
@@ -44,10 +45,11 @@ class Report:
     problems: list
     isolation: str = ""
     could_not_run: bool = False      # the check itself could not run the notebook here (exit 2)
+    reminders: list = field(default_factory=list)   # written answers still empty: said, never a problem
 
     def to_dict(self) -> dict:
         return {"ready": self.ready, "exercises": [asdict(e) for e in self.exercises],
-                "problems": [asdict(p) for p in self.problems]}
+                "problems": [asdict(p) for p in self.problems], "reminders": list(self.reminders)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -60,6 +62,11 @@ class Report:
         if self.problems:
             out.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")
             out += [f"  [{p.kind}] {p.message}" for p in self.problems]
+        if self.reminders:
+            out.append(f"Reminder, not a problem: {len(self.reminders)} written answer"
+                       f"{'s are' if len(self.reminders) > 1 else ' is'} still empty (graded by a person, "
+                       "after the deadline; the check does not read them):")
+            out += [f"  {r}" for r in self.reminders]
         if self.ready:
             out.append("READY: the notebook runs from a fresh start as the grader runs it, and the visible tests "
                        "pass. (The hidden checks test more cases.)")
