@@ -9,8 +9,12 @@ of checks (``fake_catalogue``), and hand-ins (``notebook``, ``hand_in``).
 
 import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -453,6 +457,267 @@ def unique_digits() -> str:
     """Digits no other process on this machine has in its command line (a sleep duration)."""
     import uuid
     return "98" + str(uuid.uuid4().int)[:8]
+
+
+# --- a hostile class graded by grade-class in each mode, once per session (test_escapes.py and
+# test_worker_boundary.py read the same grades: a class costs a grader start and a dozen workers) -------
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
+
+FORGERS = {
+    "imports_the_reference": '''\
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    from autograder import reference
+    return reference.batch_norm(x, gamma, beta, epsilon)
+''',
+    "finds_a_copy_of_the_reference": '''\
+import importlib.util, os, time
+FOUND = []
+
+def _find(name, seconds=8):
+    """The first readable file whose path ends with ``name``, walking where copies live."""
+    deadline, seen = time.monotonic() + seconds, set()
+    for root in ("/home", "/srv", "/opt", "/mnt", "/media", "/root", "/tmp", "/var", "/work", "/"):
+        for folder, dirs, files in os.walk(root):
+            if time.monotonic() > deadline:
+                return None
+            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", ".git")
+                       and folder.count("/") < 6 and os.path.join(folder, d) not in seen]
+            seen.add(folder)
+            for f in files:
+                path = os.path.join(folder, f)
+                if path.endswith(name):
+                    try:
+                        open(path).close()
+                        return path
+                    except OSError:
+                        pass
+    return None
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        path = _find("autograder/reference.py")
+        if path:
+            spec = importlib.util.spec_from_file_location("stolen", path)
+            FOUND.append(importlib.util.module_from_spec(spec))
+            spec.loader.exec_module(FOUND[0])
+        else:
+            FOUND.append(None)
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0].batch_norm(x, gamma, beta, epsilon)
+''',
+}
+FORGERS["finds_the_master_notebook"] = FORGERS["finds_a_copy_of_the_reference"].split("def manual_batch_norm")[0] + '''\
+import json
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        FOUND.append(None)
+        for name in ("source/batchnorm/batchnorm.ipynb", "solutions/batchnorm/batchnorm.ipynb"):
+            path = _find(name, seconds=4)
+            if path:
+                for cell in json.load(open(path))["cells"]:
+                    code = "".join(cell["source"])
+                    if "def manual_batch_norm" in code and "NotImplementedError" not in code:
+                        namespace = {"np": np}
+                        exec(code, namespace)
+                        FOUND[0] = namespace["manual_batch_norm"]
+                        break
+            if FOUND[0] is not None:
+                break
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0](x, gamma, beta, epsilon)
+'''
+
+KEEPS_A_SECRET = f'''\
+import os, pathlib, time
+pathlib.Path(os.environ["HOME"], "secret-solution.py").write_text({MANUAL_BN!r})
+time.sleep(12)          # while the other worker looks for it
+''' + MANUAL_BN
+
+READS_OTHERS_SCRATCH = '''\
+import glob, os, time
+FOUND = []
+
+def _look():
+    """Another worker's secret-solution.py, in every place a scratch folder could be."""
+    patterns = ["/tmp/*/secret-solution.py", "/tmp/*/*/secret-solution.py", "/tmp/*/*/*/secret-solution.py",
+                "/var/tmp/**/secret-solution.py", "/dev/shm/**/secret-solution.py", "/proc/*/cwd/secret-solution.py",
+                "/proc/*/root/tmp/work/secret-solution.py", "/run/**/secret-solution.py",
+                # beside its own scratch folder, wherever the grader's TMPDIR is: TMPDIR/bn-worker-*/bn-worker-*
+                os.path.join(os.path.dirname(os.path.dirname(os.environ["HOME"])), "*", "*", "secret-solution.py")]
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True):
+            if path.startswith(os.environ["HOME"]) or os.path.realpath(path).startswith(os.environ["HOME"]):
+                continue
+            try:
+                return open(path).read()
+            except OSError:
+                pass
+    return None
+
+def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
+    if not FOUND:
+        deadline = time.monotonic() + 12
+        code = _look()
+        while code is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            code = _look()
+        namespace = {"np": np}
+        if code:
+            exec(code, namespace)
+        FOUND.append(namespace.get("manual_batch_norm"))
+    if FOUND[0] is None:
+        return np.zeros_like(x)
+    return FOUND[0](x, gamma, beta, epsilon)
+'''
+
+HOG = '''\
+import os, time
+for _ in range(300):                 # 300 busy processes, each in a session (a scheduler autogroup) of its own
+    if os.fork() == 0:
+        os.setsid()
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+time.sleep(6)
+'''
+
+# Graded in name order, two at a time (--jobs 2): a- and b- first, side by side (one looks for the
+# other's secret while it is there), then c-hog beside c-honest (the hog must not slow its neighbour).
+ESCAPE_CLASS = {          # student -> cells: the escapes and forgeries, which isolation alone defeats
+    "a-keeps-a-secret": (SETUP, KEEPS_A_SECRET),
+    "b-reads-others-scratch": (SETUP, READS_OTHERS_SCRATCH),
+    "c-honest": (SETUP, MANUAL_BN),
+    **{f"d-{name.replace('_', '-')}": (SETUP, code) for name, code in FORGERS.items()},
+}
+CHEATS = [student for student in ESCAPE_CLASS if student.startswith(("b-", "d-"))]
+
+
+def hostile_class(tag: str) -> dict:
+    """ESCAPE_CLASS and the students who attack the grader itself: a hog of processes, a forger of
+    the worker's answers (leaving processes tagged ``tag`` behind), an error no encoder writes."""
+    return {**ESCAPE_CLASS, "c-hog": (SETUP, HOG, MANUAL_BN), "e-channel-forger": forger_cells(tag),
+            "e-surrogates": (SETUP, SURROGATES)}       # its error, quoted in every message, is written too
+
+
+@pytest.fixture(scope="session")
+def second_copies():
+    """World-readable second copies in a home folder under /home: a TA's checkout of the project and
+    last term's course folder with its master (source/) and solution notebooks."""
+    try:
+        home = Path(tempfile.mkdtemp(prefix="bn-hostile-", dir="/home"))
+    except OSError as exc:
+        pytest.skip(f"cannot make a folder under /home for the second copies: {exc}")
+    try:
+        checkout, course = home / "ta-checkout", home / "last-term"
+        shutil.copytree(ROOT / "autograder", checkout / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
+        for folder in ("source", "solutions"):
+            shutil.copytree(ROOT / folder, course / folder)
+        for path in [home, *home.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield SimpleNamespace(home=home, reference=checkout / "autograder" / "reference.py",
+                              source=course / "source" / "batchnorm" / "batchnorm.ipynb",
+                              solutions=course / "solutions" / "batchnorm" / "batchnorm.ipynb")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def start_grade_class(course: Path, mode: str, *extra, first_uid: int, scratch: Path) -> subprocess.Popen:
+    """``python -m autograder grade-class`` of ``course`` started in a subprocess, in ``mode``: as this
+    machine is ("bwrap+landlock"), without bubblewrap ("landlock"), without Landlock ("bwrap") or
+    without either ("none"); its workers' uids from ``first_uid``, their folders in ``scratch`` (its
+    TMPDIR), its output in files beside ``course`` (read by ``finish``)."""
+    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_CALL_SECONDS": "30",
+           "BN_AUTOGRADER_UID_FIRST": str(first_uid), "BN_AUTOGRADER_UID_COUNT": str(UID_COUNT),
+           "TMPDIR": str(scratch)}
+    command = [sys.executable, "-m", "autograder", "grade-class", "batchnorm", "--course-dir", str(course),
+               "--jobs", "2", "--force", "--no-collect", "--cache-dir", str(course.parent / "cache"), *extra]
+    if mode in ("landlock", "none"):
+        env["PATH"] = f"{failing_bwrap(course.parent / 'fake-bin')}{os.pathsep}{env['PATH']}"
+    if mode in ("bwrap", "none"):
+        command = [sys.executable, str(NO_LANDLOCK), *command]
+    with open(course.parent / "grade-class.out", "w") as out, open(course.parent / "grade-class.err", "w") as err:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True, cwd=course)
+
+
+def finish(started: subprocess.Popen, course: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The grade-class command ``start_grade_class`` started on ``course``, once it has ended."""
+    try:
+        started.wait(timeout)
+    except subprocess.TimeoutExpired:
+        started.kill()
+        started.wait()
+    return subprocess.CompletedProcess(started.args, started.returncode,
+                                       (course.parent / "grade-class.out").read_text(),
+                                       (course.parent / "grade-class.err").read_text())
+
+
+def write_class(course: Path, hand_ins: dict) -> None:
+    for student, cells in hand_ins.items():
+        path = course / "submitted" / student / "batchnorm" / "batchnorm.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), str(path))
+
+
+def class_rows(course: Path) -> dict:
+    import csv
+    with open(course / "grades.csv", newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def class_isolation(course: Path) -> set:
+    import json
+    return {json.loads(path.read_text())["isolation"] for path in (course / "grade-class").rglob("results.json")}
+
+
+# What the class runs grade: the hostile class in each mode that grades, and without isolation the
+# escapes' students alone (the grader's attackers would leave processes behind), refused and then
+# allowed. (mode, grade-class's extra arguments) -> the class.
+CLASS_RUNS = {**{(mode, ()): hostile_class for mode in GRADING_MODES},
+              ("none", ()): lambda tag: ESCAPE_CLASS,
+              ("none", ("--allow-unsandboxed",)): lambda tag: ESCAPE_CLASS}
+
+
+@pytest.fixture(scope="session")
+def hostile_class_in(tmp_path_factory, second_copies):
+    """hostile_class_in(mode, *extra): the class CLASS_RUNS names, graded by grade-class in ``mode``
+    (skips a mode this machine cannot run), as (done: the completed command, course, rows: grades.csv
+    by student, isolation: the modes its results.json name, first_uid, tag, scratch). The first call
+    grades every run this machine can, once for the session, side by side: each mostly waits (on the
+    secret's and the hog's sleeps), and each has its own course, uids, scratch and tag."""
+    graded = {}
+
+    def runs_here(run) -> bool:
+        try:
+            offer_for(run[0])
+        except pytest.skip.Exception:
+            return False
+        return True
+
+    def grade_in(mode: str, *extra):
+        offer_for(mode)
+        if not graded:
+            started = {}
+            for run in filter(runs_here, CLASS_RUNS):
+                root = tmp_path_factory.mktemp("-".join(["hostile-class", run[0].replace("+", "-"), *run[1]]))
+                found = SimpleNamespace(course=root / "course", scratch=root / "tmp", first_uid=uid_range(),
+                                        tag=unique_digits())
+                found.scratch.mkdir()
+                write_class(found.course, CLASS_RUNS[run](found.tag))
+                started[run] = found, start_grade_class(found.course, run[0], *run[1], first_uid=found.first_uid,
+                                                        scratch=found.scratch)
+            for run, (found, command) in started.items():
+                found.done = finish(command, found.course)
+                found.rows = class_rows(found.course) if (found.course / "grades.csv").exists() else {}
+                found.isolation = class_isolation(found.course)
+                graded[run] = found
+        return graded[mode, extra]
+    return grade_in
 
 
 # --- a Dask cluster on loopback running the fake grader (test_cluster.py, test_grade_class.py's backend) ---

@@ -8,7 +8,6 @@ class runs, whose grader processes are subprocesses, make bubblewrap fail with a
 PATH and hide Landlock with a seccomp filter (tests/hostile/no_landlock.py), as an old kernel would.
 """
 
-import csv
 import json
 import os
 import shutil
@@ -26,9 +25,11 @@ from autograder.sandbox.isolation import Isolation
 from autograder.submission import Submission
 
 from conftest import (
+    CHEATS,
+    FORGERS,
     FULL_MARKS,
     GRADING_MODES,
-    MANUAL_BN,
+    ROOT,
     SETUP,
     failing_bwrap,
     messages,
@@ -43,7 +44,6 @@ from conftest import (
 # every cgroup a worker made is gone when the test ends
 pytestmark = pytest.mark.usefixtures("cgroups")
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 
 
@@ -156,28 +156,6 @@ for target in ["results.json", "{tmp_path}/results.json", "{ROOT}/results.json",
 ESCAPE_MODES = (*GRADING_MODES, "none")      # "none": the control, where each probe finds its target
 
 
-@pytest.fixture(scope="module")
-def second_copies():
-    """World-readable second copies in a home folder under /home: a TA's checkout of the project and
-    last term's course folder with its master (source/) and solution notebooks."""
-    try:
-        home = Path(tempfile.mkdtemp(prefix="bn-hostile-", dir="/home"))
-    except OSError as exc:
-        pytest.skip(f"cannot make a folder under /home for the second copies: {exc}")
-    try:
-        checkout, course = home / "ta-checkout", home / "last-term"
-        shutil.copytree(ROOT / "autograder", checkout / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
-        for folder in ("source", "solutions"):
-            shutil.copytree(ROOT / folder, course / folder)
-        for path in [home, *home.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        yield SimpleNamespace(home=home, reference=checkout / "autograder" / "reference.py",
-                              source=course / "source" / "batchnorm" / "batchnorm.ipynb",
-                              solutions=course / "solutions" / "batchnorm" / "batchnorm.ipynb")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.fixture
 def listeners():
     """A TCP and a UDP socket on the grader's loopback; ``arrived()`` says whether anything reached them."""
@@ -270,72 +248,6 @@ def test_escape_probes_reach_nothing(tmp_path, limits, listeners, second_copies,
     assert "error" in grader, grader
 
 
-FORGERS = {
-    "imports_the_reference": '''\
-def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
-    from autograder import reference
-    return reference.batch_norm(x, gamma, beta, epsilon)
-''',
-    "finds_a_copy_of_the_reference": '''\
-import importlib.util, os, time
-FOUND = []
-
-def _find(name, seconds=8):
-    """The first readable file whose path ends with ``name``, walking where copies live."""
-    deadline, seen = time.monotonic() + seconds, set()
-    for root in ("/home", "/srv", "/opt", "/mnt", "/media", "/root", "/tmp", "/var", "/work", "/"):
-        for folder, dirs, files in os.walk(root):
-            if time.monotonic() > deadline:
-                return None
-            dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", ".git")
-                       and folder.count("/") < 6 and os.path.join(folder, d) not in seen]
-            seen.add(folder)
-            for f in files:
-                path = os.path.join(folder, f)
-                if path.endswith(name):
-                    try:
-                        open(path).close()
-                        return path
-                    except OSError:
-                        pass
-    return None
-
-def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
-    if not FOUND:
-        path = _find("autograder/reference.py")
-        if path:
-            spec = importlib.util.spec_from_file_location("stolen", path)
-            FOUND.append(importlib.util.module_from_spec(spec))
-            spec.loader.exec_module(FOUND[0])
-        else:
-            FOUND.append(None)
-    if FOUND[0] is None:
-        return np.zeros_like(x)
-    return FOUND[0].batch_norm(x, gamma, beta, epsilon)
-''',
-}
-FORGERS["finds_the_master_notebook"] = FORGERS["finds_a_copy_of_the_reference"].split("def manual_batch_norm")[0] + '''\
-import json
-
-def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
-    if not FOUND:
-        FOUND.append(None)
-        for name in ("source/batchnorm/batchnorm.ipynb", "solutions/batchnorm/batchnorm.ipynb"):
-            path = _find(name, seconds=4)
-            if path:
-                for cell in json.load(open(path))["cells"]:
-                    code = "".join(cell["source"])
-                    if "def manual_batch_norm" in code and "NotImplementedError" not in code:
-                        namespace = {"np": np}
-                        exec(code, namespace)
-                        FOUND[0] = namespace["manual_batch_norm"]
-                        break
-            if FOUND[0] is not None:
-                break
-    if FOUND[0] is None:
-        return np.zeros_like(x)
-    return FOUND[0](x, gamma, beta, epsilon)
-'''
 
 
 @pytest.mark.parametrize("mode", ESCAPE_MODES)
@@ -356,112 +268,38 @@ def test_no_score_is_forged_from_the_graders_files_or_another_copy(tmp_path, lim
 
 # --- a class graded in each mode: the same verdicts (grade-class --jobs 2, real grader processes) ------
 
-NO_LANDLOCK = HOSTILE / "no_landlock.py"
-
-KEEPS_A_SECRET = f'''\
-import os, pathlib, time
-pathlib.Path(os.environ["HOME"], "secret-solution.py").write_text({MANUAL_BN!r})
-time.sleep(12)          # while the other worker looks for it
-''' + MANUAL_BN
-
-READS_OTHERS_SCRATCH = '''\
-import glob, os, time
-FOUND = []
-
-def _look():
-    """Another worker's secret-solution.py, in every place a scratch folder could be."""
-    patterns = ["/tmp/*/secret-solution.py", "/tmp/*/*/secret-solution.py", "/tmp/*/*/*/secret-solution.py",
-                "/var/tmp/**/secret-solution.py", "/dev/shm/**/secret-solution.py", "/proc/*/cwd/secret-solution.py",
-                "/proc/*/root/tmp/work/secret-solution.py", "/run/**/secret-solution.py"]
-    for pattern in patterns:
-        for path in glob.glob(pattern, recursive=True):
-            if path.startswith(os.environ["HOME"]) or os.path.realpath(path).startswith(os.environ["HOME"]):
-                continue
-            try:
-                return open(path).read()
-            except OSError:
-                pass
-    return None
-
-def manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5):
-    if not FOUND:
-        deadline = time.monotonic() + 12
-        code = _look()
-        while code is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            code = _look()
-        namespace = {"np": np}
-        if code:
-            exec(code, namespace)
-        FOUND.append(namespace.get("manual_batch_norm"))
-    if FOUND[0] is None:
-        return np.zeros_like(x)
-    return FOUND[0](x, gamma, beta, epsilon)
-'''
-
-CLASS = {          # student -> cells; a- and b- are graded first, side by side (--jobs 2)
-    "a-keeps-a-secret": (SETUP, KEEPS_A_SECRET),
-    "b-reads-others-scratch": (SETUP, READS_OTHERS_SCRATCH),
-    "c-honest": (SETUP, MANUAL_BN),
-    **{f"d-{name.replace('_', '-')}": (SETUP, code) for name, code in FORGERS.items()},
-}
-CHEATS = [student for student in CLASS if student.startswith(("b-", "d-"))]
-
-
-def grade_class(course, mode: str, *extra, cache) -> subprocess.CompletedProcess:
-    """``python -m autograder grade-class`` of ``course`` in a subprocess, in ``mode``: as this machine
-    is ("bwrap+landlock"), without bubblewrap ("landlock"), or without either ("none")."""
-    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_CALL_SECONDS": "30"}
-    command = [sys.executable, "-m", "autograder", "grade-class", "batchnorm", "--course-dir", str(course),
-               "--jobs", "2", "--force", "--no-collect", "--cache-dir", str(cache), *extra]
-    if mode != "bwrap+landlock":
-        env["PATH"] = f"{failing_bwrap(course.parent / 'fake-bin')}{os.pathsep}{env['PATH']}"
-    if mode == "none":
-        command = [sys.executable, str(NO_LANDLOCK), *command]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=course)
-
-
-def class_rows(course) -> dict:
-    with open(course / "grades.csv", newline="") as f:
-        return {row["student"]: row for row in csv.DictReader(f)}
-
-
-def class_isolation(course) -> set:
-    return {json.loads(path.read_text())["isolation"] for path in (course / "grade-class").rglob("results.json")}
+def verdicts_of(rows) -> dict:
+    return {s: {k: v for k, v in row.items() if k != "message"} for s, row in rows.items()}
 
 
 @pytest.mark.slow
-def test_a_hostile_class_gets_the_same_verdicts_in_each_isolation_mode(tmp_path, second_copies):
-    offer_for("bwrap+landlock")
-    course = tmp_path / "course"
-    for student, cells in CLASS.items():
-        write_notebook(course / "submitted" / student / "batchnorm", *cells, name="batchnorm.ipynb")
-    cache = tmp_path / "cache"
+def test_a_hostile_class_gets_the_same_verdicts_in_each_isolation_mode(hostile_class_in):
     verdicts = {}
-    for mode in ("bwrap+landlock", "landlock"):
-        done = grade_class(course, mode, cache=cache)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert class_isolation(course) == {mode}
-        rows = class_rows(course)
-        verdicts[mode] = {s: {k: v for k, v in row.items() if k != "message"} for s, row in rows.items()}
+    for mode in GRADING_MODES:
+        graded = hostile_class_in(mode)            # shared with test_worker_boundary.py, graded once
+        assert graded.done.returncode == 0, graded.done.stderr[-3000:]
+        assert graded.isolation == {mode}
+        rows = graded.rows
+        verdicts[mode] = verdicts_of(rows)
         manual = {s: float(row["manual_batch_norm"]) for s, row in rows.items()}
         assert manual["a-keeps-a-secret"] == manual["c-honest"] == FULL_MARKS["manual_batch_norm"], manual
         assert all(manual[s] == 0 for s in CHEATS), manual
         assert not any("WITHOUT isolation" in row["message"] for row in rows.values())
-    assert verdicts["landlock"] == verdicts["bwrap+landlock"]
+    assert verdicts["landlock"] == verdicts["bwrap"] == verdicts["bwrap+landlock"]
 
-    refused = grade_class(course, "none", cache=cache)
-    assert refused.returncode == 2 and "no isolation is available" in refused.stderr, refused.stderr[-3000:]
-    assert verdicts["bwrap+landlock"] == {s: {k: v for k, v in row.items() if k != "message"}
-                                         for s, row in class_rows(course).items()}     # nothing was graded
+    # without isolation (the escapes' students alone): refused, nothing graded
+    refused = hostile_class_in("none")
+    assert refused.done.returncode == 2 and "no isolation is available" in refused.done.stderr, \
+        refused.done.stderr[-3000:]
+    assert not (refused.course / "grades.csv").exists() and not refused.isolation        # nothing was graded
 
     # the control, with --allow-unsandboxed: recorded, marked, and the cheats do get their points
-    unsandboxed = grade_class(course, "none", "--allow-unsandboxed", cache=cache)
-    assert unsandboxed.returncode == 0, unsandboxed.stderr[-3000:]
-    assert "GRADING WITHOUT ISOLATION" in unsandboxed.stderr
-    assert "graded WITHOUT isolation (--allow-unsandboxed): " in unsandboxed.stdout
-    assert class_isolation(course) == {"none"}
-    rows = class_rows(course)
+    unsandboxed = hostile_class_in("none", "--allow-unsandboxed")
+    assert unsandboxed.done.returncode == 0, unsandboxed.done.stderr[-3000:]
+    assert "GRADING WITHOUT ISOLATION" in unsandboxed.done.stderr
+    assert "graded WITHOUT isolation (--allow-unsandboxed): " in unsandboxed.done.stdout
+    assert unsandboxed.isolation == {"none"}
+    rows = unsandboxed.rows
     assert all(row["message"].endswith("graded WITHOUT isolation (--allow-unsandboxed)") for row in rows.values())
     forged = [s for s in CHEATS if float(rows[s]["manual_batch_norm"]) == FULL_MARKS["manual_batch_norm"]]
     assert forged == CHEATS, {s: rows[s]["manual_batch_norm"] for s in CHEATS}

@@ -9,7 +9,6 @@ results.json, or slow the student graded beside it. The channel's pieces are tes
 forger in test_cluster.py and test_nbgrader_bridge.py.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -38,12 +37,12 @@ from conftest import (
     HUGE_ANSWER,
     LONG_ERROR,
     MANUAL_BN,
+    NO_LANDLOCK,
     REAL_CRASH,
     SETUP,
     SURROGATES,
     UID_COUNT,
     failing_bwrap,
-    forger_cells,
     leftovers,
     stray_processes,
     uid_range,
@@ -51,7 +50,6 @@ from conftest import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-NO_LANDLOCK = Path(__file__).resolve().parent / "hostile" / "no_landlock.py"
 
 
 # --- the channel alone --------------------------------------------------------------------------------
@@ -228,19 +226,6 @@ def build_modern_cnn(input_shape=(32, 32, 3), num_classes=10):
                                            "dtype": {"config": [1]}}}]}}))
 '''
 
-HOG = '''\
-import os, time
-for _ in range(300):                 # 300 busy processes, each in a session (a scheduler autogroup) of its own
-    if os.fork() == 0:
-        os.setsid()
-        end = time.monotonic() + 6
-        while time.monotonic() < end:
-            pass
-        os._exit(0)
-time.sleep(6)
-'''
-
-
 def write_notebook(path: Path, *cells) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
@@ -354,42 +339,18 @@ def test_the_grade_commands_output_is_bounded_plain_text(tmp_path, mode):
     assert not leftovers(first_uid, tag, scratch)
 
 
-def grade_class(course: Path, mode: str, first_uid: int, scratch: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BN_AUTOGRADER_CELL_SECONDS": "20", "BN_AUTOGRADER_CALL_SECONDS": "30",
-           "BN_AUTOGRADER_UID_FIRST": str(first_uid), "BN_AUTOGRADER_UID_COUNT": str(UID_COUNT),
-           "TMPDIR": str(scratch)}
-    command = [sys.executable, "-m", "autograder", "grade-class", "batchnorm", "--course-dir", str(course),
-               "--jobs", "2", "--force", "--no-collect", "--cache-dir", str(course.parent / "cache")]
-    if mode == "landlock":
-        env["PATH"] = f"{failing_bwrap(course.parent / 'fake-bin')}{os.pathsep}{env['PATH']}"
-    if mode == "bwrap":
-        command = [sys.executable, str(NO_LANDLOCK), *command]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=course)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", GRADING_MODES)
-def test_a_class_with_hostile_students_grades_the_honest_one_in_full(tmp_path, mode):
-    from conftest import offer_for
-    offer_for(mode)                       # skips a mode this machine cannot run
-    course, scratch = tmp_path / "course", tmp_path / "tmp"
-    scratch.mkdir()
-    first_uid, tag = uid_range(), unique_digits()
-    hand_ins = {"a-hog": (SETUP, HOG, MANUAL_BN), "b-honest": (SETUP, MANUAL_BN), "c-forger": forger_cells(tag),
-                "d-surrogates": (SETUP, SURROGATES)}         # its error, quoted in every message, is written too
-    for student, cells in hand_ins.items():
-        write_notebook(course / "submitted" / student / "batchnorm" / "batchnorm.ipynb", *cells)
-    done = grade_class(course, mode, first_uid, scratch)
+def test_a_class_with_hostile_students_grades_the_honest_one_in_full(hostile_class_in, mode):
+    graded = hostile_class_in(mode)       # skips a mode this machine cannot run; shared with test_escapes.py
+    done, rows = graded.done, graded.rows
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
-    with open(course / "grades.csv", newline="") as f:
-        rows = {row["student"]: row for row in csv.DictReader(f)}
-    assert {s: float(r["manual_batch_norm"]) for s, r in rows.items()} == {
-        "a-hog": 3.0, "b-honest": 3.0, "c-forger": 3.0, "d-surrogates": 0.0}, rows
-    assert (course / "grade-class" / "d-surrogates" / "batchnorm" / "feedback.html").exists()
+    assert {s: float(rows[s]["manual_batch_norm"]) for s in ("c-hog", "c-honest", "e-channel-forger", "e-surrogates")
+            } == {"c-hog": 3.0, "c-honest": 3.0, "e-channel-forger": 3.0, "e-surrogates": 0.0}, rows
+    assert (graded.course / "grade-class" / "e-surrogates" / "batchnorm" / "feedback.html").exists()
     assert all(r["status"] == "manual_pending" for r in rows.values()), rows     # graded; written answers pending
-    isolation = {json.loads(p.read_text())["isolation"] for p in (course / "grade-class").rglob("results.json")}
-    assert isolation == {mode}
-    assert not leftovers(first_uid, tag, scratch)
+    assert graded.isolation == {mode}
+    assert not leftovers(graded.first_uid, graded.tag, graded.scratch)
 
 
 @pytest.mark.slow
