@@ -215,36 +215,36 @@ def _locality(dx_of, x, dout, groups, rng):
     return np.concatenate(parts)
 
 
+def _check_groups_on(call_arrays, shape, groups, on):
+    rng = _rng(47)
+    channels = shape[-1]
+    x = rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
+    dout, gamma = rng.normal(size=shape), np.linspace(0.5, 2.0, channels)
+
+    def answer(x, dout):
+        return _call(call_arrays, dout, x, groups, gamma, reads=(0,)).parts[0]
+
+    def mistake(key):
+        return lambda x, dout: _mistakes(dout, x, groups, gamma, reference.KERAS_BN_EPSILON)[key][1][0]
+
+    got = _locality(answer, x, dout, groups, _rng(53))
+    table = _mistakes(dout, x, groups, gamma, reference.KERAS_BN_EPSILON)
+    named = {key: (table[key][0], _locality(mistake(key), x, dout, groups, _rng(53)))
+             for key in ("interleaved_groups", "ignored_groups") if key in table}
+    answers.compare(FUNCTION, got, np.zeros_like(got),
+                    prop="the gradient of a group (group k: channels k*C/G to (k+1)*C/G - 1) must come from that "
+                         "group only: its dx must not change when the other groups' x and dout change (shown: the "
+                         "changes)", on=f"{shape} {on}",
+                    scale=np.abs(answer(x, dout)).max(), named=named, focus=("interleaved_groups", "ignored_groups"))
+
+
 @pytest.mark.points(0.25)
 def test_groups_consecutive_channels(call_arrays):
     """Group k (channels k*C/G to (k+1)*C/G - 1): its dx does not change when the other groups change."""
     for shape, groups, on in (((2, 3, 3, 6), 3, "conv activations, 6 channels in 3 groups"),
                               ((3, 2, 2, 4), 4, "conv activations, groups=C=4"),
                               ((5, 8), 4, "dense features, 4 groups of 2")):
-        rng = _rng(47)
-        channels = shape[-1]
-        x = rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
-        dout, gamma = rng.normal(size=shape), np.linspace(0.5, 2.0, channels)
-
-        def answer(x, dout):
-            return _call(call_arrays, dout, x, groups, gamma, reads=(0,)).parts[0]
-
-        def mistake(key):
-            def dx_of(x, dout):
-                table = _mistakes(dout, x, groups, gamma, reference.KERAS_BN_EPSILON)
-                return table[key][1][0]
-            return dx_of
-
-        got = _locality(answer, x, dout, groups, _rng(53))
-        keys = _mistakes(dout, x, groups, gamma, reference.KERAS_BN_EPSILON)
-        named = {key: (keys[key][0], _locality(mistake(key), x, dout, groups, _rng(53)))
-                 for key in ("interleaved_groups", "ignored_groups") if key in keys}
-        answers.compare(FUNCTION, got, np.zeros_like(got),
-                        prop="the gradient of a group (group k: channels k*C/G to (k+1)*C/G - 1) must come from that "
-                             "group only: its dx must not change when the other groups' x and dout change (shown: "
-                             "the changes)", on=f"{shape} {on}",
-                        scale=np.abs(answer(x, dout)).max(), named=named,
-                        focus=("interleaved_groups", "ignored_groups"))
+        _check_groups_on(call_arrays, shape, groups, on)
 
 
 @pytest.mark.points(0.25)
