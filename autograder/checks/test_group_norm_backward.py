@@ -9,11 +9,14 @@ The float64 reference is reference.group_norm_backward, itself tested against ce
 and against the gradient of keras.layers.GroupNormalization.
 
 One property per check, each read from the quantity it is about (answers.py), so that a slip costs
-the checks of its property and no other. The path and divisor checks run on activations whose every
-(sample, channel) slice over H and W is a permutation of one vector: then every way of grouping the
-channels, per sample or over the batch, gives the same statistics, and a dout whose every slice has
-the same two moments along 1 and along x_hat makes every grouping's gradient the same, so those
-checks do not depend on how the groups are formed (the groups' and the per-sample checks see that):
+the checks of its property and no other. The path, divisor and sums checks run on a Latin cube
+(_latin_cube): (8, 2, 4, 8) activations in which each sample's channel, each sample's position and
+each position's channel over the batch holds every value of one vector once. Then every way of
+grouping the channels, per sample or over the batch, gives the same statistics and the same x_hat,
+and a dout that is a function of the cube's index gives every grouping the same gradient: those
+checks do not depend on how the groups are formed nor on which axes the statistics use (the groups'
+and the per-sample checks see those); the paths' and the divisor's cube has mean 0, so how x is
+centred does not enter there either (the sums' check sees that):
 - the path through the group's mean: group norm's output does not change when a constant is added to
   a sample's group, so dx sums to 0 over each sample's group (the message names the statistics
   treated as constants when the variance's path is missing too);
@@ -92,39 +95,49 @@ def _centred(x, groups):
     return grouped - grouped.mean(axis=-1, keepdims=True)
 
 
-def _uniform_slices(shape, std, mean, rng):
-    """(N, H, W, C) activations whose every (sample, channel) slice over H and W is a permutation of one
-    vector of this mean and (biased) std: per group, per sample, per channel or over the batch, the
-    statistics are the same."""
-    count = shape[1] * shape[2]
-    values = np.linspace(-1.0, 1.0, count) ** 3 + np.linspace(0.0, 0.3, count)
-    values = (values - values.mean()) / values.std() * std + mean
-    x = np.empty(shape)
-    for n in range(shape[0]):
-        for c in range(shape[-1]):
-            x[n, :, :, c] = rng.permutation(values).reshape(shape[1:3])
-    return x
+LATIN = 8      # values per fiber of the Latin cube below
 
 
-def _with_moments(x, mean_part, x_hat_part, rng):
-    """A gradient whose every (sample, channel) slice has mean ``mean_part`` and mean(. * x_hat) =
-    ``x_hat_part`` (x from _uniform_slices, x_hat its normalized values): then every grouping of the
-    channels, per sample or over the batch, sees the same two moments, so its gradient is the same."""
-    axes = (1, 2)
-    centred = x - x.mean(axis=axes, keepdims=True)
-    x_hat = centred / centred.std(axis=axes, keepdims=True)
-    noise = rng.normal(size=x.shape)
-    noise = noise - noise.mean(axis=axes, keepdims=True)
-    noise = noise - x_hat * (noise * x_hat).mean(axis=axes, keepdims=True)
-    return noise + mean_part + x_hat_part * x_hat
+def _latin_index():
+    """(8, 2, 4, 8) indices s = (n + p + c) mod 8, p = 4 h + w: along the batch, the positions or the
+    channels, every fiber of the cube holds each index once."""
+    n, p, c = np.ogrid[:LATIN, :LATIN, :LATIN]
+    return ((n + p + c) % LATIN).reshape(LATIN, 2, 4, LATIN)
+
+
+def _unit(vector, *against):
+    """``vector`` with its parts along 1 and along ``against`` removed, then of mean 0 and std 1."""
+    for other in (np.ones_like(vector), *against):
+        vector = vector - other * (vector @ other) / (other @ other)
+    return vector / vector.std()
+
+
+def _values():
+    return _unit(np.linspace(-1.0, 1.0, LATIN) ** 3 + np.linspace(0.0, 0.3, LATIN))
+
+
+def _latin_cube(std, mean):
+    """(8, 2, 4, 8) activations of value mean + std * v[(n + p + c) mod 8] (v of mean 0, std 1): each
+    sample's channel over H and W, each sample's position over the channels, each position and channel
+    over the batch holds every value of v once. So every way of grouping the channels (consecutive,
+    interleaved, ignored, chunks of a flattened sample), per sample or over the batch, gives the same
+    mean and variance, and the same normalized value to each entry."""
+    return mean + std * _values()[_latin_index()]
+
+
+def _by_index(mean_part, x_hat_part):
+    """A gradient that is a function of the cube's index: mean_part + x_hat_part * v + f with f of mean
+    0 and orthogonal to v. Every group, however formed, pairs the same values of it with the same
+    values of x_hat, so sees the same two moments: mean(.) = mean_part and mean(. * x_hat) = x_hat_part."""
+    values = _values()
+    rest = _unit(np.random.default_rng(71).normal(size=LATIN), values)
+    return (mean_part + x_hat_part * values + rest)[_latin_index()]
 
 
 def _path_case():
     """(dout, x, groups, gamma): a batch for the paths' checks (see the module's docstring)."""
-    rng = _rng()
-    x = _uniform_slices((4, 3, 3, 4), std=20.0, mean=5.0, rng=rng)
-    gamma = np.linspace(0.5, 2.0, 4)
-    return _with_moments(x, 1.5, 0.8, rng) / gamma, x, 2, gamma
+    gamma = np.linspace(0.5, 2.0, LATIN)
+    return _by_index(1.5, 0.8) / gamma, _latin_cube(std=20.0, mean=0.0), 4, gamma
 
 
 def _group_sums(x, groups):
@@ -147,7 +160,7 @@ def test_dx_flows_through_the_group_mean(call_arrays):
     answers.compare(FUNCTION, _group_sums(x, groups)(dx), np.zeros_like(scale),
                     prop="adding a constant to a sample's group does not change group norm's output, so dx must sum "
                          "to 0 over each sample's group (the path through the group's mean)",
-                    on="(4, 3, 3, 4) activations in 2 groups with a dout of mean 1.5 / gamma, epsilon=0",
+                    on="(8, 2, 4, 8) activations of mean 0 in 4 groups with a dout of mean 1.5 / gamma, epsilon=0",
                     scale=scale, named=_named(_group_sums(x, groups), dout, x, groups, gamma, 0.0),
                     focus=("constant_statistics",) if both else ("no_mean_path",))
 
@@ -168,7 +181,7 @@ def test_dx_flows_through_the_group_variance(call_arrays):
                     prop="with epsilon=0, scaling a sample's group around its mean does not change group norm's "
                          "output, so sum(dx * (x - mean)) must be 0 over each sample's group (the path through the "
                          "group's variance)",
-                    on="(4, 3, 3, 4) activations in 2 groups with a dout that grows with x, epsilon=0",
+                    on="(8, 2, 4, 8) activations of mean 0 in 4 groups with a dout that grows with x, epsilon=0",
                     scale=scale, named=named, focus=("constant_statistics",) if both else ("no_variance_path",))
 
 
@@ -250,9 +263,8 @@ def test_groups_consecutive_channels(call_arrays):
 @pytest.mark.points(0.25)
 def test_dgamma_and_dbeta_sum_per_channel(call_arrays):
     """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per channel over N, H and W; a scalar gamma is accepted."""
-    rng = _rng(59)
-    x, groups = _uniform_slices((4, 3, 3, 6), std=20.0, mean=-3.0, rng=rng), 3
-    dout = rng.normal(size=x.shape) + 1.0
+    x, groups = _latin_cube(std=20.0, mean=-3.0), 4
+    dout = _rng(59).normal(size=x.shape) + 1.0
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, groups, 2.0, epsilon=0.0))
     answers.require_an_answer(FUNCTION, answer, [dout, x])
     mistakes = _mistakes(dout, x, groups, 2.0, 0.0)
@@ -274,22 +286,22 @@ def test_dgamma_and_dbeta_sum_per_channel(call_arrays):
     answers.compare(FUNCTION, sums(*answer.parts), sums(*right),
                     prop="dgamma must be sum(dout * x_hat) and dbeta sum(dout), one value per channel, summed over "
                          "N, H and W (shown: dgamma, then dbeta)",
-                    on="(4, 3, 3, 6) activations in 3 groups with gamma=2.0, epsilon=0", scale=scale)
+                    on="(8, 2, 4, 8) activations in 4 groups with gamma=2.0, epsilon=0", scale=scale)
 
 
 @pytest.mark.points(0.25)
 def test_divides_by_sqrt_of_the_biased_variance_plus_epsilon(call_arrays):
     """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
-    rng = _rng(61)
-    x, groups = _uniform_slices((3, 3, 3, 4), std=0.1, mean=0.5, rng=rng), 2     # variance 0.01, about epsilon
-    dout, gamma = _with_moments(x, 0.0, 0.0, rng), np.linspace(0.5, 2.0, 4)
+    x, groups = _latin_cube(std=0.1, mean=0.5), 4            # variance 0.01, of the order of epsilon
+    # one gamma for all channels, so that dout * gamma keeps dout's zero moments in every grouping
+    dout, gamma = _by_index(0.0, 0.0), np.full(LATIN, 1.5)
     dx = _call(call_arrays, dout, x, groups, gamma, reads=(0,), epsilon=0.01).parts[0]
     expected = gamma * dout / np.sqrt(0.01 + 0.01)
     answers.compare(FUNCTION, dx, expected,
                     prop="for a dout with no part along 1 or along x - mean in any group both statistics' paths carry "
                          "nothing, so dx must be gamma * dout / sqrt(var + epsilon): the biased variance, epsilon "
                          "inside the square root and the value given",
-                    on="(3, 3, 3, 4) activations of variance 0.01 in 2 groups, epsilon=0.01", scale=np.abs(expected),
+                    on="(8, 2, 4, 8) activations of variance 0.01 in 4 groups, epsilon=0.01", scale=np.abs(expected),
                     named=_named(lambda dx, *_: dx, dout, x, groups, gamma, 0.01),
                     focus=("ddof1", "fixed_epsilon", "eps_outside_sqrt"))
 
