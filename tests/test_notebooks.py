@@ -329,6 +329,17 @@ def test_visible_tests_name_common_mistakes(tmp_path):
         (_mutant(nb, "group_norm", "var = grouped.var(axis=axes, keepdims=True)",
                  "var = grouped.var(axis=axes, keepdims=True, ddof=1)"), "unbiased"),
         (_mutant(nb, "group_norm", "np.sqrt(var + epsilon)", "np.sqrt(var + 1e-3)"), "use the epsilon argument"),
+        (_mutant(nb, "group_norm_backward", "dx = dd + dmu / m", "dx = dx_hat / s"),
+         "treats the group's mean and variance as constants"),
+        (_mutant(nb, "group_norm_backward", "dx = dd + dmu / m", "dx = dd"), "misses the path through the mean"),
+        (_mutant(nb, "group_norm_backward", "dd = dx_hat / s + dvar * 2 * d / m", "dd = dx_hat / s"),
+         "misses the path through the variance"),
+        (_mutant(nb, "group_norm_backward", "dbeta = dout.sum(axis=channel_axes)",
+                 "dbeta = dout.reshape(shape).sum(axis=axes)"), "summed per sample and group"),
+        (_mutant(nb, "group_norm_backward", "s = np.sqrt(var + epsilon)", "s = np.sqrt(var + 1e-3)"),
+         "use the epsilon argument"),
+        (_mutant(nb, "group_norm_backward", "var = (d ** 2).mean(axis=axes, keepdims=True)",
+                 "var = (d ** 2).sum(axis=axes, keepdims=True) / (m - 1)"), "biased variance"),
     ]
     accepted = [  # variants the instructions allow: they must pass (tests/test_visible_hidden.py tries more)
         _mutant(nb, "build_model_with_bn", "keras.layers.Conv2D(filters, 3)(x)",
