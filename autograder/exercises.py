@@ -73,7 +73,7 @@ def _numpy(id_, signature, points, title):
     return Exercise(id_, id_, signature, Kind.NUMPY, points, title)
 
 
-# In notebook order. The NumPy maths and statistics carry 17 of the 22 points.
+# In notebook order. The NumPy maths and statistics carry 20 of the 25 points.
 EXERCISES = (
     _numpy("manual_batch_norm", "manual_batch_norm(x, gamma=1.0, beta=0.0, epsilon=1e-5) -> np.ndarray", 3.0,
            "Batch normalization in NumPy"),
@@ -97,6 +97,8 @@ EXERCISES = (
            2.0, "Population statistics (precise BN)"),
     _numpy("group_norm", "group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=1e-3) -> np.ndarray", 3.0,
            "Group normalization in NumPy"),
+    _numpy("group_norm_backward", "group_norm_backward(dout, x, groups, gamma, epsilon=1e-3) -> (dx, dgamma, dbeta)",
+           3.0, "Group norm's backward pass, derived"),
     Exercise("build_modern_cnn", "build_modern_cnn",
              "build_modern_cnn(input_shape=(32, 32, 3), num_classes=10) -> keras.Model", Kind.MODEL, 2.0,
              "Modern CNN builder"),

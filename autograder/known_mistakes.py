@@ -15,6 +15,7 @@ from autograder.reference import (
     batch_norm_backward,
     batch_norm_inference,
     group_norm,
+    group_norm_backward,
     population_statistics,
     update_moving_statistics,
 )
@@ -235,6 +236,70 @@ def group_norm_mistakes(x, groups, gamma, beta, epsilon):
     return variants
 
 
+def group_norm_backward_mistakes(dout, x, groups, gamma, epsilon):
+    """group_norm_backward's known mistakes on this input (only those that differ from the formula on it);
+    each output is (dx, dgamma, dbeta)."""
+    channels = np.shape(x)[-1]
+
+    def wrong(**flags):
+        return group_norm_backward(dout, x, groups, gamma, epsilon, **flags)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variants = {
+            "constant_statistics": (
+                "dx = dout * gamma / s treats each group's mean and variance as constants; they are computed from "
+                "the group's values, so every x_i of a sample's group reaches every output of that group through "
+                "them: dx needs the path through mu and the path through sigma^2",
+                wrong(mean_path=False, variance_path=False)),
+            "no_mean_path": (
+                "dx leaves out the path through the group's mean: what comes back through mu (stage 1) is "
+                "missing, so dx does not sum to 0 over each sample's group",
+                wrong(mean_path=False)),
+            "no_variance_path": (
+                "dx leaves out the path through the group's variance: what comes back through sigma^2 and s "
+                "(stages 3 and 4) is missing",
+                wrong(variance_path=False)),
+            "ddof1": (
+                "the variance is computed with ddof=1 (unbiased); group norm, like Keras' GroupNormalization, uses "
+                "the biased variance (ddof=0, np.var's default) in s = sqrt(sigma^2 + epsilon)",
+                wrong(ddof=1)),
+            "eps_outside_sqrt": (
+                "epsilon added outside the square root; it belongs inside: s = sqrt(sigma^2 + epsilon)",
+                wrong(eps_inside_sqrt=False)),
+            "batch_statistics": (
+                "the statistics are taken over the whole batch (axis 0 too), as batch norm's backward pass does; "
+                "group norm takes them per sample and per group, so one sample's gradient does not depend on the "
+                "rest of its batch",
+                wrong(across_batch=True)),
+            "sums_per_sample": (
+                "dgamma and dbeta are summed over the statistics' axes, per sample and group (shape (N, G)); "
+                "gamma and beta are one value per channel shared by every sample, so sum over N, H and W: "
+                "shape (C,)",
+                wrong(sums="sample")),
+        }
+        if groups < channels:       # with groups=C a group is a channel
+            variants["sums_per_group"] = (
+                "dgamma and dbeta are summed per group (over the batch and the group's channels, shape (G,)); "
+                "gamma and beta have one value per channel, so sum over N, H and W only: shape (C,)",
+                wrong(sums="group"))
+        if 1 < groups < channels:
+            variants["interleaved_groups"] = (
+                "channel c is put in group c mod groups (interleaved); Keras' GroupNormalization groups "
+                "consecutive channels: group k holds channels k*C/G to (k+1)*C/G - 1 (a reshape to "
+                "(..., groups, C // groups))",
+                wrong(interleaved=True))
+        if groups != 1:
+            variants["ignored_groups"] = (
+                "the groups argument is ignored: the statistics are taken over all channels of a sample at "
+                "once, as for groups=1; take them per group of C / groups consecutive channels",
+                group_norm_backward(dout, x, 1, gamma, epsilon))
+        if epsilon != KERAS_BN_EPSILON:
+            variants["fixed_epsilon"] = (
+                f"it uses epsilon {KERAS_BN_EPSILON:g} whatever epsilon it is given: use the epsilon argument "
+                "(it is part of s = sqrt(sigma^2 + epsilon), in the forward pass and so in every gradient)",
+                group_norm_backward(dout, x, groups, gamma, KERAS_BN_EPSILON))
+    return variants
+
+
 def as_parts(output) -> tuple:
     """An output as a tuple of float64 arrays (a single array is a tuple of one)."""
     items = output if isinstance(output, (tuple, list)) else (output,)
@@ -282,6 +347,8 @@ MISTAKE_TABLES = {   # a non-default epsilon, so that the "fixed_epsilon" keys a
     "population_statistics": lambda: [population_statistics_mistakes(_sample(4, 3), _sample(4, 3, seed=1) ** 2,
                                                                      np.array([8.0, 8.0, 8.0, 3.0]))],
     "group_norm": lambda: [group_norm_mistakes(_sample(3, 2, 2, 4), 2, 1.5, 0.5, 0.1)],
+    "group_norm_backward": lambda: [group_norm_backward_mistakes(_sample(3, 2, 2, 4, seed=1), _sample(3, 2, 2, 4), 2,
+                                                                 1.5, 0.1)],
 }
 
 
@@ -295,6 +362,7 @@ CENTRAL_MISTAKES = {
     "debiased_moving_statistic": "adam_only",
     "population_statistics": "averaged_variances",
     "group_norm": "batch_statistics",
+    "group_norm_backward": "constant_statistics",
 }
 
 

@@ -155,6 +155,21 @@ def debiased_moving_statistic(moving, initial, momentum, steps):
     return (moving - left * initial) / (1.0 - left)
 
 
+def _grouped(a, groups, interleaved=False):
+    """(a reshaped so that its channels' groups have an axis of their own, that axis): (..., G, C/G) with
+    consecutive groups (Keras' layout), or (..., C/G, G) with channel c in group c mod G (``interleaved``)."""
+    channels = a.shape[-1]
+    if interleaved:
+        return a.reshape(*a.shape[:-1], channels // groups, groups), a.ndim
+    return a.reshape(*a.shape[:-1], groups, channels // groups), a.ndim - 1
+
+
+def _group_axes(grouped, group_axis, across_batch=False):
+    """The axes group norm takes its statistics over: every axis of the grouped array but the batch's
+    (unless ``across_batch``) and the group's."""
+    return tuple(a for a in range(0 if across_batch else 1, grouped.ndim) if a != group_axis)
+
+
 def group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=KERAS_BN_EPSILON, *, interleaved=False, ddof=0,
                across_batch=False):
     """Group normalization (Wu and He, 2018) in float64, laid out as keras.layers.GroupNormalization.
@@ -167,13 +182,49 @@ def group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=KERAS_BN_EPSILON, *, inte
     by the whole batch) are the mistake variants.
     """
     x = np.asarray(x, dtype=np.float64)
-    channels = x.shape[-1]
-    if interleaved:
-        grouped, group_axis = x.reshape(*x.shape[:-1], channels // groups, groups), x.ndim
-    else:
-        grouped, group_axis = x.reshape(*x.shape[:-1], groups, channels // groups), x.ndim - 1
-    axes = tuple(a for a in range(0 if across_batch else 1, grouped.ndim) if a != group_axis)
+    grouped, group_axis = _grouped(x, groups, interleaved)
+    axes = _group_axes(grouped, group_axis, across_batch)
     mean = grouped.mean(axis=axes, keepdims=True)
     var = grouped.var(axis=axes, keepdims=True, ddof=ddof)
     x_hat = ((grouped - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
     return np.asarray(gamma, np.float64) * x_hat + np.asarray(beta, np.float64)
+
+
+def group_norm_backward(dout, x, groups, gamma=1.0, epsilon=KERAS_BN_EPSILON, *, mean_path=True,
+                        variance_path=True, ddof=0, eps_inside_sqrt=True, across_batch=False, interleaved=False,
+                        sums="channel"):
+    """Gradients of group_norm's output in float64: (dx, dgamma, dbeta).
+
+    dout, x: (N, H, W, C) or (N, F); gamma: scalar or (C,). The statistics are group_norm's (per
+    sample and per group of consecutive channels, biased variance). dx has x's shape; dgamma and
+    dbeta are one per channel, (C,), summed over every axis but the last, whatever gamma's shape.
+    Within each sample's group of m values, with x_hat = (x - mean) / std and dx_hat = dout * gamma:
+        dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
+    where the mean(dx_hat) term flows through the group's mean and the x_hat term through its
+    variance (batch_norm_backward's formula, over a group instead of a feature). The flags are the
+    mistake variants: a path left out, the unbiased variance (``ddof``), epsilon outside the square
+    root, statistics shared by the batch, interleaved groups, and dgamma, dbeta summed per group
+    (``sums="group"``: shape (G,)) or over the statistics' axes (``sums="sample"``: shape (N, G)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    dout = np.asarray(dout, dtype=np.float64)
+    grouped, group_axis = _grouped(x, groups, interleaved)
+    axes = _group_axes(grouped, group_axis, across_batch)
+    mean = grouped.mean(axis=axes, keepdims=True)
+    std = _std(grouped.var(axis=axes, keepdims=True, ddof=ddof), epsilon, eps_inside_sqrt=eps_inside_sqrt)
+    x_hat = (grouped - mean) / std
+    dx_hat = _grouped(dout * np.asarray(gamma, np.float64), groups, interleaved)[0]
+    dx = dx_hat
+    if mean_path:
+        dx = dx - dx_hat.mean(axis=axes, keepdims=True)
+    if variance_path:
+        dx = dx - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)
+    x_hat = x_hat.reshape(x.shape)
+    if sums == "channel":
+        channel_axes = feature_axes(x)
+        dgamma, dbeta = (dout * x_hat).sum(axis=channel_axes), dout.sum(axis=channel_axes)
+    else:
+        blocks, block_axis = _grouped(np.stack([dout * x_hat, dout]), groups)     # consecutive groups
+        per = _group_axes(blocks[0], block_axis - 1, across_batch=(sums == "group"))
+        dgamma, dbeta = (block.sum(axis=per) for block in blocks)
+    return (dx / std).reshape(x.shape), dgamma, dbeta

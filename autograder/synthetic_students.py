@@ -119,6 +119,32 @@ def _group(shape="*x.shape[:-1], groups, c // groups", axes="tuple(range(1, grou
     return _GROUP_TEMPLATE.format(shape=shape, axes=axes, ddof=ddof, epsilon=epsilon)
 
 
+_GROUP_BACKWARD_TEMPLATE = BY_ID["group_norm_backward"].def_line + '''
+    x, dout = np.asarray(x, dtype=np.float64), np.asarray(dout, dtype=np.float64)
+    c = x.shape[-1]
+    shape = ({shape})
+    grouped = x.reshape(shape)
+    axes = {axes}
+    mean = grouped.mean(axis=axes, keepdims=True)
+    std = {denominator}
+    x_hat = (grouped - mean) / std
+    dx_hat = (dout * gamma).reshape(shape)
+    dx = ({dx}).reshape(x.shape)
+    x_hat = x_hat.reshape(x.shape)
+    return dx, {sums}
+'''
+_GROUP_BACKWARD_DX = ("(dx_hat - dx_hat.mean(axis=axes, keepdims=True)\n"
+                      "          - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)) / std")
+_PER_CHANNEL_SUMS = "(dout * x_hat).sum(axis=tuple(range(x.ndim - 1))), dout.sum(axis=tuple(range(x.ndim - 1)))"
+
+
+def _group_backward(shape="*x.shape[:-1], groups, c // groups",
+                    axes="tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)",
+                    denominator="np.sqrt(grouped.var(axis=axes, keepdims=True) + epsilon)", dx=_GROUP_BACKWARD_DX,
+                    sums=_PER_CHANNEL_SUMS):
+    return _GROUP_BACKWARD_TEMPLATE.format(shape=shape, axes=axes, denominator=denominator, dx=dx, sums=sums)
+
+
 # The NumPy exercises answered right from the same templates: the tests grade the NumPy checks on
 # small notebooks of these (a mistake student changes one of them), without the whole assignment.
 NUMPY_RIGHT = {
@@ -129,6 +155,7 @@ NUMPY_RIGHT = {
     "debiased_moving_statistic": _debiased(),
     "population_statistics": _population(),
     "group_norm": _group(),
+    "group_norm_backward": _group_backward(),
 }
 
 
@@ -142,6 +169,7 @@ RETURNS_ZEROS = {
     "debiased_moving_statistic": "np.zeros_like(np.asarray(moving, dtype=np.float64))",
     "population_statistics": "np.zeros(batch_means.shape[1]), np.zeros(batch_means.shape[1])",
     "group_norm": "np.zeros_like(x)",
+    "group_norm_backward": "np.zeros_like(x), np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
 }
 RETURNS_INPUT = {
     "manual_batch_norm": "x",
@@ -151,6 +179,7 @@ RETURNS_INPUT = {
     "debiased_moving_statistic": "moving",
     "population_statistics": "batch_means, batch_vars",
     "group_norm": "x",
+    "group_norm_backward": "dout, np.zeros(x.shape[-1]), np.zeros(x.shape[-1])",
 }
 
 
@@ -330,6 +359,35 @@ STUDENTS = {s.name: s for s in (
             {"group_norm": _group(shape="*x.shape[:-1], 1, c")}),
     Student("group_fixed_epsilon", "group norm with epsilon 1e-3 whatever epsilon is given",
             {"group_norm": _group(epsilon="1e-3")}),
+    Student("gn_backward_constant_statistics", "group norm's backward pass with the group statistics as constants",
+            {"group_norm_backward": _group_backward(dx="dx_hat / std")}),
+    Student("gn_backward_no_mean_path", "group norm's backward pass without the path through the mean",
+            {"group_norm_backward": _group_backward(
+                dx="(dx_hat - x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)) / std")}),
+    Student("gn_backward_no_variance_path", "group norm's backward pass without the path through the variance",
+            {"group_norm_backward": _group_backward(dx="(dx_hat - dx_hat.mean(axis=axes, keepdims=True)) / std")}),
+    Student("gn_backward_ddof1", "group norm's backward pass with the unbiased variance",
+            {"group_norm_backward": _group_backward(
+                denominator="np.sqrt(grouped.var(axis=axes, keepdims=True, ddof=1) + epsilon)")}),
+    Student("gn_backward_eps_outside_sqrt", "group norm's backward pass with epsilon outside the square root",
+            {"group_norm_backward": _group_backward(
+                denominator="(np.sqrt(grouped.var(axis=axes, keepdims=True)) + epsilon)")}),
+    Student("gn_backward_fixed_epsilon", "group norm's backward pass with epsilon 1e-3 whatever epsilon is given",
+            {"group_norm_backward": _group_backward(
+                denominator="np.sqrt(grouped.var(axis=axes, keepdims=True) + 1e-3)")}),
+    Student("gn_backward_batch_statistics", "group norm's backward pass with statistics over the whole batch",
+            {"group_norm_backward": _group_backward(axes="tuple(range(0, grouped.ndim - 2)) + (grouped.ndim - 1,)")}),
+    Student("gn_backward_interleaved_groups", "group norm's backward pass with channel c in group c mod groups",
+            {"group_norm_backward": _group_backward(shape="*x.shape[:-1], c // groups, groups",
+                                                    axes="tuple(range(1, grouped.ndim - 1))")}),
+    Student("gn_backward_ignored_groups", "group norm's backward pass over all channels of a sample",
+            {"group_norm_backward": _group_backward(shape="*x.shape[:-1], 1, c")}),
+    Student("gn_backward_sums_per_group", "group norm's dgamma and dbeta summed per group",
+            {"group_norm_backward": _group_backward(
+                sums="*(a.reshape(-1, groups, c // groups).sum(axis=(0, 2)) for a in (dout * x_hat, dout))")}),
+    Student("gn_backward_sums_per_sample", "group norm's dgamma and dbeta summed over the statistics' axes",
+            {"group_norm_backward": _group_backward(
+                sums="*(a.reshape(shape).sum(axis=axes) for a in (dout * x_hat, dout))")}),
     Student("returns_none", "every NumPy function returns None", returning({})),
     Student("returns_zeros", "every NumPy function returns zeros", returning(RETURNS_ZEROS)),
     Student("returns_input", "every NumPy function returns its input unchanged", returning(RETURNS_INPUT)),
@@ -346,7 +404,8 @@ DEMO_CLASS = (
     "population_unweighted", "bn_fixed_epsilon", "backward_fixed_epsilon", "inference_fixed_epsilon",
     "debiased_adam_only", "debiased_not_renormalized", "debiased_steps_minus_one", "group_batch_statistics",
     "group_interleaved", "group_ddof1", "group_ignored_groups", "group_fixed_epsilon",
-    "returns_none", "returns_zeros", "returns_input",
+    "gn_backward_constant_statistics", "gn_backward_no_variance_path", "gn_backward_batch_statistics",
+    "gn_backward_sums_per_group", "returns_none", "returns_zeros", "returns_input",
 )
 
 

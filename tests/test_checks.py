@@ -31,6 +31,7 @@ INFERENCE = "batch_norm_inference::"
 POPULATION = "population_statistics::"
 DEBIASED = "debiased_moving_statistic::"
 GROUP = "group_norm::"
+GN_BACKWARD = "group_norm_backward::"
 NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
 WITH_BN = "build_model_with_bn::"
 MODERN = "build_modern_cnn::"
@@ -122,6 +123,23 @@ EXPECTED = {
     "group_ddof1": ({GROUP + "test_uses_the_biased_variance"}, "ddof=1"),
     "group_ignored_groups": ({GROUP + "test_groups_consecutive_channels"}, "groups argument is ignored"),
     "group_fixed_epsilon": ({GROUP + "test_uses_the_epsilon_it_is_given"}, "whatever epsilon it is given"),
+    "gn_backward_constant_statistics": ({GN_BACKWARD + "test_dx_flows_through_the_group_mean",
+                                         GN_BACKWARD + "test_dx_flows_through_the_group_variance"}, "as constants"),
+    "gn_backward_no_mean_path": ({GN_BACKWARD + "test_dx_flows_through_the_group_mean"},
+                                 "path through the group's mean"),
+    "gn_backward_no_variance_path": ({GN_BACKWARD + "test_dx_flows_through_the_group_variance"},
+                                     "path through the group's variance"),
+    "gn_backward_ddof1": ({GN_BACKWARD + "test_divides_by_sqrt_of_the_biased_variance_plus_epsilon"}, "ddof=1"),
+    "gn_backward_eps_outside_sqrt": ({GN_BACKWARD + "test_divides_by_sqrt_of_the_biased_variance_plus_epsilon"},
+                                     "outside the square root"),
+    "gn_backward_fixed_epsilon": ({GN_BACKWARD + "test_divides_by_sqrt_of_the_biased_variance_plus_epsilon"},
+                                  "whatever epsilon it is given"),
+    "gn_backward_batch_statistics": ({GN_BACKWARD + "test_each_sample_on_its_own"}, "over the whole batch"),
+    "gn_backward_interleaved_groups": ({GN_BACKWARD + "test_groups_consecutive_channels"}, "interleaved"),
+    "gn_backward_ignored_groups": ({GN_BACKWARD + "test_groups_consecutive_channels"}, "groups argument is ignored"),
+    "gn_backward_sums_per_group": ({GN_BACKWARD + "test_dgamma_and_dbeta_sum_per_channel"}, "summed per group"),
+    "gn_backward_sums_per_sample": ({GN_BACKWARD + "test_dgamma_and_dbeta_sum_per_channel"},
+                                    "summed over the statistics' axes"),
     "returns_none": (Every(*NUMPY_EXERCISES), "None is not an answer"),
     "returns_zeros": (Every(*NUMPY_EXERCISES), "returns zeros on this check's input: that is not an answer"),
     "returns_input": (Every(*NUMPY_EXERCISES), "returns its input unchanged on this check's input: that is not an "

@@ -143,7 +143,7 @@ def test_a_missing_interpreter_is_the_graders_error(tmp_path, limits, graded, mo
 @pytest.mark.slow
 @needs_bwrap
 def test_a_check_that_crashes_on_a_well_formed_answer_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
-    limits(cell=120, call=120)      # generous: under heavy load a call past its limit is the student's, not this test's point
+    limits(cell=120, call=120)      # generous: under load a call past its limit would be the student's timeout
 
     def broken(model):
         raise KeyError("a bug in the check")

@@ -772,7 +772,7 @@ def test_grader_processes_share_the_cpus_threads(monkeypatch):
 
 
 def test_the_score_table_of_a_class_fits_a_100_column_terminal():
-    """Ten exercises, points in sevenths, an error row and a student id of 100 characters (the longest
+    """Eleven exercises, points in sevenths, an error row and a student id of 100 characters (the longest
     collect gives): no line of the table is longer than 100 characters, and the long id is cut."""
     sevenths = Result.graded([CheckResult(e.id, e.id, e.points * 5 / 7, e.points, False, "") for e in EXERCISES])
     full = Result.graded([CheckResult(e.id, e.id, e.points, e.points, True, "") for e in EXERCISES])
@@ -781,7 +781,7 @@ def test_the_score_table_of_a_class_fits_a_100_column_terminal():
     table = grades.format_table(rows).splitlines()
     assert max(len(line) for line in table) <= 100, table
     assert any(line.startswith("b" * 12) and "..." in line for line in table)
-    assert any(line.startswith("carol") and "15.71/22" in line for line in table)
+    assert any(line.startswith("carol") and "17.86/25" in line for line in table)
 
 
 # --- the real grader -------------------------------------------------------------------------------

@@ -105,6 +105,23 @@ def group_norm(x, groups, gamma=1.0, beta=0.0, epsilon=1e-3):
     return gamma * x_hat + beta                                            # spec: affine
 
 
+def group_norm_backward(dout, x, groups, gamma, epsilon=1e-3):
+    grouped = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)        # spec: groups dx dgamma
+    axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)           # spec: samples groups dx dgamma
+    mean = grouped.mean(axis=axes, keepdims=True)                            # spec: samples groups dx dgamma
+    var = grouped.var(axis=axes, keepdims=True)                # spec: samples groups variance divisor dx dgamma
+    std = np.sqrt(var + epsilon)                                             # spec: divisor variance epsilon dx dgamma
+    x_hat = (grouped - mean) / std                                           # spec: dx dgamma variance_path
+    dx_hat = (dout * gamma).reshape(grouped.shape)                           # spec: dx groups
+    through_mean = dx_hat.mean(axis=axes, keepdims=True)                     # spec: dx mean_path samples groups
+    through_var = x_hat * (dx_hat * x_hat).mean(axis=axes, keepdims=True)    # spec: dx variance_path samples groups
+    dx = (dx_hat - through_mean - through_var) / std                         # spec: dx mean_path variance_path divisor
+    sums = tuple(range(x.ndim - 1))                                          # spec: sums dgamma dbeta
+    dgamma = (dout * x_hat.reshape(x.shape)).sum(axis=sums)                  # spec: dgamma sums
+    dbeta = dout.sum(axis=sums)                                              # spec: dbeta sums
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
 RIGHT = {name: inspect.getsource(globals()[name]) for name in EXERCISES}
 
 
@@ -164,6 +181,15 @@ CHECK_LABELS = {
         "test_uses_the_epsilon_it_is_given": {"epsilon", "samples"},  # 1 / sqrt(var + eps), each sample's var
         "test_applies_per_channel_gamma_and_beta": {"affine"},
         "test_returns_a_float_array": {"dtype"},
+    },
+    "group_norm_backward": {
+        "test_dx_flows_through_the_group_mean": {"dx", "mean_path"},
+        "test_dx_flows_through_the_group_variance": {"dx", "variance_path"},
+        "test_each_sample_on_its_own": {"samples"},
+        "test_groups_consecutive_channels": {"groups"},
+        "test_dgamma_and_dbeta_sum_per_channel": {"dgamma", "dbeta", "sums"},
+        "test_divides_by_sqrt_of_the_biased_variance_plus_epsilon": {"divisor", "variance", "epsilon"},
+        "test_returns_float_arrays_and_leaves_its_inputs_unmodified": {"dtype", "inputs"},
     },
 }
 
@@ -357,8 +383,8 @@ def op_exponent(src):
 
 
 def op_grouping(src):
-    """group_norm's reshape to (..., groups, C // groups): to (..., C // groups, groups), and to (N, groups, -1)."""
-    if src.function.name != "group_norm":
+    """group norm's reshape to (..., groups, C // groups): to (..., C // groups, groups), and to (N, groups, -1)."""
+    if src.function.name not in ("group_norm", "group_norm_backward"):
         return
     for call in src.nodes(ast.Call):
         if _call_name(call) == "reshape" and len(call.args) >= 2 and "groups" in src.segment(call):
@@ -445,6 +471,14 @@ def probes(exercise) -> list:
                 ((_features(rng, (3, 2, 2, 4), per_sample=True), 4), {}),
                 ((_features(rng, (5, 8), per_sample=True), 4), dict(gamma=2.0, beta=-1.0)),
                 ((_features(rng, (3, 2, 2, 4), per_sample=True) * 0.1, 2), dict(epsilon=0.1))]
+    if exercise == "group_norm_backward":
+        def call(shape, groups, gamma, **kwargs):
+            x = _features(rng, shape, per_sample=True) * 3.0
+            return (rng.normal(size=shape) + x / 5.0, x, groups, gamma), kwargs
+        return [call((4, 3, 3, 4), 2, np.linspace(0.5, 2.0, 4), epsilon=0.0),
+                call((2, 3, 3, 6), 3, np.linspace(0.5, 2.0, 6)),
+                call((3, 2, 2, 4), 4, np.linspace(0.5, 2.0, 4)), call((5, 8), 4, np.linspace(0.5, 2.0, 8)),
+                call((4, 3, 3, 6), 3, 2.0, epsilon=0.0), call((3, 3, 3, 4), 2, np.linspace(0.5, 2.0, 4), epsilon=0.5)]
     raise KeyError(exercise)
 
 
@@ -484,6 +518,14 @@ def central_mistake(exercise):
             g = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
             mean, var = _stats(g, tuple(a for a in range(g.ndim) if a != g.ndim - 2))
             return gamma * ((g - mean) / np.sqrt(var + epsilon)).reshape(x.shape) + beta
+    elif exercise == "group_norm_backward":          # each group's mean and variance treated as constants
+        def f(dout, x, groups, gamma, epsilon=1e-3):
+            g = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+            mean, var = _stats(g, tuple(range(1, g.ndim - 2)) + (g.ndim - 1,))
+            x_hat = ((g - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+            std = np.broadcast_to(np.sqrt(var + epsilon), g.shape).reshape(x.shape)
+            sums = tuple(range(x.ndim - 1))
+            return dout * gamma / std, (dout * x_hat).sum(axis=sums), dout.sum(axis=sums)
     return f
 
 
@@ -672,7 +714,7 @@ def describe(m, extra="") -> str:
 def summary(g: Grading) -> str:
     short = {"manual_batch_norm": "manual", "batch_norm_backward": "backward", "update_moving_statistics": "update",
              "batch_norm_inference": "inference", "debiased_moving_statistic": "debiased",
-             "population_statistics": "population", "group_norm": "group"}
+             "population_statistics": "population", "group_norm": "group", "group_norm_backward": "gn backward"}
     out = ["Mutation fairness: single-slip mutants of plain implementations, graded by the hidden checks", ""]
     header = "| operator | " + " | ".join(short[e] for e in EXERCISES) + " | total |"
     out += [header, "|" + " --- |" * (len(EXERCISES) + 2)]
@@ -760,7 +802,7 @@ def exercise_table(g: Grading) -> str:
 
 # --- the tests ----------------------------------------------------------------------------------------------
 
-# The tests that read the grades: 25 sandboxed gradings, 7 to 10 s, so slow (test-fast stays under its minute).
+# The tests that read the grades: about 30 sandboxed gradings, 7 to 10 s, so slow (test-fast stays under its minute).
 GRADES_MUTANTS = pytest.mark.slow
 
 

@@ -173,6 +173,24 @@ def test_exercise_2_asks_for_a_derivation_not_a_closed_form():
         assert not re.search(pattern, text), f"Exercise 2 gives a closed form away: {pattern}"
 
 
+def test_exercise_10_asks_for_a_derivation_not_a_closed_form():
+    """The release's Exercise 10 (instructions, answer cell, visible test) gives group norm's forward pass as
+    stages per sample and group, and who shares what, not the gradients through mu, sigma^2 or x."""
+    release = _read(assign.RELEASE)
+    ids = [_grade_id(c) or c.id for c in release.cells]
+    first, last = ids.index("exercise_10_instructions"), ids.index("test_group_norm_backward")
+    text = "\n".join(c.source for c in release.cells[first:last + 1])
+    for stage in ("d_i = x_i - \\mu", "s = \\sqrt{\\sigma^2 + \\epsilon}", "\\hat{x}_i = d_i / s",
+                  "y_i = \\gamma_c"):
+        assert stage in text, stage
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()" in release.cells[first + 1].source
+    closed_forms = [r"\\partial L\s*/\s*\\partial (x_i|\\mu|\\sigma\^2)\s*=",
+                    r"\\frac\{\\partial L\}\{\\partial (x_i|\\mu|\\sigma\^2)\}\s*=",
+                    r"2\s*\(x_i - \\?mu\)\s*/\s*m", r"x_hat \* \(dx_hat \* x_hat\)", r"dx_hat\.(sum|mean)\(",
+                    r"mean\(dx_hat", r"\\frac\{1\}\{2 s\^3\}", r"dL/dvar", r"dvar \* 2 \* d"]
+    for pattern in closed_forms:
+        assert not re.search(pattern, text), f"Exercise 10 gives a closed form away: {pattern}"
+
 # --------------------------------------------------------------------------------------------
 # the visible tests, run in a kernel
 
@@ -312,6 +330,17 @@ def test_visible_tests_name_common_mistakes(tmp_path):
         (_mutant(nb, "group_norm", "var = grouped.var(axis=axes, keepdims=True)",
                  "var = grouped.var(axis=axes, keepdims=True, ddof=1)"), "unbiased"),
         (_mutant(nb, "group_norm", "np.sqrt(var + epsilon)", "np.sqrt(var + 1e-3)"), "use the epsilon argument"),
+        (_mutant(nb, "group_norm_backward", "dx = dd + dmu / m", "dx = dx_hat / s"),
+         "treats the group's mean and variance as constants"),
+        (_mutant(nb, "group_norm_backward", "dx = dd + dmu / m", "dx = dd"), "misses the path through the mean"),
+        (_mutant(nb, "group_norm_backward", "dd = dx_hat / s + dvar * 2 * d / m", "dd = dx_hat / s"),
+         "misses the path through the variance"),
+        (_mutant(nb, "group_norm_backward", "dbeta = dout.sum(axis=channel_axes)",
+                 "dbeta = dout.reshape(shape).sum(axis=axes)"), "summed per sample and group"),
+        (_mutant(nb, "group_norm_backward", "s = np.sqrt(var + epsilon)", "s = np.sqrt(var + 1e-3)"),
+         "use the epsilon argument"),
+        (_mutant(nb, "group_norm_backward", "var = (d ** 2).mean(axis=axes, keepdims=True)",
+                 "var = (d ** 2).sum(axis=axes, keepdims=True) / (m - 1)"), "biased variance"),
     ]
     accepted = [  # variants the instructions allow: they must pass (tests/test_visible_hidden.py tries more)
         _mutant(nb, "build_model_with_bn", "keras.layers.Conv2D(filters, 3)(x)",
@@ -357,6 +386,7 @@ def test_solutions_notebook_runs_top_to_bottom_in_fast_mode(tmp_path):
     printed = "".join(_stream(cell, "stdout") for cell in code)
     for expected in ("Exercise 1: all visible tests passed", "Exercise 4: visible test passed",
                      "Exercise 7: all visible tests passed", "Exercise 9: all visible tests passed",
+                     "Exercise 10: all visible tests passed",
                      "What this run measured", "with batch statistics", "momentum 0.9",
                      "precise BN (re-estimated)", "debiased moving averages", "of which the initial 1.0",
                      "BN's lead after one epoch over 2 seeds", "Adam learning rate", "_one_line is not written",

@@ -54,7 +54,9 @@ def test_the_right_numpy_answers_score_every_point(tmp_path):
                   "batch_norm_inference": "np.full_like(x, 0.5)",
                   "debiased_moving_statistic": "np.full_like(np.asarray(moving, dtype=np.float64), 0.5)",
                   "population_statistics": "np.full(3, 0.5), np.full(3, 0.5)",
-                  "group_norm": "np.full_like(x, 0.5)"}, "returns a constant"),
+                  "group_norm": "np.full_like(x, 0.5)",
+                  "group_norm_backward": "np.full_like(x, 0.5), np.full(x.shape[-1], 0.5), np.full(x.shape[-1], 0.5)"},
+     "returns a constant"),
 ])
 def test_a_non_answer_fails_every_check_with_a_message(tmp_path, kind, expressions, words):
     rows = grade_numpy(tmp_path, students.returning(expressions))
@@ -73,6 +75,7 @@ CENTRAL_STUDENTS = {
     "debiased_moving_statistic": "debiased_adam_only",
     "population_statistics": "population_averaged_variances",
     "group_norm": "group_batch_statistics",
+    "group_norm_backward": "gn_backward_constant_statistics",
 }
 
 
@@ -225,6 +228,12 @@ REPORTED = {
         "group_norm", students._group(shape="x.shape[0], groups, -1", axes="(2,)"), 2.5),
     "population_statistics following Algorithm 2 (central: no between-batch term)": (
         "population_statistics", students.STUDENTS["population_algorithm_2"].answers["population_statistics"], 0.5),
+    "a correct group norm backward pass computed in float32": (
+        "group_norm_backward", students._group_backward().replace(
+            "    c = x.shape[-1]", "    x, dout, gamma = (np.asarray(a, np.float32) for a in (x, dout, gamma))\n"
+                                  "    c = x.shape[-1]", 1), 3.0),
+    "group_norm_backward with the unbiased variance in s and x_hat": (
+        "group_norm_backward", students.STUDENTS["gn_backward_ddof1"].answers["group_norm_backward"], 2.75),
     "a correct backward pass computed in float32": (
         "batch_norm_backward", students._backward().replace(
             "    axes =", "    x, dout, gamma = (np.asarray(a, np.float32) for a in (x, dout, gamma))\n"
@@ -232,7 +241,7 @@ REPORTED = {
 }
 
 
-@pytest.mark.slow           # eight sandboxed gradings: test-fast stays under its minute
+@pytest.mark.slow           # ten sandboxed gradings: test-fast stays under its minute
 @pytest.mark.parametrize("answer", sorted(REPORTED))
 def test_the_answers_the_issue_reported_keep_what_they_should(tmp_path, answer):
     exercise, code, points = REPORTED[answer]

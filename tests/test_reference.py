@@ -288,6 +288,60 @@ def test_group_norm_mistakes_each_differ_from_the_reference():
         assert known_mistakes.matching_mistake(wrong, mistakes) == key
 
 
+GROUP_BACKWARD_CASES = [((3, 2, 2, 6), 3, (6,)), ((3, 2, 2, 6), 1, (6,)), ((3, 2, 2, 6), 6, None), ((4, 8), 4, (8,))]
+GROUP_BACKWARD_IDS = ["NHWC-3-groups", "layer-norm", "instance-norm-scalar-gamma", "NF-4-groups"]
+
+
+@pytest.mark.parametrize("shape, groups, gamma_shape", GROUP_BACKWARD_CASES, ids=GROUP_BACKWARD_IDS)
+def test_group_norm_backward_matches_centred_differences(shape, groups, gamma_shape):
+    x, gamma, beta, dout = _backward_case(shape, gamma_shape)
+    gamma_array = np.broadcast_to(np.asarray(gamma, np.float64), shape[-1:]).copy()
+    dx, dgamma, dbeta = reference.group_norm_backward(dout, x, groups, gamma, 0.05)
+    numeric_x = reference.numerical_gradient(lambda v: reference.group_norm(v, groups, gamma, beta, 0.05),
+                                             x.copy(), dout)
+    numeric_gamma = reference.numerical_gradient(lambda g: reference.group_norm(x, groups, g, beta, 0.05),
+                                                 gamma_array, dout)
+    numeric_beta = reference.numerical_gradient(lambda b: reference.group_norm(x, groups, gamma, b, 0.05),
+                                                beta.copy(), dout)
+    assert dx.shape == shape and dgamma.shape == dbeta.shape == shape[-1:]
+    for got, numeric in ((dx, numeric_x), (dgamma, numeric_gamma), (dbeta, numeric_beta)):
+        np.testing.assert_allclose(got, numeric, rtol=GRADIENT_RTOL, atol=GRADIENT_ATOL)
+
+
+@pytest.mark.slow   # imports Keras (TensorFlow)
+@pytest.mark.parametrize("shape, groups, gamma_shape", GROUP_BACKWARD_CASES, ids=GROUP_BACKWARD_IDS)
+def test_group_norm_backward_matches_the_gradient_of_keras_group_normalization(shape, groups, gamma_shape):
+    """GradientTape through keras.layers.GroupNormalization, on x, gamma and beta (float64, so that the
+    comparison is tight)."""
+    import keras
+    import tensorflow as tf
+    x, _, beta, dout = _backward_case(shape, gamma_shape)
+    gamma = np.random.default_rng(17).uniform(0.5, 2.0, size=shape[-1])
+    layer = keras.layers.GroupNormalization(groups=groups, epsilon=0.05, dtype="float64")
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(layer(inputs) * dout)
+    keras_dx, keras_dgamma, keras_dbeta = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    dx, dgamma, dbeta = reference.group_norm_backward(dout, x, groups, gamma, 0.05)
+    for ours, theirs in ((dx, keras_dx), (dgamma, keras_dgamma), (dbeta, keras_dbeta)):
+        np.testing.assert_allclose(ours, np.asarray(theirs), rtol=1e-8, atol=1e-10)
+
+
+def test_group_norm_backward_mistakes_each_differ_from_the_reference():
+    x, gamma, _, dout = _backward_case((4, 2, 2, 6), (6,))
+    right = reference.group_norm_backward(dout, x, 3, gamma, 0.1)
+    mistakes = known_mistakes.group_norm_backward_mistakes(dout, x, 3, gamma, 0.1)
+    assert set(mistakes) == {"constant_statistics", "no_mean_path", "no_variance_path", "ddof1", "eps_outside_sqrt",
+                             "batch_statistics", "sums_per_group", "sums_per_sample", "interleaved_groups",
+                             "ignored_groups", "fixed_epsilon"}
+    for key, (_, wrong) in mistakes.items():
+        assert not known_mistakes.close(wrong, right), key
+        assert known_mistakes.matching_mistake(wrong, mistakes) == key
+
+
 def test_epsilon_mistakes_appear_only_for_a_non_default_epsilon():
     x = _feature_maps((4, 3)) * 0.1
     assert "fixed_epsilon" not in known_mistakes.batch_norm_mistakes(x, 1.0, 0.0, reference.PAPER_BN_EPSILON)
