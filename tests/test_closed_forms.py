@@ -36,6 +36,8 @@ CLOSED_FORMS = {
     "population_statistics": [r"\((\w*means?|\\mu_b|mu_b)-(mean|\\mu|mu)\)\^2"],
     # the groups' own axis, and the statistics' axes around it
     "group_norm": [r"reshape\(\*\w+\.shape\[:-1\],groups,\w+//groups\)", r"range\(1,\w+\.ndim-2\)"],
+    # its variance path's staged gradients, and the axes of one sample's group in the grouped view
+    "group_norm_backward": [r"\*2\*\w+/m\b", r"/\(2\*s\)", r"range\(1,len\(\w+\)-2\)"],
 }
 
 SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻ᵗᵀⁿᵐ", "0123456789-tTnm")
