@@ -146,6 +146,10 @@ WRITTEN_IDS = tuple(w.id for w in WRITTEN_ANSWERS)
 BY_ANSWER_CELL = {w.answer_cell: w for w in WRITTEN_ANSWERS}
 MANUAL_POINTS = sum(w.points for w in WRITTEN_ANSWERS)   # the written answers' (a person's)
 
+# Answer cells no check reads: the grader runs them like any answer cell (the optional one-line
+# backward pass after Exercise 2).
+OPTIONAL_ANSWER_CELLS = ("batch_norm_backward_one_line",)
+
 
 def of_kind(*kinds: Kind) -> tuple:
     """The exercises of these kinds, in notebook order."""

@@ -19,12 +19,18 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder import assign, data
-from autograder.exercises import BY_ANSWER_CELL, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, WRITTEN_ANSWERS
+from autograder.exercises import (
+    BY_ANSWER_CELL,
+    BY_TEST_CELL,
+    EXERCISES,
+    MANUAL_POINTS,
+    OPTIONAL_ANSWER_CELLS,
+    WRITTEN_ANSWERS,
+)
 from autograder.notebook import DEMO_CELL_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING_TEST_CELL = "test_training_improvement"
-OPTIONAL_ANSWER_CELL = "batch_norm_backward_one_line"   # an ungraded answer cell: the grader runs it, no check reads it
 HIDDEN_BLOCK = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 TF_IMPORT_LOG = re.compile(r"(?m)^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
                            r"STDERR|I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*)\n")
@@ -118,7 +124,7 @@ def test_cell_roles_follow_the_contract():
     functions = {exercise.function for exercise in EXERCISES}
     solution_cells = [c for c in nb.cells if _meta(c).get("solution") and _grade_id(c) not in BY_ANSWER_CELL]
     # the written answers: tests/test_registry.py; the optional one-line backward pass is ungraded
-    assert {_grade_id(c) for c in solution_cells} == functions | {OPTIONAL_ANSWER_CELL}
+    assert {_grade_id(c) for c in solution_cells} == functions | set(OPTIONAL_ANSWER_CELLS)
     for cell in solution_cells:
         meta = _meta(cell)
         assert cell.cell_type == "code" and not meta["grade"] and not meta["locked"]

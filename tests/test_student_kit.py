@@ -28,7 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from autograder.exercises import BY_ANSWER_CELL, EXERCISES
+from autograder.exercises import BY_ANSWER_CELL, EXERCISES, OPTIONAL_ANSWER_CELLS
 from autograder.sandbox.process import WORKER_BACKEND_MODULES
 from autograder.student import contract as contracts
 from autograder.student import kit
@@ -122,7 +122,8 @@ def test_the_kit_is_a_valid_wheel_with_the_release_contract(wheel):
     shipped = contracts.Contract.from_json(files["autograder/student/contract.json"].decode())
     assert shipped.digest == contracts.load().digest
     answers = [c for c in shipped.cells if c.solution]
-    assert {c.grade_id for c in answers} == {e.function for e in EXERCISES} | set(BY_ANSWER_CELL)
+    expected = {e.function for e in EXERCISES} | set(BY_ANSWER_CELL) | set(OPTIONAL_ANSWER_CELLS)
+    assert {c.grade_id for c in answers} == expected
     assert all(c.source is None for c in answers)
     assert kit.unresolved_imports(kit.kit_files(shipped)) == []
 
