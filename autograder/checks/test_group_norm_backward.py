@@ -70,7 +70,19 @@ def _call(call_arrays, dout, x, groups, gamma, reads, **kwargs) -> answers.Answe
     if 0 in reads:      # a dx of zeros has every sum a path check reads: it must be an answer on its own
         answers.require_an_answer(f"{FUNCTION}'s dx", answers.Answer(answer.parts[:1], answer.dtypes[:1], []),
                                   [dout, x])
+        _require_dx_of_dout(call_arrays, answer.parts[0], dout, x, groups, gamma, **kwargs)
     return answer
+
+
+def _require_dx_of_dout(call_arrays, dx, dout, x, groups, gamma, **kwargs):
+    """A dx that stays the same when dout doubles is no gradient (group_norm's own output, say, sums to 0
+    over each group and is per sample and per group: it would pass the checks reading those properties)."""
+    again = answers.Answer.of(call_arrays(FUNCTION, 2.0 * dout, x, groups, gamma, **kwargs)).parts
+    if again and np.array_equal(again[0], dx):
+        raise answers.NotAnAnswer(
+            f"{FUNCTION}'s dx is the same for dout and for 2 * dout on this check's input: dx is the gradient "
+            "with respect to x given the upstream gradient dout, so it must depend on dout; that is not an answer, "
+            "so this check earns nothing")
 
 
 def _mistakes(dout, x, groups, gamma, epsilon):
