@@ -160,7 +160,8 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         stored = None if force else store.stored_result(course, hand_in.student, key)
         if stored is not None:
             rows[hand_in.student] = grades.Row.of(hand_in.student, *stored, manual.of(hand_in.student))
-            if manual.of(hand_in.student) != store.stored_written(course, hand_in.student):
+            # an unreadable gradebook (locked, say) leaves the pages as a readable one last made them
+            if not manual.unreadable and manual.of(hand_in.student) != store.stored_written(course, hand_in.student):
                 _refresh_feedback(course, hand_in.student, stored[0], manual.of(hand_in.student), outcome)
             outcome.resumed += 1
             continue
