@@ -226,6 +226,7 @@ def test_an_unreadable_gradebook_on_a_rerun_keeps_the_feedback_pages_and_is_said
     again = fake.run()
     assert again.resumed == 1 and again.gradebook_problem == locked.problem
     assert "not graded yet" not in feedback_page(course, "ann")                 # the page a person's grades made
+    assert fake.run(force=True).graded == 1 and "not graded yet" not in feedback_page(course, "ann")   # regraded
     assert {r["student"]: r["total"] for r in read_csv(course / "grades.csv")} == {"ann": ""}   # none made up
     assert cli.main(["batchnorm", "--course-dir", str(course), "--jobs", "1"]) == 0
     assert "written answers: the nbgrader gradebook could not be read" in capsys.readouterr().err
