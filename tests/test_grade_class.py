@@ -23,7 +23,8 @@ import pytest
 from autograder import check_catalogue, feedback, provenance
 from autograder.atomic import write_atomic
 from autograder.classroom import classrun, cli, collect, grades, pool, server, store
-from autograder.classroom.written import Marked, WrittenGrade, WrittenScores
+from autograder.classroom import written as written_module
+from autograder.classroom.written import GradebookReading, Marked, WrittenGrade, WrittenScores
 from autograder.errors import ArchiveUnusable, Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES, MANUAL_POINTS, WRITTEN_ANSWERS, WRITTEN_IDS
 from autograder.results import CheckResult, Result, format_points
@@ -210,6 +211,25 @@ def test_resume_regrades_only_what_changed(backend, monkeypatch):
     assert backend.run().graded == 3 and len(backend.calls()) == 7
 
     assert backend.run(force=True).graded == 3 and len(backend.calls()) == 10
+
+
+@pytest.mark.slow
+def test_an_unreadable_gradebook_on_a_rerun_keeps_the_feedback_pages_and_is_said(fake, monkeypatch, capsys):
+    course = fake.root
+    hand_in(course, "ann")
+    graded = GradebookReading(MappingProxyType({"ann": written(**{w.id: 2.0 for w in WRITTEN_ANSWERS})}))
+    monkeypatch.setattr(written_module, "read_gradebook", lambda course, students=None: graded)
+    fake.run()
+    assert "not graded yet" not in feedback_page(course, "ann")
+    locked = GradebookReading(problem="the nbgrader gradebook could not be read (database is locked)", unreadable=True)
+    monkeypatch.setattr(written_module, "read_gradebook", lambda course, students=None: locked)
+    again = fake.run()
+    assert again.resumed == 1 and again.gradebook_problem == locked.problem
+    assert "not graded yet" not in feedback_page(course, "ann")                 # the page a person's grades made
+    assert fake.run(force=True).graded == 1 and "not graded yet" not in feedback_page(course, "ann")   # regraded
+    assert {r["student"]: r["total"] for r in read_csv(course / "grades.csv")} == {"ann": ""}   # none made up
+    assert cli.main(["batchnorm", "--course-dir", str(course), "--jobs", "1"]) == 0
+    assert "written answers: the nbgrader gradebook could not be read" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -759,6 +779,11 @@ def test_grades_csv_keeps_the_written_answers_apart_and_totals_them_only_once_al
         (pts(FULL), pts(1.5 * len(WRITTEN_ANSWERS)), pts(FULL + 1.5 * len(WRITTEN_ANSWERS)), "graded")
     assert bob["max_total"] == pts(FULL + MANUAL_POINTS) and bob["manual_max"] == pts(MANUAL_POINTS)
     assert eve["status"] == "error" and eve["auto"] == "0"
+    assert eve["total"] == pts(1.5 * len(WRITTEN_ANSWERS))       # the student's error: 0 autograded points
+    crashed = Result.failed("the grader crashed", Side.GRADER)
+    zed = grades.Row.of("zed", crashed, written=written(**every))
+    (row,) = csv.DictReader(io.StringIO(grades.grades_csv_text([zed])))
+    assert (row["status"], row["manual"], row["total"]) == ("error", pts(1.5 * len(WRITTEN_ANSWERS)), "")
     table = grades.format_table(rows)
     assert table.splitlines()[-3].split()[-3:] == [f"{pts(FULL)}/{pts(FULL)}", "-", "manual_pending"]
     assert table.splitlines()[-2].split()[-2:] == [f"{pts(1.5 * len(WRITTEN_ANSWERS))}/{pts(MANUAL_POINTS)}", "graded"]

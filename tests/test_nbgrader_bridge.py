@@ -217,13 +217,12 @@ def gradebook_scores(course: Path, student: str) -> dict:
         return {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in submission.grades}
 
 
-@pytest.fixture(scope="module")
-def released_mini_course(tmp_path_factory):
-    """A course folder with the mini assignment released by nbgrader (and in its gradebook)."""
-    course = tmp_path_factory.mktemp("released") / "course"
+def released_course(folder: Path, source: nbformat.NotebookNode) -> Path:
+    """A course folder in ``folder`` with ``source`` released by nbgrader (and in its gradebook)."""
+    course = folder / "course"
     (course / "source" / "batchnorm").mkdir(parents=True)
     shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
-    nbformat.write(mini_source(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
+    nbformat.write(source, str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
     path = os.environ.get("PATH", "")
     os.environ["PATH"] = venv_path()
     try:
@@ -231,6 +230,12 @@ def released_mini_course(tmp_path_factory):
     finally:
         os.environ["PATH"] = path
     return course
+
+
+@pytest.fixture(scope="module")
+def released_mini_course(tmp_path_factory):
+    """A course folder with the mini assignment released by nbgrader (and in its gradebook)."""
+    return released_course(tmp_path_factory.mktemp("released"), mini_source())
 
 
 @pytest.fixture
@@ -395,17 +400,8 @@ def mini_source_with_written() -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def released_written_course(tmp_path_factory):
-    course = tmp_path_factory.mktemp("released-written") / "course"
-    (course / "source" / "batchnorm").mkdir(parents=True)
-    shutil.copy(REPO / "nbgrader_config.py", course / "nbgrader_config.py")
-    nbformat.write(mini_source_with_written(), str(course / "source" / "batchnorm" / "batchnorm.ipynb"))
-    path = os.environ.get("PATH", "")
-    os.environ["PATH"] = venv_path()
-    try:
-        run_nbgrader_here(course, "generate_assignment", "batchnorm", "--force")
-    finally:
-        os.environ["PATH"] = path
-    return course
+    """The mini assignment with the written answers, released by nbgrader."""
+    return released_course(tmp_path_factory.mktemp("released-written"), mini_source_with_written())
 
 
 def formgrader_grade(course: Path, student: str, points: dict) -> None:
@@ -522,10 +518,10 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
         assert {k: v[0] for k, v in autograded.items()} == expected, name
         assert {k: v[1] for k, v in autograded.items()} == {e.test_cell: e.points for e in EXERCISES}
         # the written answers: left to a person when answered, nbgrader's 0 when handed in as released
+        # (nbgrader's Grade.score is 0 while neither score is set: needs_manual_grade tells them apart)
         left = {k: v for k, v in recorded.items() if k not in BY_TEST_CELL}
         answered_ = name in ("full_marks", "bn_ddof1")
-        assert left == {w.id: (None, w.points, True) if answered_ else (0.0, w.points, False)
-                        for w in WRITTEN_ANSWERS}, name
+        assert left == {w.id: (0.0, w.points, answered_) for w in WRITTEN_ANSWERS}, name
     assert sum(v[0] for k, v in gradebook_scores(course, "full_marks").items() if k in BY_TEST_CELL) == FULL
     assert sum(v[0] for v in gradebook_scores(course, "faker").values()) == 0.0
     assert gradebook_scores(course, "forger")[BY_ID["manual_batch_norm"].test_cell][0] == 3.0

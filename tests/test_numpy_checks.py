@@ -113,6 +113,26 @@ def test_an_answer_that_earns_no_main_check_earns_no_side_points(tmp_path):
     assert "earns none of its main checks and makes none of its named mistakes" in side["message"]
 
 
+# group_norm's forward output as dx: per sample, per group and summing to 0 over each group, but no gradient
+FORWARD_AS_DX = """def group_norm_backward(dout, x, groups, gamma, epsilon=1e-3):
+    grouped = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+    mean, var = grouped.mean(axis=axes, keepdims=True), grouped.var(axis=axes, keepdims=True)
+    x_hat = ((grouped - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+    sums = tuple(range(x.ndim - 1))
+    return gamma * x_hat, (dout * x_hat).sum(axis=sums), dout.sum(axis=sums)
+"""
+
+
+def test_a_dx_that_ignores_dout_earns_none_of_the_checks_reading_dx(tmp_path):
+    rows = grade_numpy(tmp_path, {"group_norm_backward": FORWARD_AS_DX}, exercises=("group_norm_backward",))
+    dx_checks = {r["id"] for r in rows} - {"group_norm_backward::test_dgamma_and_dbeta_sum_per_channel",
+                                          "group_norm_backward::test_returns_float_arrays_and_leaves_its_inputs_unmodified"}
+    assert failed(rows) == dx_checks and len(dx_checks) == 5
+    assert scores(rows) == {"group_norm_backward": 0.5}          # its dgamma and dbeta are right
+    assert all("it must depend on dout" in r["message"] for r in rows if r["id"] in dx_checks)
+
+
 def test_two_mistakes_in_different_outputs_cost_their_checks(tmp_path):
     naive = students._backward(dx="dx_hat / std", dgamma="dout.sum(axis=axes)")
     rows = grade_numpy(tmp_path, {"batch_norm_backward": naive}, exercises=("batch_norm_backward",))

@@ -244,6 +244,14 @@ NUMPY_VARIANTS = [
            changed("group_norm_backward", "dx_hat = (dout * gamma).reshape(shape)", "dx_hat = dout.reshape(shape)")),
     reject("group backward: x centred in place", "group_norm_backward",
            changed("group_norm_backward", "d = grouped - mu", "grouped -= mu\n    d = grouped")),
+    reject("group backward: group_norm's output as dx", "group_norm_backward",
+           "def group_norm_backward(dout, x, groups, gamma, epsilon=1e-3):\n"
+           "    g = x.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)\n"
+           "    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)\n"
+           "    x_hat = ((g - g.mean(axis=axes, keepdims=True)) / np.sqrt(g.var(axis=axes, keepdims=True) + epsilon))\n"
+           "    x_hat = x_hat.reshape(x.shape)\n"
+           "    sums = tuple(range(x.ndim - 1))\n"
+           "    return gamma * x_hat, (dout * x_hat).sum(axis=sums), dout.sum(axis=sums)\n"),
 ]
 
 

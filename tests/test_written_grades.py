@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from nbgrader.api import Gradebook
@@ -154,3 +155,45 @@ def test_the_class_report_keeps_the_written_answers_apart_and_counts_those_to_gr
     assert f"autograded: mean <strong>{FULL:.2f}</strong>" in page
     first = WRITTEN_ANSWERS[0].id
     assert f'data-answer="{first}"><td><code>{first}</code></td>' in page
+
+
+@pytest.mark.slow
+def test_reading_never_changes_the_gradebook_even_one_of_another_course(course):
+    gradebook = course / "gradebook.db"
+    before = gradebook.read_bytes()
+    assert written.read_gradebook(course).problem == ""
+    (course / "nbgrader_config.py").write_text('c = get_config()\nc.CourseDirectory.course_id = "another-course"\n')
+    reading = written.read_gradebook(course)          # nbgrader's Gradebook would add the course to the file
+    assert "could not be read" in reading.problem and reading.of("ann").total is None
+    assert gradebook.read_bytes() == before
+
+
+def _nbgrader_grade(max_score=2.0, manual_score=None, auto_score=None, needs_manual_grade=False):
+    return SimpleNamespace(max_score=max_score, manual_score=manual_score, auto_score=auto_score,
+                           needs_manual_grade=needs_manual_grade)
+
+
+@pytest.mark.parametrize("entry, why", [
+    (dict(manual_score=2.5), "not within 0 to 2"),
+    (dict(manual_score=-1.0), "not within 0 to 2"),
+    (dict(manual_score=float("nan")), "not within 0 to 2"),
+    (dict(max_score=5.0, manual_score=4.0), "out of 5 in the gradebook, 2 in this assignment"),
+    (dict(max_score=5.0, needs_manual_grade=True), "out of 5 in the gradebook"),
+])
+def test_a_gradebook_entry_outside_the_answers_points_is_no_grade(entry, why):
+    answer = WRITTEN_ANSWERS[0]
+    assert answer.points == 2.0
+    with pytest.raises(written.NotAGrade, match=why):
+        written.grade_of(_nbgrader_grade(**entry), answer)
+    person = written.WrittenGrade(written.Marked.PERSON, 2.0)
+    unanswered = written.WrittenGrade(written.Marked.UNANSWERED, 0.0)
+    assert written.grade_of(_nbgrader_grade(manual_score=2.0), answer) == person
+    assert written.grade_of(_nbgrader_grade(auto_score=0.0), answer) == unanswered
+
+
+@pytest.mark.slow
+def test_a_score_a_person_could_not_have_given_stays_pending_and_is_said(course):
+    grade_in_formgrader(course, "ann", {w.id: 2.0 for w in WRITTEN_ANSWERS[1:]} | {WRITTEN_ANSWERS[0].id: 7.0})
+    reading = written.read_gradebook(course)
+    assert reading.of("ann").pending == (WRITTEN_ANSWERS[0].id,) and reading.of("ann").total is None
+    assert f"ann: {WRITTEN_ANSWERS[0].id}'s score 7 is not within 0 to 2" in reading.problem

@@ -118,14 +118,29 @@ def require_an_answer(function, answer: Answer, inputs):
         _fail_not_an_answer(function, why)
 
 
-def require_shapes(function, answer: Answer, shapes, names=("the output",)):
-    """Fail naming the part whose shape differs (or the count of parts) before any quantity is read."""
+def require_shapes(function, answer: Answer, shapes, names=("the output",), reads=None):
+    """Fail naming the part whose shape differs (or the count of parts) before any quantity is read;
+    ``reads``: the indices of the parts whose shapes matter to the check (default: every part)."""
     if len(answer.parts) != len(shapes):
         pytest.fail(f"{function} returned {len(answer.parts)} arrays; it must return {len(shapes)}: "
                     + ", ".join(names))
-    for name, part, shape in zip(names, answer.parts, shapes, strict=True):
-        if part.shape != tuple(shape):
-            pytest.fail(f"{function}'s {name} has shape {part.shape}; it must have shape {tuple(shape)}")
+    for i in range(len(shapes)) if reads is None else reads:
+        if answer.parts[i].shape != tuple(shapes[i]):
+            pytest.fail(f"{function}'s {names[i]} has shape {answer.parts[i].shape}; it must have shape "
+                        f"{tuple(shapes[i])}")
+
+
+def grouped(a, groups):
+    """``a`` as (N, groups, values): each sample's groups of consecutive channels (Keras' layout),
+    their values over H and W."""
+    n, channels = a.shape[0], a.shape[-1]
+    return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
+
+
+def centred_groups(x, groups):
+    """``grouped(x, groups)`` less each sample's group mean."""
+    xs = grouped(x, groups)
+    return xs - xs.mean(axis=-1, keepdims=True)
 
 
 def output_like_x(call_array, function, x, *args, **kwargs) -> np.ndarray:

@@ -61,12 +61,7 @@ def _call(call_arrays, dout, x, gamma, reads, **kwargs) -> answers.Answer:
     """The answer, checked to be one and to have the right shape for the parts ``reads`` (indices)."""
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, gamma, **kwargs))
     answers.require_an_answer(FUNCTION, answer, [dout, x, gamma])
-    if len(answer.parts) != 3:
-        pytest.fail(f"{FUNCTION} returned {len(answer.parts)} arrays; it must return 3: dx, dgamma, dbeta")
-    shapes = (x.shape, x.shape[-1:], x.shape[-1:])
-    for i in reads:
-        if answer.parts[i].shape != shapes[i]:
-            pytest.fail(f"{FUNCTION}'s {NAMES[i]} has shape {answer.parts[i].shape}; it must have shape {shapes[i]}")
+    answers.require_shapes(FUNCTION, answer, (x.shape, x.shape[-1:], x.shape[-1:]), NAMES, reads)
     return answer
 
 

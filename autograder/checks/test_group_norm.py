@@ -49,24 +49,13 @@ def _feature_maps(shape, rng):
     return rng.normal(size=shape) * np.linspace(0.5, 3.0, channels) + np.linspace(-4.0, 4.0, channels)
 
 
-def _grouped(a, groups):
-    """``a`` as (N, groups, values): each sample's groups of consecutive channels, their values over H and W."""
-    n, channels = a.shape[0], a.shape[-1]
-    return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
-
-
-def _centred_groups(x, groups):
-    xs = _grouped(x, groups)
-    return xs - xs.mean(axis=-1, keepdims=True)
-
-
 def _factor(x, y, groups):
     """The least-squares multiple of (x - the group's mean) in each sample's and group's output."""
-    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[0]
+    return answers.best_multiple(answers.centred_groups(x, groups), answers.grouped(y, groups), axis=-1)[0]
 
 
 def _off_the_line(x, y, groups):
-    return answers.best_multiple(_centred_groups(x, groups), _grouped(y, groups), axis=-1)[1]
+    return answers.best_multiple(answers.centred_groups(x, groups), answers.grouped(y, groups), axis=-1)[1]
 
 
 def _named(quantity, x, groups, **kwargs):
@@ -113,7 +102,7 @@ def test_groups_consecutive_channels(call_array):
                               ((5, 8), 4, "dense features, 4 groups of 2")):
         x = _feature_maps(shape, rng)
         y = answers.normalized_values(call_array, FUNCTION, x, groups)
-        answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(_grouped(x, groups).shape),
+        answers.compare(FUNCTION, _off_the_line(x, y, groups), np.zeros(answers.grouped(x, groups).shape),
                         prop="within each sample and each group of consecutive channels (group k: channels k*C/G to "
                              "(k+1)*C/G - 1) the output must be one multiple of x - the group's mean",
                         on=f"{shape} {on}", scale=np.abs(y).max(),
@@ -128,7 +117,7 @@ def test_uses_the_biased_variance(call_array):
     # enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays negligible
     x = _rng().normal(size=(5, 2, 2, 1)) * 100.0 + 3.0
     y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.0)
-    answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / _grouped(x, 1).std(axis=-1),
+    answers.compare(FUNCTION, _factor(x, y, 1), 1.0 / answers.grouped(x, 1).std(axis=-1),
                     prop="with groups=1 and epsilon=0 the multiple of x - mean must be 1 / std with the biased "
                          "variance (divide by the number of values, np.var's default)",
                     on="(5, 2, 2, 1) activations: 4 values per sample",
@@ -141,9 +130,9 @@ def test_uses_the_epsilon_it_is_given(call_array):
     x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
     y = answers.normalized_values(call_array, FUNCTION, x, 1, epsilon=0.1)
     got = _factor(x, y, 1)
-    if answers.within(got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
+    if answers.within(got, 1.0 / np.sqrt(answers.grouped(x, 1).var(axis=-1, ddof=1) + 0.1)):
         return      # epsilon right, on the unbiased variance: the previous check's property
-    answers.compare(FUNCTION, got, 1.0 / np.sqrt(_grouped(x, 1).var(axis=-1) + 0.1),
+    answers.compare(FUNCTION, got, 1.0 / np.sqrt(answers.grouped(x, 1).var(axis=-1) + 0.1),
                     prop="with groups=1 and epsilon=0.1 the multiple of x - mean must be 1 / sqrt(var + 0.1), "
                          "epsilon inside the square root and the value given",
                     on="one channel, samples whose variance is 0.02 to 0.05",

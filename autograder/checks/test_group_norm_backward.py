@@ -61,16 +61,23 @@ def _call(call_arrays, dout, x, groups, gamma, reads, **kwargs) -> answers.Answe
     """The answer, checked to be one and to have the right shape for the parts ``reads`` (indices)."""
     answer = answers.Answer.of(call_arrays(FUNCTION, dout, x, groups, gamma, **kwargs))
     answers.require_an_answer(FUNCTION, answer, [dout, x, gamma])
-    if len(answer.parts) != 3:
-        pytest.fail(f"{FUNCTION} returned {len(answer.parts)} arrays; it must return 3: dx, dgamma, dbeta")
-    shapes = (x.shape, x.shape[-1:], x.shape[-1:])
-    for i in reads:
-        if answer.parts[i].shape != shapes[i]:
-            pytest.fail(f"{FUNCTION}'s {NAMES[i]} has shape {answer.parts[i].shape}; it must have shape {shapes[i]}")
+    answers.require_shapes(FUNCTION, answer, (x.shape, x.shape[-1:], x.shape[-1:]), NAMES, reads)
     if 0 in reads:      # a dx of zeros has every sum a path check reads: it must be an answer on its own
         answers.require_an_answer(f"{FUNCTION}'s dx", answers.Answer(answer.parts[:1], answer.dtypes[:1], []),
                                   [dout, x])
+        _require_dx_of_dout(call_arrays, answer.parts[0], dout, x, groups, gamma, **kwargs)
     return answer
+
+
+def _require_dx_of_dout(call_arrays, dx, dout, x, groups, gamma, **kwargs):
+    """A dx that stays the same when dout doubles is no gradient (group_norm's own output, say, sums to 0
+    over each group and is per sample and per group: it would pass the checks reading those properties)."""
+    again = answers.Answer.of(call_arrays(FUNCTION, 2.0 * dout, x, groups, gamma, **kwargs)).parts
+    if again and np.array_equal(again[0], dx):
+        raise answers.NotAnAnswer(
+            f"{FUNCTION}'s dx is the same for dout and for 2 * dout on this check's input: dx is the gradient "
+            "with respect to x given the upstream gradient dout, so it must depend on dout; that is not an answer, "
+            "so this check earns nothing")
 
 
 def _mistakes(dout, x, groups, gamma, epsilon):
@@ -82,17 +89,6 @@ def _named(quantity, dout, x, groups, gamma, epsilon):
     """{key: (description, quantity of that mistake's (dx, dgamma, dbeta))} for this call."""
     return {key: (description, quantity(*out))
             for key, (description, out) in _mistakes(dout, x, groups, gamma, epsilon).items()}
-
-
-def _per_group(a, groups):
-    """``a`` as (N, groups, values): each sample's groups of consecutive channels, their values over H and W."""
-    n, channels = a.shape[0], a.shape[-1]
-    return a.reshape(n, -1, groups, channels // groups).transpose(0, 2, 1, 3).reshape(n, groups, -1)
-
-
-def _centred(x, groups):
-    grouped = _per_group(x, groups)
-    return grouped - grouped.mean(axis=-1, keepdims=True)
 
 
 LATIN = 8      # values per fiber of the Latin cube below
@@ -142,12 +138,12 @@ def _path_case():
 
 def _group_sums(groups):
     """dx's sum over each sample's group, from (dx, dgamma, dbeta)."""
-    return lambda dx, *_: _per_group(dx, groups).sum(axis=-1)
+    return lambda dx, *_: answers.grouped(dx, groups).sum(axis=-1)
 
 
 def _group_moments(x, groups):
     """sum(dx * (x - mean)) over each sample's group, from (dx, dgamma, dbeta)."""
-    return lambda dx, *_: (_per_group(dx, groups) * _centred(x, groups)).sum(axis=-1)
+    return lambda dx, *_: (answers.grouped(dx, groups) * answers.centred_groups(x, groups)).sum(axis=-1)
 
 
 @pytest.mark.points(0.75)
@@ -156,8 +152,8 @@ def test_dx_flows_through_the_group_mean(call_arrays):
     dout, x, groups, gamma = _path_case()
     dx = _call(call_arrays, dout, x, groups, gamma, reads=(0,), epsilon=0.0).parts[0]
     right = reference.group_norm_backward(dout, x, groups, gamma, 0.0)[0]
-    scale = np.abs(_per_group(right, groups)).sum(axis=-1)
-    moments_scale = np.abs(_per_group(right, groups) * _centred(x, groups)).sum(axis=-1)
+    scale = np.abs(answers.grouped(right, groups)).sum(axis=-1)
+    moments_scale = np.abs(answers.grouped(right, groups) * answers.centred_groups(x, groups)).sum(axis=-1)
     both = not answers.within(_group_moments(x, groups)(dx), np.zeros_like(scale), moments_scale)
     answers.compare(FUNCTION, _group_sums(groups)(dx), np.zeros_like(scale),
                     prop="adding a constant to a sample's group does not change group norm's output, so dx must sum "
@@ -173,12 +169,12 @@ def test_dx_flows_through_the_group_variance(call_arrays):
     dout, x, groups, gamma = _path_case()
     dx = _call(call_arrays, dout, x, groups, gamma, reads=(0,), epsilon=0.0).parts[0]
     right = reference.group_norm_backward(dout, x, groups, gamma, 0.0)[0]
-    scale = np.abs(_per_group(right, groups) * _centred(x, groups)).sum(axis=-1)
+    scale = np.abs(answers.grouped(right, groups) * answers.centred_groups(x, groups)).sum(axis=-1)
     named = _named(_group_moments(x, groups), dout, x, groups, gamma, 0.0)
     got = _group_moments(x, groups)(dx)
     if answers.within(got, named["ddof1"][1], scale):
         return      # the unbiased variance: the divisor check's slip, not this path's
-    sums_scale = np.abs(_per_group(right, groups)).sum(axis=-1)
+    sums_scale = np.abs(answers.grouped(right, groups)).sum(axis=-1)
     both = not answers.within(_group_sums(groups)(dx), np.zeros_like(sums_scale), sums_scale)
     answers.compare(FUNCTION, got, np.zeros_like(scale),
                     prop="with epsilon=0, scaling a sample's group around its mean does not change group norm's "

@@ -10,7 +10,9 @@
 
 The class CSV's written answers come from nbgrader's gradebook (written.py), read once at the start
 of the run: after a person has graded them in formgrader, running grade-class again (nothing is
-graded again) writes them into grades.csv and the feedback pages.
+graded again) writes them into grades.csv and the feedback pages. A gradebook that is there but
+cannot be read (locked, another course's) leaves the feedback pages' written answers as the last
+readable one made them, grades.csv's pending, and grade-class says why (``gradebook_problem``).
 
 A result on the grader's side (``Result.grader_fault``: the sandbox could not start, a check
 crashed, a grader process crashed or ran past the timeout) is never a grade: its row says why, its
@@ -133,11 +135,15 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
             except OSError as e:
                 outcome.write_failures.append(f"{csv_path}: {e}")
 
+    def page_written(student) -> written.WrittenScores:
+        # an unreadable gradebook (locked, say) leaves the pages as a readable one last made them
+        return store.stored_written(course, student) if manual.unreadable else manual.of(student)
+
     def record(student, result: Result, notes, key) -> grades.Row:
         result = store.writable(result)
         try:
             message = store.write_result(course, student, result, notes=notes, key=key,
-                                         written=manual.of(student))
+                                         written=page_written(student))
         except Exception as e:  # noqa: BLE001 - one student's files not written never stops the class
             message = store.message_for([*notes, *result.notes], result)
             outcome.write_failures.append(f"{student}: {e}")
@@ -160,7 +166,7 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         stored = None if force else store.stored_result(course, hand_in.student, key)
         if stored is not None:
             rows[hand_in.student] = grades.Row.of(hand_in.student, *stored, manual.of(hand_in.student))
-            if manual.of(hand_in.student) != store.stored_written(course, hand_in.student):
+            if page_written(hand_in.student) != store.stored_written(course, hand_in.student):
                 _refresh_feedback(course, hand_in.student, stored[0], manual.of(hand_in.student), outcome)
             outcome.resumed += 1
             continue

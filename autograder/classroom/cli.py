@@ -153,6 +153,8 @@ def main(argv=None) -> int:
     print(f"feedback: {course / store.OUTPUT_DIR}/<student>/{ASSIGNMENT_ID}/{store.FEEDBACK_NAME}")
     if outcome.report is not None:
         print(f"report:   {outcome.report} (mistakes.csv and checks.csv beside it)")
+    if outcome.gradebook_problem:
+        print(f"written answers: {outcome.gradebook_problem}", file=sys.stderr)
     if outcome.write_failures:
         print("could not write:\n  " + "\n  ".join(outcome.write_failures), file=sys.stderr)
         return 1

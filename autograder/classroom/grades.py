@@ -4,7 +4,8 @@
 answer (its points, blank while a person has not graded it: written.py reads them from nbgrader's
 gradebook), then ``auto`` and ``auto_max`` (the isolated grader's points), ``manual`` and
 ``manual_max`` (the written answers', blank while any is pending), ``total`` and ``max_total``
-(auto + manual; the total is blank while a written answer is pending: no manual score is made up),
+(auto + manual; the total is blank while a written answer is pending: no manual score is made up;
+and when the grader failed: its 0 is no autograded score),
 ``status`` and ``message``. The status is ``error`` (the message says why), ``manual_pending`` (the
 autograded points are in; a person has still to grade a written answer) or ``graded``. Points as
 people write them (results.format_points), the message on one line.
@@ -55,9 +56,10 @@ class Row:
 
     @property
     def grand_total(self) -> float | None:
-        """Autograded plus written points, or None while a written answer is pending."""
+        """Autograded plus written points; None while a written answer is pending, or when the
+        autograded part was not graded because of the grader (its 0 is no grade)."""
         manual = self.written.total
-        return None if manual is None else self.total + manual
+        return None if manual is None or self.grader_fault else self.total + manual
 
 
 def _points_or_blank(points) -> str:

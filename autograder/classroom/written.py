@@ -12,7 +12,11 @@ answer is *pending* until the gradebook holds a grade for it that needs no perso
 Everything else (no gradebook yet, the student not autograded yet, an answer that
 ``needs_manual_grade``) is pending. The gradebook is found as nbgrader finds it: the course's
 ``nbgrader_config.py`` (``CourseDirectory.db_url`` and ``course_id``), by default
-``<course>/gradebook.db``; a missing sqlite file is not created.
+``<course>/gradebook.db``; a missing sqlite file is not created, and an sqlite gradebook is opened
+read-only (nbgrader's ``Gradebook`` would otherwise add tables or a course to one it does not match).
+A grade is the instructor's data, but it is still read with bounds: a score outside 0 to the
+answer's points, or an answer cell whose gradebook points are not the registry's (another release
+of the assignment), is no grade: that answer stays pending, and ``problem`` says why.
 """
 
 import logging
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import quote
 
 from ..exercises import ASSIGNMENT_ID, MANUAL_POINTS, NOTEBOOK_NAME, WRITTEN_ANSWERS
 
@@ -88,7 +93,8 @@ class WrittenScores:
 class GradebookReading:
     """What the gradebook says about the class's written answers."""
     scores: Mapping = field(default_factory=dict)   # {student: WrittenScores}, only students it grades
-    problem: str = ""                               # why the gradebook could not be read ("" when it could)
+    problem: str = ""                               # what could not be read as a grade ("" when all could)
+    unreadable: bool = False                        # the gradebook is there but could not be read at all
 
     def of(self, student: str) -> WrittenScores:
         """The student's written answers; all pending when the gradebook has none of theirs."""
@@ -107,15 +113,35 @@ def _gradebook_location(course: Path) -> tuple:
     return coursedir.db_url, coursedir.course_id
 
 
-def grade_of(grade) -> WrittenGrade:
-    """An nbgrader ``Grade`` of a manually graded answer cell as a WrittenGrade."""
+class NotAGrade(ValueError):
+    """A gradebook entry that cannot be a grade of this answer (its answer stays pending)."""
+
+
+def grade_of(grade, answer) -> WrittenGrade:
+    """An nbgrader ``Grade`` of ``answer``'s manually graded answer cell as a WrittenGrade; NotAGrade
+    when the gradebook's cell is out of other points than the registry's, or the score is not
+    within 0 to them."""
+    if float(grade.max_score) != answer.points:
+        raise NotAGrade(f"{answer.id} is out of {grade.max_score:g} in the gradebook, {answer.points:g} in this "
+                        "assignment (a gradebook of another release?)")
     if grade.needs_manual_grade:
         return PENDING
-    if grade.manual_score is not None:
-        return WrittenGrade(Marked.PERSON, float(grade.manual_score))
-    if grade.auto_score is not None:          # nbgrader's 0 for an answer cell left as released
-        return WrittenGrade(Marked.UNANSWERED, float(grade.auto_score))
+    # a person's score, else nbgrader's 0 for an answer cell left as released
+    for marked, score in ((Marked.PERSON, grade.manual_score), (Marked.UNANSWERED, grade.auto_score)):
+        if score is not None:
+            points = float(score)
+            if not 0.0 <= points <= answer.points:      # NaN too
+                raise NotAGrade(f"{answer.id}'s score {points:g} is not within 0 to {answer.points:g}")
+            return WrittenGrade(marked, points)
     return PENDING
+
+
+def _read_only(db_url: str) -> str:
+    """An sqlite URL opened read-only (SQLite's URI ``mode=ro``); other databases' URLs as they are."""
+    prefix = "sqlite:///"
+    if not db_url.startswith(prefix):
+        return db_url
+    return f"{prefix}file:{quote(db_url[len(prefix):])}?mode=ro&uri=true"
 
 
 def read_gradebook(course, students=None) -> GradebookReading:
@@ -129,8 +155,8 @@ def read_gradebook(course, students=None) -> GradebookReading:
             return GradebookReading()
         from nbgrader.api import Gradebook, MissingEntry  # noqa: PLC0415
         notebook = Path(NOTEBOOK_NAME).stem
-        found = {}
-        with Gradebook(db_url, course_id) as gradebook:
+        found, not_grades = {}, []
+        with Gradebook(_read_only(db_url), course_id) as gradebook:
             wanted = students if students is not None else [s.id for s in gradebook.students]
             for student in wanted:
                 try:
@@ -138,12 +164,23 @@ def read_gradebook(course, students=None) -> GradebookReading:
                 except MissingEntry:
                     continue
                 cells = {g.name: g for g in submission.grades}
-                found[student] = WrittenScores(MappingProxyType(
-                    {w.id: grade_of(cells[w.answer_cell]) if w.answer_cell in cells else PENDING
-                     for w in WRITTEN_ANSWERS}))
-        return GradebookReading(MappingProxyType(found))
+                grades = {}
+                for answer in WRITTEN_ANSWERS:
+                    try:
+                        grades[answer.id] = grade_of(cells[answer.answer_cell], answer) \
+                            if answer.answer_cell in cells else PENDING
+                    except NotAGrade as why:
+                        grades[answer.id] = PENDING
+                        not_grades.append(f"{student}: {why}")
+                found[student] = WrittenScores(MappingProxyType(grades))
+        problem = ""
+        if not_grades:
+            problem = f"the nbgrader gradebook holds {len(not_grades)} entries that are not grades, shown as " \
+                      f"pending: {'; '.join(not_grades[:5])}{'; ...' if len(not_grades) > 5 else ''}"
+            log.warning("%s", problem)
+        return GradebookReading(MappingProxyType(found), problem)
     except Exception as error:  # noqa: BLE001 - an unreadable gradebook leaves the written answers pending, said
-        problem = f"the nbgrader gradebook could not be read ({type(error).__name__}: {error}); " \
-                  "the written answers are shown as pending"
+        problem = f"the nbgrader gradebook could not be read ({type(error).__name__}: {error}; it is opened " \
+                  "read-only, so one of another course is not changed); the written answers are shown as pending"
         log.warning("%s", problem)
-        return GradebookReading(problem=problem)
+        return GradebookReading(problem=problem, unreadable=True)
