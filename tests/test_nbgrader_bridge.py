@@ -509,10 +509,18 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
     nbgrader_cli(course, "autograde", "batchnorm")
     assert not leftovers(first_uid, tag, scratch)
 
-    for name in ("full_marks", "bn_ddof1", "faker", "forger"):
-        # the isolated grader on the submission itself, outside nbgrader
-        direct = grade.grade_notebook(course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
-        expected = {e.test_cell: direct.exercise_scores()[e.id] for e in EXERCISES}
+    # What the isolated grader gives each one: known for the solution, the faker and the forger (whose
+    # one answer is a correct manual_batch_norm); bn_ddof1's partial scores from the grader itself,
+    # run on the submission outside nbgrader.
+    direct = grade.grade_notebook(course / "submitted" / "bn_ddof1" / "batchnorm" / "batchnorm.ipynb")
+    expected_scores = {
+        "full_marks": {e.id: e.points for e in EXERCISES},
+        "bn_ddof1": direct.exercise_scores(),
+        "faker": {e.id: 0.0 for e in EXERCISES},
+        "forger": {e.id: e.points if e.id == "manual_batch_norm" else 0.0 for e in EXERCISES},
+    }
+    for name, scores_ in expected_scores.items():
+        expected = {e.test_cell: scores_[e.id] for e in EXERCISES}
         recorded = gradebook_scores(course, name)
         autograded = {k: v for k, v in recorded.items() if k in BY_TEST_CELL}
         assert {k: v[0] for k, v in autograded.items()} == expected, name
