@@ -432,6 +432,7 @@ IMPORTS_ABSENT = f"import {ABSENT} as helper"
 USES_HELPER = BY_ID["manual_batch_norm"].def_line + "\n    return helper.normalize(x, gamma, beta, epsilon)\n"
 
 
+@pytest.mark.slow          # several sandboxed runs: make test-fast stays under its minute
 def test_a_module_missing_in_a_students_cell_is_one_problem_however_many_cells_import_it(tmp_path):
     nb = students.build_notebook(students.Student(
         "imports_absent", "imports a module the environment lacks, in two added cells",
