@@ -105,7 +105,6 @@ EXERCISES = (
 )
 
 
-
 @dataclass(frozen=True)
 class WrittenAnswer:
     """A written answer, graded by a person (nbgrader's manually graded answer cell)."""

@@ -115,6 +115,11 @@ class ClassData:
         return {s: r for s, r in self.results.items() if not r.grader_fault}
 
     @property
+    def written_pending(self) -> int:
+        """How many written answers of the students with a grade a person has still to grade."""
+        return sum(len(self.manual.of(s).pending) for s in self.grades)
+
+    @property
     def graded(self) -> dict:
         """The submissions that were graded (status graded)."""
         return {s: r for s, r in self.results.items() if r.status is Status.GRADED}
@@ -281,7 +286,7 @@ def _written_answers(data: ClassData) -> dict:
                         "graded": len(points), "pending": len(scores) - len(points),
                         "mean": f"{statistics.fmean(points):.2f}" if points else "-"})
     complete = [w.total for w in scores if w.total is not None]
-    return {"answers": answers, "pending": sum(len(w.pending) for w in scores),
+    return {"answers": answers, "pending": data.written_pending,
             "students_pending": sum(bool(w.pending) for w in scores), "complete": len(complete),
             "mean": f"{statistics.fmean(complete):.2f}" if complete else "-", "max_total": format_points(MANUAL_POINTS),
             "problem": data.manual.problem}
@@ -388,8 +393,7 @@ def main(argv=None) -> int:
         return 1
     data = written.data
     print(f"{len(data.results)} results, {len(data.mistakes)} distinct mistakes, built in {written.seconds:.1f} s")
-    pending = sum(len(data.manual.of(s).pending) for s in data.grades)
-    print(f"written answers still to be graded by a person (nbgrader formgrader): {pending}")
+    print(f"written answers still to be graded by a person (nbgrader formgrader): {data.written_pending}")
     if data.manual.problem:
         print(f"report: {data.manual.problem}", file=sys.stderr)
     for m in data.mistakes[:10]:

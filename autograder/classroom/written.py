@@ -136,12 +136,14 @@ def grade_of(grade, answer) -> WrittenGrade:
     return PENDING
 
 
+SQLITE = "sqlite:///"        # nbgrader's default db_url: an sqlite file
+
+
 def _read_only(db_url: str) -> str:
     """An sqlite URL opened read-only (SQLite's URI ``mode=ro``); other databases' URLs as they are."""
-    prefix = "sqlite:///"
-    if not db_url.startswith(prefix):
+    if not db_url.startswith(SQLITE):
         return db_url
-    return f"{prefix}file:{quote(db_url[len(prefix):])}?mode=ro&uri=true"
+    return f"{SQLITE}file:{quote(db_url[len(SQLITE):])}?mode=ro&uri=true"
 
 
 def read_gradebook(course, students=None) -> GradebookReading:
@@ -151,7 +153,7 @@ def read_gradebook(course, students=None) -> GradebookReading:
     course = Path(course).resolve()
     try:
         db_url, course_id = _gradebook_location(course)
-        if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).is_file():
+        if db_url.startswith(SQLITE) and not Path(db_url[len(SQLITE):]).is_file():
             return GradebookReading()
         from nbgrader.api import Gradebook, MissingEntry  # noqa: PLC0415
         notebook = Path(NOTEBOOK_NAME).stem
