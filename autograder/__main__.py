@@ -16,6 +16,8 @@ VERBS = {
     "data": ("autograder.data", "link Fashion-MNIST from Debian's package into Keras' cache"),
     "check": ("autograder.student.check", "run a notebook as the grader does, with its visible tests (students)"),
     "student-kit": ("autograder.student.kit", "build the wheel students install to run `check`"),
+    "gradescope-run": ("autograder.platforms.gradescope",
+                       "grade the one notebook of a Gradescope submission into its results.json"),
 }
 
 

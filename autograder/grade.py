@@ -166,6 +166,7 @@ def grade_notebook(source, settings: Settings | None = None, *, hide=()) -> Resu
     graded = Result.graded(list(collector.rows.values()), notes=read.notes, timings=timings,
                            isolation=findings.worker_isolation)
     graded.architectures = dict(findings.architectures)
+    graded.measures = dict(findings.measures)
     return graded
 
 

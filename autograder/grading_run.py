@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 class RunFindings:
     """What the checks' fixtures found out about one grading, read by grade.py once pytest is done:
     the submission fixture fills in the worker's part when it closes it (``record_worker``); the
-    training check adds its time (``record_timing``) and the model fixture each builder's
-    architecture as they go."""
+    training check adds its time (``record_timing``) and its measured lead (``record_measure``), and
+    the model fixture each builder's architecture as they go."""
     fault: GraderFault | None = None     # a GraderFault found after the checks (the set-up cells)
     timings: dict[str, float] = field(default_factory=dict)
     worker_isolation: str | None = None  # the mode a worker actually ran in, for results.json
     architectures: dict[str, str] = field(default_factory=dict)   # {model builder: fingerprint}, defaults' call
+    measures: dict[str, float] = field(default_factory=dict)      # {name: value} measured by the grader
 
     def record_worker(self, submission: Submission) -> None:
         """What the closing submission knows: its grader-side fault, its timings and its mode."""

@@ -3,7 +3,7 @@
     {"total": float, "max_total": float, "status": "graded" | "error", "error": str | null,
      "error_side": "student" | "grader" | null, "isolation": "bwrap+landlock" | "bwrap" | "landlock" | "none" | null,
      "notes": [str], "checks": [{"id", "exercise", "points", "max_points", "passed", "message", "mistake"}],
-     "versions": {...}, "timings": {...}, "architectures": {model builder: sha256}}
+     "versions": {...}, "timings": {...}, "architectures": {model builder: sha256}, "measures": {name: float}}
 
 Every check appears in every result; one that could not run has 0 points and says why. A result
 whose error is on the grader's side (``Result.grader_fault``) is never a grade: every check has 0
@@ -15,12 +15,16 @@ A check row's ``mistake`` is the code of the known mistake its failure names
 (known_mistakes.mistake_codes: "manual_batch_norm.ddof1"), null otherwise. ``architectures`` holds,
 per model builder the checks called with its defaults, the fingerprint of the model's canonical
 architecture (models/architecture.py), which the similarity report groups students by.
+``measures`` holds figures the grader measured in its own process, never the student's: today
+``training_lead``, the BN model's lead over the model without BN in the training check (Gradescope's
+leaderboard shows it).
 Text that may quote the student (a check's message, the error, the notes) is bounded and its control
 characters written as visible escapes whenever it is set (text.bounded), so results.json stays small
 and whatever prints or writes a Result shows no raw terminal escape.
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -33,6 +37,7 @@ from .text import bounded
 # results.json of the assignment's 47 checks near 100 KB even when every message is cut here
 # (a 2 MB cell error copied into each), however the student's text escapes in JSON.
 CHECK_MESSAGE_CHARS = 2_000
+TRAINING_LEAD = "training_lead"     # results.json's measures: the training check's lead, measured by the grader
 
 
 def in_exercise_order(rows) -> list:
@@ -41,6 +46,17 @@ def in_exercise_order(rows) -> list:
         return r["exercise"] if isinstance(r, dict) else r.exercise
     return sorted(rows, key=lambda r: (EXERCISE_IDS.index(exercise(r)) if exercise(r) in EXERCISE_IDS
                                        else len(EXERCISE_IDS)))
+
+
+def _measures(doc) -> dict:
+    """A results document's measures: finite numbers only (older documents have none)."""
+    if not isinstance(doc, dict):
+        return {}
+    found = {}
+    for name, value in doc.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            found[str(name)] = float(value)
+    return found
 
 
 class Status(str, Enum):
@@ -97,6 +113,7 @@ class Result:
     timings: dict = field(default_factory=dict)
     isolation: str | None = None                  # the sandbox mode the student's code ran in
     architectures: dict = field(default_factory=dict)   # {model builder: canonical architecture's sha256}
+    measures: dict = field(default_factory=dict)        # {name: float} the grader measured (TRAINING_LEAD)
 
     def __setattr__(self, name, value):
         # The error and the notes may quote the student (a cell's error, a file's name): bounded and
@@ -166,7 +183,7 @@ class Result:
                 "error": self.error, "error_side": self.error_side.value if self.error_side else None,
                 "isolation": self.isolation, "notes": list(self.notes), "checks": [c.to_dict() for c in self.checks],
                 "versions": dict(self.versions), "timings": dict(self.timings),
-                "architectures": dict(self.architectures)}
+                "architectures": dict(self.architectures), "measures": dict(self.measures)}
 
     def to_json(self) -> str:
         """results.json's text; ValueError when something in it is not JSON (NaN, an object)."""
@@ -190,7 +207,7 @@ class Result:
                    dict(doc.get("versions") or {}), dict(doc.get("timings") or {}),
                    None if doc.get("isolation") is None else str(doc["isolation"]),
                    {str(k): str(v) for k, v in (doc.get("architectures") or {}).items()}
-                   if isinstance(doc.get("architectures"), dict) else {})
+                   if isinstance(doc.get("architectures"), dict) else {}, _measures(doc.get("measures")))
 
     @classmethod
     def from_json(cls, text) -> "Result":

@@ -95,6 +95,14 @@ def record_timing(grading_run):
 
 
 @pytest.fixture(scope="session")
+def record_measure(grading_run):
+    """record_measure(name, value): a figure the grader measured (results.json's "measures")."""
+    def record(name, value):
+        grading_run.findings.measures[name] = round(float(value), 6)
+    return record
+
+
+@pytest.fixture(scope="session")
 def cache_dir(grading_run):
     """Where the training check keeps its baseline and memo (None: settings.default_cache_dir())."""
     return grading_run.settings.cache_dir

@@ -27,11 +27,12 @@ from autograder import training
 from autograder.checks.model_with_bn import FUNCTION, shortfall
 from autograder.errors import TrainingRefused
 from autograder.models import cost, rebuild, vet
+from autograder.results import TRAINING_LEAD
 
 
 @pytest.mark.points(1.0)
 def test_bn_model_trains_faster_than_the_baseline(model_config, student_model, cache_dir, training_budget,
-                                                   training_memo, record_timing, record_property):
+                                                   training_memo, record_timing, record_measure, record_property):
     """With BN, training accuracy after the short budget leads the model without BN by the calibrated margin."""
     config = model_config(FUNCTION)
     # refused when it costs too much to train, memoized or not (from the config: no Keras)
@@ -49,6 +50,7 @@ def test_bn_model_trains_faster_than_the_baseline(model_config, student_model, c
     except TrainingRefused as exc:
         pytest.fail(str(exc))
     record_timing("training_check", result.seconds)
+    record_measure(TRAINING_LEAD, result.lead)
     schedule = training.SCHEDULE
     measured = (f"after {schedule.epochs} epoch(s) on {schedule.n_images:,} images (batch {schedule.batch_size}, "
                 f"seed {schedule.seed}) your BN model reached a training accuracy of {result.bn_accuracy:.3f}, the "
