@@ -36,12 +36,14 @@ def description(item) -> str:
 
 
 def row(item) -> dict:
-    """A check as {"id", "exercise", "max_points"}, read from its module and its points marker."""
+    """A check as {"id", "exercise", "max_points", "counterpart"}, read from its module, its points marker
+    and its visible_counterpart marker (the notebook's visible test asserts the same property)."""
     import pytest
     marker = item.get_closest_marker("points")
     if marker is None:
         raise pytest.UsageError(f"check {item.nodeid} has no points marker")
-    return {"id": check_id(item), "exercise": exercise_of(item), "max_points": float(marker.args[0])}
+    return {"id": check_id(item), "exercise": exercise_of(item), "max_points": float(marker.args[0]),
+            "counterpart": item.get_closest_marker("visible_counterpart") is not None}
 
 
 class _Listing:
@@ -56,7 +58,7 @@ class _Listing:
 
 @functools.lru_cache(maxsize=1)
 def collect_checks() -> tuple:
-    """Every check as {"id", "exercise", "max_points"}, in exercise order, without grading anything."""
+    """Every check as {"id", "exercise", "max_points", "counterpart"}, in exercise order, without grading anything."""
     import pytest
     listing = _Listing()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -27,7 +27,7 @@ SCORING = (
 NOT_SCORING = (
     "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py", "text.py",
     "nbgrader_bridge.py", "assign.py", "demo.py", "synthetic_students.py",
-    "classroom/*.py", "student/*.py", "templates/*",
+    "classroom/*.py", "student/*.py", "platforms/*.py", "templates/*",
 )
 
 # jax, jaxlib and scipy: the sandboxed worker builds the students' models with Keras' NumPy backend.

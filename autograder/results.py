@@ -2,7 +2,8 @@
 
     {"total": float, "max_total": float, "status": "graded" | "error", "error": str | null,
      "error_side": "student" | "grader" | null, "isolation": "bwrap+landlock" | "bwrap" | "landlock" | "none" | null,
-     "notes": [str], "checks": [{"id", "exercise", "points", "max_points", "passed", "message", "mistake"}],
+     "notes": [str], "checks": [{"id", "exercise", "points", "max_points", "passed", "message", "mistake",
+                                 "counterpart"}],
      "versions": {...}, "timings": {...}, "architectures": {model builder: sha256}, "measures": {name: float}}
 
 Every check appears in every result; one that could not run has 0 points and says why. A result
@@ -18,6 +19,9 @@ architecture (models/architecture.py), which the similarity report groups studen
 ``measures`` holds figures the grader measured in its own process, never the student's: today
 ``training_lead``, the BN model's lead over the model without BN in the training check (Gradescope's
 leaderboard shows it).
+A check row's ``counterpart`` says the notebook's visible test asserts the same property (the check's
+``visible_counterpart`` marker, autograder/checks/README.md): its result reveals nothing the student
+cannot see already, so a platform may show it before the due date. Rows written before it existed: false.
 Text that may quote the student (a check's message, the error, the notes) is bounded and its control
 characters written as visible escapes whenever it is set (text.bounded), so results.json stays small
 and whatever prints or writes a Result shows no raw terminal escape.
@@ -78,6 +82,7 @@ class CheckResult:
     passed: bool
     message: str
     mistake: str | None = None    # the named mistake's code ("<exercise>.<key>"), None when none matched
+    counterpart: bool = False     # the notebook's visible test asserts this check's property too
 
     def __setattr__(self, name, value):
         # The message may quote the student's output or exception: bounded and its control
@@ -87,7 +92,7 @@ class CheckResult:
     def to_dict(self) -> dict:
         return {"id": self.id, "exercise": self.exercise, "points": self.points,
                 "max_points": self.max_points, "passed": self.passed, "message": self.message,
-                "mistake": self.mistake}
+                "mistake": self.mistake, "counterpart": self.counterpart}
 
     @classmethod
     def from_dict(cls, row) -> "CheckResult":
@@ -96,7 +101,8 @@ class CheckResult:
         try:
             found = cls(str(row["id"]), str(row["exercise"]), float(row["points"]), float(row["max_points"]),
                         bool(row["passed"]), str(row.get("message") or ""),
-                        None if row.get("mistake") is None else str(row["mistake"]))   # older rows: none
+                        None if row.get("mistake") is None else str(row["mistake"]),   # older rows: none
+                        bool(row.get("counterpart", False)))                             # older rows: false
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"a check row is malformed: {exc}") from None
         return found
@@ -158,7 +164,7 @@ class Result:
                isolation=None) -> "Result":
         """Every check at 0 points with the reason: ``reason`` is an exception (whose type decides
         the side) or a message with an explicit ``side``. ``checks`` is the check catalogue, rows
-        {"id", "exercise", "max_points"} (``check_catalogue.catalogue()``); without it (the checks cannot
+        {"id", "exercise", "max_points", "counterpart"} (``check_catalogue.catalogue()``); without it (the checks cannot
         be listed: the grader itself is broken), one row per exercise stands in for them."""
         if isinstance(reason, BaseException):
             side = side or side_of(reason)
@@ -169,7 +175,8 @@ class Result:
         if side is Side.GRADER and not message.startswith(GRADER_SIDE_PREFIX):
             message = GRADER_SIDE_PREFIX + message
         if checks is not None:
-            rows = [CheckResult(r["id"], r["exercise"], 0.0, r["max_points"], False, message) for r in checks]
+            rows = [CheckResult(r["id"], r["exercise"], 0.0, r["max_points"], False, message,
+                                counterpart=bool(r.get("counterpart", False))) for r in checks]
         else:
             rows = [CheckResult(e.id, e.id, 0.0, e.points, False, message) for e in EXERCISES]
         from .provenance import versions

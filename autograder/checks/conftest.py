@@ -32,6 +32,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): points the check is worth")
+    config.addinivalue_line("markers", "visible_counterpart: the exercise's visible test cell asserts the "
+                                       "same property (README.md)")
     # No Keras here: the structure checks read models from their configs (models.view), and only
     # a training check whose architecture is not in the memo imports TensorFlow.
 

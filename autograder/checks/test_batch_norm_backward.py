@@ -99,6 +99,7 @@ def _without_statistics_paths(dout, x):
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_dx_flows_through_the_batch_mean(call_arrays):
     """dx sums to 0 over the batch, per feature: the path through the batch mean."""
     x = _latin_square(8, std=20.0)
@@ -115,6 +116,7 @@ def test_dx_flows_through_the_batch_mean(call_arrays):
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_dx_flows_through_the_batch_variance(call_arrays):
     """sum(dx * (x - mean)) = 0 per feature with epsilon=0: the path through the batch variance."""
     x = _latin_square(8, std=20.0)
@@ -132,6 +134,7 @@ def test_dx_flows_through_the_batch_variance(call_arrays):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_dgamma_sums_dout_times_x_hat(call_arrays):
     """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per feature; a scalar gamma is accepted."""
     x = _activations((16, 3))
@@ -149,6 +152,7 @@ def test_dgamma_sums_dout_times_x_hat(call_arrays):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_conv_activations_sum_per_channel(call_arrays):
     """For (N, H, W, C) activations dgamma and dbeta sum over axes (0, 1, 2), one per channel."""
     x = _activations((4, 3, 3, 2))
@@ -169,6 +173,7 @@ def test_conv_activations_sum_per_channel(call_arrays):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_uses_the_epsilon_it_is_given(call_arrays):
     """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
     x = _latin_square(8, std=0.1)                                # variance 0.01, of the order of epsilon
@@ -191,6 +196,7 @@ MAIN_CHECKS = (test_dx_flows_through_the_batch_mean, test_dx_flows_through_the_b
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_float_arrays(call_arrays):
     """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays."""
     x = _activations((8, 5))
@@ -200,6 +206,7 @@ def test_returns_float_arrays(call_arrays):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_leaves_its_inputs_unmodified(call_arrays):
     """Leaves dout, x and gamma as they were."""
     x = _activations((8, 3))

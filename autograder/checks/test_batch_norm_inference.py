@@ -54,6 +54,7 @@ def _named(quantity, x, moving_mean, moving_var, **kwargs):
 
 
 @pytest.mark.points(0.75)
+@pytest.mark.visible_counterpart
 def test_normalizes_with_the_moving_statistics(call_array):
     """Centres each channel on moving_mean, not on the batch's own mean (nothing computed from the batch)."""
     moving_mean, moving_var = np.array([1.0, -2.0, 0.5]), np.array([4.0, 0.25, 9.0])
@@ -69,6 +70,7 @@ def test_normalizes_with_the_moving_statistics(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_divides_by_the_standard_deviation(call_array):
     """Divides by sqrt(moving_var), per channel of (N, H, W, C) activations (epsilon=0)."""
     # variances large enough that an epsilon of 1e-3 ignored (epsilon=0 is passed) stays within tolerance
@@ -83,6 +85,7 @@ def test_divides_by_the_standard_deviation(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_adds_epsilon_inside_the_square_root(call_array):
     """Divides by sqrt(moving_var + epsilon): with Keras' default 1e-3, and with epsilon=0.1 when given it."""
     moving_mean, moving_var = np.zeros(3), np.array([1e-4, 1e-3, 4e-3])
@@ -107,6 +110,7 @@ def test_adds_epsilon_inside_the_square_root(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_applies_per_channel_gamma_and_beta(call_array):
     """Scales by gamma and shifts by beta, per channel."""
     moving_mean, moving_var = np.array([1.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
@@ -125,6 +129,7 @@ MAIN_CHECKS = (test_normalizes_with_the_moving_statistics, test_divides_by_the_s
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is x's: the other checks compare it)."""
     moving_mean, moving_var = np.array([1.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
@@ -135,6 +140,7 @@ def test_returns_a_float_array(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_leaves_its_inputs_unmodified(call_array):
     """Leaves x and the moving statistics as they were."""
     moving_mean, moving_var = np.array([0.5, -0.5]), np.array([2.0, 3.0])

@@ -40,6 +40,7 @@ from autograder.models import view
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_a_model_the_grader_can_rebuild(student_model):
     """Returns a keras.Model of built-in layers that the grader can rebuild from its configuration."""
     model = student_model(FUNCTION)
@@ -49,6 +50,7 @@ def test_returns_a_model_the_grader_can_rebuild(student_model):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_outputs_class_probabilities(student_model):
     """Ends in Dense(softmax), or in a Dense followed by Softmax() or Activation("softmax")."""
     layers = view.flat_layers(student_model(FUNCTION))
@@ -58,6 +60,7 @@ def test_outputs_class_probabilities(student_model):
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_places_batch_norm_between_conv_and_relu(student_model):
     """Every Conv2D is linear and followed by BatchNormalization, then a plain ReLU."""
     layers = view.flat_layers(student_model(FUNCTION))
@@ -67,6 +70,7 @@ def test_places_batch_norm_between_conv_and_relu(student_model):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_keeps_the_baseline_architecture(student_model):
     """Beside BN and ReLU, the baseline's layers and nothing else; 35,210 parameters (35,114 without conv
     biases), 192 of them non-trainable."""
@@ -90,6 +94,7 @@ def test_keeps_the_baseline_architecture(student_model):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_honours_input_shape_and_num_classes(student_model):
     """Builds for the input_shape and num_classes it is given."""
     model = student_model(FUNCTION, input_shape=(32, 32, 3), num_classes=5)

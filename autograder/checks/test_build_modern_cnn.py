@@ -50,6 +50,7 @@ def aligned(expected, found) -> list:
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_uses_conv_bn_relu_blocks(student_model):
     """Every Conv2D is a linear 3x3 'same' convolution followed by BatchNormalization, then ReLU."""
     layers = view.flat_layers(student_model(FUNCTION))
@@ -62,6 +63,7 @@ def test_uses_conv_bn_relu_blocks(student_model):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_has_the_filters_pooling_dropout_and_head(student_model):
     """Filters 32, 32, 64, 64, 128; pooling; dropout 0.2, 0.3, 0.5; global average pooling; softmax head."""
     every = view.layer_signatures(view.flat_layers(student_model(FUNCTION)))
@@ -74,6 +76,7 @@ def test_has_the_filters_pooling_dropout_and_head(student_model):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_has_the_expected_parameter_counts(student_model):
     """141,994 parameters at the defaults (141,674 without conv biases), 640 non-trainable."""
     model = student_model(FUNCTION)
@@ -86,6 +89,7 @@ def test_has_the_expected_parameter_counts(student_model):
 
 
 @pytest.mark.points(0.25)   # each of the two shapes
+@pytest.mark.visible_counterpart
 @pytest.mark.parametrize("input_shape, num_classes", [((28, 28, 1), 10), ((64, 64, 3), 5)],
                          ids=["28x28x1-10", "64x64x3-5"])
 def test_honours_input_shape_and_num_classes(student_model, input_shape, num_classes):

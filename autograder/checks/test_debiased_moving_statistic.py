@@ -68,6 +68,7 @@ def _named_shares(moving, initial, momentum, steps):
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_removes_what_is_left_of_a_non_zero_initial_value(call_array):
     """A moving variance that started at 1.0, after 47 updates at momentum 0.99: 0.99**47 = 62% of it is left."""
     steps, momentum = 47, 0.99
@@ -87,6 +88,7 @@ def test_removes_what_is_left_of_a_non_zero_initial_value(call_array):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_renormalizes_by_the_weight_of_the_batches(call_array):
     """Divides by 1 - momentum**steps: raising moving and initial together by 1 raises the result by 1."""
     moving, initial = np.array([0.8, -0.3, 2.1]), np.array([0.5, 0.0, 1.0])
@@ -106,6 +108,7 @@ def test_renormalizes_by_the_weight_of_the_batches(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_counts_one_factor_of_momentum_per_update(call_array):
     """After 3 updates at momentum 0.8 the initial value weighs 0.8**3."""
     moving = np.array([1.5, 2.5])
@@ -122,6 +125,7 @@ MAIN_CHECKS = (test_removes_what_is_left_of_a_non_zero_initial_value, test_renor
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_broadcasts_and_leaves_its_inputs_unmodified(call_array):
     """Moving statistics of two layers (2, 3) with per-channel initial values (3,); the inputs stay as they were."""
     moving, initial = np.array([[0.4, 0.9, 1.2], [0.1, 0.6, 0.3]]), np.array([1.0, 0.0, 0.5])

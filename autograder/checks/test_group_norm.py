@@ -66,6 +66,7 @@ def _named(quantity, x, groups, **kwargs):
 
 
 @pytest.mark.points(1.5)
+@pytest.mark.visible_counterpart
 def test_normalizes_each_sample_on_its_own(call_array):
     """A sample's output is the same alone as in its batch, and does not change when the batch is scaled."""
     rng = _rng()
@@ -94,6 +95,7 @@ def test_normalizes_each_sample_on_its_own(call_array):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_groups_consecutive_channels(call_array):
     """Group k holds channels k*C/G to (k+1)*C/G - 1 (6 channels in 3 groups, groups=C, dense features)."""
     rng = _rng()
@@ -111,6 +113,7 @@ def test_groups_consecutive_channels(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_uses_the_biased_variance(call_array):
     """One channel, groups=1, epsilon=0: the biased variance (ddof=0) over each sample's 4 values."""
     # one channel, so that every way of grouping channels gives the same groups; a variance large
@@ -125,6 +128,7 @@ def test_uses_the_biased_variance(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_uses_the_epsilon_it_is_given(call_array):
     """With epsilon=0.1 on samples whose variance is 0.02 to 0.05, the output uses that epsilon."""
     x = _rng().normal(size=(3, 3, 3, 1)) * np.array([0.3, 0.2, 0.25])[:, None, None, None]   # one channel
@@ -141,6 +145,7 @@ def test_uses_the_epsilon_it_is_given(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_applies_per_channel_gamma_and_beta(call_array):
     """Scales by gamma and shifts by beta, per channel."""
     x = _feature_maps((2, 3, 3, 6), _rng())
@@ -158,6 +163,7 @@ MAIN_CHECKS = (test_normalizes_each_sample_on_its_own, test_groups_consecutive_c
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is x's: the other checks compare it)."""
     x = _feature_maps((2, 2, 2, 4), _rng())

@@ -147,6 +147,7 @@ def _group_moments(x, groups):
 
 
 @pytest.mark.points(0.75)
+@pytest.mark.visible_counterpart
 def test_dx_flows_through_the_group_mean(call_arrays):
     """dx sums to 0 over each sample's group: the path through the group's mean."""
     dout, x, groups, gamma = _path_case()
@@ -164,6 +165,7 @@ def test_dx_flows_through_the_group_mean(call_arrays):
 
 
 @pytest.mark.points(0.75)
+@pytest.mark.visible_counterpart
 def test_dx_flows_through_the_group_variance(call_arrays):
     """sum(dx * (x - mean)) = 0 over each sample's group with epsilon=0: the path through the group's variance."""
     dout, x, groups, gamma = _path_case()
@@ -185,6 +187,7 @@ def test_dx_flows_through_the_group_variance(call_arrays):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_each_sample_on_its_own(call_arrays):
     """A sample's dx is the same alone as in its batch: the statistics are per sample."""
     rng = _rng(43)
@@ -251,6 +254,7 @@ def _check_groups_on(call_arrays, shape, groups, on):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_groups_consecutive_channels(call_arrays):
     """Group k (channels k*C/G to (k+1)*C/G - 1): its dx does not change when the other groups change."""
     for shape, groups, on in (((2, 3, 3, 6), 3, "conv activations, 6 channels in 3 groups"),
@@ -260,6 +264,7 @@ def test_groups_consecutive_channels(call_arrays):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_dgamma_and_dbeta_sum_per_channel(call_arrays):
     """dgamma = sum(dout * x_hat) and dbeta = sum(dout), per channel over N, H and W; a scalar gamma is accepted."""
     x, groups = _latin_cube(std=20.0, mean=-3.0), 4
@@ -289,6 +294,7 @@ def test_dgamma_and_dbeta_sum_per_channel(call_arrays):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_divides_by_sqrt_of_the_biased_variance_plus_epsilon(call_arrays):
     """dx = gamma * dout / sqrt(var + epsilon) for a dout the statistics' paths ignore, epsilon=0.01."""
     x, groups = _latin_cube(std=0.1, mean=0.5), 4            # variance 0.01, of the order of epsilon
@@ -311,6 +317,7 @@ MAIN_CHECKS = (test_dx_flows_through_the_group_mean, test_dx_flows_through_the_g
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_float_arrays_and_leaves_its_inputs_unmodified(call_arrays):
     """Returns (dx, dgamma, dbeta) as floating-point NumPy arrays, and leaves dout, x and gamma as they were."""
     rng = _rng(67)

@@ -83,6 +83,7 @@ def _centred_statistics(call_array, x, focus, on):
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_normalizes_each_feature_over_the_batch(call_array):
     """Centres each feature of an (N, F) batch on its own mean over the batch."""
     scales = np.array([1.0, 10.0, 100.0, 0.5, 1000.0])
@@ -92,6 +93,7 @@ def test_normalizes_each_feature_over_the_batch(call_array):
 
 
 @pytest.mark.points(0.5)
+@pytest.mark.visible_counterpart
 def test_normalizes_conv_activations_per_channel(call_array):
     """Centres each channel of (N, H, W, C) conv activations over N, H and W."""
     rng = _rng()
@@ -103,6 +105,7 @@ def test_normalizes_conv_activations_per_channel(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_divides_by_the_standard_deviation(call_array):
     """Divides x - mean by the standard deviation (epsilon=0)."""
     x = _latin_square(8)
@@ -118,6 +121,7 @@ def test_divides_by_the_standard_deviation(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_uses_the_biased_variance(call_array):
     """Uses the biased variance (ddof=0), which a batch of 4 tells apart from ddof=1."""
     x = _latin_square(4)
@@ -130,6 +134,7 @@ def test_uses_the_biased_variance(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_adds_epsilon_inside_the_square_root(call_array):
     """Divides by sqrt(var + epsilon) with the epsilon it is given (epsilon=0.01 on variances of 0.01)."""
     x = _latin_square(8, mean=-1.0, std=0.1)
@@ -146,6 +151,7 @@ def test_adds_epsilon_inside_the_square_root(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_applies_per_feature_gamma_and_beta(call_array):
     """Scales by gamma and shifts by beta, per feature."""
     x = _rng().normal(size=(16, 3)) * 3.0 + 2.0
@@ -168,6 +174,7 @@ MAIN_CHECKS = (test_normalizes_each_feature_over_the_batch, test_normalizes_conv
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_leaves_its_input_unmodified(call_array):
     """Leaves the caller's array as it was."""
     x = _rng().normal(size=(10, 4)) * 5.0 + 3.0
@@ -177,6 +184,7 @@ def test_leaves_its_input_unmodified(call_array):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_a_float_array(call_array):
     """Returns a floating-point NumPy array (its shape is the input's: the other checks compare it)."""
     x = _rng().normal(size=(7, 4)) * 2.0 - 1.0

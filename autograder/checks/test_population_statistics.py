@@ -79,6 +79,7 @@ def _total(batches) -> float:
 
 
 @pytest.mark.points(1.0)
+@pytest.mark.visible_counterpart
 def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
     """Batches of equal size with different means: the union's variance includes the between-batch term."""
     batches = _batches([32, 32, 32, 32], seed=1)
@@ -97,6 +98,7 @@ def test_adds_the_spread_of_the_batch_means_to_the_variance(call_arrays):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_averages_the_batch_means(call_arrays):
     """Batches of equal size: the mean is the average of the batch means."""
     batches = _batches([16, 16, 16], seed=5)
@@ -115,6 +117,7 @@ def _centred_on_zero(batches):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_weighs_each_batch_by_its_size(call_arrays):
     """Batches of different sizes (the last one short, as at the end of an epoch) weigh by their size."""
     batches = _centred_on_zero(_batches([64, 64, 64, 7], seed=2))
@@ -132,6 +135,7 @@ def test_weighs_each_batch_by_its_size(call_arrays):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_uses_the_biased_variance_of_the_union(call_arrays):
     """The union's variance divides by the total count (biased), not by n - 1, nor m / (m - 1) per batch."""
     batches = _collapsed(_batches([8, 8, 8, 8], seed=6))
@@ -148,6 +152,7 @@ MAIN_CHECKS = (test_adds_the_spread_of_the_batch_means_to_the_variance, test_ave
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_returns_float_arrays_and_leaves_its_inputs_unmodified(call_arrays):
     """Returns (mean, var) as floating-point NumPy arrays and leaves its three arguments as they were."""
     batches = _batches([16, 48, 8], seed=4)

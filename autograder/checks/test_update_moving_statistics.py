@@ -55,18 +55,21 @@ def _one_part(call_arrays, part, prop):
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_updates_the_mean_with_the_default_momentum(call_arrays):
     """With the default momentum 0.99: new_mean = 0.99 * moving_mean + 0.01 * batch_mean (Keras' convention)."""
     _one_part(call_arrays, 0, "new_mean must be momentum * moving_mean + (1 - momentum) * batch_mean")
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_updates_the_variance_with_the_default_momentum(call_arrays):
     """With the default momentum 0.99: new_var = 0.99 * moving_var + 0.01 * batch_var."""
     _one_part(call_arrays, 1, "new_var must be momentum * moving_var + (1 - momentum) * batch_var")
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_uses_the_momentum_it_is_given(call_arrays):
     """With momentum=0.9 (PyTorch's momentum=0.1): new = 0.9 * moving + 0.1 * batch."""
     answer, right, mistakes = _updated(call_arrays, momentum=0.9)
@@ -81,6 +84,7 @@ MAIN_CHECKS = (test_updates_the_mean_with_the_default_momentum, test_updates_the
 
 
 @pytest.mark.points(0.25)
+@pytest.mark.visible_counterpart
 def test_leaves_its_inputs_unmodified(call_arrays):
     """Returns new arrays and leaves the four statistics it was given as they were."""
     statistics = _statistics()

@@ -40,14 +40,15 @@ def synthetic_results(n: int, *, seed: int = 0, fail_rate: float = 0.15, named_r
         for check in checks:
             if rng.random() >= fail_rate:
                 rows.append(CheckResult(check["id"], check["exercise"], check["max_points"], check["max_points"],
-                                        True, "passed"))
+                                        True, "passed", counterpart=check["counterpart"]))
                 continue
             choices = by_exercise.get(check["exercise"])
             # some mistakes are far more common than others: weights 1, 1/2, 1/3, ... in the tables' order
             code = (rng.choices(choices, weights=[1 / (k + 1) for k in range(len(choices))])[0]
                     if choices and rng.random() < named_rate else None)
             message = codes[code] if code else "the output differs from the right result (largest difference 0.5)"
-            rows.append(CheckResult(check["id"], check["exercise"], 0.0, check["max_points"], False, message, code))
+            rows.append(CheckResult(check["id"], check["exercise"], 0.0, check["max_points"], False, message, code,
+                                    check["counterpart"]))
         results[student] = Result.graded(rows, timings={"worker_start": round(rng.uniform(1.5, 3.5), 3),
                                                         "total": round(rng.lognormvariate(1.4, 0.35), 3)})
     return results

@@ -155,13 +155,12 @@ def test_entries(result: Result, options: GradescopeOptions) -> list:
     entries = []
     for check, number in zip(result.checks, check_numbers(result.checks), strict=True):
         tags = [check.exercise] + ([check.mistake] if check.mistake else [])
-        visible = getattr(check, "counterpart", False)
         entries.append({
             "name": check_name(check), "number": number, "score": check.points, "max_score": check.max_points,
             "status": "passed" if check.passed else "failed",
             "output": check.message + (f"\n(mistake code: {check.mistake})" if check.mistake else ""),
             "tags": tags,
-            "visibility": options.counterpart_visibility if visible else options.hidden_visibility,
+            "visibility": options.counterpart_visibility if check.counterpart else options.hidden_visibility,
         })
     return entries
 
