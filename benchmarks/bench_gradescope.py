@@ -10,7 +10,10 @@ same run without the quota), the peak memory of everything the run started, and 
 
 The runs: "cold" (an empty grader cache: the training check trains the baseline and the model),
 "warm" (the cache the export's setup.sh fills at build time: the baseline and the solution's
-architecture), and "warm, capped" (the same under ``--memory-mb``, default 768: graded or killed).
+architecture), "warm, capped" (the same under ``--memory-mb``, default 768: graded or killed), and
+"hog, capped" (the solution with a cell that takes 3 GB: the student's cell fails, the grade stands).
+By default /sys/fs/cgroup is read-only inside, as Docker mounts it, so the worker is bounded by
+rlimits from ``--worker-memory-mb``; ``--nested`` lets it make its own groups inside the run's.
 
     sudo .venv/bin/python benchmarks/bench_gradescope.py [--cpus 0.5] [--memory-mb 768]
 
@@ -61,15 +64,19 @@ class Budget:
                 except OSError:
                     pass
 
-    def wrap(self, command: list) -> list:
-        """``command`` run inside the group, with the group bound over /sys/fs/cgroup's hierarchies in a
-        mount namespace of its own: the sandbox makes its worker's groups inside this one."""
+    def wrap(self, command: list, *, docker_like: bool) -> list:
+        """``command`` run inside the group, in a mount namespace of its own where /sys/fs/cgroup is
+        either an empty read-only folder (``docker_like``: as Docker mounts it by default, so the worker
+        gets rlimits, not a group of its own) or this group bound over its hierarchies (the worker's
+        groups nest inside it)."""
         if self.v2:
-            binds = f"mount --bind {self.dirs[0]} /sys/fs/cgroup"
             enter = f"echo $$ > {self.dirs[0]}/cgroup.procs"
+            binds = f"mount --bind {self.dirs[0]} /sys/fs/cgroup"
         else:
-            binds = "; ".join(f"mount --bind {d} /sys/fs/cgroup/{c}" for c, d in zip(V1, self.dirs, strict=True))
             enter = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in self.dirs)
+            binds = "; ".join(f"mount --bind {d} /sys/fs/cgroup/{c}" for c, d in zip(V1, self.dirs, strict=True))
+        if docker_like:
+            binds = "mount -t tmpfs -o ro,size=1k none /sys/fs/cgroup"
         script = f"{enter}; {binds}; exec \"$@\""
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
 
@@ -98,42 +105,59 @@ def seconds_of(command, env) -> tuple:
     return time.monotonic() - started, done
 
 
-def lay_out(base: Path, name: str, notebook: Path, cache: Path) -> Path:
+def lay_out(base: Path, name: str, notebook: Path, settings) -> Path:
     from autograder.platforms.gradescope import CONFIG_NAME, GradescopeOptions  # noqa: PLC0415
-    from autograder.settings import Settings  # noqa: PLC0415
     root = base / name
     for folder in ("source", "submission", "results"):
         (root / folder).mkdir(parents=True)
     shutil.copy(notebook, root / "submission" / "batchnorm.ipynb")
     (root / "source" / CONFIG_NAME).write_text(json.dumps({"options": GradescopeOptions().to_dict(),
-                                                           "settings": Settings(cache_dir=cache).to_dict()}))
+                                                           "settings": settings.to_dict()}))
     return root
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpus", type=float, default=0.5, help="the container's CPUs (Gradescope's default 0.5)")
-    parser.add_argument("--memory-mb", type=int, default=768, help="the memory cap of the last run (default 768)")
+    parser.add_argument("--memory-mb", type=int, default=768, help="the container's memory in the capped runs")
+    parser.add_argument("--worker-memory-mb", type=int, default=1024,
+                        help="the sandboxed worker's memory (BN_AUTOGRADER_MEMORY_MB at export; default 1024)")
+    parser.add_argument("--nested", action="store_true",
+                        help="let the worker make its cgroups inside the container's (default: as in Docker, "
+                             "where /sys/fs/cgroup is read-only and the worker is bounded by rlimits)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or not shutil.which("unshare"):
         print("needs root and util-linux's unshare", file=sys.stderr)
         return 2
+    from dataclasses import replace  # noqa: PLC0415
+
+    import nbformat  # noqa: PLC0415
+
     from autograder import synthetic_students as students  # noqa: PLC0415
+    from autograder.settings import Settings  # noqa: PLC0415
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     with tempfile.TemporaryDirectory(prefix="bench-gradescope-") as tmp:
         base = Path(tmp)
         env["TMPDIR"] = tmp
         notebook = students.write_submission(students.STUDENTS["full_marks"], base / "full_marks.ipynb")
+        hog = nbformat.read(notebook, as_version=4)      # the solution, and a cell that takes 3 GB
+        hog.cells.append(nbformat.v4.new_code_cell("import numpy as np\nhoard = np.ones(3 << 30, dtype=np.uint8)"))
+        nbformat.write(hog, base / "hog.ipynb")
         t, _ = seconds_of([sys.executable, "-c", "import tensorflow"], env)
-        print(f"T (import tensorflow, no quota) = {t:.1f} s; load {os.getloadavg()[0]:.1f}; {args.cpus:g} CPU quota")
-        print(f"{'run':<16} {'seconds':>8} {'x T':>6} {'peak MiB':>9}  outcome")
-        cache = base / "cache"
-        for name, cap in (("cold", None), ("warm", None), ("warm, capped", args.memory_mb << 20)):
-            root = lay_out(base, name.replace(", ", "-"), notebook, cache)
-            budget = Budget(args.cpus, cap)
+        print(f"T (import tensorflow, no quota) = {t:.1f} s; load {os.getloadavg()[0]:.1f}; {args.cpus:g} CPU quota; "
+              f"worker memory {args.worker_memory_mb} MiB; worker cgroups: {'nested' if args.nested else 'none'}")
+        print(f"{'run':<24} {'seconds':>8} {'x T':>6} {'peak MiB':>9}  outcome")
+        settings = Settings(cache_dir=base / "cache")
+        settings = replace(settings, limits=replace(settings.limits, memory_bytes=args.worker_memory_mb << 20))
+        cap = args.memory_mb << 20
+        for name, hand_in, capped in (("cold", notebook, None), ("warm", notebook, None),
+                                      ("warm, capped", notebook, cap), ("hog, capped", base / "hog.ipynb", cap)):
+            root = lay_out(base, name.replace(", ", "-"), hand_in, settings)
+            budget = Budget(args.cpus, capped)
             try:
-                command = budget.wrap([sys.executable, "-m", "autograder", "gradescope-run", "--root", str(root)])
+                command = budget.wrap([sys.executable, "-m", "autograder", "gradescope-run", "--root", str(root)],
+                                      docker_like=not args.nested)
                 seconds, done = seconds_of(command, env)
                 peak, killed = budget.peak_bytes(), budget.oom_killed()
             finally:
@@ -145,8 +169,8 @@ def main(argv=None) -> int:
             else:
                 outcome = f"no score (exit {done.returncode}{', OOM-killed' if killed else ''}): " + \
                           str(doc.get("extra_data", {}).get("grader_failure", done.stderr[-300:]))[:300]
-            label = name + (f" ({args.memory_mb} MiB)" if cap else "")
-            print(f"{label:<16} {seconds:>8.1f} {seconds / t:>6.2f} {peak / 2**20:>9.0f}  {outcome}")
+            label = name + (f" ({args.memory_mb} MiB)" if capped else "")
+            print(f"{label:<24} {seconds:>8.1f} {seconds / t:>6.2f} {peak / 2**20:>9.0f}  {outcome}")
     return 0
 
 
