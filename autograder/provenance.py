@@ -28,6 +28,7 @@ NOT_SCORING = (
     "__init__.py", "__main__.py", "atomic.py", "provenance.py", "settings.py", "feedback.py", "text.py",
     "nbgrader_bridge.py", "assign.py", "demo.py", "synthetic_students.py",
     "classroom/*.py", "student/*.py", "templates/*",
+    "platforms/canvas.py", "platforms/canvas_push.py", "platforms/export.py",
 )
 
 # jax, jaxlib and scipy: the sandboxed worker builds the students' models with Keras' NumPy backend.
