@@ -454,3 +454,21 @@ def test_the_stand_in_pages_like_canvas(stand_in, course, monkeypatch):
     push(stand_in, course, "--dry-run")
     pages = [r for r in stand_in.requests if r[1].endswith("/submissions") and r[0] == "GET"]
     assert len(pages) == 3
+
+
+def test_a_progress_that_never_completes_is_given_up_on_in_bounded_time():
+    class Queued:
+        id, workflow_state = 5, "queued"
+        queries = 0
+
+        def query(self):
+            Queued.queries += 1
+            return self
+
+    with pytest.raises(canvas_push.PushFailed, match="had not completed"):
+        canvas_push.wait_for(Queued(), seconds=0.05, poll=0.01)
+    assert 1 <= Queued.queries <= 10
+
+
+def test_canvas_without_push_is_a_usage_error(capsys):
+    assert autograder_main(["canvas"]) == 2 and "canvas push" in capsys.readouterr().err

@@ -155,6 +155,7 @@ def format_table(rows, width: int = TABLE_WIDTH) -> str:
 # --- reading grades.csv back (export canvas, canvas push) -----------------------------------------------
 
 STATUSES = ("graded", MANUAL_PENDING, "error")
+POINTS_TOLERANCE = 1e-6      # grades.csv writes points with %g: its sums may differ from their parts in the 6th digit
 
 
 class GradesFileError(ValueError):
@@ -206,9 +207,6 @@ def _number(row: dict, column: str, line: int, *, blank_ok: bool = False) -> flo
 def _within(line: int, name: str, points: float | None, most: float) -> None:
     if points is not None and points > most + POINTS_TOLERANCE:
         raise GradesFileError(f"line {line}: {name} {points:g} is above its maximum {most:g}")
-
-
-POINTS_TOLERANCE = 1e-6      # grades.csv writes points with %g: its sums may differ from their parts in the 6th digit
 
 
 def parse_csv(text: str) -> list:

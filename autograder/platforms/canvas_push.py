@@ -195,7 +195,10 @@ def read_pushed(path) -> dict:
         return {}
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise ValueError(f"{path} is not a record of pushed grades")
-    return {key: {str(u): float(p) for u, p in grades.items()} for key, grades in doc.items()}
+    try:
+        return {key: {str(u): float(p) for u, p in grades.items()} for key, grades in doc.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} holds points that are not numbers") from None
 
 
 # --- Canvas --------------------------------------------------------------------------------------------
@@ -222,7 +225,7 @@ def wait_for(progress, *, seconds: float | None = None, poll: float | None = Non
     while getattr(progress, "workflow_state", None) not in ("completed", "failed"):
         if time.monotonic() > deadline:
             raise PushFailed(f"Canvas' bulk update (progress {progress.id}) had not completed after {seconds:g} s; "
-                             "run the push again later: what Canvas applied will be unchanged")
+                             "run the push again later: it posts only what Canvas has not applied")
         time.sleep(poll)
         progress = progress.query()
     if progress.workflow_state == "failed":
@@ -295,7 +298,7 @@ def push(args, grades) -> int:
     maximum = points_possible(grades, autograded_only=args.autograded_only)
     theirs = getattr(assignment, "points_possible", None)
     if theirs is not None and abs(float(theirs) - maximum) > 1e-6:
-        print(f"note: Canvas' assignment {getattr(assignment, 'name', args.assignment)!r} is out of {theirs:g} "
+        print(f"note: Canvas' assignment {getattr(assignment, 'name', args.assignment)!r} is out of {float(theirs):g} "
               f"points, grades.csv's of {maximum:g}: the points are posted as they are", file=sys.stderr)
     found = plan(grades, users, submissions, pushed, match_by=args.match, autograded_only=args.autograded_only)
     print_plan(found, overwrite_hand_edits=args.overwrite_hand_edits)
