@@ -22,7 +22,7 @@ system:
 $(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cluster,dev]'
+	$(PY) -m pip install -q -e '.[cluster,dev,canvas]'
 	touch $@
 
 # Link Fashion-MNIST into Keras' cache; prints how to get it when it is missing.

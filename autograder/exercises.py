@@ -20,6 +20,7 @@ from enum import Enum
 
 ASSIGNMENT_ID = "batchnorm"          # the one assignment: its folder in submitted/, grade-class/, release/
 NOTEBOOK_NAME = "batchnorm.ipynb"
+ASSIGNMENT_TITLE = "Batch Normalization"     # what people call it: the feedback page's heading, Canvas' column
 
 
 def unknown_assignment(name: str) -> str | None:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .classroom.written import Marked, WrittenScores
-from .exercises import EXERCISES, WRITTEN_ANSWERS
+from .exercises import ASSIGNMENT_TITLE, EXERCISES, WRITTEN_ANSWERS
 from .results import Result, format_points
 from .templates import template
-from .text import bounded
+from .text import bounded, shortened
 
-HEADING = "<h1>Batch Normalization: feedback</h1>"
+HEADING = f"<h1>{ASSIGNMENT_TITLE}: feedback</h1>"
 
 
 def _one_line_per_check(rows) -> list:
@@ -86,3 +86,32 @@ def write(result: Result, path, *, student: str = "", message: str = "", written
     """Render and write the feedback page for ``result`` to ``path`` (atomically)."""
     write_atomic(render(result, student=student, message=message, written=written), path)
     return Path(path)
+
+
+COMMENT_CHARS = 4000          # a plain-text summary (a Canvas submission comment): a few KB, whole lines fit
+COMMENT_LINE_CHARS = 300      # one failed check's message in it
+
+
+def plain_text(result: Result, *, written: WrittenScores | None = None, limit: int = COMMENT_CHARS) -> str:
+    """The feedback page's content as plain text of at most ``limit`` characters (a submission comment
+    on Canvas): the points, the error if any, then per exercise its points and each failed check's
+    message on one line (cut at COMMENT_LINE_CHARS; an error's message once, not under every check).
+    Built from the same groups as the page, so it says nothing the page does not (no hidden check's
+    code, id or expected values)."""
+    written = _written(written or WrittenScores())
+    manual = "pending" if written["total"] is None else written["total"]
+    lines = [f"{ASSIGNMENT_TITLE}: autograded {format_points(result.total)} / {format_points(result.max_total)} "
+             f"points; written answers {manual} / {written['max_total']} points."]
+    if result.status.value == "error":
+        lines.append(shortened(" ".join(f"Not graded: {result.error or 'unknown reason'}".split()), COMMENT_LINE_CHARS))
+        if result.grader_fault:
+            lines.append("This is a problem on the grader's side, not in your notebook: it will be graded again.")
+    for group in _groups(result):
+        lines.append(f"{group['title']}: {group['points']} / {group['out_of']}")
+        lines += [f"  - {shortened(' '.join(row['message'].split()), COMMENT_LINE_CHARS)}"
+                  for row in group["rows"] if not row["passed"] and row["message"] != result.error]
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return bounded(text, limit)
+    note = "\n... (the rest is on your feedback page)"
+    return bounded(text[:max(0, limit - len(note))].rsplit("\n", 1)[0] + note, limit)

@@ -9,15 +9,20 @@ and when the grader failed: its 0 is no autograded score),
 ``status`` and ``message``. The status is ``error`` (the message says why), ``manual_pending`` (the
 autograded points are in; a person has still to grade a written answer) or ``graded``. Points as
 people write them (results.format_points), the message on one line.
+``read_csv`` is the one reader of the file (export canvas and canvas push read it): typed rows
+(``ClassGrade``), validated, a malformed file a ``GradesFileError`` naming the line.
 The table grade-class prints (``format_table``) fits a 100-column terminal: exercises by number,
 with a legend, and points to two decimals.
 """
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..atomic import write_atomic
+from ..errors import GRADER_SIDE_PREFIX
 from ..exercises import EXERCISE_IDS, EXERCISES, WRITTEN_IDS
 from ..results import Result, format_points
 from ..text import bounded, escaped
@@ -76,6 +81,11 @@ def inert(value):
     if isinstance(value, str) and value.startswith(FORMULA_LEADING):
         return "'" + value
     return value
+
+
+def uninert(cell: str) -> str:
+    """The text ``inert`` was given: its quote taken off again (reading back a CSV written here)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_LEADING) else cell
 
 
 def csv_text(columns, rows) -> str:
@@ -140,3 +150,108 @@ def format_table(rows, width: int = TABLE_WIDTH) -> str:
             text += gap + (str(cell).ljust(widths[i]) if i == len(cells) - 1 else str(cell).rjust(widths[i]))
         return text.rstrip()
     return "\n".join(legend + [line(headers), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+# --- reading grades.csv back (export canvas, canvas push) -----------------------------------------------
+
+STATUSES = ("graded", MANUAL_PENDING, "error")
+POINTS_TOLERANCE = 1e-6      # grades.csv writes points with %g: its sums may differ from their parts in the 6th digit
+
+
+class GradesFileError(ValueError):
+    """A grades.csv that is not one grade-class wrote (a missing column, a number that is not one)."""
+
+
+@dataclass(frozen=True)
+class ClassGrade:
+    """One row of grades.csv, read back: the points as numbers, a blank as None."""
+    student: str
+    auto: float
+    auto_max: float
+    manual: float | None          # the written answers' points; None while any is pending
+    manual_max: float
+    total: float | None           # auto + manual; None while pending, or when the grader failed
+    max_total: float
+    status: str                   # graded, manual_pending or error
+    message: str = ""
+
+    @property
+    def grader_fault(self) -> bool:
+        """Not a grade: the grader failed, not the student. grades.csv leaves such a row's total blank and
+        its message carries the grader's reason (errors.GRADER_SIDE_PREFIX); a student's error is a grade
+        (its total is the written answers' points, 0 autograded), blank only while those are pending."""
+        return self.status == "error" and self.total is None and (
+            self.manual is not None or GRADER_SIDE_PREFIX in self.message)
+
+    @property
+    def pending(self) -> bool:
+        """No total yet because a person has still to grade a written answer."""
+        return self.total is None and not self.grader_fault
+
+
+def _number(row: dict, column: str, line: int, *, blank_ok: bool = False) -> float | None:
+    text = (row.get(column) or "").strip()
+    if not text:
+        if blank_ok:
+            return None
+        raise GradesFileError(f"line {line}: {column} is blank")
+    try:
+        value = float(text)
+    except ValueError:
+        raise GradesFileError(f"line {line}: {column} is {text[:40]!r}, not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise GradesFileError(f"line {line}: {column} is {text[:40]!r}, not a finite number of points >= 0")
+    return value
+
+
+def _within(line: int, name: str, points: float | None, most: float) -> None:
+    if points is not None and points > most + POINTS_TOLERANCE:
+        raise GradesFileError(f"line {line}: {name} {points:g} is above its maximum {most:g}")
+
+
+def parse_csv(text: str) -> list:
+    """grades.csv's rows as ClassGrade, in the file's order; GradesFileError, naming the line, when the
+    file is not a grades.csv: a column missing, a student twice or unnamed, an unknown status, a number
+    that is not finite, below 0 or above its maximum, a total that is not auto + manual, or a blank
+    where the status says there is a number."""
+    reader = csv.DictReader(io.StringIO(text))
+    needed = ("student", "auto", "auto_max", "manual", "manual_max", "total", "max_total", "status", "message")
+    missing = [c for c in needed if c not in (reader.fieldnames or ())]
+    if missing:
+        raise GradesFileError(f"not a grades.csv of grade-class: no column {', '.join(missing)}")
+    found, seen = [], set()
+    for line, row in enumerate(reader, start=2):
+        if None in row:
+            raise GradesFileError(f"line {line}: more cells than columns")
+        student = uninert((row["student"] or "").strip())
+        if not student:
+            raise GradesFileError(f"line {line}: no student")
+        if student in seen:
+            raise GradesFileError(f"line {line}: student {student!r} twice")
+        seen.add(student)
+        status = (row["status"] or "").strip()
+        if status not in STATUSES:
+            raise GradesFileError(f"line {line}: status {status[:40]!r} is none of {', '.join(STATUSES)}")
+        grade = ClassGrade(student, _number(row, "auto", line), _number(row, "auto_max", line),
+                           _number(row, "manual", line, blank_ok=True), _number(row, "manual_max", line),
+                           _number(row, "total", line, blank_ok=True), _number(row, "max_total", line),
+                           status, uninert(row["message"] or ""))
+        _within(line, "auto", grade.auto, grade.auto_max)
+        _within(line, "manual", grade.manual, grade.manual_max)
+        _within(line, "total", grade.total, grade.max_total)
+        if abs(grade.auto_max + grade.manual_max - grade.max_total) > POINTS_TOLERANCE * max(1.0, grade.max_total):
+            raise GradesFileError(f"line {line}: max_total is not auto_max + manual_max")
+        if grade.total is not None and (grade.manual is None or abs(grade.auto + grade.manual - grade.total)
+                                        > POINTS_TOLERANCE * max(1.0, grade.max_total)):
+            raise GradesFileError(f"line {line}: total is not auto + manual")
+        if status == "graded" and grade.total is None:
+            raise GradesFileError(f"line {line}: status graded with a blank total")
+        if status == MANUAL_PENDING and grade.total is not None:
+            raise GradesFileError(f"line {line}: status {MANUAL_PENDING} with a total")
+        found.append(grade)
+    return found
+
+
+def read_csv(path) -> list:
+    """The one reader of grades.csv (``parse_csv``); OSError when it cannot be read."""
+    return parse_csv(Path(path).read_text(encoding="utf-8"))
