@@ -9,9 +9,10 @@ container. It prints, per run, the wall time as a ratio to T (``import tensorflo
 same run without the quota), the peak memory of everything the run started, and the score.
 
 The runs: "cold" (an empty grader cache: the training check trains the baseline and the model),
-"warm" (the cache the export's setup.sh fills at build time: the baseline and the solution's
-architecture), "warm, capped" (the same under ``--memory-mb``, default 768: graded or killed), and
-"hog, capped" (the solution with a cell that takes 3 GB: the student's cell fails, the grade stands).
+"after setup.sh" (the baseline cached, as the export's setup.sh leaves it: every Gradescope
+submission starts from that image, so it trains its own model), the same under ``--memory-mb``
+(default 768: graded or killed), "memo hit" (the model's architecture graded before: grade-class's
+case, never Gradescope's), and "hog" (the solution with a cell that takes 3 GB, capped).
 By default /sys/fs/cgroup is read-only inside, as Docker mounts it, so the worker is bounded by
 rlimits from ``--worker-memory-mb``; ``--nested`` lets it make its own groups inside the run's.
 
@@ -134,6 +135,7 @@ def main(argv=None) -> int:
     import nbformat  # noqa: PLC0415
 
     from autograder import synthetic_students as students  # noqa: PLC0415
+    from autograder import trainingcache  # noqa: PLC0415
     from autograder.settings import Settings  # noqa: PLC0415
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -148,12 +150,17 @@ def main(argv=None) -> int:
         print(f"T (import tensorflow, no quota) = {t:.1f} s; load {os.getloadavg()[0]:.1f}; {args.cpus:g} CPU quota; "
               f"worker memory {args.worker_memory_mb} MiB; worker cgroups: {'nested' if args.nested else 'none'}")
         print(f"{'run':<24} {'seconds':>8} {'x T':>6} {'peak MiB':>9}  outcome")
-        settings = Settings(cache_dir=base / "cache")
-        settings = replace(settings, limits=replace(settings.limits, memory_bytes=args.worker_memory_mb << 20))
         cap = args.memory_mb << 20
-        for name, hand_in, capped in (("cold", notebook, None), ("warm", notebook, None),
-                                      ("warm, capped", notebook, cap), ("hog, capped", base / "hog.ipynb", cap)):
-            root = lay_out(base, name.replace(", ", "-"), hand_in, settings)
+        runs = (("cold", notebook, None), ("after setup.sh", notebook, None), ("after setup.sh", notebook, cap),
+                ("memo hit", notebook, cap), ("hog", base / "hog.ipynb", cap))
+        for number, (name, hand_in, capped) in enumerate(runs):
+            cache = base / f"cache-{number}"
+            if number:           # the cold run's cache: the baseline, and the model's memo for "memo hit" only
+                shutil.copytree(base / "cache-0", cache, ignore=None if name == "memo hit" else
+                                shutil.ignore_patterns(trainingcache.MEMO))
+            settings = Settings(cache_dir=cache)
+            settings = replace(settings, limits=replace(settings.limits, memory_bytes=args.worker_memory_mb << 20))
+            root = lay_out(base, f"run-{number}", hand_in, settings)
             budget = Budget(args.cpus, capped)
             try:
                 command = budget.wrap([sys.executable, "-m", "autograder", "gradescope-run", "--root", str(root)],
