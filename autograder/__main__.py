@@ -26,7 +26,8 @@ VERBS = {
 
 def usage() -> str:
     lines = ["usage: python -m autograder <verb> [options]", "", "verbs:"]
-    lines += [f"  {verb:<12} {summary}" for verb, (_, summary) in VERBS.items()]
+    width = max(map(len, VERBS))
+    lines += [f"  {verb:<{width}}  {summary}" for verb, (_, summary) in VERBS.items()]
     return "\n".join(lines)
 
 

@@ -26,6 +26,8 @@ from autograder.platforms import gradescope_export as export
 from autograder.platforms.gradescope import CONFIG_NAME, GradescopeOptions
 from autograder.sandbox import identity
 
+from conftest import FULL_MARKS, MANUAL_BN, SETUP, write_notebook
+
 REPO = Path(__file__).resolve().parent.parent
 GRADING = replace(settings.Settings(), cache_dir=Path(export.CACHE_DIR))
 
@@ -178,8 +180,14 @@ def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported
     probe = subprocess.run([str(python), "-c", "import autograder, autograder.checks; print(autograder.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip().startswith(str(site_packages)), probe.stdout     # the wheel's copy
-    verbs = subprocess.run([str(python), "-m", "autograder", "--help"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, check=True).stdout
-    if "gradescope-run" in verbs:        # the verb run_autograder runs (platforms/gradescope.py)
-        subprocess.run([str(python), "-m", "autograder", "gradescope-run", "--help"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, check=True)
+    # run_autograder's command, from the venv setup.sh made, on a submission laid out beside source/
+    root = tmp_path / "autograder"
+    config = json.loads((source / CONFIG_NAME).read_text())
+    config["settings"]["cache_dir"] = str(tmp_path / "cache")          # the cache setup.sh warmed, not /autograder's
+    (source / CONFIG_NAME).write_text(json.dumps(config))
+    write_notebook(root / "submission", SETUP, MANUAL_BN, name="my answers.ipynb")
+    graded = subprocess.run([str(python), "-m", "autograder", "gradescope-run", "--root", str(root)], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == FULL_MARKS["manual_batch_norm"] and results["extra_data"]["isolation"] != "none"
