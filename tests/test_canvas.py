@@ -234,6 +234,7 @@ class CanvasStandIn:
                         "login_id": "alice"}   # a teacher whose login is a student's id: students only are asked
         self.scores = {}                       # {user id: score}
         self.excused = set()
+        self.late_deduction = {}               # {user id: points a late policy takes off the entered score}
         self.comments = {}                     # {user id: [text]}
         self.requests = []                     # (method, path, query or form, Authorization header)
         self.progress = {}
@@ -259,9 +260,14 @@ class CanvasStandIn:
 
     def submission(self, user) -> dict:
         uid = user["id"]
-        score = self.scores.get(uid)
+        entered = self.scores.get(uid)          # as graded; Canvas' score is after the late policy's deduction
+        deducted = self.late_deduction.get(uid) if entered is not None else None
+        score = None if entered is None else max(0.0, entered - (deducted or 0.0))
         return {"id": 9000 + uid, "user_id": uid, "assignment_id": ASSIGNMENT_ID, "score": score,
-                "grade": None if score is None else format_points(score), "excused": uid in self.excused,
+                "grade": None if score is None else format_points(score), "entered_score": entered,
+                "entered_grade": None if entered is None else format_points(entered),
+                "points_deducted": deducted, "late": uid in self.late_deduction,
+                "late_policy_status": None, "missing": False, "excused": uid in self.excused,
                 "workflow_state": "graded" if score is not None else "unsubmitted"}
 
     def handle(self, request, method):
@@ -410,6 +416,17 @@ def test_a_changed_grade_is_posted_and_a_hand_edit_is_kept_with_a_warning(stand_
 
     push(stand_in, course, "--overwrite-hand-edits")
     assert set(stand_in.posts()[-1][2]) == {"grade_data[14][posted_grade]"} and stand_in.scores[14] == 0.0
+
+
+def test_a_late_policy_s_deduction_is_no_hand_edit(stand_in, course, capsys):
+    """Canvas' score is the entered score less the late policy's deduction; what was pushed is the entered one."""
+    stand_in.late_deduction[11] = 2.0                     # alice handed in late in Canvas: 2 points off
+    push(stand_in, course)
+    assert stand_in.submission(stand_in.users[0])["score"] == ALICE - 2.0
+    capsys.readouterr()
+    assert push(stand_in, course) == canvas.EXIT_LEFT_OUT
+    out, err = capsys.readouterr()
+    assert len(stand_in.posts()) == 1 and "hand" not in err and "0 new, 0 changed, 2 unchanged" in out
 
 
 def test_a_grade_canvas_had_before_any_push_is_a_hand_edit(stand_in, course, capsys):

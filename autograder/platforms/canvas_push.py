@@ -8,7 +8,8 @@ Each run reads grades.csv (the value each student gets is canvas.py's ``canvas_p
 student-side error's total, nothing for a written answer still pending unless ``--autograded-only``,
 never anything for a grader-side error), matches its students with the course's students (``--match``,
 as ``export canvas``; Canvas' users carry ``login_id``, ``sis_user_id``, ``id`` and ``sortable_name``),
-reads the grades Canvas holds, and prints the plan: per student unchanged, new, changed, hand-edited,
+reads the grades Canvas holds (each submission's ``entered_score``: the grade as given, before a late
+policy's deduction, which is Canvas' to apply), and prints the plan: per student unchanged, new, changed, hand-edited,
 left out (grader error, pending) or unmatched. ``--dry-run`` stops there. Otherwise the new and changed
 grades, and only those, go to Canvas in one bulk update ("Grade or comment on multiple submissions"),
 whose Progress is followed until Canvas says completed or failed (at most PROGRESS_SECONDS). A second
@@ -216,6 +217,17 @@ def comment_for(course, student: str) -> str | None:
     return plain_text(result, written=store.stored_written(course, student))
 
 
+def entered_score(submission) -> float | None:
+    """The score a grader gave ``submission`` (posted_grade's points): Canvas' ``entered_score``, before a
+    late policy's deduction (``score`` is after it, so comparing with it would call every late student's
+    pushed grade a hand edit); ``score`` where Canvas does not send ``entered_score``."""
+    for name in ("entered_score", "score"):
+        value = getattr(submission, name, None)
+        if value is not None:
+            return float(value)
+    return None
+
+
 def wait_for(progress, *, seconds: float | None = None, poll: float | None = None):
     """Follow a canvasapi Progress until Canvas says completed (returned) or failed (PushFailed), at most
     ``seconds`` (PROGRESS_SECONDS), looking every ``poll`` seconds (PROGRESS_POLL)."""
@@ -290,8 +302,7 @@ def push(args, grades) -> int:
         course = canvas.get_course(args.course)
         assignment = course.get_assignment(args.assignment)
         users = list(course.get_users(enrollment_type=["student"]))
-        submissions = {s.user_id: (None if getattr(s, "score", None) is None else float(s.score),
-                                   bool(getattr(s, "excused", False)))
+        submissions = {s.user_id: (entered_score(s), bool(getattr(s, "excused", False)))
                        for s in assignment.get_submissions()}
     except refused as e:
         raise PushFailed(f"Canvas refused to read the course or assignment: {e}") from None
