@@ -180,6 +180,18 @@ def test_export_round_trip_fills_in_the_assignment_column_and_lists_the_unmatche
     assert "Batch Normalization (4242)" in out and "2 grades" in out
 
 
+def test_export_reads_a_semicolon_separated_export_with_decimal_commas(course, tmp_path, capsys):
+    """Canvas writes ";" and "9,00" for a user with semicolon separators (or a decimal-comma locale)."""
+    rows = list(csv.reader(io.StringIO(gradebook_export().lstrip("\ufeff"))))
+    rows[1][6] = "97,00"                                  # Points Possible, not the assignment's maximum
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=";").writerows([[c.replace(".", ",") for c in row] for row in rows])
+    status, written = export(course, tmp_path, text="\ufeff" + buf.getvalue())
+    assert status == canvas.EXIT_LEFT_OUT and written[0][-1] == "Batch Normalization (4242)"
+    assert {row[1]: row[-1] for row in written[2:]}["101"] == format_points(ALICE)
+    assert "out of 97,00 points in Canvas" in capsys.readouterr().err
+
+
 def test_export_adds_the_column_when_canvas_has_none(course, tmp_path):
     status, rows = export(course, tmp_path, text=gradebook_export(with_column=False))
     assert rows[0][-1] == "Batch Normalization" and rows[1][-1] == format_points(MAX)

@@ -8,7 +8,8 @@ EXPORT.csv is what Canvas' Gradebook "Export" writes: a header ``Student, ID, SI
 Section`` (some instances add ``Integration ID``, ``Login ID`` or ``Root Account``), one column per
 assignment named ``Title (id)``, and read-only columns Canvas computes (assignment groups, ``Current
 Score``, ``Final Points``...); below the header, a row whose first cell is ``    Points Possible`` (the
-assignments' maxima), then one row per student. IMPORT.csv is the file Canvas' Gradebook "Import"
+assignments' maxima), then one row per student; separated by commas, or by semicolons with decimal
+commas ("9,50") for a user or locale set so (both read here). IMPORT.csv is the file Canvas' Gradebook "Import"
 takes: the identity columns and this assignment's column only, since Canvas changes only the columns an
 import holds and creates an assignment for a column it does not know (OSU's CarmenCanvas guide,
 "Import a CSV file into Carmen Grades", advises uploading only the changed columns).
@@ -150,9 +151,37 @@ class Gradebook:
         return self.header.index(name) if name in self.header else None
 
 
+def delimiter(text: str) -> str:
+    """The export's field separator, decided as Canvas' importer decides it (GradebookImporter
+    identify_delimiter): ";" when its first three lines split into the same number of fields, more than
+    "," gives; else ",". Canvas writes ";" for a user with semicolon separators, or with autodetection
+    in a locale whose decimal separator is a comma (CSVWithI18n); the numbers are then "9,50"."""
+    lines = text.splitlines()[:3]
+    counts = {}
+    for separator in (";", ","):
+        try:
+            fields = {len(next(csv.reader([line], delimiter=separator), [])) for line in lines}
+        except csv.Error:
+            fields = set()
+        counts[separator] = fields.pop() if len(fields) == 1 else 0
+    return ";" if counts[";"] > counts[","] else ","
+
+
+def canvas_number(text: str) -> float:
+    """A number as Canvas' export writes it in any locale ("10.00", "10,00"); ValueError when it is none."""
+    text = text.strip()
+    if re.fullmatch(r"-?[0-9.,]+", text):
+        whole, _, decimals = text.replace(",", ".").rpartition(".")
+        text = f"{whole.replace('.', '')}.{decimals}" if whole or _ else decimals
+    return float(text)
+
+
 def parse_gradebook(text: str) -> Gradebook:
-    """A gradebook export's rows; CanvasFileError when it has no header with Student and ID columns."""
-    rows = [row for row in csv.reader(io.StringIO(text.lstrip("\ufeff"))) if any(cell.strip() for cell in row)]
+    """A gradebook export's rows (comma- or semicolon-separated, as Canvas writes either);
+    CanvasFileError when it has no header with Student and ID columns."""
+    text = text.lstrip("\ufeff")
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter(text))
+            if any(cell.strip() for cell in row)]
     if not rows:
         raise CanvasFileError("the gradebook export is empty")
     header = [cell.strip() for cell in rows[0]]
@@ -212,7 +241,7 @@ def import_csv(book: Gradebook, grades, *, match_by: str = DEFAULT_MATCH, title:
     if column is not None and book.points_row is not None:
         theirs = book.points_row[book.column(column)].strip()
         try:
-            if abs(float(theirs) - maximum) > 1e-6:
+            if abs(canvas_number(theirs) - maximum) > 1e-6:
                 outcome.notes.append(f"{column!r} is out of {theirs} points in Canvas, {format_points(maximum)} "
                                      "here: the points are written as they are; change the assignment's points in "
                                      "Canvas if they should match")
