@@ -97,6 +97,15 @@ def test_with_written_answers_pending_the_side_of_an_error_comes_from_its_messag
     assert canvas.canvas_points(dave, autograded_only=True) == 0.0
 
 
+def test_a_grader_error_stays_one_when_the_hand_in_s_notes_fill_the_message():
+    """A student who handed in many notebooks has a long note; the row's message is bounded: the grader's
+    error must still be read as the grader's (never a 0 with --autograded-only)."""
+    carol = Result.failed("the sandbox could not start", Side.GRADER)
+    notes = [f"90 notebooks handed in; graded batchnorm.ipynb (not graded: {', '.join(['copy.ipynb'] * 800)})"]
+    (row,) = grades.parse_csv(grades.grades_csv_text([grades.Row.of("carol", carol, store.message_for(notes, carol))]))
+    assert row.grader_fault and canvas.canvas_points(row, autograded_only=True) is None
+
+
 @pytest.mark.parametrize(("column", "cell", "says"), [
     ("total", "nan", "not a finite number"), ("auto", "-1", "not a finite number"),
     ("total", str(MAX + 1), "above its maximum"), ("status", "done", "none of"), ("auto", "ten", "not a number"),

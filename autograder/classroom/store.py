@@ -73,11 +73,13 @@ UNSANDBOXED_MARK = "graded WITHOUT isolation (--allow-unsandboxed)"
 
 
 def message_for(notes, result: Result) -> str:
-    """A row's message: the notes on the hand-in and on the file, then the error, if any, then
-    whether the student's code ran without isolation (results.json's "isolation": "none")."""
-    parts = list(notes)
-    if result.error:
-        parts.append(result.error)
+    """A row's message: the error, if any, then the notes on the hand-in and on the file, then
+    whether the student's code ran without isolation (results.json's "isolation": "none"). The error
+    comes first so that bounding the row's message (grades.csv) never cuts a grader-side error's
+    prefix, which is how grades.csv's reader tells a grader's error from a student's when the written
+    answers are pending (ClassGrade.grader_fault): notes can be long (the names of many notebooks)."""
+    parts = [result.error] if result.error else []
+    parts += list(notes)
     if result.isolation == "none":
         parts.append(UNSANDBOXED_MARK)
     return "; ".join(parts)
