@@ -201,6 +201,17 @@ def test_export_reads_a_semicolon_separated_export_with_decimal_commas(course, t
     assert "out of 97,00 points in Canvas" in capsys.readouterr().err
 
 
+def test_export_keeps_an_excused_or_unassigned_cell_and_lists_it(course, tmp_path, capsys):
+    """Canvas' export writes EX for an excused student and N/A where the assignment is not assigned to one."""
+    text = gradebook_export().replace(",alice,Section A,9.00,,", ",alice,Section A,9.00,EX,").replace(
+        ",dave,Section A,4.00,,", ",dave,Section A,4.00,N/A,")
+    status, rows = export(course, tmp_path, text=text)
+    cells = {row[1]: row[-1] for row in rows[2:]}
+    assert (cells["101"], cells["104"], status) == ("EX", "N/A", canvas.EXIT_LEFT_OUT)
+    err = capsys.readouterr().err
+    assert "excused in Canvas (EX), kept (1): alice" in err and "not assigned to them in Canvas (N/A) (1): dave" in err
+
+
 def test_export_adds_the_column_when_canvas_has_none(course, tmp_path):
     status, rows = export(course, tmp_path, text=gradebook_export(with_column=False))
     assert rows[0][-1] == "Batch Normalization" and rows[1][-1] == format_points(MAX)

@@ -26,7 +26,9 @@ posts):
   (``auto``, out of ``auto_max``, which is then the Points Possible);
 * a grader-side ``error``: never a grade, never 0: nothing is written and the student is listed.
 
-A student left out keeps the cell the export had (so the import changes nothing for them). Matching
+A student left out keeps the cell the export had (so the import changes nothing for them); so does a
+student whose cell is ``EX`` (excused in Canvas: a person's decision, which canvas push also keeps) or
+``N/A`` (the assignment is not assigned to them: Canvas' import would drop the grade). Matching
 (``--match``, ``MATCHES``) compares nbgrader's student id with one identity column, ignoring case and
 surrounding blanks: ``sis_login_id`` (default) the ``SIS Login ID`` column (the user's login, the API's
 ``login_id``), ``login_id`` a ``Login ID`` column where the export has one, else ``SIS Login ID``,
@@ -79,6 +81,10 @@ class CanvasFileError(ValueError):
 
 GRADER_ERROR = "grader-side error, not a grade (grade it again)"
 PENDING = "written answers not graded yet"
+EXCUSED = "excused in Canvas (EX), kept"
+NOT_ASSIGNED = "not assigned to them in Canvas (N/A)"
+# The export's cells that are no score (GradebookExporter): the import keeps them as they are
+KEPT_CELLS = {"EX": EXCUSED, "N/A": NOT_ASSIGNED}
 
 
 def canvas_points(grade: ClassGrade, *, autograded_only: bool = False) -> float | None:
@@ -252,7 +258,7 @@ def import_csv(book: Gradebook, grades, *, match_by: str = DEFAULT_MATCH, title:
     identity = [c for c in book.header if c in IDENTITY_COLUMNS]
     cells = {id(row): row[book.column(column)] if column is not None else "" for row in book.students}
     for grade, row in outcome.matching.pairs:
-        reason = left_out(grade, autograded_only=autograded_only)
+        reason = left_out(grade, autograded_only=autograded_only) or KEPT_CELLS.get(cells[id(row)].strip().upper())
         if reason:
             outcome.left_out.setdefault(reason, []).append(grade.student)
         else:
