@@ -198,7 +198,7 @@ def test_export_reads_a_semicolon_separated_export_with_decimal_commas(course, t
     status, written = export(course, tmp_path, text="\ufeff" + buf.getvalue())
     assert status == canvas.EXIT_LEFT_OUT and written[0][-1] == "Batch Normalization (4242)"
     assert {row[1]: row[-1] for row in written[2:]}["101"] == format_points(ALICE)
-    assert "out of 97,00 points in Canvas" in capsys.readouterr().err
+    assert "is out of 97 points, grades.csv's of" in capsys.readouterr().err
 
 
 def test_export_keeps_an_excused_or_unassigned_cell_and_lists_it(course, tmp_path, capsys):

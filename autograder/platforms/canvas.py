@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..classroom.grades import ClassGrade, GradesFileError, csv_text, read_csv
+from ..classroom.grades import POINTS_TOLERANCE, ClassGrade, GradesFileError, csv_text, read_csv
 from ..exercises import ASSIGNMENT_TITLE
 from ..results import format_points
 
@@ -108,6 +108,16 @@ def points_possible(grades, *, autograded_only: bool = False) -> float:
     if len(maxima) > 1:
         raise GradesFileError(f"grades.csv's rows are out of different maxima: {sorted(maxima)}")
     return maxima.pop() if maxima else 0.0
+
+
+def other_maximum(assignment: str, theirs: float, maximum: float) -> str | None:
+    """The note saying Canvas' assignment is out of other points than grades.csv's, or None when they agree
+    (export canvas and canvas push both send the points as they are)."""
+    if abs(theirs - maximum) <= POINTS_TOLERANCE * max(1.0, maximum):
+        return None
+    return (f"Canvas' assignment {assignment!r} is out of {format_points(theirs)} points, grades.csv's of "
+            f"{format_points(maximum)}: the points are sent as they are; change the assignment's points in Canvas "
+            "if they should match")
 
 
 def match_key(value) -> str | None:
@@ -245,14 +255,11 @@ def import_csv(book: Gradebook, grades, *, match_by: str = DEFAULT_MATCH, title:
     column = find_column(book.header, title)
     outcome = ImportOutcome("", column or title, column is None)
     if column is not None and book.points_row is not None:
-        theirs = book.points_row[book.column(column)].strip()
         try:
-            if abs(canvas_number(theirs) - maximum) > 1e-6:
-                outcome.notes.append(f"{column!r} is out of {theirs} points in Canvas, {format_points(maximum)} "
-                                     "here: the points are written as they are; change the assignment's points in "
-                                     "Canvas if they should match")
-        except ValueError:
-            pass
+            note = other_maximum(column, canvas_number(book.points_row[book.column(column)]), maximum)
+        except ValueError:          # "(read only)" or blank: nothing to compare
+            note = None
+        outcome.notes += [note] if note else []
     key_at = book.column(key_column)
     outcome.matching = match(grades, book.students, lambda row: row[key_at])
     identity = [c for c in book.header if c in IDENTITY_COLUMNS]

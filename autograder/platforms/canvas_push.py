@@ -63,6 +63,7 @@ from .canvas import (
     canvas_points,
     left_out,
     match,
+    other_maximum,
     points_possible,
     report_left_out,
 )
@@ -308,9 +309,10 @@ def push(args, grades) -> int:
         raise PushFailed(f"Canvas refused to read the course or assignment: {e}") from None
     maximum = points_possible(grades, autograded_only=args.autograded_only)
     theirs = getattr(assignment, "points_possible", None)
-    if theirs is not None and abs(float(theirs) - maximum) > 1e-6:
-        print(f"note: Canvas' assignment {getattr(assignment, 'name', args.assignment)!r} is out of {float(theirs):g} "
-              f"points, grades.csv's of {maximum:g}: the points are posted as they are", file=sys.stderr)
+    note = None if theirs is None else other_maximum(getattr(assignment, "name", args.assignment), float(theirs),
+                                                     maximum)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     found = plan(grades, users, submissions, pushed, match_by=args.match, autograded_only=args.autograded_only)
     print_plan(found, overwrite_hand_edits=args.overwrite_hand_edits)
     agreed = {str(s.user_id): s.points for s in found.of(UNCHANGED)}
