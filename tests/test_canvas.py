@@ -470,6 +470,14 @@ def test_a_grade_canvas_had_before_any_push_is_a_hand_edit(stand_in, course, cap
     assert stand_in.posts() == []
 
 
+def test_logins_canvas_does_not_send_are_said_to_be_missing(stand_in, course, capsys):
+    """Canvas' User has login_id only for a caller allowed to see it (Api::V1::User#user_json)."""
+    for user in stand_in.users:
+        del user["login_id"]
+    assert push(stand_in, course) == canvas.EXIT_LEFT_OUT and stand_in.posts() == []
+    assert "Canvas sent no login_id for any student" in capsys.readouterr().err
+
+
 def test_a_failed_update_records_nothing(stand_in, course, capsys):
     stand_in.fail_updates = True
     assert push(stand_in, course) == 1

@@ -313,6 +313,11 @@ def push(args, grades) -> int:
                                                      maximum)
     if note:
         print(f"note: {note}", file=sys.stderr)
+    attribute = MATCHES[args.match][1]
+    if users and all(getattr(u, attribute, None) is None for u in users):
+        print(f"note: Canvas sent no {attribute} for any student: Canvas sends login_id, sis_user_id only to a user "
+              "allowed to see them (managing students or reading SIS data); nobody is matched by --match "
+              f"{args.match} (--match id or name need no such right)", file=sys.stderr)
     found = plan(grades, users, submissions, pushed, match_by=args.match, autograded_only=args.autograded_only)
     print_plan(found, overwrite_hand_edits=args.overwrite_hand_edits)
     agreed = {str(s.user_id): s.points for s in found.of(UNCHANGED)}
