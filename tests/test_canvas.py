@@ -137,13 +137,15 @@ READ_ONLY = ("Assignments Current Score", "Assignments Final Score", "Current Po
 
 def gradebook_export(*, with_column: bool = True, extra_student=None) -> str:
     """A Canvas gradebook export as Canvas writes it: identity columns, an earlier assignment, this one
-    ("Batch Normalization (4242)", bob's cell entered by hand) unless ``with_column`` is False, the
-    read-only computed columns; the padded Points Possible row; the students, Canvas' test student (no
-    login) and frank, who has no row in grades.csv."""
+    ("Batch Normalization (4242)", bob's cell entered by hand, posted manually) unless ``with_column`` is
+    False, the read-only computed columns; the "Manual Posting" row; the padded Points Possible row; the
+    students, Canvas' test student (no login) and frank, who has no row in grades.csv."""
     ours = ["Batch Normalization (4242)"] if with_column else []
     header = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "Homework 1 (4101)", *ours, *READ_ONLY]
     lines = [header, ["    Points Possible", "", "", "", "", "10.00", *([format_points(MAX)] if ours else []),
                       *["(read only)"] * len(READ_ONLY)]]
+    if ours:        # this assignment posts grades manually: Canvas writes a row saying so above Points Possible
+        lines.insert(1, ["", "", "", "", "", "", "Manual Posting", *[""] * len(READ_ONLY)])
     students = [("Smith, Alice", "101", "S-001", "alice", "", "9.00"),
                 ("Jones, Bob", "102", "S-002", "BOB", "7", "8.00"),     # login in capitals: matched regardless
                 ("Lee, Carol", "103", "S-003", "carol", "", "10.00"),

@@ -5,9 +5,12 @@
         [--course-dir DIR] [--grades CSV]
 
 EXPORT.csv is what Canvas' Gradebook "Export" writes: a header ``Student, ID, SIS User ID, SIS Login ID,
-Section`` (some instances add ``Integration ID``, ``Login ID`` or ``Root Account``), one column per
+Section`` in this order (with SIS ids shown, ``Integration ID`` and ``Root Account`` may follow ``SIS
+Login ID``; Canvas' importer checks these positions, so IMPORT.csv keeps them), one column per
 assignment named ``Title (id)``, and read-only columns Canvas computes (assignment groups, ``Current
-Score``, ``Final Points``...); below the header, a row whose first cell is ``    Points Possible`` (the
+Score``, ``Final Points``...); below the header, a row saying ``Manual Posting`` under the assignments
+that post grades manually (when any does; left out of the import, which may omit it), a row whose
+first cell is ``    Points Possible`` (the
 assignments' maxima), then one row per student; separated by commas, or by semicolons with decimal
 commas ("9,50") for a user or locale set so (both read here). IMPORT.csv is the file Canvas' Gradebook "Import"
 takes: the identity columns and this assignment's column only, since Canvas changes only the columns an
@@ -31,7 +34,7 @@ student whose cell is ``EX`` (excused in Canvas: a person's decision, which canv
 ``N/A`` (the assignment is not assigned to them: Canvas' import would drop the grade). Matching
 (``--match``, ``MATCHES``) compares nbgrader's student id with one identity column, ignoring case and
 surrounding blanks: ``sis_login_id`` (default) the ``SIS Login ID`` column (the user's login, the API's
-``login_id``), ``login_id`` a ``Login ID`` column where the export has one, else ``SIS Login ID``,
+``login_id``; ``login_id`` is the same, by the API's name: the export has no other login column),
 ``sis_user_id`` the ``SIS User ID``, ``id`` Canvas' numeric user ``ID``, and ``name`` the ``Student``
 column, Canvas' sortable name ("Last, First"): only for a course whose nbgrader ids are those names.
 A Canvas key held by several students matches no one.
@@ -59,13 +62,12 @@ from ..results import format_points
 EXIT_LEFT_OUT = 3            # the file is written, but someone was left out or unmatched (as grade-class's 3)
 POINTS_POSSIBLE = "Points Possible"
 POINTS_POSSIBLE_CELL = "    Points Possible"      # the export's first cell of that row, padded as Canvas pads it
-IDENTITY_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Login ID", "Integration ID", "Root Account",
-                    "Section")
+IDENTITY_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Integration ID", "Root Account", "Section")
 
 # --match: (the export's column, the first present of these; the Canvas API User's attribute)
 MATCHES = {
     "sis_login_id": (("SIS Login ID",), "login_id"),
-    "login_id": (("Login ID", "SIS Login ID"), "login_id"),
+    "login_id": (("SIS Login ID",), "login_id"),
     "sis_user_id": (("SIS User ID",), "sis_user_id"),
     "id": (("ID",), "id"),
     "name": (("Student",), "sortable_name"),
