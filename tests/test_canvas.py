@@ -194,7 +194,7 @@ def test_export_round_trip_fills_in_the_assignment_column_and_lists_the_unmatche
 def test_export_reads_a_semicolon_separated_export_with_decimal_commas(course, tmp_path, capsys):
     """Canvas writes ";" and "9,00" for a user with semicolon separators (or a decimal-comma locale)."""
     rows = list(csv.reader(io.StringIO(gradebook_export().lstrip("\ufeff"))))
-    rows[1][6] = "97,00"                                  # Points Possible, not the assignment's maximum
+    next(r for r in rows if r[0] == "    Points Possible")[6] = "97.00"      # not the assignment's maximum
     buf = io.StringIO()
     csv.writer(buf, delimiter=";").writerows([[c.replace(".", ",") for c in row] for row in rows])
     status, written = export(course, tmp_path, text="\ufeff" + buf.getvalue())
