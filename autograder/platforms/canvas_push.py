@@ -242,7 +242,9 @@ def wait_for(progress, *, seconds: float | None = None, poll: float | None = Non
         time.sleep(poll)
         progress = progress.query()
     if progress.workflow_state == "failed":
-        raise PushFailed(f"Canvas' bulk update failed: {getattr(progress, 'message', None) or 'no reason given'}")
+        raise PushFailed(f"Canvas' bulk update failed: {getattr(progress, 'message', None) or 'no reason given'} "
+                         "(Canvas grades student by student, skipping one it cannot find: the grades it applied "
+                         "stay; the next push posts only the others)")
     return progress
 
 
