@@ -25,7 +25,7 @@ from autograder.atomic import write_atomic
 from autograder.classroom import classrun, cli, collect, grades, pool, server, store
 from autograder.classroom import written as written_module
 from autograder.classroom.written import GradebookReading, Marked, WrittenGrade, WrittenScores
-from autograder.errors import ArchiveUnusable, Side
+from autograder.errors import GRADER_SIDE_PREFIX, ArchiveUnusable, Side
 from autograder.exercises import BY_ID, EXERCISE_IDS, EXERCISES, MANUAL_POINTS, WRITTEN_ANSWERS, WRITTEN_IDS
 from autograder.results import CheckResult, Result, format_points
 from autograder.settings import Settings
@@ -153,7 +153,7 @@ def test_a_class_run_writes_its_files(fake):
     with open(course / "grades.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == ["student", *EXERCISE_IDS, *WRITTEN_IDS, "auto", "auto_max", "manual", "manual_max", "total",
-                      "max_total", "status", "message"]
+                      "max_total", "status", "error_side", "message"]
     assert list(rows) == ["ann", "bob", "cat", "dan", "eve"]
     manual, model = pts(BY_ID["manual_batch_norm"].points), pts(BY_ID["build_model_with_bn"].points)
     assert rows["ann"]["auto"] == pts(FULL) and rows["ann"]["message"] == ""
@@ -754,9 +754,9 @@ def test_grades_csv_is_quoted_plain_text():
     manual = pts(MANUAL_POINTS)
     assert text.splitlines()[1] == ",".join(["ann", *(pts(e.points) for e in EXERCISES), *("" for _ in WRITTEN_IDS),
                                              pts(FULL), pts(FULL), "", manual, "", pts(FULL + MANUAL_POINTS),
-                                             "manual_pending", ""])
+                                             "manual_pending", "", ""])
     assert text.splitlines()[2].startswith('"bob, ""the""",') and \
-        text.endswith(",manual_pending,two lines of notes\n")
+        text.endswith(",manual_pending,,two lines of notes\n")
 
 
 def written(**points) -> WrittenScores:
@@ -836,3 +836,16 @@ def test_real_grader_on_synthetic_students(tmp_path):
     assert timings.get("total", 0) > 0 and timings.get("class_wall", 0) > 0
     again = classrun.run(course, jobs=2, progress_stream=io.StringIO())
     assert again.graded == 0 and again.resumed == 3
+
+
+def test_grades_csv_says_whose_an_error_is_and_its_reader_takes_it_from_there_not_from_the_message():
+    quoting = Result.failed(f"your cell raised: ValueError('{GRADER_SIDE_PREFIX}a forged reason')", Side.STUDENT)
+    ours = Result.failed("the worker could not start", Side.GRADER)
+    rows = [grades.Row.of("ann", quoting, written=written(**{w.id: 1.0 for w in WRITTEN_ANSWERS[:1]})),
+            grades.Row.of("bob", ours, message="(the reason elsewhere)")]
+    ann, bob = grades.parse_csv(grades.grades_csv_text(rows))
+    assert (ann.error_side, ann.grader_fault, ann.pending) == ("student", False, True)
+    assert (bob.error_side, bob.grader_fault, bob.total) == ("grader", True, None)
+    text = grades.grades_csv_text(rows).replace(",error,student,", ",error,,")
+    with pytest.raises(grades.GradesFileError, match="line 2: error_side ''"):
+        grades.parse_csv(text)

@@ -6,7 +6,9 @@ gradebook), then ``auto`` and ``auto_max`` (the isolated grader's points), ``man
 ``manual_max`` (the written answers', blank while any is pending), ``total`` and ``max_total``
 (auto + manual; the total is blank while a written answer is pending: no manual score is made up;
 and when the grader failed: its 0 is no autograded score),
-``status`` and ``message``. The status is ``error`` (the message says why), ``manual_pending`` (the
+``status``, ``error_side`` and ``message``. The status is ``error`` (the message says why; ``error_side``
+says whose: ``grader``, no grade, graded again on the next run, or ``student``, a grade; blank for
+any other status), ``manual_pending`` (the
 autograded points are in; a person has still to grade a written answer) or ``graded``. Points as
 people write them (results.format_points), the message on one line.
 ``read_csv`` is the one reader of the file (export canvas and canvas push read it): typed rows
@@ -22,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..errors import GRADER_SIDE_PREFIX
+from ..errors import Side
 from ..exercises import EXERCISE_IDS, EXERCISES, WRITTEN_IDS
 from ..results import Result, format_points
 from ..text import bounded, escaped
 from .written import WrittenScores
 
 CSV_COLUMNS = ("student",) + EXERCISE_IDS + WRITTEN_IDS + (
-    "auto", "auto_max", "manual", "manual_max", "total", "max_total", "status", "message")
+    "auto", "auto_max", "manual", "manual_max", "total", "max_total", "status", "error_side", "message")
 MANUAL_PENDING = "manual_pending"      # the CSV's status while a written answer waits for a person
 TABLE_WIDTH = 100          # the terminal the end-of-run table fits
 
@@ -58,6 +60,14 @@ class Row:
         if self.status == "error":
             return self.status
         return MANUAL_PENDING if self.written.pending else self.status
+
+    @property
+    def error_side(self) -> str:
+        """The CSV's error_side: whose fault an error row is ("grader": not a grade; "student": a grade),
+        blank for a row without an error. Said outright, so no reader guesses it from the message."""
+        if self.status != "error":
+            return ""
+        return Side.GRADER.value if self.grader_fault else Side.STUDENT.value
 
     @property
     def grand_total(self) -> float | None:
@@ -107,7 +117,7 @@ def grades_csv_text(rows) -> str:
                                    format_points(r.total), format_points(r.max_total),
                                    _points_or_blank(r.written.total), format_points(r.written.max_total),
                                    _points_or_blank(r.grand_total), format_points(r.max_total + r.written.max_total),
-                                   r.class_status, bounded(" ".join(str(r.message).split()))]
+                                   r.class_status, r.error_side, bounded(" ".join(str(r.message).split()))]
                                   for r in sorted(rows, key=lambda r: r.student)))
 
 
@@ -155,6 +165,7 @@ def format_table(rows, width: int = TABLE_WIDTH) -> str:
 # --- reading grades.csv back (export canvas, canvas push) -----------------------------------------------
 
 STATUSES = ("graded", MANUAL_PENDING, "error")
+SIDES = tuple(side.value for side in Side)        # an error row's error_side
 POINTS_TOLERANCE = 1e-6      # grades.csv writes points with %g: its sums may differ from their parts in the 6th digit
 
 
@@ -173,15 +184,15 @@ class ClassGrade:
     total: float | None           # auto + manual; None while pending, or when the grader failed
     max_total: float
     status: str                   # graded, manual_pending or error
+    error_side: str = ""          # an error row's: "grader" (not a grade) or "student" (a grade); else ""
     message: str = ""
 
     @property
     def grader_fault(self) -> bool:
-        """Not a grade: the grader failed, not the student. grades.csv leaves such a row's total blank and
-        its message carries the grader's reason (errors.GRADER_SIDE_PREFIX); a student's error is a grade
-        (its total is the written answers' points, 0 autograded), blank only while those are pending."""
-        return self.status == "error" and self.total is None and (
-            self.manual is not None or GRADER_SIDE_PREFIX in self.message)
+        """Not a grade: the grader failed, not the student (grades.csv's error_side says so; such a row's
+        total is blank). A student's error is a grade: its total is the written answers' points and 0
+        autograded, blank only while those are pending."""
+        return self.error_side == Side.GRADER.value
 
     @property
     def pending(self) -> bool:
@@ -215,10 +226,12 @@ def parse_csv(text: str) -> list:
     that is not finite, below 0 or above its maximum, a total that is not auto + manual, or a blank
     where the status says there is a number."""
     reader = csv.DictReader(io.StringIO(text))
-    needed = ("student", "auto", "auto_max", "manual", "manual_max", "total", "max_total", "status", "message")
+    needed = ("student", "auto", "auto_max", "manual", "manual_max", "total", "max_total", "status", "error_side",
+              "message")
     missing = [c for c in needed if c not in (reader.fieldnames or ())]
     if missing:
-        raise GradesFileError(f"not a grades.csv of grade-class: no column {', '.join(missing)}")
+        raise GradesFileError(f"not a grades.csv of this grade-class: no column {', '.join(missing)} (a file "
+                              "written by an older grade-class: run grade-class again, which rewrites it)")
     found, seen = [], set()
     for line, row in enumerate(reader, start=2):
         if None in row:
@@ -232,10 +245,14 @@ def parse_csv(text: str) -> list:
         status = (row["status"] or "").strip()
         if status not in STATUSES:
             raise GradesFileError(f"line {line}: status {status[:40]!r} is none of {', '.join(STATUSES)}")
+        side = (row["error_side"] or "").strip()
+        if (status == "error") != (side in SIDES) or (status != "error" and side):
+            raise GradesFileError(f"line {line}: error_side {side[:40]!r} with status {status}: an error row's is "
+                                  f"{' or '.join(SIDES)}, any other row's is blank")
         grade = ClassGrade(student, _number(row, "auto", line), _number(row, "auto_max", line),
                            _number(row, "manual", line, blank_ok=True), _number(row, "manual_max", line),
                            _number(row, "total", line, blank_ok=True), _number(row, "max_total", line),
-                           status, uninert(row["message"] or ""))
+                           status, side, uninert(row["message"] or ""))
         _within(line, "auto", grade.auto, grade.auto_max)
         _within(line, "manual", grade.manual, grade.manual_max)
         _within(line, "total", grade.total, grade.max_total)
@@ -248,6 +265,8 @@ def parse_csv(text: str) -> list:
             raise GradesFileError(f"line {line}: status graded with a blank total")
         if status == MANUAL_PENDING and grade.total is not None:
             raise GradesFileError(f"line {line}: status {MANUAL_PENDING} with a total")
+        if grade.grader_fault and (grade.total is not None or grade.auto):
+            raise GradesFileError(f"line {line}: a grader-side error with points: it is no grade")
         found.append(grade)
     return found
 
