@@ -85,7 +85,7 @@ def test_grades_csv_reads_back_what_grade_class_wrote(course):
 
 
 def test_with_written_answers_pending_the_side_of_an_error_comes_from_its_message():
-    """Both rows have a blank total and a blank manual: the grader's reason in the message tells them apart."""
+    """Both rows have a blank total and a blank manual: grades.csv's error_side tells them apart."""
     failures = [("dave", Result.failed("not a notebook", Side.STUDENT)),
                 ("carol", Result.failed("the sandbox could not start", Side.GRADER))]
     text = grades.grades_csv_text([grades.Row.of(s, r, store.message_for(["graded batchnorm-Copy1.ipynb"], r))
@@ -269,6 +269,7 @@ class CanvasStandIn:
         self.scores = {}                       # {user id: score}
         self.excused = set()
         self.late_deduction = {}               # {user id: points a late policy takes off the entered score}
+        self.missing = {}                      # {user id: the missing-submission policy's automatic grade}
         self.comments = {}                     # {user id: [text]}
         self.requests = []                     # (method, path, query or form, Authorization header)
         self.progress = {}
@@ -294,14 +295,15 @@ class CanvasStandIn:
 
     def submission(self, user) -> dict:
         uid = user["id"]
-        entered = self.scores.get(uid)          # as graded; Canvas' score is after the late policy's deduction
+        entered = self.scores.get(uid, self.missing.get(uid))     # as graded, or the missing policy's grade
         deducted = self.late_deduction.get(uid) if entered is not None else None
         score = None if entered is None else max(0.0, entered - (deducted or 0.0))
         return {"id": 9000 + uid, "user_id": uid, "assignment_id": ASSIGNMENT_ID, "score": score,
                 "grade": None if score is None else format_points(score), "entered_score": entered,
                 "entered_grade": None if entered is None else format_points(entered),
                 "points_deducted": deducted, "late": uid in self.late_deduction,
-                "late_policy_status": None, "missing": False, "excused": uid in self.excused,
+                "late_policy_status": "missing" if uid in self.missing and uid not in self.scores else None,
+                "missing": uid in self.missing and uid not in self.scores, "excused": uid in self.excused,
                 "workflow_state": "graded" if score is not None else "unsubmitted"}
 
     def handle(self, request, method):
@@ -461,6 +463,15 @@ def test_a_late_policy_s_deduction_is_no_hand_edit(stand_in, course, capsys):
     assert push(stand_in, course) == canvas.EXIT_LEFT_OUT
     out, err = capsys.readouterr()
     assert len(stand_in.posts()) == 1 and "hand" not in err and "0 new, 0 changed, 2 unchanged" in out
+
+
+def test_the_missing_policy_s_automatic_grade_is_no_hand_edit(stand_in, course, capsys):
+    """Canvas' missing-submission policy grades by itself (late_policy_status "missing"): no person gave that."""
+    stand_in.missing[11] = 0.0                            # alice handed in through nbgrader, not Canvas
+    push(stand_in, course)
+    out, err = capsys.readouterr()
+    assert "hand" not in err and "2 new" in out and len(stand_in.posts()) == 1
+    assert stand_in.submission(stand_in.users[0])["score"] == ALICE
 
 
 def test_a_grade_canvas_had_before_any_push_is_a_hand_edit(stand_in, course, capsys):

@@ -221,7 +221,11 @@ def comment_for(course, student: str) -> str | None:
 def entered_score(submission) -> float | None:
     """The score a grader gave ``submission`` (posted_grade's points): Canvas' ``entered_score``, before a
     late policy's deduction (``score`` is after it, so comparing with it would call every late student's
-    pushed grade a hand edit); ``score`` where Canvas does not send ``entered_score``."""
+    pushed grade a hand edit); ``score`` where Canvas does not send ``entered_score``. None for no grade,
+    and for the grade Canvas' missing-submission policy gives by itself (``late_policy_status``
+    "missing"): no person gave it, and the work was handed in through nbgrader, not Canvas."""
+    if getattr(submission, "late_policy_status", None) == "missing":
+        return None
     for name in ("entered_score", "score"):
         value = getattr(submission, name, None)
         if value is not None:
