@@ -99,6 +99,36 @@ def test_several_notebooks_are_the_students_error_naming_them(tmp_path):
         find_notebook(tmp_path)
 
 
+def test_a_tree_nested_too_deep_is_not_searched_below_the_bound_and_ends_in_the_students_error(tmp_path):
+    # os.walk recursed into every folder: a tree a thousand deep ended in a RecursionError, the grader's
+    # failure. Here the same with a tree 80 deep and room for 45 more frames than the test has (a
+    # thousand folders take seconds to remove)
+    deep = tmp_path.joinpath(*["a"] * 80)
+    deep.mkdir(parents=True)
+    (deep / "batchnorm.ipynb").write_text("{}")
+    frame, frames = sys._getframe(), 0
+    while frame is not None:
+        frame, frames = frame.f_back, frames + 1
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + 45)
+    try:
+        with pytest.raises(NoSingleNotebook, match=f"more than {gradescope.MAX_DEPTH} deep"):
+            find_notebook(tmp_path)
+    finally:
+        sys.setrecursionlimit(limit)
+    shallow = tmp_path.joinpath(*["b"] * (gradescope.MAX_DEPTH - 1))
+    shallow.mkdir(parents=True)
+    (shallow / "batchnorm.ipynb").write_text("{}")
+    assert find_notebook(tmp_path) == shallow / "batchnorm.ipynb"
+
+
+def test_no_submission_folder_is_the_graders_failure_not_a_zero(tmp_path):
+    with pytest.raises(GraderFault, match="not a folder"):
+        find_notebook(tmp_path / "submission")
+    status, doc = gradescope.run(tmp_path)
+    assert status == 1 and "score" not in doc and "SubmissionMissing" in doc["extra_data"]["grader_failure"]
+
+
 # --- the exported configuration ------------------------------------------------------------------------
 
 def test_without_a_configuration_the_defaults_grade(tmp_path):

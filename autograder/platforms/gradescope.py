@@ -63,19 +63,30 @@ class GradescopeOptions:
 # --- the submission ------------------------------------------------------------------------------------
 
 SKIPPED_FOLDERS = ("__MACOSX",)          # what archivers add beside the hand-in; hidden folders are skipped too
+# How many folders deep the notebook is looked for: a hand-in's is a folder or two down, and os.walk
+# recurses, so a tree nested a thousand deep would otherwise end in a RecursionError (the grader's).
+MAX_DEPTH = 16
 
 
 class NoSingleNotebook(StudentFault):
     """The submission holds no notebook, or more than one: which to grade is the student's to say."""
 
 
+class SubmissionMissing(GraderFault):
+    """ROOT/submission is not a folder: Gradescope did not hand a submission in, not the student's doing."""
+
+
 def find_notebook(submission: Path) -> Path:
-    """The one notebook (``*.ipynb``, any name, in any sub-folder) in ``submission``. Links are not
-    followed and not taken: a link could point at the grader's own files. NoSingleNotebook when there
-    is none or several, naming them."""
-    found = []
+    """The one notebook (``*.ipynb``, any name, in any sub-folder down to MAX_DEPTH) in ``submission``.
+    Links are not followed and not taken: a link could point at the grader's own files. NoSingleNotebook
+    when there is none or several, naming them; SubmissionMissing when ``submission`` is no folder."""
+    if not submission.is_dir():
+        raise SubmissionMissing(f"{submission} is not a folder: no submission was handed to the autograder")
+    found, too_deep = [], False
     for folder, names, files in os.walk(submission, followlinks=False):
         names[:] = sorted(n for n in names if not n.startswith(".") and n not in SKIPPED_FOLDERS)
+        if names and len(Path(folder).relative_to(submission).parts) >= MAX_DEPTH:
+            too_deep, names[:] = True, []
         for name in sorted(files):
             path = Path(folder, name)
             if name.lower().endswith(".ipynb") and not name.startswith(".") and not path.is_symlink() \
@@ -84,8 +95,9 @@ def find_notebook(submission: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise NoSingleNotebook("your submission holds no Jupyter notebook (.ipynb): upload the assignment's "
-                               f"notebook, {NOTEBOOK_NAME}")
+        deeper = f" (folders more than {MAX_DEPTH} deep are not looked in)" if too_deep else ""
+        raise NoSingleNotebook("your submission holds no Jupyter notebook (.ipynb)" + deeper + ": upload the "
+                               f"assignment's notebook, {NOTEBOOK_NAME}")
     names = ", ".join(str(p.relative_to(submission)) for p in found[:10]) + (", ..." if len(found) > 10 else "")
     raise NoSingleNotebook(f"your submission holds {len(found)} notebooks ({names}): upload only the one to "
                            f"grade, {NOTEBOOK_NAME}")
