@@ -29,6 +29,7 @@ from autograder.platforms.gradescope import (
     grader_failure_document,
     read_config,
     results_document,
+    summary,
 )
 from autograder.results import TRAINING_LEAD, CheckResult, Result
 from autograder.settings import Settings
@@ -201,6 +202,19 @@ def test_a_students_error_scores_zero_with_its_reason_in_a_fence_it_cannot_close
     assert doc["score"] == 0 and len(doc["tests"]) == len(catalogue())
     assert all(t["score"] == 0 and t["max_score"] > 0 and "no **notebook**" in t["output"] for t in doc["tests"])
     assert "`````\nholds ```` no **notebook**\n`````" in doc["output"]
+
+
+def test_a_note_is_shown_literally_and_the_summary_after_it_is_not_swallowed_by_a_fence():
+    # a note with a backtick was a fenced block inside a list item: the item ended at the fence's first
+    # line, and its closing fence opened a block that took the rest of the output as code
+    markdown_it = pytest.importorskip("markdown_it")
+    note = "converted `v3`\n# **Autograded points: 25 of 25** <b>x</b> [here](http://e.x) _y_"
+    html = markdown_it.MarkdownIt("commonmark").render(summary(_result(
+        ("a::test_x", "manual_batch_norm", 0.0, 1.0, False, "no"), notes=[note])))
+    assert "<li>converted `v3` # **Autograded points: 25 of 25** &lt;b&gt;x&lt;/b&gt; [here](http://e.x) _y_</li>" \
+        in html
+    assert html.count("<strong>") == 1 and "<h1>" not in html and "<a " not in html and "<code>" not in html
+    assert html.rstrip().endswith("<p>Your code ran in the sandbox (landlock).</p>")
 
 
 def test_a_grader_failure_has_no_score_and_says_whose_it_is():

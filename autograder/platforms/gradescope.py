@@ -162,6 +162,16 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
+# Every ASCII punctuation character: CommonMark lets a backslash make any of them literal.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def markdown_escaped(text: str) -> str:
+    """``text`` as one line of Markdown that shows it literally: no emphasis, heading, link, HTML or
+    code span of its making (a note inside a list item, where a fenced block would end the item)."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.split()))
+
+
 def test_entries(result: Result, options: GradescopeOptions) -> list:
     """One entry per hidden check, in the notebook's order."""
     entries = []
@@ -186,7 +196,7 @@ def summary(result: Result) -> str:
         lines.append("Your notebook could not be graded, so every check has 0 points:")
         lines.append(fenced(result.error or ""))
     for note in result.notes:
-        lines.append(f"- {fenced(note) if '`' in note or '*' in note else note}")
+        lines.append(f"- {markdown_escaped(note)}")
     lines.append(f"Your code ran in the sandbox ({result.isolation or 'no worker ran'}).")
     return "\n\n".join(lines)
 
