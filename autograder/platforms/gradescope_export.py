@@ -148,7 +148,9 @@ def config_document(options: GradescopeOptions, grading: settings.Settings) -> s
 
 
 def run_autograder_script(prefix: str = INSTALL_PREFIX, root: str = GRADESCOPE_ROOT) -> str:
-    return f"#!/usr/bin/env bash\nexec {prefix}/bin/python -m autograder gradescope-run --root {root}\n"
+    """Gradescope runs it in /autograder, beside submission/: ``-I`` keeps the working folder (and the
+    user's site-packages and PYTHON* variables) off the grader's path, so that nothing there is imported."""
+    return f"#!/usr/bin/env bash\nexec {prefix}/bin/python -I -m autograder gradescope-run --root {root}\n"
 
 
 def setup_script(wheel_name: str, grading: settings.Settings) -> str:
