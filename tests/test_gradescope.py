@@ -186,6 +186,18 @@ def test_the_score_is_the_checks_sum_and_the_extra_data_says_how_it_was_graded()
     assert "written answers" in doc["output"] and "landlock" in doc["output"]
 
 
+def test_the_output_says_the_points_only_when_every_check_is_shown():
+    # Gradescope shows the output at once but hides the total while a test is hidden: the points in the
+    # output told a student the sum of the checks shown only after the due date
+    hidden = results_document(GRADED, DEFAULTS, notebook_sha256=None, seconds=1)
+    assert {t["visibility"] for t in hidden["tests"]} == {"after_due_date"}
+    assert "points:" not in hidden["output"] and "0.5" not in hidden["output"]
+    assert "written answers" in hidden["output"]
+    everything = Exported(GradescopeOptions(hidden_visibility="visible"), Settings())
+    shown = results_document(GRADED, everything, notebook_sha256=None, seconds=1)
+    assert shown["output"].startswith("**Autograded points: 0.5 of 0.75.**")
+
+
 def test_the_leaderboard_shows_the_lead_only_when_enabled_and_measured():
     assert "leaderboard" not in results_document(GRADED, DEFAULTS, notebook_sha256=None, seconds=1)
     enabled = Exported(GradescopeOptions(leaderboard=True), Settings())

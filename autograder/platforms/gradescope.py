@@ -187,10 +187,13 @@ def test_entries(result: Result, options: GradescopeOptions) -> list:
     return entries
 
 
-def summary(result: Result) -> str:
-    """The submission's output, in Markdown: its points, the written answers apart, the isolation."""
-    lines = [f"**Autograded points: {format_points(result.total)} of {format_points(result.max_total)}.** "
-             f"The {len(WRITTEN_ANSWERS)} written answers ({format_points(MANUAL_POINTS)} points) are graded "
+def summary(result: Result, *, total_shown: bool = True) -> str:
+    """The submission's output, in Markdown: its points, the written answers apart, the isolation.
+    Gradescope shows the output at once, but hides the total score while a test is not shown yet: then
+    (``total_shown`` False) the points are not said here either, or they would tell the hidden checks' sum."""
+    points = (f"**Autograded points: {format_points(result.total)} of {format_points(result.max_total)}.** "
+              if total_shown else "")
+    lines = [points + f"The {len(WRITTEN_ANSWERS)} written answers ({format_points(MANUAL_POINTS)} points) are graded "
              "by a person, not here."]
     if result.status is Status.ERROR:
         lines.append("Your notebook could not be graded, so every check has 0 points:")
@@ -207,13 +210,14 @@ def results_document(result: Result, exported: Exported, *, notebook_sha256: str
     Never called for a grader-side failure: that is no grade (grader_failure_document)."""
     if result.grader_fault:
         raise ValueError("a grader-side failure is not a grade")
+    tests = test_entries(result, exported.options)
     doc = {
         "score": result.total,
         "execution_time": int(round(seconds)),
-        "output": summary(result),
+        "output": summary(result, total_shown=all(test["visibility"] == "visible" for test in tests)),
         "output_format": "md",
         "test_output_format": "text",      # a check's message may quote the student: shown as text
-        "tests": test_entries(result, exported.options),
+        "tests": tests,
         "extra_data": extra_data(result.isolation, exported, notebook_sha256=notebook_sha256,
                                  status=result.status.value, submission_id=submission_id, versions=result.versions,
                                  timings=result.timings),
