@@ -28,6 +28,7 @@ from ..text import bounded
 
 log = logging.getLogger(__name__)
 
+GRADESCOPE_ROOT = "/autograder"         # Gradescope's ROOT: the zip is unpacked into ROOT/source
 CONFIG_NAME = "gradescope.json"       # at the zip's root, so ROOT/source/gradescope.json
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")   # Gradescope's words
 
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
         description="Grade the one notebook in ROOT/submission/ in isolation and write ROOT/results/results.json "
                     "in Gradescope's format (run_autograder calls this with --root /autograder). Exit status 0 "
                     "for a grade, 1 when the grader failed (then results.json holds no score).")
-    parser.add_argument("--root", type=Path, default=Path("/autograder"),
+    parser.add_argument("--root", type=Path, default=Path(GRADESCOPE_ROOT),
                         help="the autograder's root: source/, submission/, results/ (default /autograder)")
     args = parser.parse_args(argv)
     status, doc = run(args.root)

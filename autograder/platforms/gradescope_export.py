@@ -41,11 +41,10 @@ from pathlib import Path
 
 from autograder import data, settings
 from autograder.atomic import write_atomic
-from autograder.platforms.gradescope import CONFIG_NAME, VISIBILITIES, GradescopeOptions
+from autograder.platforms.gradescope import CONFIG_NAME, GRADESCOPE_ROOT, VISIBILITIES, GradescopeOptions
 from autograder.sandbox import identity
 
 ZIP_NAME = "autograder.zip"
-GRADESCOPE_ROOT = "/autograder"                 # Gradescope's: the zip is unpacked into ROOT/source
 INSTALL_PREFIX = "/opt/bn-autograder"           # the grader's venv, outside /autograder
 # The grader cache on Gradescope: baked into the image by setup.sh, outside the sandbox's allow-list
 # (unlike the venv, which the students' code may read).
