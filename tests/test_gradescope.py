@@ -257,6 +257,7 @@ def test_run_scores_an_empty_submission_zero_with_its_reason(tmp_path):
     status, doc = gradescope.run(tmp_path)
     assert status == 0 and doc["score"] == 0
     assert "holds no Jupyter notebook" in doc["output"] and doc["extra_data"]["status"] == "error"
+    assert doc["output"].endswith("None of your code ran.") and "sandbox" not in doc["output"]
 
 
 # --- the command, in Gradescope-shaped roots ---------------------------------------------------------------

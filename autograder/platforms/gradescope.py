@@ -23,6 +23,7 @@ from ..check_catalogue import catalogue
 from ..errors import GRADER_SIDE_PREFIX, GraderFault, StudentFault
 from ..exercises import BY_ID, EXERCISE_IDS, MANUAL_POINTS, NOTEBOOK_NAME, WRITTEN_ANSWERS
 from ..results import TRAINING_LEAD, CheckResult, Result, Status, format_points
+from ..sandbox.isolation import Isolation
 from ..settings import Settings
 from ..text import bounded
 
@@ -201,7 +202,12 @@ def summary(result: Result, *, total_shown: bool = True) -> str:
         lines.append(fenced(result.error or ""))
     for note in result.notes:
         lines.append(f"- {markdown_escaped(note)}")
-    lines.append(f"Your code ran in the sandbox ({result.isolation or 'no worker ran'}).")
+    if not result.isolation:
+        lines.append("None of your code ran.")
+    elif result.isolation == Isolation.NONE.value:
+        lines.append("Your code ran without a sandbox (the autograder was exported with --allow-unsandboxed).")
+    else:
+        lines.append(f"Your code ran in the sandbox ({result.isolation}).")
     return "\n\n".join(lines)
 
 
