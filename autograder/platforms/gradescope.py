@@ -174,8 +174,9 @@ def markdown_escaped(text: str) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.split()))
 
 
-def test_entries(result: Result, options: GradescopeOptions) -> list:
-    """One entry per hidden check, in the notebook's order."""
+def tests_field(result: Result, options: GradescopeOptions) -> list:
+    """results.json's "tests": one entry per hidden check, in the notebook's order. (Not test_...: a
+    test module that imported it would have pytest collect it.)"""
     entries = []
     for check, number in zip(result.checks, check_numbers(result.checks), strict=True):
         tags = [check.exercise] + ([check.mistake] if check.mistake else [])
@@ -217,7 +218,7 @@ def results_document(result: Result, exported: Exported, *, notebook_sha256: str
     Never called for a grader-side failure: that is no grade (grader_failure_document)."""
     if result.grader_fault:
         raise ValueError("a grader-side failure is not a grade")
-    tests = test_entries(result, exported.options)
+    tests = tests_field(result, exported.options)
     doc = {
         "score": result.total,
         "execution_time": int(round(seconds)),
