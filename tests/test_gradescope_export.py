@@ -119,6 +119,13 @@ def test_a_requirement_not_installed_stops_the_export():
         export.pinned_requirements([f"numpy=={metadata.version('numpy')}.post99"])
 
 
+@pytest.mark.parametrize(("system", "machine"), [("darwin", "arm64"), ("linux", "aarch64"), ("win32", "AMD64")])
+def test_the_export_refuses_a_machine_whose_pins_are_not_gradescopes(system, machine):
+    with pytest.raises(export.ExportError, match="Linux x86_64"):
+        export.check_target(system, machine)
+    export.check_target("linux", "x86_64")
+
+
 # --- slow: the real zip --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -58,6 +59,8 @@ SUPPORTED_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)                # the earliest a zip can say: the same bytes every export
 SOURCE_DATE_EPOCH = "315532800"                 # 1980-01-01, for the wheel's own entries
 EXECUTABLE, READABLE = 0o755, 0o644
+# Gradescope's images: the requirements' markers are evaluated here, so the pins are for this kind of machine.
+TARGET_PLATFORM = ("linux", ("x86_64", "amd64"))       # (sys.platform, platform.machine() lowered)
 
 
 class ExportError(RuntimeError):
@@ -184,8 +187,19 @@ def zip_bytes(files: dict) -> bytes:
     return buffer.getvalue()
 
 
+def check_target(system: str | None = None, machine: str | None = None) -> None:
+    """ExportError unless this machine is of Gradescope's kind: the pins resolve the requirements' markers
+    here (pyproject's tensorflow-cpu is Linux's; on macOS the closure would be another one)."""
+    system = system if system is not None else sys.platform
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if system != TARGET_PLATFORM[0] or machine not in TARGET_PLATFORM[1]:
+        raise ExportError(f"export gradescope pins the requirements installed here, for Gradescope's Linux "
+                          f"x86_64 images; this is {system} {machine}: export from a Linux x86_64 environment")
+
+
 def export(output: Path, options: GradescopeOptions, grading: settings.Settings) -> Path:
     """Write ``output/autograder.zip``; its path."""
+    check_target()
     repo = repository()
     with tempfile.TemporaryDirectory(prefix="bn-gradescope-") as tmp:
         wheel = build_wheel(repo, Path(tmp))
