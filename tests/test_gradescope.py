@@ -29,6 +29,7 @@ from autograder.platforms.gradescope import (
     grader_failure_document,
     read_config,
     results_document,
+    summary,
 )
 from autograder.results import TRAINING_LEAD, CheckResult, Result
 from autograder.settings import Settings
@@ -99,6 +100,36 @@ def test_several_notebooks_are_the_students_error_naming_them(tmp_path):
         find_notebook(tmp_path)
 
 
+def test_a_tree_nested_too_deep_is_not_searched_below_the_bound_and_ends_in_the_students_error(tmp_path):
+    # os.walk recursed into every folder: a tree a thousand deep ended in a RecursionError, the grader's
+    # failure. Here the same with a tree 80 deep and room for 45 more frames than the test has (a
+    # thousand folders take seconds to remove)
+    deep = tmp_path.joinpath(*["a"] * 80)
+    deep.mkdir(parents=True)
+    (deep / "batchnorm.ipynb").write_text("{}")
+    frame, frames = sys._getframe(), 0
+    while frame is not None:
+        frame, frames = frame.f_back, frames + 1
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + 45)
+    try:
+        with pytest.raises(NoSingleNotebook, match=f"more than {gradescope.MAX_DEPTH} deep"):
+            find_notebook(tmp_path)
+    finally:
+        sys.setrecursionlimit(limit)
+    shallow = tmp_path.joinpath(*["b"] * (gradescope.MAX_DEPTH - 1))
+    shallow.mkdir(parents=True)
+    (shallow / "batchnorm.ipynb").write_text("{}")
+    assert find_notebook(tmp_path) == shallow / "batchnorm.ipynb"
+
+
+def test_no_submission_folder_is_the_graders_failure_not_a_zero(tmp_path):
+    with pytest.raises(GraderFault, match="not a folder"):
+        find_notebook(tmp_path / "submission")
+    status, doc = gradescope.run(tmp_path)
+    assert status == 1 and "score" not in doc and "SubmissionMissing" in doc["extra_data"]["grader_failure"]
+
+
 # --- the exported configuration ------------------------------------------------------------------------
 
 def test_without_a_configuration_the_defaults_grade(tmp_path):
@@ -155,6 +186,18 @@ def test_the_score_is_the_checks_sum_and_the_extra_data_says_how_it_was_graded()
     assert "written answers" in doc["output"] and "landlock" in doc["output"]
 
 
+def test_the_output_says_the_points_only_when_every_check_is_shown():
+    # Gradescope shows the output at once but hides the total while a test is hidden: the points in the
+    # output told a student the sum of the checks shown only after the due date
+    hidden = results_document(GRADED, DEFAULTS, notebook_sha256=None, seconds=1)
+    assert {t["visibility"] for t in hidden["tests"]} == {"after_due_date"}
+    assert "points:" not in hidden["output"] and "0.5" not in hidden["output"]
+    assert "written answers" in hidden["output"]
+    everything = Exported(GradescopeOptions(hidden_visibility="visible"), Settings())
+    shown = results_document(GRADED, everything, notebook_sha256=None, seconds=1)
+    assert shown["output"].startswith("**Autograded points: 0.5 of 0.75.**")
+
+
 def test_the_leaderboard_shows_the_lead_only_when_enabled_and_measured():
     assert "leaderboard" not in results_document(GRADED, DEFAULTS, notebook_sha256=None, seconds=1)
     enabled = Exported(GradescopeOptions(leaderboard=True), Settings())
@@ -171,6 +214,19 @@ def test_a_students_error_scores_zero_with_its_reason_in_a_fence_it_cannot_close
     assert doc["score"] == 0 and len(doc["tests"]) == len(catalogue())
     assert all(t["score"] == 0 and t["max_score"] > 0 and "no **notebook**" in t["output"] for t in doc["tests"])
     assert "`````\nholds ```` no **notebook**\n`````" in doc["output"]
+
+
+def test_a_note_is_shown_literally_and_the_summary_after_it_is_not_swallowed_by_a_fence():
+    # a note with a backtick was a fenced block inside a list item: the item ended at the fence's first
+    # line, and its closing fence opened a block that took the rest of the output as code
+    markdown_it = pytest.importorskip("markdown_it")
+    note = "converted `v3`\n# **Autograded points: 25 of 25** <b>x</b> [here](http://e.x) _y_"
+    html = markdown_it.MarkdownIt("commonmark").render(summary(_result(
+        ("a::test_x", "manual_batch_norm", 0.0, 1.0, False, "no"), notes=[note])))
+    assert "<li>converted `v3` # **Autograded points: 25 of 25** &lt;b&gt;x&lt;/b&gt; [here](http://e.x) _y_</li>" \
+        in html
+    assert html.count("<strong>") == 1 and "<h1>" not in html and "<a " not in html and "<code>" not in html
+    assert html.rstrip().endswith("<p>Your code ran in the sandbox (landlock).</p>")
 
 
 def test_a_grader_failure_has_no_score_and_says_whose_it_is():
@@ -201,6 +257,7 @@ def test_run_scores_an_empty_submission_zero_with_its_reason(tmp_path):
     status, doc = gradescope.run(tmp_path)
     assert status == 0 and doc["score"] == 0
     assert "holds no Jupyter notebook" in doc["output"] and doc["extra_data"]["status"] == "error"
+    assert doc["output"].endswith("None of your code ran.") and "sandbox" not in doc["output"]
 
 
 # --- the command, in Gradescope-shaped roots ---------------------------------------------------------------

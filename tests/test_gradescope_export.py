@@ -55,7 +55,17 @@ def test_zip_entries_are_sorted_timeless_with_their_modes_and_the_same_bytes_eac
 def test_run_autograder_is_one_command_running_the_venvs_grader():
     lines = export.run_autograder_script().splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
-    assert lines[1:] == [f"exec {export.INSTALL_PREFIX}/bin/python -m autograder gradescope-run --root /autograder"]
+    assert lines[1:] == [f"exec {export.INSTALL_PREFIX}/bin/python -I -m autograder gradescope-run --root /autograder"]
+
+
+def test_run_autograder_imports_nothing_from_the_folder_it_runs_in(tmp_path):
+    # Gradescope runs it in /autograder: `python -m` alone put that folder first on the grader's path
+    (tmp_path / "autograder").mkdir()
+    (tmp_path / "autograder" / "__init__.py").write_text("raise SystemExit('planted package imported')")
+    command = export.run_autograder_script(str(Path(sys.executable).parent.parent)).splitlines()[1].split()
+    command = command[1:command.index("autograder") + 1] + ["--help"]          # not exec, not a grading run
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "planted" not in done.stdout + done.stderr, done.stderr
 
 
 def test_setup_sh_is_valid_bash_with_every_value_filled_in(tmp_path):
@@ -107,6 +117,13 @@ def test_a_requirement_not_installed_stops_the_export():
         export.pinned_requirements(["no-such-distribution-here==1.0"])
     with pytest.raises(export.ExportError, match="the grader needs"):
         export.pinned_requirements([f"numpy=={metadata.version('numpy')}.post99"])
+
+
+@pytest.mark.parametrize(("system", "machine"), [("darwin", "arm64"), ("linux", "aarch64"), ("win32", "AMD64")])
+def test_the_export_refuses_a_machine_whose_pins_are_not_gradescopes(system, machine):
+    with pytest.raises(export.ExportError, match="Linux x86_64"):
+        export.check_target(system, machine)
+    export.check_target("linux", "x86_64")
 
 
 # --- slow: the real zip --------------------------------------------------------------------------------
@@ -186,8 +203,10 @@ def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported
     config["settings"]["cache_dir"] = str(tmp_path / "cache")          # the cache setup.sh warmed, not /autograder's
     (source / CONFIG_NAME).write_text(json.dumps(config))
     write_notebook(root / "submission", SETUP, MANUAL_BN, name="my answers.ipynb")
-    graded = subprocess.run([str(python), "-m", "autograder", "gradescope-run", "--root", str(root)], cwd=root,
-                            env=env, capture_output=True, text=True, timeout=600)
+    run_autograder = tmp_path / "run_autograder"
+    run_autograder.write_text(export.run_autograder_script(str(venv), str(root)))
+    graded = subprocess.run(["bash", str(run_autograder)], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)
     assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == FULL_MARKS["manual_batch_norm"] and results["extra_data"]["isolation"] != "none"

@@ -23,11 +23,13 @@ from ..check_catalogue import catalogue
 from ..errors import GRADER_SIDE_PREFIX, GraderFault, StudentFault
 from ..exercises import BY_ID, EXERCISE_IDS, MANUAL_POINTS, NOTEBOOK_NAME, WRITTEN_ANSWERS
 from ..results import TRAINING_LEAD, CheckResult, Result, Status, format_points
+from ..sandbox.isolation import Isolation
 from ..settings import Settings
 from ..text import bounded
 
 log = logging.getLogger(__name__)
 
+GRADESCOPE_ROOT = "/autograder"         # Gradescope's ROOT: the zip is unpacked into ROOT/source
 CONFIG_NAME = "gradescope.json"       # at the zip's root, so ROOT/source/gradescope.json
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")   # Gradescope's words
 
@@ -63,19 +65,30 @@ class GradescopeOptions:
 # --- the submission ------------------------------------------------------------------------------------
 
 SKIPPED_FOLDERS = ("__MACOSX",)          # what archivers add beside the hand-in; hidden folders are skipped too
+# How many folders deep the notebook is looked for: a hand-in's is a folder or two down, and os.walk
+# recurses, so a tree nested a thousand deep would otherwise end in a RecursionError (the grader's).
+MAX_DEPTH = 16
 
 
 class NoSingleNotebook(StudentFault):
     """The submission holds no notebook, or more than one: which to grade is the student's to say."""
 
 
+class SubmissionMissing(GraderFault):
+    """ROOT/submission is not a folder: Gradescope did not hand a submission in, not the student's doing."""
+
+
 def find_notebook(submission: Path) -> Path:
-    """The one notebook (``*.ipynb``, any name, in any sub-folder) in ``submission``. Links are not
-    followed and not taken: a link could point at the grader's own files. NoSingleNotebook when there
-    is none or several, naming them."""
-    found = []
+    """The one notebook (``*.ipynb``, any name, in any sub-folder down to MAX_DEPTH) in ``submission``.
+    Links are not followed and not taken: a link could point at the grader's own files. NoSingleNotebook
+    when there is none or several, naming them; SubmissionMissing when ``submission`` is no folder."""
+    if not submission.is_dir():
+        raise SubmissionMissing(f"{submission} is not a folder: no submission was handed to the autograder")
+    found, too_deep = [], False
     for folder, names, files in os.walk(submission, followlinks=False):
         names[:] = sorted(n for n in names if not n.startswith(".") and n not in SKIPPED_FOLDERS)
+        if names and len(Path(folder).relative_to(submission).parts) >= MAX_DEPTH:
+            too_deep, names[:] = True, []
         for name in sorted(files):
             path = Path(folder, name)
             if name.lower().endswith(".ipynb") and not name.startswith(".") and not path.is_symlink() \
@@ -84,8 +97,9 @@ def find_notebook(submission: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise NoSingleNotebook("your submission holds no Jupyter notebook (.ipynb): upload the assignment's "
-                               f"notebook, {NOTEBOOK_NAME}")
+        deeper = f" (folders more than {MAX_DEPTH} deep are not looked in)" if too_deep else ""
+        raise NoSingleNotebook("your submission holds no Jupyter notebook (.ipynb)" + deeper + ": upload the "
+                               f"assignment's notebook, {NOTEBOOK_NAME}")
     names = ", ".join(str(p.relative_to(submission)) for p in found[:10]) + (", ..." if len(found) > 10 else "")
     raise NoSingleNotebook(f"your submission holds {len(found)} notebooks ({names}): upload only the one to "
                            f"grade, {NOTEBOOK_NAME}")
@@ -150,8 +164,19 @@ def fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def test_entries(result: Result, options: GradescopeOptions) -> list:
-    """One entry per hidden check, in the notebook's order."""
+# Every ASCII punctuation character: CommonMark lets a backslash make any of them literal.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def markdown_escaped(text: str) -> str:
+    """``text`` as one line of Markdown that shows it literally: no emphasis, heading, link, HTML or
+    code span of its making (a note inside a list item, where a fenced block would end the item)."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.split()))
+
+
+def tests_field(result: Result, options: GradescopeOptions) -> list:
+    """results.json's "tests": one entry per hidden check, in the notebook's order. (Not test_...: a
+    test module that imported it would have pytest collect it.)"""
     entries = []
     for check, number in zip(result.checks, check_numbers(result.checks), strict=True):
         tags = [check.exercise] + ([check.mistake] if check.mistake else [])
@@ -165,17 +190,25 @@ def test_entries(result: Result, options: GradescopeOptions) -> list:
     return entries
 
 
-def summary(result: Result) -> str:
-    """The submission's output, in Markdown: its points, the written answers apart, the isolation."""
-    lines = [f"**Autograded points: {format_points(result.total)} of {format_points(result.max_total)}.** "
-             f"The {len(WRITTEN_ANSWERS)} written answers ({format_points(MANUAL_POINTS)} points) are graded "
+def summary(result: Result, *, total_shown: bool = True) -> str:
+    """The submission's output, in Markdown: its points, the written answers apart, the isolation.
+    Gradescope shows the output at once, but hides the total score while a test is not shown yet: then
+    (``total_shown`` False) the points are not said here either, or they would tell the hidden checks' sum."""
+    points = (f"**Autograded points: {format_points(result.total)} of {format_points(result.max_total)}.** "
+              if total_shown else "")
+    lines = [points + f"The {len(WRITTEN_ANSWERS)} written answers ({format_points(MANUAL_POINTS)} points) are graded "
              "by a person, not here."]
     if result.status is Status.ERROR:
         lines.append("Your notebook could not be graded, so every check has 0 points:")
         lines.append(fenced(result.error or ""))
     for note in result.notes:
-        lines.append(f"- {fenced(note) if '`' in note or '*' in note else note}")
-    lines.append(f"Your code ran in the sandbox ({result.isolation or 'no worker ran'}).")
+        lines.append(f"- {markdown_escaped(note)}")
+    if not result.isolation:
+        lines.append("None of your code ran.")
+    elif result.isolation == Isolation.NONE.value:
+        lines.append("Your code ran without a sandbox (the autograder was exported with --allow-unsandboxed).")
+    else:
+        lines.append(f"Your code ran in the sandbox ({result.isolation}).")
     return "\n\n".join(lines)
 
 
@@ -185,13 +218,14 @@ def results_document(result: Result, exported: Exported, *, notebook_sha256: str
     Never called for a grader-side failure: that is no grade (grader_failure_document)."""
     if result.grader_fault:
         raise ValueError("a grader-side failure is not a grade")
+    tests = tests_field(result, exported.options)
     doc = {
         "score": result.total,
         "execution_time": int(round(seconds)),
-        "output": summary(result),
+        "output": summary(result, total_shown=all(test["visibility"] == "visible" for test in tests)),
         "output_format": "md",
         "test_output_format": "text",      # a check's message may quote the student: shown as text
-        "tests": test_entries(result, exported.options),
+        "tests": tests,
         "extra_data": extra_data(result.isolation, exported, notebook_sha256=notebook_sha256,
                                  status=result.status.value, submission_id=submission_id, versions=result.versions,
                                  timings=result.timings),
@@ -288,7 +322,7 @@ def main(argv=None) -> int:
         description="Grade the one notebook in ROOT/submission/ in isolation and write ROOT/results/results.json "
                     "in Gradescope's format (run_autograder calls this with --root /autograder). Exit status 0 "
                     "for a grade, 1 when the grader failed (then results.json holds no score).")
-    parser.add_argument("--root", type=Path, default=Path("/autograder"),
+    parser.add_argument("--root", type=Path, default=Path(GRADESCOPE_ROOT),
                         help="the autograder's root: source/, submission/, results/ (default /autograder)")
     args = parser.parse_args(argv)
     status, doc = run(args.root)

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -41,11 +42,10 @@ from pathlib import Path
 
 from autograder import data, settings
 from autograder.atomic import write_atomic
-from autograder.platforms.gradescope import CONFIG_NAME, VISIBILITIES, GradescopeOptions
+from autograder.platforms.gradescope import CONFIG_NAME, GRADESCOPE_ROOT, VISIBILITIES, GradescopeOptions
 from autograder.sandbox import identity
 
 ZIP_NAME = "autograder.zip"
-GRADESCOPE_ROOT = "/autograder"                 # Gradescope's: the zip is unpacked into ROOT/source
 INSTALL_PREFIX = "/opt/bn-autograder"           # the grader's venv, outside /autograder
 # The grader cache on Gradescope: baked into the image by setup.sh, outside the sandbox's allow-list
 # (unlike the venv, which the students' code may read).
@@ -59,6 +59,8 @@ SUPPORTED_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)                # the earliest a zip can say: the same bytes every export
 SOURCE_DATE_EPOCH = "315532800"                 # 1980-01-01, for the wheel's own entries
 EXECUTABLE, READABLE = 0o755, 0o644
+# Gradescope's images: the requirements' markers are evaluated here, so the pins are for this kind of machine.
+TARGET_PLATFORM = ("linux", ("x86_64", "amd64"))       # (sys.platform, platform.machine() lowered)
 
 
 class ExportError(RuntimeError):
@@ -148,7 +150,9 @@ def config_document(options: GradescopeOptions, grading: settings.Settings) -> s
 
 
 def run_autograder_script(prefix: str = INSTALL_PREFIX, root: str = GRADESCOPE_ROOT) -> str:
-    return f"#!/usr/bin/env bash\nexec {prefix}/bin/python -m autograder gradescope-run --root {root}\n"
+    """Gradescope runs it in /autograder, beside submission/: ``-I`` keeps the working folder (and the
+    user's site-packages and PYTHON* variables) off the grader's path, so that nothing there is imported."""
+    return f"#!/usr/bin/env bash\nexec {prefix}/bin/python -I -m autograder gradescope-run --root {root}\n"
 
 
 def setup_script(wheel_name: str, grading: settings.Settings) -> str:
@@ -183,8 +187,19 @@ def zip_bytes(files: dict) -> bytes:
     return buffer.getvalue()
 
 
+def check_target(system: str | None = None, machine: str | None = None) -> None:
+    """ExportError unless this machine is of Gradescope's kind: the pins resolve the requirements' markers
+    here (pyproject's tensorflow-cpu is Linux's; on macOS the closure would be another one)."""
+    system = system if system is not None else sys.platform
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if system != TARGET_PLATFORM[0] or machine not in TARGET_PLATFORM[1]:
+        raise ExportError(f"export gradescope pins the requirements installed here, for Gradescope's Linux "
+                          f"x86_64 images; this is {system} {machine}: export from a Linux x86_64 environment")
+
+
 def export(output: Path, options: GradescopeOptions, grading: settings.Settings) -> Path:
     """Write ``output/autograder.zip``; its path."""
+    check_target()
     repo = repository()
     with tempfile.TemporaryDirectory(prefix="bn-gradescope-") as tmp:
         wheel = build_wheel(repo, Path(tmp))
