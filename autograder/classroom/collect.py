@@ -19,6 +19,7 @@ never changed.
 """
 
 import io
+import os
 import re
 import shutil
 import stat
@@ -258,20 +259,43 @@ def _visible(path: Path, folder: Path) -> bool:
             and not any(p.startswith(".") or p == ".ipynb_checkpoints" for p in rel))
 
 
+# What archivers add beside a hand-in (hidden folders, checkpoints among them, are skipped too).
+SKIPPED_FOLDERS = ("__MACOSX",)
+# How many folders deep a hand-in's notebook is looked for: it is a folder or two down, and os.walk
+# (like Path.rglob) recurses on Python 3.11, so a tree nested a thousand deep would otherwise end in a
+# RecursionError, the grader's, for the whole class.
+MAX_DEPTH = 16
+
+
+def notebooks_below(folder: Path) -> tuple:
+    """(the notebooks in ``folder`` and its sub-folders down to MAX_DEPTH, sorted; whether deeper folders
+    were left unsearched). Hidden files and folders, SKIPPED_FOLDERS and links are never taken or
+    followed: a link could point at the grader's own files."""
+    found, too_deep = [], False
+    for where, names, files in os.walk(folder, followlinks=False):
+        names[:] = sorted(n for n in names if not n.startswith(".") and n not in SKIPPED_FOLDERS)
+        if names and len(Path(where).relative_to(folder).parts) >= MAX_DEPTH:
+            too_deep, names[:] = True, []
+        found += [Path(where, name) for name in sorted(files) if _visible(Path(where, name), folder)]
+    return found, too_deep
+
+
 def choose_notebook(folder: Path):
     """(notebook, notes, error) for one student's ``submitted/<student>/batchnorm/`` folder."""
     where = f"submitted/{folder.parent.name}/{ASSIGNMENT_ID}/"
     notes = []
     candidates = sorted(p for p in folder.iterdir() if _visible(p, folder))
+    too_deep = False
     if not candidates:
-        candidates = sorted(p for p in folder.rglob("*.ipynb") if _visible(p, folder))
+        candidates, too_deep = notebooks_below(folder)
         if candidates:
             notes.append("the notebook was in a subfolder")
     if not candidates:
         others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        deeper = f"; folders more than {MAX_DEPTH} deep are not looked in" if too_deep else ""
         return None, [], (f"no notebook (.ipynb) in {where}"
-                          + (f" (found: {shown})" if others else " (the folder is empty)"))
+                          + (f" (found: {shown}{deeper})" if others else " (the folder is empty)"))
 
     def rel(p):
         return p.relative_to(folder).as_posix()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, fields
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..check_catalogue import catalogue
+from ..classroom.collect import MAX_DEPTH, notebooks_below
 from ..errors import GRADER_SIDE_PREFIX, GraderFault, StudentFault
 from ..exercises import BY_ID, EXERCISE_IDS, MANUAL_POINTS, NOTEBOOK_NAME, WRITTEN_ANSWERS
 from ..results import TRAINING_LEAD, CheckResult, Result, Status, format_points
@@ -64,12 +64,6 @@ class GradescopeOptions:
 
 # --- the submission ------------------------------------------------------------------------------------
 
-SKIPPED_FOLDERS = ("__MACOSX",)          # what archivers add beside the hand-in; hidden folders are skipped too
-# How many folders deep the notebook is looked for: a hand-in's is a folder or two down, and os.walk
-# recurses, so a tree nested a thousand deep would otherwise end in a RecursionError (the grader's).
-MAX_DEPTH = 16
-
-
 class NoSingleNotebook(StudentFault):
     """The submission holds no notebook, or more than one: which to grade is the student's to say."""
 
@@ -79,21 +73,12 @@ class SubmissionMissing(GraderFault):
 
 
 def find_notebook(submission: Path) -> Path:
-    """The one notebook (``*.ipynb``, any name, in any sub-folder down to MAX_DEPTH) in ``submission``.
-    Links are not followed and not taken: a link could point at the grader's own files. NoSingleNotebook
+    """The one notebook (``*.ipynb``, any name, in any sub-folder down to MAX_DEPTH) in ``submission``
+    (collect.notebooks_below: grade-class's search too; links are never taken). NoSingleNotebook
     when there is none or several, naming them; SubmissionMissing when ``submission`` is no folder."""
     if not submission.is_dir():
         raise SubmissionMissing(f"{submission} is not a folder: no submission was handed to the autograder")
-    found, too_deep = [], False
-    for folder, names, files in os.walk(submission, followlinks=False):
-        names[:] = sorted(n for n in names if not n.startswith(".") and n not in SKIPPED_FOLDERS)
-        if names and len(Path(folder).relative_to(submission).parts) >= MAX_DEPTH:
-            too_deep, names[:] = True, []
-        for name in sorted(files):
-            path = Path(folder, name)
-            if name.lower().endswith(".ipynb") and not name.startswith(".") and not path.is_symlink() \
-                    and path.is_file():
-                found.append(path)
+    found, too_deep = notebooks_below(submission)
     if len(found) == 1:
         return found[0]
     if not found:
