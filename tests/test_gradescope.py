@@ -408,3 +408,13 @@ def test_the_hostile_corpus_forges_no_score_in_gradescope_without_bubblewrap_as_
     assert manual.pop("c-honest") == manual.pop("e-channel-forger") == FULL_MARKS["manual_batch_norm"], manual
     assert manual == {student: 0 for student in manual}, manual       # the cheats and the root's reacher
     assert not (root / "results" / "forged.json").exists() and not (root / "submission" / "forged.ipynb").exists()
+
+
+def test_a_document_json_cannot_say_is_written_as_the_graders_failure_not_a_grade(tmp_path, monkeypatch):
+    write_notebook(tmp_path / "submission", SETUP, name="batchnorm.ipynb")
+    broken = _result(("a::test_x", "manual_batch_norm", float("nan"), 1.0, True, "passed"))
+    monkeypatch.setattr("autograder.grade.grade_notebook", lambda *args, **kwargs: broken)
+    status, doc = gradescope.run(tmp_path)
+    written = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert status == 1 and written == doc and "score" not in written
+    assert "results.json could not be written" in written["extra_data"]["grader_failure"]

@@ -273,9 +273,9 @@ def run(root: Path) -> tuple:
     started = time.monotonic()
     root = Path(root).resolve()
     results = root / "results" / "results.json"
-    exported, notebook_hash, isolation, result = None, None, None, None
-    identifier = submission_id(root)
+    exported, notebook_hash, isolation, result, identifier = None, None, None, None, None
     try:
+        identifier = submission_id(root)
         exported = read_config(root / "source")
         try:
             notebook = find_notebook(root / "submission")
@@ -297,7 +297,13 @@ def run(root: Path) -> tuple:
         doc, status = grader_failure_document(f"{GRADER_SIDE_PREFIX}{type(exc).__name__}: {exc}", exported,
                                               notebook_sha256=notebook_hash, isolation=isolation,
                                               submission_id=identifier), 1
-    write_json_atomic(doc, results, mode=0o644)
+    try:
+        write_json_atomic(doc, results, mode=0o644)
+    except ValueError as exc:        # something in it JSON cannot say (NaN): no grade is written from it
+        doc, status = grader_failure_document(f"{GRADER_SIDE_PREFIX}results.json could not be written: {exc}",
+                                              exported, notebook_sha256=notebook_hash, isolation=isolation,
+                                              submission_id=identifier), 1
+        write_json_atomic(doc, results, mode=0o644)
     return status, doc
 
 
