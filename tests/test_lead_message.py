@@ -16,6 +16,7 @@ from autograder.checks import model_with_bn
 from autograder.checks import test_build_model_with_bn as exercise_3
 from autograder.checks import test_training_improvement as exercise_4
 from autograder.models import view
+from autograder.results import TRAINING_LEAD
 
 
 def _layer(kind, **config):
@@ -162,12 +163,15 @@ def test_the_checks_failure_message_gives_the_lead_then_the_structure(monkeypatc
     config = {"class_name": "Sequential", "module": "keras", "config": {"name": "s", "layers": [
         _layer("InputLayer", batch_shape=[None, 28, 28, 1]), _conv(32), BN, RELU, POOL, _conv(64), BN, RELU,
         POOL, _layer("Flatten"), _layer("Dropout", rate=0.25), HEAD[1]]}}
+    measures = {}
     with pytest.raises(AssertionError) as failed:
         exercise_4.test_bn_model_trains_faster_than_the_baseline(
             model_config=lambda function: config, student_model=lambda function: view.view(config),
             cache_dir=None, training_budget=training.TrainingBudget(), training_memo=True,
-            record_timing=lambda *args: None, record_property=lambda *args: None)
+            record_timing=lambda *args: None, record_measure=measures.__setitem__,
+            record_property=lambda *args: None)
     message = str(failed.value)
+    assert measures == {TRAINING_LEAD: 0.06}            # the lead Gradescope's leaderboard shows
     assert "0.610" in message and "0.550" in message and "a lead of +0.060" in message
     assert f"below the required {training.REQUIRED_LEAD:.3f}" in message
     assert message.index("a lead of") < message.index(PLACEMENT_CLEARED) < message.index("adds Dropout(0.25)")
