@@ -210,3 +210,12 @@ def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported
     assert graded.returncode == 0, graded.stdout[-3000:] + graded.stderr[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == FULL_MARKS["manual_batch_norm"] and results["extra_data"]["isolation"] != "none"
+
+
+def test_the_worker_gets_a_gigabyte_on_gradescope_unless_the_environment_says_otherwise():
+    flags = settings.parent_parser().parse_args([])
+    assert export.exported_settings({}, flags=flags).limits.memory_bytes == export.WORKER_MEMORY_BYTES == 1 << 30
+    found = export.exported_settings({"BN_AUTOGRADER_MEMORY_MB": "3072", "BN_AUTOGRADER_CACHE": "/here"}, flags=flags)
+    assert found.limits.memory_bytes == 3 << 30 and found.cache_dir == Path(export.CACHE_DIR)
+    flags = settings.parent_parser().parse_args(["--cache-dir", "/srv/cache"])
+    assert export.exported_settings({}, flags=flags).cache_dir == Path("/srv/cache")

@@ -47,6 +47,12 @@ from autograder.sandbox import identity
 
 ZIP_NAME = "autograder.zip"
 INSTALL_PREFIX = "/opt/bn-autograder"           # the grader's venv, outside /autograder
+# The sandboxed worker's memory on Gradescope unless BN_AUTOGRADER_MEMORY_MB says otherwise: in Docker
+# the worker gets rlimits (twice this as address space), not a cgroup, and the container's memory is
+# the grader's peak (510 MiB, benchmarks/bench_gradescope.py) plus the worker's; the solution's worker
+# needs about 150 MiB, and the grader's own 4 GiB default would let one worker outgrow the container.
+WORKER_MEMORY_BYTES = 1 << 30
+
 # The grader cache on Gradescope: baked into the image by setup.sh, outside the sandbox's allow-list
 # (unlike the venv, which the students' code may read).
 CACHE_DIR = f"{GRADESCOPE_ROOT}/cache"
@@ -358,6 +364,17 @@ def warm_main(argv=None) -> int:
     return 0
 
 
+def exported_settings(environ, *, flags) -> settings.Settings:
+    """The settings the zip carries: the limits from ``environ`` (the worker's memory WORKER_MEMORY_BYTES
+    unless it sets it), the cache Gradescope's folder unless --cache-dir says another (this machine's
+    BN_AUTOGRADER_CACHE is a folder of this machine)."""
+    grading = settings.from_environ(environ, flags=flags)
+    grading = replace(grading, cache_dir=Path(getattr(flags, "cache_dir", None) or CACHE_DIR))
+    if not environ.get(settings.MEMORY_MB.variable, "").strip():
+        grading = replace(grading, limits=replace(grading.limits, memory_bytes=WORKER_MEMORY_BYTES))
+    return grading
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m autograder export gradescope", parents=[settings.parent_parser()],
@@ -375,16 +392,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     options = GradescopeOptions(hidden_visibility=args.hidden_visibility,
                                 counterpart_visibility=args.counterpart_visibility, leaderboard=args.leaderboard)
-    # The limits come from this environment; the cache is Gradescope's folder unless --cache-dir says
-    # another (this machine's BN_AUTOGRADER_CACHE is a folder of this machine).
-    grading = replace(settings.from_environ(flags=args), cache_dir=Path(args.cache_dir or CACHE_DIR))
+    grading = exported_settings(os.environ, flags=args)
     try:
         path = export(args.output, options, grading)
     except (ExportError, data.DatasetMissing) as exc:
         print(f"export gradescope: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); upload it on the assignment's Configure "
-          f"Autograder page (README: Gradescope)")
+          f"Autograder page (README: Gradescope); the sandboxed worker's memory: "
+          f"{grading.limits.memory_bytes >> 20} MiB ({settings.MEMORY_MB.variable})")
     if grading.allow_unsandboxed:
         print("--allow-unsandboxed: where no isolation starts on Gradescope, submissions are graded without it "
               "(recorded in each result's extra_data)")
