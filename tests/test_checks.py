@@ -17,7 +17,7 @@ from autograder import synthetic_students as students
 from autograder.check_catalogue import collect_checks
 from autograder.classroom.pool import run_pool
 from autograder.classroom.server import Task
-from autograder.exercises import EXERCISE_IDS, TOTAL_POINTS, Kind, of_kind
+from autograder.exercises import EXERCISE_IDS, EXERCISES, TOTAL_POINTS, Kind, of_kind
 from autograder.grade import grade_notebook
 from autograder.sandbox import Limits
 from autograder.settings import Settings, TrainingBudget
@@ -33,6 +33,7 @@ DEBIASED = "debiased_moving_statistic::"
 GROUP = "group_norm::"
 GN_BACKWARD = "group_norm_backward::"
 NUMPY_EXERCISES = tuple(e.id for e in of_kind(Kind.NUMPY))
+SLIP_FUNCTIONS = {e.function for e in of_kind(Kind.NUMPY, Kind.MODEL)}    # graded in rounds (_rounds)
 WITH_BN = "build_model_with_bn::"
 MODERN = "build_modern_cnn::"
 TRAINING = "training_improvement::test_bn_model_trains_faster_than_the_baseline"
@@ -150,6 +151,19 @@ OTHERS = {"unanswered", "crashing", "corrupt"}      # graded with EXPECTED's stu
 # beside the solution, whose grading fills the cache (baseline, architecture) that the others share
 UNTRAINED = {"unanswered", "corrupt"} | {name for name, (fails, _) in EXPECTED.items()
                                          if isinstance(fails, set) and TRAINING in fails}
+# Code a student adds to the unanswered release to patch what grades it (test_patching_the_kernel_...).
+FAKES = {
+    "numpy": "import numpy\nnumpy.allclose = lambda *a, **k: True\nnumpy.array_equal = lambda *a, **k: True\n"
+             "numpy.testing.assert_allclose = lambda *a, **k: None\n",
+    "builtins": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.len = lambda *a: 0\n"
+                "builtins.AssertionError = type('Nope', (Exception,), {})\n",
+    "pytest": "import sys, types\nfake = types.ModuleType('pytest')\nfake.fail = lambda *a, **k: None\n"
+              "sys.modules['pytest'] = fake\n",
+    "autograder": "import sys, types\nfake = types.ModuleType('autograder')\n"
+                  "fake.grade_notebook = lambda *a, **k: {'total': 12.0}\nsys.modules['autograder'] = fake\n"
+                  "sys.modules['autograder.grade'] = fake\n",
+}
+PATCHERS = {f"patches_{name}": code for name, code in FAKES.items()}    # graded with the untrained students
 
 
 @pytest.fixture(scope="module")
@@ -158,23 +172,30 @@ def grader_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("grader-cache")
 
 
-def _numpy_slip(name) -> str | None:
-    """The exercise of a student whose answers differ from the solution in one NumPy function only."""
-    answers = students.STUDENTS[name].answers
-    if len(answers) == 1 and next(iter(answers)) in NUMPY_EXERCISES:
-        return next(iter(answers))
-    return None
+def _slip(name) -> str | None:
+    """The function of a student whose notebook differs from the solution in that one graded function
+    only (a NumPy function or a model builder), else None."""
+    student = students.STUDENTS.get(name)
+    if student is None or student.unanswered or student.raw or student.extra_cells or len(student.answers) != 1:
+        return None
+    (function,) = student.answers
+    return function if function in SLIP_FUNCTIONS else None
+
+
+def _owned(function) -> set:
+    """The exercises whose checks call ``function`` (build_model_with_bn: Exercise 3 and the training check)."""
+    return {e.id for e in EXERCISES if e.function == function}
 
 
 def _rounds(names) -> list:
-    """NumPy-slip students in rounds of at most one per exercise: one notebook grades a round."""
+    """Single-slip students in rounds of at most one per function: one notebook grades a round."""
     rounds = []
     for name in names:
-        exercise = _numpy_slip(name)
-        chosen = next((r for r in rounds if exercise not in r), None)
+        function = _slip(name)
+        chosen = next((r for r in rounds if function not in r), None)
         if chosen is None:
             rounds.append(chosen := {})
-        chosen[exercise] = name
+        chosen[function] = name
     return rounds
 
 
@@ -182,40 +203,58 @@ def _rounds(names) -> list:
 def graded(tmp_path_factory, grader_cache):
     """grade(student name) -> results. At the first call every student these tests name is graded,
     once for the module, as grade-class grades a class: by two grader processes (classroom.pool),
-    the solution and UNTRAINED first, so that the training baseline and the solution's
-    architecture are in the cache before the others share it. Students who differ from the
-    solution in one NumPy function only are graded in rounds, one per exercise in a notebook (the
-    exercises' checks are independent); each one's result is its exercise's rows from its round
-    and the solution's rows for the rest, and test_a_round_grades_each_exercise_as_its_student
-    holds every row of a round to its own student's expectation."""
+    the solution and what trains nothing first (UNTRAINED, PATCHERS), so that the training
+    baseline and the solution's architecture are in the cache before the others share it. Students
+    who differ from the solution in one function only are graded in rounds, one student per
+    function in a notebook (the exercises' checks are independent); each one's result is the rows
+    of its function's exercises from its round and the solution's rows for the rest, and
+    test_a_round_grades_each_exercise_as_its_student holds every row of a round to its own
+    students' expectations."""
     folder = tmp_path_factory.mktemp("submissions")
     found = settings.Settings(Limits(), TrainingBudget(), grader_cache, memo=True)
     cache, rounds = {}, {}
 
-    def grade_all(names, jobs):
-        numpy = [n for n in names if _numpy_slip(n)]
+    def task(name, notebook):
+        path = folder / name / "batchnorm.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, path)
+        return Task(name, str(path))
+
+    def grade_all(names, chosen_rounds, jobs):
+        """Grade the students ``names`` and the rounds, the solution first, then the rounds (the
+        longest gradings: the first rounds hold the most students), then the other students."""
         tasks = [Task(name, str(students.write_submission(students.STUDENTS[name], folder / name / "batchnorm.ipynb")))
-                 for name in names if name not in numpy]
-        for i, chosen in enumerate(_rounds(numpy)):
-            answers = {exercise: students.STUDENTS[name].answers[exercise] for exercise, name in chosen.items()}
-            student = students.Student(f"round-{i}", "one NumPy slip per exercise", answers)
+                 if name not in PATCHERS else task(name, _with_cell(PATCHERS[name])) for name in names]
+        round_tasks = []
+        for chosen in chosen_rounds:
+            answers = {function: students.STUDENTS[name].answers[function] for function, name in chosen.items()}
+            student = students.Student(f"round-{len(rounds)}", "one slip per function", answers)
             rounds[student.name] = chosen
-            tasks.append(Task(student.name, str(students.write_submission(student, folder / student.name /
-                                                                          "batchnorm.ipynb"))))
+            round_tasks.append(task(student.name, students.build_notebook(student)))
+        solution = [t for t in tasks if t.student == "full_marks"]
+        tasks = solution + round_tasks + [t for t in tasks if t not in solution]
         run_pool(tasks, jobs=jobs, settings=found,
                  on_result=lambda task, result: cache.__setitem__(task.student, result.to_dict()))
+
+    def share_out():
         for round_name, chosen in rounds.items():
-            for exercise, name in chosen.items():
-                mine = {c["id"]: c for c in cache[round_name]["checks"] if c["exercise"] == exercise}
+            for function, name in chosen.items():
+                mine = {c["id"]: c for c in cache[round_name]["checks"] if c["exercise"] in _owned(function)}
                 cache[name] = {**cache["full_marks"],
                                "checks": [mine.get(c["id"], c) for c in cache["full_marks"]["checks"]]}
 
     def grade(name):
         if not cache:
-            grade_all(["full_marks", *sorted(UNTRAINED)], jobs=2)
-            grade_all(sorted((set(EXPECTED) | OTHERS) - UNTRAINED - {"full_marks"}), jobs=2)
+            names = sorted((set(EXPECTED) | OTHERS) - {"full_marks"})
+            every_round = _rounds([n for n in names if _slip(n)])
+            untrained = [r for r in every_round if UNTRAINED & set(r.values())]
+            grade_all(["full_marks", *(n for n in names if n in UNTRAINED and not _slip(n)), *PATCHERS],
+                      untrained, jobs=2)
+            grade_all([n for n in names if n not in UNTRAINED and not _slip(n)],
+                      [r for r in every_round if r not in untrained], jobs=2)
+            share_out()
         if name not in cache:
-            grade_all([name], jobs=1)
+            grade_all([name], [], jobs=1)
         return cache[name]
     grade.rounds = rounds
     grade.cache = cache
@@ -284,37 +323,26 @@ def test_a_corrupt_notebook_is_a_zero_point_error_with_its_reason(graded):
     assert all("not valid JSON" in c["message"] for c in result["checks"])
 
 
-def _hand_in(tmp_path, extra_code, unanswered=True):
-    notebook = students.build_notebook(students.Student("hostile", "", unanswered=unanswered))
+def _with_cell(extra_code):
+    """The release as handed in unanswered, with a cell of ``extra_code`` added at the end."""
+    notebook = students.build_notebook(students.STUDENTS["unanswered"])
     notebook.cells.append(nbformat.v4.new_code_cell(extra_code))
-    path = tmp_path / "batchnorm.ipynb"
-    nbformat.write(notebook, path)
-    return path
-
-
-FAKES = {
-    "numpy": "import numpy\nnumpy.allclose = lambda *a, **k: True\nnumpy.array_equal = lambda *a, **k: True\n"
-             "numpy.testing.assert_allclose = lambda *a, **k: None\n",
-    "builtins": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.len = lambda *a: 0\n"
-                "builtins.AssertionError = type('Nope', (Exception,), {})\n",
-    "pytest": "import sys, types\nfake = types.ModuleType('pytest')\nfake.fail = lambda *a, **k: None\n"
-              "sys.modules['pytest'] = fake\n",
-    "autograder": "import sys, types\nfake = types.ModuleType('autograder')\n"
-                  "fake.grade_notebook = lambda *a, **k: {'total': 12.0}\nsys.modules['autograder'] = fake\n"
-                  "sys.modules['autograder.grade'] = fake\n",
-}
+    return notebook
 
 
 @pytest.mark.parametrize("patched", sorted(FAKES))
-def test_patching_the_kernel_cannot_raise_the_score(tmp_path, patched):
-    result = grade_notebook(_hand_in(tmp_path, FAKES[patched]), Settings(cache_dir=tmp_path / "cache")).to_dict()
+def test_patching_the_kernel_cannot_raise_the_score(graded, patched):
+    result = graded(f"patches_{patched}")
+    assert result["status"] == "graded", result["error"]
     assert result["total"] == 0.0, [c for c in result["checks"] if c["passed"]]
 
 
-def test_regrading_the_same_submission_gives_the_same_result(graded, tmp_path):
+def test_regrading_the_same_submission_gives_the_same_result(graded, grader_cache, tmp_path):
+    """Its notebook alone, its model trained again (the memo off; the baseline's repeat in a fresh process
+    is test_training's): the same rows as its grading in a round."""
     first = graded("old_placement")
     path = students.write_submission(students.STUDENTS["old_placement"], tmp_path / "again.ipynb")
-    again = grade_notebook(path, Settings(cache_dir=tmp_path / "cache")).to_dict()
+    again = grade_notebook(path, Settings(cache_dir=grader_cache, memo=False)).to_dict()
     assert [(c["id"], c["points"], c["message"]) for c in again["checks"]] == \
            [(c["id"], c["points"], c["message"]) for c in first["checks"]]
 
@@ -343,9 +371,10 @@ def test_plain_pytest_runs_the_same_checks(tmp_path):
     assert "1 failed, 7 passed" in done.stdout and "ddof=1" in done.stdout
 
 
-def test_the_training_check_gives_its_measurements_also_from_the_memo(tmp_path):
+def test_the_training_check_gives_its_measurements_also_from_the_memo(graded, grader_cache, tmp_path):
+    first = graded("full_marks")      # the first grading in the module's cache: trained, and memoized
     path = students.write_submission(students.STUDENTS["full_marks"], tmp_path / "nb.ipynb")
-    first, again = (grade_notebook(path, Settings(cache_dir=tmp_path / "cache")).to_dict() for _ in range(2))
+    again = grade_notebook(path, Settings(cache_dir=grader_cache)).to_dict()
     messages = [next(c["message"] for c in result["checks"] if c["id"] == TRAINING) for result in (first, again)]
     assert messages[0] == messages[1], messages          # the second comes from the memo
     for words in ("training accuracy of", "without BN", "a lead of +", "at least the required"):

@@ -9,6 +9,7 @@ real grader and nbgrader's command line, against scores from ``grade_notebook`` 
 import csv
 import dataclasses
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from nbgrader import utils
 from nbgrader.api import Gradebook
 
-from autograder import grade, nbgrader_bridge
+from autograder import nbgrader_bridge
 from autograder.classroom import classrun, store
 from autograder.errors import Side
 from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, UNANSWERED, WRITTEN_ANSWERS
@@ -502,6 +503,17 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
     forger = students.build_notebook(students.STUDENTS["unanswered"])
     forger.cells += [nbformat.v4.new_code_cell(c) for c in forger_cells(tag)]
     submit(course, "forger", forger)
+    # bn_ddof1's partial scores come from the grader itself, run on the submission outside nbgrader:
+    # started now, it grades beside nbgrader autograde (its own uids and scratch folder)
+    direct_folder = tmp_path / "direct"
+    (direct_folder / "tmp").mkdir(parents=True)
+    with open(direct_folder / "output.txt", "w") as output:
+        direct = subprocess.Popen(
+            [sys.executable, "-m", "autograder", "grade", str(course / "submitted" / "bn_ddof1" / "batchnorm" /
+                                                              "batchnorm.ipynb"),
+             "--output", str(direct_folder / "results.json")], stdout=output, stderr=subprocess.STDOUT,
+            env=dict(os.environ, BN_AUTOGRADER_UID_FIRST=str(uid_range()), BN_AUTOGRADER_UID_COUNT=str(UID_COUNT),
+                     TMPDIR=str(direct_folder / "tmp")))
     monkeypatch.setenv("BN_AUTOGRADER_UID_FIRST", str(first_uid))
     monkeypatch.setenv("BN_AUTOGRADER_UID_COUNT", str(UID_COUNT))
     monkeypatch.setenv("TMPDIR", str(scratch))
@@ -511,8 +523,10 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
 
     # What the isolated grader gives each one: known for the solution, the faker and the forger (whose
     # one answer is a correct manual_batch_norm); bn_ddof1's partial scores from the grader itself,
-    # run on the submission outside nbgrader.
-    direct = grade.grade_notebook(course / "submitted" / "bn_ddof1" / "batchnorm" / "batchnorm.ipynb")
+    # run on the submission outside nbgrader (above).
+    assert direct.wait(600) == 0, (direct_folder / "output.txt").read_text()[-3000:]
+    direct = Result.from_dict(json.loads((direct_folder / "results.json").read_text()))
+    assert direct.status is Status.GRADED and 0 < direct.total < FULL, direct.total
     expected_scores = {
         "full_marks": {e.id: e.points for e in EXERCISES},
         "bn_ddof1": direct.exercise_scores(),

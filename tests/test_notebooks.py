@@ -2,15 +2,18 @@
 
 Run from the repository root: ``.venv/bin/python -m pytest tests/test_notebooks.py``. The tests
 marked ``slow`` start Jupyter kernels that import TensorFlow; the slowest executes the whole
-solutions notebook with BN_ASSIGNMENT_FAST=1 (well under two minutes).
+solutions notebook with BN_ASSIGNMENT_FAST=1 (about a minute), in a process of its own started as the
+module starts, beside the module's other tests (``fast_mode_run``).
 """
 
 import copy
 import gzip
+import multiprocessing
 import re
 import shutil
 import struct
 import types
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -95,6 +98,35 @@ def _stream(cell, name):
 
 def _label(cell):
     return _grade_id(cell) or cell.source.splitlines()[0]
+
+
+FAST_MODE_TEST = "test_solutions_notebook_runs_top_to_bottom_in_fast_mode"
+
+
+def execute_solutions_fast(cwd: str) -> str:
+    """The solutions notebook executed top to bottom in FAST mode in ``cwd``, as JSON (in a process
+    of its own: fast_mode_run)."""
+    from nbclient.exceptions import CellExecutionError
+    nb = assign.solutions_notebook(ROOT)
+    try:
+        assign.execute_notebook(nb, cwd=cwd, fast=True)
+    except CellExecutionError as error:       # re-raised as an exception that crosses processes whole
+        raise RuntimeError(f"a cell of the solutions notebook failed in FAST mode:\n{error}") from None
+    return nbformat.writes(nb)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_mode_run(request, tmp_path_factory):
+    """The Future of execute_solutions_fast, started in a process of its own as the module starts when
+    FAST_MODE_TEST is to run (else None): its kernel trains on one core for about a minute while the
+    module's other tests (their own kernels, nbgrader) run on the other; FAST_MODE_TEST, the last,
+    waits for it."""
+    if not any(item.name == FAST_MODE_TEST and getattr(item, "module", None) is request.module
+               for item in request.session.items):
+        yield None
+        return
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor.submit(execute_solutions_fast, str(tmp_path_factory.mktemp("fast-mode")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,26 +416,6 @@ def test_visible_tests_name_common_mistakes(tmp_path):
         assert words in error[1], f"message {error[1]!r} does not mention {words!r}"
 
 
-@pytest.mark.slow
-def test_solutions_notebook_runs_top_to_bottom_in_fast_mode(tmp_path):
-    nb = assign.solutions_notebook(ROOT)
-    assign.execute_notebook(nb, cwd=tmp_path, fast=True)  # raises CellExecutionError on any error
-    code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert all(cell.execution_count for cell in code)
-    assert "(FAST mode)" in _stream(code[0], "stdout"), "BN_ASSIGNMENT_FAST=1 did not shrink the budget"
-    printed = "".join(_stream(cell, "stdout") for cell in code)
-    for expected in ("Exercise 1: all visible tests passed", "Exercise 4: visible test passed",
-                     "Exercise 7: all visible tests passed", "Exercise 9: all visible tests passed",
-                     "Exercise 10: all visible tests passed",
-                     "What this run measured", "with batch statistics", "momentum 0.9",
-                     "precise BN (re-estimated)", "debiased moving averages", "of which the initial 1.0",
-                     "BN's lead after one epoch over 2 seeds", "Adam learning rate", "_one_line is not written",
-                     "variance of its BN input / epsilon", "group norm, 8 groups",
-                     "manual_batch_norm vs layer(x, training=True)", "GroupNormalization(groups=1)",
-                     "This kernel has been running for"):
-        assert expected in printed, expected
-
-
 def test_committed_solutions_are_executed_with_the_full_budget():
     nb = _read(assign.SOLUTIONS)
     assert nb.metadata.get(assign.METADATA_KEY, {}).get("training_budget") == "full", \
@@ -606,3 +618,26 @@ def test_each_exercises_table_lists_its_hidden_checks_points_in_order(exercise):
     module = (CHECKS_DIR / exercise.check_module).read_text(encoding="utf-8")
     markers = [float(p) for p in re.findall(r"^@pytest\.mark\.points\(([\d.]+)\)$", module, re.M)]
     assert points == markers, (exercise.id, points, markers)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole solutions notebook in FAST mode: executed beside the module's other tests (fast_mode_run),
+# checked last
+
+@pytest.mark.slow
+def test_solutions_notebook_runs_top_to_bottom_in_fast_mode(fast_mode_run):
+    nb = nbformat.reads(fast_mode_run.result(), as_version=4)     # raised if a cell failed
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code)
+    assert "(FAST mode)" in _stream(code[0], "stdout"), "BN_ASSIGNMENT_FAST=1 did not shrink the budget"
+    printed = "".join(_stream(cell, "stdout") for cell in code)
+    for expected in ("Exercise 1: all visible tests passed", "Exercise 4: visible test passed",
+                     "Exercise 7: all visible tests passed", "Exercise 9: all visible tests passed",
+                     "Exercise 10: all visible tests passed",
+                     "What this run measured", "with batch statistics", "momentum 0.9",
+                     "precise BN (re-estimated)", "debiased moving averages", "of which the initial 1.0",
+                     "BN's lead after one epoch over 2 seeds", "Adam learning rate", "_one_line is not written",
+                     "variance of its BN input / epsilon", "group norm, 8 groups",
+                     "manual_batch_norm vs layer(x, training=True)", "GroupNormalization(groups=1)",
+                     "This kernel has been running for"):
+        assert expected in printed, expected

@@ -302,20 +302,24 @@ def student_environment(wheel: Path, folder: Path, packages=STUDENT_PACKAGES) ->
                                cwd=folder, env=env, capture_output=True, text=True, check=True)
         where, present = probe.stdout.splitlines()
         assert where.startswith(str(venv)) and present == "[]"     # the kit's own package, nothing hidden
-        ready = subprocess.run(check, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-        assert ready.returncode == 0, ready.stdout + ready.stderr
-        assert json.loads(report_path.read_text())["ready"] is True
         grade = subprocess.run([str(python), "-m", "autograder", "grade", str(notebook)], cwd=folder, env=env,
                                capture_output=True, text=True)
         assert grade.returncode == 2 and "it checks a notebook" in grade.stderr       # the kit's one verb
-        lap("check")
-        slips = _checked_slips(python, env, folder)
-        for name, (exercise, report) in slips.items():
+        # the solution, and the single slips, checked two at a time
+        slips = {name: students.write_submission(students.STUDENTS[name], folder / name / "batchnorm.ipynb")
+                 for name in SINGLE_SLIPS}
+        checked = _checked(python, env, folder, {"solution": notebook, **slips})
+        ready, report = checked.pop("solution")
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        assert report["ready"] is True
+        for name, (done, report) in checked.items():
+            (exercise,) = students.STUDENTS[name].answers
+            assert report is not None, (name, done.stdout + done.stderr)
             assert report["ready"] is False, (name, report)
             [problem] = report["problems"]      # one slip, one problem: its exercise's visible test
             assert problem["kind"] == "visible_test_failed", (name, problem)
             assert f"the visible test of Exercise {_number(exercise)})" in problem["message"], (name, problem)
-        lap(f"check {len(slips)} single-slip notebooks, two at a time")
+        lap(f"check the solution and {len(checked)} single-slip notebooks, two at a time")
     finally:
         shutil.rmtree(venv, ignore_errors=True)       # not left to pytest's kept temporary folders
         lap("removing the venv")
@@ -332,22 +336,19 @@ def _number(exercise_id) -> int:
     return EXERCISE_IDS.index(exercise_id) + 1
 
 
-def _checked_slips(python, env, folder) -> dict:
-    """{student: (exercise, check.json)} for SINGLE_SLIPS, checked by the installed kit two at a time."""
+def _checked(python, env, folder, notebooks) -> dict:
+    """{name: (the check's completed process, its check.json)} for ``notebooks`` ({name: path}),
+    checked by the installed kit two at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from autograder import synthetic_students as students
-
     def one(name):
-        student = students.STUDENTS[name]
-        (exercise,) = student.answers
-        notebook = students.write_submission(student, folder / name / "batchnorm.ipynb")
         output = folder / name / "check.json"
-        subprocess.run([str(python), "-m", "autograder", "check", str(notebook), "--output", str(output)],
-                       cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-        return name, (exercise, json.loads(output.read_text()))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([str(python), "-m", "autograder", "check", str(notebooks[name]), "--output", str(output)],
+                              cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+        return name, (done, json.loads(output.read_text()) if output.exists() else None)
     with ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(one, SINGLE_SLIPS))
+        return dict(pool.map(one, notebooks))
 
 
 @pytest.mark.slow
