@@ -7,6 +7,7 @@ processes load instead of the real one (``FAKE_GRADER``, installed by fake_grade
 of checks (``fake_catalogue``), and hand-ins (``notebook``, ``hand_in``).
 """
 
+import contextlib
 import os
 import random
 import shutil
@@ -327,6 +328,25 @@ def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
         L.Conv2D(64, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
         L.Flatten(), L.Dense(num_classes, activation="softmax")])
 '''
+
+
+@contextlib.contextmanager
+def deep_folder_with_little_stack(folder: Path, depth: int = 80, room: int = 45):
+    """A notebook ``depth`` folders below ``folder`` while Python may recurse only ``room`` frames more
+    than the caller has: what a hand-in nested a thousand deep does to a recursive search, without
+    the seconds a thousand folders take to remove."""
+    deep = folder.joinpath(*["a"] * depth)
+    deep.mkdir(parents=True)
+    (deep / "batchnorm.ipynb").write_text("{}")
+    frame, frames = sys._getframe(), 0
+    while frame is not None:
+        frame, frames = frame.f_back, frames + 1
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + room)
+    try:
+        yield deep
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def write_notebook(folder: Path, *cells, name="submission.ipynb") -> Path:

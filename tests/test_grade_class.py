@@ -12,7 +12,6 @@ import io
 import json
 import os
 import stat
-import sys
 import zipfile
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -32,7 +31,7 @@ from autograder.results import CheckResult, Result, format_points
 from autograder.settings import Settings
 
 import fake_grader
-from conftest import FAKE_GRADER, fake_catalogue, hand_in, notebook
+from conftest import FAKE_GRADER, deep_folder_with_little_stack, fake_catalogue, hand_in, notebook
 
 FULL = sum(e.points for e in EXERCISES)          # a full-marks total
 pts = format_points                               # points as the CSV and the table write them
@@ -854,18 +853,7 @@ def test_grades_csv_says_whose_an_error_is_and_its_reader_takes_it_from_there_no
 
 def test_a_hand_in_nested_deeper_than_the_search_is_the_students_row_not_a_crash_of_the_class(tmp_path):
     """os.walk and Path.rglob recurse on Python 3.11: a tree a thousand folders deep ended the class run in
-    a RecursionError. Here the same with a tree 80 deep and room for 45 more frames than the test has."""
-    folder = tmp_path / "submitted" / "zed" / "batchnorm"
-    deep = folder.joinpath(*["a"] * 80)
-    deep.mkdir(parents=True)
-    (deep / "batchnorm.ipynb").write_text("{}")
-    frame, frames = sys._getframe(), 0
-    while frame is not None:
-        frame, frames = frame.f_back, frames + 1
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(frames + 45)
-    try:
+    a RecursionError."""
+    with deep_folder_with_little_stack(tmp_path / "submitted" / "zed" / "batchnorm"):
         (hand_in,) = collect.discover(tmp_path)
-    finally:
-        sys.setrecursionlimit(limit)
     assert hand_in.notebook is None and f"more than {collect.MAX_DEPTH} deep are not looked in" in hand_in.error

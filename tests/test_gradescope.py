@@ -42,6 +42,7 @@ from conftest import (
     NO_LANDLOCK,
     SETUP,
     UID_COUNT,
+    deep_folder_with_little_stack,
     failing_bwrap,
     forger_cells,
     offer_for,
@@ -101,22 +102,10 @@ def test_several_notebooks_are_the_students_error_naming_them(tmp_path):
 
 
 def test_a_tree_nested_too_deep_is_not_searched_below_the_bound_and_ends_in_the_students_error(tmp_path):
-    # os.walk recursed into every folder: a tree a thousand deep ended in a RecursionError, the grader's
-    # failure. Here the same with a tree 80 deep and room for 45 more frames than the test has (a
-    # thousand folders take seconds to remove)
-    deep = tmp_path.joinpath(*["a"] * 80)
-    deep.mkdir(parents=True)
-    (deep / "batchnorm.ipynb").write_text("{}")
-    frame, frames = sys._getframe(), 0
-    while frame is not None:
-        frame, frames = frame.f_back, frames + 1
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(frames + 45)
-    try:
-        with pytest.raises(NoSingleNotebook, match=f"more than {gradescope.MAX_DEPTH} deep"):
-            find_notebook(tmp_path)
-    finally:
-        sys.setrecursionlimit(limit)
+    # os.walk recursed into every folder: a tree a thousand deep ended in a RecursionError, the grader's failure
+    with deep_folder_with_little_stack(tmp_path), \
+            pytest.raises(NoSingleNotebook, match=f"more than {gradescope.MAX_DEPTH} deep"):
+        find_notebook(tmp_path)
     shallow = tmp_path.joinpath(*["b"] * (gradescope.MAX_DEPTH - 1))
     shallow.mkdir(parents=True)
     (shallow / "batchnorm.ipynb").write_text("{}")
