@@ -330,6 +330,15 @@ def build_model_with_bn(input_shape=(28, 28, 1), num_classes=10):
 '''
 
 
+@pytest.fixture(scope="session")
+def shared_grader_cache(tmp_path_factory):
+    """One grader cache for the session's gradings of the master's solution and its slips: the training
+    baseline and the memo of the solution's architecture, filled by whichever test trains them first
+    (test_checks' module, then test_gradescope and setup.sh's trial reuse them). A test that must see a
+    cold cache makes its own."""
+    return tmp_path_factory.mktemp("shared-grader-cache")
+
+
 @contextlib.contextmanager
 def deep_folder_with_little_stack(folder: Path, depth: int = 80, room: int = 45):
     """A notebook ``depth`` folders below ``folder`` while Python may recurse only ``room`` frames more

@@ -167,9 +167,10 @@ PATCHERS = {f"patches_{name}": code for name, code in FAKES.items()}    # graded
 
 
 @pytest.fixture(scope="module")
-def grader_cache(tmp_path_factory):
-    """The module's grader cache: the training baseline and memo, filled by the first gradings."""
-    return tmp_path_factory.mktemp("grader-cache")
+def grader_cache(shared_grader_cache):
+    """The module's grader cache: the training baseline and memo, filled by the first gradings (the
+    session's, conftest.shared_grader_cache: the later modules that grade the solution reuse it)."""
+    return shared_grader_cache
 
 
 def _slip(name) -> str | None:

@@ -287,8 +287,8 @@ def gradescope_run(root: Path, *, mode: str = "", first_uid: int | None = None) 
 
 
 @pytest.mark.slow
-def test_gradescope_run_grades_the_solution_a_named_mistake_and_a_broken_notebook(tmp_path):
-    settings = Settings(cache_dir=tmp_path / "cache")
+def test_gradescope_run_grades_the_solution_a_named_mistake_and_a_broken_notebook(tmp_path, shared_grader_cache):
+    settings = Settings(cache_dir=shared_grader_cache)        # trained by test_checks when it ran first
     notebook = {name: students.build_notebook(students.STUDENTS[name]) for name in ("full_marks", "bn_ddof1")}
     roots = {name: gradescope_root(tmp_path, name, notebook=nb, settings=settings) for name, nb in notebook.items()}
     roots["corrupt"] = gradescope_root(tmp_path, "corrupt", raw=students.STUDENTS["corrupt"].raw, settings=settings)

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from autograder import data, settings
+from autograder import data, settings, trainingcache
 from autograder.platforms import gradescope_export as export
 from autograder.platforms.gradescope import CONFIG_NAME, GradescopeOptions
 from autograder.sandbox import identity
@@ -164,11 +165,13 @@ def test_the_same_tree_exports_the_same_bytes(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported, tmp_path):
+def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported, tmp_path, shared_grader_cache):
     """setup.sh as a trial (BN_GRADESCOPE_TRIAL: no apt-get, nothing outside the given folders), in a
     temporary root. With no network here, the venv sees this environment's site-packages through a .pth:
     pip must find every pinned requirement satisfied offline (the pins are this environment's), then
-    installs the grader's wheel into the venv's own site-packages. ~25 s."""
+    installs the grader's wheel into the venv's own site-packages. The training baseline the session
+    trained already (conftest.shared_grader_cache), when it has, is in the cache first: warming then
+    reads it instead of training it again (run alone, the test trains it)."""
     source = tmp_path / "autograder" / "source"
     with zipfile.ZipFile(exported) as archive:
         archive.extractall(source)
@@ -183,6 +186,8 @@ def test_setup_sh_installs_the_grader_into_its_venv_and_warms_the_cache(exported
                BN_GRADESCOPE_PREFIX=str(venv), BN_GRADESCOPE_PYTHON=base_python,
                BN_GRADESCOPE_CACHE=str(tmp_path / "cache"))
     env.pop("KERAS_HOME", None)
+    if (shared_grader_cache / trainingcache.BASELINE).is_dir():
+        shutil.copytree(shared_grader_cache / trainingcache.BASELINE, tmp_path / "cache" / trainingcache.BASELINE)
     done = subprocess.run(["bash", str(source / "setup.sh")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
