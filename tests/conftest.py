@@ -339,6 +339,20 @@ def shared_grader_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("shared-grader-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_grader_cache_for_commands(shared_grader_cache):
+    """The commands the tests start (grade-class, nbgrader's autograde, grade) read BN_AUTOGRADER_CACHE:
+    the session's cache, never the user's ~/.cache/bn-autograder, which a test would otherwise fill, or
+    find warm on one machine and cold on another (CI's)."""
+    before = os.environ.get("BN_AUTOGRADER_CACHE")
+    os.environ["BN_AUTOGRADER_CACHE"] = str(shared_grader_cache)
+    yield
+    if before is None:
+        os.environ.pop("BN_AUTOGRADER_CACHE", None)
+    else:
+        os.environ["BN_AUTOGRADER_CACHE"] = before
+
+
 @contextlib.contextmanager
 def deep_folder_with_little_stack(folder: Path, depth: int = 80, room: int = 45):
     """A notebook ``depth`` folders below ``folder`` while Python may recurse only ``room`` frames more
