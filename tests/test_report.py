@@ -372,15 +372,18 @@ def test_report_command_writes_the_three_files(class_report, capsys):
 # --- grade-class writes it, graded by the real grader -------------------------------------------
 
 @pytest.mark.slow
-def test_grade_class_writes_the_report_with_exact_counts(tmp_path):
+def test_grade_class_writes_the_report_with_exact_counts(tmp_path, shared_grader_cache):
     from autograder.classroom import classrun
+    from autograder.settings import Settings
     chosen = ("full_marks", "bn_ddof1", "bn_per_sample", "backward_no_variance_path", "moving_swapped_momentum",
               "inference_var_as_std", "population_unweighted", "corrupt")
     course = tmp_path / "course"
     for name in chosen:
         students.write_submission(students.STUDENTS[name],
                                   course / "submitted" / name / "batchnorm" / "batchnorm.ipynb")
-    outcome = classrun.run(course, jobs=2, progress_stream=io.StringIO())
+    # the session's cache (conftest.shared_grader_cache): the solution's architecture is trained once a session
+    outcome = classrun.run(course, jobs=2, progress_stream=io.StringIO(),
+                           settings=Settings(cache_dir=shared_grader_cache))
     assert not outcome.grader_errors, [r.message for r in outcome.rows if r.grader_fault]
     assert outcome.report == course / store.OUTPUT_DIR / report.REPORT_NAME
     counts = {r["mistake"]: r["students"] for r in _csv(course / store.OUTPUT_DIR / report.MISTAKES_CSV)}
