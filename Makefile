@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest tests -q -rs
+	$(PY) -m pytest tests -q -rs --durations=15
 
 # The linter, then the tests without the slow, TensorFlow-training ones.
 test-fast: setup lint
