@@ -232,7 +232,7 @@ def extra_data(isolation, exported: Exported, *, notebook_sha256=None, status: s
     doc = {"status": status, "isolation": isolation, "allow_unsandboxed": exported.settings.allow_unsandboxed,
            "grader_hash": grader_hash(), "versions": dict(versions or installed()),
            "notebook_sha256": notebook_sha256, "timings": dict(timings or {})}
-    if isinstance(submission_id, int) and not isinstance(submission_id, bool):
+    if submission_id is not None:           # submission_id() read and checked it
         doc["submission_id"] = submission_id
     if grader_failure is not None:
         doc["grader_failure"] = grader_failure
@@ -273,7 +273,12 @@ def run(root: Path) -> tuple:
     started = time.monotonic()
     root = Path(root).resolve()
     results = root / "results" / "results.json"
-    exported, notebook_hash, isolation, result, identifier = None, None, None, None, None
+    exported, notebook_hash, isolation, identifier = None, None, None, None
+
+    def failed(reason: str) -> tuple:
+        return grader_failure_document(reason, exported, notebook_sha256=notebook_hash, isolation=isolation,
+                                       submission_id=identifier), 1
+
     try:
         identifier = submission_id(root)
         exported = read_config(root / "source")
@@ -287,22 +292,17 @@ def run(root: Path) -> tuple:
             result = grade_notebook(notebook, exported.settings, hide=(str(root),))
         isolation = result.isolation
         if result.grader_fault:
-            doc, status = grader_failure_document(result.error or "", exported, notebook_sha256=notebook_hash,
-                                                  isolation=isolation, submission_id=identifier), 1
+            doc, status = failed(result.error or "")
         else:
             doc, status = results_document(result, exported, notebook_sha256=notebook_hash,
                                            seconds=time.monotonic() - started, submission_id=identifier), 0
     except Exception as exc:  # noqa: BLE001 - whatever breaks in the grader is reported as the grader's, never graded
         log.exception("gradescope-run failed")
-        doc, status = grader_failure_document(f"{GRADER_SIDE_PREFIX}{type(exc).__name__}: {exc}", exported,
-                                              notebook_sha256=notebook_hash, isolation=isolation,
-                                              submission_id=identifier), 1
+        doc, status = failed(f"{GRADER_SIDE_PREFIX}{type(exc).__name__}: {exc}")
     try:
         write_json_atomic(doc, results, mode=0o644)
     except ValueError as exc:        # something in it JSON cannot say (NaN): no grade is written from it
-        doc, status = grader_failure_document(f"{GRADER_SIDE_PREFIX}results.json could not be written: {exc}",
-                                              exported, notebook_sha256=notebook_hash, isolation=isolation,
-                                              submission_id=identifier), 1
+        doc, status = failed(f"{GRADER_SIDE_PREFIX}results.json could not be written: {exc}")
         write_json_atomic(doc, results, mode=0o644)
     return status, doc
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from autograder import data, settings
 from autograder.atomic import write_atomic
 from autograder.platforms.gradescope import CONFIG_NAME, GRADESCOPE_ROOT, VISIBILITIES, GradescopeOptions
-from autograder.sandbox import identity
+from autograder.sandbox import allowlist, identity
 
 ZIP_NAME = "autograder.zip"
 INSTALL_PREFIX = "/opt/bn-autograder"           # the grader's venv, outside /autograder
@@ -59,7 +59,7 @@ CACHE_DIR = f"{GRADESCOPE_ROOT}/cache"
 REQUIREMENTS = "requirements.txt"
 DATA_FOLDER = "fashion-mnist"
 SUMS = "SHA256SUMS"
-DISTRIBUTION = "batchnorm-assignment"           # pyproject.toml's [project] name
+DISTRIBUTION = allowlist.DISTRIBUTION.replace("_", "-")   # pyproject.toml's [project] name, as written there
 # The minor version of Python the pins were resolved and tested with: the exporting interpreter's.
 SUPPORTED_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)                # the earliest a zip can say: the same bytes every export
