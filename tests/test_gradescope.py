@@ -45,6 +45,7 @@ from conftest import (
     deep_folder_with_little_stack,
     failing_bwrap,
     forger_cells,
+    leftovers,
     offer_for,
     uid_range,
     unique_digits,
@@ -369,7 +370,7 @@ def test_the_hostile_corpus_forges_no_score_in_gradescope_without_bubblewrap_as_
     if os.geteuid() != 0:
         pytest.skip("Gradescope runs the autograder as root; this test needs root")
     offer_for("landlock")
-    tag = unique_digits()
+    tag, first_uid = unique_digits(), uid_range()
     hand_ins = {**{s: ESCAPE_CLASS[s] for s in CHEATS}, "c-honest": ESCAPE_CLASS["c-honest"],
                 "e-channel-forger": forger_cells(tag)}
     roots = {}
@@ -385,7 +386,8 @@ def test_the_hostile_corpus_forges_no_score_in_gradescope_without_bubblewrap_as_
     (root / "source" / "autograder" / "checks" / "test_manual_batch_norm.py").write_text("# hidden\n")
     roots["g-reaches-the-root"] = root
     with ThreadPoolExecutor(2) as pool:
-        graded = dict(zip(roots, pool.map(lambda r: gradescope_run(r, mode="landlock"), roots.values()), strict=True))
+        graded = dict(zip(roots, pool.map(lambda r: gradescope_run(r, mode="landlock", first_uid=first_uid),
+                                          roots.values()), strict=True))
 
     manual = {}
     for student, (status, doc, output) in graded.items():
@@ -397,6 +399,7 @@ def test_the_hostile_corpus_forges_no_score_in_gradescope_without_bubblewrap_as_
     assert manual.pop("c-honest") == manual.pop("e-channel-forger") == FULL_MARKS["manual_batch_norm"], manual
     assert manual == {student: 0 for student in manual}, manual       # the cheats and the root's reacher
     assert not (root / "results" / "forged.json").exists() and not (root / "submission" / "forged.ipynb").exists()
+    assert not leftovers(first_uid, tag, tmp_path)     # no worker, stray process or scratch outlives its grading
 
 
 def test_a_document_json_cannot_say_is_written_as_the_graders_failure_not_a_grade(tmp_path, monkeypatch):
