@@ -22,6 +22,7 @@ from ..check_catalogue import catalogue
 from ..classroom.collect import MAX_DEPTH, notebooks_below
 from ..errors import GRADER_SIDE_PREFIX, GraderFault, StudentFault
 from ..exercises import BY_ID, EXERCISE_IDS, MANUAL_POINTS, NOTEBOOK_NAME, WRITTEN_ANSWERS
+from ..notebook import MAX_NOTEBOOK_BYTES
 from ..results import TRAINING_LEAD, CheckResult, Result, Status, format_points
 from ..sandbox.isolation import Isolation
 from ..settings import Settings
@@ -287,7 +288,8 @@ def run(root: Path) -> tuple:
         except StudentFault as exc:
             result = Result.failed(exc, checks=catalogue(), timings={"total": round(time.monotonic() - started, 3)})
         else:
-            notebook_hash = sha256_file(notebook)
+            # hashed only when the reader will read it: a larger file is refused without being read whole
+            notebook_hash = sha256_file(notebook) if notebook.stat().st_size <= MAX_NOTEBOOK_BYTES else None
             # the student's code sees none of ROOT: not the source, the submission's folder or the results
             result = grade_notebook(notebook, exported.settings, hide=(str(root),))
         isolation = result.isolation
