@@ -22,7 +22,7 @@ from pathlib import Path
 
 from autograder.errors import SandboxUnavailable
 
-from . import allowlist, bwrap, identity
+from . import allowlist, bwrap, identity, zygote
 from .bwrap import CONFINE_SCRIPT, SANDBOX_CONFINE, SANDBOX_HOME, WORKER_SCRIPT, user_namespace_fd
 from .cgroup import ResourceGroup
 from .isolation import Isolation, choose_isolation
@@ -289,6 +289,12 @@ class SandboxedProcess:
             else:
                 argv, cwd, env, passed, unprivileged = self._plain_command(hide)
             self.group = ResourceGroup(limits)
+            self.forked = False            # SPIKE (issue 26): forked by the zygote rather than started fresh
+            if self.isolation is Isolation.LANDLOCK and zygote.enabled():
+                self.process = self._fork_from_zygote(env, cwd, limits, unprivileged)
+                if self.process is not None:
+                    self.forked = True
+                    return
             try:
                 self.process = subprocess.Popen(
                     argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -300,6 +306,34 @@ class SandboxedProcess:
         except BaseException:
             self._release()
             raise
+
+    def _fork_from_zygote(self, env, cwd, limits, unprivileged):
+        """SPIKE (issue 26): the worker forked by this grader process's zygote, or None (a fresh one then
+        starts). The zygote's code folder replaces this worker's in the Landlock rules: the child runs
+        the worker.py the zygote loaded."""
+        parent = zygote.shared({k: v for k, v in env.items() if k not in (CONFINE_VARIABLE, PARENT_VARIABLE,
+                                                                           KEEP_READ_SEARCH_VARIABLE,
+                                                                           bwrap.DROP_TO_VARIABLE,
+                                                                           "BN_AUTOGRADER_PRIVATE_PIDS")})
+        if parent is None:
+            return None
+        env = dict(env, **{PARENT_VARIABLE: str(parent.process.pid)})
+        if CONFINE_VARIABLE in env:
+            rules = json.loads(env[CONFINE_VARIABLE])
+            rules["read_only"].append(str(parent.code))
+            env[CONFINE_VARIABLE] = json.dumps(rules)
+        required = [str(d) for d in self.group.dirs if d != self.group._cpu_dir]
+        optional = [str(self.group._cpu_dir)] if self.group._cpu_dir is not None else []
+        rlimits = [["RLIMIT_CORE", 0, 0], ["RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes]]
+        cpu = int(limits.total_seconds * 2) + 30
+        rlimits.append(["RLIMIT_CPU", cpu, cpu + 5])
+        if not self.group.active:
+            rlimits.append(["RLIMIT_AS", limits.memory_bytes * 2, limits.memory_bytes * 2])
+            if unprivileged:
+                rlimits.append(["RLIMIT_NPROC", limits.processes, limits.processes])
+        request = {"env": env, "cwd": cwd, "cgroup": required, "cgroup_optional": optional, "rlimits": rlimits,
+                   "keras_home": env.get("KERAS_HOME")}
+        return parent.fork_worker(request, self.stderr.fileno())
 
     @property
     def uid(self) -> int:
