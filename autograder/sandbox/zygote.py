@@ -5,6 +5,7 @@ private folder (worker.py, confine.py, zygote_main.py; root's, 0755) with the wo
 grader's. A zygote that cannot be started, has died, or refuses (a thread exists at fork time)
 makes ``fork_worker`` return None: the caller starts a fresh worker and the log says why."""
 
+import atexit
 import json
 import logging
 import os
@@ -172,6 +173,7 @@ def shared(environment: dict):
         if _zygote is None:
             try:
                 _zygote = Zygote(environment)
+                atexit.register(_zygote.close)        # its folder too (else sweep_orphans removes it later)
             except OSError as exc:
                 log.warning("no zygote: %s; workers start fresh", exc)
                 return None
