@@ -70,3 +70,38 @@ def test_two_forked_workers_are_isolated_from_each_other_and_from_the_zygote(tmp
     json.dumps([reads, signals])                   # plain data only
     assert np.isfinite(me_a["draw"])
     assert os.getpid() != parent
+
+
+def test_a_zygote_with_a_thread_is_not_used_and_the_log_says_so(tmp_path, limits, monkeypatch, caplog):
+    """Without the thread caps OpenBLAS starts its pool when the zygote imports NumPy: the zygote is
+    refused and each worker starts fresh, still confined."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("OpenBLAS starts no pool on one CPU")
+    mode = offer_for("landlock") and Isolation.LANDLOCK
+    monkeypatch.setenv(zygote.ENABLE_VARIABLE, "1")
+    monkeypatch.setattr(zygote, "_zygote", None)
+    from autograder.sandbox import process
+    uncapped = process.worker_environment
+
+    def without_caps(*args, **kwargs):
+        env = uncapped(*args, **kwargs)
+        return {k: v for k, v in env.items() if k not in process.thread_environment(1)}
+    monkeypatch.setattr(process, "worker_environment", without_caps)
+    with Submission.open(write_notebook(tmp_path, SETUP, "x = np.ones(3).sum()"), limits(), isolation=mode) as s:
+        assert not s.cell_errors()
+        assert not s._process.forked and s.isolation == "landlock"
+    assert "no zygote" in caplog.text and "threads" in caplog.text
+
+
+def test_a_zygote_that_dies_is_replaced_and_costs_only_the_worker(tmp_path, limits, monkeypatch):
+    mode = offer_for("landlock") and Isolation.LANDLOCK
+    monkeypatch.setenv(zygote.ENABLE_VARIABLE, "1")
+    with Submission.open(write_notebook(tmp_path, SETUP, "x = 1"), limits(), isolation=mode) as s:
+        assert not s.cell_errors() and s._process.forked
+        first = zygote._zygote
+        first.process.kill()                      # its children die with it (PR_SET_PDEATHSIG)
+        first.process.wait()
+        assert s._process.process.wait(timeout=5) == -9
+    with Submission.open(write_notebook(tmp_path / "next", SETUP, "x = 1"), limits(), isolation=mode) as s:
+        assert not s.cell_errors() and s._process.forked
+        assert zygote._zygote is not first and zygote._zygote.alive()
