@@ -159,6 +159,10 @@ UID_FIRST = Setting("BN_AUTOGRADER_UID_FIRST", "limits.uid_first", "uid",
 UID_COUNT = Setting("BN_AUTOGRADER_UID_COUNT", "limits.uid_count", "uids",
                     "how many uids the range holds: at least the workers running at once on this machine",
                     parse=_whole_number, expects="a whole number of at least 1")
+ZYGOTE = Setting("BN_AUTOGRADER_ZYGOTE", "limits.zygote", "0 or 1",
+                 "0 starts every sandboxed worker as a new process instead of forking it from a zygote that "
+                 "has imported what the notebook's set-up cell imports (grades are the same either way)",
+                 parse=_switch, expects="0 or 1", shown="1")
 FASHION_MNIST_DIR = Setting("FASHION_MNIST_DIR", "", "folder",
                             "the one folder searched for the four Fashion-MNIST files, instead of "
                             "Keras' cache and Debian's (read by data.py)",
@@ -173,7 +177,8 @@ ALLOW_UNSANDBOXED = Setting(None, "allow_unsandboxed", "on or off",
                                       "and grade-class's rows in grades.csv say so)")
 
 SETTINGS = (CELL_SECONDS, CALL_SECONDS, TOTAL_SECONDS, GRACE_SECONDS, MEMORY_MB, WORKER_CPUS, TRAINING_SECONDS,
-            TRAINING_MEMORY_MB, CACHE, MEMO, THREADS, UID_FIRST, UID_COUNT, FASHION_MNIST_DIR, ALLOW_UNSANDBOXED)
+            TRAINING_MEMORY_MB, CACHE, MEMO, THREADS, UID_FIRST, UID_COUNT, ZYGOTE, FASHION_MNIST_DIR,
+            ALLOW_UNSANDBOXED)
 BY_VARIABLE = {setting.variable: setting for setting in SETTINGS if setting.variable}
 FLAGGED = tuple(setting for setting in SETTINGS if setting.flag)
 

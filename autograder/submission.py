@@ -196,6 +196,8 @@ class Submission:
             self._broken = exc
             raise
         self._workers.append(process)
+        origin = "workers_forked" if process.forked else "workers_fresh"     # results.json's timings say which
+        self.timings[origin] = self.timings.get(origin, 0) + 1
         self._process, self._reader = process, LineReader(process.process.stdout.fileno())
 
     def _await_ready(self):

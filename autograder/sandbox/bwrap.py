@@ -17,6 +17,11 @@ WORKER_SCRIPT = WORKER_DIR / "worker.py"
 CONFINE_SCRIPT = WORKER_DIR / "confine.py"        # loaded by the worker by path, next to itself
 SANDBOX_WORKER = "/tmp/grader/worker.py"     # where the worker script is mounted inside the sandbox
 SANDBOX_CONFINE = "/tmp/grader/confine.py"
+SANDBOX_ZYGOTE = "/tmp/grader/zygote_main.py"
+ZYGOTE_SCRIPT = WORKER_DIR / "zygote_main.py"
+# The zygote's sandbox keeps, in its own user namespace only, what it needs to make each child's
+# namespaces and mounts (CAP_SYS_ADMIN) and what each child needs to become its leased uid.
+ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN")
 SANDBOX_HOME = "/tmp/work"
 SANDBOX_UID = SANDBOX_GID = 65534            # nobody / nogroup: who the worker seems to be without root
 DROP_TO_VARIABLE = "BN_AUTOGRADER_UID"       # tells worker.py which uid to become before student code
@@ -97,10 +102,10 @@ def mount_arguments(allow: AllowList, limits: Limits) -> list:
     order = {"--dev": 0, "--proc": 0, "--scratch": 0, "--hide-dir": 0, "--symlink": 0, "--dir": 1,
              "--ro-bind": 2, "--hide-file": 3}
     arguments = []
+    sizes = dict(scratch_sizes(limits))
     for path, how in sorted(set(operations), key=lambda op: (op[0].count("/"), order[op[1]], op[0])):
         if how == "--scratch":
-            size = limits.scratch_bytes if path == "/tmp" else min(limits.scratch_bytes, 64 << 20)
-            arguments += ["--size", str(size), "--perms", "1777", "--tmpfs", path]
+            arguments += ["--size", str(sizes[path]), "--perms", "1777", "--tmpfs", path]
         elif how == "--hide-dir":
             arguments += ["--size", str(HIDING_TMPFS_BYTES), "--perms", "0755", "--tmpfs", path]
         elif how == "--hide-file":
@@ -116,12 +121,26 @@ def mount_arguments(allow: AllowList, limits: Limits) -> list:
     return arguments
 
 
-def _worker_arguments() -> list:
-    """The worker's script and confine.py beside it, and its home, inside the scratch /tmp (tmpfs
-    counts as memory; without a cgroup only --size caps it)."""
-    return ["--perms", "0755", "--dir", str(Path(SANDBOX_WORKER).parent),
-            "--ro-bind", str(WORKER_SCRIPT), SANDBOX_WORKER, "--ro-bind", str(CONFINE_SCRIPT), SANDBOX_CONFINE,
-            "--perms", "0777", "--dir", SANDBOX_HOME, "--chdir", SANDBOX_HOME]
+def scratch_sizes(limits: Limits) -> list:
+    """[(path, bytes)]: the worker's private scratch tmpfs, /tmp the whole of Limits.scratch_bytes."""
+    return [(path, limits.scratch_bytes if path == "/tmp" else min(limits.scratch_bytes, 64 << 20))
+            for path in SCRATCH_DIRS]
+
+
+# The folders a worker finds in its scratch /tmp: its code's (read-only) and its home.
+WORKER_FOLDERS = ((str(Path(SANDBOX_WORKER).parent), 0o755), (SANDBOX_HOME, 0o777))
+
+
+def _worker_arguments(zygote: bool = False) -> list:
+    """The worker's script and confine.py beside it (and the zygote's, for a zygote), and its home,
+    inside the scratch /tmp (tmpfs counts as memory; without a cgroup only --size caps it)."""
+    scripts = [(WORKER_SCRIPT, SANDBOX_WORKER), (CONFINE_SCRIPT, SANDBOX_CONFINE)]
+    if zygote:
+        scripts.append((ZYGOTE_SCRIPT, SANDBOX_ZYGOTE))
+    (code, code_mode), (home, home_mode) = WORKER_FOLDERS
+    return ["--perms", f"{code_mode:04o}", "--dir", code,
+            *sum((["--ro-bind", str(source), target] for source, target in scripts), []),
+            "--perms", f"{home_mode:04o}", "--dir", home, "--chdir", home]
 
 
 def _namespace_arguments(userns_fd) -> list:
@@ -148,6 +167,19 @@ def command(python: str, allow: AllowList, environment: dict, limits=None, usern
             *mount_arguments(allow, limits), *_worker_arguments(),
             "--clearenv", *sum((["--setenv", k, v] for k, v in environment.items()), []),
             python, "-B", SANDBOX_WORKER]
+
+
+def zygote_command(python: str, allow: AllowList, environment: dict, userns_fd: int) -> list:
+    """The bwrap command of a zygote (zygote_main.py) with the interpreter ``python``: a worker's
+    sandbox, the same mounts of ``allow``, in a user namespace of our own (``userns_fd``, mapping
+    the whole uid range) where it keeps ZYGOTE_CAPABILITIES. It has no --die-with-parent: that
+    follows the thread that started bwrap, and the zygote ends when its control socket closes."""
+    return [shutil.which("bwrap"), "--userns", str(userns_fd), "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL",
+            *sum((["--cap-add", cap] for cap in ZYGOTE_CAPABILITIES), []), "--new-session",
+            *mount_arguments(allow, Limits(scratch_bytes=64 << 20)), *_worker_arguments(zygote=True),
+            "--clearenv", *sum((["--setenv", k, v] for k, v in environment.items()), []),
+            python, "-B", SANDBOX_ZYGOTE]
 
 
 def arguments_through_fd(argv, passed, python: str):
@@ -177,10 +209,10 @@ sys.stdin.read()
 """
 
 
-def user_namespace_fd(uid: int = SANDBOX_UID):
-    """As root: a descriptor of a fresh user namespace in which root and ``uid`` (the worker's
-    leased uid; its gid is the same number) keep their ids and no further user namespace can be
-    made; None when this is not root or it cannot be made."""
+def user_namespace_fd(uid: int = SANDBOX_UID, count: int = 1):
+    """As root: a descriptor of a fresh user namespace in which root and the ``count`` uids from
+    ``uid`` (the worker's leased uid, or a zygote's whole range; gids the same numbers) keep their
+    ids and no further user namespace can be made; None when this is not root or it cannot be made."""
     if os.geteuid() != 0:
         return None
     helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _USERNS_HELPER], stdin=subprocess.PIPE,
@@ -188,7 +220,7 @@ def user_namespace_fd(uid: int = SANDBOX_UID):
     try:
         if helper.stdout.readline().strip() != "unshared":
             return None
-        mapping = f"0 0 1\n{uid} {uid} 1\n"
+        mapping = f"0 0 1\n{uid} {uid} {count}\n"
         for name in ("uid_map", "gid_map"):
             Path(f"/proc/{helper.pid}/{name}").write_text(mapping)
         helper.stdin.write("go\n")

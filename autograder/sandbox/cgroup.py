@@ -112,9 +112,14 @@ class ResourceGroup:
 
     def join(self):
         """Called in the child before exec: move this process (and so all it starts) into the group."""
+        self.add(os.getpid())
+
+    def add(self, pid: int):
+        """Move the process ``pid`` (and so all it starts from then on) into the group: a worker the
+        zygote forked, which waits for it before it goes on."""
         for path in self.dirs:
             try:
-                (path / "cgroup.procs").write_text(str(os.getpid()))
+                (path / "cgroup.procs").write_text(str(pid))
             except OSError:
                 if path != self._cpu_dir:       # the CPU share is optional; memory and pids are not
                     raise

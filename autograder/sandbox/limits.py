@@ -24,3 +24,6 @@ class Limits:
     # still read as a signed number.
     uid_first: int = 1_900_000_000
     uid_count: int = 1024
+    # Fork each worker from a zygote that has imported what the set-up cell imports (zygote.py),
+    # rather than start it fresh; where the zygote cannot serve, the worker starts fresh anyway.
+    zygote: bool = True

@@ -164,18 +164,25 @@ def _everyone_can_read(path) -> bool:
         return False
 
 
+def _rlimits(limits: Limits, group: ResourceGroup, unprivileged_worker: bool) -> list:
+    """[(name, soft, hard)]: the worker's rlimits. Without a cgroup its address space and (for a
+    uid without capabilities, which RLIMIT_NPROC binds) its processes are capped here instead."""
+    cpu = int(limits.total_seconds * 2) + 30
+    found = [("RLIMIT_CORE", 0, 0), ("RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes),
+             ("RLIMIT_CPU", cpu, cpu + 5)]
+    if not group.active:
+        found.append(("RLIMIT_AS", limits.memory_bytes * 2, limits.memory_bytes * 2))
+        if unprivileged_worker:
+            found.append(("RLIMIT_NPROC", limits.processes, limits.processes))
+    return found
+
+
 def _child_setup(limits: Limits, group: ResourceGroup, unprivileged_worker: bool):
     """Runs in the child between fork and exec."""
     if group.active:
         group.join()
-    else:
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes * 2, limits.memory_bytes * 2))
-        if unprivileged_worker:   # RLIMIT_NPROC binds only a uid without capabilities
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-    cpu = int(limits.total_seconds * 2) + 30
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    for name, soft, hard in _rlimits(limits, group, unprivileged_worker):
+        resource.setrlimit(getattr(resource, name), (soft, hard))
 
 
 def _folder_usage(folder, max_entries: int):
@@ -263,6 +270,57 @@ def sweep_orphans() -> None:
         pass
 
 
+def zygote_launcher(shape):
+    """How the zygote of ``shape`` starts (zygote.Launch), given the variables it must have."""
+    def plain(variables):
+        """A plain process from a private folder of its own (worker.py, confine.py, zygote_main.py;
+        root's, 0755; removed with the zygote or by sweep_orphans), with the worker's environment
+        and a home the children may read but not write (the caches its imports made)."""
+        folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-zygote-"))
+        os.chmod(folder, 0o755)
+        code, home = folder / "bin", folder / "home"
+        for made in (code, home):
+            made.mkdir(mode=0o755)
+            os.chmod(made, 0o755)
+        for source in (WORKER_SCRIPT, CONFINE_SCRIPT, bwrap.ZYGOTE_SCRIPT):
+            shutil.copyfile(source, code / source.name)
+            os.chmod(code / source.name, 0o644)
+        env = dict(worker_environment(str(home), str(home), shape.threads), **variables)
+        return zygote.Launch([sys.executable, "-B", "-s", str(code / bwrap.ZYGOTE_SCRIPT.name)], env, str(home),
+                             folder=folder, code=code)
+
+    def bubblewrap(variables):
+        userns_fd = user_namespace_fd(*shape.uids)
+        if userns_fd is None:
+            raise OSError("no user namespace could be made for the zygote's sandbox")
+        environment = dict(worker_environment(SANDBOX_HOME, threads=shape.threads), **variables)
+        argv, passed = bwrap.arguments_through_fd(
+            bwrap.zygote_command(interpreter(), shape.allow, environment, userns_fd), (userns_fd,), interpreter())
+        return zygote.Launch(argv, None, "/", passed)
+
+    return bubblewrap if shape.bubblewrap else plain
+
+
+def prestart_zygote(limits: Limits, hide=(), isolation=None) -> None:
+    """Start this process's zygote for workers of ``limits`` now, without waiting for its imports:
+    a grader process (the pool's, a Dask worker's, the bridge's) or the student's check, before its
+    first submission. Does nothing where workers start fresh (Limits.zygote off, isolation none
+    chosen by refusal, bubblewrap without root)."""
+    if not limits.zygote:
+        return
+    try:
+        mode = Isolation(isolation) if isolation is not None else choose_isolation(never_refuse=True)
+    except SandboxUnavailable:
+        return
+    if mode.bubblewrap:
+        if os.geteuid() != 0:
+            return
+        shape = zygote.Shape(True, limits.threads, allowed(hide), (limits.uid_first, limits.uid_count))
+    else:
+        shape = zygote.Shape(False, limits.threads)
+    zygote.start(shape, zygote_launcher(shape))
+
+
 class SandboxedProcess:
     """The worker process with its pipes, started under ``isolation`` (None: choose_isolation(),
     which raises SandboxUnavailable where nothing isolates); ``kill()`` ends it and everything it
@@ -278,62 +336,72 @@ class SandboxedProcess:
         self._scratch_mounted = False  # a tmpfs of Limits.scratch_bytes is mounted on it
         self.lease = None
         self.group = None
+        self.process = None
+        self.forked = False            # forked by the zygote (zygote.py), not started fresh
         self.stderr = tempfile.TemporaryFile()     # bwrap's or Python's complaints, for a failed start
         try:
             try:
                 self.lease = identity.lease_uid(limits.uid_first, limits.uid_count)
             except (identity.NoFreeUid, OSError) as exc:
                 raise SandboxUnavailable(f"no uid for the worker: {exc}") from None
-            if self.isolation.bubblewrap:
-                argv, cwd, env, passed, unprivileged = self._bubblewrap_command(limits, hide)
-            else:
-                argv, cwd, env, passed, unprivileged = self._plain_command(hide)
             self.group = ResourceGroup(limits)
-            self.forked = False            # SPIKE (issue 26): forked by the zygote rather than started fresh
-            if self.isolation is Isolation.LANDLOCK and zygote.enabled():
-                self.process = self._fork_from_zygote(env, cwd, limits, unprivileged)
-                if self.process is not None:
-                    self.forked = True
-                    return
-            try:
-                self.process = subprocess.Popen(
-                    argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=self.stderr, start_new_session=True,
-                    pass_fds=passed, preexec_fn=lambda: _child_setup(limits, self.group, unprivileged))
-            finally:
-                for fd in passed:
-                    os.close(fd)
+            plain = None if self.isolation.bubblewrap else self._plain_command(hide)
+            if limits.zygote:
+                self.process = self._fork_from_zygote(hide, plain)
+                self.forked = self.process is not None
+            if not self.forked:
+                self._start_fresh(hide, plain)
         except BaseException:
             self._release()
             raise
 
-    def _fork_from_zygote(self, env, cwd, limits, unprivileged):
-        """SPIKE (issue 26): the worker forked by this grader process's zygote, or None (a fresh one then
-        starts). The zygote's code folder replaces this worker's in the Landlock rules: the child runs
-        the worker.py the zygote loaded."""
-        parent = zygote.shared({k: v for k, v in env.items() if k not in (CONFINE_VARIABLE, PARENT_VARIABLE,
-                                                                           KEEP_READ_SEARCH_VARIABLE,
-                                                                           bwrap.DROP_TO_VARIABLE,
-                                                                           "BN_AUTOGRADER_PRIVATE_PIDS")})
+    def _start_fresh(self, hide, plain):
+        """The worker started as a new process: bwrap's command, or the plain one."""
+        limits = self.limits
+        argv, cwd, env, passed, unprivileged = plain or self._bubblewrap_command(limits, hide)
+        try:
+            self.process = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self.stderr, start_new_session=True,
+                pass_fds=passed, preexec_fn=lambda: _child_setup(limits, self.group, unprivileged))
+        finally:
+            for fd in passed:
+                os.close(fd)
+
+    def _fork_from_zygote(self, hide, plain):
+        """The worker forked by this grader process's zygote of its shape (zygote.py), or None: a
+        fresh one then starts (the log says why). Under bubblewrap the child makes its own
+        namespaces, scratch and /proc (zygote_main.py), as bwrap does for a fresh worker; without,
+        it runs in the scratch folder made here, and Landlock also allows the zygote's code folder
+        (the child runs the worker.py the zygote loaded)."""
+        limits = self.limits
+        if self.isolation.bubblewrap:
+            if os.geteuid() != 0:
+                zygote._tell_once("bubblewrap without root has no user namespace of ours for a zygote")
+                return None
+            allow = allowed(hide)
+            shape = zygote.Shape(True, limits.threads, allow, (limits.uid_first, limits.uid_count))
+            env = worker_environment(SANDBOX_HOME, threads=limits.threads)
+            if self.isolation.landlock:
+                env[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
+            env[bwrap.DROP_TO_VARIABLE] = str(self.lease.uid)
+            env["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
+            cwd, unprivileged = SANDBOX_HOME, True
+            namespaces = {"scratch": bwrap.scratch_sizes(limits), "folders": bwrap.WORKER_FOLDERS}
+        else:
+            _, cwd, env, _, unprivileged = plain
+            shape = zygote.Shape(False, limits.threads)
+            namespaces = None
+        parent = zygote.zygote_for(shape, zygote_launcher(shape))
         if parent is None:
             return None
-        env = dict(env, **{PARENT_VARIABLE: str(parent.process.pid)})
-        if CONFINE_VARIABLE in env:
+        if CONFINE_VARIABLE in env and parent.code is not None:
             rules = json.loads(env[CONFINE_VARIABLE])
             rules["read_only"].append(str(parent.code))
-            env[CONFINE_VARIABLE] = json.dumps(rules)
-        required = [str(d) for d in self.group.dirs if d != self.group._cpu_dir]
-        optional = [str(self.group._cpu_dir)] if self.group._cpu_dir is not None else []
-        rlimits = [["RLIMIT_CORE", 0, 0], ["RLIMIT_FSIZE", limits.file_bytes, limits.file_bytes]]
-        cpu = int(limits.total_seconds * 2) + 30
-        rlimits.append(["RLIMIT_CPU", cpu, cpu + 5])
-        if not self.group.active:
-            rlimits.append(["RLIMIT_AS", limits.memory_bytes * 2, limits.memory_bytes * 2])
-            if unprivileged:
-                rlimits.append(["RLIMIT_NPROC", limits.processes, limits.processes])
-        request = {"env": env, "cwd": cwd, "cgroup": required, "cgroup_optional": optional, "rlimits": rlimits,
-                   "keras_home": env.get("KERAS_HOME")}
-        return parent.fork_worker(request, self.stderr.fileno())
+            env = dict(env, **{CONFINE_VARIABLE: json.dumps(rules)})
+        request = {"env": env, "cwd": cwd, "rlimits": _rlimits(limits, self.group, unprivileged),
+                   "keras_home": env.get("KERAS_HOME"), "namespaces": namespaces}
+        return parent.fork(request, self.stderr.fileno(), self.group.add)
 
     @property
     def uid(self) -> int:
@@ -456,19 +524,26 @@ class SandboxedProcess:
         waits on the worker then sees it end, and reaps and releases it with kill()."""
         if self.process.returncode is not None:      # reaped already: its pid may be another's now
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill_process_group()
         if self.group is not None:                    # a child that left the group (setsid) too
             self.group.kill_all()
 
-    def kill(self):
-        namespace = self._pid_namespace() if self.isolated else None
+    def _kill_process_group(self):
+        """SIGKILL to the worker's process group. A forked worker is killed through its pidfd, and
+        its group only while it runs and no cgroup holds its processes (the zygote reaps it: its
+        pid may be another's the moment it has ended)."""
+        if self.forked:
+            self.process.kill()
+            if self.group is not None and self.group.active or not self.process.running():
+                return
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def kill(self):
+        namespace = self._pid_namespace() if self.isolated else None
+        self._kill_process_group()
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 stream.close()
@@ -489,6 +564,8 @@ class SandboxedProcess:
                 identity.end_processes(self.lease.uid)
             if self.group is not None:
                 self.group.remove()
+            if self.forked:
+                self.process.close()
             self.stderr.close()
         finally:                              # whatever failed above, nothing is left on disk
             try:

@@ -1,53 +1,83 @@
-"""SPIKE (issue 26): the grader's side of the zygote (zygote_main.py), Landlock mode only, behind
-BN_AUTOGRADER_ZYGOTE=1 (process.py). One zygote per grader process, started on first use from a
-private folder (worker.py, confine.py, zygote_main.py; root's, 0755) with the worker's environment;
-``fork_worker`` asks it for a child and returns a Popen-like ForkedProcess whose pipes are the
-grader's. A zygote that cannot be started, has died, or refuses (a thread exists at fork time)
-makes ``fork_worker`` return None: the caller starts a fresh worker and the log says why."""
+"""The grader's side of the zygote (zygote_main.py): a process that has imported what the release's
+set-up cell imports and never runs student code, from which each submission's worker is forked
+instead of started fresh (Limits.zygote, BN_AUTOGRADER_ZYGOTE). A fresh worker spends almost all
+of its start importing NumPy, Matplotlib, SciPy, JAX and Keras; a forked one is ready at once.
+
+One zygote per grader process and ``Shape`` (what its children share: plain or inside bubblewrap,
+the thread caps its imports read, and under bubblewrap the allow-list mounted and the uid range
+mapped), started when ``prestart`` or the first fork asks for it, without waiting for its imports.
+process.py builds how it starts (``Launch``) and each child's request; this module speaks the
+protocol (zygote_main.py's docstring) and holds what the grader keeps of each child:
+``ForkedProcess``, the Popen-like object whose pid comes from the kernel (SCM_CREDENTIALS), with a
+pidfd, so that the grader never signals a pid that was reused.
+
+Nothing here is fatal: a zygote that cannot start, has died, refuses (a thread exists at fork
+time), or a shape it does not serve makes ``fork`` return None, the log says why, and the caller
+starts a fresh worker. A dead zygote is replaced at the next fork.
+"""
 
 import atexit
 import json
 import logging
 import os
 import select
-import shutil
+import signal
 import socket
+import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-
-from . import identity
-from .bwrap import CONFINE_SCRIPT, WORKER_SCRIPT
 
 log = logging.getLogger(__name__)
 
-ENABLE_VARIABLE = "BN_AUTOGRADER_ZYGOTE"
 ZYGOTE_SCRIPT = Path(__file__).resolve().parent / "zygote_main.py"
 # What the release's set-up cell imports (with KERAS_BACKEND=numpy, Keras brings SciPy, JAX, jaxlib).
 PRELOAD = ("numpy", "matplotlib", "matplotlib.pyplot", "keras")
-READY_SECONDS = 60.0
+READY_SECONDS = 180.0        # the zygote's imports, on a loaded machine
+ANSWER_SECONDS = 30.0        # from a request to the child's "forked"
+MAX_ZYGOTES = 2              # shapes kept at once in one grader process (each holds ~250 MiB)
+UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
-def enabled() -> bool:
-    return os.environ.get(ENABLE_VARIABLE, "") == "1"
+@dataclass(frozen=True)
+class Shape:
+    """What a zygote's children have in common, so what a request must match to be forked from it."""
+    bubblewrap: bool
+    threads: int
+    allow: object = None         # bubblewrap: the AllowList its sandbox mounts
+    uids: tuple = ()             # bubblewrap as root: (first, count) mapped in its user namespace
+
+
+@dataclass
+class Launch:
+    """How a zygote starts: its command, its environment (None under bubblewrap, whose command sets
+    it), working folder, the descriptors it is passed (closed here once it started), and the folder
+    it runs from (removed when it closes)."""
+    argv: list
+    env: "dict | None"
+    cwd: str
+    pass_fds: tuple = ()
+    folder: "Path | None" = None
+    code: "Path | None" = None   # plain: the folder its worker.py is loaded from (Landlock must allow it)
 
 
 class ForkedProcess:
-    """What Submission uses of a subprocess.Popen, for a worker the zygote forked: pid, stdin,
-    stdout, poll(), wait(timeout), returncode. The exit status comes from the zygote (it reaps the
-    child) over this worker's own status socket; EOF there without a status means the zygote died,
-    and its children with it (PR_SET_PDEATHSIG)."""
+    """What the grader uses of a subprocess.Popen, for a worker the zygote forked: pid (from the
+    kernel), stdin, stdout, poll(), wait(timeout), returncode; and kill() through a pidfd. The exit
+    status comes from the zygote (it reaps the child) over this worker's own status socket; EOF
+    there without a status means the zygote died, and its children with it."""
 
-    def __init__(self, pid, stdin_fd, stdout_fd, status: socket.socket):
+    def __init__(self, pid: int, pidfd: int, stdin_fd: int, stdout_fd: int, status: socket.socket):
         self.pid = pid
+        self.pidfd = pidfd
         self.stdin = open(stdin_fd, "wb", buffering=0)
         self.stdout = open(stdout_fd, "rb", buffering=0)
         self.returncode = None
         self._status = status
-        self._buffer = b""
 
     def _read_status(self, timeout):
         if self.returncode is not None:
@@ -55,14 +85,19 @@ class ForkedProcess:
         readable, _, _ = select.select([self._status], [], [], timeout)
         if not readable:
             return None
-        chunk = self._status.recv(256)
-        self._buffer += chunk
-        if b"exit " in self._buffer:
-            self.returncode = int(self._buffer.split(b"exit ", 1)[1].split(b"\n", 1)[0])
-        elif not chunk:
-            self.returncode = -9
+        try:
+            message = self._status.recv(256)
+        except OSError:
+            message = b""
+        if message.startswith(b"exit "):
+            try:
+                self.returncode = int(message[5:])
+            except ValueError:
+                self.returncode = -signal.SIGKILL
+        elif not message:
+            self.returncode = -signal.SIGKILL    # the zygote died: its children with it
         if self.returncode is not None:
-            self._status.close()
+            self.close()
         return self.returncode
 
     def poll(self):
@@ -73,108 +108,202 @@ class ForkedProcess:
         while self.returncode is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired("zygote child", timeout)
+                raise subprocess.TimeoutExpired("forked worker", timeout)
             self._read_status(left)
         return self.returncode
 
+    def running(self) -> bool:
+        """It has not ended (its pid is still its own)."""
+        if self.pidfd is None:
+            return False
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def kill(self):
+        """SIGKILL to this process only, through its pidfd (never a pid that was reused)."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                pass
+
+    def close(self):
+        """Let go of the status socket and the pidfd (the pipes are the caller's to close)."""
+        try:
+            self._status.close()
+        except OSError:
+            pass
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
 
 class Zygote:
-    def __init__(self, environment: dict):
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-zygote-"))
-        os.chmod(self.folder, 0o755)
-        self.code = self.folder / "bin"
-        self.code.mkdir(mode=0o755)
-        os.chmod(self.code, 0o755)
-        for source in (WORKER_SCRIPT, CONFINE_SCRIPT, ZYGOTE_SCRIPT):
-            shutil.copyfile(source, self.code / source.name)
-            os.chmod(self.code / source.name, 0o644)
-        home = self.folder / "home"            # read-only to the children: caches of the imports
-        home.mkdir(mode=0o755)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(environment, HOME=str(home), TMPDIR=str(home), KERAS_HOME=str(home / ".keras"),
-                   MPLCONFIGDIR=str(home / ".matplotlib"), BN_AUTOGRADER_ZYGOTE_PARENT=str(os.getpid()),
-                   BN_AUTOGRADER_ZYGOTE_IMPORTS=",".join(PRELOAD),
-                   BN_AUTOGRADER_ZYGOTE_CONTROL=str(theirs.fileno()))
+    def __init__(self, shape: Shape, make_launch):
+        """Starts the zygote with ``make_launch(variables)``, whose environment must hold
+        ``variables`` (what it imports, its control socket's descriptor); does not wait for it."""
+        self.shape = shape
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-B", "-s", str(self.code / ZYGOTE_SCRIPT.name)], cwd=str(home), env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True,
-            pass_fds=(theirs.fileno(),))
-        theirs.close()
-        self.control = ours
         self.lock = threading.Lock()
-        ready, _, _ = select.select([ours], [], [], READY_SECONDS)
-        message = ours.recv(4096) if ready else b""
-        self.hello = json.loads(message) if message else None
-        if not self.hello or self.hello.get("threads") != 1:
+        self.hello = None
+        self.process = None
+        self.folder = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control = ours
+        passed = ()
+        try:
+            launch = make_launch({"BN_AUTOGRADER_ZYGOTE_IMPORTS": ",".join(PRELOAD),
+                                  "BN_AUTOGRADER_ZYGOTE_CONTROL": str(theirs.fileno())})
+            self.folder, self.code, passed = launch.folder, launch.code, launch.pass_fds
+            self.process = subprocess.Popen(
+                launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=self.log, start_new_session=True, pass_fds=(theirs.fileno(), *passed))
+        except BaseException:
             self.close()
-            raise OSError(f"the zygote did not start cleanly: {self.hello!r} {self.errors()}")
+            raise
+        finally:
+            theirs.close()
+            for fd in passed:
+                os.close(fd)
 
     def errors(self) -> str:
         try:
             self.log.seek(0)
-            return self.log.read(4000).decode("utf-8", "replace")
+            return self.log.read(4000).decode("utf-8", "replace").strip()
         except (OSError, ValueError):
             return ""
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process is not None and self.process.poll() is None
 
-    def fork_worker(self, request: dict, stderr_fd: int):
-        """A ForkedProcess, or None (refused: the reason is logged)."""
+    def ready(self) -> bool:
+        """Waits for the zygote's imports (once); it is ready with exactly one thread."""
+        if self.hello is None:
+            readable, _, _ = select.select([self.control], [], [], READY_SECONDS)
+            message = self.control.recv(4096) if readable else b""
+            try:
+                self.hello = json.loads(message) if message else {}
+            except ValueError:
+                self.hello = {}
+            if not isinstance(self.hello, dict):
+                self.hello = {}
+        return self.hello.get("ready") is True and self.hello.get("threads") == 1
+
+    def fork(self, request: dict, stderr_fd: int, join_group) -> "ForkedProcess | None":
+        """A worker forked for ``request``, held until ``join_group(pid)`` has put it in its cgroup;
+        None when the zygote refused or did not answer (the reason is logged)."""
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        pidfd = None
         try:
-            with self.lock:
-                socket.send_fds(self.control, [json.dumps(request).encode()],
-                                [request_read, answer_write, stderr_fd, theirs.fileno()])
-        finally:
-            for fd in (request_read, answer_write):
-                os.close(fd)
-            theirs.close()
-        ready, _, _ = select.select([ours], [], [], 10)
-        line = ours.recv(256).decode() if ready else ""
-        if not line.startswith("pid "):
-            log.warning("the zygote did not fork a worker (%s): starting a fresh one", line.strip() or "no answer")
+            try:
+                with self.lock:
+                    socket.send_fds(self.control, [json.dumps(request).encode()],
+                                    [request_read, answer_write, stderr_fd, theirs.fileno()])
+            finally:
+                for fd in (request_read, answer_write):
+                    os.close(fd)
+                theirs.close()
+            readable, _, _ = select.select([ours], [], [], ANSWER_SECONDS)
+            message, ancillary, _, _ = ours.recvmsg(256, socket.CMSG_SPACE(UCRED.size)) if readable else (b"", [], 0, 0)
+            pid = _sender_pid(ancillary) if message == b"forked" else None
+            if pid is None:
+                why = message.decode("utf-8", "replace") or "no answer"
+                log.warning("the zygote did not fork a worker (%s): it starts fresh", why)
+                return None
+            pidfd = os.pidfd_open(pid)           # it waits for "go": its pid cannot have been reused
+            join_group(pid)
+            ours.send(b"go")
+            process = ForkedProcess(pid, pidfd, request_write, answer_read, ours)
+            pidfd = None
+            return process
+        except BaseException:
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
             for fd in (request_write, answer_read):
                 os.close(fd)
             ours.close()
-            return None
-        first, _, rest = line.partition("\n")
-        process = ForkedProcess(int(first.split()[1]), request_write, answer_read, ours)
-        process._buffer = rest.encode()
-        return process
+            raise
 
     def close(self):
         try:
-            self.control.close()
-        except (OSError, AttributeError):
+            self.control.close()              # the zygote exits on EOF; its children with it
+        except OSError:
             pass
-        if getattr(self, "process", None) is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-_zygote = None
-_zygote_lock = threading.Lock()
-
-
-def shared(environment: dict):
-    """This grader process's zygote, started (again) when there is none or it died; None when it
-    cannot start (logged)."""
-    global _zygote
-    with _zygote_lock:
-        if _zygote is not None and not _zygote.alive():
-            log.warning("the zygote died (%s): starting another", _zygote.errors()[-500:])
-            _zygote.close()
-            _zygote = None
-        if _zygote is None:
+        if self.process is not None and self.process.poll() is None:
             try:
-                _zygote = Zygote(environment)
-                atexit.register(_zygote.close)        # its folder too (else sweep_orphans removes it later)
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.folder is not None:
+            from . import identity
+            identity.remove_folder(self.folder)
+            self.folder = None
+
+
+def _sender_pid(ancillary) -> "int | None":
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= UCRED.size:
+            pid = UCRED.unpack(data[:UCRED.size])[0]
+            return pid if pid > 0 else None
+    return None
+
+
+_zygotes: "OrderedDict[Shape, Zygote]" = OrderedDict()
+_lock = threading.Lock()
+_told = set()
+
+
+def _tell_once(why: str):
+    if why not in _told:
+        _told.add(why)
+        log.warning("%s: workers start fresh", why)
+
+
+def start(shape: Shape, make_launch) -> "Zygote | None":
+    """This process's zygote of ``shape``, started with ``make_launch`` (see Zygote) when there is
+    none or it died, without waiting for its imports; None when it cannot start (logged). At most
+    MAX_ZYGOTES are kept: the one used least recently closes."""
+    with _lock:
+        zygote = _zygotes.get(shape)
+        if zygote is not None and not zygote.alive():
+            log.warning("the zygote died (%s): starting another", zygote.errors()[-500:] or "no message")
+            _zygotes.pop(shape).close()
+            zygote = None
+        if zygote is None:
+            try:
+                zygote = Zygote(shape, make_launch)
             except OSError as exc:
-                log.warning("no zygote: %s; workers start fresh", exc)
+                _tell_once(f"no zygote could start: {exc}")
                 return None
-        return _zygote
+            _zygotes[shape] = zygote
+            while len(_zygotes) > MAX_ZYGOTES:
+                _zygotes.popitem(last=False)[1].close()
+        _zygotes.move_to_end(shape)
+        return zygote
+
+
+def zygote_for(shape: Shape, make_launch) -> "Zygote | None":
+    """``start``'s zygote once its imports are done; None when it did not start cleanly (logged)."""
+    zygote = start(shape, make_launch)
+    if zygote is None or zygote.ready():
+        return zygote
+    with _lock:
+        if _zygotes.get(shape) is zygote:
+            del _zygotes[shape]
+    _tell_once(f"the zygote did not start cleanly ({zygote.hello!r}; {zygote.errors()[-500:]})")
+    zygote.close()
+    return None
+
+
+def close_all():
+    """Every zygote of this process closed (their folders removed): at exit, and for tests."""
+    with _lock:
+        while _zygotes:
+            _zygotes.popitem()[1].close()
+
+
+atexit.register(close_all)

@@ -1,39 +1,64 @@
-"""SPIKE (issue 26): the zygote, a process that has imported what the release's set-up cell imports,
-has never run student code, and forks one worker per request (Landlock mode, no bubblewrap).
+"""The zygote: a process that has imported what the release's set-up cell imports, has never run
+student code, and forks one worker per request. zygote.py starts it, one per grader process and
+sandbox shape, either as a plain process (the modes ``landlock`` and ``none``) or inside a
+bubblewrap sandbox of its own (``bwrap+landlock``, ``bwrap``). Like worker.py it imports nothing
+from the package: it is loaded by path from the worker's folder.
 
-Started by zygote.py as a plain script from a private folder holding worker.py and confine.py (root's,
-0755), with the worker's environment (PYTHONHASHSEED, KERAS_BACKEND, thread caps are read once, at
-start), its control socket (SOCK_SEQPACKET) on the descriptor BN_AUTOGRADER_ZYGOTE_CONTROL names,
-stdin and stdout on /dev/null. Like worker.py it imports nothing from the package.
+The zygote reads nothing of a request but its descriptors; the child parses the request itself.
+It runs with one thread (the worker's thread caps are in its environment before it starts, and it
+imports but never computes: JAX starts its threads at its first computation), and it counts its
+threads before every fork: with more than one, it refuses and the grader starts a fresh worker.
 
-A request is one datagram: JSON {"env", "cwd", "cgroup": [paths], "cgroup_optional": [paths],
-"rlimits": [[name, soft, hard]], "keras_home"} with four descriptors attached (SCM_RIGHTS): the
-worker's request pipe (read end), its answer pipe (write end), its stderr file, and a status socket
-of its own. On the status socket the zygote writes "pid N" (or "refused WHY") and, when it has reaped
-the child, "exit CODE" (Popen's convention: negative for a signal), then closes it.
+Control socket (SOCK_SEQPACKET, its descriptor named by BN_AUTOGRADER_ZYGOTE_CONTROL):
+  zygote -> grader, once: {"ready": true, "threads": N, "imports_seconds": s}
+  grader -> zygote, per worker: the request (JSON, below) with four descriptors (SCM_RIGHTS): the
+      worker's request pipe (read end), its answer pipe (write end), its stderr file, and the
+      worker's own status socket (SOCK_SEQPACKET).
+  EOF: the grader process ended, however it died; the zygote exits, and its children die with it.
+Status socket, per worker:
+  child -> grader: "forked"; the grader reads the child's pid from the credentials the kernel
+      attaches (SO_PASSCRED), takes a pidfd of it, puts it in its cgroup, and answers "go". Only
+      then does the child go on. It closes the socket before any student code runs.
+  zygote -> grader: "refused WHY" instead of forking, or "exit CODE" once it has reaped the child
+      (Popen's convention: negative for a signal).
+Request: {"env": {...}, "cwd": str, "rlimits": [[name, soft, hard], ...], "keras_home": str,
+          "namespaces": null | {"scratch": [[path, bytes], ...], "folders": [[path, mode], ...]}}
 
-The child, in this order, before any student code: leaves the zygote's session and process group
-(setsid), joins its cgroup, takes its rlimits, puts its pipes on 0/1/2 and closes every other
-descriptor (the control socket, other children's status sockets), enters its scratch, takes its
-own environment, reseeds Python's and NumPy's random state, then runs worker.main(): drop to the
-leased uid, die with its parent, Landlock + seccomp (which refuse when a second thread exists),
-then the request loop.
+The child (C1), in this order, before any student code: dies with the zygote; makes its own
+session and process group; the handshake above (its cgroup); its rlimits; its pipes on 0, 1, 2
+and every other descriptor closed (the control socket, other workers' status sockets). Under
+bubblewrap ("namespaces") it then makes its own mount, PID, network, IPC, UTS and cgroup
+namespaces and forks their init (C2, pid 1, which mounts the worker's own tmpfs scratch and /proc
+and reaps), which forks the worker (C3, pid 2): as bwrap does for a fresh worker. The worker then
+enters its scratch, takes its own environment, reseeds Python's and NumPy's random state (shared
+across fork) and runs worker.main(): drop to its leased uid, Landlock + seccomp (which refuse a
+second thread), the request loop.
 """
 
+import ctypes
 import gc
 import importlib.util
-import json
 import os
 import resource
 import select
-import socket
 import sys
 import time
 import traceback
+from json import dumps, loads
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_REQUEST = 1 << 20
 CHILD_FAILED = 72            # the child could not set itself up (it ran no student code)
+HANDSHAKE_SECONDS = 30.0
+PR_SET_PDEATHSIG = 1
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
+CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+# What bwrap's --proc covers read-only: the machine's settings a namespace's root could otherwise write.
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _load(name, filename):
@@ -47,37 +72,111 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _grader_gone() -> bool:
-    """The zygote ends when its control socket closes (the grader process ended, however it died):
-    PR_SET_PDEATHSIG would bind it to the grader's thread that started it (a Dask or pool thread
-    may end while the process lives on). Its children die with it (worker.py's PR_SET_PDEATHSIG:
-    the zygote has one thread)."""
-    return os.getppid() != int(os.environ.pop("BN_AUTOGRADER_ZYGOTE_PARENT"))
+def _call(result, what):
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
 
 
-def _child(worker, request, fds):
-    """Runs in the forked child; never returns."""
+def _mount(source, target, fstype, flags, data=None):
+    _call(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                      ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
+
+
+def _die_with_parent(parent):
+    """SIGKILL when the parent ends; ``parent`` (its pid as seen from here, or None in a new PID
+    namespace, whose parent shows as 0) guards against a parent that died before the call."""
+    _call(_libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0), "prctl")
+    if parent is not None and os.getppid() != parent:
+        os._exit(CHILD_FAILED)
+
+
+def _exit_code(status) -> int:
+    """A child's status as an exit code, as bwrap's init passes it on: 128 + the signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def _handshake(status_fd):
+    """'forked' to the grader, which sees this process's pid in the kernel's credentials, puts it in
+    its cgroup and holds a pidfd of it; go on only on its 'go'."""
+    os.write(status_fd, b"forked")
+    readable, _, _ = select.select([status_fd], [], [], HANDSHAKE_SECONDS)
+    if not readable or os.read(status_fd, 16) != b"go":
+        os._exit(CHILD_FAILED)
+
+
+def _private_namespaces(spec):
+    """Under bubblewrap: this process (C1) makes the worker's own namespaces and stays as the relay
+    of its exit status; their init (C2) mounts the worker's scratch and /proc and reaps; returns in
+    the worker (C3, pid 2 of its PID namespace)."""
+    _call(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    _libc.unshare(CLONE_NEWCGROUP)          # as bwrap's --unshare-cgroup-try: where the kernel has it
+    alive_read, alive_write = os.pipe()
+    init = os.fork()
+    if init:
+        os.close(alive_read)
+        _hold_nothing()
+        _, status = os.waitpid(init, 0)
+        os._exit(_exit_code(status))
+    os.close(alive_write)
+    _die_with_parent(None)
+    if select.select([alive_read], [], [], 0)[0]:
+        os._exit(CHILD_FAILED)              # C1 ended before the death signal was asked for
+    os.close(alive_read)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)      # nothing mounted here reaches the zygote's tree
+    for path, size in spec["scratch"]:
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode=1777")
+    for path, mode in spec["folders"]:
+        os.mkdir(path)
+        os.chmod(path, mode)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in PROC_READ_ONLY:
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REC)
+    worker = os.fork()
+    if worker == 0:
+        os.setsid()                         # as bwrap's --new-session
+        return
+    _hold_nothing()                         # pid 1 keeps none of the worker's pipes
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(CHILD_FAILED)
+        if pid == worker:                   # the kernel then ends the rest of the namespace
+            os._exit(_exit_code(status))
+
+
+def _hold_nothing():
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _child(worker, zygote_pid, message, fds):
+    """Runs in the forked child (C1); never returns."""
     try:
-        request_fd, answer_fd, stderr_fd, _status_fd = fds
+        request_fd, answer_fd, stderr_fd, status_fd = fds
+        _die_with_parent(zygote_pid)
         os.setsid()
-        for path in request["cgroup"]:
-            with open(os.path.join(path, "cgroup.procs"), "w") as procs:
-                procs.write(str(os.getpid()))
-        for path in request.get("cgroup_optional", ()):
-            try:
-                with open(os.path.join(path, "cgroup.procs"), "w") as procs:
-                    procs.write(str(os.getpid()))
-            except OSError:
-                pass
+        _handshake(status_fd)
+        request = loads(message)
         for name, soft, hard in request["rlimits"]:
             resource.setrlimit(getattr(resource, name), (soft, hard))
         os.dup2(request_fd, 0)
         os.dup2(answer_fd, 1)
         os.dup2(stderr_fd, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") < 1 << 20 else 1 << 16)
+        os.closerange(3, min(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+        if request.get("namespaces"):
+            _private_namespaces(request["namespaces"])
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        if "BN_AUTOGRADER_PARENT" in os.environ:     # the worker dies with the zygote (worker.py)
+            os.environ["BN_AUTOGRADER_PARENT"] = str(os.getppid())
         _repoint_caches(request)
         import random
         random.seed()                            # from os.urandom, as a fresh interpreter does
@@ -106,11 +205,31 @@ def _repoint_caches(request):
         config._KERAS_DIR = request["keras_home"]
 
 
+def _close_all(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _report_exit(children, pidfd):
+    """Reap the child whose pidfd became readable, and tell the grader how it ended."""
+    pid, status_fd = children.pop(pidfd)
+    os.close(pidfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+        os.write(status_fd, f"exit {os.waitstatus_to_exitcode(status)}".encode())
+    except OSError:
+        pass
+    os.close(status_fd)
+
+
 def main():
-    if _grader_gone():
-        os._exit(0)
+    import socket
     worker = _load("_bn_autograder_worker", "worker.py")
-    worker._load_confine()                      # its own imports (ctypes, platform) too
+    confine = worker._load_confine()            # its own imports (ctypes, platform) too
+    worker._load_confine = lambda: confine      # a child under bubblewrap no longer sees the file
     worker._KerasWithoutTensorFlow.install()    # before Keras loads: set_random_seed must not import TensorFlow
     started = time.perf_counter()
     for name in os.environ.pop("BN_AUTOGRADER_ZYGOTE_IMPORTS", "").split(","):
@@ -120,52 +239,33 @@ def main():
     gc.collect()
     gc.freeze()                                 # fewer pages copied when a child's collector runs
     control = socket.socket(fileno=int(os.environ.pop("BN_AUTOGRADER_ZYGOTE_CONTROL")))
-    control.send(json.dumps({"ready": True, "threads": thread_count(), "imports_seconds": imported,
-                             "modules": len(sys.modules)}).encode())
-    children = {}                               # pid -> its status socket
+    control.send(dumps({"ready": True, "threads": thread_count(), "imports_seconds": imported}).encode())
+    children = {}                               # pidfd -> (pid, the grader's status socket)
+    me = os.getpid()
     while True:
-        while children:                         # reap and report
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            sock = children.pop(pid, None)
-            if sock is not None:
-                try:
-                    sock.send(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-                except OSError:
-                    pass
-                sock.close()
-        readable, _, _ = select.select([control], [], [], 0.05)
-        if not readable:
+        readable, _, _ = select.select([control, *children], [], [])
+        for pidfd in [fd for fd in readable if fd in children]:
+            _report_exit(children, pidfd)
+        if control not in readable:
             continue
         message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 4)
         if not message:
-            os._exit(0)                         # the grader closed its end
+            os._exit(0)                         # the grader closed its end: its children die with us
         if len(fds) != 4:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
             continue
-        status = socket.socket(fileno=fds[3])
         threads = thread_count()
         if threads != 1:                        # fork is only safe with no other thread
-            status.send(f"refused the zygote has {threads} threads\n".encode())
-            status.close()
-            for fd in fds[:3]:
-                os.close(fd)
+            os.write(fds[3], f"refused: the zygote has {threads} threads".encode())
+            _close_all(fds)
             continue
-        request = json.loads(message)
         pid = os.fork()
         if pid == 0:
-            control = children = status = message = None
-            _child(worker, request, fds)
-        for fd in fds[:3]:
-            os.close(fd)
-        request = message = None
-        children[pid] = status
-        status.send(f"pid {pid}\n".encode())
+            _close_all([control.detach(), *children, *(status for _, status in children.values())])
+            _child(worker, me, message, fds)
+        _close_all(fds[:3])
+        message = None
+        children[os.pidfd_open(pid)] = (pid, fds[3])
 
 
 if __name__ == "__main__":
