@@ -43,7 +43,7 @@ from .channel import (
 )
 from .errors import ModelRefused, SandboxUnavailable, SetupCellFailed, StudentCodeError
 from .sandbox import Limits, SandboxedProcess
-from .sandbox.process import CONFINE_FAILED_EXIT
+from .sandbox.process import CONFINE_FAILED_EXIT, prestart_zygote
 
 STARTUP_SECONDS = 60.0             # Python and NumPy starting in the sandbox; more means it is broken
 
@@ -195,6 +195,12 @@ class Submission:
         except SandboxUnavailable as exc:
             self._broken = exc
             raise
+        self._adopt(process)
+
+    def _adopt(self, process):
+        """``process`` becomes this submission's worker."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.limits.total_seconds
         self._workers.append(process)
         origin = "workers_forked" if process.forked else "workers_fresh"     # results.json's timings say which
         self.timings[origin] = self.timings.get(origin, 0) + 1
@@ -236,15 +242,38 @@ class Submission:
         if self._early is not None or self._process is not None or self._closed or self._broken:
             return
         started = time.monotonic()
-        try:
-            with warnings.catch_warnings():       # as inside pytest (-W ignore), where it was started before
-                warnings.simplefilter("ignore")
-                self._spawn()
-        except Exception:  # noqa: BLE001 - the first use starts it again and raises there
-            return
-        self._early = threading.Thread(target=self._run_cells_on_thread, args=(started,), name="worker-start",
-                                       daemon=True)
+        if self.limits.zygote and prestart_zygote(self.limits, self.hide, self.requested_isolation,
+                                                  allow_unsandboxed=False):
+            target = self._fork_and_run_cells_on_thread      # the zygote's imports overlap too
+        else:
+            try:
+                with warnings.catch_warnings():       # as inside pytest (-W ignore), where it was started before
+                    warnings.simplefilter("ignore")
+                    self._spawn()
+            except Exception:  # noqa: BLE001 - the first use starts it again and raises there
+                return
+            target = self._run_cells_on_thread
+        self._early = threading.Thread(target=target, args=(started,), name="worker-start", daemon=True)
         self._early.start()
+
+    def _fork_and_run_cells_on_thread(self, started):
+        """start_early's thread with a zygote: it waits for the zygote's imports, forks the worker and
+        runs the cells. A forked worker may be started on any thread (nothing ties it to the thread);
+        where the zygote cannot fork, nothing starts here and the first use starts a fresh worker on
+        its own thread."""
+        try:
+            if self._closed:
+                return
+            process = SandboxedProcess(self.limits, self.hide, self.requested_isolation, fresh=False)
+            if process.process is None:
+                return
+            self._adopt(process)
+            if not self._closed:
+                self._run_cells(started)
+        except BaseException as exc:  # noqa: BLE001 - handed to the first use, which raises it
+            self._early_error = exc
+        finally:
+            self._early_done = time.monotonic()
 
     def _run_cells_on_thread(self, started):
         try:
@@ -321,6 +350,12 @@ class Submission:
         return replace(outcome, kind=Kind.RAISED)
 
     def _death_reason(self, process) -> str:
+        if process.forked and process.process.poll() is not None and process.process.zygote_died:
+            # Its zygote died (never the student's doing: it runs no student code, and no worker may
+            # signal it), and its workers with it: the grader's failure, not this student's.
+            self._broken = SandboxUnavailable("the zygote this submission's worker was forked from died, and the "
+                                              "worker with it")
+            return "the grader's zygote process died"
         if process.group.out_of_memory():
             return f"the code ran out of memory (limit {self.limits.memory_bytes >> 20} MiB)"
         code = process.process.poll()

@@ -292,7 +292,10 @@ def processes(*, uids=range(0), tags=()) -> list:
 
 
 def scratch_left(folder: Path) -> list:
-    return sorted(str(p) for p in folder.glob("bn-worker-*"))
+    """Worker folders in ``folder``; a live zygote's is this process's, not a submission's."""
+    from autograder.sandbox import zygote
+    kept = {str(z.folder) for z in list(zygote._zygotes.values()) if z.alive() and z.folder is not None}
+    return sorted(str(p) for p in folder.glob("bn-worker-*") if str(p) not in kept)
 
 
 def leftovers(first_uid: int, tag: str, scratch: Path) -> list:

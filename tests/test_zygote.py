@@ -1,17 +1,23 @@
-"""SPIKE (issue 26): two students' workers forked at once by the zygote (Landlock mode,
-BN_AUTOGRADER_ZYGOTE=1) are isolated from each other and from the zygote as fresh workers are:
-separate uids, process groups, cgroups and scratch; neither reads, traces or signals the other or
-the zygote; each holds only its own pipes; each has its own random state."""
+"""The zygote (sandbox/zygote.py, zygote_main.py): workers forked from it are isolated from each
+other and from it as fresh workers are, in every mode; a zygote that holds a thread is not used
+(the log says so) and a worker starts fresh; a zygote that dies is replaced and costs only its
+workers; a grader killed with -9 leaves nothing running or on disk; the switch turns it off."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from autograder.sandbox import zygote
+from autograder.sandbox import identity, process, zygote
 from autograder.sandbox.isolation import Isolation
+from autograder.errors import StudentCodeError
 from autograder.submission import Submission
 
 from conftest import SETUP, offer_for, write_notebook
@@ -19,16 +25,14 @@ from conftest import SETUP, offer_for, write_notebook
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cgroups")]
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
-
-
-def decode_report(answer):
-    return json.loads(answer.value.astype(np.uint8).tobytes())
+MODES = ("landlock", "bwrap+landlock", "bwrap")
 
 MORE_PROBES = '''
 def probe_self():
     return _report({"fds": sorted(os.listdir("/proc/self/fd")), "pid": os.getpid(), "pgid": os.getpgid(0),
                     "sid": os.getsid(0), "uid": os.getuid(), "cgroup": open("/proc/self/cgroup").read(),
-                    "cwd": os.getcwd(), "draw": float(np.random.rand()), "threads": len(os.listdir("/proc/self/task"))})
+                    "cwd": os.getcwd(), "draw": float(np.random.rand()), "threads": len(os.listdir("/proc/self/task")),
+                    "pids": _attempt(lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))})
 
 
 def probe_signal_all(pids):
@@ -36,72 +40,215 @@ def probe_signal_all(pids):
 '''
 
 
-def test_two_forked_workers_are_isolated_from_each_other_and_from_the_zygote(tmp_path, limits, monkeypatch):
-    mode = offer_for("landlock") and Isolation.LANDLOCK
-    monkeypatch.setenv(zygote.ENABLE_VARIABLE, "1")
+def decode_report(answer):
+    return json.loads(answer.value.astype(np.uint8).tobytes())
+
+
+def descendants(pid) -> list:
+    """``pid``'s processes below it, as the grader sees them."""
+    children = {}
+    for entry in identity.processes():
+        children.setdefault(entry.parent, []).append(entry.pid)
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def zygote_pids() -> list:
+    """Every process of this grader's zygotes (bwrap's and the zygote's own under bubblewrap)."""
+    pids = []
+    for z in list(zygote._zygotes.values()):
+        pids.append(z.process.pid)
+        pids += [p for p in descendants(z.process.pid)]
+    return pids
+
+
+def zygote_pid(z) -> int:
+    """The zygote's own process (under bubblewrap, bwrap's grandchild), from its pidfd."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{z.pidfd}").read_text().splitlines())
+    return int(fields["Pid"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_forked_workers_are_isolated_from_each_other_and_from_the_zygote(mode, tmp_path, limits):
+    offer_for(mode)
     probes = (HOSTILE / "probes.py").read_text() + MORE_PROBES
     limits_ = limits(cell=10, call=30)
+    assert limits_.zygote
     with Submission.open(write_notebook(tmp_path / "a", SETUP, probes), limits_, isolation=mode) as a, \
             Submission.open(write_notebook(tmp_path / "b", SETUP, probes), limits_, isolation=mode) as b:
         assert not a.cell_errors() and not b.cell_errors()
         assert a._process.forked and b._process.forked
-        parent = zygote._zygote.process.pid
+        assert a.timings["workers_forked"] == 1 and "workers_fresh" not in a.timings
         me_a, me_b = decode_report(a.call_array("probe_self")), decode_report(b.call_array("probe_self"))
-        pid_a = a._process.process.pid
-        secret = f"{me_a['cwd']}/secret.py"
+        secret = f"{me_a['cwd']}/secret.py" if mode == "landlock" else "/tmp/secret.py"
         assert "ok" in decode_report(a.call_array("probe_write", paths=[secret]))[secret]
+        host_a, host_b = a._process.process.pid, b._process.process.pid
+        mine = {host_b, *descendants(host_b)}
+        others = [p for p in (host_a, *descendants(host_a), *zygote_pids(), os.getpid()) if p not in mine]
         reads = decode_report(b.call_array("probe_read_all", paths=[
-            secret, f"/proc/{pid_a}/environ", f"/proc/{pid_a}/mem", f"/proc/{pid_a}/cmdline",
-            f"/proc/{parent}/environ", f"/proc/{parent}/mem", f"/proc/{parent}/maps"]))
-        listing = decode_report(b.call_array("probe_list_all", paths=[me_a["cwd"], f"/proc/{pid_a}/fd"]))
-        signals = decode_report(b.call_array("probe_signal_all", pids=[pid_a, parent, os.getpid()]))
-        traces = decode_report(b.call_array("probe_ptrace", pids=[pid_a, parent]))
-    assert me_a["uid"] != me_b["uid"] and me_a["cwd"] != me_b["cwd"]
+            secret, *(f"/proc/{p}/{what}" for p in others for what in ("environ", "mem", "maps"))]))
+        scratch_a = [me_a["cwd"]] if mode == "landlock" else []       # under bubblewrap each has its own /tmp/work
+        listing = decode_report(b.call_array("probe_list_all", paths=[*scratch_a, *(f"/proc/{p}/fd" for p in others)]))
+        signals = decode_report(b.call_array("probe_signal_all", pids=others))
+        traces = decode_report(b.call_array("probe_ptrace", pids=others))
+        groups = {}
+        for name, s in (("a", a), ("b", b)):
+            worker = s._process
+            groups[name] = [str(d) for d in worker.group.dirs]
+            assert {worker.process.pid, *descendants(worker.process.pid)} <= set(worker.group.pids())
+    assert me_a["uid"] != me_b["uid"]
     for me in (me_a, me_b):
-        assert me["pgid"] == me["sid"] == me["pid"] != parent           # its own session and group
+        assert me["pgid"] == me["sid"] == me["pid"]                    # its own session and group
         assert me["fds"] == ["0", "1", "2", "3", "4", "5"], me["fds"]     # null x3, its two pipes, the listing
         assert me["threads"] == 1
-    assert me_a["cgroup"] != me_b["cgroup"] and "bn-autograder" in me_a["cgroup"]
+    assert set(groups["a"]).isdisjoint(groups["b"])    # each its own cgroup, holding all its processes
     assert me_a["draw"] != me_b["draw"]            # NumPy's state reseeded after the fork
-    assert all("error" in r for r in reads.values()), reads
+    if mode == "landlock":
+        assert me_a["cwd"] != me_b["cwd"] and "bn-autograder" in me_a["cgroup"]
+    else:                                           # its own PID namespace: pid 2 under its init
+        assert me_a["pid"] == me_b["pid"] == 2 and me_b["pids"]["ok"] == [1, 2], me_b["pids"]
+        assert me_a["cgroup"].strip().endswith("::/")     # its own cgroup namespace
+    leaks = {path: r for path, r in reads.items() if "error" not in r and "bn-autograder" not in path}
+    assert not leaks, leaks                       # the secret, /proc/A, /proc/zygote: nothing read
     assert all("error" in r for r in listing.values()), listing
     assert all("error" in r for r in signals.values()), signals
     assert all("error" in r for r in traces.values()), traces
-    json.dumps([reads, signals])                   # plain data only
-    assert np.isfinite(me_a["draw"])
-    assert os.getpid() != parent
 
 
-def test_a_zygote_with_a_thread_is_not_used_and_the_log_says_so(tmp_path, limits, monkeypatch, caplog):
+LATE_THREAD = '''\
+"""Imported by the zygote (a test): starts a thread in it after its first fork."""
+import os
+import threading
+
+
+def _start():
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+
+
+os.register_at_fork(after_in_parent=_start)
+'''
+
+
+def test_a_zygote_with_a_thread_at_fork_time_refuses_and_the_worker_starts_fresh(tmp_path, limits, monkeypatch,
+                                                                                   caplog):
+    offer_for("landlock")
+    zygote.close_all()
+    monkeypatch.setattr(zygote, "PRELOAD", (*zygote.PRELOAD, "late_thread"))
+    launcher = process.zygote_launcher
+
+    def with_a_late_thread(shape):
+        make = launcher(shape)
+
+        def launch(variables):
+            started = make(variables)
+            (started.code / "late_thread.py").write_text(LATE_THREAD)     # beside zygote_main.py: importable
+            return started
+        return launch
+    monkeypatch.setattr(process, "zygote_launcher", with_a_late_thread)
+    notebook = write_notebook(tmp_path, SETUP, "x = np.ones(3).sum()")
+    try:
+        with Submission.open(notebook, limits(), isolation="landlock") as first:
+            assert not first.cell_errors() and first._process.forked
+        with Submission.open(notebook, limits(), isolation="landlock") as second:
+            assert not second.cell_errors()
+            assert not second._process.forked and second.isolation == "landlock"
+            assert second.timings["workers_fresh"] == 1
+    finally:
+        zygote.close_all()
+    assert "did not fork" in caplog.text and "2 threads" in caplog.text
+
+
+def test_a_zygote_whose_imports_start_a_thread_is_not_used(tmp_path, limits, monkeypatch, caplog):
     """Without the thread caps OpenBLAS starts its pool when the zygote imports NumPy: the zygote is
-    refused and each worker starts fresh, still confined."""
+    not used, and each worker starts fresh, still confined."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("OpenBLAS starts no pool on one CPU")
-    mode = offer_for("landlock") and Isolation.LANDLOCK
-    monkeypatch.setenv(zygote.ENABLE_VARIABLE, "1")
-    monkeypatch.setattr(zygote, "_zygote", None)
-    from autograder.sandbox import process
+    offer_for("landlock")
+    zygote.close_all()
     uncapped = process.worker_environment
 
     def without_caps(*args, **kwargs):
         env = uncapped(*args, **kwargs)
         return {k: v for k, v in env.items() if k not in process.thread_environment(1)}
     monkeypatch.setattr(process, "worker_environment", without_caps)
-    with Submission.open(write_notebook(tmp_path, SETUP, "x = np.ones(3).sum()"), limits(), isolation=mode) as s:
-        assert not s.cell_errors()
-        assert not s._process.forked and s.isolation == "landlock"
-    assert "no zygote" in caplog.text and "threads" in caplog.text
+    monkeypatch.setattr(zygote, "_told", set())
+    try:
+        with Submission.open(write_notebook(tmp_path, SETUP, "x = np.ones(3).sum()"), limits(),
+                             isolation="landlock") as s:
+            assert not s.cell_errors()
+            assert not s._process.forked and s.isolation == "landlock"
+    finally:
+        zygote.close_all()
+    assert "did not start cleanly" in caplog.text and "'threads': 1" not in caplog.text
 
 
-def test_a_zygote_that_dies_is_replaced_and_costs_only_the_worker(tmp_path, limits, monkeypatch):
-    mode = offer_for("landlock") and Isolation.LANDLOCK
-    monkeypatch.setenv(zygote.ENABLE_VARIABLE, "1")
-    with Submission.open(write_notebook(tmp_path, SETUP, "x = 1"), limits(), isolation=mode) as s:
+@pytest.mark.parametrize("mode", ["landlock", "bwrap+landlock"])
+def test_a_zygote_that_dies_kills_its_workers_and_is_replaced(mode, tmp_path, limits):
+    offer_for(mode)
+    notebook = write_notebook(tmp_path, SETUP, "x = 1", "def f():\n    return np.ones(2)\n")
+    with Submission.open(notebook, limits(), isolation=mode) as s:
         assert not s.cell_errors() and s._process.forked
-        first = zygote._zygote
-        first.process.kill()                      # its children die with it (PR_SET_PDEATHSIG)
-        first.process.wait()
-        assert s._process.process.wait(timeout=5) == -9
-    with Submission.open(write_notebook(tmp_path / "next", SETUP, "x = 1"), limits(), isolation=mode) as s:
+        (first,) = [z for z in zygote._zygotes.values() if z.shape.bubblewrap == (mode != "landlock")]
+        worker = s._process.process
+        os.kill(zygote_pid(first), signal.SIGKILL)     # its children die with it (PR_SET_PDEATHSIG)
+        assert worker.wait(timeout=30) == -signal.SIGKILL and worker.zygote_died
+        while s._process.group.pids():            # under bubblewrap its namespace's init ends it just after
+            time.sleep(0.01)
+        with pytest.raises(StudentCodeError):
+            s.call_array("f")
+        failure = s.grader_failure()            # the grader's side: never a grade
+        assert failure is not None and "zygote" in str(failure)
+    with Submission.open(notebook, limits(), isolation=mode) as s:
         assert not s.cell_errors() and s._process.forked
-        assert zygote._zygote is not first and zygote._zygote.alive()
+        assert first not in zygote._zygotes.values()
+
+
+GRADER = textwrap.dedent('''\
+    import os, sys, time
+    from autograder.sandbox import zygote
+    from autograder.settings import from_environ
+    from autograder.submission import Submission
+    s = Submission.open(sys.argv[1], from_environ().limits, isolation=sys.argv[2])
+    assert not s.cell_errors() and s._process.forked
+    z = next(iter(zygote._zygotes.values()))
+    print(s._process.process.pid, z.process.pid, z.folder or "", flush=True)
+    time.sleep(600)
+''')
+
+
+@pytest.mark.parametrize("mode", ["landlock", "bwrap+landlock"])
+def test_a_grader_killed_with_minus_nine_leaves_nothing_running_or_on_disk(mode, tmp_path):
+    offer_for(mode)
+    notebook = write_notebook(tmp_path, SETUP, "x = 1")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    grader = subprocess.Popen([sys.executable, "-c", GRADER, str(notebook), mode], stdout=subprocess.PIPE, env=env,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        said = grader.stdout.readline().split()
+        assert len(said) >= 2, grader.stderr.read() if grader.poll() is not None else "no answer"
+        worker, zygote_pid, folder = (said + [""])[:3]
+        left = [int(worker), int(zygote_pid)]
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in left):
+        time.sleep(0.05)
+    alive = [p for p in left if Path(f"/proc/{p}").exists() and
+             Path(f"/proc/{p}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+    assert not alive
+    identity.sweep_orphan_folders()             # what the next grader process does first (sweep_orphans)
+    assert not folder or not Path(folder).exists()
+
+
+def test_the_switch_starts_every_worker_fresh(tmp_path, limits, monkeypatch):
+    offer_for("landlock")
+    monkeypatch.setenv("BN_AUTOGRADER_ZYGOTE", "0")
+    with Submission.open(write_notebook(tmp_path, SETUP, "x = 1"), limits(), isolation="landlock") as s:
+        assert not s.limits.zygote
+        assert not s.cell_errors() and not s._process.forked
+        assert s.timings["workers_fresh"] == 1 and "workers_forked" not in s.timings

@@ -301,24 +301,24 @@ def zygote_launcher(shape):
     return bubblewrap if shape.bubblewrap else plain
 
 
-def prestart_zygote(limits: Limits, hide=(), isolation=None) -> None:
+def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxed: bool = True):
     """Start this process's zygote for workers of ``limits`` now, without waiting for its imports:
     a grader process (the pool's, a Dask worker's, the bridge's) or the student's check, before its
-    first submission. Does nothing where workers start fresh (Limits.zygote off, isolation none
-    chosen by refusal, bubblewrap without root)."""
+    first submission. The zygote, or None where workers start fresh (Limits.zygote off, no
+    isolation and ``allow_unsandboxed`` false, bubblewrap without root)."""
     if not limits.zygote:
-        return
+        return None
     try:
-        mode = Isolation(isolation) if isolation is not None else choose_isolation(never_refuse=True)
+        mode = Isolation(isolation) if isolation is not None else choose_isolation(allow_unsandboxed=allow_unsandboxed)
     except SandboxUnavailable:
-        return
+        return None
     if mode.bubblewrap:
         if os.geteuid() != 0:
-            return
+            return None
         shape = zygote.Shape(True, limits.threads, allowed(hide), (limits.uid_first, limits.uid_count))
     else:
         shape = zygote.Shape(False, limits.threads)
-    zygote.start(shape, zygote_launcher(shape))
+    return zygote.start(shape, zygote_launcher(shape))
 
 
 class SandboxedProcess:
@@ -326,7 +326,9 @@ class SandboxedProcess:
     which raises SandboxUnavailable where nothing isolates); ``kill()`` ends it and everything it
     started, and releases its uid."""
 
-    def __init__(self, limits: Limits, hide=(), isolation=None):
+    def __init__(self, limits: Limits, hide=(), isolation=None, *, fresh: bool = True):
+        """``fresh`` False: only a worker the zygote forks; where it cannot, nothing starts
+        (``process`` stays None, nothing is held)."""
         sweep_orphans()
         self.limits = limits
         self.isolation = Isolation(isolation) if isolation is not None else choose_isolation()
@@ -349,6 +351,9 @@ class SandboxedProcess:
             if limits.zygote:
                 self.process = self._fork_from_zygote(hide, plain)
                 self.forked = self.process is not None
+            if not self.forked and not fresh:
+                self._release()
+                return
             if not self.forked:
                 self._start_fresh(hide, plain)
         except BaseException:

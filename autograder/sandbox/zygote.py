@@ -77,6 +77,7 @@ class ForkedProcess:
         self.stdin = open(stdin_fd, "wb", buffering=0)
         self.stdout = open(stdout_fd, "rb", buffering=0)
         self.returncode = None
+        self.zygote_died = False     # the status socket closed without a status: the zygote died
         self._status = status
 
     def _read_status(self, timeout):
@@ -94,8 +95,12 @@ class ForkedProcess:
                 self.returncode = int(message[5:])
             except ValueError:
                 self.returncode = -signal.SIGKILL
-        elif not message:
-            self.returncode = -signal.SIGKILL    # the zygote died: its children with it
+        elif not message:                        # the zygote died, and its children die with it:
+            self.kill()                          # this one surely, and said only once it has ended
+            if self.pidfd is not None:
+                select.select([self.pidfd], [], [], 10)
+            self.returncode = -signal.SIGKILL
+            self.zygote_died = True
         if self.returncode is not None:
             self.close()
         return self.returncode
@@ -147,7 +152,9 @@ class Zygote:
         self.hello = None
         self.process = None
         self.folder = None
+        self.pidfd = None            # the zygote's own process (under bubblewrap, not bwrap's)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.control = ours
         passed = ()
         try:
@@ -173,13 +180,24 @@ class Zygote:
             return ""
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        """It runs (bwrap and the zygote inside), and its folder (which Landlock allows its children)
+        is still there."""
+        return self.process is not None and self.process.poll() is None and \
+            (self.pidfd is None or not select.select([self.pidfd], [], [], 0)[0]) and \
+            (self.folder is None or self.folder.is_dir())
 
     def ready(self) -> bool:
         """Waits for the zygote's imports (once); it is ready with exactly one thread."""
         if self.hello is None:
             readable, _, _ = select.select([self.control], [], [], READY_SECONDS)
-            message = self.control.recv(4096) if readable else b""
+            message, ancillary, _, _ = (self.control.recvmsg(4096, socket.CMSG_SPACE(UCRED.size)) if readable
+                                        else (b"", [], 0, 0))
+            pid = _sender_pid(ancillary)           # the zygote's own, also under bubblewrap
+            if pid is not None:
+                try:
+                    self.pidfd = os.pidfd_open(pid)
+                except OSError:
+                    pass
             try:
                 self.hello = json.loads(message) if message else {}
             except ValueError:
@@ -238,6 +256,9 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         if self.folder is not None:
             from . import identity
             identity.remove_folder(self.folder)
