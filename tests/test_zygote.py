@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autograder.sandbox import identity, process, zygote
-from autograder.sandbox.isolation import Isolation
 from autograder.errors import StudentCodeError
+from autograder.sandbox import identity, process, zygote
 from autograder.submission import Submission
 
 from conftest import SETUP, offer_for, write_notebook
