@@ -118,6 +118,15 @@ def grade_task(task: Task, grader, load_error: str | None, settings: Settings) -
     return result
 
 
+def _prestart_zygote(settings: Settings) -> None:
+    """Start this process's zygote now, so that its imports overlap the grader's (sandbox.zygote)."""
+    try:
+        from ..sandbox.process import prestart_zygote
+        prestart_zygote(settings.limits, allow_unsandboxed=settings.allow_unsandboxed)
+    except Exception as exc:  # noqa: BLE001 - the first worker starts fresh, or the zygote then
+        log.warning("the zygote was not started early: %s", exc)
+
+
 def serve(grader_spec: str, settings_doc) -> None:
     """Load the grader, say ready, then answer each task line on stdin with its result's line."""
     replies = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -127,6 +136,7 @@ def serve(grader_spec: str, settings_doc) -> None:
     grader, load_error, settings = None, None, Settings()
     try:
         settings = Settings.from_dict(settings_doc)
+        _prestart_zygote(settings)
         grader = load_grader(grader_spec)
     except BaseException as exc:  # noqa: BLE001 - reported with each submission instead
         load_error = f"{type(exc).__name__}: {exc}"

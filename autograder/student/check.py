@@ -56,7 +56,7 @@ from ..channel import Kind as OutcomeKind
 from ..errors import NotebookUnreadable, SandboxUnavailable
 from ..exercises import EXERCISES, NOTEBOOK_NAME, UNANSWERED, WRITTEN_ANSWERS, Kind
 from ..sandbox import Limits, SandboxWarning
-from ..sandbox.process import WORKER_BACKEND_MODULES
+from ..sandbox.process import WORKER_BACKEND_MODULES, prestart_zygote
 from ..submission import Submission
 from ..text import bounded, shortened
 from . import contract as contracts
@@ -343,6 +343,8 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
     the release's (default: the kit's contract.json or the release grading finds), or a Contract, or
     None to compare with nothing. ``echo`` gets the first line (which isolation) before the run."""
     limits = limits or Limits()
+    chosen, isolation = isolation_choice()
+    prestart_zygote(limits, isolation=chosen)    # its imports overlap the reading and review below
     try:
         notebook = notebooks.read(path)
     except NotebookUnreadable as exc:
@@ -356,7 +358,6 @@ def check(path, limits: Limits | None = None, *, contract="release", hide=(), ec
     review.problems += contracts.locked_cell_problems(notebook, contract, cells)
     loading = loading_problems(cells)
 
-    chosen, isolation = isolation_choice()
     if echo:
         echo(f"Checking {bounded(Path(path).name, 200)} as the grader runs it: from a fresh start, only answer, "
              "added and "
