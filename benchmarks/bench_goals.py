@@ -322,7 +322,8 @@ def goal_zygote(work: Path, clock: Clock) -> bool:
         forked = sum(json.loads(p.read_text())["timings"].get("workers_forked", 0)
                      for p in (course / "grade-class").glob(f"*/{ASSIGNMENT_ID}/results.json"))
         n = len(documents[label])
-        print(f"    {label}: {n} students in {wall:.1f} s = {wall / (n * clock.t):.2f} x {n} T; workers forked: {forked}")
+        print(f"    {label}: {n} students in {wall:.1f} s = {wall / (n * clock.t):.2f} x {n} T; "
+              f"workers forked: {forked}")
     same_csv = grades["zygote off"] == grades["zygote on"]
     differ = sorted(s for s in set(documents["zygote off"]) | set(documents["zygote on"])
                     if documents["zygote off"].get(s) != documents["zygote on"].get(s))
