@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 GOAL = 3.0
+ZYGOTE_GOAL = 0.3      # issue 26's, with the worker forked from a zygote that lives as long as the command
 
 
 def timed(argv, env, cwd) -> tuple:
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     print(f"T (import tensorflow): median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f})")
     print(f"check on the solution: median {statistics.median(cs):.2f} s (min {min(cs):.2f}, max {max(cs):.2f})")
     print(f"check / T: median {ratio:.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}); goal <= {GOAL:g}: "
-          f"{'met' if ratio <= GOAL else 'MISSED'}")
+          f"{'met' if ratio <= GOAL else 'MISSED'}; issue 26's goal <= {ZYGOTE_GOAL:g}: "
+          f"{'met' if ratio <= ZYGOTE_GOAL else 'MISSED'}")
     return 0 if ratio <= GOAL else 1
 
 
