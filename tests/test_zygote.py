@@ -31,7 +31,9 @@ def probe_self():
     return _report({"fds": sorted(os.listdir("/proc/self/fd")), "pid": os.getpid(), "pgid": os.getpgid(0),
                     "sid": os.getsid(0), "uid": os.getuid(), "cgroup": open("/proc/self/cgroup").read(),
                     "cwd": os.getcwd(), "draw": float(np.random.rand()), "threads": len(os.listdir("/proc/self/task")),
-                    "pids": _attempt(lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))})
+                    "pids": _attempt(lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit())),
+                    "status": {k: v.strip() for k, v in (line.split(":", 1) for line in
+                               open("/proc/self/status").read().splitlines()) if k.startswith(("Cap", "NoNew"))}})
 
 
 def probe_signal_all(pids):
@@ -104,6 +106,11 @@ def test_two_forked_workers_are_isolated_from_each_other_and_from_the_zygote(mod
         assert me["pgid"] == me["sid"] == me["pid"]                    # its own session and group
         assert me["fds"] == ["0", "1", "2", "3", "4", "5"], me["fds"]     # null x3, its two pipes, the listing
         assert me["threads"] == 1
+        status = me["status"]                       # no capability left, none to gain
+        assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0000000000000000", status
+        assert status["NoNewPrivs"] == "1"
+        if mode != "landlock":                      # bwrap's --cap-add CAP_SETUID, CAP_SETGID: a fresh worker's
+            assert status["CapBnd"] == "00000000000000c0", status
     assert set(groups["a"]).isdisjoint(groups["b"])    # each its own cgroup, holding all its processes
     assert me_a["draw"] != me_b["draw"]            # NumPy's state reseeded after the fork
     if mode == "landlock":

@@ -50,7 +50,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_REQUEST = 1 << 20
 CHILD_FAILED = 72            # the child could not set itself up (it ran no student code)
 HANDSHAKE_SECONDS = 30.0
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+CAP_SETPCAP, CAP_SYS_ADMIN = 8, 21
+ZYGOTE_ONLY_CAPABILITIES = (CAP_SYS_ADMIN, CAP_SETPCAP)    # what bwrap.ZYGOTE_CAPABILITIES adds to a worker's
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -138,6 +140,8 @@ def _private_namespaces(spec):
     worker = os.fork()
     if worker == 0:
         os.setsid()                         # as bwrap's --new-session
+        for capability in ZYGOTE_ONLY_CAPABILITIES:   # the worker's bounding set: a fresh worker's
+            _call(_libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "prctl")
         return
     _hold_nothing()                         # pid 1 keeps none of the worker's pipes
     while True:
