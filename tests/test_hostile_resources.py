@@ -240,7 +240,9 @@ def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits
 
 
 @needs_bwrap
-def test_processes_end_with_their_request_or_at_the_latest_with_the_sandbox(tmp_path, limits, monkeypatch):
+@pytest.mark.parametrize("zygote", ["1", "0"], ids=["forked", "fresh"])
+def test_processes_end_with_their_request_or_at_the_latest_with_the_sandbox(zygote, tmp_path, limits, monkeypatch):
+    monkeypatch.setenv("BN_AUTOGRADER_ZYGOTE", zygote)
     limits_ = limits(cell=5)
     tag = unique_digits()
     path = write_notebook(tmp_path, SETUP, strays(tag), MANUAL_BN)
@@ -258,9 +260,18 @@ def test_processes_end_with_their_request_or_at_the_latest_with_the_sandbox(tmp_
         return argv[:at - 1] + argv[at + 2:]
 
     monkeypatch.setattr(sandbox_process, "bubblewrap_argv", without_ending_strays)
+    forked_environment = sandbox_process.forked_bubblewrap_environment
+
+    def forked_without_ending_strays(*args, **kwargs):
+        environment = forked_environment(*args, **kwargs)
+        del environment["BN_AUTOGRADER_PRIVATE_PIDS"]
+        return environment
+
+    monkeypatch.setattr(sandbox_process, "forked_bubblewrap_environment", forked_without_ending_strays)
     with Submission.open(path, limits_) as s:
         assert not s.cell_errors()
         assert len(processes(tags=(tag,))) >= 4, processes(tags=(tag,))
+        assert s._process.forked == (zygote == "1")
     assert not processes(tags=(tag,)), "a student's process outlived its sandbox"
 
 

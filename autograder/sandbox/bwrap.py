@@ -26,6 +26,7 @@ ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_SETPCAP
 SANDBOX_HOME = "/tmp/work"
 SANDBOX_UID = SANDBOX_GID = 65534            # nobody / nogroup: who the worker seems to be without root
 DROP_TO_VARIABLE = "BN_AUTOGRADER_UID"       # tells worker.py which uid to become before student code
+PRIVATE_PIDS_VARIABLE = "BN_AUTOGRADER_PRIVATE_PIDS"    # the worker is alone with its processes: kill(-1)
 HIDING_TMPFS_BYTES = 1 << 20                 # the empty file systems that hide folders stay tiny
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")   # empty, private and writable in the sandbox
 
@@ -161,7 +162,7 @@ def command(python: str, allow: AllowList, environment: dict, limits=None, usern
     ``allow``, in ``environment``; with ``userns_fd`` (as root) the worker becomes uid ``drop_to``."""
     limits = limits or Limits()
     environment = dict(environment)
-    environment["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
+    environment[PRIVATE_PIDS_VARIABLE] = "1"     # the worker may end strays with kill(-1)
     if userns_fd is not None:
         environment[DROP_TO_VARIABLE] = str(drop_to if drop_to is not None else SANDBOX_UID)
     return [shutil.which("bwrap"), *_namespace_arguments(userns_fd), "--die-with-parent", "--new-session",

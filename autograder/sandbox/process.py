@@ -153,6 +153,17 @@ def bubblewrap_argv(hide=(), limits=None, userns_fd=None, drop_to=None, landlock
     return bwrap.command(interpreter(), allow, environment, limits, userns_fd, drop_to)
 
 
+def forked_bubblewrap_environment(allow: allowlist.AllowList, limits: Limits, uid: int, landlock: bool) -> dict:
+    """The environment of a worker the zygote forks under bubblewrap: what bwrap.command gives a fresh
+    one (it becomes ``uid``; it may end strays with kill(-1) in its own PID namespace)."""
+    environment = worker_environment(SANDBOX_HOME, threads=limits.threads)
+    if landlock:
+        environment[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
+    environment[bwrap.PRIVATE_PIDS_VARIABLE] = "1"
+    environment[bwrap.DROP_TO_VARIABLE] = str(uid)
+    return environment
+
+
 def _everyone_can_read(path) -> bool:
     """Every folder on the way to ``path`` lets others through and others may read it."""
     try:
@@ -386,11 +397,7 @@ class SandboxedProcess:
                 return None
             allow = allowed(hide)
             shape = zygote.Shape(True, limits.threads, allow, (limits.uid_first, limits.uid_count))
-            env = worker_environment(SANDBOX_HOME, threads=limits.threads)
-            if self.isolation.landlock:
-                env[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
-            env[bwrap.DROP_TO_VARIABLE] = str(self.lease.uid)
-            env["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # the worker may end strays with kill(-1)
+            env = forked_bubblewrap_environment(allow, limits, self.lease.uid, self.isolation.landlock)
             cwd, unprivileged = SANDBOX_HOME, True
             namespaces = {"scratch": bwrap.scratch_sizes(limits), "folders": bwrap.WORKER_FOLDERS}
         else:
@@ -450,7 +457,7 @@ class SandboxedProcess:
                                                 "list_only": list(list_only), "read_write": [str(scratch), *DEVICES]})
         if not self.lease.shared:               # root: become the leased uid, alone with its processes
             env[bwrap.DROP_TO_VARIABLE] = str(self.lease.uid)
-            env["BN_AUTOGRADER_PRIVATE_PIDS"] = "1"     # kill(-1) as that uid reaches only its own
+            env[bwrap.PRIVATE_PIDS_VARIABLE] = "1"     # kill(-1) as that uid reaches only its own
             if not all(map(_everyone_can_read, [sys.executable, *allow.read_only, code])):
                 # Python lives where the uid may not go (root's 0700 home): it keeps the right to
                 # read past permissions alone, and Landlock decides what it reads.
