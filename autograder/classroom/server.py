@@ -136,7 +136,8 @@ def serve(grader_spec: str, settings_doc) -> None:
     grader, load_error, settings = None, None, Settings()
     try:
         settings = Settings.from_dict(settings_doc)
-        _prestart_zygote(settings)
+        if grader_spec == GRADER:            # another grader (a test's) starts one only if it needs it
+            _prestart_zygote(settings)
         grader = load_grader(grader_spec)
     except BaseException as exc:  # noqa: BLE001 - reported with each submission instead
         load_error = f"{type(exc).__name__}: {exc}"
