@@ -13,6 +13,7 @@ from autograder import synthetic_students as students
 from autograder.errors import SandboxUnavailable
 from autograder.models import view
 from autograder.results import Result
+from autograder.sandbox import bwrap
 from autograder.sandbox import process as sandbox_process
 from autograder.sandbox.isolation import Isolation
 from autograder.submission import Submission
@@ -38,12 +39,18 @@ pytestmark = pytest.mark.usefixtures("cgroups")
 
 
 @needs_bwrap
-def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(tmp_path, limits, monkeypatch):
-    original = sandbox_process.bubblewrap_argv
-    monkeypatch.setattr(sandbox_process, "bubblewrap_argv",
-                        lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
+@pytest.mark.parametrize("zygote", ["0", "1"], ids=["fresh", "forked"])
+def test_a_sandbox_that_cannot_start_is_the_graders_error_not_the_students(zygote, tmp_path, limits, monkeypatch):
+    monkeypatch.setenv("BN_AUTOGRADER_ZYGOTE", zygote)
+    if zygote == "0":                      # bwrap cannot find the worker's script
+        original = sandbox_process.bubblewrap_argv
+        monkeypatch.setattr(sandbox_process, "bubblewrap_argv",
+                            lambda *a, **k: [*original(*a, **k)[:-1], "/nowhere/worker.py"])
+    else:                                  # the forked child cannot mount its scratch
+        sizes = bwrap.scratch_sizes
+        monkeypatch.setattr(bwrap, "scratch_sizes", lambda limits: [*sizes(limits), ("/nowhere/worker.py", 1 << 20)])
     with Submission.open(write_notebook(tmp_path, SETUP, MANUAL_BN), limits()) as s:
-        with pytest.raises(SandboxUnavailable, match="did not start.*/nowhere/worker.py"):
+        with pytest.raises(SandboxUnavailable, match="(?s)did not start.*/nowhere/worker.py"):
             s.call_array("manual_batch_norm", np.ones((2, 2)))
         started = time.monotonic()
         with pytest.raises(SandboxUnavailable):      # remembered: no cell is blamed, nothing is retried
@@ -159,7 +166,9 @@ def _setup_cell(grade_id, source):
 
 @pytest.mark.slow
 @needs_bwrap
-def test_a_set_up_cell_that_fails_for_lack_of_memory_is_the_graders_error(tmp_path, limits, graded):
+def test_a_set_up_cell_that_fails_for_lack_of_memory_is_the_graders_error(tmp_path, limits, graded, monkeypatch):
+    # A worker forked from the zygote finds keras imported, in pages its cgroup is not charged for.
+    monkeypatch.setenv("BN_AUTOGRADER_ZYGOTE", "0")
     limits(cell=30, call=20, memory_mb=64)        # too little for the instructor's `import keras`
     results, _ = graded(write_notebook(tmp_path, _setup_cell("setup", SETUP), MANUAL_BN))
     assert_grader_error(results)
