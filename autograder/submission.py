@@ -73,6 +73,11 @@ class ArraysAnswer:
     args_after: list            # each array argument as it was after the call (None for scalars)
 
 
+class _ForkedWorkerFailed(Exception):
+    """A worker forked from the zygote could not set itself up (no student code ran): the zygote was
+    set aside, and the worker starts again fresh."""
+
+
 class Submission:
     """One notebook, its worker (started on first use, or early by start_early) and the outcome of each cell."""
 
@@ -152,8 +157,11 @@ class Submission:
         while True:
             started = time.monotonic()
             self._spawn()
-            if self._run_cells(started):
-                return
+            try:
+                if self._run_cells(started):
+                    return
+            except _ForkedWorkerFailed:     # the next worker starts fresh
+                continue
 
     def _run_cells(self, started) -> bool:
         """Wait until the spawned worker is ready, then run the cells in it. False when a cell hung or
@@ -228,7 +236,11 @@ class Submission:
             failure = f"the sandboxed worker did not confirm its {process.isolation.value} isolation ({confined!r})"
         if failure:
             details = process.startup_errors()
+            zygote = process.process.zygote if process.forked else None
             self._retire(process)
+            if zygote is not None:      # no student code ran: that zygote forks no more, a fresh worker instead
+                zygote.set_aside(failure + (f": {details}" if details else ""))
+                raise _ForkedWorkerFailed()
             self._broken = SandboxUnavailable(failure + (f": {details}" if details else ""))
             raise self._broken
         self.isolation = process.isolation.value
@@ -270,6 +282,8 @@ class Submission:
             self._adopt(process)
             if not self._closed:
                 self._run_cells(started)
+        except _ForkedWorkerFailed:   # the first use starts a fresh worker on its own thread
+            pass
         except BaseException as exc:  # noqa: BLE001 - handed to the first use, which raises it
             self._early_error = exc
         finally:
@@ -350,7 +364,13 @@ class Submission:
         return replace(outcome, kind=Kind.RAISED)
 
     def _death_reason(self, process) -> str:
-        if process.forked and process.process.poll() is not None and process.process.zygote_died:
+        code = process.process.poll()
+        if code is None:
+            try:
+                code = process.process.wait(timeout=2)
+            except Exception:  # noqa: BLE001 - still running, its channel closed
+                code = None
+        if process.forked and process.process.zygote_died:
             # Its zygote died (never the student's doing: it runs no student code, and no worker may
             # signal it), and its workers with it: the grader's failure, not this student's.
             self._broken = SandboxUnavailable("the zygote this submission's worker was forked from died, and the "
@@ -358,12 +378,8 @@ class Submission:
             return "the grader's zygote process died"
         if process.group.out_of_memory():
             return f"the code ran out of memory (limit {self.limits.memory_bytes >> 20} MiB)"
-        code = process.process.poll()
         if code is None:
-            try:
-                code = process.process.wait(timeout=2)
-            except Exception:
-                return "the grading process stopped answering (its channel to the grader was closed)"
+            return "the grading process stopped answering (its channel to the grader was closed)"
         if code < 0:
             return f"the grading process was killed by signal {-code} (a memory, CPU or process limit)"
         return f"the code ended the grading process (exit code {code}: os._exit, a crash or a limit)"

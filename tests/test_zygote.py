@@ -24,7 +24,7 @@ from conftest import SETUP, offer_for, write_notebook
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cgroups")]
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
-MODES = ("landlock", "bwrap+landlock", "bwrap")
+MODES = ("landlock", "bwrap+landlock")     # the mode bwrap starts workers fresh (see the last test)
 
 MORE_PROBES = '''
 def probe_self():
@@ -263,3 +263,38 @@ def test_the_switch_starts_every_worker_fresh(tmp_path, limits, monkeypatch):
         assert not s.limits.zygote
         assert not s.cell_errors() and not s._process.forked
         assert s.timings["workers_fresh"] == 1 and "workers_forked" not in s.timings
+
+
+def test_in_the_mode_bwrap_workers_start_fresh(tmp_path, limits):
+    """Without seccomp, workers forked into the zygote's one user namespace would share each uid's
+    keyrings from one student to the next: there, every worker starts fresh, with a namespace of its own."""
+    offer_for("bwrap")
+    with Submission.open(write_notebook(tmp_path, SETUP, "x = 1"), limits(), isolation="bwrap") as s:
+        assert not s.cell_errors() and not s._process.forked and s.isolation == "bwrap"
+        assert s.timings["workers_fresh"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_forked_worker_that_cannot_set_itself_up_sets_its_zygote_aside_and_starts_fresh(mode, tmp_path, limits,
+                                                                                            monkeypatch, caplog):
+    offer_for(mode)
+    zygote.close_all()
+    original = process.SandboxedProcess._fork_from_zygote
+
+    def with_a_broken_request(self, hide, plain):
+        real = zygote.Zygote.fork
+        monkeypatch.setattr(zygote.Zygote, "fork", lambda z, request, *a: real(z, dict(request, cwd="/nowhere"), *a))
+        try:
+            return original(self, hide, plain)
+        finally:
+            monkeypatch.setattr(zygote.Zygote, "fork", real)
+    monkeypatch.setattr(process.SandboxedProcess, "_fork_from_zygote", with_a_broken_request)
+    try:
+        with Submission.open(write_notebook(tmp_path, SETUP, "x = 1"), limits(), isolation=mode) as s:
+            assert not s.cell_errors() and not s._process.forked        # no student code had run: fresh
+            assert s.timings == {**s.timings, "workers_forked": 1, "workers_fresh": 1}
+            assert s.grader_failure() is None
+        assert not any(z.usable for z in zygote._zygotes.values())
+        assert "could not set itself up" in caplog.text and "/nowhere" in caplog.text
+    finally:
+        zygote.close_all()

@@ -312,6 +312,20 @@ def zygote_launcher(shape):
     return bubblewrap if shape.bubblewrap else plain
 
 
+def _zygote_serves(mode: Isolation) -> bool:
+    """Under bubblewrap a zygote needs root (a user namespace of ours, mapping the uid range) and
+    seccomp: its workers share its user namespace, and with it each uid's keyrings, which only
+    seccomp's refusal of the key syscalls keeps one student's from the next (a fresh worker gets a
+    namespace of its own). So the mode ``bwrap`` (no Landlock and seccomp here) starts workers fresh."""
+    if os.geteuid() != 0:
+        zygote._tell_once("bubblewrap without root has no user namespace of ours for a zygote")
+        return False
+    if not mode.landlock:
+        zygote._tell_once("without seccomp, workers forked in one user namespace would share each uid's keyrings")
+        return False
+    return True
+
+
 def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxed: bool = True):
     """Start this process's zygote for workers of ``limits`` now, without waiting for its imports:
     a grader process (the pool's, a Dask worker's, the bridge's) or the student's check, before its
@@ -324,7 +338,7 @@ def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxe
     except SandboxUnavailable:
         return None
     if mode.bubblewrap:
-        if os.geteuid() != 0:
+        if not _zygote_serves(mode):
             return None
         shape = zygote.Shape(True, limits.threads, allowed(hide), (limits.uid_first, limits.uid_count))
     else:
@@ -392,8 +406,7 @@ class SandboxedProcess:
         (the child runs the worker.py the zygote loaded)."""
         limits = self.limits
         if self.isolation.bubblewrap:
-            if os.geteuid() != 0:
-                zygote._tell_once("bubblewrap without root has no user namespace of ours for a zygote")
+            if not _zygote_serves(self.isolation):
                 return None
             allow = allowed(hide)
             shape = zygote.Shape(True, limits.threads, allow, (limits.uid_first, limits.uid_count))

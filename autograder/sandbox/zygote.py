@@ -11,9 +11,9 @@ protocol (zygote_main.py's docstring) and holds what the grader keeps of each ch
 ``ForkedProcess``, the Popen-like object whose pid comes from the kernel (SCM_CREDENTIALS), with a
 pidfd, so that the grader never signals a pid that was reused.
 
-Nothing here is fatal: a zygote that cannot start, has died, refuses (a thread exists at fork
-time), or a shape it does not serve makes ``fork`` return None, the log says why, and the caller
-starts a fresh worker. A dead zygote is replaced at the next fork.
+A zygote that cannot start, has died, refuses (a thread exists at fork time) or was set aside (a
+child of it could not set itself up) forks nothing: ``zygote_for`` or ``fork`` return None, the log
+says why, and the caller starts a fresh worker. A dead zygote is replaced at the next fork.
 """
 
 import atexit
@@ -71,8 +71,10 @@ class ForkedProcess:
     status comes from the zygote (it reaps the child) over this worker's own status socket; EOF
     there without a status means the zygote died, and its children with it."""
 
-    def __init__(self, pid: int, pidfd: int, stdin_fd: int, stdout_fd: int, status: socket.socket):
+    def __init__(self, pid: int, pidfd: int, stdin_fd: int, stdout_fd: int, status: socket.socket, zygote=None):
         self.pid = pid
+        self.zygote = zygote         # the zygote it came from
+        self._counted = zygote is not None     # in that zygote's worker count, until it is closed
         self.pidfd = pidfd
         self.stdin = open(stdin_fd, "wb", buffering=0)
         self.stdout = open(stdout_fd, "rb", buffering=0)
@@ -140,6 +142,9 @@ class ForkedProcess:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        if self._counted:
+            self._counted = False
+            self.zygote.released()
 
 
 class Zygote:
@@ -149,7 +154,10 @@ class Zygote:
         self.shape = shape
         self.log = tempfile.TemporaryFile()
         self.lock = threading.Lock()
+        self.hello_lock = threading.Lock()
         self.hello = None
+        self.usable = True
+        self.workers = 0             # forked and not yet ended
         self.process = None
         self.folder = None
         self.pidfd = None            # the zygote's own process (under bubblewrap, not bwrap's)
@@ -187,33 +195,48 @@ class Zygote:
             (self.folder is None or self.folder.is_dir())
 
     def ready(self) -> bool:
-        """Waits for the zygote's imports (once); it is ready with exactly one thread."""
-        if self.hello is None:
+        """Waits for the zygote's imports (once, whichever thread asks first); it is ready with exactly
+        one thread, and not set aside."""
+        with self.hello_lock:
+            if self.hello is None:
+                self.hello = self._read_hello()
+        return self.hello.get("ready") is True and self.hello.get("threads") == 1 and self.usable
+
+    def _read_hello(self) -> dict:
+        try:
             readable, _, _ = select.select([self.control], [], [], READY_SECONDS)
             message, ancillary, _, _ = (self.control.recvmsg(4096, socket.CMSG_SPACE(UCRED.size)) if readable
                                         else (b"", [], 0, 0))
-            pid = _sender_pid(ancillary)           # the zygote's own, also under bubblewrap
-            if pid is not None:
-                try:
-                    self.pidfd = os.pidfd_open(pid)
-                except OSError:
-                    pass
+        except OSError as exc:
+            return {"error": str(exc)}
+        pid = _sender_pid(ancillary)           # the zygote's own, also under bubblewrap
+        if pid is not None:
             try:
-                self.hello = json.loads(message) if message else {}
-            except ValueError:
-                self.hello = {}
-            if not isinstance(self.hello, dict):
-                self.hello = {}
-        return self.hello.get("ready") is True and self.hello.get("threads") == 1
+                self.pidfd = os.pidfd_open(pid)
+            except OSError:
+                pass
+        try:
+            hello = json.loads(message) if message else {}
+        except ValueError:
+            hello = {}
+        return hello if isinstance(hello, dict) else {}
+
+    def set_aside(self, why: str):
+        """Fork no more workers from this zygote (a child of it could not set itself up): those
+        running go on, and it closes when it is idle and evicted, or when the process ends."""
+        if self.usable:
+            self.usable = False
+            log.warning("a worker forked from the zygote could not set itself up (%s): from now on workers "
+                        "start fresh", why[-500:])
 
     def fork(self, request: dict, stderr_fd: int, join_group) -> "ForkedProcess | None":
         """A worker forked for ``request``, held until ``join_group(pid)`` has put it in its cgroup;
-        None when the zygote refused or did not answer (the reason is logged)."""
+        None when the zygote refused, did not answer or has gone (the reason is logged)."""
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        pidfd = None
+        pidfd, process = None, None
         try:
             try:
                 with self.lock:
@@ -227,23 +250,38 @@ class Zygote:
             message, ancillary, _, _ = ours.recvmsg(256, socket.CMSG_SPACE(UCRED.size)) if readable else (b"", [], 0, 0)
             pid = _sender_pid(ancillary) if message == b"forked" else None
             if pid is None:
-                why = message.decode("utf-8", "replace") or "no answer"
-                log.warning("the zygote did not fork a worker (%s): it starts fresh", why)
+                log.warning("the zygote did not fork a worker (%s): it starts fresh",
+                            message.decode("utf-8", "replace") or "no answer")
                 return None
-            pidfd = os.pidfd_open(pid)           # it waits for "go": its pid cannot have been reused
+            pidfd = os.pidfd_open(pid)           # it waits for "go": only the zygote's end could free its pid
             join_group(pid)
             ours.send(b"go")
-            process = ForkedProcess(pid, pidfd, request_write, answer_read, ours)
-            pidfd = None
+            process = ForkedProcess(pid, pidfd, request_write, answer_read, ours, self)
+            with self.lock:
+                self.workers += 1
             return process
-        except BaseException:
-            if pidfd is not None:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                os.close(pidfd)
-            for fd in (request_write, answer_read):
-                os.close(fd)
-            ours.close()
-            raise
+        except OSError as exc:                   # the zygote went away: a fresh worker instead
+            log.warning("the zygote could not fork a worker (%s): it starts fresh", exc)
+            return None
+        finally:
+            if process is None:
+                if pidfd is not None:
+                    try:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    os.close(pidfd)
+                for fd in (request_write, answer_read):
+                    os.close(fd)
+                ours.close()
+
+    def released(self):
+        """One of this zygote's workers has ended."""
+        with self.lock:
+            self.workers -= 1
+
+    def idle(self) -> bool:
+        return self.workers == 0
 
     def close(self):
         try:
@@ -286,13 +324,14 @@ def _tell_once(why: str):
 
 def start(shape: Shape, make_launch) -> "Zygote | None":
     """This process's zygote of ``shape``, started with ``make_launch`` (see Zygote) when there is
-    none or it died, without waiting for its imports; None when it cannot start (logged). At most
-    MAX_ZYGOTES are kept: the one used least recently closes."""
+    none or it died, without waiting for its imports; None when it cannot start or was set aside
+    (logged). Past MAX_ZYGOTES, the idle ones used least recently close (never one with workers)."""
+    closing = []
     with _lock:
         zygote = _zygotes.get(shape)
         if zygote is not None and not zygote.alive():
             log.warning("the zygote died (%s): starting another", zygote.errors()[-500:] or "no message")
-            _zygotes.pop(shape).close()
+            closing.append(_zygotes.pop(shape))
             zygote = None
         if zygote is None:
             try:
@@ -301,10 +340,14 @@ def start(shape: Shape, make_launch) -> "Zygote | None":
                 _tell_once(f"no zygote could start: {exc}")
                 return None
             _zygotes[shape] = zygote
-            while len(_zygotes) > MAX_ZYGOTES:
-                _zygotes.popitem(last=False)[1].close()
         _zygotes.move_to_end(shape)
-        return zygote
+        for other in [z for key, z in _zygotes.items() if key != shape and z.idle()]:
+            if len(_zygotes) <= MAX_ZYGOTES:
+                break
+            closing.append(_zygotes.pop(other.shape))
+    for old in closing:
+        old.close()
+    return zygote if zygote.usable else None
 
 
 def zygote_for(shape: Shape, make_launch) -> "Zygote | None":
@@ -312,6 +355,8 @@ def zygote_for(shape: Shape, make_launch) -> "Zygote | None":
     zygote = start(shape, make_launch)
     if zygote is None or zygote.ready():
         return zygote
+    if not zygote.usable:
+        return None
     with _lock:
         if _zygotes.get(shape) is zygote:
             del _zygotes[shape]

@@ -4,7 +4,7 @@ sandbox shape, either as a plain process (the modes ``landlock`` and ``none``) o
 bubblewrap sandbox of its own (``bwrap+landlock``, ``bwrap``). Like worker.py it imports nothing
 from the package: it is loaded by path from the worker's folder.
 
-The zygote reads nothing of a request but its descriptors; the child parses the request itself.
+The zygote parses nothing of a request but its descriptors; the child parses the request itself.
 It runs with one thread (the worker's thread caps are in its environment before it starts, and it
 imports but never computes: JAX starts its threads at its first computation), and it counts its
 threads before every fork: with more than one, it refuses and the grader starts a fresh worker.
@@ -119,6 +119,7 @@ def _private_namespaces(spec):
     if init:
         os.close(alive_read)
         _hold_nothing()
+        _drop_all_capabilities()            # the relay only waits
         _, status = os.waitpid(init, 0)
         os._exit(_exit_code(status))
     os.close(alive_write)
@@ -144,6 +145,7 @@ def _private_namespaces(spec):
             _call(_libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), "prctl")
         return
     _hold_nothing()                         # pid 1 keeps none of the worker's pipes
+    _drop_all_capabilities()                # and, as bwrap's init, no capability: it only reaps
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -151,6 +153,24 @@ def _private_namespaces(spec):
             os._exit(CHILD_FAILED)
         if pid == worker:                   # the kernel then ends the rest of the namespace
             os._exit(_exit_code(status))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_all_capabilities():
+    """Every capability out of the bounding set, then out of the effective, permitted and
+    inheritable sets (capset, version 3), as bwrap's init does for itself."""
+    for capability in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
+            break                           # EINVAL: past the kernel's last capability
+    data = (_CapData * 2)()
+    _call(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
 
 
 def _hold_nothing():
@@ -260,16 +280,28 @@ def main():
             continue
         threads = thread_count()
         if threads != 1:                        # fork is only safe with no other thread
-            os.write(fds[3], f"refused: the zygote has {threads} threads".encode())
+            try:
+                os.write(fds[3], f"refused: the zygote has {threads} threads".encode())
+            except OSError:
+                pass
             _close_all(fds)
             continue
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:                         # no process to spare: the grader hears nothing, starts fresh
+            _close_all(fds)
+            continue
         if pid == 0:
             _close_all([control.detach(), *children, *(status for _, status in children.values())])
             _child(worker, me, message, fds)
         _close_all(fds[:3])
         message = None
-        children[os.pidfd_open(pid)] = (pid, fds[3])
+        try:
+            children[os.pidfd_open(pid)] = (pid, fds[3])
+        except OSError:                         # it could not be followed: ended before it went on
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            _close_all(fds[3:])
 
 
 if __name__ == "__main__":
