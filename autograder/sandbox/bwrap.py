@@ -20,9 +20,10 @@ SANDBOX_CONFINE = "/tmp/grader/confine.py"
 SANDBOX_ZYGOTE = "/tmp/grader/zygote_main.py"
 ZYGOTE_SCRIPT = WORKER_DIR / "zygote_main.py"
 # The zygote's sandbox keeps, in its own user namespace only, what it needs to make each child's
-# namespaces and mounts (CAP_SYS_ADMIN), what each child needs to become its leased uid, and to take
-# the first and itself out of the worker's bounding set (CAP_SETPCAP), which is then a fresh worker's.
-ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_SETPCAP")
+# namespaces and mounts (CAP_SYS_ADMIN) and bring their loopback up (CAP_NET_ADMIN), what each child
+# needs to become its leased uid, and to take the others and itself out of the worker's bounding set
+# (CAP_SETPCAP), which is then a fresh worker's.
+ZYGOTE_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETPCAP")
 SANDBOX_HOME = "/tmp/work"
 SANDBOX_UID = SANDBOX_GID = 65534            # nobody / nogroup: who the worker seems to be without root
 DROP_TO_VARIABLE = "BN_AUTOGRADER_UID"       # tells worker.py which uid to become before student code

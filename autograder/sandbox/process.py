@@ -147,18 +147,22 @@ def bubblewrap_argv(hide=(), limits=None, userns_fd=None, drop_to=None, landlock
     """The bwrap command that starts the worker with this Python (bwrap.command); with ``landlock``
     the worker also confines itself to the same allow-list."""
     allow = allowed(hide)
-    environment = worker_environment(SANDBOX_HOME, threads=(limits or Limits()).threads)
+    environment = _bubblewrap_environment(allow, limits or Limits(), landlock)
+    return bwrap.command(interpreter(), allow, environment, limits, userns_fd, drop_to)
+
+
+def _bubblewrap_environment(allow: allowlist.AllowList, limits: Limits, landlock: bool) -> dict:
+    """A worker's environment inside bubblewrap, fresh or forked; with ``landlock`` its allow-list."""
+    environment = worker_environment(SANDBOX_HOME, threads=limits.threads)
     if landlock:
         environment[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
-    return bwrap.command(interpreter(), allow, environment, limits, userns_fd, drop_to)
+    return environment
 
 
 def forked_bubblewrap_environment(allow: allowlist.AllowList, limits: Limits, uid: int, landlock: bool) -> dict:
     """The environment of a worker the zygote forks under bubblewrap: what bwrap.command gives a fresh
     one (it becomes ``uid``; it may end strays with kill(-1) in its own PID namespace)."""
-    environment = worker_environment(SANDBOX_HOME, threads=limits.threads)
-    if landlock:
-        environment[CONFINE_VARIABLE] = json.dumps(bubblewrap_landlock_rules(allow))
+    environment = _bubblewrap_environment(allow, limits, landlock)
     environment[bwrap.PRIVATE_PIDS_VARIABLE] = "1"
     environment[bwrap.DROP_TO_VARIABLE] = str(uid)
     return environment
@@ -517,7 +521,10 @@ class SandboxedProcess:
             return ""
 
     def _pid_namespace(self):
-        """The PID namespace bwrap made, read through its first child (the namespace's init)."""
+        """The PID namespace bwrap made, read through its first child (the namespace's init); a forked
+        worker's only while it runs (the zygote reaps it: then its pid may be another's)."""
+        if self.forked and not self.process.running():
+            return None
         for entry in identity.processes():
             if entry.state != "Z" and entry.parent == self.process.pid:
                 try:

@@ -32,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .allowlist import AllowList
+
 log = logging.getLogger(__name__)
 
 ZYGOTE_SCRIPT = Path(__file__).resolve().parent / "zygote_main.py"
@@ -48,7 +50,7 @@ class Shape:
     """What a zygote's children have in common, so what a request must match to be forked from it."""
     bubblewrap: bool
     threads: int
-    allow: object = None         # bubblewrap: the AllowList its sandbox mounts
+    allow: "AllowList | None" = None    # bubblewrap: what its sandbox mounts
     uids: tuple = ()             # bubblewrap as root: (first, count) mapped in its user namespace
 
 
@@ -75,6 +77,7 @@ class ForkedProcess:
         self.pid = pid
         self.zygote = zygote         # the zygote it came from
         self._counted = zygote is not None     # in that zygote's worker count, until it is closed
+        self._pidfd_lock = threading.Lock()    # the pidfd is closed on one thread, used on another
         self.pidfd = pidfd
         self.stdin = open(stdin_fd, "wb", buffering=0)
         self.stdout = open(stdout_fd, "rb", buffering=0)
@@ -99,8 +102,9 @@ class ForkedProcess:
                 self.returncode = -signal.SIGKILL
         elif not message:                        # the zygote died, and its children die with it:
             self.kill()                          # this one surely, and said only once it has ended
-            if self.pidfd is not None:
-                select.select([self.pidfd], [], [], 10)
+            with self._pidfd_lock:
+                if self.pidfd is not None:
+                    select.select([self.pidfd], [], [], 10)
             self.returncode = -signal.SIGKILL
             self.zygote_died = True
         if self.returncode is not None:
@@ -121,17 +125,17 @@ class ForkedProcess:
 
     def running(self) -> bool:
         """It has not ended (its pid is still its own)."""
-        if self.pidfd is None:
-            return False
-        return not select.select([self.pidfd], [], [], 0)[0]
+        with self._pidfd_lock:
+            return self.pidfd is not None and not select.select([self.pidfd], [], [], 0)[0]
 
     def kill(self):
         """SIGKILL to this process only, through its pidfd (never a pid that was reused)."""
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except (ProcessLookupError, OSError):
-                pass
+        with self._pidfd_lock:
+            if self.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def close(self):
         """Let go of the status socket and the pidfd (the pipes are the caller's to close)."""
@@ -139,9 +143,10 @@ class ForkedProcess:
             self._status.close()
         except OSError:
             pass
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        with self._pidfd_lock:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
         if self._counted:
             self._counted = False
             self.zygote.released()
@@ -161,6 +166,7 @@ class Zygote:
         self.process = None
         self.folder = None
         self.pidfd = None            # the zygote's own process (under bubblewrap, not bwrap's)
+        self.pid = None              # its pid, as the grader sees it
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.control = ours
@@ -213,6 +219,7 @@ class Zygote:
         if pid is not None:
             try:
                 self.pidfd = os.pidfd_open(pid)
+                self.pid = pid
             except OSError:
                 pass
         try:
@@ -253,7 +260,9 @@ class Zygote:
                 log.warning("the zygote did not fork a worker (%s): it starts fresh",
                             message.decode("utf-8", "replace") or "no answer")
                 return None
-            pidfd = os.pidfd_open(pid)           # it waits for "go": only the zygote's end could free its pid
+            pidfd = os.pidfd_open(pid)           # it waits for "go"; its pid was freed only if the zygote ended:
+            if _parent(pid) != self.pid:         # then the pidfd may be another's, whose parent is not the zygote
+                raise OSError(f"the forked worker {pid} is gone")
             join_group(pid)
             ours.send(b"go")
             process = ForkedProcess(pid, pidfd, request_write, answer_read, ours, self)
@@ -301,6 +310,14 @@ class Zygote:
             from . import identity
             identity.remove_folder(self.folder)
             self.folder = None
+
+
+def _parent(pid: int) -> "int | None":
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _sender_pid(ancillary) -> "int | None":

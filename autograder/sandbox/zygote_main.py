@@ -51,8 +51,10 @@ MAX_REQUEST = 1 << 20
 CHILD_FAILED = 72            # the child could not set itself up (it ran no student code)
 HANDSHAKE_SECONDS = 30.0
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
-CAP_SETPCAP, CAP_SYS_ADMIN = 8, 21
-ZYGOTE_ONLY_CAPABILITIES = (CAP_SYS_ADMIN, CAP_SETPCAP)    # what bwrap.ZYGOTE_CAPABILITIES adds to a worker's
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+CAP_SETPCAP, CAP_NET_ADMIN, CAP_SYS_ADMIN = 8, 12, 21
+# What bwrap.ZYGOTE_CAPABILITIES adds to a fresh worker's: out of the worker's bounding set.
+ZYGOTE_ONLY_CAPABILITIES = (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SETPCAP)
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -134,6 +136,7 @@ def _private_namespaces(spec):
         os.mkdir(path)
         os.chmod(path, mode)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _loopback_up()
     for path in PROC_READ_ONLY:
         if os.path.exists(path):
             _mount(path, path, None, MS_BIND | MS_REC)
@@ -173,6 +176,17 @@ def _drop_all_capabilities():
     _call(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
 
 
+def _loopback_up():
+    """The new network namespace's loopback up, as bwrap brings a fresh worker's (SIOCSIFFLAGS)."""
+    import fcntl
+    import socket
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+
+
 def _hold_nothing():
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -193,7 +207,7 @@ def _child(worker, zygote_pid, message, fds):
         os.dup2(request_fd, 0)
         os.dup2(answer_fd, 1)
         os.dup2(stderr_fd, 2)
-        os.closerange(3, min(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+        os.closerange(3, 1 << 30)               # close_range(2): every other descriptor, however high
         if request.get("namespaces"):
             _private_namespaces(request["namespaces"])
         os.chdir(request["cwd"])
