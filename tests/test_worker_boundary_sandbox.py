@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -399,6 +400,7 @@ def stand_in(tmp_path, monkeypatch):
     started = []
 
     def start(order, limits):
+        limits = replace(limits, zygote=False)      # the stand-in runs, not the zygote's worker
         sandboxed = process.SandboxedProcess(limits, isolation=Isolation.LANDLOCK)
         started.append(sandboxed)
         sandboxed.process.stdin.write((json.dumps(order) + "\n").encode())
