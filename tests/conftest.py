@@ -292,10 +292,21 @@ def processes(*, uids=range(0), tags=()) -> list:
 
 
 def scratch_left(folder: Path) -> list:
-    """Worker folders in ``folder``; a live zygote's is this process's, not a submission's."""
-    from autograder.sandbox import zygote
-    kept = {str(z.folder) for z in list(zygote._zygotes.values()) if z.alive() and z.folder is not None}
-    return sorted(str(p) for p in folder.glob("bn-worker-*") if str(p) not in kept)
+    """Worker folders in ``folder``; a live grader process's zygote's is that process's, not a submission's."""
+    def a_live_zygotes(path: Path) -> bool:
+        owner, _, rest = path.name[len("bn-worker-"):].partition("-")
+        return rest.startswith("zygote-") and owner.isdigit() and Path(f"/proc/{owner}").exists()
+    return sorted(str(p) for p in folder.glob("bn-worker-*") if not a_live_zygotes(p))
+
+
+def worker_origin() -> str:
+    """The timings' count a grading here adds to: "workers_forked" where the best mode's workers come
+    from a zygote (sandbox/process.py), else "workers_fresh"."""
+    from autograder.sandbox import process
+    from autograder.sandbox.isolation import Isolation
+    mode = OFFERED.best()
+    forked = mode is not Isolation.NONE and (not mode.bubblewrap or process._zygote_serves(mode))
+    return "workers_forked" if forked else "workers_fresh"
 
 
 def leftovers(first_uid: int, tag: str, scratch: Path) -> list:

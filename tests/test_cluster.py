@@ -29,6 +29,7 @@ from conftest import (
     notebook,
     uid_range,
     unique_digits,
+    worker_origin,
 )
 
 FULL = sum(e.points for e in EXERCISES)
@@ -130,6 +131,7 @@ def test_real_grading_on_the_cluster_matches_the_local_pool(tmp_path, monkeypatc
         cluster_.start_workers(2, {"TMPDIR": str(scratch)})
         on_cluster = classrun.run(course, scheduler=cluster_.address, settings=found, progress_stream=io.StringIO())
         assert not leftovers(first_uid, tag, scratch)
+        assert store.read_result(course, "full_marks").timings.get(worker_origin()) == 1   # a Dask worker's zygote
     finally:
         cluster_.close()
     local = classrun.run(course, jobs=2, force=True, settings=found, progress_stream=io.StringIO())

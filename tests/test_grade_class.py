@@ -31,7 +31,7 @@ from autograder.results import CheckResult, Result, format_points
 from autograder.settings import Settings
 
 import fake_grader
-from conftest import FAKE_GRADER, deep_folder_with_little_stack, fake_catalogue, hand_in, notebook
+from conftest import FAKE_GRADER, deep_folder_with_little_stack, fake_catalogue, hand_in, notebook, worker_origin
 
 FULL = sum(e.points for e in EXERCISES)          # a full-marks total
 pts = format_points                               # points as the CSV and the table write them
@@ -834,6 +834,7 @@ def test_real_grader_on_synthetic_students(tmp_path):
         assert "def test_" not in page
     timings = store.read_result(course, "full_marks").timings
     assert timings.get("total", 0) > 0 and timings.get("class_wall", 0) > 0
+    assert timings.get(worker_origin()) == 1, timings      # forked from the grader process's zygote
     again = classrun.run(course, jobs=2, progress_stream=io.StringIO())
     assert again.graded == 0 and again.resumed == 3
 

@@ -28,7 +28,7 @@ from autograder.exercises import BY_ID, BY_TEST_CELL, EXERCISES, MANUAL_POINTS, 
 from autograder.results import CheckResult, Result, Status, format_points
 
 import fake_grader
-from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_digits
+from conftest import UID_COUNT, forger_cells, leftovers, uid_range, unique_digits, worker_origin
 
 REPO = Path(__file__).resolve().parent.parent
 COURSE_ID = "dl-batchnorm"
@@ -527,6 +527,7 @@ def test_nbgrader_autograde_with_the_real_grader(tmp_path, monkeypatch):
     assert direct.wait(600) == 0, (direct_folder / "output.txt").read_text()[-3000:]
     direct = Result.from_dict(json.loads((direct_folder / "results.json").read_text()))
     assert direct.status is Status.GRADED and 0 < direct.total < FULL, direct.total
+    assert direct.timings.get(worker_origin()) == 1, direct.timings      # grade's own zygote
     expected_scores = {
         "full_marks": {e.id: e.points for e in EXERCISES},
         "bn_ddof1": direct.exercise_scores(),

@@ -25,6 +25,8 @@ from autograder.student import check as checking
 from autograder.student import contract as contracts
 from autograder.student import source as sources
 
+from conftest import worker_origin
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_EXERCISE = {"id", "found", "ran", "visible_tests", "message"}
 SCHEMA_PROBLEM = {"kind", "cell", "message"}
@@ -222,6 +224,20 @@ def broken(tmp_path_factory):
     lines = []
     report = checking.check(path, Limits(total_seconds=120), echo=lines.append)
     return nb, report, lines
+
+
+def test_the_check_forks_its_worker_from_a_zygote_of_its_own(tmp_path, monkeypatch):
+    from autograder.sandbox import process
+    started = []
+    original = process.SandboxedProcess.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        started.append(self.forked)
+    monkeypatch.setattr(process.SandboxedProcess, "__init__", recording)
+    report = checking.check(_write(students.build_notebook(students.STUDENTS["full_marks"]), tmp_path),
+                            Limits(total_seconds=120))
+    assert report.ready and started == [worker_origin() == "workers_forked"]
 
 
 def _problem(report, kind, cell):
