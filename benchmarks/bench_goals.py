@@ -131,9 +131,10 @@ def grade_class(course: Path, cache: Path, csv_path: Path, *extra, extra_env=Non
 
 
 def read_totals(csv_path: Path) -> dict:
-    """{student: (total, status, every exercise's score)} from a grades CSV."""
+    """{student: (total, status, every exercise's score)} from a grades CSV; while the written answers
+    wait for a person (status manual_pending, no total yet), the autograded points."""
     with open(csv_path, newline="") as f:
-        return {row["student"]: (row["total"], row["status"],
+        return {row["student"]: (row["total"] or row.get("auto", ""), row["status"],
                                  tuple(v for k, v in row.items()
                                        if k not in ("student", "total", "status", "message", "max_total")))
                 for row in csv.DictReader(f)}
@@ -150,7 +151,7 @@ def same_rows(a: dict, b: dict, label_a: str, label_b: str) -> bool:
 def report_class(wall: float, totals: dict) -> None:
     errors = sum(status == "error" for _, status, _ in totals.values())
     print(f"    grade-class --jobs 2: {len(totals)} rows in {wall:.1f} s; {errors} with status error; totals "
-          + ", ".join(sorted({total for total, _, _ in totals.values()}, key=float)))
+          + ", ".join(sorted({total for total, _, _ in totals.values()}, key=lambda t: float(t or "nan"))))
 
 
 def goal_class_line(wall: float, t: float, n: int) -> str:
