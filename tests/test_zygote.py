@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,24 @@ def test_a_forked_worker_that_cannot_set_itself_up_sets_its_zygote_aside_and_sta
         assert "could not set itself up" in caplog.text and "/nowhere" in caplog.text
     finally:
         zygote.close_all()
+
+
+THREAD_PROBE = '''
+def probe_threads():
+    import threadpoolctl
+    pools = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+    return np.array([min(pools), max(pools), len(os.listdir("/proc/self/task"))], float)
+'''
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_forked_worker_gets_its_thread_share_once_confined(mode, tmp_path, limits):
+    """The zygote imports NumPy with one BLAS thread (a fork is safe only from one); a grader process
+    whose share is two threads still forks, and its worker's pools get two, after it is confined."""
+    offer_for(mode)
+    limits_ = replace(limits(), threads=2)
+    with Submission.open(write_notebook(tmp_path, "import numpy as np\nimport os\n", THREAD_PROBE), limits_,
+                         isolation=mode) as s:
+        assert not s.cell_errors() and s._process.forked and s.isolation == mode
+        fewest, most, threads = s.call_array("probe_threads").value
+    assert fewest == most == 2 and threads >= 2

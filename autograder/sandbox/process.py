@@ -300,7 +300,7 @@ def zygote_launcher(shape):
         for source in (WORKER_SCRIPT, CONFINE_SCRIPT, bwrap.ZYGOTE_SCRIPT):
             shutil.copyfile(source, code / source.name)
             os.chmod(code / source.name, 0o644)
-        env = dict(worker_environment(str(home), str(home), shape.threads), **variables)
+        env = dict(worker_environment(str(home), str(home), threads=1), **variables)
         return zygote.Launch([sys.executable, "-B", "-s", str(code / bwrap.ZYGOTE_SCRIPT.name)], env, str(home),
                              folder=folder, code=code)
 
@@ -308,7 +308,7 @@ def zygote_launcher(shape):
         userns_fd = user_namespace_fd(*shape.uids)
         if userns_fd is None:
             raise OSError("no user namespace could be made for the zygote's sandbox")
-        environment = dict(worker_environment(SANDBOX_HOME, threads=shape.threads), **variables)
+        environment = dict(worker_environment(SANDBOX_HOME, threads=1), **variables)
         argv, passed = bwrap.arguments_through_fd(
             bwrap.zygote_command(interpreter(), shape.allow, environment, userns_fd), (userns_fd,), interpreter())
         return zygote.Launch(argv, None, "/", passed)
@@ -344,9 +344,9 @@ def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxe
     if mode.bubblewrap:
         if not _zygote_serves(mode):
             return None
-        shape = zygote.Shape(True, limits.threads, allowed(hide), (limits.uid_first, limits.uid_count))
+        shape = zygote.Shape(True, allowed(hide), (limits.uid_first, limits.uid_count))
     else:
-        shape = zygote.Shape(False, limits.threads)
+        shape = zygote.Shape(False)
     return zygote.start(shape, zygote_launcher(shape))
 
 
@@ -413,13 +413,13 @@ class SandboxedProcess:
             if not _zygote_serves(self.isolation):
                 return None
             allow = allowed(hide)
-            shape = zygote.Shape(True, limits.threads, allow, (limits.uid_first, limits.uid_count))
+            shape = zygote.Shape(True, allow, (limits.uid_first, limits.uid_count))
             env = forked_bubblewrap_environment(allow, limits, self.lease.uid, self.isolation.landlock)
             cwd, unprivileged = SANDBOX_HOME, True
             namespaces = {"scratch": bwrap.scratch_sizes(limits), "folders": bwrap.WORKER_FOLDERS}
         else:
             _, cwd, env, _, unprivileged = plain
-            shape = zygote.Shape(False, limits.threads)
+            shape = zygote.Shape(False)
             namespaces = None
         parent = zygote.zygote_for(shape, zygote_launcher(shape))
         if parent is None:
@@ -428,6 +428,8 @@ class SandboxedProcess:
             rules = json.loads(env[CONFINE_VARIABLE])
             rules["read_only"].append(str(parent.code))
             env = dict(env, **{CONFINE_VARIABLE: json.dumps(rules)})
+        if limits.threads > 1:
+            env = dict(env, BN_AUTOGRADER_RAISE_THREADS=str(limits.threads))
         request = {"env": env, "cwd": cwd, "rlimits": _rlimits(limits, self.group, unprivileged),
                    "keras_home": env.get("KERAS_HOME"), "namespaces": namespaces}
         return parent.fork(request, self.stderr.fileno(), self.group.add)

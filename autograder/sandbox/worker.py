@@ -123,6 +123,21 @@ def _confine(confine, rules):
         _fail(f"{type(exc).__name__}: {exc}")
 
 
+def _raise_threads():
+    """A worker forked from the zygote: NumPy's and SciPy's BLAS pools were loaded there with one
+    thread (a fork is safe only from one); now that this worker is confined (new threads inherit
+    Landlock and seccomp), they get its share, as a fresh worker's get from its environment at
+    import. Without threadpoolctl they stay at one thread: slower, never unsafe."""
+    wanted = os.environ.pop("BN_AUTOGRADER_RAISE_THREADS", None)
+    if wanted is None or int(wanted) <= 1:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(int(wanted))
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _take_protocol_streams():
     """Move the protocol to private descriptors and point 0, 1, 2 at /dev/null."""
     requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
@@ -409,6 +424,7 @@ def main():
     _drop_privileges(confine)
     _die_with_the_grader()
     report = None if rules is None else _confine(confine, loads(rules))
+    _raise_threads()
     requests, answers = _take_protocol_streams()
     _KerasWithoutTensorFlow.install()
     worker = Worker()

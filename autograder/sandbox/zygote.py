@@ -47,9 +47,10 @@ UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 @dataclass(frozen=True)
 class Shape:
-    """What a zygote's children have in common, so what a request must match to be forked from it."""
+    """What a zygote's children have in common, so what a request must match to be forked from it.
+    Not their threads: the zygote imports with one (BLAS pools start theirs at import), and each child
+    raises its pools to its own share once it is confined (worker.py, BN_AUTOGRADER_RAISE_THREADS)."""
     bubblewrap: bool
-    threads: int
     allow: "AllowList | None" = None    # bubblewrap: what its sandbox mounts
     uids: tuple = ()             # bubblewrap as root: (first, count) mapped in its user namespace
 
