@@ -418,10 +418,16 @@ def grade_from_environ(path, **kwargs) -> dict:
 
 @pytest.fixture
 def limits(monkeypatch):
-    """set(cell=..., call=..., total=..., grace=..., memory_mb=...): short limits for this test."""
-    from autograder import settings
+    """set(cell=..., call=..., total=..., grace=..., memory_mb=..., processes=...): short limits for this
+    test (``processes``, which no variable sets, through the limits' defaults)."""
+    from dataclasses import replace
 
-    def set_limits(cell=3, call=30, total=150, grace=2, memory_mb=None):
+    from autograder import settings
+    from autograder.sandbox import Limits
+
+    def set_limits(cell=3, call=30, total=150, grace=2, memory_mb=None, processes=None):
+        if processes is not None:
+            monkeypatch.setattr(settings, "_limits", lambda: replace(Limits(), processes=processes))
         for name, value in (("CELL_SECONDS", cell), ("CALL_SECONDS", call), ("TOTAL_SECONDS", total),
                             ("GRACE_SECONDS", grace), ("MEMORY_MB", memory_mb)):
             if value is None:

@@ -200,7 +200,9 @@ def test_a_memory_bomb_is_contained_by_the_memory_cgroup(
 @needs_cgroup
 @pytest.mark.slow
 def test_fork_bombs_are_stopped_by_pids_max(tmp_path, limits, graded, cgroups):
-    limits(cell=3, call=20, grace=2, memory_mb=3072)     # room for 512 forked Pythons: pids.max stops them
+    # Room for the forked Pythons: pids.max stops them. Each fork of a worker copies the page tables of
+    # what the zygote imported (Keras, JAX), so 128 rather than the 512 of the default keeps the test short.
+    limits(cell=3, call=20, grace=2, memory_mb=3072, processes=128)
     results, submission = graded(write_notebook(tmp_path, SETUP, MANUAL_BN, FORK_BOMB, SPINNING_FORK_BOMB))
 
     assert results["status"] == "graded", results["error"]
@@ -214,7 +216,7 @@ def test_fork_bombs_are_stopped_by_pids_max(tmp_path, limits, graded, cgroups):
 def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, graded, monkeypatch):
     monkeypatch.setattr(ResourceGroup, "ROOTS_V1", {"memory": "/nonexistent/memory", "pids": "/nonexistent/pids"})
     monkeypatch.setattr(ResourceGroup, "ROOT_V2", "/nonexistent")
-    limits(cell=3, call=20, grace=2, memory_mb=1024)
+    limits(cell=3, call=20, grace=2, memory_mb=1024, processes=128)
     tag = unique_digits()
     results, submission = graded(write_notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), ADDRESS_SPACE_BOMB, FORK_BOMB))
 
@@ -229,7 +231,7 @@ def test_without_a_cgroup_rlimits_contain_the_same_bombs(tmp_path, limits, grade
 @needs_cgroup
 def test_without_bubblewrap_the_cgroup_still_ends_every_process(tmp_path, limits, graded, in_mode, cgroups):
     in_mode("landlock")
-    limits(cell=3, call=20, grace=2, memory_mb=3072)
+    limits(cell=3, call=20, grace=2, memory_mb=3072, processes=128)
     tag = unique_digits()
     results, submission = graded(write_notebook(tmp_path, SETUP, MANUAL_BN, strays(tag), FORK_BOMB))
     assert results["isolation"] == "landlock"
