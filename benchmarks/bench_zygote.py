@@ -1,4 +1,4 @@
-"""SPIKE (issue 26): where a worker's start goes today, and what the zygote's fork saves.
+"""Where a worker's start goes, and what forking it from the zygote saves (issue 26).
 
     .venv/bin/python benchmarks/bench_zygote.py [--repeat 5]
 
@@ -6,7 +6,8 @@ Prints, as ratios to T = ``python -c "import tensorflow"`` measured in the same 
 start, each import of the release's set-up cell in the worker's environment (with the thread count
 after each, and without the thread caps for comparison), bubblewrap's setup, the user namespace,
 Landlock + seccomp, the uid lease, the cgroup and the scratch folder; then a worker's start to
-ready plus the set-up cell, fresh in each mode and forked from the zygote (Landlock mode).
+ready plus the set-up cell, fresh (BN_AUTOGRADER_ZYGOTE=0's path) and forked from the zygote, in
+each mode the zygote serves, with the worker's memory (the forked one's own pages are few).
 """
 
 import argparse
@@ -86,10 +87,10 @@ def setup_source():
     return notebook.instructor_setup_cells()["setup"]
 
 
-def start_to_setup(mode: Isolation, setup: str):
+def start_to_setup(mode: Isolation, setup: str, forked: bool):
     """(seconds to the ready answer, seconds of the set-up cell, forked?, its memory) for one worker."""
     start = time.monotonic()
-    worker = process.SandboxedProcess(Limits(), isolation=mode)
+    worker = process.SandboxedProcess(Limits(zygote=forked), isolation=mode)
     try:
         reader = LineReader(worker.process.stdout.fileno())
         line = reader.line(time.monotonic() + 60, ANSWER_BYTES["ready"], answer_prefix(0))
@@ -100,10 +101,26 @@ def start_to_setup(mode: Isolation, setup: str):
         answer = reader.line(time.monotonic() + 60, ANSWER_BYTES["cell"], answer_prefix(1))
         assert isinstance(answer, bytes) and b'"done"' in answer, answer
         cell = time.monotonic() - ready
-        memory = _memory(worker.process.pid) if mode is Isolation.LANDLOCK else "(bwrap: not read)"
-        return ready - start, cell, getattr(worker, "forked", False), memory
+        pids = [worker.process.pid, *(e.pid for e in identity.processes() if e.parent == worker.process.pid)]
+        memory = _memory(worker.process.pid) if mode is Isolation.LANDLOCK else _memory(_deepest(pids[0]))
+        return ready - start, cell, worker.forked, memory
     finally:
         worker.kill()
+
+
+def zygote_pid(made) -> int:
+    """The zygote's own pid (under bubblewrap, bwrap's grandchild), from its pidfd."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{made.pidfd}").read_text().splitlines())
+    return int(fields["Pid"])
+
+
+def _deepest(pid: int) -> int:
+    """The last of ``pid``'s line of descendants: under bubblewrap, the worker itself."""
+    while True:
+        children = [e.pid for e in identity.processes() if e.parent == pid and e.state != "Z"]
+        if not children:
+            return pid
+        pid = children[0]
 
 
 def main(argv=None) -> int:
@@ -180,24 +197,23 @@ def main(argv=None) -> int:
     print(f"\na worker's start to ready, then the set-up cell (median of {args.repeat}):")
     modes = [Isolation.LANDLOCK] + ([Isolation.BWRAP_LANDLOCK] if bwrap.bubblewrap_available() else [])
     for mode in modes:
-        runs = [start_to_setup(mode, setup) for _ in range(args.repeat)]
-        ready, cell = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-        row(f"fresh, {mode.value}: to ready", ready)
-        row(f"fresh, {mode.value}: set-up cell", cell)
-        row(f"fresh, {mode.value}: total", ready + cell)
-        print(f"  a worker's memory after the set-up cell: {runs[-1][3]}")
-    os.environ[zygote.ENABLE_VARIABLE] = "1"
-    start = time.perf_counter()
-    zygote.shared(process.worker_environment("/tmp", "/tmp", limits.threads))
-    row(f"zygote start (imports {', '.join(zygote.PRELOAD)})", time.perf_counter() - start)
-    runs = [start_to_setup(Isolation.LANDLOCK, setup) for _ in range(args.repeat)]
-    assert all(r[2] for r in runs), "a worker did not come from the zygote"
-    ready, cell = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-    row("forked from the zygote, landlock: to ready", ready)
-    row("forked from the zygote, landlock: set-up cell", cell)
-    row("forked from the zygote, landlock: total", ready + cell)
-    print(f"  a forked worker's memory after the set-up cell: {runs[-1][3]}")
-    print(f"  the zygote's memory: {_memory(zygote._zygote.process.pid)}")
+        for forked in (False, True):
+            how = "forked from the zygote" if forked else "fresh"
+            if forked:
+                start = time.perf_counter()
+                made = process.prestart_zygote(Limits(), isolation=mode)
+                assert made is not None and made.ready(), "no zygote here"
+                row(f"zygote start, {mode.value} (imports {', '.join(zygote.PRELOAD)})", time.perf_counter() - start)
+            runs = [start_to_setup(mode, setup, forked) for _ in range(args.repeat)]
+            assert all(r[2] == forked for r in runs), f"a worker was not {how}"
+            ready, cell = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            row(f"{how}, {mode.value}: to ready", ready)
+            row(f"{how}, {mode.value}: set-up cell", cell)
+            row(f"{how}, {mode.value}: total", ready + cell)
+            print(f"  its memory after the set-up cell: {runs[-1][3]}")
+            if forked:
+                print(f"  the zygote's memory: {_memory(zygote_pid(made))}")
+    zygote.close_all()
     print(f"\nload average after: {load_average()}")
     return 0
 
