@@ -30,8 +30,11 @@ make one, otherwise memory and processes by rlimits and the CPU is not capped.
 - ``identity.py``: a uid of its own for every worker (as root), and its scratch folder.
 - ``cgroup.py``: ``ResourceGroup``, the cgroup that caps one worker's memory, processes and CPU and
   kills all of it.
-- ``process.py``: ``SandboxedProcess`` (the bubblewrap or plain command, rlimits, ``kill()``), the
-  worker's environment and thread caps, and where the worker's Python lives.
+- ``process.py``: ``SandboxedProcess`` (the worker forked from a zygote, or the bubblewrap or plain
+  command; rlimits, ``kill()``), the worker's environment and thread caps, and where the worker's
+  Python lives.
+- ``zygote.py`` and ``zygote_main.py``: the zygote, which has imported what the set-up cell imports
+  and forks each worker, and what the grader holds of a forked worker (``ForkedProcess``).
 - ``worker.py``: the worker itself, run inside the sandbox.
 
 A sandbox that cannot start raises ``autograder.errors.SandboxUnavailable`` (submission.py).

@@ -1,5 +1,6 @@
-"""The worker's process: its command (bubblewrap's, or a plain subprocess confined by Landlock and
-seccomp where bwrap cannot run), the isolation it runs under (isolation.py chooses it), who it runs
+"""The worker's process: forked from this grader process's zygote (zygote.py), or started by its
+command (bubblewrap's, or a plain subprocess confined by Landlock and seccomp where bwrap cannot
+run); the isolation it runs under (isolation.py chooses it), who it runs
 as (a leased uid as root, identity.py), its environment and thread caps, the rlimits and cgroup it
 starts under, the total cap on its scratch (``scratch_capped``; ``scratch_overflow()`` where only a
 check between requests caps it), and ``kill()``, which ends it and everything it started and leaves
