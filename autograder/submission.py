@@ -194,8 +194,6 @@ class Submission:
         """A new worker process (not yet ready); SandboxUnavailable when the sandbox cannot start.
         Always on the thread that uses the submission: bwrap's --die-with-parent kills the worker
         when the thread that forked it ends."""
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.limits.total_seconds
         if self._process is not None:              # never two workers at once: the old one is killed
             self._retire(self._process)
         try:
@@ -206,7 +204,8 @@ class Submission:
         self._adopt(process)
 
     def _adopt(self, process):
-        """``process`` becomes this submission's worker."""
+        """``process`` becomes this submission's worker; the submission's time budget starts with its
+        first (a zygote's imports before it are not the student's)."""
         if self._deadline is None:
             self._deadline = time.monotonic() + self.limits.total_seconds
         self._workers.append(process)

@@ -108,12 +108,6 @@ def start_to_setup(mode: Isolation, setup: str, forked: bool):
         worker.kill()
 
 
-def zygote_pid(made) -> int:
-    """The zygote's own pid (under bubblewrap, bwrap's grandchild), from its pidfd."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{made.pidfd}").read_text().splitlines())
-    return int(fields["Pid"])
-
-
 def _deepest(pid: int) -> int:
     """The last of ``pid``'s line of descendants: under bubblewrap, the worker itself."""
     while True:
@@ -212,7 +206,7 @@ def main(argv=None) -> int:
             row(f"{how}, {mode.value}: total", ready + cell)
             print(f"  its memory after the set-up cell: {runs[-1][3]}")
             if forked:
-                print(f"  the zygote's memory: {_memory(zygote_pid(made))}")
+                print(f"  the zygote's memory: {_memory(made.pid)}")
     zygote.close_all()
     print(f"\nload average after: {load_average()}")
     return 0

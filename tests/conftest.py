@@ -302,10 +302,8 @@ def scratch_left(folder: Path) -> list:
 def worker_origin() -> str:
     """The timings' count a grading here adds to: "workers_forked" where the best mode's workers come
     from a zygote (sandbox/process.py), else "workers_fresh"."""
-    from autograder.sandbox import process
-    from autograder.sandbox.isolation import Isolation
-    mode = OFFERED.best()
-    forked = mode is not Isolation.NONE and (not mode.bubblewrap or process._zygote_serves(mode))
+    from autograder.sandbox import Limits, process
+    forked = process._zygote_shape(OFFERED.best(), Limits()) is not None
     return "workers_forked" if forked else "workers_fresh"
 
 

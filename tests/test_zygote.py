@@ -68,11 +68,6 @@ def zygote_pids() -> list:
     return pids
 
 
-def zygote_pid(z) -> int:
-    """The zygote's own process (under bubblewrap, bwrap's grandchild), from its pidfd."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{z.pidfd}").read_text().splitlines())
-    return int(fields["Pid"])
-
 
 @pytest.mark.parametrize("mode", MODES)
 def test_two_forked_workers_are_isolated_from_each_other_and_from_the_zygote(mode, tmp_path, limits):
@@ -206,7 +201,7 @@ def test_a_zygote_that_dies_kills_its_workers_and_is_replaced(mode, tmp_path, li
         assert not s.cell_errors() and s._process.forked
         (first,) = [z for z in zygote._zygotes.values() if z.shape.bubblewrap == (mode != "landlock")]
         worker = s._process.process
-        os.kill(zygote_pid(first), signal.SIGKILL)     # its children die with it (PR_SET_PDEATHSIG)
+        os.kill(first.pid, signal.SIGKILL)     # the zygote itself; its children die with it (PR_SET_PDEATHSIG)
         assert worker.wait(timeout=30) == -signal.SIGKILL and worker.zygote_died
         while s._process.group.pids():            # under bubblewrap its namespace's init ends it just after
             time.sleep(0.01)

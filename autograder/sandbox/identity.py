@@ -15,8 +15,8 @@ Inside bwrap's user namespace the leased uid (and the gid, the same number) is m
 "0 0 1\\n{uid} {uid} 1\\n" (bwrap.user_namespace_fd). When the worker is killed, ``end_processes``
 ends every process of its uid, then the lease is released.
 
-``processes`` is the package's one reader of /proc's process list (pid, state, parent, uids): the
-uids here, and process.py's PID-namespace lookups.
+``process`` and ``processes`` are the package's one reader of /proc's processes (pid, state, parent,
+uids): the uids here, process.py's PID-namespace lookups, and the zygote's check of its child.
 """
 
 import ctypes
@@ -80,21 +80,28 @@ class ProcessEntry(NamedTuple):
     uids: tuple          # its real, effective, saved and file-system uids (as text); () unless asked for
 
 
+def process(pid, *, uids: bool = False) -> "ProcessEntry | None":
+    """The process ``pid`` as a ProcessEntry read from its stat file (and its status file, for
+    ``uids``); None when there is none (or it ended while it was read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        found = ()
+        if uids:
+            with open(f"/proc/{pid}/status") as status:
+                found = tuple(next((line.split()[1:] for line in status if line.startswith("Uid:")), ()))
+        return ProcessEntry(int(pid), fields[0], int(fields[1]), found)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def processes(*, uids: bool = False):
-    """Each process in /proc, as a ProcessEntry read from its stat file (and its status file, for
-    ``uids``); a process that ends while it is read is left out."""
+    """Each process in /proc, as a ProcessEntry (``process``); a process that ends while it is read
+    is left out."""
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-            found = ()
-            if uids:
-                with open(f"/proc/{name}/status") as status:
-                    found = tuple(next((line.split()[1:] for line in status if line.startswith("Uid:")), ()))
-            yield ProcessEntry(int(name), fields[0], int(fields[1]), found)
-        except (OSError, IndexError, ValueError):
-            continue
+        if name.isdigit():
+            entry = process(name, uids=uids)
+            if entry is not None:
+                yield entry
 
 
 def _uid_runs_a_process(uid: int) -> bool:

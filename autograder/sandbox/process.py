@@ -286,21 +286,31 @@ def sweep_orphans() -> None:
         pass
 
 
+def _private_folder(tag: str, scripts) -> tuple:
+    """(folder, its bin/): a folder of this grader process's (``bn-worker-<pid>-<tag>``, so that
+    sweep_orphans removes it if the process dies), root's and 0755, with ``scripts`` copied into bin/
+    (0644), from which a worker or a zygote runs."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-{tag}"))
+    os.chmod(folder, 0o755)
+    code = folder / "bin"
+    code.mkdir(mode=0o755)
+    os.chmod(code, 0o755)
+    for source in scripts:
+        shutil.copyfile(source, code / source.name)
+        os.chmod(code / source.name, 0o644)
+    return folder, code
+
+
 def zygote_launcher(shape):
     """How the zygote of ``shape`` starts (zygote.Launch), given the variables it must have."""
     def plain(variables):
         """A plain process from a private folder of its own (worker.py, confine.py, zygote_main.py;
         root's, 0755; removed with the zygote or by sweep_orphans), with the worker's environment
         and a home the children may read but not write (the caches its imports made)."""
-        folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-zygote-"))
-        os.chmod(folder, 0o755)
-        code, home = folder / "bin", folder / "home"
-        for made in (code, home):
-            made.mkdir(mode=0o755)
-            os.chmod(made, 0o755)
-        for source in (WORKER_SCRIPT, CONFINE_SCRIPT, bwrap.ZYGOTE_SCRIPT):
-            shutil.copyfile(source, code / source.name)
-            os.chmod(code / source.name, 0o644)
+        folder, code = _private_folder("zygote-", (WORKER_SCRIPT, CONFINE_SCRIPT, bwrap.ZYGOTE_SCRIPT))
+        home = folder / "home"
+        home.mkdir(mode=0o755)
+        os.chmod(home, 0o755)
         env = dict(worker_environment(str(home), str(home), threads=1), **variables)
         return zygote.Launch([sys.executable, "-B", "-s", str(code / bwrap.ZYGOTE_SCRIPT.name)], env, str(home),
                              folder=folder, code=code)
@@ -331,6 +341,16 @@ def _zygote_serves(mode: Isolation) -> bool:
     return True
 
 
+def _zygote_shape(mode: Isolation, limits: Limits, allow: "allowlist.AllowList | None" = None):
+    """The zygote.Shape that serves workers of ``limits`` in ``mode`` (``allow``: under bubblewrap, the
+    allow-list it mounts; default the machine's, allowed()), or None where workers start fresh."""
+    if not mode.bubblewrap:
+        return zygote.Shape(False)
+    if not _zygote_serves(mode):
+        return None
+    return zygote.Shape(True, allow or allowed(), (limits.uid_first, limits.uid_count))
+
+
 def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxed: bool = True):
     """Start this process's zygote for workers of ``limits`` now, without waiting for its imports:
     a grader process (the pool's, a Dask worker's, the bridge's) or the student's check, before its
@@ -342,13 +362,8 @@ def prestart_zygote(limits: Limits, hide=(), isolation=None, *, allow_unsandboxe
         mode = Isolation(isolation) if isolation is not None else choose_isolation(allow_unsandboxed=allow_unsandboxed)
     except SandboxUnavailable:
         return None
-    if mode.bubblewrap:
-        if not _zygote_serves(mode):
-            return None
-        shape = zygote.Shape(True, allowed(hide), (limits.uid_first, limits.uid_count))
-    else:
-        shape = zygote.Shape(False)
-    return zygote.start(shape, zygote_launcher(shape))
+    shape = _zygote_shape(mode, limits, allowed(hide) if mode.bubblewrap else None)
+    return None if shape is None else zygote.start(shape, zygote_launcher(shape))
 
 
 class SandboxedProcess:
@@ -410,17 +425,16 @@ class SandboxedProcess:
         it runs in the scratch folder made here, and Landlock also allows the zygote's code folder
         (the child runs the worker.py the zygote loaded)."""
         limits = self.limits
+        allow = allowed(hide) if self.isolation.bubblewrap else None
+        shape = _zygote_shape(self.isolation, limits, allow)
+        if shape is None:
+            return None
         if self.isolation.bubblewrap:
-            if not _zygote_serves(self.isolation):
-                return None
-            allow = allowed(hide)
-            shape = zygote.Shape(True, allow, (limits.uid_first, limits.uid_count))
             env = forked_bubblewrap_environment(allow, limits, self.lease.uid, self.isolation.landlock)
             cwd, unprivileged = SANDBOX_HOME, True
             namespaces = {"scratch": bwrap.scratch_sizes(limits), "folders": bwrap.WORKER_FOLDERS}
         else:
             _, cwd, env, _, unprivileged = plain
-            shape = zygote.Shape(False)
             namespaces = None
         parent = zygote.zygote_for(shape, zygote_launcher(shape))
         if parent is None:
@@ -457,14 +471,7 @@ class SandboxedProcess:
         and confine.py copied there, root's, 0755, files 0644), in a 0700 scratch folder owned by its
         uid; as root it becomes its leased uid. With Landlock it confines itself to the allow-list
         and its scratch (the mode LANDLOCK); in the mode NONE it does not."""
-        self._folder = Path(tempfile.mkdtemp(prefix=f"{identity.SCRATCH_PREFIX}{os.getpid()}-"))   # sweep_orphans
-        os.chmod(self._folder, 0o755)
-        code = self._folder / "bin"
-        code.mkdir(mode=0o755)
-        os.chmod(code, 0o755)
-        for source in (WORKER_SCRIPT, CONFINE_SCRIPT):
-            shutil.copyfile(source, code / source.name)
-            os.chmod(code / source.name, 0o644)
+        self._folder, code = _private_folder("", (WORKER_SCRIPT, CONFINE_SCRIPT))
         scratch = identity.make_scratch(self._folder, self.lease.uid, self.lease.gid)
         self._scratch = scratch
         self._scratch_mounted = identity.mount_scratch_tmpfs(scratch, self.limits.scratch_bytes, self.lease.uid,

@@ -4,8 +4,8 @@ instead of started fresh (Limits.zygote, BN_AUTOGRADER_ZYGOTE). A fresh worker s
 of its start importing NumPy, Matplotlib, SciPy, JAX and Keras; a forked one is ready at once.
 
 One zygote per grader process and ``Shape`` (what its children share: plain or inside bubblewrap,
-the thread caps its imports read, and under bubblewrap the allow-list mounted and the uid range
-mapped), started when ``prestart`` or the first fork asks for it, without waiting for its imports.
+and under bubblewrap the allow-list mounted and the uid range mapped), started when ``start`` or
+the first fork asks for it, without waiting for its imports.
 process.py builds how it starts (``Launch``) and each child's request; this module speaks the
 protocol (zygote_main.py's docstring) and holds what the grader keeps of each child:
 ``ForkedProcess``, the Popen-like object whose pid comes from the kernel (SCM_CREDENTIALS), with a
@@ -32,11 +32,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import identity
 from .allowlist import AllowList
 
 log = logging.getLogger(__name__)
 
-ZYGOTE_SCRIPT = Path(__file__).resolve().parent / "zygote_main.py"
 # What the release's set-up cell imports (with KERAS_BACKEND=numpy, Keras brings SciPy, JAX, jaxlib).
 PRELOAD = ("numpy", "matplotlib", "matplotlib.pyplot", "keras")
 READY_SECONDS = 180.0        # the zygote's imports, on a loaded machine
@@ -262,7 +262,8 @@ class Zygote:
                             message.decode("utf-8", "replace") or "no answer")
                 return None
             pidfd = os.pidfd_open(pid)           # it waits for "go"; its pid was freed only if the zygote ended:
-            if _parent(pid) != self.pid:         # then the pidfd may be another's, whose parent is not the zygote
+            child = identity.process(pid)        # then the pidfd may be another's, whose parent is not the zygote
+            if child is None or child.parent != self.pid:
                 raise OSError(f"the forked worker {pid} is gone")
             join_group(pid)
             ours.send(b"go")
@@ -308,17 +309,8 @@ class Zygote:
             os.close(self.pidfd)
             self.pidfd = None
         if self.folder is not None:
-            from . import identity
             identity.remove_folder(self.folder)
             self.folder = None
-
-
-def _parent(pid: int) -> "int | None":
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return int(stat.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _sender_pid(ancillary) -> "int | None":
