@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -32,6 +33,8 @@ from autograder import data, keras_runtime, provenance, reference_models, traini
 from autograder.errors import ModelRefused, TrainingRefused
 from autograder.models import architecture, cost, vet
 from autograder.settings import TrainingBudget, default_cache_dir  # noqa: F401 (their home is settings.py)
+
+log = logging.getLogger(__name__)
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -54,6 +57,9 @@ class Schedule:
 SCHEDULE = Schedule(n_images=2048, epochs=1, batch_size=64, seed=0, learning_rate=1e-3)
 # Halfway between the worst correct lead and the no-BN model's 0 (see the calibration).
 REQUIRED_LEAD = 0.075
+# Past its training runs' budget, how long a grader waits for another computing the same cache entry
+# (building the model, importing Keras) before it computes the entry itself.
+CLAIM_SLACK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -295,11 +301,25 @@ def baseline_accuracy(cache_dir: Path | None = None, schedule: Schedule = SCHEDU
     path = trainingcache.entry_path(cache_dir, trainingcache.BASELINE, key)
     accuracy = _read_baseline(path, key)
     if accuracy is None:
-        with _silenced():
-            model = reference_models.model_without_bn()
-        accuracy = train_accuracy(model, schedule, budget)
-        trainingcache.write(path, key, accuracy)
+        # one grader trains it; another that needs it meanwhile waits for its number
+        with trainingcache.claimed(path, wait=budget.seconds + CLAIM_SLACK_SECONDS):
+            accuracy = _read_baseline(path, key)
+            if accuracy is None:
+                with _silenced():
+                    model = reference_models.model_without_bn()
+                accuracy = train_accuracy(model, schedule, budget)
+                trainingcache.write(path, key, accuracy)
     return accuracy
+
+
+def _help_with_baseline(cache_dir, schedule, budget) -> None:
+    """Train the baseline if no grader has it yet: what a grader waiting for another's comparison does
+    meanwhile, since that comparison needs the baseline after its own training. A failure here is
+    left to the comparison this grader then reads or makes, which meets it again if it is real."""
+    try:
+        baseline_accuracy(cache_dir, schedule, budget)
+    except Exception as exc:  # noqa: BLE001 - only a head start failed
+        log.info("training the baseline while another grader trains the same architecture failed: %s", exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,10 +366,13 @@ def _write_memo(path: Path, key: dict, result: Comparison) -> None:
 
 
 def memoized_compare(config: dict, compute, cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,
-                     required_lead: float = REQUIRED_LEAD, memo: bool = True) -> Comparison:
-    """``compute()`` (a Comparison for the model of the vetted ``config``), or its memoized result for
-    the same architecture, schedule, margin and grader. What ``compute`` raises is passed on, not kept.
-    ``memo`` False computes every time (settings' BN_AUTOGRADER_TRAINING_MEMO=0, read by the caller)."""
+                     required_lead: float = REQUIRED_LEAD, memo: bool = True,
+                     budget: TrainingBudget = TrainingBudget()) -> Comparison:
+    """``compute()`` (a Comparison for the model of the vetted ``config``, trained within ``budget``), or
+    its memoized result for the same architecture, schedule, margin and grader. What ``compute`` raises
+    is passed on, not kept. ``memo`` False computes every time (settings' BN_AUTOGRADER_TRAINING_MEMO=0,
+    read by the caller). While another grader trains the same architecture, this one trains the
+    baseline that both need (compare trains the student's model first), then reads the other's result."""
     if not memo:
         return compute()
     start = time.perf_counter()
@@ -357,12 +380,16 @@ def memoized_compare(config: dict, compute, cache_dir: Path | None = None, sched
         key = memo_key(config, schedule, required_lead)
     path = trainingcache.entry_path(cache_dir, trainingcache.MEMO, key)
     found = _read_memo(path, key)
-    if found is not None:
-        return dataclasses.replace(found, seconds=time.perf_counter() - start)
-    result = compute()
-    if isinstance(result, Comparison):
-        _write_memo(path, key, result)
-    return result
+    if found is None:
+        with trainingcache.claimed(path, wait=2 * budget.seconds + CLAIM_SLACK_SECONDS,
+                                   while_waiting=lambda: _help_with_baseline(cache_dir, schedule, budget)):
+            found = _read_memo(path, key)
+            if found is None:
+                result = compute()
+                if isinstance(result, Comparison):
+                    _write_memo(path, key, result)
+                return result
+    return dataclasses.replace(found, seconds=time.perf_counter() - start)
 
 
 def compare(student_model, cache_dir: Path | None = None, schedule: Schedule = SCHEDULE,

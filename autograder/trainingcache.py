@@ -7,16 +7,22 @@ An entry lives in ``<cache dir>/<kind>/<sha256 of the key>.json`` and holds its 
 checks that it is the key asked for: a missing, corrupt or foreign entry reads as missing.
 Entries are written atomically (graders running in parallel read the old file or the new one,
 never half; graders writing the same entry at once write the same bytes) and 0644, so that a
-class's other graders can read them; an unwritable cache only costs time. Nothing here imports
-TensorFlow or Keras, so a memoized comparison needs neither.
+class's other graders can read them; an unwritable cache only costs time. A grader computing an entry
+holds ``<entry>.lock`` (``claimed``), so that graders sharing the cache compute each entry once.
+Nothing here imports TensorFlow or Keras, so a memoized comparison needs neither.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import inspect
 import json
+import logging
+import os
+import time
 from pathlib import Path
 
 from autograder import data
@@ -26,6 +32,9 @@ from autograder.settings import default_cache_dir
 
 BASELINE = "training-baseline"      # the kinds of entries: one folder each inside the cache dir
 MEMO = "training-memo"
+LOCK_POLL_SECONDS = 0.05            # how often a grader waiting for another's entry tries its lock again
+
+log = logging.getLogger(__name__)
 
 
 def entry_path(cache_dir: Path | None, kind: str, key: dict) -> Path:
@@ -52,6 +61,62 @@ def write(path: Path, key: dict, value) -> None:
         write_atomic(json.dumps({"key": key, "value": value}, sort_keys=True, indent=1), path, mode=0o644)
     except (OSError, ValueError):
         pass  # an unwritable cache only costs time: the next grading recomputes
+
+
+def _lock_descriptor(path: Path):
+    """An open descriptor of ``<entry>.lock``, or None when this grader cannot write there: then it
+    could not write the entry either, so it claims nothing. Opened for writing, as NFS's locks need."""
+    lock = Path(path).with_suffix(".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(lock.parent, os.W_OK):     # its entries could not be written
+            return None
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):     # 0644 like the entries, whatever the umask (another's file: left)
+        os.fchmod(fd, 0o644)
+    return fd
+
+
+def _try_lock(fd: int) -> bool:
+    """True once this grader holds the lock, False while another does. A file system without
+    locks counts as held: the caller computes, as it would without the lock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        log.debug("no lock on the grader cache (%s): computing without it", exc)
+        return True
+
+
+@contextlib.contextmanager
+def claimed(path: Path, wait: float, while_waiting=None):
+    """Held while this grader computes the entry at ``path``, so that graders sharing the cache (a
+    class's grader processes, Dask workers on one file system) compute each entry once. Free: taken at
+    once. Held by another grader: ``while_waiting()`` runs first (work this grader would need anyway,
+    and the other too), then this waits for the other, up to ``wait`` seconds. Inside, the caller reads
+    the entry again and computes it only if it is still missing. The lock costs time only, never a
+    result: where it cannot be made, or its holder is still at it after ``wait``, the body runs
+    without it. The kernel drops a dead grader's lock."""
+    fd = _lock_descriptor(path)
+    try:
+        if fd is not None and not _try_lock(fd):
+            if while_waiting is not None:
+                while_waiting()
+            deadline = time.monotonic() + wait
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    log.warning("%s: another grader has held it for over %.0f s; computing it here too",
+                                Path(path).name, wait)
+                    break
+                time.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -268,3 +268,188 @@ def test_the_key_follows_the_training_files_bytes(tmp_path, monkeypatch):
     labels.unlink()
     labels.write_bytes(bytes(changed))
     assert training.memo_key(config) != same
+
+
+# ---------------------------------------------------------------------------------------------
+# Graders sharing a cache compute each entry once (trainingcache.claimed)
+
+_CONFIG = {"class_name": "Sequential", "config": {"layers": []}}
+
+
+@pytest.fixture
+def another_grader():
+    """Holds an entry's lock as another grader would (a flock belongs to an open file, so a second
+    open in this process is another holder) until it is released or the test ends."""
+    import fcntl
+    import os
+    held = {}
+
+    def hold(entry):
+        held[entry] = trainingcache._lock_descriptor(entry)
+        fcntl.flock(held[entry], fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(entry):
+        os.close(held.pop(entry))
+    hold.release = release
+    yield hold
+    for fd in held.values():
+        os.close(fd)
+
+
+@pytest.fixture
+def polling(monkeypatch):
+    """An event set once a grader has tried a held lock twice, so is in its wait, not past it."""
+    polled, failed, try_lock = threading.Event(), [], trainingcache._try_lock
+
+    def spied(fd):
+        taken = try_lock(fd)
+        if not taken:
+            failed.append(fd)
+            if len(failed) >= 2:
+                polled.set()
+        return taken
+    monkeypatch.setattr(trainingcache, "_try_lock", spied)
+    return polled
+
+
+def _in_thread(function):
+    found = []
+    thread = threading.Thread(target=lambda: found.append(function()), daemon=True)
+    thread.start()
+    return thread, found
+
+
+def _memo_entry(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "memo_key", lambda *a, **k: {"memo": 1})
+    return trainingcache.entry_path(tmp_path, trainingcache.MEMO, {"memo": 1})
+
+
+def _baseline_entry(tmp_path, monkeypatch, trained):
+    """The baseline's entry, with a training that records that it ran and gives 0.5."""
+    monkeypatch.setattr(training, "baseline_key", lambda *a, **k: {"baseline": 1})
+    monkeypatch.setattr(training, "train_accuracy", lambda *a, **k: trained.append(1) or 0.5)
+    monkeypatch.setattr(reference_models, "model_without_bn", lambda: None)
+    return trainingcache.entry_path(tmp_path, trainingcache.BASELINE, {"baseline": 1})
+
+
+def test_a_grader_reads_the_comparison_another_grader_is_making_instead_of_making_it(
+        tmp_path, monkeypatch, another_grader, polling):
+    entry = _memo_entry(tmp_path, monkeypatch)
+    computed = []
+    monkeypatch.setattr(training, "_help_with_baseline", lambda *a: None)
+    another_grader(entry)
+    grader, found = _in_thread(lambda: training.memoized_compare(
+        _CONFIG, lambda: computed.append(1) or _comparison(), cache_dir=tmp_path))
+    assert polling.wait(30)
+    assert grader.is_alive() and not computed                      # it waits, having computed nothing
+    training._write_memo(entry, {"memo": 1}, _comparison(bn=0.7))     # the other grader's result
+    another_grader.release(entry)
+    grader.join(30)
+    assert not computed and found[0].bn_accuracy == 0.7
+
+
+def test_a_grader_waiting_for_a_comparison_trains_the_baseline_the_other_needs(
+        tmp_path, monkeypatch, another_grader):
+    trained = []
+    baseline = _baseline_entry(tmp_path, monkeypatch, trained)
+    memo = _memo_entry(tmp_path, monkeypatch)
+    another_grader(memo)
+    helped = threading.Event()
+    monkeypatch.setattr(training, "_help_with_baseline",
+                        lambda *a, help=training._help_with_baseline: (help(*a), helped.set()))
+    grader, found = _in_thread(lambda: training.memoized_compare(_CONFIG, _comparison, cache_dir=tmp_path))
+    assert helped.wait(30)
+    assert trained == [1] and trainingcache.read(baseline, {"baseline": 1}) == 0.5
+    assert training.baseline_accuracy(tmp_path) == 0.5 and trained == [1]     # the holder's: read, not trained
+    training._write_memo(memo, {"memo": 1}, _comparison(bn=0.7))
+    another_grader.release(memo)
+    grader.join(30)
+    assert found[0].bn_accuracy == 0.7
+
+
+def test_a_failure_while_helping_is_left_to_the_comparison(tmp_path, monkeypatch, another_grader):
+    memo = _memo_entry(tmp_path, monkeypatch)
+
+    def baseline_fails(*args):
+        raise RuntimeError("no dataset")
+    monkeypatch.setattr(training, "baseline_accuracy", baseline_fails)
+    another_grader(memo)
+    another_grader.release(memo)      # the other grader gave up, writing nothing: this one computes
+    training._help_with_baseline(tmp_path, training.SCHEDULE, training.TrainingBudget())     # raises nothing
+    assert training.memoized_compare(_CONFIG, lambda: _comparison(bn=0.6), cache_dir=tmp_path).bn_accuracy == 0.6
+
+
+def test_a_free_entry_is_computed_at_once_and_kept(tmp_path, monkeypatch):
+    entry = _memo_entry(tmp_path, monkeypatch)
+    helped = []
+    monkeypatch.setattr(training, "_help_with_baseline", lambda *a: helped.append(1))
+    result = training.memoized_compare(_CONFIG, lambda: _comparison(bn=0.7), cache_dir=tmp_path)
+    assert result.bn_accuracy == 0.7 and not helped
+    assert training._read_memo(entry, {"memo": 1}).bn_accuracy == 0.7
+
+
+def test_the_lock_is_released_when_the_comparison_fails(tmp_path, monkeypatch):
+    from autograder.errors import TrainingRefused
+    entry = _memo_entry(tmp_path, monkeypatch)
+
+    def refused():
+        raise TrainingRefused("too big")
+    with pytest.raises(TrainingRefused):
+        training.memoized_compare(_CONFIG, refused, cache_dir=tmp_path)
+    fd = trainingcache._lock_descriptor(entry)
+    try:
+        assert trainingcache._try_lock(fd)
+    finally:
+        import os
+        os.close(fd)
+
+
+def test_a_grader_reads_the_baseline_another_grader_is_training_instead_of_training_it(
+        tmp_path, monkeypatch, another_grader, polling):
+    trained = []
+    entry = _baseline_entry(tmp_path, monkeypatch, trained)
+    another_grader(entry)
+    grader, found = _in_thread(lambda: training.baseline_accuracy(tmp_path))
+    assert polling.wait(30)
+    assert grader.is_alive() and not trained
+    trainingcache.write(entry, {"baseline": 1}, 0.4)     # the other grader's number, then its lock goes
+    another_grader.release(entry)
+    grader.join(30)
+    assert found == [0.4] and not trained
+
+
+def test_a_holder_still_at_it_after_the_wait_only_costs_time(tmp_path, caplog, another_grader):
+    entry = tmp_path / "training-memo" / "entry.json"
+    another_grader(entry)
+    ran = []
+    with trainingcache.claimed(entry, wait=0):
+        ran.append(1)
+    assert ran and "computing it here too" in caplog.text
+
+
+def test_a_cache_that_cannot_hold_a_lock_only_costs_time(tmp_path):
+    (tmp_path / "training-memo").write_text("a file where the folder would be")
+    ran = []
+    with trainingcache.claimed(tmp_path / "training-memo" / "entry.json", wait=60):
+        ran.append(1)
+    assert ran
+
+
+def test_a_dead_graders_lock_is_free(tmp_path, caplog):
+    import subprocess
+    import sys
+    entry = tmp_path / "training-memo" / "entry.json"
+    entry.parent.mkdir()
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(entry.with_suffix(".lock"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    ran = []
+    with trainingcache.claimed(entry, wait=0):
+        ran.append(1)
+    assert ran and "computing it here too" not in caplog.text

@@ -46,7 +46,8 @@ def test_bn_model_trains_faster_than_the_baseline(model_config, student_model, c
 
     try:
         # Trained once per architecture and grader: the same architecture gets the memoized result.
-        result = training.memoized_compare(config, train, cache_dir=cache_dir, memo=training_memo)
+        result = training.memoized_compare(config, train, cache_dir=cache_dir, memo=training_memo,
+                                            budget=training_budget)
     except TrainingRefused as exc:
         pytest.fail(str(exc))
     record_timing("training_check", result.seconds)

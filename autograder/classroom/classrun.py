@@ -21,7 +21,9 @@ student is listed in ``ClassRun.grader_errors``, and the next run grades it agai
 
 import logging
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,9 +118,14 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     csv_path = Path(csv_path) if csv_path else course / "grades.csv"
     outcome = ClassRun(rows=[], csv_path=csv_path if write_class_csv else None)
     rows = {}
-    # the written answers' grades, a person's (formgrader's gradebook); only the class CSV shows them
-    manual = written.read_gradebook(course) if write_class_csv else written.GradebookReading()
-    outcome.gradebook_problem = manual.problem
+    if scheduler:   # Dask only when asked for, and imported before nbgrader is, beside it (shared modules)
+        from .cluster import run_cluster
+    # the written answers' grades, a person's (formgrader's gradebook); only the class CSV shows them.
+    # Read beside the grading: importing nbgrader takes seconds, and no row needs it before its result.
+    gradebook = _in_background(written.read_gradebook, course) if write_class_csv else None
+
+    def manual() -> written.GradebookReading:
+        return gradebook.result() if gradebook is not None else written.GradebookReading()
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
     problems = collect_archives(course, regexp) if collect else {}
@@ -137,7 +144,7 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
 
     def page_written(student) -> written.WrittenScores:
         # an unreadable gradebook (locked, say) leaves the pages as a readable one last made them
-        return store.stored_written(course, student) if manual.unreadable else manual.of(student)
+        return store.stored_written(course, student) if manual().unreadable else manual().of(student)
 
     def record(student, result: Result, notes, key) -> grades.Row:
         result = store.writable(result)
@@ -150,7 +157,7 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
             log.error("could not write the results of %s: %s", student, e)
         if result.grader_fault and student not in outcome.grader_errors:
             outcome.grader_errors.append(student)
-        rows[student] = row = grades.Row.of(student, result, message, manual.of(student))
+        rows[student] = row = grades.Row.of(student, result, message, manual().of(student))
         return row
 
     # 2. what to grade: a hand-in without a notebook gets its error row now, an unchanged one keeps
@@ -165,9 +172,9 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         keys[hand_in.student], notes_of[hand_in.student] = key, hand_in.notes
         stored = None if force else store.stored_result(course, hand_in.student, key)
         if stored is not None:
-            rows[hand_in.student] = grades.Row.of(hand_in.student, *stored, manual.of(hand_in.student))
+            rows[hand_in.student] = grades.Row.of(hand_in.student, *stored, manual().of(hand_in.student))
             if page_written(hand_in.student) != store.stored_written(course, hand_in.student):
-                _refresh_feedback(course, hand_in.student, stored[0], manual.of(hand_in.student), outcome)
+                _refresh_feedback(course, hand_in.student, stored[0], manual().of(hand_in.student), outcome)
             outcome.resumed += 1
             continue
         tasks.append(Task(hand_in.student, str(hand_in.notebook), (str(course),)))
@@ -188,7 +195,6 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
                      "(--force regrades all)", outcome.resumed, len(hand_ins) - len(tasks) - outcome.resumed,
                      len(tasks))
         if tasks and scheduler:
-            from .cluster import run_cluster  # Dask only when asked for: one machine needs none
             run_cluster(tasks, scheduler=scheduler, on_result=on_result, timeout=timeout, settings=settings,
                         grader_hash=graded_hash)
         elif tasks:
@@ -200,9 +206,24 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         outcome.grader_errors.sort()
         outcome.seconds = time.monotonic() - started
         save_csv()
+    outcome.gradebook_problem = manual().problem
     if write_class_csv and outcome.rows:
         write_class_report(course, outcome)
     return outcome
+
+
+def _in_background(function, *args) -> Future:
+    """``function(*args)`` on a daemon thread (an interrupted run does not wait for it at exit); its
+    Future's result() waits for it, and raises what it raised."""
+    future = Future()
+
+    def call():
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(exc)
+    threading.Thread(target=call, name=getattr(function, "__name__", "background"), daemon=True).start()
+    return future
 
 
 def _refresh_feedback(course: Path, student: str, result: Result, scores: written.WrittenScores,
