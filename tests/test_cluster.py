@@ -9,6 +9,8 @@ parametrized over the backend.
 """
 
 import io
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -79,7 +81,7 @@ def test_killing_a_worker_mid_class_loses_no_student(fake_class):
     course = fake_class.root
     students = [f"s{i:02d}" for i in range(8)]
     for student in students:
-        hand_in(course, student, notebook(f"ok:all SLOW # {student}"))
+        hand_in(course, student, notebook(f"ok:all SLOW # {student} of {course}"))
     killed = []
 
     def kill_one_worker(row):
@@ -94,6 +96,10 @@ def test_killing_a_worker_mid_class_loses_no_student(fake_class):
         assert row.total == FULL or (row.status == "error" and row.student in outcome.grader_errors)
     for student in students:
         assert store.result_path(course, student).is_file()
+    # the killed worker's task folder was in its own Dask folder (which Dask removes), not the system's
+    left = [path for path in Path(tempfile.gettempdir()).glob("autograder-dask-*/*.ipynb")
+            if str(course) in path.read_text(errors="replace")]
+    assert not left
 
 
 @pytest.mark.slow

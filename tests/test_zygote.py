@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import replace
@@ -315,3 +316,25 @@ def test_a_forked_worker_gets_its_thread_share_once_confined(mode, tmp_path, lim
         assert not s.cell_errors() and s._process.forked and s.isolation == mode
         fewest, most, threads = s.call_array("probe_threads").value
     assert fewest == most == 2 and threads >= 2
+
+
+def test_a_grader_process_at_the_end_of_its_input_exits_at_once_having_closed_its_zygote(tmp_path):
+    """server.exit_at_once skips the interpreter's teardown (over a second with TensorFlow loaded), not
+    the exit handlers: the zygote it started is closed, and the process ends with status 0."""
+    from autograder.classroom.server import GRADER, GraderProcess
+    from autograder.settings import Settings
+    grader = GraderProcess(grader=GRADER, settings=Settings(), log_path=tmp_path / "grader.log")
+    assert grader.start() is None
+    try:
+        started = descendants(grader.proc.pid)      # the zygote is started before the grader is loaded
+        assert any("zygote_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+                   for p in started if Path(f"/proc/{p}/cmdline").exists())
+        pid = grader.proc.pid
+    finally:
+        grader.stop()
+    assert grader.proc.returncode == 0
+    left = [p for p in started if Path(f"/proc/{p}").exists()
+            and Path(f"/proc/{p}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+    assert not left
+    # its zygote's folder removed by the exit handler, not left for the next grader's sweep
+    assert not list(Path(tempfile.gettempdir()).glob(f"{identity.SCRATCH_PREFIX}{pid}-*"))

@@ -186,10 +186,12 @@ def grade_remote(payload: dict) -> dict:
     Returns {"result": the Result as a dict, "worker": this worker's address, "grader_hash": ...}."""
     try:
         from distributed import get_worker
-        worker = get_worker().address
+        worker, scratch = get_worker().address, get_worker().local_directory
     except Exception:  # noqa: BLE001
-        worker = "local"
-    with tempfile.TemporaryDirectory(prefix="autograder-dask-") as tmp:
+        worker, scratch = "local", None
+    # In the Dask worker's own folder, which Dask removes once the worker is gone: a worker killed
+    # mid-task does not leave the student's notebook behind in /tmp.
+    with tempfile.TemporaryDirectory(prefix="autograder-dask-", dir=scratch) as tmp:
         path = Path(tmp) / NOTEBOOK_NAME
         path.write_bytes(payload["notebook"])
         process, failure = _take(payload["grader"], payload.get("settings"))
