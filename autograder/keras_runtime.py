@@ -9,13 +9,37 @@ grader's code imports Keras through ``keras()``; the thread counts can only be s
 TensorFlow's runtime starts, so the first import in a process decides.
 """
 
+import contextlib
+import sys
+
 _ready = False
+
+# Imported by TensorFlow (TFLite's converter of JAX functions) and by Keras (its image gallery) when
+# they are installed, and used by neither in the grader's training: about 1 s of its TensorFlow
+# import. The sandboxed worker needs both (Keras' NumPy backend, the notebook's plots).
+UNUSED_BY_TRAINING = ("jax", "matplotlib.pyplot")
+
+
+@contextlib.contextmanager
+def _absent(names):
+    """Those of ``names`` not imported yet read as not installed while the block runs (a None in
+    sys.modules makes their import raise ImportError, which both importers expect); then as before."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def keras():
     """The keras module, TensorFlow pinned first (once per process)."""
     global _ready
-    import keras as module  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
+    with _absent(UNUSED_BY_TRAINING) if "keras" not in sys.modules else contextlib.nullcontext():
+        import keras as module  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
     if not _ready:
         _ready = True
         import tensorflow as tf  # noqa: PLC0415

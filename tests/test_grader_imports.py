@@ -45,3 +45,15 @@ def test_a_memoized_architecture_is_graded_without_importing_tensorflow(tmp_path
     second, second_modules = grade_and_probe(notebook, cache, tmp_path / "second")
     assert second["total"] == second["max_total"], second
     assert second_modules == [], second_modules
+
+
+@pytest.mark.slow
+def test_the_graders_keras_import_brings_neither_jax_nor_pyplot_and_leaves_both_importable():
+    """keras_runtime.keras(): TensorFlow and Keras import them when installed, and training uses
+    neither (about 1 s of every training grader's start); later imports of both still work."""
+    probe = ("import sys; from autograder import keras_runtime; keras = keras_runtime.keras();"
+             " print(keras.backend.backend(), 'jax' in sys.modules, 'matplotlib.pyplot' in sys.modules);"
+             " import jax, matplotlib.pyplot; print(jax.numpy.add(1, 2))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["tensorflow", "False", "False", "3"]

@@ -180,7 +180,11 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         tasks.append(Task(hand_in.student, str(hand_in.notebook), (str(course),)))
 
     # 3. grade, storing each result, its feedback and the CSV as soon as it is known
+    report_prepared = []
+
     def on_result(task: Task, result: Result):
+        if write_class_csv and not report_prepared:     # from the first result on, the report's imports beside
+            report_prepared.append(_in_background(_prepare_report))
         row = record(task.student, result, notes_of.get(task.student, []), keys.get(task.student))
         outcome.graded += 1
         save_csv()
@@ -234,6 +238,11 @@ def _refresh_feedback(course: Path, student: str, result: Result, scores: writte
         store.write_feedback(course, student, result, written=scores)
     except OSError as e:
         outcome.write_failures.append(f"{student}'s feedback page: {e}")
+
+
+def _prepare_report() -> None:
+    from . import report  # matplotlib is imported only here and in write_class_report
+    report.prepare()
 
 
 def write_class_report(course: Path, outcome: ClassRun) -> None:
