@@ -23,7 +23,6 @@ import logging
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,14 +117,15 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     csv_path = Path(csv_path) if csv_path else course / "grades.csv"
     outcome = ClassRun(rows=[], csv_path=csv_path if write_class_csv else None)
     rows = {}
-    if scheduler:   # Dask only when asked for, and imported before nbgrader is, beside it (shared modules)
-        from .cluster import run_cluster
     # the written answers' grades, a person's (formgrader's gradebook); only the class CSV shows them.
-    # Read beside the grading: importing nbgrader takes seconds, and no row needs it before its result.
-    gradebook = _in_background(written.read_gradebook, course) if write_class_csv else None
+    # Read when a row first needs them: importing nbgrader takes about a second, which the grader
+    # processes, started first, would otherwise wait for.
+    gradebook = []
 
     def manual() -> written.GradebookReading:
-        return gradebook.result() if gradebook is not None else written.GradebookReading()
+        if not gradebook:
+            gradebook.append(written.read_gradebook(course) if write_class_csv else written.GradebookReading())
+        return gradebook[0]
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
     problems = collect_archives(course, regexp) if collect else {}
@@ -180,12 +180,13 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         tasks.append(Task(hand_in.student, str(hand_in.notebook), (str(course),)))
 
     # 3. grade, storing each result, its feedback and the CSV as soon as it is known
-    report_prepared = []
+    report_prepared = threading.Event()
 
     def on_result(task: Task, result: Result):
-        if write_class_csv and not report_prepared:     # from the first result on, the report's imports beside
-            report_prepared.append(_in_background(_prepare_report))
         row = record(task.student, result, notes_of.get(task.student, []), keys.get(task.student))
+        if write_class_csv and not report_prepared.is_set():    # the report's imports, beside the grading
+            report_prepared.set()
+            threading.Thread(target=_prepare_report, name="report-imports", daemon=True).start()
         outcome.graded += 1
         save_csv()
         progress.update(row)
@@ -199,6 +200,7 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
                      "(--force regrades all)", outcome.resumed, len(hand_ins) - len(tasks) - outcome.resumed,
                      len(tasks))
         if tasks and scheduler:
+            from .cluster import run_cluster  # Dask only when asked for: one machine needs none
             run_cluster(tasks, scheduler=scheduler, on_result=on_result, timeout=timeout, settings=settings,
                         grader_hash=graded_hash)
         elif tasks:
@@ -216,20 +218,6 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     return outcome
 
 
-def _in_background(function, *args) -> Future:
-    """``function(*args)`` on a daemon thread (an interrupted run does not wait for it at exit); its
-    Future's result() waits for it, and raises what it raised."""
-    future = Future()
-
-    def call():
-        try:
-            future.set_result(function(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
-            future.set_exception(exc)
-    threading.Thread(target=call, name=getattr(function, "__name__", "background"), daemon=True).start()
-    return future
-
-
 def _refresh_feedback(course: Path, student: str, result: Result, scores: written.WrittenScores,
                       outcome: ClassRun) -> None:
     """Rewrite a kept result's feedback page when its written answers' grades changed (a person graded
@@ -241,8 +229,13 @@ def _refresh_feedback(course: Path, student: str, result: Result, scores: writte
 
 
 def _prepare_report() -> None:
-    from . import report  # matplotlib is imported only here and in write_class_report
-    report.prepare()
+    """The class report's imports (matplotlib), on a thread while the last submissions are graded.
+    A failure is left to write_class_report, which meets it again and says so."""
+    try:
+        from . import report  # matplotlib is imported only here and in write_class_report
+        report.prepare()
+    except Exception:  # noqa: BLE001, S110 - said by write_class_report
+        pass
 
 
 def write_class_report(course: Path, outcome: ClassRun) -> None:
