@@ -10,7 +10,10 @@ TensorFlow's runtime starts, so the first import in a process decides.
 """
 
 import contextlib
+import os
 import sys
+
+from .errors import GraderFault
 
 _ready = False
 
@@ -36,10 +39,17 @@ def _absent(names):
 
 
 def keras():
-    """The keras module, TensorFlow pinned first (once per process)."""
+    """The keras module on TensorFlow, TensorFlow pinned first (once per process). The training
+    check was calibrated on TensorFlow: an instructor's KERAS_BACKEND or keras.json does not apply."""
     global _ready
-    with _absent(UNUSED_BY_TRAINING) if "keras" not in sys.modules else contextlib.nullcontext():
-        import keras as module  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"      # read by Keras at its import, before keras.json
+        with _absent(UNUSED_BY_TRAINING):
+            import keras as module  # noqa: PLC0415  (lazy: importing TensorFlow takes ~3.5 s)
+    import keras as module  # noqa: PLC0415
+    if module.backend.backend() != "tensorflow":
+        raise GraderFault(f"Keras was loaded in the grader's process on the {module.backend.backend()} backend, "
+                          "before the training check asked for it on TensorFlow")
     if not _ready:
         _ready = True
         import tensorflow as tf  # noqa: PLC0415

@@ -8,11 +8,12 @@
    (cluster.py), storing each result, its feedback page and the class CSV (grades.py) as soon as it
    is known, so that an interrupted run keeps everything finished.
 
-The class CSV's written answers come from nbgrader's gradebook (written.py), read once at the start
-of the run: after a person has graded them in formgrader, running grade-class again (nothing is
-graded again) writes them into grades.csv and the feedback pages. A gradebook that is there but
-cannot be read (locked, another course's) leaves the feedback pages' written answers as the last
-readable one made them, grades.csv's pending, and grade-class says why (``gradebook_problem``).
+The class CSV's written answers come from nbgrader's gradebook (written.py), read once, when the
+first row needs them (the grader processes start first): after a person has graded them in
+formgrader, running grade-class again (nothing is graded again) writes them into grades.csv and the
+feedback pages. A gradebook that is there but cannot be read (locked, another course's) leaves the
+feedback pages' written answers as the last readable one made them, grades.csv's pending, and
+grade-class says why (``gradebook_problem``).
 
 A result on the grader's side (``Result.grader_fault``: the sandbox could not start, a check
 crashed, a grader process crashed or ran past the timeout) is never a grade: its row says why, its

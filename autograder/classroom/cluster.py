@@ -189,8 +189,9 @@ def grade_remote(payload: dict) -> dict:
         worker, scratch = get_worker().address, get_worker().local_directory
     except Exception:  # noqa: BLE001
         worker, scratch = "local", None
-    # In the Dask worker's own folder, which Dask removes once the worker is gone: a worker killed
-    # mid-task does not leave the student's notebook behind in /tmp.
+    # In the Dask worker's own folder, which Dask removes when the worker closes, or, for one killed
+    # mid-task, when the next worker starts there: the student's notebook is not left in /tmp. That
+    # folder, with the other tasks' notebooks and Dask's spilled data, is hidden from the student's code.
     with tempfile.TemporaryDirectory(prefix="autograder-dask-", dir=scratch) as tmp:
         path = Path(tmp) / NOTEBOOK_NAME
         path.write_bytes(payload["notebook"])
@@ -199,6 +200,7 @@ def grade_remote(payload: dict) -> dict:
             result = Result.failed(f"a grader process {failure} (see {process.log_path} on {worker})", Side.GRADER,
                                    checks=catalogue())
         else:
-            result = process.grade(Task(payload["student"], str(path), (tmp,)), payload["timeout"])
+            hide = (tmp, scratch) if scratch else (tmp,)
+            result = process.grade(Task(payload["student"], str(path), hide), payload["timeout"])
             _give_back(process)
     return {"result": result.to_dict(), "worker": worker, "grader_hash": provenance.grader_hash()}

@@ -347,6 +347,11 @@ def exit_at_once(status: int) -> None:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
+    try:                                     # and C's (a library's printf to the log), which _exit skips
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
     os._exit(status)
 
 
