@@ -207,7 +207,7 @@ def _metadata(version_: str, contract: contracts.Contract) -> str:
     requires = "".join(f"Requires-Dist: {r}\n" for r in REQUIRES)
     return (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version_}\n"
             "Summary: Check a Batch Normalization notebook as the grader runs it, before you submit it\n"
-            f"Requires-Python: >=3.10\n{requires}Description-Content-Type: text/plain\n\n"
+            f"Requires-Python: >=3.11\n{requires}Description-Content-Type: text/plain\n\n"
             "Run your saved notebook exactly as the course's grader does (fresh, sandboxed, with the grader's\n"
             "time limits), then its visible tests:\n\n"
             "    python -m autograder check batchnorm.ipynb [--output check.json]\n\n"
