@@ -60,6 +60,14 @@ def descendants(pid) -> list:
     return found
 
 
+def still_running(pids, wait: float = 30.0) -> list:
+    """Those of ``pids`` still running (zombies aside) once they have had up to ``wait`` seconds to end."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if (entry := identity.process(p)) is not None and entry.state != "Z"]
+
+
 def zygote_pids() -> list:
     """Every process of this grader's zygotes (bwrap's and the zygote's own under bubblewrap)."""
     pids = []
@@ -243,12 +251,7 @@ def test_a_grader_killed_with_minus_nine_leaves_nothing_running_or_on_disk(mode,
     finally:
         grader.kill()
         grader.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in left):
-        time.sleep(0.05)
-    alive = [p for p in left if Path(f"/proc/{p}").exists() and
-             Path(f"/proc/{p}/stat").read_text().split(")")[-1].split()[0] != "Z"]
-    assert not alive
+    assert not still_running(left)
     identity.sweep_orphan_folders()             # what the next grader process does first (sweep_orphans)
     assert not folder or not Path(folder).exists()
 
@@ -340,8 +343,4 @@ def test_a_grader_process_at_the_end_of_its_input_exits_at_once_having_closed_it
     assert grader.proc.returncode == 0
     assert not list(Path(tempfile.gettempdir()).glob(f"{identity.SCRATCH_PREFIX}{pid}-*"))
     # a zygote still importing reads its end of the socket only after its imports: wait, bounded
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in started):
-        time.sleep(0.05)
-    assert not [p for p in started if Path(f"/proc/{p}").exists()
-                and Path(f"/proc/{p}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+    assert not still_running(started)

@@ -20,6 +20,7 @@ crashed, a grader process crashed or ran past the timeout) is never a grade: its
 student is listed in ``ClassRun.grader_errors``, and the next run grades it again.
 """
 
+import functools
 import logging
 import sys
 import threading
@@ -121,12 +122,9 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
     # the written answers' grades, a person's (formgrader's gradebook); only the class CSV shows them.
     # Read when a row first needs them: importing nbgrader takes about a second, which the grader
     # processes, started first, would otherwise wait for.
-    gradebook = []
-
+    @functools.cache
     def manual() -> written.GradebookReading:
-        if not gradebook:
-            gradebook.append(written.read_gradebook(course) if write_class_csv else written.GradebookReading())
-        return gradebook[0]
+        return written.read_gradebook(course) if write_class_csv else written.GradebookReading()
 
     # 1. collect: LMS downloads into submitted/, then each student's notebook or why there is none
     problems = collect_archives(course, regexp) if collect else {}
@@ -181,12 +179,9 @@ def run(course_dir, *, jobs: int = 2, force: bool = False,
         tasks.append(Task(hand_in.student, str(hand_in.notebook), (str(course),)))
 
     # 3. grade, storing each result, its feedback and the CSV as soon as it is known
-    report_prepared = threading.Event()
-
     def on_result(task: Task, result: Result):
         row = record(task.student, result, notes_of.get(task.student, []), keys.get(task.student))
-        if write_class_csv and not report_prepared.is_set():    # the report's imports, beside the grading
-            report_prepared.set()
+        if write_class_csv and outcome.graded == 0:     # the report's imports, beside the grading
             threading.Thread(target=_prepare_report, name="report-imports", daemon=True).start()
         outcome.graded += 1
         save_csv()
